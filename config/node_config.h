@@ -1,0 +1,142 @@
+// NodeConfig: the node's configuration as read from TOML (tokenmill.toml).
+//
+// Every field documents its default and whether SIGHUP may change it at run
+// time ("reload: yes"). Fields marked "reload: no" take effect at the next
+// start; a SIGHUP that changes one is logged and otherwise ignored.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tokenmill::config {
+
+// [node]
+struct NodeSection {
+  std::string name;  // default: the host name. reload: no
+  std::filesystem::path data_dir = "/var/lib/tokenmill";  // RocksDB and state. reload: no
+};
+
+// [api]
+struct ApiSection {
+  std::string socket = "/run/tokenmill/tokenmill.sock";  // control + data API. reload: no
+  uint32_t socket_mode = 0660;    // written as an octal string, "0660". reload: no
+  std::string tcp;                // "" = off, else "host:port". reload: no
+  uint64_t max_body_bytes = 4 << 20;        // larger bodies get 413. reload: no
+  uint64_t max_header_bytes = 16 << 10;     // larger heads get 431. reload: no
+  std::chrono::milliseconds idle_timeout{30000};  // idle/slow connection closed. reload: no
+  uint32_t max_connections = 1024;          // past it new connections are closed. reload: no
+};
+
+// [metrics]
+struct MetricsSection {
+  std::string listen = "127.0.0.1:9464";  // Prometheus /metrics; "" = off. reload: no
+  std::chrono::milliseconds device_sample_interval{1000};  // device gauges. reload: no
+};
+
+enum class Durability {
+  kProcess,  // WAL written, not fsynced per write: survives a process crash.
+  kPower,    // WAL fsynced per group commit: survives a power loss.
+};
+
+// [storage]
+struct StorageSection {
+  Durability durability = Durability::kProcess;  // reload: no
+};
+
+// [scheduler]
+struct SchedulerSection {
+  uint32_t block_tokens = 16;          // KV block size in tokens. reload: no
+  uint32_t max_batch_tokens = 2048;    // tokens per step per instance. reload: no
+  uint32_t max_seqs = 64;              // sequences per step per instance. reload: no
+  double vtc_input_weight = 1.0;       // VTC weight of a prompt token. reload: yes
+  double vtc_output_weight = 2.0;      // VTC weight of a generated token. reload: yes
+};
+
+// [cost]: the node's all-in cost. All of it reload: yes (from then on).
+struct CostSection {
+  std::string currency = "USD";
+  double capex = 0.0;                  // purchase price of the node
+  double depreciation_years = 4.0;     // straight-line, > 0
+  double power_usd_per_kwh = 0.0;
+  double pue = 1.0;                    // >= 1
+  double network_usd_per_hour = 0.0;
+  double debt_service_usd_per_hour = 0.0;
+  double other_usd_per_hour = 0.0;
+  double prefill_token_weight = 1.0;   // share of a prompt token vs a generated one, > 0
+};
+
+// A KV budget: a fraction of the memory weights leave, or a byte count.
+struct MemoryAmount {
+  double fraction = 0.8;               // used when bytes is unset
+  std::optional<uint64_t> bytes;
+};
+
+// [[device]]: settings for the devices a pattern matches.
+struct DeviceConfig {
+  std::string match;                   // "cpu" | "cuda:0" | "cuda:*" | "plugin:NAME". reload: no
+  double cost_weight = 1.0;            // share of fixed cost. reload: yes
+  MemoryAmount kv_memory;              // "80%" or bytes ("8GiB", 8589934592). reload: no
+  std::optional<double> watts;         // used when no power probe can be read. reload: yes
+};
+
+// [[model]]: a model loaded at start.
+struct ModelConfig {
+  std::string id;
+  std::filesystem::path path;
+  std::string device = "auto";         // "auto" or a device id
+  std::optional<uint32_t> max_seqs;    // default: [scheduler].max_seqs
+  std::optional<uint32_t> max_batch_tokens;
+  std::optional<uint32_t> context;     // default: the model's own
+};
+
+// [[tenant]]: all of it reload: yes.
+struct TenantConfig {
+  std::string name;
+  std::vector<std::string> api_keys_sha256;  // lowercase hex, 64 chars each
+  double weight = 1.0;                        // fair-share weight, > 0
+  uint64_t kv_reserved_blocks = 0;
+  double kv_max_fraction = 1.0;               // (0, 1]
+  double rate_limit_tokens_per_s = 0.0;       // 0 = unlimited
+  uint32_t max_concurrent = 0;                // 0 = unlimited
+  uint32_t max_queue = 256;
+  std::string cache_group;                    // "" = private prefix cache
+  std::vector<std::string> models;            // empty = all models
+  double price_input_per_mtok = 0.0;          // currency per million prompt tokens
+  double price_output_per_mtok = 0.0;         // currency per million generated tokens
+};
+
+struct NodeConfig {
+  NodeSection node;
+  ApiSection api;
+  MetricsSection metrics;
+  StorageSection storage;
+  SchedulerSection scheduler;
+  CostSection cost;
+  std::vector<DeviceConfig> devices;
+  std::vector<ModelConfig> models;
+  std::vector<TenantConfig> tenants;
+
+  std::string source;   // file it came from ("<string>" when parsed from text)
+  std::string digest;   // hex SHA-256 of the source text
+};
+
+// Parses TOML text. Errors are kInvalidArgument with one message per problem,
+// each "SOURCE:LINE:COL: what is wrong", joined by newlines.
+absl::StatusOr<NodeConfig> ParseConfig(std::string_view toml_text, std::string_view source);
+
+// Reads and parses a file. A missing or unreadable file is kNotFound /
+// kPermissionDenied naming the path.
+absl::StatusOr<NodeConfig> LoadConfigFile(const std::filesystem::path& path);
+
+// Names of the settings that differ between two configs and cannot change
+// without a restart ("api.socket", "model[llama].path", ...).
+std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const NodeConfig& after);
+
+}  // namespace tokenmill::config

@@ -1,0 +1,103 @@
+// HttpServer: HTTP/1.1 over unix sockets and TCP, served from one libuv loop
+// thread. Parsing by http-parser; no TLS (local socket / loopback / behind a
+// proxy).
+//
+// Threading: the server owns one loop thread. Handlers run on it and must not
+// block. A handler answers through its ResponseWriter, now or later; the
+// writer may only be used on the loop thread, so work finished elsewhere
+// comes back with Post(). Everything else is safe from any thread.
+//
+// Limits: heads over max_header_bytes get 431, bodies over max_body_bytes get
+// 413, bad requests get 400, a connection that does not complete a request
+// within idle_timeout (trickling or silent) is closed (408 when a request was
+// begun). Past max_connections, new connections are closed at once.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace tokenmill::http {
+
+struct HttpRequest {
+  std::string method;                  // "GET", "POST", ...
+  std::string path;                    // without the query
+  std::string query;                   // after '?', undecoded; "" when none
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
+  std::string body;
+
+  // First header with this (lowercase) name, or "".
+  std::string_view Header(std::string_view lowercase_name) const;
+};
+
+// One response. Either Send() once, or Start() then Write()* then End() for a
+// streamed (chunked) body such as SSE. Loop thread only.
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  virtual void Send(int status, std::string_view content_type, std::string body,
+                    std::vector<std::pair<std::string, std::string>> headers = {}) = 0;
+  virtual void Start(int status, std::string_view content_type,
+                     std::vector<std::pair<std::string, std::string>> headers = {}) = 0;
+  virtual void Write(std::string chunk) = 0;
+  virtual void End() = 0;
+  // True once the peer is gone; writes are then dropped.
+  virtual bool closed() const = 0;
+  // Called once on the loop thread if the peer goes away before End()/Send().
+  virtual void OnClose(std::function<void()> fn) = 0;
+};
+
+using ResponseWriterPtr = std::shared_ptr<ResponseWriter>;
+using Handler = std::function<void(HttpRequest request, ResponseWriterPtr response)>;
+
+struct Listener {
+  enum class Kind { kUnix, kTcp } kind = Kind::kUnix;
+  std::string address;                 // socket path, or "host:port" (port 0 = any free)
+  uint32_t unix_mode = 0660;           // applied to the socket file
+};
+
+struct HttpServerOptions {
+  std::vector<Listener> listeners;
+  uint64_t max_header_bytes = 16 << 10;
+  uint64_t max_body_bytes = 4 << 20;
+  std::chrono::milliseconds idle_timeout{30000};
+  uint32_t max_connections = 1024;
+};
+
+class HttpServer {
+ public:
+  // The handler gets every complete request; routing is the caller's.
+  HttpServer(HttpServerOptions options, Handler handler);
+  ~HttpServer();  // Stop()s
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds every listener (a stale unix socket file is replaced; one a live
+  // server answers on is kFailedPrecondition) and starts the loop thread.
+  absl::Status Start();
+  // Closes listeners and connections, joins the loop thread; removes socket files.
+  void Stop();
+  // Runs fn on the loop thread soon. Safe from any thread; dropped after Stop().
+  void Post(std::function<void()> fn);
+  // Bound TCP port of listener i (for port 0), or 0 for unix listeners.
+  uint16_t tcp_port(size_t listener_index) const;
+  // Connections currently open.
+  size_t connection_count() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Splits "host:port" ("[::1]:80" for IPv6). kInvalidArgument when malformed.
+absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(std::string_view address);
+
+}  // namespace tokenmill::http
