@@ -1,1 +1,30 @@
-// placeholder, replaced by the module's implementation
+#include "devices/discovery.h"
+
+#include <utility>
+
+#include "devices/cpu/cpu_device.h"
+#include "devices/cuda/cuda_device.h"
+
+namespace tokenmill::devices {
+
+absl::StatusOr<Discovery> Discover(const DiscoveryOptions& options) {
+  Discovery found;
+  absl::StatusOr<std::unique_ptr<CpuDevice>> cpu = CpuDevice::Create(options);
+  if (!cpu.ok()) return cpu.status();
+  found.devices.push_back(std::move(*cpu));
+  if (options.cuda) {
+    cuda::CudaDiscovery gpus = cuda::DiscoverCudaDevices(options);
+    for (DevicePtr& gpu : gpus.devices) found.devices.push_back(std::move(gpu));
+    found.cuda_unavailable_reason = std::move(gpus.unavailable_reason);
+    found.nvml_unavailable_reason = std::move(gpus.nvml_unavailable_reason);
+  }
+  return found;
+}
+
+absl::StatusOr<std::vector<DevicePtr>> DiscoverDevices(const DiscoveryOptions& options) {
+  absl::StatusOr<Discovery> found = Discover(options);
+  if (!found.ok()) return found.status();
+  return std::move(found->devices);
+}
+
+}  // namespace tokenmill::devices
