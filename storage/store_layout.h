@@ -1,0 +1,19 @@
+// Names of the files and column families inside a MeterStore data dir. Shared
+// by the store and by tests that inspect or damage the database directly.
+#pragma once
+
+#include <string_view>
+
+namespace tokenmill::storage {
+
+// flock'ed by the owning process; holds its pid for the error message of the
+// process that is refused.
+inline constexpr std::string_view kLockFileName = "tokenmilld.lock";
+// The RocksDB database, a subdirectory so that the data dir can hold more later.
+inline constexpr std::string_view kDbDirName = "meter";
+
+inline constexpr std::string_view kUsageFamily = "usage";
+inline constexpr std::string_view kLedgerFamily = "ledger";
+inline constexpr std::string_view kStateFamily = "state";
+
+}  // namespace tokenmill::storage
