@@ -28,9 +28,9 @@
 namespace tokenmill::http {
 
 struct HttpRequest {
-  std::string method;                  // "GET", "POST", ...
-  std::string path;                    // without the query
-  std::string query;                   // after '?', undecoded; "" when none
+  std::string method;                                        // "GET", "POST", ...
+  std::string path;                                          // without the query
+  std::string query;                                         // after '?', undecoded; "" when none
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
 
@@ -51,24 +51,29 @@ class ResponseWriter {
   virtual void End() = 0;
   // True once the peer is gone; writes are then dropped.
   virtual bool closed() const = 0;
-  // Called once on the loop thread if the peer goes away before End()/Send().
+  // Called once on the loop thread if the peer goes away before End()/Send()
+  // (also when Stop() closes the connection, or when a peer that does not
+  // read lets 16 MiB of output pile up). Runs at once if the peer is already
+  // gone; may run inside a Write() that finds the peer gone.
   virtual void OnClose(std::function<void()> fn) = 0;
 };
 
+// A writer dropped unanswered makes the server answer 500 (or, mid-stream,
+// close the connection); dropping it on another thread is safe.
 using ResponseWriterPtr = std::shared_ptr<ResponseWriter>;
 using Handler = std::function<void(HttpRequest request, ResponseWriterPtr response)>;
 
 struct Listener {
   enum class Kind { kUnix, kTcp } kind = Kind::kUnix;
-  std::string address;                 // socket path, or "host:port" (port 0 = any free)
-  uint32_t unix_mode = 0660;           // applied to the socket file
+  std::string address;        // socket path, or "host:port" (port 0 = any free)
+  uint32_t unix_mode = 0660;  // applied to the socket file
 };
 
 struct HttpServerOptions {
   std::vector<Listener> listeners;
   uint64_t max_header_bytes = 16 << 10;
   uint64_t max_body_bytes = 4 << 20;
-  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds idle_timeout{30000};  // 0 = no timeout
   uint32_t max_connections = 1024;
 };
 
@@ -84,10 +89,13 @@ class HttpServer {
   // server answers on is kFailedPrecondition) and starts the loop thread.
   absl::Status Start();
   // Closes listeners and connections, joins the loop thread; removes socket files.
+  // Idempotent; a no-op before Start() or after a failed one. Called from a
+  // handler it only begins the shutdown; the destructor then joins.
   void Stop();
   // Runs fn on the loop thread soon. Safe from any thread; dropped after Stop().
   void Post(std::function<void()> fn);
-  // Bound TCP port of listener i (for port 0), or 0 for unix listeners.
+  // Bound TCP port of listener i (for port 0), or 0 for unix listeners. Valid
+  // once Start() succeeded.
   uint16_t tcp_port(size_t listener_index) const;
   // Connections currently open.
   size_t connection_count() const;
