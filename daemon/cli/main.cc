@@ -1,1 +1,143 @@
-int main() { return 0; }  // placeholder
+// tokenmill: the command line for operators of a tokenmilld node.
+//
+//   tokenmill [--socket PATH] [--json] status | devices | drain [--cancel]
+//
+// Exit status: 0 on success, 1 when the daemon cannot be reached or answers
+// with an error, 2 for a bad command line.
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "daemon/cli/control_client.h"
+#include "daemon/cli/table.h"
+#include "nlohmann/json.hpp"
+#include "tokenmill/version.h"
+
+namespace {
+
+using nlohmann::json;
+using tokenmill::cli::ControlClient;
+
+std::optional<double> OptNumber(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return std::nullopt;
+  return j[key].get<double>();
+}
+
+// Fetches path and parses its JSON; prints why on failure.
+std::optional<json> Fetch(ControlClient& client, const std::string& method,
+                          const std::string& path) {
+  auto response = client.Request(method, path);
+  if (response.status == 0) {
+    std::fprintf(stderr,
+                 "tokenmill: cannot reach tokenmilld at %s: %s\n"
+                 "  (is the daemon running? set --socket or TOKENMILL_SOCKET)\n",
+                 client.socket_path().c_str(), response.error.c_str());
+    return std::nullopt;
+  }
+  json body = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    std::fprintf(stderr, "tokenmill: %s %s: answer is not JSON (HTTP %ld)\n", method.c_str(),
+                 path.c_str(), response.status);
+    return std::nullopt;
+  }
+  if (response.status >= 400) {
+    std::string message = body.contains("error") ? body["error"].value("message", "") : "";
+    std::fprintf(stderr, "tokenmill: %s %s: HTTP %ld: %s\n", method.c_str(), path.c_str(),
+                 response.status, message.c_str());
+    return std::nullopt;
+  }
+  return body;
+}
+
+std::string DevicesTable(const json& devices) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "KIND", "NAME", "MEMORY", "USED", "POWER", "UTIL", "TEMP"}};
+  for (const auto& d : devices) {
+    const json& s = d.contains("sample") ? d["sample"] : json();
+    auto used = OptNumber(s, "memory_used_bytes");
+    auto util = OptNumber(s, "utilization_ratio");
+    rows.push_back({d.value("id", ""), d.value("kind", ""), d.value("name", ""),
+                    tokenmill::cli::FormatBytes(d.value("memory_total_bytes", uint64_t{0})),
+                    used ? tokenmill::cli::FormatBytes(static_cast<uint64_t>(*used)) : "-",
+                    tokenmill::cli::FormatOptional(OptNumber(s, "power_watts"), "%.1f W"),
+                    util ? tokenmill::cli::FormatOptional(*util * 100.0, "%.0f%%") : "-",
+                    tokenmill::cli::FormatOptional(OptNumber(s, "temperature_celsius"), "%.0f C")});
+  }
+  return tokenmill::cli::RenderTable(rows);
+}
+
+std::string StatusTable(const json& node) {
+  std::string device_ids;
+  for (const auto& d : node.value("devices", json::array())) {
+    device_ids += (device_ids.empty() ? "" : ", ") + d.value("id", "");
+  }
+  const json& config = node.value("config", json::object());
+  std::string digest = config.value("digest", "");
+  std::vector<std::vector<std::string>> rows = {
+      {"node", node.value("name", "")},
+      {"state", node.value("state", "")},
+      {"version", node.value("version", "") + " (" + node.value("revision", "") + ")"},
+      {"uptime", tokenmill::cli::FormatDuration(node.value("uptime_seconds", 0.0))},
+      {"config", config.value("source", "") + " (sha256 " + digest.substr(0, 12) + ")"},
+      {"data dir", node.value("data_dir", "")},
+      {"socket", node.value("api", json::object()).value("socket", "")},
+      {"metrics", node.value("metrics", json::object()).value("listen", "")},
+      {"devices",
+       std::to_string(node.value("devices", json::array()).size()) + " (" + device_ids + ")"}};
+  auto pending = config.value("restart_pending", json::array());
+  if (!pending.empty()) {
+    std::string names;
+    for (const auto& p : pending) names += (names.empty() ? "" : ", ") + p.get<std::string>();
+    rows.push_back({"restart to apply", names});
+  }
+  return tokenmill::cli::RenderTable(rows);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tokenmill: operate a tokenmilld node"};
+  app.require_subcommand(1);
+  const char* env_socket = std::getenv("TOKENMILL_SOCKET");
+  std::string socket = env_socket ? env_socket : "/run/tokenmill/tokenmill.sock";
+  bool as_json = false;
+  long timeout_ms = 10000;
+  app.add_option("-s,--socket", socket, "tokenmilld control socket ($TOKENMILL_SOCKET)")
+      ->capture_default_str();
+  app.add_flag("--json", as_json, "print the daemon's JSON instead of a table");
+  app.add_option("--timeout-ms", timeout_ms, "request timeout")->capture_default_str();
+  app.set_version_flag("--version", std::string("tokenmill ") + tokenmill::kVersion);
+
+  auto* status_cmd = app.add_subcommand("status", "node state, version, uptime, config");
+  auto* devices_cmd = app.add_subcommand("devices", "devices with memory, power, utilisation");
+  auto* drain_cmd = app.add_subcommand("drain", "stop admitting new work (or --cancel)");
+  bool cancel = false;
+  drain_cmd->add_flag("--cancel", cancel, "admit work again");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  ControlClient client(socket, timeout_ms);
+  std::optional<json> body;
+  if (status_cmd->parsed()) {
+    body = Fetch(client, "GET", "/control/v1/node");
+    if (body && !as_json) std::fputs(StatusTable(*body).c_str(), stdout);
+  } else if (devices_cmd->parsed()) {
+    body = Fetch(client, "GET", "/control/v1/devices");
+    if (body && !as_json)
+      std::fputs(DevicesTable(body->value("devices", json::array())).c_str(), stdout);
+  } else if (drain_cmd->parsed()) {
+    body = Fetch(client, cancel ? "DELETE" : "POST", "/control/v1/drain");
+    if (body && !as_json) {
+      std::printf("%s\n", body->value("draining", false) ? "draining" : "serving");
+    }
+  }
+  if (!body) return 1;
+  if (as_json) std::printf("%s\n", body->dump(2).c_str());
+  return 0;
+}

@@ -1,0 +1,49 @@
+// ControlApi: the operator/orchestrator endpoints on the unix socket.
+//
+//   GET    /healthz               200 while the process serves requests
+//   GET    /readyz                200 when ready for work, 503 while starting or draining
+//   GET    /control/v1/node       version, uptime, config source and digest, state, devices
+//   GET    /control/v1/devices    every device with its static facts and latest sample
+//   GET    /control/v1/drain      drain state
+//   POST   /control/v1/drain      stop admitting new work (readyz turns 503)
+//   DELETE /control/v1/drain      admit work again
+//
+// Runs on the HTTP loop thread; never blocks (device figures come from the
+// sampler's last reading, not from the devices).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "daemon/http/http_server.h"
+#include "daemon/node_state.h"
+#include "devices/device.h"
+#include "nlohmann/json.hpp"
+
+namespace tokenmill::daemon {
+
+// Latest samples, index-aligned with the device list.
+using SampleSource = std::function<std::vector<devices::DeviceSample>()>;
+
+class ControlApi {
+ public:
+  ControlApi(NodeState& state, std::vector<const devices::Device*> devices, SampleSource samples);
+
+  // Handles the request if its path is one of the control endpoints and
+  // returns true; returns false to let another API take it.
+  bool Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response);
+
+  nlohmann::json NodeJson() const;
+  nlohmann::json DevicesJson() const;
+
+ private:
+  NodeState& state_;
+  std::vector<const devices::Device*> devices_;
+  SampleSource samples_;
+};
+
+// Answers a request no API took: 404 for unknown paths.
+void SendNotFound(const http::HttpRequest& request, http::ResponseWriter& response);
+
+}  // namespace tokenmill::daemon

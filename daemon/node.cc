@@ -1,0 +1,229 @@
+#include "daemon/node.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/api_errors.h"
+#include "devices/discovery.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+#include "spdlog/spdlog.h"
+
+namespace tokenmill::daemon {
+namespace {
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// tokenmill_node_ready: 1 while the node admits work, read at scrape time so
+// drains from any source show at once.
+class NodeStateCollector : public prometheus::Collectable {
+ public:
+  explicit NodeStateCollector(const NodeState& state) : state_(state) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily family;
+    family.name = "tokenmill_node_ready";
+    family.help = "1 when the node admits new work, 0 while starting or draining";
+    family.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric metric;
+    metric.gauge.value = state_.ready() ? 1.0 : 0.0;
+    family.metric.push_back(std::move(metric));
+    return {std::move(family)};
+  }
+
+ private:
+  const NodeState& state_;
+};
+
+std::optional<double> WattsFor(const config::NodeConfig& config, std::string_view kind) {
+  for (const auto& device : config.devices) {
+    if (device.match == kind || (kind == "cuda" && device.match.starts_with("cuda:"))) {
+      if (device.watts) return device.watts;
+    }
+  }
+  return std::nullopt;
+}
+
+// The socket's directory: systemd's RuntimeDirectory= makes it in production;
+// for other set-ups create it, owner-only-writable.
+absl::Status EnsureSocketDir(const std::string& socket_path) {
+  std::filesystem::path dir = std::filesystem::path(socket_path).parent_path();
+  if (dir.empty()) return absl::OkStatus();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create socket directory ", dir.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+// "host:port" with the port as bound (for port 0); IPv6 hosts in brackets.
+std::string WithPort(const std::string& listen, uint16_t port) {
+  auto host = http::SplitHostPort(listen);
+  std::string name = host.ok() ? host->first : "127.0.0.1";
+  if (name.find(':') != std::string::npos) return absl::StrCat("[", name, "]:", port);
+  return absl::StrCat(name, ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
+  std::unique_ptr<Node> node(new Node());
+  node->state_ = std::make_unique<NodeState>(std::move(config), std::chrono::system_clock::now());
+  auto cfg = node->state_->config();
+
+  node->registry_ = std::make_shared<prometheus::Registry>();
+  telemetry::AddBuildInfo(*node->registry_);
+  node->store_errors_ = &prometheus::BuildCounter()
+                             .Name("tokenmill_store_errors_total")
+                             .Help("Failed metering store operations, by operation")
+                             .Register(*node->registry_);
+
+  storage::MeterStoreOptions store_options;
+  store_options.dir = cfg->node.data_dir;
+  store_options.durability = cfg->storage.durability == config::Durability::kPower
+                                 ? storage::Durability::kPower
+                                 : storage::Durability::kProcess;
+  auto* store_errors = node->store_errors_;
+  store_options.on_error = [store_errors](std::string_view op) {
+    store_errors->Add({{"op", std::string(op)}}).Increment();
+  };
+  auto store = storage::MeterStore::Open(store_options);
+  if (!store.ok()) return store.status();
+  node->store_ = std::move(*store);
+  spdlog::info("store_opened dir={} durability={}", cfg->node.data_dir.string(),
+               config::ToString(cfg->storage.durability));
+
+  devices::DiscoveryOptions discovery;
+  discovery.cpu_watts = WattsFor(*cfg, "cpu");
+  discovery.cuda_watts = WattsFor(*cfg, "cuda");
+  auto found = devices::Discover(discovery);
+  if (!found.ok()) return found.status();
+  node->devices_ = std::move(found->devices);
+  // No GPU is a normal case; say why once so an operator who expected one knows.
+  if (!found->cuda_unavailable_reason.empty()) {
+    spdlog::info("cuda_unavailable reason=\"{}\"", found->cuda_unavailable_reason);
+  }
+  if (!found->nvml_unavailable_reason.empty()) {
+    spdlog::warn("nvml_unavailable reason=\"{}\"", found->nvml_unavailable_reason);
+  }
+  std::vector<devices::Device*> device_ptrs;
+  std::vector<const devices::Device*> const_device_ptrs;
+  for (const auto& device : node->devices_) {
+    const auto& info = device->Info();
+    spdlog::info("device_found id={} name=\"{}\" memory_bytes={}", info.id, info.name,
+                 info.memory_total_bytes);
+    device_ptrs.push_back(device.get());
+    const_device_ptrs.push_back(device.get());
+  }
+
+  node->sampler_ = std::make_unique<telemetry::DeviceSampler>(*node->registry_, device_ptrs,
+                                                              cfg->metrics.device_sample_interval);
+  node->process_collector_ = telemetry::MakeProcessCollector();
+  node->state_collector_ = std::make_shared<NodeStateCollector>(*node->state_);
+
+  NodeState::Addresses addresses;
+  if (!cfg->metrics.listen.empty()) {
+    auto server = telemetry::MetricsServer::Start(cfg->metrics.listen);
+    if (!server.ok()) return server.status();
+    node->metrics_server_ = std::move(*server);
+    node->metrics_server_->Register(node->registry_);
+    node->metrics_server_->Register(node->process_collector_);
+    node->metrics_server_->Register(node->state_collector_);
+    addresses.metrics = WithPort(cfg->metrics.listen, node->metrics_server_->port());
+    spdlog::info("metrics_listening address={}", addresses.metrics);
+  }
+
+  telemetry::DeviceSampler* sampler = node->sampler_.get();
+  node->control_api_ = std::make_unique<ControlApi>(*node->state_, const_device_ptrs,
+                                                    [sampler] { return sampler->Latest(); });
+
+  if (auto status = EnsureSocketDir(cfg->api.socket); !status.ok()) return status;
+  http::HttpServerOptions http_options;
+  http_options.listeners.push_back(
+      {http::Listener::Kind::kUnix, cfg->api.socket, cfg->api.socket_mode});
+  if (!cfg->api.tcp.empty()) {
+    http_options.listeners.push_back({http::Listener::Kind::kTcp, cfg->api.tcp, 0});
+  }
+  http_options.max_header_bytes = cfg->api.max_header_bytes;
+  http_options.max_body_bytes = cfg->api.max_body_bytes;
+  http_options.idle_timeout = cfg->api.idle_timeout;
+  http_options.max_connections = cfg->api.max_connections;
+  ControlApi* control = node->control_api_.get();
+  node->http_server_ = std::make_unique<http::HttpServer>(
+      std::move(http_options),
+      [control](http::HttpRequest request, http::ResponseWriterPtr response) {
+        if (!control->Handle(request, response)) SendNotFound(request, *response);
+      });
+  if (auto status = node->http_server_->Start(); !status.ok()) return status;
+  addresses.socket = cfg->api.socket;
+  if (!cfg->api.tcp.empty()) {
+    addresses.tcp = WithPort(cfg->api.tcp, node->http_server_->tcp_port(1));
+  }
+  spdlog::info("api_listening socket={} tcp={}", addresses.socket,
+               addresses.tcp.empty() ? "off" : addresses.tcp);
+  node->state_->set_addresses(std::move(addresses));
+
+  node->state_->set_ready(true);
+  return node;
+}
+
+Node::~Node() { Stop(); }
+
+void Node::Reload(config::NodeConfig next) {
+  auto before = state_->config();
+  std::vector<std::string> pending = config::RestartRequiredChanges(*before, next);
+  if (!pending.empty()) {
+    spdlog::warn("config_reload_restart_required settings=\"{}\"", absl::StrJoin(pending, ","));
+  }
+  spdlog::info("config_reloaded source={} digest={} tenants={}", next.source, next.digest,
+               next.tenants.size());
+  state_->set_restart_pending(std::move(pending));
+  state_->SetConfig(std::move(next), std::chrono::system_clock::now());
+}
+
+void Node::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (state_) {
+    state_->set_draining(true);
+    state_->set_ready(false);
+  }
+  // Reverse of start: no new requests, then no new samples, then the store.
+  if (http_server_) http_server_->Stop();
+  metrics_server_.reset();
+  sampler_.reset();
+  if (store_) {
+    if (auto status = store_->Flush(); !status.ok()) {
+      spdlog::error("store_flush_failed error=\"{}\"", status.ToString());
+    }
+    store_.reset();
+    spdlog::info("store_closed");
+  }
+}
+
+bool Node::LoopResponsive(std::chrono::milliseconds max_age) {
+  if (!http_server_) return false;
+  int64_t now = SteadyNowNs();
+  int64_t posted = heartbeat_posted_ns_.load();
+  int64_t ran = heartbeat_ran_ns_.load();
+  // Unresponsive when a heartbeat posted more than max_age ago has not run.
+  bool responsive = ran >= posted || now - posted < max_age.count() * 1000000;
+  if (ran >= posted) {
+    heartbeat_posted_ns_.store(now);
+    http_server_->Post([this, now] { heartbeat_ran_ns_.store(now); });
+  }
+  return responsive;
+}
+
+}  // namespace tokenmill::daemon

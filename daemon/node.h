@@ -1,0 +1,65 @@
+// Node: the composition root. Builds the node's parts from a NodeConfig in
+// dependency order (store, devices, metrics, HTTP servers) and tears them
+// down in reverse. Everything is passed into constructors; nothing global.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "config/node_config.h"
+#include "daemon/control_api.h"
+#include "daemon/http/http_server.h"
+#include "daemon/node_state.h"
+#include "devices/device.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "storage/meter_store.h"
+#include "telemetry/metrics.h"
+
+namespace tokenmill::daemon {
+
+class Node {
+ public:
+  // Opens the store, discovers devices, starts metrics and the API servers.
+  // On error nothing is left running (and the store is closed).
+  static absl::StatusOr<std::unique_ptr<Node>> Start(config::NodeConfig config);
+  ~Node();  // Stop()s
+
+  // Applies a re-read config: reloadable settings take effect; the others are
+  // listed in NodeState::restart_pending() and logged.
+  void Reload(config::NodeConfig next);
+
+  // Stops admitting work, closes the servers, flushes and closes the store.
+  // Idempotent.
+  void Stop();
+
+  // Posts a no-op onto the HTTP loop and reports whether the previous one ran
+  // within max_age: the watchdog pings systemd only while the loop answers.
+  bool LoopResponsive(std::chrono::milliseconds max_age);
+
+  NodeState& state() { return *state_; }
+
+ private:
+  Node() = default;
+
+  std::unique_ptr<NodeState> state_;
+  storage::MeterStorePtr store_;
+  std::vector<devices::DevicePtr> devices_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* store_errors_ = nullptr;
+  std::shared_ptr<prometheus::Collectable> state_collector_;
+  std::shared_ptr<prometheus::Collectable> process_collector_;
+  std::unique_ptr<telemetry::DeviceSampler> sampler_;
+  std::unique_ptr<telemetry::MetricsServer> metrics_server_;
+  std::unique_ptr<ControlApi> control_api_;
+  std::unique_ptr<http::HttpServer> http_server_;
+  std::atomic<int64_t> heartbeat_posted_ns_{0};
+  std::atomic<int64_t> heartbeat_ran_ns_{0};
+  bool stopped_ = false;
+};
+
+}  // namespace tokenmill::daemon
