@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing tokenmill needs on Debian 12, from
+# Debian's packages only. Idempotent: installs nothing that is already there.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git curl ca-certificates
+  libuv1-dev libhttp-parser-dev libabsl-dev prometheus-cpp-dev librocksdb-dev
+  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsystemd-dev
+  libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test.
+  prometheus dpkg-dev systemd
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
