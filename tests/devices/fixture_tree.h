@@ -10,6 +10,7 @@
 
 #include "devices/power_meter.h"
 #include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
 
 namespace tokenmill::devices::testing {
 
@@ -18,37 +19,26 @@ namespace tokenmill::devices::testing {
 class FixtureTree {
  public:
   explicit FixtureTree(const std::string& name) {
-    std::string dir = "/tmp/tokenmill_devices_XXXXXX";
-    EXPECT_NE(mkdtemp(dir.data()), nullptr);
-    root_ = dir;
     if (!name.empty()) {
       std::filesystem::copy(
-          std::filesystem::path(TOKENMILL_SOURCE_DIR) / "tests/devices/fixtures" / name, root_,
-          std::filesystem::copy_options::recursive);
+          std::filesystem::path(TOKENMILL_SOURCE_DIR) / "tests/devices/fixtures" / name,
+          dir_.path(), std::filesystem::copy_options::recursive);
     }
   }
-  ~FixtureTree() {
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
-  FixtureTree(const FixtureTree&) = delete;
-  FixtureTree& operator=(const FixtureTree&) = delete;
 
-  const std::filesystem::path& root() const { return root_; }
+  const std::filesystem::path& root() const { return dir_.path(); }
 
   // Replaces the file at `relative` (creating folders) with `text`.
   void Write(const std::filesystem::path& relative, const std::string& text) const {
-    const std::filesystem::path path = root_ / relative;
-    std::filesystem::create_directories(path.parent_path());
-    std::ofstream(path, std::ios::trunc) << text;
+    dir_.Write(relative, text);
   }
 
   void Remove(const std::filesystem::path& relative) const {
-    std::filesystem::remove_all(root_ / relative);
+    std::filesystem::remove_all(dir_.path() / relative);
   }
 
  private:
-  std::filesystem::path root_;
+  ::tokenmill::testing::TempDir dir_;
 };
 
 // Steady time that only moves when the test says so.

@@ -17,9 +17,14 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "daemon/http/http_server.h"
-#include "tests/http/test_client.h"
+#include "tests/support/http_client.h"
 
 namespace tokenmill::http::testing {
+
+using ::tokenmill::testing::CurlRequest;
+using ::tokenmill::testing::CurlResult;
+using ::tokenmill::testing::RawClient;
+using ::tokenmill::testing::RawResponse;
 
 using namespace std::chrono_literals;
 

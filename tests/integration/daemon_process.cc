@@ -51,9 +51,9 @@ std::optional<int> DaemonProcess::Stop(std::chrono::milliseconds timeout) {
   return process_->Wait(timeout);
 }
 
-HttpResult DaemonProcess::Control(const std::string& method, const std::string& path,
+CurlResult DaemonProcess::Control(const std::string& method, const std::string& path,
                                   const std::string& body) {
-  return HttpRequest(method, "http://localhost" + path, options_.socket.string(), body);
+  return CurlRequest("http://localhost" + path, options_.socket.string(), method, body);
 }
 
 std::string DaemonProcess::MetricsAddress() {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tests/integration/process_util.h"
+#include "tests/support/http_client.h"
 
 namespace tokenmill::testing {
 
@@ -34,7 +35,7 @@ class DaemonProcess {
   // SIGTERM, then the exit status.
   std::optional<int> Stop(std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
-  HttpResult Control(const std::string& method, const std::string& path,
+  CurlResult Control(const std::string& method, const std::string& path,
                      const std::string& body = "");
   // "127.0.0.1:PORT" of /metrics, read from /control/v1/node.
   std::string MetricsAddress();

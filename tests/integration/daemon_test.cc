@@ -19,7 +19,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-json ParseJson(const HttpResult& r) {
+json ParseJson(const CurlResult& r) {
   json j = json::parse(r.body, nullptr, false);
   EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.body;
   return j;
@@ -77,8 +77,8 @@ TEST_F(DaemonTest, ServesTheControlApiOnTcpToo) {
   std::string tcp = ParseJson(daemon.Control("GET", "/control/v1/node"))["api"]["tcp"];
   ASSERT_THAT(tcp, ::testing::StartsWith("127.0.0.1:"));
   EXPECT_NE(tcp, "127.0.0.1:0") << "the bound port is reported";
-  auto health = HttpRequest("GET", "http://" + tcp + "/healthz");
-  EXPECT_EQ(health.status, 200) << health.error;
+  auto health = CurlRequest("http://" + tcp + "/healthz", "");
+  EXPECT_EQ(health.status, 200) << "curl code " << health.code;
   EXPECT_EQ(daemon.Stop(), 0);
 }
 
@@ -228,7 +228,7 @@ TEST_F(DaemonTest, MetricsEndpointExportsBuildProcessAndDevices) {
   // The sampler's first reading lands within an interval (200 ms).
   ASSERT_TRUE(WaitUntil(
       [&] {
-        text = HttpRequest("GET", "http://" + address + "/metrics").body;
+        text = CurlRequest("http://" + address + "/metrics", "").body;
         return text.find("tokenmill_device_memory_bytes{") != std::string::npos;
       },
       std::chrono::seconds(10)))

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/support/http_client.h"
 
 namespace tokenmill::testing {
 namespace {
@@ -23,56 +24,12 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using Clock = std::chrono::steady_clock;
 
-// A raw client connection on the daemon's unix socket.
-class RawClient {
- public:
-  explicit RawClient(const std::string& path) {
-    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  }
-  ~RawClient() { close(fd_); }
-  bool connected() const { return connected_; }
-
-  // Sends all bytes; false if the peer closed on us (which is allowed).
-  bool Send(const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
-
-  // Reads until the peer closes or timeout; returns what arrived.
-  std::string ReadUntilClose(std::chrono::milliseconds timeout, bool* closed = nullptr) {
-    std::string out;
-    auto deadline = Clock::now() + timeout;
-    while (true) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) break;
-      pollfd pfd{fd_, POLLIN, 0};
-      if (poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buf[8192];
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) {
-        if (closed) *closed = true;
-        return out;
-      }
-      out.append(buf, static_cast<size_t>(n));
-    }
-    if (closed) *closed = false;
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
+// Unix-socket raw client; asserts the connection was made.
+std::unique_ptr<RawClient> Connect(const std::string& path) {
+  auto client = RawClient::ConnectUnix(path);
+  EXPECT_NE(client, nullptr) << "cannot connect to " << path;
+  return client;
+}
 
 class HostileHttpTest : public ::testing::Test {
  protected:
@@ -86,7 +43,7 @@ class HostileHttpTest : public ::testing::Test {
   }
   void ExpectHealthy() {
     auto health = daemon_->Control("GET", "/healthz");
-    EXPECT_EQ(health.status, 200) << health.error;
+    EXPECT_EQ(health.status, 200) << "curl code " << health.code;
     EXPECT_TRUE(daemon_->process().running());
   }
   std::string Socket() { return daemon_->socket_path().string(); }
@@ -100,11 +57,11 @@ TEST_F(HostileHttpTest, BadRequestLinesGet400) {
        std::vector<std::string>{"GARBAGE\r\n\r\n", "GET\r\n\r\n", "GET / HTTP/9.9\r\n\r\n",
                                 "GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
                                 std::string("\x00\x01\x02\xff\r\n\r\n", 8)}) {
-    RawClient client(Socket());
-    ASSERT_TRUE(client.connected());
-    client.Send(line);
+    auto client = Connect(Socket());
+    ASSERT_NE(client, nullptr);
+    client->Send(line);
     bool closed = false;
-    std::string reply = client.ReadUntilClose(std::chrono::seconds(5), &closed);
+    std::string reply = client->ReadUntilClose(std::chrono::seconds(5), &closed);
     EXPECT_THAT(reply, StartsWith("HTTP/1.1 400")) << "for " << ::testing::PrintToString(line);
     EXPECT_TRUE(closed);
   }
@@ -112,15 +69,15 @@ TEST_F(HostileHttpTest, BadRequestLinesGet400) {
 }
 
 TEST_F(HostileHttpTest, OneMebibyteOfHeadersIsRefused) {
-  RawClient client(Socket());
-  ASSERT_TRUE(client.connected());
+  auto client = Connect(Socket());
+  ASSERT_NE(client, nullptr);
   std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
   std::string value(1024, 'a');
   while (request.size() < (1u << 20)) request += "X-Filler: " + value + "\r\n";
   request += "\r\n";
-  client.Send(request);  // the daemon may close before it has read it all
+  client->Send(request);  // the daemon may close before it has read it all
   bool closed = false;
-  std::string reply = client.ReadUntilClose(std::chrono::seconds(5), &closed);
+  std::string reply = client->ReadUntilClose(std::chrono::seconds(5), &closed);
   EXPECT_TRUE(closed);
   if (!reply.empty()) {
     EXPECT_THAT(reply, StartsWith("HTTP/1.1 431"));
@@ -129,11 +86,11 @@ TEST_F(HostileHttpTest, OneMebibyteOfHeadersIsRefused) {
 }
 
 TEST_F(HostileHttpTest, OversizeBodyGets413BeforeItIsSent) {
-  RawClient client(Socket());
-  ASSERT_TRUE(client.connected());
-  client.Send("POST /control/v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n");
+  auto client = Connect(Socket());
+  ASSERT_NE(client, nullptr);
+  client->Send("POST /control/v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n");
   bool closed = false;
-  std::string reply = client.ReadUntilClose(std::chrono::seconds(5), &closed);
+  std::string reply = client->ReadUntilClose(std::chrono::seconds(5), &closed);
   EXPECT_THAT(reply, StartsWith("HTTP/1.1 413"));
   EXPECT_TRUE(closed);
   EXPECT_EQ(daemon_->Control("GET", "/readyz").status, 200) << "the drain must not have run";
@@ -142,36 +99,37 @@ TEST_F(HostileHttpTest, OversizeBodyGets413BeforeItIsSent) {
 
 TEST_F(HostileHttpTest, TruncatedBodyThenHangUpLeavesNoTrace) {
   for (int i = 0; i < 20; ++i) {
-    RawClient client(Socket());
-    ASSERT_TRUE(client.connected());
-    client.Send(
+    auto client = Connect(Socket());
+    ASSERT_NE(client, nullptr);
+    client->Send(
         "POST /control/v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"a\":");
     // Hang up without the rest of the body.
   }
-  RawClient half(Socket());
-  half.Send("POST /control/v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
-  half.ShutdownWrite();
-  half.ReadUntilClose(std::chrono::seconds(3));
+  auto half = Connect(Socket());
+  ASSERT_NE(half, nullptr);
+  half->Send("POST /control/v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
+  half->ShutdownWrite();
+  half->ReadUntilClose(std::chrono::seconds(3));
   EXPECT_EQ(daemon_->Control("GET", "/readyz").status, 200) << "no truncated request may run";
   ExpectHealthy();
 }
 
 TEST_F(HostileHttpTest, TricklingClientIsCutOffWhileOthersAreServed) {
-  RawClient slow(Socket());
-  ASSERT_TRUE(slow.connected());
+  auto slow = Connect(Socket());
+  ASSERT_NE(slow, nullptr);
   std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
   auto start = Clock::now();
   bool cut_off = false;
   // One byte every 300 ms: the request would take ~10 s; idle_timeout is 1 s.
   for (size_t i = 0; i < request.size(); ++i) {
-    if (!slow.Send(request.substr(i, 1))) {
+    if (!slow->Send(request.substr(i, 1))) {
       cut_off = true;
       break;
     }
     // Meanwhile other clients are served at once.
     if (i == 1) ExpectHealthy();
     bool closed = false;
-    std::string reply = slow.ReadUntilClose(std::chrono::milliseconds(300), &closed);
+    std::string reply = slow->ReadUntilClose(std::chrono::milliseconds(300), &closed);
     if (closed) {
       if (!reply.empty()) {
         EXPECT_THAT(reply, StartsWith("HTTP/1.1 408"));
@@ -188,7 +146,7 @@ TEST_F(HostileHttpTest, TricklingClientIsCutOffWhileOthersAreServed) {
 
 TEST_F(HostileHttpTest, SilentConnectionsAreClosedAndManyDoNotStarveOthers) {
   std::vector<std::unique_ptr<RawClient>> silent;
-  for (int i = 0; i < 100; ++i) silent.push_back(std::make_unique<RawClient>(Socket()));
+  for (int i = 0; i < 100; ++i) silent.push_back(Connect(Socket()));
   ExpectHealthy();
   bool closed = false;
   silent.front()->ReadUntilClose(std::chrono::seconds(5), &closed);
@@ -199,23 +157,25 @@ TEST_F(HostileHttpTest, SilentConnectionsAreClosedAndManyDoNotStarveOthers) {
 TEST_F(HostileHttpTest, RandomBytesNeverCrashTheDaemon) {
   std::mt19937 rng(42);
   for (int i = 0; i < 50; ++i) {
-    RawClient client(Socket());
+    auto client = Connect(Socket());
+    ASSERT_NE(client, nullptr);
     std::string junk(1 + rng() % 4096, '\0');
     for (auto& c : junk) c = static_cast<char>(rng());
     if (i % 2 == 0) junk = "GET /healthz HTTP/1.1\r\n" + junk;
-    client.Send(junk);
-    client.ReadUntilClose(std::chrono::milliseconds(50));
+    client->Send(junk);
+    client->ReadUntilClose(std::chrono::milliseconds(50));
   }
   ExpectHealthy();
 }
 
 TEST_F(HostileHttpTest, BadChunkedBodyGets400) {
-  RawClient client(Socket());
-  client.Send(
+  auto client = Connect(Socket());
+  ASSERT_NE(client, nullptr);
+  client->Send(
       "POST /control/v1/drain HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
       "zz\r\nhello\r\n0\r\n\r\n");
   bool closed = false;
-  std::string reply = client.ReadUntilClose(std::chrono::seconds(5), &closed);
+  std::string reply = client->ReadUntilClose(std::chrono::seconds(5), &closed);
   EXPECT_THAT(reply, StartsWith("HTTP/1.1 400"));
   EXPECT_EQ(daemon_->Control("GET", "/readyz").status, 200);
   ExpectHealthy();

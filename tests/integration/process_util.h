@@ -12,18 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/temp_dir.h"
+
 namespace tokenmill::testing {
-
-// A fresh directory under /tmp, removed with its contents on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 void WriteFile(const std::filesystem::path& path, const std::string& text);
 std::string ReadFile(const std::filesystem::path& path);
@@ -81,15 +72,6 @@ class NotifySocket {
 
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreeLoopbackPort();
-
-struct HttpResult {
-  long status = 0;  // 0: no answer
-  std::string body;
-  std::string error;
-};
-// GET (or other method) over TCP or, with unix_socket set, over that socket.
-HttpResult HttpRequest(const std::string& method, const std::string& url,
-                       const std::string& unix_socket = "", const std::string& body = "");
 
 // Polls fn every 50 ms until it returns true or timeout passes.
 bool WaitUntil(const std::function<bool()>& fn, std::chrono::milliseconds timeout);

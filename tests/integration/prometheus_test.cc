@@ -26,8 +26,8 @@ std::string FindOnPath(const std::string& name) {
 
 // The first sample value of an instant query, or "" when there is none yet.
 std::string QueryValue(int port, const std::string& query_urlencoded) {
-  auto r = HttpRequest("GET", "http://127.0.0.1:" + std::to_string(port) +
-                                  "/api/v1/query?query=" + query_urlencoded);
+  auto r = CurlRequest(
+      "http://127.0.0.1:" + std::to_string(port) + "/api/v1/query?query=" + query_urlencoded, "");
   json j = json::parse(r.body, nullptr, false);
   if (j.is_discarded() || j.value("status", "") != "success") return "";
   const auto& result = j["data"]["result"];
@@ -83,7 +83,7 @@ TEST(PrometheusTest, RealPrometheusScrapesTheDaemonAndPromtoolFindsNoProblems) {
       QueryValue(port, "process_resident_memory_bytes%7Bjob%3D%22tokenmill%22%7D").empty());
 
   // The exposition itself, linted.
-  auto metrics = HttpRequest("GET", "http://" + target + "/metrics");
+  auto metrics = CurlRequest("http://" + target + "/metrics", "");
   ASSERT_EQ(metrics.status, 200);
   auto lint = RunCommand({promtool, "check", "metrics"}, std::chrono::seconds(30), metrics.body);
   EXPECT_EQ(lint.exit_code, 0) << lint.out << lint.err;

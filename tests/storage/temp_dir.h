@@ -1,34 +1,8 @@
-// A scratch directory under /tmp for one test, removed with everything in it.
+// Storage tests use the shared TempDir.
 #pragma once
 
-#include <stdlib.h>
-
-#include <filesystem>
-#include <string>
-#include <system_error>
-
-#include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
 
 namespace tokenmill::storage::testing {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = "/tmp/tokenmill_storage_XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
+using ::tokenmill::testing::TempDir;
 }  // namespace tokenmill::storage::testing

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-namespace tokenmill::http::testing {
+namespace tokenmill::testing {
 
 // One parsed response.
 struct RawResponse {
@@ -34,7 +34,8 @@ class RawClient {
   // Sends everything (blocking); false when the peer is gone.
   bool Send(std::string_view bytes);
   // Reads until the peer closes or timeout; returns all bytes received.
-  std::string ReadUntilClose(std::chrono::milliseconds timeout);
+  // *closed (when given) tells which of the two ended it.
+  std::string ReadUntilClose(std::chrono::milliseconds timeout, bool* closed = nullptr);
   // Reads one response; body by Content-Length, chunked encoding, or until
   // close. `head`: the request was HEAD, no body follows. nullopt on timeout
   // or when the connection closed before a full response.
@@ -44,6 +45,8 @@ class RawClient {
   bool WaitClosed(std::chrono::milliseconds timeout);
   // Reads whatever arrives until `needle` was seen; false on timeout/close.
   bool ReadUntil(std::string_view needle, std::chrono::milliseconds timeout);
+  // Half-closes: the peer sees end of input, we can still read.
+  void ShutdownWrite();
   void Close();
 
  private:
@@ -68,4 +71,4 @@ CurlResult CurlRequest(const std::string& url, const std::string& unix_socket,
                        const std::string& method = "GET", const std::string& body = "",
                        const std::vector<std::string>& headers = {});
 
-}  // namespace tokenmill::http::testing
+}  // namespace tokenmill::testing

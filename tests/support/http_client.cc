@@ -1,4 +1,4 @@
-#include "tests/http/test_client.h"
+#include "tests/support/http_client.h"
 
 #include <curl/curl.h>
 #include <netinet/in.h>
@@ -12,7 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace tokenmill::http::testing {
+namespace tokenmill::testing {
 
 namespace {
 
@@ -93,10 +93,16 @@ int RawClient::ReadSome(Clock::time_point deadline) {
   }
 }
 
-std::string RawClient::ReadUntilClose(std::chrono::milliseconds timeout) {
+void RawClient::ShutdownWrite() {
+  if (fd_ >= 0) shutdown(fd_, SHUT_WR);
+}
+
+std::string RawClient::ReadUntilClose(std::chrono::milliseconds timeout, bool* closed) {
   auto deadline = Clock::now() + timeout;
-  while (ReadSome(deadline) > 0) {
+  int n;
+  while ((n = ReadSome(deadline)) > 0) {
   }
+  if (closed != nullptr) *closed = n != -2;
   std::string out;
   out.swap(buffer_);
   return out;
@@ -221,4 +227,4 @@ CurlResult CurlRequest(const std::string& url, const std::string& unix_socket,
   return result;
 }
 
-}  // namespace tokenmill::http::testing
+}  // namespace tokenmill::testing
