@@ -1,0 +1,96 @@
+// CPU kernels for the Llama-family forward, chosen at run time by CPU
+// features: AVX-512 (F+BW+VL) where present, else AVX2+FMA+F16C, else plain
+// C++. Every kernel is checked against the naive f32 loops in
+// tests/reference/ for every weight type (tests/devices/cpu_kernels_test.cc).
+//
+// Threading: kernels are plain functions on caller-owned memory; the
+// executor's worker pool splits rows across threads. No kernel allocates.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "devices/model_spec.h"
+
+namespace tokenmill::devices::cpu {
+
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+// The best ISA this CPU supports (cpuid + OS support for the registers).
+// TOKENMILL_CPU_ISA=scalar|avx2|avx512 in the environment caps it (for tests
+// and benchmarks that compare paths).
+Isa DetectIsa();
+const char* IsaName(Isa isa);
+
+// Quantizes n floats (n a multiple of the type's block size) into `out` in the
+// type's GGUF layout: Q8_0 d = max|x|/127, q = round(x/d); Q4_0 d = max/-8
+// (max = the element of largest magnitude, sign kept), q = min(15, x/d + 8.5)
+// truncated. Plain and exact, not fast: for writing model files and tests.
+void QuantizeRow(TensorType type, const float* x, int64_t n, void* out);
+
+// Conversions (scalar, exact IEEE round-to-nearest-even for f32 -> f16/bf16).
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+float Bf16ToFloat(uint16_t b);
+uint16_t FloatToBf16(float f);
+
+// Activations in the form a weight type's dot product wants: f32 rows for
+// F32/F16/BF16 weights; for Q8_0 and Q4_0 weights also the rows quantized to
+// Q8_0 blocks (so the inner loop is an int8 dot product).
+struct Activations {
+  const float* f32 = nullptr;    // rows x cols, row stride = cols
+  const uint8_t* q8 = nullptr;   // rows x (cols/32) Q8_0 blocks, or null
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// Scratch bytes PrepareActivations needs for weights of type `w`.
+size_t ActivationScratchBytes(TensorType w, int64_t rows, int64_t cols);
+
+// Quantizes rows [row_begin, row_end) of x into scratch when `w` needs it.
+// Threads may prepare disjoint row ranges of one Activations concurrently;
+// Bind() then gives the view (cheap, no work).
+void PrepareActivationRows(Isa isa, TensorType w, const float* x, int64_t cols,
+                           int64_t row_begin, int64_t row_end, uint8_t* scratch);
+Activations BindActivations(TensorType w, const float* x, int64_t rows, int64_t cols,
+                            const uint8_t* scratch);
+
+// y[m * y_stride + n] = sum_k W[n][k] * x[m][k] for n in [row_begin, row_end)
+// and every activation row m. Each weight row is read once and used for all
+// activation rows (the point of batching). W.cols() == x.cols; cols is a
+// multiple of 32.
+void MatMulRows(Isa isa, const TensorView& w, int64_t row_begin, int64_t row_end,
+                const Activations& x, float* y, int64_t y_stride);
+
+// out[i] = float(row r of w)[i], i < w.cols(): embedding lookup, any type.
+void DequantizeRow(const TensorView& w, int64_t r, float* out);
+
+// out = x / sqrt(mean(x^2) + eps) * weight. weight is f32 (norms are f32 in
+// every supported file; loaders convert). out may alias x.
+void RmsNorm(Isa isa, const float* x, const float* weight, int64_t n, float eps, float* out);
+
+// gate[i] = silu(gate[i]) * up[i].
+void SiluMul(Isa isa, float* gate, const float* up, int64_t n);
+
+// y[i] += x[i].
+void Add(Isa isa, float* y, const float* x, int64_t n);
+
+// Dot products and accumulations against KV rows stored as f16 or f32.
+float DotF32(Isa isa, const float* a, const float* b, int64_t n);
+float DotF16(Isa isa, const uint16_t* a, const float* b, int64_t n);
+// y[i] += a * x[i]
+void AxpyF32(Isa isa, float a, const float* x, float* y, int64_t n);
+void AxpyF16(Isa isa, float a, const uint16_t* x, float* y, int64_t n);
+// Stores f32 values as f16 (KV writes).
+void StoreF16(Isa isa, const float* x, uint16_t* out, int64_t n);
+
+// Rotary position embedding. inv_freq has head_dim/2 entries: theta^(-2i/d),
+// then Llama 3 scaling (hp.rope_scaling) or, when given, divided by
+// freq_factors[i] (GGUF's rope_freqs.weight, f32, head_dim/2 entries).
+// Rope() rotates each of `heads` consecutive heads of head_dim floats at
+// position pos.
+void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq);
+void Rope(float* x, int32_t heads, int32_t head_dim, int32_t pos, const float* inv_freq,
+          RopeStyle style);
+
+}  // namespace tokenmill::devices::cpu

@@ -1,0 +1,107 @@
+// Executor: runs the Llama-family forward for one model on one device.
+//
+// The runtime (issue 4) is written once against this interface; each device
+// implements it with its own kernels. One engine thread calls Forward() at a
+// time per executor; executors are not thread-safe otherwise.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "devices/model_spec.h"
+
+namespace tokenmill::devices {
+
+enum class KvType { kF16, kF32 };
+
+// Shape of the paged KV cache. A block holds `block_tokens` consecutive
+// positions of one sequence for every layer, laid out as
+//   [layer][k=0|v=1][kv_head][token_in_block][head_dim]
+// so one head's keys of a block are contiguous.
+struct KvLayout {
+  int32_t block_tokens = 16;
+  int32_t n_layers = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  KvType type = KvType::kF16;
+
+  size_t ElementBytes() const { return type == KvType::kF16 ? 2 : 4; }
+  // Bytes of one K (or V) slab: one layer, one head, one block.
+  size_t HeadSlabBytes() const {
+    return static_cast<size_t>(block_tokens) * head_dim * ElementBytes();
+  }
+  size_t BlockBytes() const {
+    return static_cast<size_t>(n_layers) * 2 * n_kv_heads * HeadSlabBytes();
+  }
+  // Byte offset of (layer, kv, head) inside a block.
+  size_t SlabOffset(int32_t layer, int32_t kv, int32_t head) const {
+    return ((static_cast<size_t>(layer) * 2 + kv) * n_kv_heads + head) * HeadSlabBytes();
+  }
+};
+
+// KvLayout for a model with the given block size and KV element type.
+KvLayout KvLayoutFor(const ModelSpec& spec, int32_t block_tokens, KvType type);
+
+enum class LogitsWanted {
+  kNone,  // a prefill chunk that is not the prompt's last
+  kLast,  // logits of the step's last token (sampling)
+  kAll,   // logits of every token of the step (tests, prompt logprobs)
+};
+
+// One sequence's share of a step: a prefill chunk or one decode token.
+struct SequenceStep {
+  uint64_t seq_id = 0;
+  std::span<const int32_t> tokens;       // this step's token ids, >= 1
+  int32_t start_pos = 0;                 // position of tokens[0]
+  // KV block ids covering positions [0, start_pos + tokens.size()): block i
+  // holds positions [i * block_tokens, (i + 1) * block_tokens). Positions
+  // before start_pos are already in the cache (earlier steps or a shared
+  // prefix); this step writes the rest.
+  std::span<const uint32_t> block_table;
+  LogitsWanted logits = LogitsWanted::kLast;
+};
+
+struct Batch {
+  std::vector<SequenceStep> seqs;
+  size_t TokenCount() const;
+};
+
+struct StepOutput {
+  // Rows of vocab_size floats: for each sequence in batch order, one row if
+  // it wanted kLast, tokens.size() rows if kAll, none if kNone.
+  std::vector<float> logits;
+  int32_t vocab_size = 0;
+  // Wall time of the step on the device (exclusive use), for cost attribution.
+  std::chrono::nanoseconds device_time{0};
+};
+
+struct ExecutorOptions {
+  int32_t block_tokens = 16;
+  KvType kv_type = KvType::kF16;
+  uint32_t kv_blocks = 0;          // KV capacity in blocks (block ids 0..kv_blocks-1)
+  int32_t threads = 0;             // CPU worker threads; 0 = one per core
+  int32_t max_batch_tokens = 2048; // largest Batch::TokenCount() (scratch sizing)
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+
+  // Runs one step. Invalid batches (unknown block ids, too few blocks for the
+  // positions, tokens outside the vocabulary, positions past the context,
+  // more tokens than max_batch_tokens) are kInvalidArgument and change nothing.
+  virtual absl::StatusOr<StepOutput> Forward(const Batch& batch) = 0;
+
+  virtual const KvLayout& kv_layout() const = 0;
+  virtual uint32_t kv_blocks() const = 0;
+  virtual const ModelSpec& spec() const = 0;
+};
+
+using ExecutorPtr = std::unique_ptr<Executor>;
+
+}  // namespace tokenmill::devices

@@ -1,0 +1,123 @@
+// ModelSpec: a Llama-family model as the device layer sees it: architecture,
+// hyperparameters and named weight tensors (type, shape, bytes). Loaders in
+// runtime/model fill it from GGUF or safetensors; executors read it. It does
+// not own weight memory: `backing` keeps whatever does (an mmap) alive.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tokenmill::devices {
+
+// Weight element types, in GGUF block layouts. Values are GGML type ids.
+enum class TensorType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,   // blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8)
+  kQ8_0 = 8,   // blocks of 32: f16 scale d, 32 int8 q; x = d * q
+  kBF16 = 30,
+};
+
+const char* TensorTypeName(TensorType type);  // "f32", "f16", "q4_0", "q8_0", "bf16"
+// Elements per block (1 for plain types, 32 for Q8_0/Q4_0) and bytes per block.
+size_t TensorTypeBlockElements(TensorType type);
+size_t TensorTypeBlockBytes(TensorType type);
+// Bytes of `elements` elements; elements must be a multiple of the block size.
+size_t TensorBytes(TensorType type, uint64_t elements);
+
+// A weight tensor. shape is outermost first (PyTorch order): a linear layer
+// y = W x with W of shape {out, in} stores `out` rows of `in` contiguous
+// elements (GGUF's ne[] is the reverse of this). data points into memory the
+// ModelSpec's backing keeps alive; rows are contiguous and blocks never span
+// two rows.
+struct TensorView {
+  std::string name;
+  TensorType type = TensorType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  size_t bytes = 0;
+
+  bool empty() const { return data == nullptr; }
+  int64_t rows() const { return shape.size() < 2 ? 1 : shape[0]; }
+  int64_t cols() const { return shape.empty() ? 0 : shape.back(); }
+  int64_t elements() const;
+  size_t row_bytes() const { return TensorBytes(type, static_cast<uint64_t>(cols())); }
+  const uint8_t* row(int64_t r) const {
+    return static_cast<const uint8_t*>(data) + static_cast<size_t>(r) * row_bytes();
+  }
+};
+
+enum class Architecture { kLlama, kQwen2 };
+const char* ArchitectureName(Architecture arch);  // "llama", "qwen2"
+
+// How RoPE pairs dimensions of a head: GGUF `llama` rotates adjacent pairs
+// (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2` rotate halves
+// (i, i + head_dim/2).
+enum class RopeStyle { kAdjacentPairs, kHalves };
+
+// Llama 3 frequency scaling ("rope_type": "llama3" in config.json); none
+// when factor == 0. Norm weights and attention biases are always f32 in a
+// ModelSpec (loaders convert).
+struct RopeScaling {
+  float factor = 0.0f;
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int32_t original_context = 8192;
+  bool enabled() const { return factor > 0.0f; }
+};
+
+struct ModelHyperparams {
+  int32_t dim = 0;             // hidden size
+  int32_t n_layers = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;      // grouped-query attention: n_heads % n_kv_heads == 0
+  int32_t head_dim = 0;        // usually dim / n_heads
+  int32_t ffn_dim = 0;         // SwiGLU inner size
+  int32_t vocab_size = 0;
+  int32_t context_length = 0;  // trained context
+  float rms_norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  RopeStyle rope_style = RopeStyle::kAdjacentPairs;
+  RopeScaling rope_scaling;
+};
+
+struct LayerWeights {
+  TensorView attn_norm;        // {dim}
+  TensorView wq;               // {n_heads * head_dim, dim}
+  TensorView wk;               // {n_kv_heads * head_dim, dim}
+  TensorView wv;               // {n_kv_heads * head_dim, dim}
+  TensorView bq, bk, bv;       // qwen2 attention biases (f32), empty for llama
+  TensorView wo;               // {dim, n_heads * head_dim}
+  TensorView ffn_norm;         // {dim}
+  TensorView w_gate;           // {ffn_dim, dim}
+  TensorView w_up;             // {ffn_dim, dim}
+  TensorView w_down;           // {dim, ffn_dim}
+};
+
+struct ModelSpec {
+  std::string name;
+  Architecture arch = Architecture::kLlama;
+  ModelHyperparams hp;
+  TensorView token_embedding;  // {vocab, dim}
+  TensorView output_norm;      // {dim}
+  TensorView output;           // {vocab, dim}; same data as token_embedding when tied
+  bool tied_embeddings = false;
+  // GGUF llama 3 files carry RoPE scaling as per-frequency divisors
+  // ("rope_freqs.weight", f32 {head_dim/2}); empty otherwise.
+  TensorView rope_freq_factors;
+  std::vector<LayerWeights> layers;
+  // Keeps weight memory alive (an mmap'ed file, or buffers a test made).
+  std::shared_ptr<const void> backing;
+
+  // Bytes of all weights an executor reads per decoded token (every tensor
+  // once; the embedding counts one row): the bandwidth bound's numerator.
+  uint64_t WeightBytesPerToken() const;
+  // Sum of every distinct tensor's bytes.
+  uint64_t WeightBytes() const;
+};
+
+}  // namespace tokenmill::devices

@@ -1,0 +1,48 @@
+// Synthetic models: deterministic random weights of a chosen shape and type
+// with a real byte-level BPE vocabulary, so that tests, benchmarks and the
+// demo have models without any download. `tokenmill model synth` writes them
+// as standard GGUF files.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "devices/model_spec.h"
+#include "runtime/model/model_loader.h"
+
+namespace tokenmill::model {
+
+struct SynthOptions {
+  devices::Architecture arch = devices::Architecture::kLlama;
+  int32_t dim = 64;
+  int32_t n_layers = 2;
+  int32_t n_heads = 4;
+  int32_t n_kv_heads = 2;
+  int32_t ffn_dim = 128;
+  int32_t vocab_size = 512;           // >= 256 bytes + special tokens
+  int32_t context_length = 2048;
+  devices::TensorType weight_type = devices::TensorType::kF16;  // matrices; norms stay f32
+  bool tied_embeddings = false;
+  float rope_theta = 10000.0f;
+  bool llama3_rope_scaling = false;   // writes rope_freqs.weight (GGUF) / rope_scaling
+  uint64_t seed = 1;
+  std::string name = "tokenmill-synth";
+};
+
+// Checks the shape (heads divide dim, kv heads divide heads, dims multiples of
+// 32 so every weight type can hold them, vocab large enough).
+absl::Status ValidateSynthOptions(const SynthOptions& options);
+
+// The model in memory: spec.backing owns the weights.
+absl::StatusOr<LoadedModel> SynthesizeModel(const SynthOptions& options);
+
+// Writes the model as a GGUF v3 file (llama.cpp conventions: tensor names,
+// metadata keys, tokenizer.ggml.* vocabulary, alignment 32). LoadModel(path)
+// gives back the same spec and tokenizer as SynthesizeModel(options).
+absl::Status WriteSynthGguf(const SynthOptions& options, const std::filesystem::path& path);
+
+}  // namespace tokenmill::model
