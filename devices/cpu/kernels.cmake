@@ -1,3 +1,13 @@
 # CPU kernels (devices/cpu/kernels.h). Included from devices/CMakeLists.txt.
-add_library(tokenmill_cpu_kernels cpu/kernels_placeholder.cc)
+# The AVX2 and AVX-512 files select their target per function (pragmas), so
+# the library builds for baseline x86-64 and dispatches at run time.
+add_library(tokenmill_cpu_kernels
+  cpu/kernels.cc
+  cpu/kernels_quantize.cc
+  cpu/kernels_scalar.cc
+  cpu/kernels_avx2.cc
+  cpu/kernels_avx512.cc)
 target_link_libraries(tokenmill_cpu_kernels PUBLIC tokenmill_devices)
+# Complete unrolling and vectorization of the tile loops want -O3 outside Debug.
+set_source_files_properties(cpu/kernels_scalar.cc cpu/kernels_avx2.cc cpu/kernels_avx512.cc
+  PROPERTIES COMPILE_OPTIONS "$<$<NOT:$<CONFIG:Debug>>:-O3>")

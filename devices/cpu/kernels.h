@@ -1,7 +1,7 @@
 // CPU kernels for the Llama-family forward, chosen at run time by CPU
 // features: AVX-512 (F+BW+VL) where present, else AVX2+FMA+F16C, else plain
 // C++. Every kernel is checked against the naive f32 loops in
-// tests/reference/ for every weight type (tests/devices/cpu_kernels_test.cc).
+// tests/reference/ for every weight type and ISA (tests/kernels/).
 //
 // Threading: kernels are plain functions on caller-owned memory; the
 // executor's worker pool splits rows across threads. No kernel allocates.

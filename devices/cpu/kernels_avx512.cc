@@ -1,0 +1,373 @@
+// AVX-512 (F + BW + VL) kernels: 512-bit float paths with masked tails, and
+// quantized dot products on 256-bit lanes (a 34-byte Q8_0 block fills one
+// ymm) with vpdpbusd (AVX-512 VNNI; without it quantized weights use AVX2). Compiled for that
+// target per function (the pragma below, after every include).
+// GCC 12 flags the _mm512_undefined_* inside many AVX-512 intrinsics as
+// uninitialized once inlined at -O3 (GCC bug 105593, fixed in 13); the
+// warnings point into the header, so silencing them there hides nothing of ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <cmath>
+
+#include "devices/cpu/kernels_internal.h"
+
+#if defined(TOKENMILL_KERNELS_X86)
+
+// Pragma arguments are not macro-expanded, so the target string is spelled
+// out again below; the VNNI functions add avx512vnni to it.
+#define TOKENMILL_VNNI_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c,avx512vnni")))
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#endif
+
+namespace tokenmill::devices::cpu::internal::avx512 {
+namespace {
+
+__mmask16 TailMask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// Sum of the 16 lanes (shuffles within the zmm, then 128-bit adds).
+float HorizontalSum(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4e));  // swap 256-bit halves
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xb1));  // swap 128-bit lanes
+  __m128 s = _mm512_castps512_ps128(v);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Sixteen weight elements starting at element k of a row, as f32.
+template <TensorType T>
+__m512 LoadWeights16(const uint8_t* row, int64_t k) {
+  if constexpr (T == TensorType::kF32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  } else if constexpr (T == TensorType::kF16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
+  } else {  // bf16: the top half of an f32
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+  }
+}
+
+// R weight rows x A activation rows, U accumulators per output (see avx2).
+template <TensorType T, int R, int A, int U>
+void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, float* y,
+               int64_t y_stride) {
+  __m512 acc[R][A][U];
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+    for (int a = 0; a < A; ++a)
+#pragma GCC unroll 64
+      for (int u = 0; u < U; ++u) acc[r][a][u] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < cols; k += 16 * U) {
+#pragma GCC unroll 64
+    for (int u = 0; u < U; ++u) {
+      __m512 wv[R];
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) wv[r] = LoadWeights16<T>(w[r], k + 16 * u);
+#pragma GCC unroll 64
+      for (int a = 0; a < A; ++a) {
+        const __m512 xv = _mm512_loadu_ps(x[a] + k + 16 * u);
+#pragma GCC unroll 64
+        for (int r = 0; r < R; ++r) acc[r][a][u] = _mm512_fmadd_ps(wv[r], xv, acc[r][a][u]);
+      }
+    }
+  }
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+    for (int a = 0; a < A; ++a) {
+      __m512 s = acc[r][a][0];
+#pragma GCC unroll 64
+      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[r][a][u]);
+      y[a * y_stride + r] = HorizontalSum(s);
+    }
+}
+
+// 32 int8 weights of one block (Q4_0: low nibbles 0..15, high 16..31, - 8).
+template <TensorType T>
+__m256i LoadWeightBlock(const uint8_t* block) {
+  if constexpr (T == TensorType::kQ8_0) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+  } else {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(packed, low4);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
+    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+  }
+}
+
+// Exact int32 sums of 4 adjacent products |w| * (x with w's sign): vpdpbusd
+// with VNNI, else maddubs + madd.
+// Quantized weights against Q8_0 activations, R weight rows x A activation
+// rows: per block an exact int32 dot of |w| and (x with w's sign) by
+// vpdpbusd, scaled by d_w * d_x in f32. Compiled with AVX-512 VNNI; CPUs with
+// AVX-512 but no VNNI take the AVX2 path instead.
+template <TensorType T, int R, int A>
+TOKENMILL_VNNI_TARGET void QuantTile(const uint8_t* const* w, const uint8_t* const* x,
+                                     int64_t blocks, float* y, int64_t y_stride) {
+  constexpr int64_t kWBytes = T == TensorType::kQ8_0 ? kQ8BlockBytes : kQ4BlockBytes;
+  __m256 acc[R][A];
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+    for (int a = 0; a < A; ++a) acc[r][a] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256i wq[R], wabs[R];
+    __m256 dw[R];
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* wb = w[r] + b * kWBytes;
+      wq[r] = LoadWeightBlock<T>(wb);
+      wabs[r] = _mm256_abs_epi8(wq[r]);
+      dw[r] = _mm256_set1_ps(_cvtsh_ss(LoadU16(wb)));
+    }
+#pragma GCC unroll 64
+    for (int a = 0; a < A; ++a) {
+      const uint8_t* xb = x[a] + b * kQ8BlockBytes;
+      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 2));
+      const __m256 dx = _mm256_set1_ps(_cvtsh_ss(LoadU16(xb)));
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) {
+        const __m256i dot =
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs[r], _mm256_sign_epi8(xq, wq[r]));
+        acc[r][a] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), dx), dw[r], acc[r][a]);
+      }
+    }
+  }
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+    for (int a = 0; a < A; ++a) y[a * y_stride + r] = HorizontalSum(acc[r][a]);
+}
+
+// One tile call: R weight rows from n against A activation rows from m.
+template <TensorType T, int R, int A>
+void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, float* y,
+          int64_t y_stride) {
+  const uint8_t* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = w.row(n + r);
+  float* out = y + m * y_stride + n;
+  if constexpr (T == TensorType::kQ8_0 || T == TensorType::kQ4_0) {
+    const uint8_t* xr[A];
+    for (int a = 0; a < A; ++a) xr[a] = x.q8 + (m + a) * Q8RowBytes(x.cols);
+    QuantTile<T, R, A>(wr, xr, x.cols / kBlock, out, y_stride);
+  } else {
+    const float* xr[A];
+    for (int a = 0; a < A; ++a) xr[a] = x.f32 + (m + a) * x.cols;
+    FloatTile<T, R, A, (A == 1 ? 2 : 1)>(wr, xr, x.cols, out, y_stride);
+  }
+}
+
+// R weight rows from n against every activation row in [m0, m1), 4 at a time.
+template <TensorType T, int R>
+void TileRows(const TensorView& w, int64_t n, const Activations& x, int64_t m0, int64_t m1,
+              float* y, int64_t y_stride) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) Tile<T, R, 4>(w, n, x, m, y, y_stride);
+  switch (m1 - m) {
+    case 3:
+      return Tile<T, R, 3>(w, n, x, m, y, y_stride);
+    case 2:
+      return Tile<T, R, 2>(w, n, x, m, y, y_stride);
+    case 1:
+      return Tile<T, R, 1>(w, n, x, m, y, y_stride);
+    default:
+      return;
+  }
+}
+
+// Activation cache blocks, then tiles of 4 weight rows, then groups of 4
+// activation rows (see avx2 for why this order).
+template <TensorType T>
+void MatMulTyped(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                 float* y, int64_t y_stride) {
+  constexpr bool kQuant = T == TensorType::kQ8_0 || T == TensorType::kQ4_0;
+  const int64_t block_rows = ActivationBlockRows(kQuant ? Q8RowBytes(x.cols) : x.cols * 4);
+  for (int64_t m0 = 0; m0 < x.rows; m0 += block_rows) {
+    const int64_t m1 = std::min(x.rows, m0 + block_rows);
+    int64_t n = row_begin;
+    for (; n + 4 <= row_end; n += 4) TileRows<T, 4>(w, n, x, m0, m1, y, y_stride);
+    for (; n < row_end; ++n) TileRows<T, 1>(w, n, x, m0, m1, y, y_stride);
+  }
+}
+
+// exp(x), Cephes expf scheme (see avx2), with vscalefps for the 2^n factor.
+__m512 Exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+__m512 LoadF16(const uint16_t* p, __mmask16 mask) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+
+}  // namespace
+
+void MatMulRows(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                float* y, int64_t y_stride) {
+  switch (w.type) {
+    case TensorType::kF32:
+      return MatMulTyped<TensorType::kF32>(w, row_begin, row_end, x, y, y_stride);
+    case TensorType::kF16:
+      return MatMulTyped<TensorType::kF16>(w, row_begin, row_end, x, y, y_stride);
+    case TensorType::kBF16:
+      return MatMulTyped<TensorType::kBF16>(w, row_begin, row_end, x, y, y_stride);
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_0:
+      return avx2::MatMulRows(w, row_begin, row_end, x, y, y_stride);
+  }
+}
+
+void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                    float* y, int64_t y_stride) {
+  if (w.type == TensorType::kQ8_0) {
+    return MatMulTyped<TensorType::kQ8_0>(w, row_begin, row_end, x, y, y_stride);
+  }
+  if (w.type == TensorType::kQ4_0) {
+    return MatMulTyped<TensorType::kQ4_0>(w, row_begin, row_end, x, y, y_stride);
+  }
+  MatMulRows(w, row_begin, row_end, x, y, y_stride);
+}
+
+void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+    acc0 = _mm512_fmadd_ps(a, a, acc0);
+    acc1 = _mm512_fmadd_ps(b, b, acc1);
+  }
+  for (; i < n; i += 16) {
+    const __m512 a = _mm512_maskz_loadu_ps(TailMask(n - i), x + i);
+    acc0 = _mm512_fmadd_ps(a, a, acc0);
+  }
+  const double mean = HorizontalSum(_mm512_add_ps(acc0, acc1)) / static_cast<double>(n);
+  const __m512 scale = _mm512_set1_ps(static_cast<float>(1.0 / std::sqrt(mean + eps)));
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), scale);
+    _mm512_mask_storeu_ps(out + i, mask, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, weight + i)));
+  }
+}
+
+void SiluMul(float* gate, const float* up, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(mask, gate + i);
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
+    _mm512_mask_storeu_ps(gate + i, mask, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(mask, up + i)));
+  }
+}
+
+void Add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m512 s =
+        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y + i), _mm512_maskz_loadu_ps(mask, x + i));
+    _mm512_mask_storeu_ps(y + i, mask, s);
+  }
+}
+
+float DotF32(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, a + i), _mm512_maskz_loadu_ps(mask, b + i),
+                           acc0);
+  }
+  return HorizontalSum(_mm512_add_ps(acc0, acc1));
+}
+
+float DotF16(const uint16_t* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(LoadF16(a + i, 0xffff), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(LoadF16(a + i + 16, 0xffff), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    acc0 = _mm512_fmadd_ps(LoadF16(a + i, mask), _mm512_maskz_loadu_ps(mask, b + i), acc0);
+  }
+  return HorizontalSum(_mm512_add_ps(acc0, acc1));
+}
+
+void AxpyF32(float a, const float* x, float* y, int64_t n) {
+  const __m512 av = _mm512_set1_ps(a);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m512 r =
+        _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mask, x + i), _mm512_maskz_loadu_ps(mask, y + i));
+    _mm512_mask_storeu_ps(y + i, mask, r);
+  }
+}
+
+void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
+  const __m512 av = _mm512_set1_ps(a);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m512 r = _mm512_fmadd_ps(av, LoadF16(x + i, mask), _mm512_maskz_loadu_ps(mask, y + i));
+    _mm512_mask_storeu_ps(y + i, mask, r);
+  }
+}
+
+void StoreF16(const float* x, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m256i h =
+        _mm512_cvtps_ph(_mm512_maskz_loadu_ps(mask, x + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_mask_storeu_epi16(out + i, mask, h);
+  }
+}
+
+}  // namespace tokenmill::devices::cpu::internal::avx512
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#undef TOKENMILL_VNNI_TARGET
+
+#endif  // TOKENMILL_KERNELS_X86

@@ -1,0 +1,80 @@
+// Internals of the CPU kernels (devices/cpu/kernels.h): the CPU feature probe,
+// GGUF block helpers and the per-ISA entry points the dispatcher in
+// kernels.cc calls. The AVX2 and AVX-512 entry points are compiled with
+// per-function target attributes, so the library runs on any x86-64 and only
+// calls them after DetectIsa() said the CPU has them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "devices/cpu/kernels.h"
+#include "devices/model_spec.h"
+
+namespace tokenmill::devices::cpu::internal {
+
+// What cpuid and xgetbv report, probed once per process (the answer cannot
+// change while it runs).
+struct CpuFeatures {
+  bool avx2 = false;         // AVX2 + FMA + F16C, with OS-saved YMM state
+  bool avx512 = false;       // AVX-512 F + BW + VL, with OS-saved ZMM state
+  bool avx512_vnni = false;  // AVX-512 VNNI (vpdpbusd on ymm/zmm)
+};
+const CpuFeatures& HostCpuFeatures();
+
+// GGUF block sizes (32 elements; f16 scale first).
+inline constexpr int64_t kBlock = 32;
+inline constexpr int64_t kQ8BlockBytes = 34;
+inline constexpr int64_t kQ4BlockBytes = 18;
+
+inline uint16_t LoadU16(const void* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Bytes of one activation row quantized to Q8_0.
+inline int64_t Q8RowBytes(int64_t cols) { return cols / kBlock * kQ8BlockBytes; }
+
+// Quantizes n floats (n % 32 == 0) to Q8_0 blocks: d = max|x| / 127 (stored as
+// f16), q = round-half-away-from-zero(x / d) computed as x * (1 / d).
+void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
+
+// One set of kernels per ISA, same contracts as the public functions in
+// kernels.h (minus the isa argument).
+#define TOKENMILL_DECLARE_ISA_KERNELS(ns)                                                        \
+  namespace ns {                                                                                 \
+  void MatMulRows(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x, \
+                  float* y, int64_t y_stride);                                                   \
+  void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out);           \
+  void SiluMul(float* gate, const float* up, int64_t n);                                         \
+  void Add(float* y, const float* x, int64_t n);                                                 \
+  float DotF32(const float* a, const float* b, int64_t n);                                       \
+  float DotF16(const uint16_t* a, const float* b, int64_t n);                                    \
+  void AxpyF32(float a, const float* x, float* y, int64_t n);                                    \
+  void AxpyF16(float a, const uint16_t* x, float* y, int64_t n);                                 \
+  void StoreF16(const float* x, uint16_t* out, int64_t n);                                       \
+  }
+
+TOKENMILL_DECLARE_ISA_KERNELS(scalar)
+#if defined(__x86_64__) || defined(__i386__)
+#define TOKENMILL_KERNELS_X86 1
+TOKENMILL_DECLARE_ISA_KERNELS(avx2)
+TOKENMILL_DECLARE_ISA_KERNELS(avx512)
+namespace avx512 {
+// MatMulRows for Q8_0/Q4_0 weights with vpdpbusd (AVX-512 VNNI).
+void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                    float* y, int64_t y_stride);
+}  // namespace avx512
+#endif
+#undef TOKENMILL_DECLARE_ISA_KERNELS
+
+// Activation rows per cache block in MatMulRows: enough rows that a block of
+// activations stays in L2 (~256 KiB) while every weight row streams past it
+// once, at least 4.
+inline int64_t ActivationBlockRows(int64_t row_bytes) {
+  const int64_t rows = (256 << 10) / (row_bytes > 0 ? row_bytes : 1);
+  return rows < 4 ? 4 : rows;
+}
+
+}  // namespace tokenmill::devices::cpu::internal

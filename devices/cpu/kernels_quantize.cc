@@ -1,0 +1,195 @@
+// Number formats: f16/bf16 conversions, GGUF block quantization and
+// dequantization, and the Q8_0 activations quantized matmuls consume.
+#include <algorithm>
+#include <cmath>
+
+#include "devices/cpu/kernels.h"
+#include "devices/cpu/kernels_internal.h"
+
+namespace tokenmill::devices::cpu {
+namespace {
+
+uint32_t FloatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+float BitsToFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+bool IsQuantized(TensorType t) { return t == TensorType::kQ8_0 || t == TensorType::kQ4_0; }
+
+void StoreU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, sizeof(v)); }
+
+void QuantizeQ4_0(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t b = 0; b < n / internal::kBlock; ++b) {
+    const float* v = x + b * internal::kBlock;
+    float max = 0.0f;  // the element of largest magnitude, sign kept
+    for (int j = 0; j < 32; ++j) {
+      if (std::fabs(v[j]) > std::fabs(max)) max = v[j];
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t* block = out + b * internal::kQ4BlockBytes;
+    StoreU16(block, FloatToHalf(d));
+    for (int j = 0; j < 16; ++j) {
+      const int lo = std::min(15, static_cast<int>(static_cast<int8_t>(v[j] * id + 8.5f)));
+      const int hi = std::min(15, static_cast<int>(static_cast<int8_t>(v[j + 16] * id + 8.5f)));
+      block[2 + j] = static_cast<uint8_t>(lo | (hi << 4));
+    }
+  }
+}
+
+}  // namespace
+
+namespace internal {
+
+void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t b = 0; b < n / kBlock; ++b) {
+    const float* v = x + b * kBlock;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t* block = out + b * kQ8BlockBytes;
+    StoreU16(block, FloatToHalf(d));
+    for (int j = 0; j < 32; ++j) {
+      block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(v[j] * id)));
+    }
+  }
+}
+
+}  // namespace internal
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0x1f) {  // Inf, or NaN made quiet (as F16C does)
+    return BitsToFloat(sign | 0x7f800000u | (mant << 13) | (mant != 0 ? 0x400000u : 0u));
+  }
+  if (exp == 0) {
+    if (mant == 0) return BitsToFloat(sign);
+    // Subnormal: shift the leading 1 into the implicit bit.
+    uint32_t e = 113;
+    while ((mant & 0x400u) == 0) {
+      mant <<= 1;
+      --e;
+    }
+    return BitsToFloat(sign | (e << 23) | ((mant & 0x3ffu) << 13));
+  }
+  return BitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+uint16_t FloatToHalf(float f) {
+  const uint32_t bits = FloatBits(f);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520: Inf
+  if (abs < 0x38800000u) {  // below 2^-14: f16 subnormal, units of 2^-24
+    const uint32_t shift = 126 - (abs >> 23);
+    if (shift > 24) return sign;
+    const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
+    uint32_t q = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
+    return static_cast<uint16_t>(sign | q);
+  }
+  uint32_t h = (abs >> 13) - (112u << 10);
+  const uint32_t rem = abs & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry bumps the exponent
+  return static_cast<uint16_t>(sign | h);
+}
+
+float Bf16ToFloat(uint16_t b) { return BitsToFloat(static_cast<uint32_t>(b) << 16); }
+
+uint16_t FloatToBf16(float f) {
+  const uint32_t bits = FloatBits(f);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+void QuantizeRow(TensorType type, const float* x, int64_t n, void* out) {
+  uint8_t* dst = static_cast<uint8_t*>(out);
+  switch (type) {
+    case TensorType::kF32:
+      std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case TensorType::kF16:
+      for (int64_t i = 0; i < n; ++i) StoreU16(dst + 2 * i, FloatToHalf(x[i]));
+      return;
+    case TensorType::kBF16:
+      for (int64_t i = 0; i < n; ++i) StoreU16(dst + 2 * i, FloatToBf16(x[i]));
+      return;
+    case TensorType::kQ8_0:
+      internal::QuantizeQ8_0(x, n, dst);
+      return;
+    case TensorType::kQ4_0:
+      QuantizeQ4_0(x, n, dst);
+      return;
+  }
+}
+
+void DequantizeRow(const TensorView& w, int64_t r, float* out) {
+  const int64_t cols = w.cols();
+  const uint8_t* row = w.row(r);
+  switch (w.type) {
+    case TensorType::kF32:
+      std::memcpy(out, row, static_cast<size_t>(cols) * sizeof(float));
+      return;
+    case TensorType::kF16:
+      for (int64_t i = 0; i < cols; ++i) out[i] = HalfToFloat(internal::LoadU16(row + 2 * i));
+      return;
+    case TensorType::kBF16:
+      for (int64_t i = 0; i < cols; ++i) out[i] = Bf16ToFloat(internal::LoadU16(row + 2 * i));
+      return;
+    case TensorType::kQ8_0:
+      for (int64_t b = 0; b < cols / internal::kBlock; ++b) {
+        const uint8_t* block = row + b * internal::kQ8BlockBytes;
+        const float d = HalfToFloat(internal::LoadU16(block));
+        for (int j = 0; j < 32; ++j) {
+          out[b * 32 + j] = d * static_cast<float>(static_cast<int8_t>(block[2 + j]));
+        }
+      }
+      return;
+    case TensorType::kQ4_0:
+      for (int64_t b = 0; b < cols / internal::kBlock; ++b) {
+        const uint8_t* block = row + b * internal::kQ4BlockBytes;
+        const float d = HalfToFloat(internal::LoadU16(block));
+        for (int j = 0; j < 16; ++j) {
+          out[b * 32 + j] = d * static_cast<float>((block[2 + j] & 0x0f) - 8);
+          out[b * 32 + j + 16] = d * static_cast<float>((block[2 + j] >> 4) - 8);
+        }
+      }
+      return;
+  }
+}
+
+size_t ActivationScratchBytes(TensorType w, int64_t rows, int64_t cols) {
+  return IsQuantized(w) ? static_cast<size_t>(rows * internal::Q8RowBytes(cols)) : 0;
+}
+
+void PrepareActivationRows(Isa /*isa*/, TensorType w, const float* x, int64_t cols,
+                           int64_t row_begin, int64_t row_end, uint8_t* scratch) {
+  // One scalar quantizer for every ISA: it costs O(rows x cols), against the
+  // matmul's O(rows x cols x out), and keeps Q8 activations bit-identical
+  // across paths.
+  if (!IsQuantized(w)) return;
+  const int64_t row_bytes = internal::Q8RowBytes(cols);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    internal::QuantizeQ8_0(x + r * cols, cols, scratch + r * row_bytes);
+  }
+}
+
+Activations BindActivations(TensorType w, const float* x, int64_t rows, int64_t cols,
+                            const uint8_t* scratch) {
+  return Activations{
+      .f32 = x, .q8 = IsQuantized(w) ? scratch : nullptr, .rows = rows, .cols = cols};
+}
+
+}  // namespace tokenmill::devices::cpu

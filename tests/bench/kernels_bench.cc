@@ -1,0 +1,132 @@
+// MatMulRows throughput on one thread: a 4096 x 4096 weight of every type at
+// M = 1, 4, 16, 32 activation rows, reported as weight bytes streamed per
+// second, next to a one-thread memory read baseline (summing a 1 GiB f32
+// array with wide loads) so the fraction of bandwidth is visible.
+// TOKENMILL_CPU_ISA=scalar|avx2 caps the ISA for comparisons.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "devices/cpu/kernels.h"
+#include "devices/model_spec.h"
+
+namespace tokenmill::devices::cpu {
+namespace {
+
+constexpr int64_t kDim = 4096;
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) float SumAvx2(const float* p, size_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+#endif
+
+float SumScalar(const float* p, size_t n) {
+  float acc[8] = {};
+  for (size_t i = 0; i < n; i += 8) {
+    for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
+  }
+  return acc[0] + acc[1] + acc[2] + acc[3] + acc[4] + acc[5] + acc[6] + acc[7];
+}
+
+void BM_MemoryReadBaseline(benchmark::State& state) {
+  const size_t n = size_t{1} << 28;  // 1 GiB of f32
+  std::unique_ptr<float, decltype(&std::free)> data(
+      static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))), &std::free);
+  for (size_t i = 0; i < n; ++i) data.get()[i] = 1.0f;  // fault every page in
+  for (auto _ : state) {
+#if defined(__x86_64__)
+    const float s = DetectIsa() >= Isa::kAvx2 ? SumAvx2(data.get(), n) : SumScalar(data.get(), n);
+#else
+    const float s = SumScalar(data.get(), n);
+#endif
+    benchmark::DoNotOptimize(s);
+  }
+  state.counters["bytes_per_s"] = benchmark::Counter(
+      static_cast<double>(n * sizeof(float)) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_MemoryReadBaseline)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+struct Weights {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+};
+
+Weights MakeWeights(TensorType type) {
+  Weights w;
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> row(kDim);
+  const size_t row_bytes = TensorBytes(type, kDim);
+  w.bytes.resize(row_bytes * kDim);
+  for (int64_t r = 0; r < kDim; ++r) {
+    for (float& v : row) v = dist(rng);
+    QuantizeRow(type, row.data(), kDim, w.bytes.data() + r * row_bytes);
+  }
+  w.view = TensorView{.name = "w",
+                      .type = type,
+                      .shape = {kDim, kDim},
+                      .data = w.bytes.data(),
+                      .bytes = w.bytes.size()};
+  return w;
+}
+
+void BM_MatMulRows(benchmark::State& state) {
+  const TensorType type = static_cast<TensorType>(state.range(0));
+  const int64_t m = state.range(1);
+  const Isa isa = DetectIsa();
+  const Weights w = MakeWeights(type);
+  std::vector<float> x(static_cast<size_t>(m * kDim));
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (float& v : x) v = dist(rng);
+  std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, kDim));
+  std::vector<float> y(static_cast<size_t>(m * kDim));
+  for (auto _ : state) {
+    PrepareActivationRows(isa, type, x.data(), kDim, 0, m, scratch.data());
+    const Activations act = BindActivations(type, x.data(), m, kDim, scratch.data());
+    MatMulRows(isa, w.view, 0, kDim, act, y.data(), kDim);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(std::string(TensorTypeName(type)) + " " + IsaName(isa));
+  state.counters["weight_bytes_per_s"] = benchmark::Counter(
+      static_cast<double>(w.bytes.size()) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(m) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_MatMulRows)
+    ->ArgsProduct({{static_cast<int64_t>(TensorType::kF32), static_cast<int64_t>(TensorType::kF16),
+                    static_cast<int64_t>(TensorType::kBF16),
+                    static_cast<int64_t>(TensorType::kQ8_0),
+                    static_cast<int64_t>(TensorType::kQ4_0)},
+                   {1, 4, 16, 32}})
+    ->ArgNames({"type", "M"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+}  // namespace tokenmill::devices::cpu
+
+BENCHMARK_MAIN();

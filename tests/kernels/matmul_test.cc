@@ -1,0 +1,224 @@
+// MatMulRows on every ISA and weight type against the naive reference:
+// shape classes (cols 32, 64, 4128; rows 1, 7, 64; M 1..33), row ranges that
+// start and end mid-matrix, outputs poisoned with NaN.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "devices/cpu/kernels.h"
+#include "tests/kernels/kernel_test_util.h"
+#include "tests/reference/naive_ops.h"
+
+namespace tokenmill::devices::cpu::testing {
+namespace {
+
+// F32/F16/BF16 weights convert exactly to f32, so the only error is f32
+// accumulation (at most ~70 terms per lane plus the lane sum): far below
+// 1e-5 of the sum of |w_k x_k|.
+constexpr double kFloatTol = 1e-5;
+// Q8_0/Q4_0 against the naive dot of the same dequantized weights and
+// dequantized Q8 activations: the int8 block dots are exact, leaving one
+// rounding of d_w * d_x and the f32 accumulation.
+constexpr double kQuantTol = 1e-5;
+// Q8_0/Q4_0 against the f32 activations: each activation moves by at most
+// d/2 from rounding plus 127 * |d - f16(d)| from storing d as f16, with
+// d = max|x_block| / 127, so |error| <= sum_b sum_k |w_k| * that bound.
+// QuantizationBound() computes it exactly per output; this slack covers f32.
+constexpr double kQuantSlack = 1.001;
+
+bool IsQuantized(TensorType t) { return t == TensorType::kQ8_0 || t == TensorType::kQ4_0; }
+
+struct Shape {
+  int64_t rows;
+  int64_t cols;
+  int64_t m;
+};
+
+std::vector<Shape> Shapes() {
+  std::vector<Shape> shapes;
+  for (int64_t cols : {32, 64, 4096 + 32}) {
+    for (int64_t rows : {1, 7, 64}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 16, 33}) {
+        // The widest rows with the most activation rows cost the most under
+        // ASan; 16 and 33 are covered on the narrower shapes.
+        if (cols > 64 && rows == 64 && m > 5) continue;
+        shapes.push_back({rows, cols, m});
+      }
+    }
+  }
+  shapes.push_back({64, 4096 + 32, 16});
+  return shapes;
+}
+
+// Per-block bound of the activation quantization error (see kQuantSlack).
+std::vector<double> QuantizationBound(const std::vector<float>& w, const float* x, int64_t rows,
+                                      int64_t cols) {
+  std::vector<double> bound(static_cast<size_t>(rows), 0.0);
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float d = amax / 127.0f;
+    const double d16 = reference::HalfToFloatNaive(reference::FloatToHalfNaive(d));
+    const double per_element = d / 2.0 + 127.0 * std::fabs(d - d16);
+    for (int64_t r = 0; r < rows; ++r) {
+      double wsum = 0.0;
+      for (int j = 0; j < 32; ++j) wsum += std::fabs(w[r * cols + b * 32 + j]);
+      bound[static_cast<size_t>(r)] += wsum * per_element;
+    }
+  }
+  return bound;
+}
+
+std::vector<double> L1(const std::vector<float>& w, const float* x, int64_t rows, int64_t cols) {
+  std::vector<double> l1(static_cast<size_t>(rows), 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < cols; ++k) {
+      l1[static_cast<size_t>(r)] += std::fabs(static_cast<double>(w[r * cols + k]) * x[k]);
+    }
+  }
+  return l1;
+}
+
+class MatMulTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(MatMulTest, MatchesNaiveOnEveryIsaAndShape) {
+  const TensorType type = GetParam();
+  uint32_t seed = 1;
+  for (const Shape& s : Shapes()) {
+    SCOPED_TRACE("rows=" + std::to_string(s.rows) + " cols=" + std::to_string(s.cols) +
+                 " m=" + std::to_string(s.m));
+    const TestWeights w = MakeWeights(type, s.rows, s.cols, seed++);
+    const std::vector<float> wf = reference::DequantizeTensor(w.view);
+    const std::vector<float> x = RandomFloats(s.m * s.cols, seed++, -2.0f, 2.0f);
+
+    // What the kernel should see as activations: f32, or Q8_0 dequantized.
+    std::vector<float> xq = x;
+    if (IsQuantized(type)) {
+      for (int64_t m = 0; m < s.m; ++m) {
+        std::vector<uint8_t> q8 = reference::QuantizeQ8_0Naive(x.data() + m * s.cols, s.cols);
+        TensorView view{.name = "x",
+                        .type = TensorType::kQ8_0,
+                        .shape = {1, s.cols},
+                        .data = q8.data(),
+                        .bytes = q8.size()};
+        reference::DequantizeRowNaive(view, 0, xq.data() + m * s.cols);
+      }
+    }
+    std::vector<std::vector<double>> want, l1, want_f32, q_bound;
+    for (int64_t m = 0; m < s.m; ++m) {
+      const float* xm = xq.data() + m * s.cols;
+      want.push_back(reference::MatVecNaiveF64(wf.data(), s.rows, s.cols, xm));
+      l1.push_back(L1(wf, xm, s.rows, s.cols));
+      if (IsQuantized(type)) {
+        const float* xf = x.data() + m * s.cols;
+        want_f32.push_back(reference::MatVecNaiveF64(wf.data(), s.rows, s.cols, xf));
+        q_bound.push_back(QuantizationBound(wf, xf, s.rows, s.cols));
+      }
+    }
+
+    for (Isa isa : IsasToTest()) {
+      SCOPED_TRACE(IsaName(isa));
+      std::vector<uint8_t> scratch(ActivationScratchBytes(type, s.m, s.cols));
+      PrepareActivationRows(isa, type, x.data(), s.cols, 0, s.m, scratch.data());
+      if (IsQuantized(type)) {
+        // The kernels' Q8 activations are exactly the naive quantization.
+        for (int64_t m = 0; m < s.m; ++m) {
+          const std::vector<uint8_t> q8 =
+              reference::QuantizeQ8_0Naive(x.data() + m * s.cols, s.cols);
+          ASSERT_TRUE(std::equal(q8.begin(), q8.end(), scratch.begin() + m * q8.size()));
+        }
+      }
+      const Activations act = BindActivations(type, x.data(), s.m, s.cols, scratch.data());
+      // Full range, and a range that starts and ends mid-matrix.
+      const std::vector<std::pair<int64_t, int64_t>> ranges = {
+          {0, s.rows}, {s.rows / 3, std::max(s.rows / 3 + 1, 2 * s.rows / 3 + 1)}};
+      for (const auto& [begin, end] : ranges) {
+        const int64_t stride = s.rows + 3;
+        std::vector<float> y(static_cast<size_t>(s.m * stride), kPoison);
+        MatMulRows(isa, w.view, begin, end, act, y.data(), stride);
+        for (int64_t m = 0; m < s.m; ++m) {
+          for (int64_t n = 0; n < stride; ++n) {
+            const float got = y[static_cast<size_t>(m * stride + n)];
+            if (n < begin || n >= end) {
+              ASSERT_TRUE(std::isnan(got)) << "wrote outside rows at m=" << m << " n=" << n;
+              continue;
+            }
+            const size_t i = static_cast<size_t>(n);
+            const double tol = (IsQuantized(type) ? kQuantTol : kFloatTol) * l1[m][i] + 1e-30;
+            ASSERT_NEAR(got, want[m][i], tol) << "m=" << m << " n=" << n;
+            if (IsQuantized(type)) {
+              ASSERT_NEAR(got, want_f32[m][i], kQuantSlack * q_bound[m][i] + tol)
+                  << "m=" << m << " n=" << n;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
+                         ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16,
+                                           TensorType::kQ8_0, TensorType::kQ4_0),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TensorTypeName(info.param));
+                         });
+
+// Threads prepare disjoint row ranges of one Activations: the result is the
+// same as preparing all rows at once, and float weights need no scratch.
+TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
+  const int64_t rows = 5, cols = 96;
+  const std::vector<float> x = RandomFloats(rows * cols, 7);
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
+    const size_t bytes = ActivationScratchBytes(type, rows, cols);
+    ASSERT_EQ(bytes, static_cast<size_t>(rows * cols / 32 * 34));
+    std::vector<uint8_t> whole(bytes), pieces(bytes, 0xee);
+    PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, rows, whole.data());
+    PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, 2, pieces.data());
+    PrepareActivationRows(DetectIsa(), type, x.data(), cols, 2, rows, pieces.data());
+    EXPECT_EQ(whole, pieces);
+    const Activations a = BindActivations(type, x.data(), rows, cols, whole.data());
+    EXPECT_EQ(a.q8, whole.data());
+    EXPECT_EQ(a.f32, x.data());
+    EXPECT_EQ(a.rows, rows);
+    EXPECT_EQ(a.cols, cols);
+  }
+  for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
+    EXPECT_EQ(ActivationScratchBytes(type, rows, cols), 0u);
+    EXPECT_EQ(BindActivations(type, x.data(), rows, cols, nullptr).q8, nullptr);
+  }
+}
+
+// Batching is exact: multiplying M rows at once gives, per row, what M
+// separate single-row calls give (on every ISA; tiles must not mix rows).
+TEST(MatMulBatchTest, BatchOfRowsEqualsRowsOneByOne) {
+  const int64_t rows = 9, cols = 128, m = 7;
+  for (TensorType type : {TensorType::kF32, TensorType::kQ4_0}) {
+    const TestWeights w = MakeWeights(type, rows, cols, 11);
+    const std::vector<float> x = RandomFloats(m * cols, 12);
+    std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
+    for (Isa isa : IsasToTest()) {
+      PrepareActivationRows(isa, type, x.data(), cols, 0, m, scratch.data());
+      std::vector<float> batched(static_cast<size_t>(m * rows), kPoison);
+      MatMulRows(isa, w.view, 0, rows, BindActivations(type, x.data(), m, cols, scratch.data()),
+                 batched.data(), rows);
+      for (int64_t i = 0; i < m; ++i) {
+        std::vector<float> single(static_cast<size_t>(rows), kPoison);
+        const uint8_t* q8 = scratch.empty() ? nullptr : scratch.data() + i * cols / 32 * 34;
+        const Activations one = BindActivations(type, x.data() + i * cols, 1, cols, q8);
+        MatMulRows(isa, w.view, 0, rows, one, single.data(), rows);
+        for (int64_t n = 0; n < rows; ++n) {
+          EXPECT_NEAR(single[static_cast<size_t>(n)], batched[static_cast<size_t>(i * rows + n)],
+                      1e-5f)
+              << IsaName(isa) << " " << TensorTypeName(type) << " m=" << i << " n=" << n;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tokenmill::devices::cpu::testing
