@@ -1,0 +1,135 @@
+// SentencePiece-style BPE: score order, byte fallback, the space prefix and
+// round trips.
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "tests/tokenizer/test_vocab.h"
+
+namespace tokenmill::tokenizer {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::vector<std::string> kPieces = {" ",      "h",     "e",      "l",   "o",    "w",    "r",
+                                          "d",      "t",     "th",     " th", " the", "he",   "ll",
+                                          "hell",   "hello", " hello", " w",  "or",   " wor", "ld",
+                                          " world", "  ",    "日",     "本",  "日本"};
+
+const Tokenizer::EncodeOptions kNoBos{.add_bos = false, .add_eos = true, .parse_special = false};
+
+// Ids of pieces written with " " for "▁" (or of "<0xAB>" / special names).
+std::vector<int32_t> Ids(const Tokenizer& t, const std::vector<std::string>& pieces) {
+  std::vector<int32_t> ids;
+  for (std::string piece : pieces) {
+    std::string text;
+    for (char c : piece) text += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+    std::optional<int32_t> id = t.TokenId(text);
+    EXPECT_TRUE(id.has_value()) << "no token " << piece;
+    ids.push_back(id.value_or(-1));
+  }
+  return ids;
+}
+
+TokenizerPtr MustCreate(const TokenizerSpec& spec) {
+  absl::StatusOr<TokenizerPtr> tokenizer = Tokenizer::Create(spec);
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
+}
+
+TEST(SentencePieceTest, HelloWorld) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode("hello world"), Ids(*t, {"<s>", " hello", " world"}));
+  EXPECT_EQ(t->Decode(t->Encode("hello world")), "<s>hello world");
+  EXPECT_EQ(t->Decode(t->Encode("hello world"), /*skip_special=*/true), "hello world");
+  EXPECT_EQ(t->Encode("the", kNoBos), Ids(*t, {" the"}));
+}
+
+TEST(SentencePieceTest, HighestScoreMergesFirst) {
+  // "▁h" scores above "he": "▁he" is not a token, so "▁h" + "e" stays apart.
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec({" ", "h", "e", " h", "he"}));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode("he", kNoBos), Ids(*t, {" h", "e"}));
+  TokenizerPtr u = MustCreate(testing::SentencePieceSpec({" ", "h", "e", "he", " h"}));
+  ASSERT_NE(u, nullptr);
+  EXPECT_EQ(u->Encode("he", kNoBos), Ids(*u, {" ", "he"}));
+}
+
+TEST(SentencePieceTest, LeadingSpaces) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode(" hello", kNoBos), Ids(*t, {" ", " hello"}));
+  EXPECT_EQ(t->Decode(t->Encode(" hello", kNoBos)), " hello");
+  EXPECT_EQ(t->Decode(t->Encode("  hello  ", kNoBos)), "  hello  ");
+
+  TokenizerPtr no_prefix = MustCreate(testing::SentencePieceSpec(kPieces, true, false));
+  ASSERT_NE(no_prefix, nullptr);
+  EXPECT_EQ(no_prefix->Encode("hello world", kNoBos), Ids(*no_prefix, {"hello", " world"}));
+  EXPECT_EQ(no_prefix->Decode(no_prefix->Encode(" hello", kNoBos)), " hello");
+}
+
+TEST(SentencePieceTest, ByteFallback) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode("hé", kNoBos), Ids(*t, {" ", "h", "<0xC3>", "<0xA9>"}));
+  EXPECT_EQ(t->Decode(t->Encode("hé", kNoBos)), "hé");
+  EXPECT_EQ(t->Encode("日本", kNoBos), Ids(*t, {" ", "日本"}));
+  EXPECT_EQ(t->TokenBytes(*t->TokenId("<0x0A>")), "\n");
+  EXPECT_EQ(t->TokenBytes(Ids(*t, {" hello"})[0]), " hello");
+}
+
+TEST(SentencePieceTest, UnknownWithoutByteTokens) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces, /*byte_tokens=*/false));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->Encode("hé", kNoBos), Ids(*t, {" ", "h", "<unk>"}));
+  EXPECT_EQ(t->Decode(t->Encode("hé", kNoBos), /*skip_special=*/true), "h");
+}
+
+TEST(SentencePieceTest, SpecialTokensRestartTheSpacePrefix) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
+  ASSERT_NE(t, nullptr);
+  Tokenizer::EncodeOptions parse = kNoBos;
+  parse.parse_special = true;
+  EXPECT_EQ(t->Encode("hello</s>hello", parse), Ids(*t, {" hello", "</s>", " hello"}));
+  const std::vector<int32_t> plain = t->Encode("hello</s>", kNoBos);
+  EXPECT_THAT(plain, ::testing::Not(::testing::Contains(*t->eos_id())));
+  EXPECT_EQ(t->Decode(plain), "hello</s>");
+}
+
+TEST(SentencePieceTest, RoundTripsWithByteFallback) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
+  ASSERT_NE(t, nullptr);
+  std::mt19937 rng(21);
+  for (int i = 0; i < 2000; ++i) {
+    const std::string text = i % 2 ? testing::RandomText(rng, 12) : testing::RandomBytes(rng, 40);
+    if (text.find("\xE2\x96\x81") != std::string::npos) continue;  // "▁" decodes as a space
+    ASSERT_EQ(t->Decode(t->Encode(text), /*skip_special=*/true), text);
+  }
+}
+
+TEST(SentencePieceTest, CreateRefusesBadSpecs) {
+  TokenizerSpec spec = testing::SentencePieceSpec(kPieces);
+  spec.scores.clear();
+  absl::StatusOr<TokenizerPtr> t = Tokenizer::Create(spec);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("scores"));
+
+  spec = testing::SentencePieceSpec(kPieces, /*byte_tokens=*/false);
+  spec.unk_id.reset();
+  t = Tokenizer::Create(spec);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("no unknown token"));
+
+  spec = testing::SentencePieceSpec(kPieces);
+  spec.tokens[5] = "<0xZZ>";
+  t = Tokenizer::Create(spec);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), HasSubstr("not spelled <0xAB>"));
+}
+
+}  // namespace
+}  // namespace tokenmill::tokenizer
