@@ -7,10 +7,13 @@ packages=(
   build-essential cmake ninja-build pkg-config git curl ca-certificates
   libuv1-dev libhttp-parser-dev libabsl-dev prometheus-cpp-dev librocksdb-dev
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsystemd-dev
-  libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libicu-dev
   # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test.
   prometheus dpkg-dev systemd
 )
+
+# Node.js runs a second GGUF reader in the tests; the image may ship its own.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,323 @@
+#include "runtime/model/safetensors_loader.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/model_layout.h"
+#include "runtime/model/safetensors_file.h"
+#include "runtime/model/tensor_binding.h"
+#include "runtime/tokenizer/hf_tokenizer.h"
+
+namespace tokenmill::model {
+namespace {
+
+namespace fs = std::filesystem;
+using devices::Architecture;
+using devices::TensorType;
+using nlohmann::json;
+
+absl::StatusOr<std::string> ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<json> ReadJson(const fs::path& path) {
+  auto text = ReadText(path);
+  if (!text.ok()) return text.status();
+  json value = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded() || !value.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a JSON object"));
+  }
+  return value;
+}
+
+// Reads config.json fields with messages naming the file and the key.
+class ConfigReader {
+ public:
+  ConfigReader(const json& config, std::string file) : config_(config), file_(std::move(file)) {}
+
+  absl::Status Error(const std::string& key, const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat(file_, ": key '", key, "': ", what));
+  }
+
+  absl::StatusOr<int32_t> Int(const json& obj, const std::string& key,
+                              std::optional<int32_t> fallback) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) {
+      if (fallback) return *fallback;
+      return Error(key, "missing");
+    }
+    if (!it->is_number_integer() || it->get<int64_t>() <= 0 ||
+        it->get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return Error(key, "expected a positive 32-bit integer");
+    }
+    return static_cast<int32_t>(it->get<int64_t>());
+  }
+  absl::StatusOr<int32_t> Int(const std::string& key, std::optional<int32_t> fallback) const {
+    return Int(config_, key, fallback);
+  }
+
+  absl::StatusOr<float> Float(const json& obj, const std::string& key,
+                              std::optional<float> fallback) const {
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) {
+      if (fallback) return *fallback;
+      return Error(key, "missing");
+    }
+    if (!it->is_number() || !std::isfinite(it->get<double>()))
+      return Error(key, "expected a number");
+    return it->get<float>();
+  }
+  absl::StatusOr<float> Float(const std::string& key, std::optional<float> fallback) const {
+    return Float(config_, key, fallback);
+  }
+
+  absl::StatusOr<bool> Bool(const std::string& key, bool fallback) const {
+    auto it = config_.find(key);
+    if (it == config_.end() || it->is_null()) return fallback;
+    if (!it->is_boolean()) return Error(key, "expected true or false");
+    return it->get<bool>();
+  }
+
+ private:
+  const json& config_;
+  std::string file_;
+};
+
+#define TM_ASSIGN(lhs, expr)                      \
+  do {                                            \
+    auto tm_value = (expr);                       \
+    if (!tm_value.ok()) return tm_value.status(); \
+    lhs = *tm_value;                              \
+  } while (0)
+
+absl::Status ReadRopeScaling(const ConfigReader& r, const json& config,
+                             devices::RopeScaling* scaling) {
+  auto it = config.find("rope_scaling");
+  if (it == config.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) return r.Error("rope_scaling", "expected an object or null");
+  const json& rs = *it;
+  std::string type;
+  for (const char* key : {"rope_type", "type"}) {
+    auto t = rs.find(key);
+    if (t != rs.end() && t->is_string()) {
+      type = t->get<std::string>();
+      break;
+    }
+  }
+  if (type == "default") return absl::OkStatus();
+  if (type != "llama3") {
+    return absl::UnimplementedError(absl::StrCat(r.Error("rope_scaling", "").message(),
+                                                 "RoPE scaling type '", type,
+                                                 "' is not supported (llama3 is)"));
+  }
+  TM_ASSIGN(scaling->factor, r.Float(rs, "factor", std::nullopt));
+  TM_ASSIGN(scaling->low_freq_factor, r.Float(rs, "low_freq_factor", 1.0f));
+  TM_ASSIGN(scaling->high_freq_factor, r.Float(rs, "high_freq_factor", 4.0f));
+  TM_ASSIGN(scaling->original_context, r.Int(rs, "original_max_position_embeddings", 8192));
+  if (!(scaling->factor > 0.0f) || !(scaling->high_freq_factor > scaling->low_freq_factor)) {
+    return r.Error("rope_scaling",
+                   "factor must be positive and high_freq_factor > low_freq_factor");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TensorType> WeightType(const SafetensorsTensor& t, const std::string& file) {
+  if (t.dtype == "F32") return TensorType::kF32;
+  if (t.dtype == "F16") return TensorType::kF16;
+  if (t.dtype == "BF16") return TensorType::kBF16;
+  return absl::UnimplementedError(absl::StrCat(file, ": tensor '", t.name, "': dtype ", t.dtype,
+                                               " is not supported (F32, F16, BF16 are)"));
+}
+
+// The checkpoint's .safetensors files: the index's weight_map when sharded,
+// else model.safetensors, else every *.safetensors in the directory.
+absl::StatusOr<std::vector<fs::path>> ShardPaths(const fs::path& dir) {
+  const fs::path index = dir / "model.safetensors.index.json";
+  std::vector<fs::path> paths;
+  std::error_code ec;
+  if (fs::exists(index, ec)) {
+    auto json_index = ReadJson(index);
+    if (!json_index.ok()) return json_index.status();
+    auto map = json_index->find("weight_map");
+    if (map == json_index->end() || !map->is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(index.string(), ": key 'weight_map' missing"));
+    }
+    std::vector<std::string> names;
+    for (const auto& [tensor, file] : map->items()) {
+      if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(index.string(), ": weight_map entry '", tensor, "' is not a file name"));
+      }
+      names.push_back(file.get<std::string>());
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    for (const auto& name : names) paths.push_back(dir / name);
+  } else if (fs::exists(dir / "model.safetensors", ec)) {
+    paths.push_back(dir / "model.safetensors");
+  } else {
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".safetensors") paths.push_back(entry.path());
+    }
+    std::sort(paths.begin(), paths.end());
+  }
+  if (paths.empty()) {
+    return absl::NotFoundError(absl::StrCat(dir.string(), ": no .safetensors files"));
+  }
+  return paths;
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
+  const fs::path config_path = dir / "config.json";
+  auto config = ReadJson(config_path);
+  if (!config.ok()) return config.status();
+  const std::string config_file = config_path.string();
+  const ConfigReader r(*config, config_file);
+
+  LoadedModel model;
+  devices::ModelSpec& spec = model.spec;
+  auto archs = config->find("architectures");
+  std::string arch_name;
+  if (archs != config->end() && archs->is_array() && !archs->empty() && (*archs)[0].is_string()) {
+    arch_name = (*archs)[0].get<std::string>();
+  }
+  if (arch_name == "LlamaForCausalLM" || arch_name == "MistralForCausalLM") {
+    spec.arch = Architecture::kLlama;
+  } else if (arch_name == "Qwen2ForCausalLM") {
+    spec.arch = Architecture::kQwen2;
+  } else {
+    return absl::UnimplementedError(absl::StrCat(config_file, ": key 'architectures': '", arch_name,
+                                                 "' is not supported (LlamaForCausalLM, "
+                                                 "MistralForCausalLM, Qwen2ForCausalLM are)"));
+  }
+  devices::ModelHyperparams& hp = spec.hp;
+  TM_ASSIGN(hp.dim, r.Int("hidden_size", std::nullopt));
+  TM_ASSIGN(hp.n_layers, r.Int("num_hidden_layers", std::nullopt));
+  TM_ASSIGN(hp.n_heads, r.Int("num_attention_heads", std::nullopt));
+  TM_ASSIGN(hp.n_kv_heads, r.Int("num_key_value_heads", hp.n_heads));
+  TM_ASSIGN(hp.ffn_dim, r.Int("intermediate_size", std::nullopt));
+  TM_ASSIGN(hp.vocab_size, r.Int("vocab_size", std::nullopt));
+  TM_ASSIGN(hp.context_length, r.Int("max_position_embeddings", 2048));
+  TM_ASSIGN(hp.rms_norm_eps, r.Float("rms_norm_eps", 1e-6f));
+  TM_ASSIGN(hp.rope_theta, r.Float("rope_theta", 10000.0f));
+  TM_ASSIGN(hp.head_dim, r.Int("head_dim", hp.dim / hp.n_heads));
+  hp.rope_style = devices::RopeStyle::kHalves;
+  if (absl::Status s = ReadRopeScaling(r, *config, &hp.rope_scaling); !s.ok()) return s;
+  bool tie = false;
+  TM_ASSIGN(tie, r.Bool("tie_word_embeddings", false));
+  bool sliding = false;
+  TM_ASSIGN(sliding, r.Bool("use_sliding_window", false));
+  if (sliding) {
+    return absl::UnimplementedError(absl::StrCat(
+        config_file, ": key 'use_sliding_window': sliding-window attention is not supported"));
+  }
+  if (absl::Status s = ValidateHyperparams(hp, config_file); !s.ok()) return s;
+
+  auto shard_paths = ShardPaths(dir);
+  if (!shard_paths.ok()) return shard_paths.status();
+  std::vector<std::unique_ptr<SafetensorsFile>> shards;
+  absl::flat_hash_map<std::string, const SafetensorsTensor*> tensors;
+  absl::flat_hash_map<std::string, std::string> tensor_file;
+  auto backing = std::make_shared<ModelBacking>();
+  for (const fs::path& path : *shard_paths) {
+    auto shard = SafetensorsFile::Open(path);
+    if (!shard.ok()) return shard.status();
+    for (const SafetensorsTensor& t : (*shard)->tensors()) {
+      if (!tensors.emplace(t.name, &t).second) {
+        return absl::InvalidArgumentError(absl::StrCat(path.string(), ": tensor '", t.name,
+                                                       "' also appears in ", tensor_file[t.name]));
+      }
+      tensor_file[t.name] = path.string();
+    }
+    backing->files.push_back((*shard)->mapping());
+    shards.push_back(*std::move(shard));
+  }
+
+  LayoutOptions layout;
+  layout.output = !tie && tensors.contains("lm_head.weight");
+  layout.qkv_bias = spec.arch == Architecture::kQwen2;
+  absl::flat_hash_set<std::string> used;
+  for (const TensorSlot& slot : ModelTensorSlots(layout, &spec)) {
+    auto it = tensors.find(slot.hf_name);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir.string(), ": tensor '", slot.hf_name, "' is missing"));
+    }
+    const SafetensorsTensor& t = *it->second;
+    const std::string& file = tensor_file[t.name];
+    SourceTensor src;
+    src.name = t.name;
+    TM_ASSIGN(src.type, WeightType(t, file));
+    src.shape = t.shape;
+    src.data = t.data;
+    src.bytes = t.bytes;
+    if (absl::Status s = BindTensor(slot, src, file, backing.get()); !s.ok()) return s;
+    used.insert(t.name);
+  }
+  for (const auto& [name, t] : tensors) {
+    // Old checkpoints store RoPE frequencies; tied ones may still carry lm_head.
+    if (used.contains(name) || absl::EndsWith(name, "rotary_emb.inv_freq") ||
+        name == "lm_head.weight") {
+      continue;
+    }
+    return absl::UnimplementedError(absl::StrCat(
+        tensor_file[name], ": tensor '", name, "' is not part of the ",
+        devices::ArchitectureName(spec.arch), " architecture as tokenmill supports it"));
+  }
+  if (!layout.output) {
+    spec.output = spec.token_embedding;
+    spec.tied_embeddings = true;
+  }
+
+  auto tokenizer_json = ReadText(dir / "tokenizer.json");
+  if (!tokenizer_json.ok()) return tokenizer_json.status();
+  std::string tokenizer_config;
+  std::error_code ec;
+  if (fs::exists(dir / "tokenizer_config.json", ec)) {
+    auto text = ReadText(dir / "tokenizer_config.json");
+    if (!text.ok()) return text.status();
+    tokenizer_config = *std::move(text);
+  }
+  auto tokenizer = tokenizer::ParseHfTokenizer(*tokenizer_json, tokenizer_config);
+  if (!tokenizer.ok()) {
+    return absl::Status(tokenizer.status().code(),
+                        absl::StrCat((dir / "tokenizer.json").string(), ": ",
+                                     std::string(tokenizer.status().message())));
+  }
+  model.tokenizer = *std::move(tokenizer);
+
+  spec.name = dir.filename().string();
+  if (spec.name.empty()) spec.name = dir.parent_path().filename().string();
+  spec.backing = std::move(backing);
+  model.format = "safetensors";
+  model.path = dir;
+  model.metadata["general.name"] = spec.name;
+  model.metadata["general.architecture"] = devices::ArchitectureName(spec.arch);
+  for (const auto& [key, value] : config->items()) {
+    if (value.is_string()) {
+      model.metadata[key] = value.get<std::string>();
+    } else if (value.is_number() || value.is_boolean()) {
+      model.metadata[key] = value.dump();
+    }
+  }
+  return model;
+}
+
+#undef TM_ASSIGN
+
+}  // namespace tokenmill::model

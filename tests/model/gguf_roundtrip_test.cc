@@ -1,0 +1,251 @@
+// WriteSynthGguf -> LoadModel gives back exactly SynthesizeModel's model, with
+// weights left in the file mapping.
+#include <cmath>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "runtime/model/gguf_file.h"
+#include "runtime/model/mapped_file.h"
+#include "runtime/model/model_loader.h"
+#include "runtime/model/synth.h"
+#include "tests/model/model_test_util.h"
+#include "tests/support/temp_dir.h"
+
+namespace tokenmill::model {
+namespace {
+
+using devices::Architecture;
+using devices::TensorType;
+using testing::ExpectSameModel;
+using testing::Views;
+
+SynthOptions Tiny(Architecture arch, TensorType type, bool tied) {
+  SynthOptions o;
+  o.arch = arch;
+  o.dim = 64;
+  o.n_layers = 2;
+  o.n_heads = 4;
+  o.n_kv_heads = 2;
+  o.ffn_dim = 128;
+  o.vocab_size = 300;
+  o.weight_type = type;
+  o.tied_embeddings = tied;
+  o.seed = 7;
+  return o;
+}
+
+struct RoundTripCase {
+  Architecture arch;
+  TensorType type;
+  bool tied;
+};
+
+class GgufRoundTripTest : public ::testing::TestWithParam<RoundTripCase> {};
+
+TEST_P(GgufRoundTripTest, LoadGivesTheSynthesizedModel) {
+  const RoundTripCase c = GetParam();
+  const SynthOptions options = Tiny(c.arch, c.type, c.tied);
+  tokenmill::testing::TempDir dir;
+  const auto path = dir.path() / "model.gguf";
+  ASSERT_TRUE(WriteSynthGguf(options, path).ok());
+  auto loaded = LoadModel(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto synth = SynthesizeModel(options);
+  ASSERT_TRUE(synth.ok()) << synth.status();
+  ExpectSameModel(*loaded, *synth);
+  EXPECT_EQ(loaded->format, "gguf");
+  EXPECT_EQ(loaded->path, path);
+
+  const devices::ModelSpec& spec = loaded->spec;
+  EXPECT_EQ(spec.arch, c.arch);
+  EXPECT_EQ(spec.hp.rope_style, c.arch == Architecture::kQwen2
+                                    ? devices::RopeStyle::kHalves
+                                    : devices::RopeStyle::kAdjacentPairs);
+  EXPECT_EQ(spec.token_embedding.type, c.type);
+  EXPECT_EQ(spec.layers[1].w_down.type, c.type);
+  EXPECT_EQ(spec.layers[0].attn_norm.type, TensorType::kF32);
+  EXPECT_EQ(spec.layers[0].wk.shape, (std::vector<int64_t>{32, 64}));
+  EXPECT_EQ(spec.layers[0].w_down.shape, (std::vector<int64_t>{64, 128}));
+  EXPECT_EQ(spec.layers[0].bq.empty(), c.arch == Architecture::kLlama);
+  EXPECT_EQ(spec.tied_embeddings, c.tied);
+  if (c.tied) {
+    EXPECT_EQ(spec.output.data, spec.token_embedding.data);
+  } else {
+    EXPECT_NE(spec.output.data, spec.token_embedding.data);
+  }
+  EXPECT_EQ(loaded->metadata.at("general.architecture"),
+            c.arch == Architecture::kQwen2 ? "qwen2" : "llama");
+  EXPECT_EQ(loaded->metadata.at("general.name"), "tokenmill-synth");
+  EXPECT_EQ(loaded->tokenizer.pre, c.arch == Architecture::kQwen2
+                                       ? tokenizer::PreTokenizer::kQwen2
+                                       : tokenizer::PreTokenizer::kLlama3);
+
+  // Every tensor (norms included: f32 in the file, 32-byte aligned) is a view
+  // into the mapping, not a copy.
+  const ModelBacking* backing = BackingOf(spec);
+  ASSERT_NE(backing, nullptr);
+  ASSERT_EQ(backing->files.size(), 1u);
+  EXPECT_TRUE(backing->buffers.empty());
+  for (const auto& [label, view] : Views(spec)) {
+    if (view->empty()) continue;
+    EXPECT_TRUE(backing->InMappedFile(view->data, view->bytes)) << label;
+  }
+  // The synthesized model owns its weights instead.
+  EXPECT_FALSE(BackingOf(synth->spec)->InMappedFile(synth->spec.layers[0].wq.data, 1));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, GgufRoundTripTest,
+    ::testing::Values(RoundTripCase{Architecture::kLlama, TensorType::kF32, false},
+                      RoundTripCase{Architecture::kLlama, TensorType::kF16, false},
+                      RoundTripCase{Architecture::kLlama, TensorType::kBF16, false},
+                      RoundTripCase{Architecture::kLlama, TensorType::kQ8_0, false},
+                      RoundTripCase{Architecture::kLlama, TensorType::kQ4_0, false},
+                      RoundTripCase{Architecture::kLlama, TensorType::kQ8_0, true},
+                      RoundTripCase{Architecture::kQwen2, TensorType::kF32, false},
+                      RoundTripCase{Architecture::kQwen2, TensorType::kF16, true},
+                      RoundTripCase{Architecture::kQwen2, TensorType::kBF16, false},
+                      RoundTripCase{Architecture::kQwen2, TensorType::kQ8_0, false},
+                      RoundTripCase{Architecture::kQwen2, TensorType::kQ4_0, true}));
+
+TEST(GgufRoundTrip, Llama3RopeFactorsTravelAsRopeFreqs) {
+  SynthOptions options = Tiny(Architecture::kLlama, TensorType::kF16, false);
+  options.llama3_rope_scaling = true;
+  options.rope_theta = 500000.0f;
+  tokenmill::testing::TempDir dir;
+  const auto path = dir.path() / "m.gguf";
+  ASSERT_TRUE(WriteSynthGguf(options, path).ok());
+  auto loaded = LoadModel(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto synth = SynthesizeModel(options);
+  ASSERT_TRUE(synth.ok());
+  ExpectSameModel(*loaded, *synth);
+  const devices::TensorView& f = loaded->spec.rope_freq_factors;
+  ASSERT_FALSE(f.empty());
+  EXPECT_EQ(f.name, "rope_freqs.weight");
+  EXPECT_EQ(f.shape, (std::vector<int64_t>{8}));  // head_dim 16 / 2
+  const auto* factors = static_cast<const float*>(f.data);
+  EXPECT_EQ(factors[0], 1.0f);  // high frequencies keep their speed
+  EXPECT_EQ(factors[7], 8.0f);  // the lowest is slowed by the full factor
+  for (int i = 1; i < 8; ++i) EXPECT_GE(factors[i], factors[i - 1]);
+  // In GGUF the scaling lives in the factors, not in hp.rope_scaling.
+  EXPECT_FALSE(loaded->spec.hp.rope_scaling.enabled());
+}
+
+TEST(GgufRoundTrip, HeaderIsVersion3WithAlignment32) {
+  tokenmill::testing::TempDir dir;
+  const auto path = dir.path() / "m.gguf";
+  ASSERT_TRUE(WriteSynthGguf(Tiny(Architecture::kLlama, TensorType::kQ4_0, false), path).ok());
+  auto file = GgufFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->version(), 3u);
+  EXPECT_EQ((*file)->alignment(), 32u);
+  EXPECT_EQ((*file)->data_offset() % 32, 0u);
+  // token_embd, output_norm, output, then 9 tensors per layer.
+  ASSERT_EQ((*file)->tensors().size(), 3u + 2 * 9);
+  EXPECT_EQ((*file)->tensors()[0].name, "token_embd.weight");
+  EXPECT_EQ((*file)->tensors()[1].name, "output_norm.weight");
+  EXPECT_EQ((*file)->tensors()[2].name, "output.weight");
+  EXPECT_EQ((*file)->tensors()[3].name, "blk.0.attn_norm.weight");
+  EXPECT_EQ((*file)->tensors()[0].ne, (std::vector<uint64_t>{64, 300}));
+  const GgufValue* vocab = (*file)->Find("llama.vocab_size");
+  ASSERT_NE(vocab, nullptr);
+  EXPECT_EQ(vocab->AsInt(), 300);
+  const GgufValue* types = (*file)->Find("tokenizer.ggml.token_type");
+  ASSERT_NE(types, nullptr);
+  EXPECT_EQ(types->item_type, GgufType::kI32);
+}
+
+TEST(Synth, SameSeedSameBytesOtherSeedOtherBytes) {
+  SynthOptions options = Tiny(Architecture::kLlama, TensorType::kF32, false);
+  auto a = SynthesizeModel(options);
+  auto b = SynthesizeModel(options);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ExpectSameModel(*a, *b);
+  options.seed = 8;
+  auto c = SynthesizeModel(options);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(
+      std::memcmp(a->spec.layers[0].wq.data, c->spec.layers[0].wq.data, a->spec.layers[0].wq.bytes),
+      0);
+}
+
+// Pins the generator: the same bytes on every machine and every build.
+TEST(Synth, GeneratorIsPinned) {
+  auto model = SynthesizeModel(Tiny(Architecture::kLlama, TensorType::kF32, false));
+  ASSERT_TRUE(model.ok());
+  const devices::TensorView& wq = model->spec.layers[1].wq;
+  uint64_t h = 0xcbf29ce484222325ull;
+  const auto* p = static_cast<const uint8_t*>(wq.data);
+  for (size_t k = 0; k < wq.bytes; ++k) h = (h ^ p[k]) * 0x100000001b3ull;
+  EXPECT_EQ(h, 6268401571750661860ull) << "update only when the generator is meant to change";
+}
+
+TEST(Synth, WeightsHaveTheIntendedScale) {
+  auto model = SynthesizeModel(Tiny(Architecture::kQwen2, TensorType::kF32, false));
+  ASSERT_TRUE(model.ok());
+  const devices::ModelSpec& spec = model->spec;
+  auto range = [](const devices::TensorView& v, float* lo, float* hi, double* mean) {
+    const auto* x = static_cast<const float*>(v.data);
+    *lo = x[0];
+    *hi = x[0];
+    double sum = 0;
+    for (int64_t i = 0; i < v.elements(); ++i) {
+      *lo = std::min(*lo, x[i]);
+      *hi = std::max(*hi, x[i]);
+      sum += x[i];
+    }
+    *mean = sum / static_cast<double>(v.elements());
+  };
+  float lo, hi;
+  double mean;
+  const float a = std::sqrt(3.0f / 64.0f);
+  range(spec.layers[0].wq, &lo, &hi, &mean);
+  EXPECT_GE(lo, -a);
+  EXPECT_LE(hi, a);
+  EXPECT_LT(lo, -0.9f * a);
+  EXPECT_GT(hi, 0.9f * a);
+  EXPECT_NEAR(mean, 0.0, 0.02);
+  range(spec.layers[0].w_down, &lo, &hi, &mean);  // in = ffn 128
+  EXPECT_LE(hi, std::sqrt(3.0f / 128.0f));
+  range(spec.token_embedding, &lo, &hi, &mean);
+  EXPECT_GE(lo, -1.0f);
+  EXPECT_LE(hi, 1.0f);
+  EXPECT_LT(lo, -0.95f);
+  range(spec.layers[1].ffn_norm, &lo, &hi, &mean);
+  EXPECT_GE(lo, 0.95f);
+  EXPECT_LE(hi, 1.05f);
+  EXPECT_NE(lo, hi);
+  range(spec.layers[1].bk, &lo, &hi, &mean);
+  EXPECT_GE(lo, -0.1f);
+  EXPECT_LE(hi, 0.1f);
+}
+
+TEST(Synth, RejectsBadShapes) {
+  SynthOptions o = Tiny(Architecture::kLlama, TensorType::kF16, false);
+  o.dim = 48;  // not a multiple of 32
+  EXPECT_EQ(ValidateSynthOptions(o).code(), absl::StatusCode::kInvalidArgument);
+  o = Tiny(Architecture::kLlama, TensorType::kF16, false);
+  o.n_kv_heads = 3;
+  EXPECT_EQ(SynthesizeModel(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o = Tiny(Architecture::kLlama, TensorType::kF16, false);
+  o.vocab_size = 200;
+  EXPECT_EQ(ValidateSynthOptions(o).code(), absl::StatusCode::kInvalidArgument);
+  tokenmill::testing::TempDir dir;
+  EXPECT_FALSE(WriteSynthGguf(o, dir.path() / "x.gguf").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "x.gguf"));
+}
+
+TEST(LoadModel, NamesMissingAndForeignFiles) {
+  tokenmill::testing::TempDir dir;
+  auto missing = LoadModel(dir.path() / "nope.gguf");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("nope.gguf"), absl::string_view::npos);
+  const auto text = dir.Write("notes.txt", "hello, this is not a model");
+  auto foreign = LoadModel(text);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(foreign.status().message().find("notes.txt"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace tokenmill::model
