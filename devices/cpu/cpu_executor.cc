@@ -1,0 +1,308 @@
+#include "devices/cpu/cpu_executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "devices/cpu/executor_attention.h"
+#include "devices/cpu/executor_spec_check.h"
+
+namespace tokenmill::devices::cpu {
+namespace {
+
+// The two weight types whose matmuls want activations quantized to Q8_0.
+constexpr TensorType kQuantized[] = {TensorType::kQ8_0, TensorType::kQ4_0};
+
+StepLimits LimitsFor(const ModelSpec& spec, const ExecutorOptions& options) {
+  StepLimits limits;
+  limits.block_tokens = options.block_tokens;
+  limits.kv_blocks = options.kv_blocks;
+  limits.vocab_size = spec.hp.vocab_size;
+  limits.context_length = spec.hp.context_length;
+  limits.max_batch_tokens = options.max_batch_tokens;
+  return limits;
+}
+
+// Every matmul weight, for sizing the quantized-activation scratch.
+std::vector<const TensorView*> MatMulWeights(const ModelSpec& spec) {
+  std::vector<const TensorView*> weights = {&spec.output};
+  for (const LayerWeights& l : spec.layers) {
+    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      weights.push_back(t);
+    }
+  }
+  return weights;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ModelSpec& spec,
+                                                                 const ExecutorOptions& options) {
+  if (absl::Status s = CheckExecutorOptions(options); !s.ok()) return s;
+  if (absl::Status s = CheckModelSpecForCpu(spec); !s.ok()) return s;
+  std::unique_ptr<CpuExecutor> executor(new CpuExecutor(spec, options));
+  if (absl::Status s = executor->Allocate(); !s.ok()) return s;
+  return executor;
+}
+
+absl::StatusOr<ExecutorPtr> CreateCpuExecutor(const ModelSpec& spec,
+                                              const ExecutorOptions& options) {
+  absl::StatusOr<std::unique_ptr<CpuExecutor>> executor = CpuExecutor::Create(spec, options);
+  if (!executor.ok()) return executor.status();
+  return ExecutorPtr(std::move(*executor));
+}
+
+CpuExecutor::CpuExecutor(const ModelSpec& spec, const ExecutorOptions& options)
+    : spec_(spec),
+      layout_(KvLayoutFor(spec, options.block_tokens, options.kv_type)),
+      kv_blocks_(options.kv_blocks),
+      max_batch_tokens_(options.max_batch_tokens),
+      isa_(DetectIsa()),
+      pool_(options.threads),
+      plan_(LimitsFor(spec, options)) {}
+
+absl::Status CpuExecutor::Allocate() {
+  const ModelHyperparams& hp = spec_.hp;
+  const size_t rows = static_cast<size_t>(max_batch_tokens_);
+  const size_t q_dim = static_cast<size_t>(hp.n_heads) * hp.head_dim;
+  const size_t kv_dim = static_cast<size_t>(hp.n_kv_heads) * hp.head_dim;
+  size_t kv_bytes = 0;
+  if (__builtin_mul_overflow(static_cast<size_t>(kv_blocks_), layout_.BlockBytes(), &kv_bytes)) {
+    return absl::ResourceExhaustedError("KV cache size overflows");
+  }
+  if (!kv_.Allocate(kv_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", kv_bytes, " bytes for ", kv_blocks_, " KV blocks"));
+  }
+
+  const int64_t widest =
+      std::max({int64_t{hp.dim}, static_cast<int64_t>(q_dim), int64_t{hp.ffn_dim}});
+  const std::vector<const TensorView*> weights = MatMulWeights(spec_);
+  AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
+  size_t act_bytes[] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    const bool used = std::any_of(weights.begin(), weights.end(),
+                                  [&](const TensorView* w) { return w->type == kQuantized[i]; });
+    if (used) {
+      act_bytes[i] = ActivationScratchBytes(kQuantized[i], static_cast<int64_t>(rows), widest);
+    }
+  }
+  scores_stride_ = (static_cast<size_t>(layout_.block_tokens) + 15) / 16 * 16;
+  const struct {
+    AlignedBuffer* buffer;
+    size_t bytes;
+  } scratch[] = {
+      {&x_, rows * hp.dim * sizeof(float)},
+      {&h_, rows * hp.dim * sizeof(float)},
+      {&q_, rows * q_dim * sizeof(float)},
+      {&k_, rows * kv_dim * sizeof(float)},
+      {&v_, rows * kv_dim * sizeof(float)},
+      {&attn_, rows * q_dim * sizeof(float)},
+      {&gate_, rows * hp.ffn_dim * sizeof(float)},
+      {&up_, rows * hp.ffn_dim * sizeof(float)},
+      {act[0], act_bytes[0]},
+      {act[1], act_bytes[1]},
+      {&scores_, static_cast<size_t>(pool_.threads()) * scores_stride_ * sizeof(float)},
+      {&inv_freq_, static_cast<size_t>(hp.head_dim / 2) * sizeof(float)},
+  };
+  for (const auto& s : scratch) {
+    if (!s.buffer->Allocate(s.bytes)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate ", s.bytes, " bytes of executor scratch"));
+    }
+  }
+  const float* freq_factors = spec_.rope_freq_factors.empty()
+                                  ? nullptr
+                                  : static_cast<const float*>(spec_.rope_freq_factors.data);
+  RopeInvFrequencies(hp, freq_factors, inv_freq_.as<float>());
+  return absl::OkStatus();
+}
+
+void CpuExecutor::PoisonScratchForTesting() {
+  // All-ones bytes are NaN as f32 and as f16 (and as a Q8_0 block's scale).
+  for (AlignedBuffer* b :
+       {&x_, &h_, &q_, &k_, &v_, &attn_, &gate_, &up_, &act_q8_0_, &act_q4_0_, &scores_}) {
+    if (b->bytes() > 0) std::memset(b->data(), 0xFF, b->bytes());
+  }
+}
+
+void CpuExecutor::PoisonKvForTesting() {
+  if (kv_.bytes() > 0) std::memset(kv_.data(), 0xFF, kv_.bytes());
+}
+
+void CpuExecutor::PrepareRows(std::span<const TensorView* const> consumers, const float* x,
+                              int64_t x_cols, int64_t begin, int64_t end) {
+  AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
+  for (int i = 0; i < 2; ++i) {
+    const bool wanted = std::any_of(consumers.begin(), consumers.end(),
+                                    [&](const TensorView* w) { return w->type == kQuantized[i]; });
+    if (wanted) PrepareActivationRows(isa_, kQuantized[i], x, x_cols, begin, end, act[i]->data());
+  }
+}
+
+void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
+  constexpr size_t kMaxTasks = 4;  // the forward groups at most q, k, v
+  Activations acts[kMaxTasks];
+  int64_t total = 0;
+  for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
+    const TensorView& w = *tasks[i].w;
+    const uint8_t* scratch = w.type == TensorType::kQ8_0   ? act_q8_0_.data()
+                             : w.type == TensorType::kQ4_0 ? act_q4_0_.data()
+                                                           : nullptr;
+    acts[i] = BindActivations(w.type, tasks[i].x, rows, w.cols(), scratch);
+    total += w.rows();
+  }
+  pool_.ParallelFor(total, [&](int64_t begin, int64_t end, int32_t) {
+    int64_t offset = 0;
+    for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
+      const int64_t n = tasks[i].w->rows();
+      const int64_t b = std::max(begin, offset) - offset;
+      const int64_t e = std::min(end, offset + n) - offset;
+      if (b < e) MatMulRows(isa_, *tasks[i].w, b, e, acts[i], tasks[i].y, tasks[i].y_stride);
+      offset += n;
+    }
+  });
+}
+
+void CpuExecutor::Embed(int64_t tokens) {
+  const int64_t dim = spec_.hp.dim;
+  float* x = x_.as<float>();
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) {
+      DequantizeRow(spec_.token_embedding, plan_.token(t), x + t * dim);
+    }
+  });
+}
+
+void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
+  const ModelHyperparams& hp = spec_.hp;
+  const LayerWeights& w = spec_.layers[static_cast<size_t>(layer)];
+  const int64_t dim = hp.dim, hd = hp.head_dim, heads = hp.n_heads;
+  const int64_t q_dim = heads * hd, kv_dim = int64_t{hp.n_kv_heads} * hd, ffn = hp.ffn_dim;
+  float *x = x_.as<float>(), *h = h_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>();
+  float *v = v_.as<float>(), *attn = attn_.as<float>(), *gate = gate_.as<float>();
+  float* up = up_.as<float>();
+
+  // Residual of the previous layer's FFN (left in h), then attention norm.
+  const TensorView* const qkv[] = {&w.wq, &w.wk, &w.wv};
+  const float* attn_norm = static_cast<const float*>(w.attn_norm.data);
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) {
+      if (layer > 0) Add(isa_, x + t * dim, h + t * dim, dim);
+      RmsNorm(isa_, x + t * dim, attn_norm, dim, hp.rms_norm_eps, h + t * dim);
+    }
+    PrepareRows(qkv, h, dim, begin, end);
+  });
+  const MatMulTask qkv_tasks[] = {
+      {&w.wq, h, q, q_dim}, {&w.wk, h, k, kv_dim}, {&w.wv, h, v, kv_dim}};
+  MatMulGroup(qkv_tasks, tokens);
+
+  // Biases, RoPE at each token's own position, K/V into the paged cache.
+  const float* inv_freq = inv_freq_.as<float>();
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) {
+      float *qt = q + t * q_dim, *kt = k + t * kv_dim, *vt = v + t * kv_dim;
+      if (!w.bq.empty()) Add(isa_, qt, static_cast<const float*>(w.bq.data), q_dim);
+      if (!w.bk.empty()) Add(isa_, kt, static_cast<const float*>(w.bk.data), kv_dim);
+      if (!w.bv.empty()) Add(isa_, vt, static_cast<const float*>(w.bv.data), kv_dim);
+      const int32_t pos = plan_.position(t);
+      Rope(qt, hp.n_heads, hp.head_dim, pos, inv_freq, hp.rope_style);
+      Rope(kt, hp.n_kv_heads, hp.head_dim, pos, inv_freq, hp.rope_style);
+      const PagedKv kv{&layout_, kv_.data(), plan_.block_table(t)};
+      WriteTokenKv(isa_, kv, layer, pos, kt, vt);
+    }
+  });
+
+  // Attention, one (token, query head) pair per item.
+  const int64_t group = heads / hp.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  float* scores = scores_.as<float>();
+  pool_.ParallelFor(tokens * heads, [&](int64_t begin, int64_t end, int32_t thread) {
+    float* thread_scores = scores + static_cast<size_t>(thread) * scores_stride_;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = i / heads, head = i % heads;
+      const PagedKv kv{&layout_, kv_.data(), plan_.block_table(t)};
+      AttendHead(isa_, kv, layer, static_cast<int32_t>(head / group), plan_.position(t),
+                 q + t * q_dim + head * hd, scale, thread_scores, attn + t * q_dim + head * hd);
+    }
+  });
+
+  // Output projection into h, residual, FFN norm.
+  const TensorView* const wo[] = {&w.wo};
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    PrepareRows(wo, attn, q_dim, begin, end);
+  });
+  const MatMulTask wo_task[] = {{&w.wo, attn, h, dim}};
+  MatMulGroup(wo_task, tokens);
+  const TensorView* const gate_up[] = {&w.w_gate, &w.w_up};
+  const float* ffn_norm = static_cast<const float*>(w.ffn_norm.data);
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) {
+      Add(isa_, x + t * dim, h + t * dim, dim);
+      RmsNorm(isa_, x + t * dim, ffn_norm, dim, hp.rms_norm_eps, h + t * dim);
+    }
+    PrepareRows(gate_up, h, dim, begin, end);
+  });
+
+  // SwiGLU FFN; its output stays in h until the next layer (or the logits)
+  // adds it to x.
+  const MatMulTask gate_up_tasks[] = {{&w.w_gate, h, gate, ffn}, {&w.w_up, h, up, ffn}};
+  MatMulGroup(gate_up_tasks, tokens);
+  const TensorView* const down[] = {&w.w_down};
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) SiluMul(isa_, gate + t * ffn, up + t * ffn, ffn);
+    PrepareRows(down, gate, ffn, begin, end);
+  });
+  const MatMulTask down_task[] = {{&w.w_down, gate, h, dim}};
+  MatMulGroup(down_task, tokens);
+}
+
+void CpuExecutor::ComputeLogits(float* logits) {
+  const ModelHyperparams& hp = spec_.hp;
+  const int64_t dim = hp.dim, rows = plan_.logits_rows();
+  float *x = x_.as<float>(), *h = h_.as<float>();
+  // Final residual for the wanted tokens only, then their norm packed into
+  // rows 0..rows-1 of h. Two loops: packing while adding would overwrite rows
+  // of h that another thread has yet to add.
+  pool_.ParallelFor(rows, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = plan_.logits_token(r);
+      Add(isa_, x + t * dim, h + t * dim, dim);
+    }
+  });
+  const float* output_norm = static_cast<const float*>(spec_.output_norm.data);
+  const TensorView* const output[] = {&spec_.output};
+  pool_.ParallelFor(rows, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = plan_.logits_token(r);
+      RmsNorm(isa_, x + t * dim, output_norm, dim, hp.rms_norm_eps, h + r * dim);
+    }
+    PrepareRows(output, h, dim, begin, end);
+  });
+  const MatMulTask output_task[] = {{&spec_.output, h, logits, hp.vocab_size}};
+  MatMulGroup(output_task, rows);
+}
+
+absl::StatusOr<StepOutput> CpuExecutor::Forward(const Batch& batch) {
+  const auto start = std::chrono::steady_clock::now();
+  if (absl::Status s = plan_.Build(batch); !s.ok()) return s;
+  const int64_t tokens = plan_.tokens();
+  StepOutput out;
+  out.vocab_size = spec_.hp.vocab_size;
+  // NaN, so that a row the step failed to write cannot pass for logits.
+  out.logits.assign(static_cast<size_t>(plan_.logits_rows()) * out.vocab_size,
+                    std::numeric_limits<float>::quiet_NaN());
+  if (tokens > 0) {
+    Embed(tokens);
+    for (int32_t layer = 0; layer < spec_.hp.n_layers; ++layer) RunLayer(layer, tokens);
+    if (plan_.logits_rows() > 0) ComputeLogits(out.logits.data());
+  }
+  out.device_time = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now() - start);
+  return out;
+}
+
+}  // namespace tokenmill::devices::cpu

@@ -1,0 +1,103 @@
+// CpuExecutor: the Llama-family forward on the CPU kernels, one step over a
+// batch that mixes prefill chunks and decodes. All T tokens of a step form one
+// activation matrix, so each weight row is read once per step whatever the
+// batch size. The KV cache is paged (KvLayout); scratch is sized for
+// max_batch_tokens at creation, so a step allocates nothing but its logits.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "devices/cpu/executor_buffer.h"
+#include "devices/cpu/executor_plan.h"
+#include "devices/cpu/kernels.h"
+#include "devices/cpu/worker_pool.h"
+#include "devices/executor.h"
+#include "devices/model_spec.h"
+
+namespace tokenmill::devices::cpu {
+
+class CpuExecutor final : public Executor {
+ public:
+  // Checks spec and options (shapes, types, dims multiples of 32), detects
+  // the ISA and allocates the KV cache and scratch. The executor keeps a copy
+  // of spec, whose `backing` keeps the weights alive. kInvalidArgument or
+  // kUnimplemented for a model it cannot run, kResourceExhausted when the KV
+  // cache or scratch cannot be allocated.
+  static absl::StatusOr<std::unique_ptr<CpuExecutor>> Create(const ModelSpec& spec,
+                                                             const ExecutorOptions& options);
+
+  absl::StatusOr<StepOutput> Forward(const Batch& batch) override;
+  const KvLayout& kv_layout() const override { return layout_; }
+  uint32_t kv_blocks() const override { return kv_blocks_; }
+  const ModelSpec& spec() const override { return spec_; }
+
+  int32_t threads() const { return pool_.threads(); }
+  Isa isa() const { return isa_; }
+
+  // Test hooks: fill every scratch buffer, or the whole KV cache, with NaN so
+  // that a step reading anything it did not write shows NaN in its logits.
+  void PoisonScratchForTesting();
+  void PoisonKvForTesting();
+  // The KV cache's bytes, for tests that check what a step changed.
+  std::span<const uint8_t> kv_bytes_for_testing() const { return {kv_.data(), kv_.bytes()}; }
+
+ private:
+  // One weight matmul of a group that runs as a single parallel loop.
+  struct MatMulTask {
+    const TensorView* w = nullptr;
+    const float* x = nullptr;  // activation rows, `cols` = w->cols() floats each
+    float* y = nullptr;
+    int64_t y_stride = 0;
+  };
+
+  CpuExecutor(const ModelSpec& spec, const ExecutorOptions& options);
+  absl::Status Allocate();
+
+  // Prepares rows [begin, end) of x (x_cols wide) for the weights in
+  // `consumers` that want quantized activations (done once per type).
+  void PrepareRows(std::span<const TensorView* const> consumers, const float* x, int64_t x_cols,
+                   int64_t begin, int64_t end);
+  // Runs the tasks over `rows` activation rows, splitting the weight rows of
+  // all of them across the pool in one loop.
+  void MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows);
+
+  void Embed(int64_t tokens);
+  void RunLayer(int32_t layer, int64_t tokens);
+  void ComputeLogits(float* logits);
+
+  ModelSpec spec_;
+  KvLayout layout_;
+  uint32_t kv_blocks_ = 0;
+  int32_t max_batch_tokens_ = 0;
+  Isa isa_ = Isa::kScalar;
+  WorkerPool pool_;
+  StepPlan plan_;
+
+  AlignedBuffer kv_;
+  AlignedBuffer inv_freq_;
+  // Activations, max_batch_tokens rows each.
+  AlignedBuffer x_;     // residual stream, dim
+  AlignedBuffer h_;     // normed input / matmul output, dim
+  AlignedBuffer q_;     // heads x head_dim
+  AlignedBuffer k_;     // kv_heads x head_dim
+  AlignedBuffer v_;     // kv_heads x head_dim
+  AlignedBuffer attn_;  // heads x head_dim
+  AlignedBuffer gate_;  // ffn_dim
+  AlignedBuffer up_;    // ffn_dim
+  // Quantized activations (Q8_0 blocks) for Q8_0 and for Q4_0 weights.
+  AlignedBuffer act_q8_0_;
+  AlignedBuffer act_q4_0_;
+  // Per-thread attention scores, one block's worth each.
+  AlignedBuffer scores_;
+  size_t scores_stride_ = 0;  // floats per thread
+};
+
+// The CPU executor behind the Executor interface.
+absl::StatusOr<ExecutorPtr> CreateCpuExecutor(const ModelSpec& spec,
+                                              const ExecutorOptions& options);
+
+}  // namespace tokenmill::devices::cpu

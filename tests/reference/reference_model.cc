@@ -1,0 +1,183 @@
+#include "tests/reference/reference_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "tests/reference/naive_ops.h"
+
+namespace tokenmill::reference {
+namespace {
+
+std::vector<float> Dequantized(const devices::TensorView& t) {
+  return t.empty() ? std::vector<float>() : DequantizeTensor(t);
+}
+
+// x rounded through Q8_0 blocks: d = f16(max|x| / 127), q = round(x / d).
+std::vector<float> RoundThroughQ8_0(const float* x, int64_t n) {
+  const std::vector<uint8_t> blocks = QuantizeQ8_0Naive(x, n);
+  std::vector<float> out(static_cast<size_t>(n));
+  constexpr size_t kBlockBytes = 2 + 32;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const uint8_t* block = blocks.data() + static_cast<size_t>(b) * kBlockBytes;
+    uint16_t d_bits;
+    std::memcpy(&d_bits, block, sizeof(d_bits));
+    const float d = HalfToFloatNaive(d_bits);
+    for (int64_t i = 0; i < 32; ++i) {
+      out[static_cast<size_t>(b * 32 + i)] =
+          d * static_cast<float>(static_cast<int8_t>(block[2 + i]));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+ReferenceModel::Matrix ReferenceModel::MatrixOf(const devices::TensorView& t) {
+  Matrix m;
+  m.w = DequantizeTensor(t);
+  m.quantized = t.type == devices::TensorType::kQ8_0 || t.type == devices::TensorType::kQ4_0;
+  return m;
+}
+
+void ReferenceModel::Linear(const Matrix& m, const std::vector<float>& bias, int64_t rows,
+                            int64_t cols, const float* x, float* y) const {
+  if (options_.q8_activations && m.quantized) {
+    const std::vector<float> rounded = RoundThroughQ8_0(x, cols);
+    MatVecNaive(m.w.data(), rows, cols, rounded.data(), y);
+  } else {
+    MatVecNaive(m.w.data(), rows, cols, x, y);
+  }
+  if (!bias.empty()) {
+    for (int64_t r = 0; r < rows; ++r) y[r] += bias[static_cast<size_t>(r)];
+  }
+}
+
+ReferenceModel::ReferenceModel(const devices::ModelSpec& spec, ReferenceOptions options)
+    : hp_(spec.hp), options_(options) {
+  embedding_ = DequantizeTensor(spec.token_embedding);
+  output_norm_ = DequantizeTensor(spec.output_norm);
+  output_ = MatrixOf(spec.output);
+  freq_factors_ = Dequantized(spec.rope_freq_factors);
+  layers_.reserve(spec.layers.size());
+  for (const devices::LayerWeights& w : spec.layers) {
+    Layer& l = layers_.emplace_back();
+    l.attn_norm = DequantizeTensor(w.attn_norm);
+    l.wq = MatrixOf(w.wq);
+    l.wk = MatrixOf(w.wk);
+    l.wv = MatrixOf(w.wv);
+    l.bq = Dequantized(w.bq);
+    l.bk = Dequantized(w.bk);
+    l.bv = Dequantized(w.bv);
+    l.wo = MatrixOf(w.wo);
+    l.ffn_norm = DequantizeTensor(w.ffn_norm);
+    l.w_gate = MatrixOf(w.w_gate);
+    l.w_up = MatrixOf(w.w_up);
+    l.w_down = MatrixOf(w.w_down);
+  }
+}
+
+std::vector<float> ReferenceModel::Forward(std::span<const int32_t> tokens, int32_t start) {
+  start = std::clamp(start, 0, positions_);
+  positions_ = start;
+  const size_t kv_row = static_cast<size_t>(hp_.n_kv_heads) * hp_.head_dim;
+  for (Layer& l : layers_) {
+    l.k_cache.resize(static_cast<size_t>(start) * kv_row);
+    l.v_cache.resize(static_cast<size_t>(start) * kv_row);
+  }
+  std::vector<float> logits(tokens.size() * static_cast<size_t>(hp_.vocab_size));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    ForwardToken(tokens[i], logits.data() + i * static_cast<size_t>(hp_.vocab_size));
+  }
+  return logits;
+}
+
+void ReferenceModel::ForwardToken(int32_t token, float* logits) {
+  const int64_t dim = hp_.dim, hd = hp_.head_dim, heads = hp_.n_heads, kv_heads = hp_.n_kv_heads;
+  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd, ffn = hp_.ffn_dim;
+  const int32_t pos = positions_;
+  const float* freq_factors = freq_factors_.empty() ? nullptr : freq_factors_.data();
+
+  std::vector<float> x(embedding_.begin() + token * dim, embedding_.begin() + (token + 1) * dim);
+  std::vector<float> h(dim), q(q_dim), k(kv_dim), v(kv_dim), attn(q_dim), o(dim);
+  std::vector<float> gate(ffn), up(ffn), down(dim);
+  for (Layer& l : layers_) {
+    RmsNormNaive(x.data(), l.attn_norm.data(), dim, hp_.rms_norm_eps, h.data());
+    Linear(l.wq, l.bq, q_dim, dim, h.data(), q.data());
+    Linear(l.wk, l.bk, kv_dim, dim, h.data(), k.data());
+    Linear(l.wv, l.bv, kv_dim, dim, h.data(), v.data());
+    RopeNaive(q.data(), hp_.n_heads, hp_.head_dim, pos, hp_, freq_factors, hp_.rope_style);
+    RopeNaive(k.data(), hp_.n_kv_heads, hp_.head_dim, pos, hp_, freq_factors, hp_.rope_style);
+    if (options_.round_kv_to_f16) {
+      for (float& e : k) e = HalfToFloatNaive(FloatToHalfNaive(e));
+      for (float& e : v) e = HalfToFloatNaive(FloatToHalfNaive(e));
+    }
+    l.k_cache.insert(l.k_cache.end(), k.begin(), k.end());
+    l.v_cache.insert(l.v_cache.end(), v.begin(), v.end());
+
+    // Causal attention over positions [0, pos]; query head qh reads kv head
+    // qh / (heads / kv_heads).
+    const int64_t n = pos + 1, group = heads / kv_heads;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    std::vector<double> scores(static_cast<size_t>(n));
+    for (int64_t qh = 0; qh < heads; ++qh) {
+      const float* qv = q.data() + qh * hd;
+      const int64_t kvh = qh / group;
+      double max = -INFINITY;
+      for (int64_t p = 0; p < n; ++p) {
+        const float* kp = l.k_cache.data() + p * kv_dim + kvh * hd;
+        double dot = 0.0;
+        for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(qv[d]) * kp[d];
+        scores[static_cast<size_t>(p)] = dot * scale;
+        max = std::max(max, dot * scale);
+      }
+      double sum = 0.0;
+      for (double& s : scores) sum += (s = std::exp(s - max));
+      for (int64_t d = 0; d < hd; ++d) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < n; ++p) {
+          acc += scores[static_cast<size_t>(p)] * l.v_cache[p * kv_dim + kvh * hd + d];
+        }
+        attn[qh * hd + d] = static_cast<float>(acc / sum);
+      }
+    }
+    Linear(l.wo, {}, dim, q_dim, attn.data(), o.data());
+    for (int64_t i = 0; i < dim; ++i) x[i] += o[i];
+
+    RmsNormNaive(x.data(), l.ffn_norm.data(), dim, hp_.rms_norm_eps, h.data());
+    Linear(l.w_gate, {}, ffn, dim, h.data(), gate.data());
+    Linear(l.w_up, {}, ffn, dim, h.data(), up.data());
+    SiluMulNaive(gate.data(), up.data(), ffn);
+    Linear(l.w_down, {}, dim, ffn, gate.data(), down.data());
+    for (int64_t i = 0; i < dim; ++i) x[i] += down[i];
+  }
+  RmsNormNaive(x.data(), output_norm_.data(), dim, hp_.rms_norm_eps, h.data());
+  Linear(output_, {}, hp_.vocab_size, dim, h.data(), logits);
+  ++positions_;
+}
+
+std::vector<int32_t> ReferenceModel::GreedyGenerate(std::span<const int32_t> prompt, int32_t n) {
+  std::vector<int32_t> generated;
+  if (prompt.empty() || n <= 0) return generated;
+  std::vector<float> logits = Forward(prompt, 0);
+  const size_t vocab = static_cast<size_t>(hp_.vocab_size);
+  int32_t next = ArgMax(std::span<const float>(logits).last(vocab));
+  generated.push_back(next);
+  while (static_cast<int32_t>(generated.size()) < n) {
+    const int32_t token = next;
+    logits = Forward(std::span<const int32_t>(&token, 1), positions_);
+    next = ArgMax(logits);
+    generated.push_back(next);
+  }
+  return generated;
+}
+
+int32_t ArgMax(std::span<const float> logits) {
+  int32_t best = 0;
+  for (size_t i = 1; i < logits.size(); ++i) {
+    if (logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+}  // namespace tokenmill::reference
