@@ -1,6 +1,8 @@
 // tokenmill: the command line for operators of a tokenmilld node.
 //
 //   tokenmill [--socket PATH] [--json] status | devices | drain [--cancel]
+//   tokenmill model synth --out FILE [--shape tiny|small|1b|8b] [--type q8_0] ...
+//   tokenmill bench MODEL [--threads N] [--batches 1,4,16,32]
 //
 // Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 // with an error, 2 for a bad command line.
@@ -11,6 +13,7 @@
 
 #include "CLI/CLI.hpp"
 #include "daemon/cli/control_client.h"
+#include "daemon/cli/model_commands.h"
 #include "daemon/cli/table.h"
 #include "nlohmann/json.hpp"
 #include "tokenmill/version.h"
@@ -115,12 +118,15 @@ int main(int argc, char** argv) {
   auto* drain_cmd = app.add_subcommand("drain", "stop admitting new work (or --cancel)");
   bool cancel = false;
   drain_cmd->add_flag("--cancel", cancel, "admit work again");
+  tokenmill::cli::LocalCommands local(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+
+  if (int code = local.Run(); code >= 0) return code;
 
   ControlClient client(socket, timeout_ms);
   std::optional<json> body;

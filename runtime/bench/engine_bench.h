@@ -1,0 +1,55 @@
+// The engine benchmark behind tests/bench/engine_bench and `tokenmill bench`:
+// prompt processing (ppN), decode (tgN) at several batch sizes, and, in the
+// same run, the machine's read bandwidth and the batch-1 decode speed as a
+// fraction of the bandwidth bound (bandwidth / bytes read per token).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "devices/executor.h"
+#include "runtime/model/model_loader.h"
+
+namespace tokenmill::bench {
+
+struct EngineBenchOptions {
+  int threads = 0;          // 0 = one per core
+  int prompt_tokens = 512;  // ppN
+  int gen_tokens = 128;     // tgN
+  std::vector<int> batches = {1, 4, 16, 32};
+  devices::KvType kv_type = devices::KvType::kF16;
+  bool measure_bandwidth = true;
+  uint64_t seed = 7;  // random token ids
+};
+
+struct DecodeFigure {
+  int batch = 0;
+  double tokens_per_second = 0.0;  // aggregate over the batch
+  double ms_per_step = 0.0;
+};
+
+struct EngineBenchResult {
+  std::string model;  // name, arch, shape, weight type
+  int threads = 0;
+  std::string isa;
+  uint64_t weight_bytes_per_token = 0;
+  double kv_bytes_per_token = 0.0;  // batch-1 decode, averaged over tgN
+  double prompt_tokens_per_second = 0.0;
+  std::vector<DecodeFigure> decode;
+  double bandwidth_bytes_per_second = 0.0;  // 0 when not measured
+  double bound_tokens_per_second = 0.0;     // bandwidth / bytes read per token
+  double batch1_fraction_of_bound = 0.0;
+};
+
+using BenchProgress = std::function<void(const std::string& line)>;
+
+absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model,
+                                                 const EngineBenchOptions& options,
+                                                 const BenchProgress& progress = {});
+
+// A short human table of the result.
+std::string FormatEngineBench(const EngineBenchResult& result);
+
+}  // namespace tokenmill::bench
