@@ -1,7 +1,7 @@
-// AVX-512 (F + BW + VL) kernels: 512-bit float paths with masked tails, and
-// quantized dot products on 256-bit lanes (a 34-byte Q8_0 block fills one
-// ymm) with vpdpbusd (AVX-512 VNNI; without it quantized weights use AVX2). Compiled for that
-// target per function (the pragma below, after every include).
+// AVX-512 (F + BW + VL) kernels: 512-bit float paths with masked tails.
+// Quantized weights use kernels_avx512_quant.cc (AVX-512 VNNI) or, on CPUs
+// without VNNI, the AVX2 path. Compiled for that target per function (the
+// pragma below, after every include).
 // GCC 12 flags the _mm512_undefined_* inside many AVX-512 intrinsics as
 // uninitialized once inlined at -O3 (GCC bug 105593, fixed in 13); the
 // warnings point into the header, so silencing them there hides nothing of ours.
@@ -17,11 +17,6 @@
 #include "devices/cpu/kernels_internal.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
-
-// Pragma arguments are not macro-expanded, so the target string is spelled
-// out again below; the VNNI functions add avx512vnni to it.
-#define TOKENMILL_VNNI_TARGET \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c,avx512vnni")))
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), \
@@ -48,13 +43,6 @@ float HorizontalSum(__m512 v) {
   return _mm_cvtss_f32(s);
 }
 
-float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // Sixteen weight elements starting at element k of a row, as f32.
 template <TensorType T>
 __m512 LoadWeights16(const uint8_t* row, int64_t k) {
@@ -69,9 +57,14 @@ __m512 LoadWeights16(const uint8_t* row, int64_t k) {
 }
 
 // R weight rows x A activation rows, U accumulators per output (see avx2).
+// With `prefetch`, the next R rows (from `next`, contiguous) are prefetched
+// as one sequential stream, a slice per step (see kernels_avx512_quant.cc:
+// interleaved row streams alone leave memory bandwidth unused at M = 1).
 template <TensorType T, int R, int A, int U>
-void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, float* y,
-               int64_t y_stride) {
+void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, const char* next,
+               bool prefetch, float* y, int64_t y_stride) {
+  constexpr int64_t kElementBytes = T == TensorType::kF32 ? 4 : 2;
+  constexpr int64_t kStepBytes = R * 16 * U * kElementBytes;
   __m512 acc[R][A][U];
 #pragma GCC unroll 64
   for (int r = 0; r < R; ++r)
@@ -80,6 +73,11 @@ void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, flo
 #pragma GCC unroll 64
       for (int u = 0; u < U; ++u) acc[r][a][u] = _mm512_setzero_ps();
   for (int64_t k = 0; k < cols; k += 16 * U) {
+    if (prefetch) {
+      const char* slice = next + k / (16 * U) * kStepBytes;
+#pragma GCC unroll 64
+      for (int64_t o = 0; o < kStepBytes; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
+    }
 #pragma GCC unroll 64
     for (int u = 0; u < U; ++u) {
       __m512 wv[R];
@@ -104,80 +102,19 @@ void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, flo
     }
 }
 
-// 32 int8 weights of one block (Q4_0: low nibbles 0..15, high 16..31, - 8).
-template <TensorType T>
-__m256i LoadWeightBlock(const uint8_t* block) {
-  if constexpr (T == TensorType::kQ8_0) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
-  } else {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-    const __m128i low4 = _mm_set1_epi8(0x0f);
-    const __m128i lo = _mm_and_si128(packed, low4);
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
-  }
-}
-
-// Exact int32 sums of 4 adjacent products |w| * (x with w's sign): vpdpbusd
-// with VNNI, else maddubs + madd.
-// Quantized weights against Q8_0 activations, R weight rows x A activation
-// rows: per block an exact int32 dot of |w| and (x with w's sign) by
-// vpdpbusd, scaled by d_w * d_x in f32. Compiled with AVX-512 VNNI; CPUs with
-// AVX-512 but no VNNI take the AVX2 path instead.
-template <TensorType T, int R, int A>
-TOKENMILL_VNNI_TARGET void QuantTile(const uint8_t* const* w, const uint8_t* const* x,
-                                     int64_t blocks, float* y, int64_t y_stride) {
-  constexpr int64_t kWBytes = T == TensorType::kQ8_0 ? kQ8BlockBytes : kQ4BlockBytes;
-  __m256 acc[R][A];
-#pragma GCC unroll 64
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 64
-    for (int a = 0; a < A; ++a) acc[r][a] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    __m256i wq[R], wabs[R];
-    __m256 dw[R];
-#pragma GCC unroll 64
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* wb = w[r] + b * kWBytes;
-      wq[r] = LoadWeightBlock<T>(wb);
-      wabs[r] = _mm256_abs_epi8(wq[r]);
-      dw[r] = _mm256_set1_ps(_cvtsh_ss(LoadU16(wb)));
-    }
-#pragma GCC unroll 64
-    for (int a = 0; a < A; ++a) {
-      const uint8_t* xb = x[a] + b * kQ8BlockBytes;
-      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 2));
-      const __m256 dx = _mm256_set1_ps(_cvtsh_ss(LoadU16(xb)));
-#pragma GCC unroll 64
-      for (int r = 0; r < R; ++r) {
-        const __m256i dot =
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs[r], _mm256_sign_epi8(xq, wq[r]));
-        acc[r][a] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), dx), dw[r], acc[r][a]);
-      }
-    }
-  }
-#pragma GCC unroll 64
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 64
-    for (int a = 0; a < A; ++a) y[a * y_stride + r] = HorizontalSum(acc[r][a]);
-}
-
 // One tile call: R weight rows from n against A activation rows from m.
+// The first group of activation rows prefetches the next tile; later groups
+// find it in cache.
 template <TensorType T, int R, int A>
-void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, float* y,
+void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, bool prefetch, float* y,
           int64_t y_stride) {
   const uint8_t* wr[R];
   for (int r = 0; r < R; ++r) wr[r] = w.row(n + r);
+  const char* next = reinterpret_cast<const char*>(wr[0] + R * w.row_bytes());
   float* out = y + m * y_stride + n;
-  if constexpr (T == TensorType::kQ8_0 || T == TensorType::kQ4_0) {
-    const uint8_t* xr[A];
-    for (int a = 0; a < A; ++a) xr[a] = x.q8 + (m + a) * Q8RowBytes(x.cols);
-    QuantTile<T, R, A>(wr, xr, x.cols / kBlock, out, y_stride);
-  } else {
-    const float* xr[A];
-    for (int a = 0; a < A; ++a) xr[a] = x.f32 + (m + a) * x.cols;
-    FloatTile<T, R, A, (A == 1 ? 2 : 1)>(wr, xr, x.cols, out, y_stride);
-  }
+  const float* xr[A];
+  for (int a = 0; a < A; ++a) xr[a] = x.f32 + (m + a) * x.cols;
+  FloatTile<T, R, A, (A == 1 ? 2 : 1)>(wr, xr, x.cols, next, prefetch, out, y_stride);
 }
 
 // R weight rows from n against every activation row in [m0, m1), 4 at a time.
@@ -185,14 +122,15 @@ template <TensorType T, int R>
 void TileRows(const TensorView& w, int64_t n, const Activations& x, int64_t m0, int64_t m1,
               float* y, int64_t y_stride) {
   int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) Tile<T, R, 4>(w, n, x, m, y, y_stride);
+  for (; m + 4 <= m1; m += 4) Tile<T, R, 4>(w, n, x, m, m == m0, y, y_stride);
+  const bool prefetch = m == m0;
   switch (m1 - m) {
     case 3:
-      return Tile<T, R, 3>(w, n, x, m, y, y_stride);
+      return Tile<T, R, 3>(w, n, x, m, prefetch, y, y_stride);
     case 2:
-      return Tile<T, R, 2>(w, n, x, m, y, y_stride);
+      return Tile<T, R, 2>(w, n, x, m, prefetch, y, y_stride);
     case 1:
-      return Tile<T, R, 1>(w, n, x, m, y, y_stride);
+      return Tile<T, R, 1>(w, n, x, m, prefetch, y, y_stride);
     default:
       return;
   }
@@ -203,8 +141,7 @@ void TileRows(const TensorView& w, int64_t n, const Activations& x, int64_t m0, 
 template <TensorType T>
 void MatMulTyped(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                  float* y, int64_t y_stride) {
-  constexpr bool kQuant = T == TensorType::kQ8_0 || T == TensorType::kQ4_0;
-  const int64_t block_rows = ActivationBlockRows(kQuant ? Q8RowBytes(x.cols) : x.cols * 4);
+  const int64_t block_rows = ActivationBlockRows(x.cols * 4);
   for (int64_t m0 = 0; m0 < x.rows; m0 += block_rows) {
     const int64_t m1 = std::min(x.rows, m0 + block_rows);
     int64_t n = row_begin;
@@ -249,17 +186,6 @@ void MatMulRows(const TensorView& w, int64_t row_begin, int64_t row_end, const A
     case TensorType::kQ4_0:
       return avx2::MatMulRows(w, row_begin, row_end, x, y, y_stride);
   }
-}
-
-void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
-                    float* y, int64_t y_stride) {
-  if (w.type == TensorType::kQ8_0) {
-    return MatMulTyped<TensorType::kQ8_0>(w, row_begin, row_end, x, y, y_stride);
-  }
-  if (w.type == TensorType::kQ4_0) {
-    return MatMulTyped<TensorType::kQ4_0>(w, row_begin, row_end, x, y, y_stride);
-  }
-  MatMulRows(w, row_begin, row_end, x, y, y_stride);
 }
 
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
@@ -367,7 +293,5 @@ void StoreF16(const float* x, uint16_t* out, int64_t n) {
 #else
 #pragma GCC pop_options
 #endif
-
-#undef TOKENMILL_VNNI_TARGET
 
 #endif  // TOKENMILL_KERNELS_X86

@@ -62,7 +62,8 @@ TOKENMILL_DECLARE_ISA_KERNELS(scalar)
 TOKENMILL_DECLARE_ISA_KERNELS(avx2)
 TOKENMILL_DECLARE_ISA_KERNELS(avx512)
 namespace avx512 {
-// MatMulRows for Q8_0/Q4_0 weights with vpdpbusd (AVX-512 VNNI).
+// MatMulRows for Q8_0/Q4_0 weights with vpdpbusd (AVX-512 VNNI), in
+// kernels_avx512_quant.cc.
 void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                     float* y, int64_t y_stride);
 }  // namespace avx512

@@ -1,7 +1,10 @@
 // MatMulRows throughput on one thread: a 4096 x 4096 weight of every type at
 // M = 1, 4, 16, 32 activation rows, reported as weight bytes streamed per
 // second, next to a one-thread memory read baseline (summing a 1 GiB f32
-// array with wide loads) so the fraction of bandwidth is visible.
+// array with wide loads) so the fraction of bandwidth is visible. A 4096 x
+// 4096 Q8_0 matrix (18 MB) fits a large L3, so those figures show compute
+// speed; BM_MatMulRowsStream runs M = 1 over 256 MiB of weights on 1 and 2
+// threads, which is what batch-1 decode sees.
 // TOKENMILL_CPU_ISA=scalar|avx2 caps the ISA for comparisons.
 #include <benchmark/benchmark.h>
 
@@ -9,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <thread>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -123,6 +127,67 @@ BENCHMARK(BM_MatMulRows)
                     static_cast<int64_t>(TensorType::kQ4_0)},
                    {1, 4, 16, 32}})
     ->ArgNames({"type", "M"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Weights of `type` filling about 256 MiB (rows of kDim columns): more than
+// any L3, so every pass streams from memory. Built once per type (Google
+// Benchmark calls a benchmark function several times).
+const Weights& StreamWeights(TensorType type) {
+  static std::vector<std::unique_ptr<Weights>> cache(64);
+  std::unique_ptr<Weights>& w = cache[static_cast<size_t>(type)];
+  if (w != nullptr) return *w;
+  const Weights tile = MakeWeights(type);  // kDim rows, replicated
+  const int64_t rows = ((int64_t{256} << 20) / static_cast<int64_t>(tile.bytes.size())) * kDim;
+  w = std::make_unique<Weights>();
+  w->bytes.resize(tile.bytes.size() * static_cast<size_t>(rows / kDim));
+  for (size_t off = 0; off < w->bytes.size(); off += tile.bytes.size()) {
+    std::copy(tile.bytes.begin(), tile.bytes.end(), w->bytes.begin() + static_cast<ptrdiff_t>(off));
+  }
+  w->view = TensorView{.name = "w",
+                       .type = type,
+                       .shape = {rows, kDim},
+                       .data = w->bytes.data(),
+                       .bytes = w->bytes.size()};
+  return *w;
+}
+
+void BM_MatMulRowsStream(benchmark::State& state) {
+  const TensorType type = static_cast<TensorType>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const Isa isa = DetectIsa();
+  const Weights& w = StreamWeights(type);
+  const int64_t rows = w.view.rows();
+  std::vector<float> x(kDim);
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (float& v : x) v = dist(rng);
+  std::vector<uint8_t> scratch(ActivationScratchBytes(type, 1, kDim));
+  std::vector<float> y(static_cast<size_t>(rows));
+  for (auto _ : state) {
+    PrepareActivationRows(isa, type, x.data(), kDim, 0, 1, scratch.data());
+    const Activations act = BindActivations(type, x.data(), 1, kDim, scratch.data());
+    if (threads == 1) {
+      MatMulRows(isa, w.view, 0, rows, act, y.data(), rows);
+    } else {
+      // Contiguous halves, as the executor's worker pool splits rows.
+      std::thread other([&] { MatMulRows(isa, w.view, rows / 2, rows, act, y.data(), rows); });
+      MatMulRows(isa, w.view, 0, rows / 2, act, y.data(), rows);
+      other.join();
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(std::string(TensorTypeName(type)) + " " + IsaName(isa));
+  state.counters["weight_bytes_per_s"] = benchmark::Counter(
+      static_cast<double>(w.bytes.size()) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_MatMulRowsStream)
+    ->ArgsProduct({{static_cast<int64_t>(TensorType::kF16), static_cast<int64_t>(TensorType::kQ8_0),
+                    static_cast<int64_t>(TensorType::kQ4_0)},
+                   {1, 2}})
+    ->ArgNames({"type", "threads"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

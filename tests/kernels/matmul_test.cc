@@ -1,5 +1,5 @@
 // MatMulRows on every ISA and weight type against the naive reference:
-// shape classes (cols 32, 64, 4128; rows 1, 7, 64; M 1..33), row ranges that
+// shape classes (cols 32, 64, 224, 4128; rows 1, 7, 64; M 1..33), row ranges that
 // start and end mid-matrix, outputs poisoned with NaN.
 #include <gtest/gtest.h>
 
@@ -39,7 +39,9 @@ struct Shape {
 
 std::vector<Shape> Shapes() {
   std::vector<Shape> shapes;
-  for (int64_t cols : {32, 64, 4096 + 32}) {
+  // 224 = 7 blocks: the AVX-512 VNNI kernel's four-block, two-block and
+  // one-block steps in one row (4128 = 129 blocks: four-block steps + one).
+  for (int64_t cols : {32, 64, 224, 4096 + 32}) {
     for (int64_t rows : {1, 7, 64}) {
       for (int64_t m : {1, 2, 3, 4, 5, 16, 33}) {
         // The widest rows with the most activation rows cost the most under
