@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/model/model_layout.h"
+#include "runtime/model/status_macros.h"
 #include "runtime/model/tensor_binding.h"
 
 namespace tokenmill::model {
@@ -69,13 +70,6 @@ class HyperparamReader {
   const GgufFile& file_;
   std::string prefix_;
 };
-
-#define TM_ASSIGN(lhs, expr)                      \
-  do {                                            \
-    auto tm_value = (expr);                       \
-    if (!tm_value.ok()) return tm_value.status(); \
-    lhs = *tm_value;                              \
-  } while (0)
 
 absl::StatusOr<devices::ModelHyperparams> ReadHyperparams(const GgufFile& file,
                                                           const std::string& arch) {
@@ -237,7 +231,5 @@ std::map<std::string, std::string> MetadataText(
   }
   return text;
 }
-
-#undef TM_ASSIGN
 
 }  // namespace tokenmill::model

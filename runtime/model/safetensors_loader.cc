@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/model/model_layout.h"
 #include "runtime/model/safetensors_file.h"
+#include "runtime/model/status_macros.h"
 #include "runtime/model/tensor_binding.h"
 #include "runtime/tokenizer/hf_tokenizer.h"
 
@@ -95,13 +96,6 @@ class ConfigReader {
   const json& config_;
   std::string file_;
 };
-
-#define TM_ASSIGN(lhs, expr)                      \
-  do {                                            \
-    auto tm_value = (expr);                       \
-    if (!tm_value.ok()) return tm_value.status(); \
-    lhs = *tm_value;                              \
-  } while (0)
 
 absl::Status ReadRopeScaling(const ConfigReader& r, const json& config,
                              devices::RopeScaling* scaling) {
@@ -317,7 +311,5 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   }
   return model;
 }
-
-#undef TM_ASSIGN
 
 }  // namespace tokenmill::model
