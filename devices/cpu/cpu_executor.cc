@@ -13,6 +13,10 @@
 namespace tokenmill::devices::cpu {
 namespace {
 
+// Weight rows per unit of work a thread takes in a matmul: the batched Q8_0
+// kernel's tile (kernels_internal.h's kQ8BatchTileRows).
+constexpr int64_t kRowGranule = 16;
+
 // The two weight types whose matmuls want activations quantized to Q8_0.
 constexpr TensorType kQuantized[] = {TensorType::kQ8_0, TensorType::kQ4_0};
 
@@ -153,16 +157,20 @@ void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
                              : w.type == TensorType::kQ4_0 ? act_q4_0_.data()
                                                            : nullptr;
     acts[i] = BindActivations(w.type, tasks[i].x, rows, w.cols(), scratch);
-    total += w.rows();
+    total += (w.rows() + kRowGranule - 1) / kRowGranule;
   }
+  // Threads split whole granules of each matrix, so which kernel tile an
+  // output row falls in (and so its rounding) never depends on the thread
+  // count.
   pool_.ParallelFor(total, [&](int64_t begin, int64_t end, int32_t) {
     int64_t offset = 0;
     for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
       const int64_t n = tasks[i].w->rows();
-      const int64_t b = std::max(begin, offset) - offset;
-      const int64_t e = std::min(end, offset + n) - offset;
+      const int64_t granules = (n + kRowGranule - 1) / kRowGranule;
+      const int64_t b = (std::max(begin, offset) - offset) * kRowGranule;
+      const int64_t e = std::min((std::min(end, offset + granules) - offset) * kRowGranule, n);
       if (b < e) MatMulRows(isa_, *tasks[i].w, b, e, acts[i], tasks[i].y, tasks[i].y_stride);
-      offset += n;
+      offset += granules;
     }
   });
 }

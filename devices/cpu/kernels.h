@@ -36,10 +36,13 @@ uint16_t FloatToBf16(float f);
 
 // Activations in the form a weight type's dot product wants: f32 rows for
 // F32/F16/BF16 weights; for Q8_0 and Q4_0 weights also the rows quantized to
-// Q8_0 blocks (so the inner loop is an int8 dot product).
+// Q8_0 blocks (so the inner loop is an int8 dot product), each row's blocks
+// followed by per-block precomputed data (the f32 scale and the unsigned-
+// offset correction) for the batched kernel; the row layout is internal
+// (kernels_internal.h: Q8RowBytes and friends).
 struct Activations {
-  const float* f32 = nullptr;    // rows x cols, row stride = cols
-  const uint8_t* q8 = nullptr;   // rows x (cols/32) Q8_0 blocks, or null
+  const float* f32 = nullptr;   // rows x cols, row stride = cols
+  const uint8_t* q8 = nullptr;  // rows of prepared Q8_0 data, or null
   int64_t rows = 0;
   int64_t cols = 0;
 };
@@ -50,8 +53,8 @@ size_t ActivationScratchBytes(TensorType w, int64_t rows, int64_t cols);
 // Quantizes rows [row_begin, row_end) of x into scratch when `w` needs it.
 // Threads may prepare disjoint row ranges of one Activations concurrently;
 // Bind() then gives the view (cheap, no work).
-void PrepareActivationRows(Isa isa, TensorType w, const float* x, int64_t cols,
-                           int64_t row_begin, int64_t row_end, uint8_t* scratch);
+void PrepareActivationRows(Isa isa, TensorType w, const float* x, int64_t cols, int64_t row_begin,
+                           int64_t row_end, uint8_t* scratch);
 Activations BindActivations(TensorType w, const float* x, int64_t rows, int64_t cols,
                             const uint8_t* scratch);
 

@@ -343,6 +343,13 @@ void MatMulQuant(const TensorView& w, int64_t row_begin, int64_t row_end, const 
 void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                     float* y, int64_t y_stride) {
   if (w.type == TensorType::kQ8_0) {
+    if (x.rows >= kQ8BatchMinRows) {
+      // Whole 16-row tiles batched; the few rows left take the pair kernel.
+      const int64_t tiled = (row_end - row_begin) / kQ8BatchTileRows * kQ8BatchTileRows;
+      MatMulQ8Batch(w, row_begin, row_begin + tiled, x, y, y_stride);
+      row_begin += tiled;
+      if (row_begin >= row_end) return;
+    }
     return MatMulQuant<TensorType::kQ8_0>(w, row_begin, row_end, x, y, y_stride);
   }
   if (w.type == TensorType::kQ4_0) {

@@ -33,8 +33,21 @@ inline uint16_t LoadU16(const void* p) {
   return v;
 }
 
-// Bytes of one activation row quantized to Q8_0.
-inline int64_t Q8RowBytes(int64_t cols) { return cols / kBlock * kQ8BlockBytes; }
+// One activation row prepared for quantized weights: its Q8_0 blocks
+// (cols/32 x 34 bytes), then, from the next 64-byte boundary, per block the
+// f32 scale (the stored f16 d, widened) and the int32 offset correction
+// -128 * sum(q) (what (q_w + 128) . q_x overshoots w . x by), so that the
+// batched VNNI kernel needs neither a convert nor a correction dot per block.
+// Rows are 64-byte multiples apart.
+inline int64_t Q8BlocksBytes(int64_t cols) { return cols / kBlock * kQ8BlockBytes; }
+inline int64_t Q8ScalesOffset(int64_t cols) { return (Q8BlocksBytes(cols) + 63) / 64 * 64; }
+inline int64_t Q8CorrectionsOffset(int64_t cols) {
+  return Q8ScalesOffset(cols) + cols / kBlock * 4;
+}
+// Bytes of one prepared activation row (the stride between rows).
+inline int64_t Q8RowBytes(int64_t cols) {
+  return (Q8CorrectionsOffset(cols) + cols / kBlock * 4 + 63) / 64 * 64;
+}
 
 // Quantizes n floats (n % 32 == 0) to Q8_0 blocks: d = max|x| / 127 (stored as
 // f16), q = round-half-away-from-zero(x / d) computed as x * (1 / d).
@@ -66,6 +79,14 @@ namespace avx512 {
 // kernels_avx512_quant.cc.
 void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                     float* y, int64_t y_stride);
+// Q8_0 weights against many activation rows (kernels_avx512_q8_batch.cc):
+// rows [row_begin, row_end) in tiles of kQ8BatchTileRows (the range must be
+// a multiple of it), every activation row. Worth it from kQ8BatchMinRows
+// activation rows; below, the weight transposes cost more than they save.
+inline constexpr int64_t kQ8BatchTileRows = 16;
+inline constexpr int64_t kQ8BatchMinRows = 6;
+void MatMulQ8Batch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                   float* y, int64_t y_stride);
 }  // namespace avx512
 #endif
 #undef TOKENMILL_DECLARE_ISA_KERNELS
@@ -74,7 +95,7 @@ void MatMulRowsVnni(const TensorView& w, int64_t row_begin, int64_t row_end, con
 // activations stays in L2 (~256 KiB) while every weight row streams past it
 // once, at least 4.
 inline int64_t ActivationBlockRows(int64_t row_bytes) {
-  const int64_t rows = (256 << 10) / (row_bytes > 0 ? row_bytes : 1);
+  const int64_t rows = (512 << 10) / (row_bytes > 0 ? row_bytes : 1);
   return rows < 4 ? 4 : rows;
 }
 

@@ -182,7 +182,24 @@ void PrepareActivationRows(Isa /*isa*/, TensorType w, const float* x, int64_t co
   if (!IsQuantized(w)) return;
   const int64_t row_bytes = internal::Q8RowBytes(cols);
   for (int64_t r = row_begin; r < row_end; ++r) {
-    internal::QuantizeQ8_0(x + r * cols, cols, scratch + r * row_bytes);
+    uint8_t* row = scratch + r * row_bytes;
+    internal::QuantizeQ8_0(x + r * cols, cols, row);
+    // Padding zeroed, so that a prepared row is the same bytes every time.
+    const int64_t blocks_end = internal::Q8BlocksBytes(cols);
+    const int64_t extras_end = internal::Q8CorrectionsOffset(cols) + cols / internal::kBlock * 4;
+    std::memset(row + blocks_end, 0,
+                static_cast<size_t>(internal::Q8ScalesOffset(cols) - blocks_end));
+    std::memset(row + extras_end, 0, static_cast<size_t>(row_bytes - extras_end));
+    for (int64_t b = 0; b < cols / internal::kBlock; ++b) {
+      const uint8_t* block = row + b * internal::kQ8BlockBytes;
+      const float d = HalfToFloat(internal::LoadU16(block));
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) sum += static_cast<int8_t>(block[2 + j]);
+      const int32_t correction = -128 * sum;
+      std::memcpy(row + internal::Q8ScalesOffset(cols) + 4 * b, &d, sizeof(d));
+      std::memcpy(row + internal::Q8CorrectionsOffset(cols) + 4 * b, &correction,
+                  sizeof(correction));
+    }
   }
 }
 

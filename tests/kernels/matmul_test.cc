@@ -52,6 +52,12 @@ std::vector<Shape> Shapes() {
     }
   }
   shapes.push_back({64, 4096 + 32, 16});
+  // The batched Q8_0 kernel (16-row weight tiles, from 6 activation rows in
+  // groups of at most 16): tiles plus leftover rows, ranges that start
+  // mid-tile, the smallest group and an uneven split (17 = 9 + 8).
+  shapes.push_back({40, 224, 6});
+  shapes.push_back({40, 224, 17});
+  shapes.push_back({48, 96, 16});
   return shapes;
 }
 
@@ -130,7 +136,8 @@ TEST_P(MatMulTest, MatchesNaiveOnEveryIsaAndShape) {
         for (int64_t m = 0; m < s.m; ++m) {
           const std::vector<uint8_t> q8 =
               reference::QuantizeQ8_0Naive(x.data() + m * s.cols, s.cols);
-          ASSERT_TRUE(std::equal(q8.begin(), q8.end(), scratch.begin() + m * q8.size()));
+          const size_t row_bytes = scratch.size() / static_cast<size_t>(s.m);
+          ASSERT_TRUE(std::equal(q8.begin(), q8.end(), scratch.begin() + m * row_bytes));
         }
       }
       const Activations act = BindActivations(type, x.data(), s.m, s.cols, scratch.data());
@@ -176,7 +183,9 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
   const std::vector<float> x = RandomFloats(rows * cols, 7);
   for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
     const size_t bytes = ActivationScratchBytes(type, rows, cols);
-    ASSERT_EQ(bytes, static_cast<size_t>(rows * cols / 32 * 34));
+    // Per row: the Q8_0 blocks, then f32 scales and int32 corrections per
+    // block, each part from a 64-byte boundary.
+    ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64)));
     std::vector<uint8_t> whole(bytes), pieces(bytes, 0xee);
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, rows, whole.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, 2, pieces.data());
@@ -209,7 +218,8 @@ TEST(MatMulBatchTest, BatchOfRowsEqualsRowsOneByOne) {
                  batched.data(), rows);
       for (int64_t i = 0; i < m; ++i) {
         std::vector<float> single(static_cast<size_t>(rows), kPoison);
-        const uint8_t* q8 = scratch.empty() ? nullptr : scratch.data() + i * cols / 32 * 34;
+        const size_t row_bytes = scratch.size() / static_cast<size_t>(m);
+        const uint8_t* q8 = scratch.empty() ? nullptr : scratch.data() + i * row_bytes;
         const Activations one = BindActivations(type, x.data() + i * cols, 1, cols, q8);
         MatMulRows(isa, w.view, 0, rows, one, single.data(), rows);
         for (int64_t n = 0; n < rows; ++n) {
