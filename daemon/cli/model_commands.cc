@@ -79,6 +79,7 @@ int LocalCommands::RunBench() const {
   options.gen_tokens = f.gen;
   options.batches = f.batches;
   options.kv_type = f.kv == "f32" ? devices::KvType::kF32 : devices::KvType::kF16;
+  options.repetitions = f.repetitions;
   auto result = bench::RunEngineBench(*loaded, options, [&](const std::string& line) {
     if (!f.json) std::fprintf(stderr, "  %s\n", line.c_str());
   });
@@ -93,11 +94,14 @@ int LocalCommands::RunBench() const {
                         {"weight_bytes_per_token", result->weight_bytes_per_token},
                         {"prompt_tokens_per_second", result->prompt_tokens_per_second},
                         {"bandwidth_bytes_per_second", result->bandwidth_bytes_per_second},
+                        {"bandwidth_low_bytes_per_second", result->bandwidth_low_bytes_per_second},
                         {"bound_tokens_per_second", result->bound_tokens_per_second},
                         {"batch1_fraction_of_bound", result->batch1_fraction_of_bound}};
     for (const auto& d : result->decode) {
       j["decode"].push_back({{"batch", d.batch},
                              {"tokens_per_second", d.tokens_per_second},
+                             {"tokens_per_second_min", d.tokens_per_second_min},
+                             {"tokens_per_second_max", d.tokens_per_second_max},
                              {"ms_per_step", d.ms_per_step}});
     }
     std::printf("%s\n", j.dump(2).c_str());
@@ -146,6 +150,8 @@ LocalCommands::LocalCommands(CLI::App& app) {
   bench_cmd_->add_option("-b,--batches", b.batches, "decode batch sizes")->delimiter(',');
   bench_cmd_->add_option("--kv", b.kv, "KV cache type")
       ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
+  bench_cmd_->add_option("-r,--repetitions", b.repetitions, "runs per batch size (median kept)")
       ->capture_default_str();
   bench_cmd_->add_flag("--json", b.json, "print JSON");
 }

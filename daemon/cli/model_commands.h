@@ -38,6 +38,7 @@ class LocalCommands {
     int gen = 128;
     std::vector<int> batches = {1, 4, 16, 32};
     std::string kv = "f16";
+    int repetitions = 3;
     bool json = false;
   };
 

@@ -93,7 +93,16 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
                         result.prompt_tokens_per_second));
   }
 
-  // tgN at each batch size: every sequence decodes one token per step.
+  std::vector<double> probes;
+  auto probe = [&] {
+    if (!options.measure_bandwidth) return;
+    probes.push_back(devices::cpu::MeasureReadBandwidth(result.threads).bytes_per_second);
+    say(absl::StrFormat("read bandwidth: %.2f GB/s", probes.back() / 1e9));
+  };
+  probe();
+
+  // tgN at each batch size: every sequence decodes one token per step. Each
+  // size runs `repetitions` times over the same positions; the median counts.
   for (int b : options.batches) {
     auto tables = BlockTables(b, seq_tokens, block_tokens);
     std::vector<int32_t> tokens(b);
@@ -103,26 +112,36 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
       batch.seqs.push_back({static_cast<uint64_t>(s), std::span<const int32_t>(&tokens[s], 1), 0,
                             tables[s], LogitsWanted::kLast});
     }
-    // Position 0 is a warm-up step; the timed steps are positions 1..N.
-    if (auto warm = exec.Forward(batch); !warm.ok()) return warm.status();
-    auto start = Clock::now();
-    for (int pos = 1; pos <= options.gen_tokens; ++pos) {
-      for (int s = 0; s < b; ++s) {
-        tokens[s] = random_token();
-        batch.seqs[s].start_pos = pos;
+    std::vector<double> rates;
+    for (int rep = 0; rep < std::max(1, options.repetitions); ++rep) {
+      for (int s = 0; s < b; ++s) batch.seqs[s].start_pos = 0;
+      // Position 0 is a warm-up step; the timed steps are positions 1..N.
+      if (auto warm = exec.Forward(batch); !warm.ok()) return warm.status();
+      auto start = Clock::now();
+      for (int pos = 1; pos <= options.gen_tokens; ++pos) {
+        for (int s = 0; s < b; ++s) {
+          tokens[s] = random_token();
+          batch.seqs[s].start_pos = pos;
+        }
+        auto out = exec.Forward(batch);
+        if (!out.ok()) return out.status();
       }
-      auto out = exec.Forward(batch);
-      if (!out.ok()) return out.status();
+      rates.push_back(static_cast<double>(b) * options.gen_tokens / Seconds(Clock::now() - start));
     }
-    double seconds = Seconds(Clock::now() - start);
+    std::sort(rates.begin(), rates.end());
     DecodeFigure figure;
     figure.batch = b;
-    figure.tokens_per_second = static_cast<double>(b) * options.gen_tokens / seconds;
-    figure.ms_per_step = seconds * 1000.0 / options.gen_tokens;
+    figure.tokens_per_second = rates[rates.size() / 2];
+    figure.tokens_per_second_min = rates.front();
+    figure.tokens_per_second_max = rates.back();
+    figure.ms_per_step = 1000.0 * b / figure.tokens_per_second;
     result.decode.push_back(figure);
-    say(absl::StrFormat("tg%d batch %d: %.2f tokens/s (%.2f ms/step)", options.gen_tokens, b,
-                        figure.tokens_per_second, figure.ms_per_step));
+    say(absl::StrFormat("tg%d batch %d: %.2f tokens/s (%.2f ms/step; %.2f-%.2f over %d runs)",
+                        options.gen_tokens, b, figure.tokens_per_second, figure.ms_per_step,
+                        figure.tokens_per_second_min, figure.tokens_per_second_max,
+                        static_cast<int>(rates.size())));
   }
+  probe();
 
   // KV read per batch-1 token: all layers' K and V of the positions so far,
   // averaged over the decode positions 1..N.
@@ -131,18 +150,17 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
       static_cast<double>(kv.n_layers) * 2 * kv.n_kv_heads * kv.head_dim * kv.ElementBytes();
   result.kv_bytes_per_token = kv_per_position * (1 + options.gen_tokens) / 2.0;
 
-  if (options.measure_bandwidth) {
-    auto bw = devices::cpu::MeasureReadBandwidth(result.threads);
-    result.bandwidth_bytes_per_second = bw.bytes_per_second;
+  if (!probes.empty()) {
+    result.bandwidth_bytes_per_second = *std::max_element(probes.begin(), probes.end());
+    result.bandwidth_low_bytes_per_second = *std::min_element(probes.begin(), probes.end());
     double bytes_per_token =
         static_cast<double>(result.weight_bytes_per_token) + result.kv_bytes_per_token;
-    result.bound_tokens_per_second = bw.bytes_per_second / bytes_per_token;
+    result.bound_tokens_per_second = result.bandwidth_bytes_per_second / bytes_per_token;
     for (const auto& f : result.decode) {
       if (f.batch == 1) {
         result.batch1_fraction_of_bound = f.tokens_per_second / result.bound_tokens_per_second;
       }
     }
-    say(absl::StrFormat("read bandwidth: %.2f GB/s", bw.bytes_per_second / 1e9));
   }
   return result;
 }
@@ -157,14 +175,16 @@ std::string FormatEngineBench(const EngineBenchResult& r) {
     if (f.batch == 1) base = f.tokens_per_second;
   }
   for (const auto& f : r.decode) {
-    out += absl::StrFormat("tg b=%-3d   %8.2f tokens/s  %8.2f ms/step", f.batch,
-                           f.tokens_per_second, f.ms_per_step);
+    out += absl::StrFormat("tg b=%-3d   %8.2f tokens/s  %8.2f ms/step  (%.2f-%.2f)", f.batch,
+                           f.tokens_per_second, f.ms_per_step, f.tokens_per_second_min,
+                           f.tokens_per_second_max);
     if (base > 0) out += absl::StrFormat("  %5.2fx batch 1", f.tokens_per_second / base);
     out += "\n";
   }
   if (r.bandwidth_bytes_per_second > 0) {
-    out += absl::StrFormat("bandwidth  %.2f GB/s read (%d threads)\n",
-                           r.bandwidth_bytes_per_second / 1e9, r.threads);
+    out += absl::StrFormat(
+        "bandwidth  %.2f GB/s read, best of the probes (lowest %.2f; %d threads)\n",
+        r.bandwidth_bytes_per_second / 1e9, r.bandwidth_low_bytes_per_second / 1e9, r.threads);
     out += absl::StrFormat("bound      %.2f tokens/s at batch 1 (bandwidth / bytes per token)\n",
                            r.bound_tokens_per_second);
     out += absl::StrFormat("batch 1    %.1f%% of the bound\n", r.batch1_fraction_of_bound * 100);

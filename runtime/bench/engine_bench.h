@@ -21,13 +21,16 @@ struct EngineBenchOptions {
   std::vector<int> batches = {1, 4, 16, 32};
   devices::KvType kv_type = devices::KvType::kF16;
   bool measure_bandwidth = true;
-  uint64_t seed = 7;  // random token ids
+  int repetitions = 3;  // each tgN is run this often; the median is reported
+  uint64_t seed = 7;    // random token ids
 };
 
 struct DecodeFigure {
   int batch = 0;
-  double tokens_per_second = 0.0;  // aggregate over the batch
+  double tokens_per_second = 0.0;  // aggregate over the batch, median of the repetitions
   double ms_per_step = 0.0;
+  double tokens_per_second_min = 0.0;  // spread of the repetitions
+  double tokens_per_second_max = 0.0;
 };
 
 struct EngineBenchResult {
@@ -38,8 +41,11 @@ struct EngineBenchResult {
   double kv_bytes_per_token = 0.0;  // batch-1 decode, averaged over tgN
   double prompt_tokens_per_second = 0.0;
   std::vector<DecodeFigure> decode;
-  double bandwidth_bytes_per_second = 0.0;  // 0 when not measured
-  double bound_tokens_per_second = 0.0;     // bandwidth / bytes read per token
+  // Best of the probes taken before and after the decode runs (the machine
+  // is shared: the bound is what it reached at best); 0 when not measured.
+  double bandwidth_bytes_per_second = 0.0;
+  double bandwidth_low_bytes_per_second = 0.0;  // the worst probe, to show the spread
+  double bound_tokens_per_second = 0.0;         // bandwidth / bytes read per token
   double batch1_fraction_of_bound = 0.0;
 };
 

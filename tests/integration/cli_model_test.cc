@@ -26,7 +26,7 @@ TEST(CliModelTest, SynthWritesALoadableModelAndBenchReportsFigures) {
   EXPECT_EQ(loaded->spec.layers[0].wq.type, devices::TensorType::kQ8_0);
 
   auto bench = RunCommand({TokenmillCliPath(), "bench", path, "--threads", "1", "--prompt", "32",
-                           "--gen", "4", "--batches", "1,2", "--json"},
+                           "--gen", "4", "--batches", "1,2", "--repetitions", "2", "--json"},
                           std::chrono::seconds(120));
   ASSERT_EQ(bench.exit_code, 0) << bench.err;
   auto j = nlohmann::json::parse(bench.out, nullptr, false);
@@ -35,6 +35,10 @@ TEST(CliModelTest, SynthWritesALoadableModelAndBenchReportsFigures) {
   ASSERT_EQ(j["decode"].size(), 2u);
   EXPECT_EQ(j["decode"][1]["batch"], 2);
   EXPECT_GT(j["decode"][0]["tokens_per_second"].get<double>(), 0.0);
+  EXPECT_LE(j["decode"][0]["tokens_per_second_min"].get<double>(),
+            j["decode"][0]["tokens_per_second_max"].get<double>());
+  EXPECT_LE(j["bandwidth_low_bytes_per_second"].get<double>(),
+            j["bandwidth_bytes_per_second"].get<double>());
   EXPECT_GT(j["bandwidth_bytes_per_second"].get<double>(), 1e8);
   EXPECT_GT(j["batch1_fraction_of_bound"].get<double>(), 0.0);
   EXPECT_EQ(j["weight_bytes_per_token"].get<uint64_t>(), loaded->spec.WeightBytesPerToken());
