@@ -1,0 +1,60 @@
+// KvArena: one device's KV-cache memory, cut into equal pages that the model
+// instances on the device borrow on demand and give back when idle, so models
+// on one device share KV memory elastically.
+//
+// A page holds whole blocks of one instance (blocks_per_page = page_bytes /
+// that instance's KvLayout::BlockBytes()). Executors address a block through
+// the pages mapped into them (Executor::MapKvPage), so the block ids the
+// runtime hands to Forward() stay small integers per instance.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace tokenmill::devices {
+
+struct KvArenaStats {
+  size_t page_bytes = 0;
+  uint32_t pages_total = 0;
+  uint32_t pages_free = 0;
+  // TakePage calls that found no free page since creation; instances holding
+  // pages they could give back (cached-only) release them when this grows.
+  uint64_t page_misses = 0;
+};
+
+// Thread-safe: engine threads of several instances take and return pages.
+class KvArena {
+ public:
+  virtual ~KvArena() = default;
+
+  // A free page, or nullopt (and page_misses + 1) when none is left.
+  virtual std::optional<uint32_t> TakePage() = 0;
+  // Gives a page back; its content is dropped (the CPU arena madvises it
+  // away so the memory returns to the system). Returning a page twice or one
+  // never taken is a bug (checked, ignored, logged once).
+  virtual void ReturnPage(uint32_t page) = 0;
+  // Device address of a page (host pointer on the CPU, device pointer on a GPU).
+  virtual void* PageAddress(uint32_t page) const = 0;
+
+  virtual KvArenaStats Stats() const = 0;
+  size_t page_bytes() const { return Stats().page_bytes; }
+};
+
+using KvArenaPtr = std::unique_ptr<KvArena>;
+
+// Default page size: 2 MiB holds a 16-token block of an 8B-shape model
+// (32 layers x 2 x 8 kv heads x 128 x f16 = 2 MiB) and 4 of a 1B shape.
+inline constexpr size_t kDefaultKvPageBytes = size_t{2} << 20;
+
+// Host memory arena for the CPU device: `bytes` rounded down to whole pages,
+// reserved with mmap (MAP_NORESERVE) so untouched pages cost nothing.
+// kInvalidArgument when bytes < page_bytes; kResourceExhausted when the
+// reservation fails.
+absl::StatusOr<KvArenaPtr> CreateHostKvArena(size_t bytes, size_t page_bytes = kDefaultKvPageBytes);
+
+}  // namespace tokenmill::devices

@@ -1,0 +1,95 @@
+// ModelInstance: one loaded model on one device. It owns the executor, the
+// tokenizer, the KV block bookkeeping and the scheduler, and runs them on its
+// own engine thread: each step it waits for its device's turn (DeviceArbiter),
+// plans a batch, runs Executor::Forward, samples, and streams updates to the
+// requests' sinks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "devices/executor.h"
+#include "devices/kv_arena.h"
+#include "runtime/instance/generation.h"
+#include "runtime/model/model_loader.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace tokenmill::runtime {
+
+class DeviceArbiter;
+
+struct InstanceOptions {
+  std::string id;      // model id on the node ("llama-1b")
+  std::string device;  // device id ("cpu", "cuda:0")
+  sched::SchedulerOptions scheduler;  // max_seqs, max_batch_tokens, context, VTC weights
+  // Largest number of KV blocks the instance may address (its block id
+  // space): enough for max_seqs full contexts, capped by the arena.
+  uint32_t max_kv_blocks = 0;
+};
+
+// A point-in-time view for the APIs and metrics. Thread-safe to take.
+struct InstanceStats {
+  uint32_t running = 0;
+  uint32_t waiting = 0;
+  uint32_t kv_blocks_used = 0;
+  uint32_t kv_blocks_cached = 0;
+  uint32_t kv_blocks_free = 0;  // held by the instance, empty
+  uint32_t kv_pages = 0;        // arena pages held
+  uint64_t steps = 0;
+  uint64_t prompt_tokens = 0;     // computed
+  uint64_t cached_tokens = 0;     // served from the prefix cache
+  uint64_t generated_tokens = 0;
+  uint64_t preemptions = 0;
+  uint64_t prefix_query_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
+  std::chrono::nanoseconds device_time{0};
+};
+
+class ModelInstance {
+ public:
+  // Takes the loaded model and an executor made for it (whose KV lives in
+  // `arena` pages), and starts the engine thread. `arbiter` and `arena`
+  // outlive the instance.
+  static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(InstanceOptions options,
+                                                              model::LoadedModel model,
+                                                              devices::ExecutorPtr executor,
+                                                              devices::KvArena& arena,
+                                                              DeviceArbiter& arbiter);
+  ~ModelInstance();  // Stop()s
+
+  // Queues a request. Thread-safe. kInvalidArgument (empty prompt, token
+  // outside the vocabulary, prompt + max_tokens past the context),
+  // kUnavailable while draining or stopped. The sink gets every update, the
+  // last with finished = true, unless Submit fails.
+  absl::StatusOr<RequestHandlePtr> Submit(GenerationRequest request, GenerationSink sink);
+
+  // Sets a tenant's scheduling share (from the next step). Thread-safe.
+  void SetTenantShare(const std::string& tenant, const sched::TenantShare& share);
+
+  // Stops admitting; running and waiting requests finish. Thread-safe.
+  void Drain();
+  bool idle() const;  // nothing running or waiting
+  // Cancels everything left (kCancelled), stops the engine thread, returns
+  // the KV pages. Idempotent.
+  void Stop();
+
+  InstanceStats Stats() const;
+  const InstanceOptions& options() const;
+  const tokenizer::Tokenizer& tokenizer() const;
+  const model::LoadedModel& model() const;  // spec, metadata, chat template
+  int32_t context() const;
+
+ private:
+  struct Impl;
+  explicit ModelInstance(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+using ModelInstancePtr = std::shared_ptr<ModelInstance>;
+
+}  // namespace tokenmill::runtime

@@ -1,0 +1,109 @@
+// InstanceManager: the node's model instances. Places models on devices
+// (the requested one, or the one with the most free memory), loads them on a
+// loader thread with progress, refuses what does not fit (with the numbers),
+// drains and unloads them, and keeps one KV arena and one DeviceArbiter per
+// device. Tenants' shares are pushed into every instance.
+//
+// Thread-safe: the control API (HTTP loop) calls it; loads run on their own
+// threads; Find() is cheap enough for every data request.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "devices/device.h"
+#include "devices/executor.h"
+#include "runtime/instance/model_instance.h"
+#include "runtime/tenants/tenant_registry.h"
+
+namespace tokenmill::runtime {
+
+// What to load; mirrors the config's [[model]] and the POST body.
+struct ModelLoadSpec {
+  std::string id;  // [A-Za-z0-9_.:-]{1,128}
+  std::filesystem::path path;
+  std::string device = "auto";  // "auto" or a device id
+  std::optional<uint32_t> max_seqs;
+  std::optional<uint32_t> max_batch_tokens;
+  std::optional<uint32_t> context;  // default: the model's own, capped at 32768
+  bool operator==(const ModelLoadSpec&) const = default;
+};
+
+enum class InstanceState { kLoading, kReady, kDraining, kFailed };
+std::string_view InstanceStateName(InstanceState state);  // "loading", "ready", ...
+
+struct InstanceInfo {
+  ModelLoadSpec spec;
+  std::string device;  // where it was placed
+  InstanceState state = InstanceState::kLoading;
+  double load_progress = 0.0;  // 0..1 while loading, 1 after
+  std::string error;           // why it failed (kFailed)
+  std::string architecture;    // "llama", "qwen2"
+  uint64_t weight_bytes = 0;
+  uint64_t kv_bytes_per_block = 0;
+  int32_t context = 0;
+  uint32_t max_seqs = 0;
+  uint32_t max_batch_tokens = 0;
+  InstanceStats stats;  // zero until ready
+  std::chrono::system_clock::time_point loaded_at{};
+};
+
+// Node-wide settings for instances ([scheduler] and [[device]] of the config).
+struct InstanceManagerOptions {
+  int32_t block_tokens = 16;
+  devices::KvType kv_type = devices::KvType::kF16;
+  uint32_t default_max_seqs = 64;
+  uint32_t default_max_batch_tokens = 2048;
+  double vtc_input_weight = 1.0;
+  double vtc_output_weight = 2.0;
+  int32_t cpu_threads = 0;  // 0 = one per core
+  // KV arena size per device id; devices not named get 80% of what is free
+  // (CPU: of MemAvailable at start, capped at 16 GiB).
+  std::function<uint64_t(const devices::Device&)> kv_arena_bytes;
+};
+
+class InstanceManager {
+ public:
+  // `devices` and `tenants` outlive the manager. Creates an arena and an
+  // arbiter per device (kResourceExhausted when an arena cannot be made).
+  static absl::StatusOr<std::unique_ptr<InstanceManager>> Create(
+      std::vector<devices::Device*> devices, tenants::TenantRegistry& tenants,
+      InstanceManagerOptions options);
+  ~InstanceManager();  // Stop()s
+
+  // Starts loading. Returns at once with state kLoading. kAlreadyExists (id
+  // in use), kInvalidArgument (bad id or limits), kNotFound (file or device),
+  // kResourceExhausted (does not fit: the message says weights + minimum KV
+  // versus free memory), kFailedPrecondition (stopped). Errors found while
+  // loading put the instance in kFailed with the reason; it stays listed
+  // until unloaded.
+  absl::StatusOr<InstanceInfo> Load(ModelLoadSpec spec);
+  // Blocks until the model left kLoading or the timeout passed; its info.
+  absl::StatusOr<InstanceInfo> WaitLoaded(const std::string& id, std::chrono::milliseconds timeout);
+  // Drains the instance (no new requests; running ones finish), then frees
+  // it; returns at once (state kDraining). kNotFound.
+  absl::Status Unload(const std::string& id);
+
+  std::vector<InstanceInfo> List() const;
+  absl::StatusOr<InstanceInfo> Get(const std::string& id) const;
+  // A ready instance, or nullptr.
+  ModelInstancePtr Find(const std::string& id) const;
+
+  // Stops every instance (in-flight requests end kCancelled). Idempotent.
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit InstanceManager(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tokenmill::runtime

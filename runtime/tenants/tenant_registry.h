@@ -1,0 +1,114 @@
+// TenantRegistry: the node's tenants (from the config and the tenants API),
+// their API keys (SHA-256 only, never the key), and admission: a per-tenant
+// token bucket, a cap on requests in flight and a bounded queue. Past them a
+// request is refused with kResourceExhausted carrying a Retry-After.
+//
+// Thread-safe: the HTTP loop admits requests, engine threads release them,
+// the supervisor replaces the config's tenants on SIGHUP.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace tokenmill::tenants {
+
+enum class TenantSource { kConfig, kApi };
+
+// One tenant's settings; fields as in the config's [[tenant]].
+struct TenantPolicy {
+  std::string name;  // [A-Za-z0-9_.-]{1,64}
+  std::vector<std::string> api_keys_sha256;  // lowercase hex, 64 chars each
+  double weight = 1.0;                       // fair-share weight, > 0
+  uint64_t kv_reserved_blocks = 0;
+  double kv_max_fraction = 1.0;          // (0, 1]
+  double rate_limit_tokens_per_s = 0.0;  // 0 = unlimited
+  uint32_t max_concurrent = 0;           // requests running at once; 0 = unlimited
+  uint32_t max_queue = 256;              // requests waiting beyond max_concurrent
+  std::string cache_group;               // "" = private prefix cache
+  std::vector<std::string> models;       // empty = every model
+  double price_input_per_mtok = 0.0;
+  double price_output_per_mtok = 0.0;
+  TenantSource source = TenantSource::kConfig;
+
+  // The prefix-cache salt: "tenant:" + name, or "group:" + cache_group.
+  std::string CacheSalt() const;
+  bool AllowsModel(std::string_view model_id) const;
+  bool operator==(const TenantPolicy&) const = default;
+};
+
+// kInvalidArgument naming the first bad field.
+absl::Status ValidateTenantPolicy(const TenantPolicy& policy);
+
+// Lowercase hex SHA-256 of an API key.
+std::string ApiKeySha256(std::string_view api_key);
+
+// A refusal that tells the client when to retry: kResourceExhausted with the
+// delay in a payload; RetryAfter() reads it back (nullopt when absent).
+absl::Status RetryLaterError(std::string_view message, std::chrono::seconds after);
+std::optional<std::chrono::seconds> RetryAfter(const absl::Status& status);
+
+// An admitted request's place in its tenant's limits. Releasing (destroying)
+// it frees the in-flight slot. Thread-safe.
+class AdmissionTicket {
+ public:
+  virtual ~AdmissionTicket() = default;
+  // Takes generated tokens out of the tenant's token bucket (it may go
+  // negative; new requests then wait until it refills).
+  virtual void ChargeTokens(int64_t tokens) = 0;
+  virtual const std::string& tenant() const = 0;
+};
+using AdmissionTicketPtr = std::unique_ptr<AdmissionTicket>;
+
+class TenantRegistry {
+ public:
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+  explicit TenantRegistry(Clock clock = [] { return std::chrono::steady_clock::now(); });
+  ~TenantRegistry();
+  TenantRegistry(const TenantRegistry&) = delete;
+  TenantRegistry& operator=(const TenantRegistry&) = delete;
+
+  // Adds or replaces a tenant (validated; an API key hash already used by
+  // another tenant is kAlreadyExists). Admission state (bucket, in-flight)
+  // carries over a replace.
+  absl::Status Put(TenantPolicy policy);
+  // kNotFound when unknown. Requests in flight keep running.
+  absl::Status Remove(std::string_view name);
+  // Replaces every kConfig tenant with `tenants` (SIGHUP); kApi tenants stay,
+  // unless one of `tenants` has the same name (the config wins). All or
+  // nothing: on error nothing changes.
+  absl::Status ReplaceConfigTenants(std::vector<TenantPolicy> tenants);
+
+  std::optional<TenantPolicy> Get(std::string_view name) const;
+  std::vector<TenantPolicy> List() const;  // by name
+  // The tenant whose keys include this key (hashed here); nullopt if none.
+  std::optional<TenantPolicy> FindByApiKey(std::string_view api_key) const;
+
+  // Admits one request of `prompt_tokens` for `tenant`: kNotFound for an
+  // unknown tenant; kResourceExhausted with RetryAfter when the token bucket
+  // is empty (delay = time to refill to zero, at least 1 s), or when
+  // max_concurrent + max_queue requests are in flight (1 s). The prompt
+  // tokens are taken from the bucket on admission.
+  absl::StatusOr<AdmissionTicketPtr> Admit(std::string_view tenant, int64_t prompt_tokens);
+
+  // Requests in flight for a tenant (admitted, not released).
+  uint32_t InFlight(std::string_view tenant) const;
+
+  // Called (on the changing thread, after the change) whenever a tenant is
+  // put, removed or replaced. Listeners must not call back into Put/Remove.
+  void OnChange(std::function<void()> listener);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tokenmill::tenants
