@@ -17,6 +17,8 @@
 
 namespace tokenmill::devices {
 
+class KvArena;  // devices/kv_arena.h
+
 enum class KvType { kF16, kF32 };
 
 // Shape of the paged KV cache. A block holds `block_tokens` consecutive
@@ -56,8 +58,8 @@ enum class LogitsWanted {
 // One sequence's share of a step: a prefill chunk or one decode token.
 struct SequenceStep {
   uint64_t seq_id = 0;
-  std::span<const int32_t> tokens;       // this step's token ids, >= 1
-  int32_t start_pos = 0;                 // position of tokens[0]
+  std::span<const int32_t> tokens;  // this step's token ids, >= 1
+  int32_t start_pos = 0;            // position of tokens[0]
   // KV block ids covering positions [0, start_pos + tokens.size()): block i
   // holds positions [i * block_tokens, (i + 1) * block_tokens). Positions
   // before start_pos are already in the cache (earlier steps or a shared
@@ -83,23 +85,57 @@ struct StepOutput {
 struct ExecutorOptions {
   int32_t block_tokens = 16;
   KvType kv_type = KvType::kF16;
-  uint32_t kv_blocks = 0;          // KV capacity in blocks (block ids 0..kv_blocks-1)
-  int32_t threads = 0;             // CPU worker threads; 0 = one per core
-  int32_t max_batch_tokens = 2048; // largest Batch::TokenCount() (scratch sizing)
+  // KV capacity in blocks (block ids 0..kv_blocks-1). With kv_arena it is the
+  // block id space, rounded up to a multiple of the blocks per page (see
+  // Executor::kv_blocks()).
+  uint32_t kv_blocks = 0;
+  int32_t threads = 0;              // CPU worker threads; 0 = one per core
+  int32_t max_batch_tokens = 2048;  // largest Batch::TokenCount() (scratch sizing)
+  // The device's KV arena (outlives the executor). When set the executor
+  // allocates no KV memory of its own: block b lives in page slot
+  // b / kv_blocks_per_page(), at offset (b % kv_blocks_per_page()) x
+  // KvLayout::BlockBytes() of the arena page mapped there (MapKvPage). Null:
+  // the executor owns all kv_blocks blocks, every one addressable.
+  KvArena* kv_arena = nullptr;
 };
 
 class Executor {
  public:
   virtual ~Executor() = default;
 
-  // Runs one step. Invalid batches (unknown block ids, too few blocks for the
-  // positions, tokens outside the vocabulary, positions past the context,
-  // more tokens than max_batch_tokens) are kInvalidArgument and change nothing.
+  // Runs one step. Invalid batches (unknown block ids, blocks in an unmapped
+  // page slot, too few blocks for the positions, tokens outside the
+  // vocabulary, positions past the context, more tokens than
+  // max_batch_tokens) are kInvalidArgument and change nothing.
   virtual absl::StatusOr<StepOutput> Forward(const Batch& batch) = 0;
 
   virtual const KvLayout& kv_layout() const = 0;
+  // The block id space: with an arena, options.kv_blocks rounded up to whole
+  // pages; without one, options.kv_blocks.
   virtual uint32_t kv_blocks() const = 0;
   virtual const ModelSpec& spec() const = 0;
+
+  // KV pages. The defaults describe an executor that owns its KV memory, so
+  // fakes and executors without arena support need not override them.
+
+  // Blocks in one arena page (page_bytes / KvLayout::BlockBytes(), >= 1); 0
+  // when the executor owns its KV memory (no arena).
+  virtual uint32_t kv_blocks_per_page() const { return 0; }
+  // Puts arena page `arena_page` behind page slot `slot` (blocks [slot x
+  // kv_blocks_per_page(), (slot + 1) x kv_blocks_per_page())). The caller took
+  // the page from the executor's arena. kInvalidArgument: no arena, slot past
+  // kv_blocks() / kv_blocks_per_page(), slot already mapped, arena page
+  // unknown or already mapped in another slot. Called by the engine thread
+  // between steps, like Forward().
+  virtual absl::Status MapKvPage(uint32_t /*slot*/, uint32_t /*arena_page*/) {
+    return absl::InvalidArgumentError("the executor owns its KV memory: no arena pages to map");
+  }
+  // Leaves `slot` without a page; Forward() then refuses batches naming its
+  // blocks. The caller gives the page back to the arena afterwards.
+  // kInvalidArgument when the slot is not mapped (or out of range).
+  virtual absl::Status UnmapKvPage(uint32_t /*slot*/) {
+    return absl::InvalidArgumentError("the executor owns its KV memory: no arena pages to unmap");
+  }
 };
 
 using ExecutorPtr = std::unique_ptr<Executor>;

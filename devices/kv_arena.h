@@ -25,6 +25,9 @@ struct KvArenaStats {
   // TakePage calls that found no free page since creation; instances holding
   // pages they could give back (cached-only) release them when this grows.
   uint64_t page_misses = 0;
+  // ReturnPage calls naming a page that was not taken (twice returned, never
+  // taken, out of range): runtime bugs, ignored; the caller logs when it grows.
+  uint64_t bad_returns = 0;
 };
 
 // Thread-safe: engine threads of several instances take and return pages.
@@ -32,13 +35,16 @@ class KvArena {
  public:
   virtual ~KvArena() = default;
 
-  // A free page, or nullopt (and page_misses + 1) when none is left.
+  // A free page, or nullopt (and page_misses + 1) when none is left. The
+  // lowest free index goes first, so a lightly used arena stays compact.
   virtual std::optional<uint32_t> TakePage() = 0;
   // Gives a page back; its content is dropped (the CPU arena madvises it
   // away so the memory returns to the system). Returning a page twice or one
-  // never taken is a bug (checked, ignored, logged once).
+  // never taken is a bug: checked, ignored and counted in
+  // KvArenaStats::bad_returns (devices/ has no logger; the runtime logs it).
   virtual void ReturnPage(uint32_t page) = 0;
-  // Device address of a page (host pointer on the CPU, device pointer on a GPU).
+  // Device address of a page (host pointer on the CPU, device pointer on a
+  // GPU); nullptr for an index past pages_total. Stable for the arena's life.
   virtual void* PageAddress(uint32_t page) const = 0;
 
   virtual KvArenaStats Stats() const = 0;
@@ -52,9 +58,11 @@ using KvArenaPtr = std::unique_ptr<KvArena>;
 inline constexpr size_t kDefaultKvPageBytes = size_t{2} << 20;
 
 // Host memory arena for the CPU device: `bytes` rounded down to whole pages,
-// reserved with mmap (MAP_NORESERVE) so untouched pages cost nothing.
-// kInvalidArgument when bytes < page_bytes; kResourceExhausted when the
-// reservation fails.
+// reserved with mmap (MAP_NORESERVE) so untouched pages cost nothing; the
+// mapping lives as long as the arena. kInvalidArgument when bytes <
+// page_bytes or page_bytes is not a multiple of the OS page size (a returned
+// page is dropped with madvise, which works on whole OS pages);
+// kResourceExhausted when the reservation fails.
 absl::StatusOr<KvArenaPtr> CreateHostKvArena(size_t bytes, size_t page_bytes = kDefaultKvPageBytes);
 
 }  // namespace tokenmill::devices

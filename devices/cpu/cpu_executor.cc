@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "devices/cpu/executor_attention.h"
 #include "devices/cpu/executor_spec_check.h"
+#include "devices/kv_arena.h"
 
 namespace tokenmill::devices::cpu {
 namespace {
@@ -16,6 +17,9 @@ namespace {
 // Weight rows per unit of work a thread takes in a matmul: the batched Q8_0
 // kernel's tile (kernels_internal.h's kQ8BatchTileRows).
 constexpr int64_t kRowGranule = 16;
+
+// slot_page_ of a slot without a page.
+constexpr uint32_t kNoPage = UINT32_MAX;
 
 // The two weight types whose matmuls want activations quantized to Q8_0.
 constexpr TensorType kQuantized[] = {TensorType::kQ8_0, TensorType::kQ4_0};
@@ -47,7 +51,27 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ModelSpec
                                                                  const ExecutorOptions& options) {
   if (absl::Status s = CheckExecutorOptions(options); !s.ok()) return s;
   if (absl::Status s = CheckModelSpecForCpu(spec); !s.ok()) return s;
-  std::unique_ptr<CpuExecutor> executor(new CpuExecutor(spec, options));
+  ExecutorOptions checked = options;
+  size_t page_bytes = 0;
+  if (options.kv_arena != nullptr) {
+    page_bytes = options.kv_arena->page_bytes();
+    const size_t block_bytes =
+        KvLayoutFor(spec, options.block_tokens, options.kv_type).BlockBytes();
+    const size_t per_page = block_bytes == 0 ? 0 : page_bytes / block_bytes;
+    if (per_page == 0 || per_page > UINT32_MAX) {
+      return absl::InvalidArgumentError(absl::StrCat("a KV arena page of ", page_bytes,
+                                                     " bytes cannot hold KV blocks of ",
+                                                     block_bytes, " bytes"));
+    }
+    // The id space covers whole pages: a slot maps a whole page.
+    const uint64_t rounded = (uint64_t{options.kv_blocks} + per_page - 1) / per_page * per_page;
+    if (rounded > UINT32_MAX) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.kv_blocks, " KV blocks do not fit a 32-bit id space in whole pages"));
+    }
+    checked.kv_blocks = static_cast<uint32_t>(rounded);
+  }
+  std::unique_ptr<CpuExecutor> executor(new CpuExecutor(spec, checked, page_bytes));
   if (absl::Status s = executor->Allocate(); !s.ok()) return s;
   return executor;
 }
@@ -59,10 +83,13 @@ absl::StatusOr<ExecutorPtr> CreateCpuExecutor(const ModelSpec& spec,
   return ExecutorPtr(std::move(*executor));
 }
 
-CpuExecutor::CpuExecutor(const ModelSpec& spec, const ExecutorOptions& options)
+CpuExecutor::CpuExecutor(const ModelSpec& spec, const ExecutorOptions& options,
+                         size_t arena_page_bytes)
     : spec_(spec),
       layout_(KvLayoutFor(spec, options.block_tokens, options.kv_type)),
       kv_blocks_(options.kv_blocks),
+      arena_(options.kv_arena),
+      arena_page_bytes_(arena_page_bytes),
       max_batch_tokens_(options.max_batch_tokens),
       isa_(DetectIsa()),
       pool_(options.threads),
@@ -73,13 +100,23 @@ absl::Status CpuExecutor::Allocate() {
   const size_t rows = static_cast<size_t>(max_batch_tokens_);
   const size_t q_dim = static_cast<size_t>(hp.n_heads) * hp.head_dim;
   const size_t kv_dim = static_cast<size_t>(hp.n_kv_heads) * hp.head_dim;
-  size_t kv_bytes = 0;
-  if (__builtin_mul_overflow(static_cast<size_t>(kv_blocks_), layout_.BlockBytes(), &kv_bytes)) {
-    return absl::ResourceExhaustedError("KV cache size overflows");
-  }
-  if (!kv_.Allocate(kv_bytes)) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate ", kv_bytes, " bytes for ", kv_blocks_, " KV blocks"));
+  pages_.block_bytes = layout_.BlockBytes();
+  if (arena_ != nullptr) {
+    pages_.blocks_per_page = static_cast<uint32_t>(arena_page_bytes_ / pages_.block_bytes);
+    pages_.page_base.assign(kv_blocks_ / pages_.blocks_per_page, nullptr);
+    slot_page_.assign(pages_.page_base.size(), kNoPage);
+  } else {
+    size_t kv_bytes = 0;
+    if (__builtin_mul_overflow(static_cast<size_t>(kv_blocks_), layout_.BlockBytes(), &kv_bytes)) {
+      return absl::ResourceExhaustedError("KV cache size overflows");
+    }
+    if (!kv_.Allocate(kv_bytes)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate ", kv_bytes, " bytes for ", kv_blocks_, " KV blocks"));
+    }
+    // One slot holding every block: the same lookup as an arena's.
+    pages_.blocks_per_page = kv_blocks_;
+    pages_.page_base.assign(1, kv_.data());
   }
 
   const int64_t widest =
@@ -134,7 +171,50 @@ void CpuExecutor::PoisonScratchForTesting() {
 }
 
 void CpuExecutor::PoisonKvForTesting() {
-  if (kv_.bytes() > 0) std::memset(kv_.data(), 0xFF, kv_.bytes());
+  if (arena_ == nullptr) {
+    if (kv_.bytes() > 0) std::memset(kv_.data(), 0xFF, kv_.bytes());
+    return;
+  }
+  for (uint8_t* page : pages_.page_base) {
+    if (page != nullptr) std::memset(page, 0xFF, pages_.blocks_per_page * pages_.block_bytes);
+  }
+}
+
+absl::Status CpuExecutor::MapKvPage(uint32_t slot, uint32_t arena_page) {
+  if (arena_ == nullptr) {
+    return absl::InvalidArgumentError("the executor owns its KV memory: no arena pages to map");
+  }
+  if (slot >= pages_.page_base.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV page slot ", slot, " past the ", pages_.page_base.size(), " slots"));
+  }
+  if (pages_.page_base[slot] != nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV page slot ", slot, " already holds arena page ", slot_page_[slot]));
+  }
+  void* address = arena_->PageAddress(arena_page);
+  if (address == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("no KV arena page ", arena_page));
+  }
+  // Two slots on one page would let two sequences' blocks overwrite each
+  // other; a scan per map is cheap next to taking the page.
+  if (auto it = std::find(slot_page_.begin(), slot_page_.end(), arena_page);
+      it != slot_page_.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV arena page ", arena_page, " is already mapped in slot ", it - slot_page_.begin()));
+  }
+  pages_.page_base[slot] = static_cast<uint8_t*>(address);
+  slot_page_[slot] = arena_page;
+  return absl::OkStatus();
+}
+
+absl::Status CpuExecutor::UnmapKvPage(uint32_t slot) {
+  if (arena_ == nullptr || slot >= pages_.page_base.size() || pages_.page_base[slot] == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("KV page slot ", slot, " has no arena page"));
+  }
+  pages_.page_base[slot] = nullptr;
+  slot_page_[slot] = kNoPage;
+  return absl::OkStatus();
 }
 
 void CpuExecutor::PrepareRows(std::span<const TensorView* const> consumers, const float* x,
@@ -219,7 +299,7 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
       const int32_t pos = plan_.position(t);
       Rope(qt, hp.n_heads, hp.head_dim, pos, inv_freq, hp.rope_style);
       Rope(kt, hp.n_kv_heads, hp.head_dim, pos, inv_freq, hp.rope_style);
-      const PagedKv kv{&layout_, kv_.data(), plan_.block_table(t)};
+      const PagedKv kv{&layout_, plan_.block_addresses(t)};
       WriteTokenKv(isa_, kv, layer, pos, kt, vt);
     }
   });
@@ -232,7 +312,7 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
     float* thread_scores = scores + static_cast<size_t>(thread) * scores_stride_;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = i / heads, head = i % heads;
-      const PagedKv kv{&layout_, kv_.data(), plan_.block_table(t)};
+      const PagedKv kv{&layout_, plan_.block_addresses(t)};
       AttendHead(isa_, kv, layer, static_cast<int32_t>(head / group), plan_.position(t),
                  q + t * q_dim + head * hd, scale, thread_scores, attn + t * q_dim + head * hd);
     }
@@ -296,7 +376,7 @@ void CpuExecutor::ComputeLogits(float* logits) {
 
 absl::StatusOr<StepOutput> CpuExecutor::Forward(const Batch& batch) {
   const auto start = std::chrono::steady_clock::now();
-  if (absl::Status s = plan_.Build(batch); !s.ok()) return s;
+  if (absl::Status s = plan_.Build(batch, pages_); !s.ok()) return s;
   const int64_t tokens = plan_.tokens();
   StepOutput out;
   out.vocab_size = spec_.hp.vocab_size;

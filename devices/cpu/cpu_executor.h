@@ -1,8 +1,10 @@
 // CpuExecutor: the Llama-family forward on the CPU kernels, one step over a
 // batch that mixes prefill chunks and decodes. All T tokens of a step form one
 // activation matrix, so each weight row is read once per step whatever the
-// batch size. The KV cache is paged (KvLayout); scratch is sized for
-// max_batch_tokens at creation, so a step allocates nothing but its logits.
+// batch size. The KV cache is paged (KvLayout), in the executor's own buffer
+// or in pages of the device's KvArena mapped into page slots; scratch is sized
+// for max_batch_tokens at creation, so a step allocates nothing but its
+// logits.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "devices/cpu/executor_attention.h"
 #include "devices/cpu/executor_buffer.h"
 #include "devices/cpu/executor_plan.h"
 #include "devices/cpu/kernels.h"
@@ -23,10 +26,11 @@ namespace tokenmill::devices::cpu {
 class CpuExecutor final : public Executor {
  public:
   // Checks spec and options (shapes, types, dims multiples of 32), detects
-  // the ISA and allocates the KV cache and scratch. The executor keeps a copy
-  // of spec, whose `backing` keeps the weights alive. kInvalidArgument or
-  // kUnimplemented for a model it cannot run, kResourceExhausted when the KV
-  // cache or scratch cannot be allocated.
+  // the ISA and allocates the KV cache (unless options.kv_arena is set) and
+  // scratch. The executor keeps a copy of spec, whose `backing` keeps the
+  // weights alive. kInvalidArgument or kUnimplemented for a model it cannot
+  // run or an arena page smaller than one KV block, kResourceExhausted when
+  // the KV cache or scratch cannot be allocated.
   static absl::StatusOr<std::unique_ptr<CpuExecutor>> Create(const ModelSpec& spec,
                                                              const ExecutorOptions& options);
 
@@ -34,15 +38,22 @@ class CpuExecutor final : public Executor {
   const KvLayout& kv_layout() const override { return layout_; }
   uint32_t kv_blocks() const override { return kv_blocks_; }
   const ModelSpec& spec() const override { return spec_; }
+  uint32_t kv_blocks_per_page() const override {
+    return arena_ != nullptr ? pages_.blocks_per_page : 0;
+  }
+  absl::Status MapKvPage(uint32_t slot, uint32_t arena_page) override;
+  absl::Status UnmapKvPage(uint32_t slot) override;
 
   int32_t threads() const { return pool_.threads(); }
   Isa isa() const { return isa_; }
 
-  // Test hooks: fill every scratch buffer, or the whole KV cache, with NaN so
-  // that a step reading anything it did not write shows NaN in its logits.
+  // Test hooks: fill every scratch buffer, or the whole KV cache (every
+  // mapped page's blocks, on an arena), with NaN so that a step reading
+  // anything it did not write shows NaN in its logits.
   void PoisonScratchForTesting();
   void PoisonKvForTesting();
-  // The KV cache's bytes, for tests that check what a step changed.
+  // The executor's own KV cache bytes, for tests that check what a step
+  // changed; empty on an arena (read the arena's pages instead).
   std::span<const uint8_t> kv_bytes_for_testing() const { return {kv_.data(), kv_.bytes()}; }
 
  private:
@@ -54,7 +65,8 @@ class CpuExecutor final : public Executor {
     int64_t y_stride = 0;
   };
 
-  CpuExecutor(const ModelSpec& spec, const ExecutorOptions& options);
+  // `options` as Create() checked them (kv_blocks rounded to whole pages).
+  CpuExecutor(const ModelSpec& spec, const ExecutorOptions& options, size_t arena_page_bytes);
   absl::Status Allocate();
 
   // Prepares rows [begin, end) of x (x_cols wide) for the weights in
@@ -72,12 +84,16 @@ class CpuExecutor final : public Executor {
   ModelSpec spec_;
   KvLayout layout_;
   uint32_t kv_blocks_ = 0;
+  KvArena* arena_ = nullptr;  // not owned; null when kv_ holds the cache
+  size_t arena_page_bytes_ = 0;
+  KvPageTable pages_;                // where each block lives (one slot over kv_ without an arena)
+  std::vector<uint32_t> slot_page_;  // arena page mapped in each slot (with an arena)
   int32_t max_batch_tokens_ = 0;
   Isa isa_ = Isa::kScalar;
   WorkerPool pool_;
   StepPlan plan_;
 
-  AlignedBuffer kv_;
+  AlignedBuffer kv_;  // own KV cache; empty on an arena
   AlignedBuffer inv_freq_;
   // Activations, max_batch_tokens rows each.
   AlignedBuffer x_;     // residual stream, dim

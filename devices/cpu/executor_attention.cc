@@ -8,9 +8,7 @@ namespace tokenmill::devices::cpu {
 namespace {
 
 uint8_t* Slab(const PagedKv& kv, int32_t layer, int32_t which, int32_t head, int32_t block_index) {
-  const uint32_t block = kv.block_table[block_index];
-  return kv.base + static_cast<size_t>(block) * kv.layout->BlockBytes() +
-         kv.layout->SlabOffset(layer, which, head);
+  return kv.blocks[block_index] + kv.layout->SlabOffset(layer, which, head);
 }
 
 }  // namespace

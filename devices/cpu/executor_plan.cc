@@ -10,6 +10,12 @@ namespace {
 
 std::string SeqName(const SequenceStep& seq) { return absl::StrCat("sequence ", seq.seq_id); }
 
+// Blocks covering a (checked) sequence's positions [0, start_pos + tokens).
+size_t BlocksNeeded(const SequenceStep& seq, int32_t block_tokens) {
+  const size_t end = static_cast<size_t>(seq.start_pos) + seq.tokens.size();
+  return (end + static_cast<size_t>(block_tokens) - 1) / static_cast<size_t>(block_tokens);
+}
+
 }  // namespace
 
 StepPlan::StepPlan(const StepLimits& limits) : limits_(limits) {
@@ -22,7 +28,7 @@ StepPlan::StepPlan(const StepLimits& limits) : limits_(limits) {
   block_written_.assign(limits.kv_blocks, 0);
 }
 
-absl::Status StepPlan::CheckSequence(const SequenceStep& seq) const {
+absl::Status StepPlan::CheckSequence(const SequenceStep& seq, const KvPageTable& pages) const {
   if (seq.tokens.empty()) return absl::InvalidArgumentError(SeqName(seq) + " has no tokens");
   if (seq.start_pos < 0) {
     return absl::InvalidArgumentError(absl::StrCat(SeqName(seq), ": negative start position"));
@@ -46,10 +52,15 @@ absl::Status StepPlan::CheckSequence(const SequenceStep& seq) const {
                                                    blocks_needed, " needed)"));
   }
   for (int64_t i = 0; i < blocks_needed; ++i) {
-    if (seq.block_table[static_cast<size_t>(i)] >= limits_.kv_blocks) {
+    const uint32_t block = seq.block_table[static_cast<size_t>(i)];
+    if (block >= limits_.kv_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          SeqName(seq), ": KV block id ", block, " outside the ", limits_.kv_blocks, " blocks"));
+    }
+    if (pages.BlockAddress(block) == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat(SeqName(seq), ": KV block id ", seq.block_table[static_cast<size_t>(i)],
-                       " outside the ", limits_.kv_blocks, " blocks"));
+          absl::StrCat(SeqName(seq), ": KV block ", block, " is in page slot ",
+                       block / pages.blocks_per_page, ", which has no page mapped"));
     }
   }
   switch (seq.logits) {
@@ -104,7 +115,7 @@ absl::Status StepPlan::CheckBlockSharing(const Batch& batch) {
   return status;
 }
 
-absl::Status StepPlan::Build(const Batch& batch) {
+absl::Status StepPlan::Build(const Batch& batch, const KvPageTable& pages) {
   tokens_ = 0;
   logits_rows_ = 0;
   const size_t total = batch.TokenCount();
@@ -113,7 +124,7 @@ absl::Status StepPlan::Build(const Batch& batch) {
         "batch of ", total, " tokens exceeds max_batch_tokens ", limits_.max_batch_tokens));
   }
   for (const SequenceStep& seq : batch.seqs) {
-    if (absl::Status s = CheckSequence(seq); !s.ok()) return s;
+    if (absl::Status s = CheckSequence(seq, pages); !s.ok()) return s;
   }
   seq_ids_.clear();
   for (const SequenceStep& seq : batch.seqs) seq_ids_.push_back(seq.seq_id);
@@ -124,13 +135,23 @@ absl::Status StepPlan::Build(const Batch& batch) {
   }
   if (absl::Status s = CheckBlockSharing(batch); !s.ok()) return s;
 
+  // Block addresses once per block and step, so the attention loops add an
+  // offset and never divide by the page size.
+  size_t addresses = 0;
+  for (const SequenceStep& seq : batch.seqs) addresses += BlocksNeeded(seq, limits_.block_tokens);
+  if (block_address_.size() < addresses) block_address_.resize(addresses);
   int64_t t = 0;
+  size_t first_address = 0;
   for (const SequenceStep& seq : batch.seqs) {
+    const size_t blocks = BlocksNeeded(seq, limits_.block_tokens);
+    uint8_t** table = block_address_.data() + first_address;
+    for (size_t b = 0; b < blocks; ++b) table[b] = pages.BlockAddress(seq.block_table[b]);
+    first_address += blocks;
     const int64_t n = static_cast<int64_t>(seq.tokens.size());
     for (int64_t i = 0; i < n; ++i, ++t) {
       token_[static_cast<size_t>(t)] = seq.tokens[static_cast<size_t>(i)];
       position_[static_cast<size_t>(t)] = seq.start_pos + static_cast<int32_t>(i);
-      table_[static_cast<size_t>(t)] = seq.block_table.data();
+      table_[static_cast<size_t>(t)] = table;
       const bool wanted =
           seq.logits == LogitsWanted::kAll || (seq.logits == LogitsWanted::kLast && i == n - 1);
       if (wanted) logits_token_[static_cast<size_t>(logits_rows_++)] = t;

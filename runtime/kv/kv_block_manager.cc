@@ -1,19 +1,29 @@
 // Sequences, block allocation and the prefix cache of KvBlockManager. Quotas,
-// preemption and stats are in kv_quota.cc.
+// preemption and stats are in kv_quota.cc, pages in kv_pages.cc.
 #include "runtime/kv/kv_block_manager.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 
 namespace tokenmill::kv {
 
 KvBlockManager::KvBlockManager(uint32_t num_blocks, int32_t block_tokens, PrefixHashFn hash)
-    : block_tokens_(block_tokens > 0 ? block_tokens : 1), hash_(hash), blocks_(num_blocks) {
+    : block_tokens_(block_tokens > 0 ? block_tokens : 1),
+      hash_(hash),
+      blocks_(num_blocks),
+      present_blocks_(num_blocks),
+      quota_base_(num_blocks) {
   free_.reserve(num_blocks);
-  // Stack: block 0 is handed out first.
-  for (uint32_t b = num_blocks; b > 0; --b) free_.push_back(b - 1);
+  // Ascending ids form a min-heap: block 0 is handed out first.
+  for (uint32_t b = 0; b < num_blocks; ++b) free_.push_back(b);
   stats_.blocks_total = num_blocks;
+}
+
+void KvBlockManager::PushFree(uint32_t block) {
+  free_.push_back(block);
+  std::push_heap(free_.begin(), free_.end(), std::greater<>());
 }
 
 int64_t KvBlockManager::FindEntry(uint64_t hash, uint64_t parent_id, const std::string& salt,
@@ -44,6 +54,7 @@ void KvBlockManager::DropEntry(uint32_t block) {
 uint32_t KvBlockManager::TakeBlock() {
   uint32_t b;
   if (!free_.empty()) {
+    std::pop_heap(free_.begin(), free_.end(), std::greater<>());
     b = free_.back();
     free_.pop_back();
   } else {
@@ -190,7 +201,7 @@ void KvBlockManager::FreeSequence(uint64_t seq_id) {
       blk.lru_pos = lru_.insert(lru_.end(), *b);
       blk.in_lru = true;
     } else {
-      free_.push_back(*b);
+      PushFree(*b);
     }
   }
   seqs_.erase(it);

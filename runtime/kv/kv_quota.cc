@@ -13,7 +13,7 @@ int32_t KvBlockManager::TenantIndex(const std::string& name) {
   if (inserted) {
     Tenant t;
     t.name = name;
-    t.max_blocks = num_blocks();
+    t.max_blocks = MaxBlocks(t.max_fraction);
     tenants_.push_back(std::move(t));
   }
   return it->second;
@@ -31,9 +31,19 @@ absl::Status KvBlockManager::SetTenantQuota(const std::string& tenant, uint32_t 
   }
   Tenant& t = tenants_[TenantIndex(tenant)];
   t.reserved = reserved_blocks;
-  // A tiny epsilon so that e.g. 0.3 * 10 is 3, not 2.
-  t.max_blocks = static_cast<uint32_t>(std::floor(max_fraction * num_blocks() + 1e-9));
+  t.max_fraction = max_fraction;
+  t.max_blocks = MaxBlocks(max_fraction);
   return absl::OkStatus();
+}
+
+uint32_t KvBlockManager::MaxBlocks(double fraction) const {
+  // A tiny epsilon so that e.g. 0.3 * 10 is 3, not 2.
+  return static_cast<uint32_t>(std::floor(fraction * quota_base_ + 1e-9));
+}
+
+void KvBlockManager::SetQuotaBase(uint32_t blocks) {
+  quota_base_ = blocks;
+  for (Tenant& t : tenants_) t.max_blocks = MaxBlocks(t.max_fraction);
 }
 
 absl::Status KvBlockManager::CheckQuota(int32_t tenant, uint32_t n) const {
@@ -80,7 +90,8 @@ std::optional<uint64_t> KvBlockManager::PreemptionVictim(const std::string&) con
 
 KvStats KvBlockManager::Stats() const {
   KvStats s = stats_;
-  s.blocks_total = num_blocks();
+  s.blocks_total = present_blocks_;
+  s.pages = blocks_per_page_ == 0 ? 0 : present_blocks_ / blocks_per_page_;
   s.blocks_free = static_cast<uint32_t>(free_.size());
   s.blocks_cached = static_cast<uint32_t>(lru_.size());
   s.blocks_used = s.blocks_total - s.blocks_free - s.blocks_cached;
@@ -126,8 +137,19 @@ absl::Status KvBlockManager::CheckInvariants() const {
   }
   std::vector<uint32_t> charged(tenants_.size(), 0);
   size_t indexed = 0;
+  uint32_t present = 0;
   for (uint32_t b = 0; b < n; ++b) {
     const Block& blk = blocks_[b];
+    if (blocks_per_page_ != 0 && blk.present != page_present(b / blocks_per_page_))
+      return absl::InternalError(absl::StrCat("block ", b, ": presence differs from its page's"));
+    if (!blk.present) {
+      if (refs[b] != 0 || blk.refcount != 0 || state[b] != 0 || blk.in_lru ||
+          blk.owner != kNoTenant || blk.entry.id != 0) {
+        return absl::InternalError(absl::StrCat("absent block ", b, " is in use"));
+      }
+      continue;
+    }
+    ++present;
     if (blk.refcount != refs[b]) {
       return absl::InternalError(absl::StrCat("block ", b, ": refcount ", blk.refcount, " but ",
                                               refs[b], " table references"));
@@ -155,6 +177,15 @@ absl::Status KvBlockManager::CheckInvariants() const {
       if (blk.entry.tokens.size() != static_cast<size_t>(block_tokens_))
         return absl::InternalError(absl::StrCat("block ", b, ": entry is not a full block"));
     }
+  }
+  if (present != present_blocks_) {
+    return absl::InternalError(
+        absl::StrCat(present, " blocks present but ", present_blocks_, " counted"));
+  }
+  if (blocks_per_page_ != 0 &&
+      present_blocks_ != blocks_per_page_ * static_cast<uint32_t>(std::count(
+                                                page_present_.begin(), page_present_.end(), 1))) {
+    return absl::InternalError("present blocks do not fill the present pages");
   }
   size_t index_size = 0;
   for (const auto& [h, bs] : index_) index_size += bs.size();

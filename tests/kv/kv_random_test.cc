@@ -1,7 +1,11 @@
 // Randomized operations on KvBlockManager with a check after every one: the
 // manager's own invariants, quotas, and that every cached block served holds
-// exactly the prefix (and salt) the new sequence asked for.
+// exactly the prefix (and salt) the new sequence asked for. The paged runs
+// also add and remove pages (as an instance on a KvArena does), and a removed
+// page's content is lost.
+#include <algorithm>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,8 +38,17 @@ struct Content {
   std::vector<int32_t> prefix;
 };
 
-void RunRandom(PrefixHashFn hash, uint32_t seed) {
-  KvBlockManager m(kBlocks, kBlock, hash);
+constexpr uint32_t kPerPage = 4;
+
+void RunRandom(PrefixHashFn hash, uint32_t seed, bool paged) {
+  std::unique_ptr<KvBlockManager> owned =
+      paged ? KvBlockManager::Paged(kBlocks, kBlock, kPerPage, hash)
+            : std::make_unique<KvBlockManager>(kBlocks, kBlock, hash);
+  KvBlockManager& m = *owned;
+  if (paged) {
+    for (uint32_t slot = 0; slot < kBlocks / kPerPage / 2; ++slot)
+      ASSERT_TRUE(m.AddPage(slot).ok());
+  }
   const std::vector<std::string> tenants = {"t0", "t1", "t2", "t3"};
   const std::map<std::string, std::string> salt = {{"t0", PrefixSalt("t0", "g")},
                                                    {"t1", PrefixSalt("t1", "g")},
@@ -58,6 +71,18 @@ void RunRandom(PrefixHashFn hash, uint32_t seed) {
   std::vector<Content> content(kBlocks);
   uint64_t next_id = 1;
   uint64_t hits = 0;
+  uint64_t pages_removed = 0;
+  // Like an instance's grow callback: a page when the manager is short.
+  auto ensure = [&](uint64_t id, int64_t tokens) {
+    absl::Status s = m.EnsureCapacity(id, tokens);
+    for (uint32_t slot = 0; paged && !s.ok() && slot < kBlocks / kPerPage; ++slot) {
+      if (!m.page_present(slot) && pick(2) == 0) {
+        EXPECT_TRUE(m.AddPage(slot).ok());
+        s = m.EnsureCapacity(id, tokens);
+      }
+    }
+    return s;
+  };
 
   auto commit = [&](uint64_t id, ShadowSeq& s) {
     std::span<const uint32_t> table = m.BlockTable(id);
@@ -94,14 +119,14 @@ void RunRandom(PrefixHashFn hash, uint32_t seed) {
             << "op " << op;
       }
       hits += a->block_table.size();
-      s.covered = m.EnsureCapacity(id, static_cast<int64_t>(s.tokens.size())).ok();
+      s.covered = ensure(id, static_cast<int64_t>(s.tokens.size())).ok();
       if (s.covered) commit(id, s);
       seqs.emplace(id, std::move(s));
     } else if (kind < 7 && !seqs.empty()) {  // one step: cover, or decode a token
       auto it = std::next(seqs.begin(), pick(static_cast<int>(seqs.size())));
       ShadowSeq& s = it->second;
       if (s.covered) s.tokens.push_back(pick(3));
-      if (m.EnsureCapacity(it->first, static_cast<int64_t>(s.tokens.size())).ok()) {
+      if (ensure(it->first, static_cast<int64_t>(s.tokens.size())).ok()) {
         s.covered = true;
         commit(it->first, s);
       } else if (s.covered) {
@@ -111,6 +136,24 @@ void RunRandom(PrefixHashFn hash, uint32_t seed) {
       auto it = std::next(seqs.begin(), pick(static_cast<int>(seqs.size())));
       m.FreeSequence(it->first);
       seqs.erase(it);
+    } else if (paged && kind == 9 && pick(2) == 0) {  // give a page back
+      const bool evict = pick(2) == 0;
+      const std::vector<uint32_t> releasable = m.ReleasablePages(evict);
+      const auto slot = static_cast<uint32_t>(pick(kBlocks / kPerPage));
+      const bool listed = std::find(releasable.begin(), releasable.end(), slot) != releasable.end();
+      const KvStats before = m.Stats();
+      const bool removed = m.RemovePage(slot, evict);
+      ASSERT_EQ(removed, listed) << "op " << op << " slot " << slot;
+      if (removed) {
+        ++pages_removed;
+        ASSERT_EQ(m.Stats().blocks_total, before.blocks_total - kPerPage);
+        ASSERT_FALSE(m.page_present(slot));
+        // The arena drops the page's bytes.
+        for (uint32_t b = slot * kPerPage; b < (slot + 1) * kPerPage; ++b) content[b] = Content{};
+      } else {
+        ASSERT_EQ(m.Stats().blocks_total, before.blocks_total);
+        ASSERT_EQ(m.Stats().blocks_cached, before.blocks_cached);
+      }
     } else {  // preempt
       const std::string& needing = tenants[pick(4)];
       std::optional<uint64_t> victim = m.PreemptionVictim(needing);
@@ -140,7 +183,8 @@ void RunRandom(PrefixHashFn hash, uint32_t seed) {
     absl::Status inv = m.CheckInvariants();
     ASSERT_TRUE(inv.ok()) << "op " << op << ": " << inv;
     const KvStats st = m.Stats();
-    ASSERT_EQ(st.blocks_used + st.blocks_free + st.blocks_cached, kBlocks);
+    ASSERT_EQ(st.blocks_used + st.blocks_free + st.blocks_cached, st.blocks_total);
+    ASSERT_EQ(st.blocks_total, paged ? st.pages * kPerPage : kBlocks);
     uint32_t charged = 0;
     for (const TenantKvUsage& u : m.TenantUsage()) {
       charged += u.used_blocks;
@@ -154,11 +198,20 @@ void RunRandom(PrefixHashFn hash, uint32_t seed) {
   EXPECT_GT(hits, 0u);  // the prefix cache was exercised
   EXPECT_GT(m.Stats().evictions, 0u);
   EXPECT_EQ(m.Stats().prefix_hit_blocks, hits);
+  if (paged) {
+    EXPECT_GT(pages_removed, 0u);
+  }
 }
 
-TEST(KvRandomTest, InvariantsHoldOverTenThousandOperations) { RunRandom(&DefaultPrefixHash, 1); }
+TEST(KvRandomTest, InvariantsHoldOverTenThousandOperations) {
+  RunRandom(&DefaultPrefixHash, 1, false);
+}
 
-TEST(KvRandomTest, InvariantsHoldWithConstantCollisions) { RunRandom(&WeakHash, 2); }
+TEST(KvRandomTest, InvariantsHoldWithConstantCollisions) { RunRandom(&WeakHash, 2, false); }
+
+TEST(KvRandomTest, InvariantsHoldWhilePagesComeAndGo) { RunRandom(&DefaultPrefixHash, 3, true); }
+
+TEST(KvRandomTest, PagesComeAndGoWithConstantCollisions) { RunRandom(&WeakHash, 4, true); }
 
 }  // namespace
 }  // namespace tokenmill::kv
