@@ -28,13 +28,13 @@ namespace tokenmill::sched {
 // What the scheduler needs to know of a tenant. Settable at any time
 // (SIGHUP, tenants API); takes effect from the next Plan().
 struct TenantShare {
-  double weight = 1.0;           // fair-share weight, > 0
-  uint32_t max_running = 0;      // sequences of the tenant running at once; 0 = unlimited
+  double weight = 1.0;       // fair-share weight, > 0
+  uint32_t max_running = 0;  // sequences of the tenant running at once; 0 = unlimited
   uint32_t kv_reserved_blocks = 0;
   double kv_max_fraction = 1.0;  // (0, 1] of the instance's block capacity
   // Prefix cache salt: tenants with the same salt share cached prefixes.
   // The runtime sets the tenant's name, or "group:" + cache_group.
-  std::string cache_salt;
+  std::string cache_salt{};
 };
 
 struct SchedulerOptions {
@@ -48,9 +48,9 @@ struct SchedulerOptions {
 // A new sequence. The scheduler copies what it keeps.
 struct SequenceSpec {
   uint64_t seq_id = 0;  // unique among the scheduler's live sequences
-  std::string tenant;
-  std::vector<int32_t> prompt;  // >= 1 token
-  int32_t max_new_tokens = 1;   // >= 1; prompt + max_new_tokens <= context
+  std::string tenant{};
+  std::vector<int32_t> prompt{};  // >= 1 token
+  int32_t max_new_tokens = 1;     // >= 1; prompt + max_new_tokens <= context
 };
 
 // A sequence's part of the planned step; parallel to StepPlan::batch.seqs.
@@ -65,11 +65,11 @@ struct PlannedSequence {
 struct StepPlan {
   // Ready for Executor::Forward. Spans point into scheduler-owned memory,
   // valid until the next Plan(), Commit() or Remove().
-  devices::Batch batch;
-  std::vector<PlannedSequence> seqs;
+  devices::Batch batch{};
+  std::vector<PlannedSequence> seqs{};
   // Sequences preempted while planning this step (blocks freed; they wait to
   // be recomputed). Their tenants' counters are not charged again.
-  std::vector<uint64_t> preempted;
+  std::vector<uint64_t> preempted{};
   int32_t prefill_tokens = 0;
   int32_t decode_tokens = 0;
   bool empty() const { return batch.seqs.empty(); }
@@ -78,15 +78,15 @@ struct StepPlan {
 // What one planned sequence produced in the step.
 struct SequenceResult {
   uint64_t seq_id = 0;
-  std::optional<int32_t> token;  // the sampled token, when the plan said `samples`
-  bool finished = false;         // stop token, stop string, max tokens: remove it
+  std::optional<int32_t> token{};  // the sampled token, when the plan said `samples`
+  bool finished = false;           // stop token, stop string, max tokens: remove it
 };
 
 // Weighted service a tenant received (for tests and metrics).
 struct TenantService {
-  double counter = 0.0;           // VTC virtual counter (after lifts)
-  double weighted_tokens = 0.0;   // w_in * prompt + w_out * generated tokens served
-  uint64_t prompt_tokens = 0;     // prompt tokens computed (not cached, not recomputed)
+  double counter = 0.0;          // VTC virtual counter (after lifts)
+  double weighted_tokens = 0.0;  // w_in * prompt + w_out * generated tokens served
+  uint64_t prompt_tokens = 0;    // prompt tokens computed (not cached, not recomputed)
   uint64_t generated_tokens = 0;
   uint32_t running = 0;
   uint32_t waiting = 0;
@@ -94,12 +94,18 @@ struct TenantService {
 
 // Gives the instance more KV blocks (a page from the device arena) when the
 // KvBlockManager has none free; returns false when the arena has none. May
-// be empty: the manager's blocks are then all there is.
+// be empty: the manager's blocks are then all there is. A true return must
+// raise kv.present_blocks() (the scheduler stops asking otherwise); it is not
+// asked when the tenant's own kv_max_fraction cap is what refuses.
 using KvGrowFn = std::function<bool()>;
 
 class Scheduler {
  public:
+  // Budgets below their minimum are clamped (max_batch_tokens, max_seqs >= 1).
+  // `kv` must outlive the scheduler.
   Scheduler(SchedulerOptions options, kv::KvBlockManager& kv, KvGrowFn grow = nullptr);
+  // Defined where Impl is complete.
+  ~Scheduler();
 
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -119,13 +125,21 @@ class Scheduler {
   // to prefill chunks of running sequences, then to waiting sequences taken
   // from the backlogged tenant with the lowest counter (a tenant becoming
   // backlogged is lifted to the minimum counter of the backlogged ones). A
-  // step holds at most max_seqs sequences and max_batch_tokens tokens.
+  // step holds at most max_seqs sequences and max_batch_tokens tokens, and at
+  // most max_seqs sequences run (hold blocks) at once. Running work claims its
+  // KV before the batch is built, so a victim is never taken out of it; a
+  // sequence with no victim (or itself the victim) is preempted itself.
+  // Admission grows the KV through `grow` but never preempts.
   const StepPlan& Plan();
 
   // Applies the results of the last planned step: records sampled tokens
   // (charging the VTC output weight), registers completed KV blocks in the
-  // prefix cache, and removes finished sequences (freeing their blocks).
-  // Results must name sequences of the last plan.
+  // prefix cache (only computed positions: a block ending in the token just
+  // sampled is registered after the step that writes it), and removes
+  // finished sequences (freeing their blocks). A sequence that reached
+  // prompt + max_new_tokens is removed even if `finished` is false. Results
+  // of other sequences, or given twice, are ignored; a planned sequence with
+  // no result (or no token where it sampled) is simply planned again.
   void Commit(std::span<const SequenceResult> results);
 
   // Drops a sequence now, wherever it is (cancel, deadline, error); frees its
@@ -135,9 +149,13 @@ class Scheduler {
   // Tokens of a live sequence: prompt followed by what it generated so far.
   std::span<const int32_t> Tokens(uint64_t seq_id) const;
 
+  // True while any sequence is running or waiting (waiting ones may be unable
+  // to start until blocks free up).
   bool HasWork() const;
+  // Sequences holding KV blocks / queued (preempted ones included).
   size_t running() const;
   size_t waiting() const;
+  // Zeros for a tenant never seen.
   TenantService Service(const std::string& tenant) const;
   // Every tenant seen, in first-seen order.
   std::vector<std::string> Tenants() const;
