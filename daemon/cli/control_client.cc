@@ -21,11 +21,47 @@ struct SlistDeleter {
 
 }  // namespace
 
+// What the write callback of a streaming request needs.
+struct ControlClient::StreamState {
+  CURL* curl = nullptr;
+  const ChunkCallback* on_chunk = nullptr;
+  std::string* error_body = nullptr;
+  bool stopped = false;
+
+  static size_t Write(char* data, size_t size, size_t count, void* user) {
+    auto* state = static_cast<StreamState*>(user);
+    const size_t n = size * count;
+    long status = 0;
+    curl_easy_getinfo(state->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300) {
+      state->error_body->append(data, n);
+      return n;
+    }
+    if (!(*state->on_chunk)(std::string_view(data, n))) {
+      state->stopped = true;
+      return 0;  // makes libcurl end the transfer with CURLE_WRITE_ERROR
+    }
+    return n;
+  }
+};
+
 ControlClient::ControlClient(std::string socket_path, long timeout_ms)
     : socket_path_(std::move(socket_path)), timeout_ms_(timeout_ms) {}
 
 ControlResponse ControlClient::Request(const std::string& method, const std::string& path,
                                        const std::string& body) {
+  return Perform(method, path, body, nullptr);
+}
+
+ControlResponse ControlClient::Stream(const std::string& method, const std::string& path,
+                                      const std::string& body, const ChunkCallback& on_chunk) {
+  StreamState state;
+  state.on_chunk = &on_chunk;
+  return Perform(method, path, body, &state);
+}
+
+ControlResponse ControlClient::Perform(const std::string& method, const std::string& path,
+                                       const std::string& body, StreamState* stream) {
   ControlResponse result;
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) {
@@ -33,21 +69,42 @@ ControlResponse ControlClient::Request(const std::string& method, const std::str
     return result;
   }
   std::unique_ptr<curl_slist, SlistDeleter> headers;
+  auto add_header = [&headers](const std::string& line) {
+    curl_slist* list = curl_slist_append(headers.get(), line.c_str());
+    if (list) {
+      (void)headers.release();
+      headers.reset(list);
+    }
+  };
   std::string url = "http://localhost" + path;
   curl_easy_setopt(curl.get(), CURLOPT_UNIX_SOCKET_PATH, socket_path_.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, timeout_ms_);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, Append);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &result.body);
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  if (stream) {
+    stream->curl = curl.get();
+    stream->error_body = &result.body;
+    curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, timeout_ms_);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, StreamState::Write);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, stream);
+    add_header("Accept: text/event-stream");
+  } else {
+    curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, timeout_ms_);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, Append);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &result.body);
+  }
+  if (!bearer_token_.empty()) add_header("Authorization: Bearer " + bearer_token_);
   if (!body.empty() || method == "POST" || method == "PUT") {
-    headers.reset(curl_slist_append(nullptr, "Content-Type: application/json"));
-    curl_easy_setopt(curl.get(), CURLOPT_HTTPHEADER, headers.get());
+    add_header("Content-Type: application/json");
     curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, body.c_str());
     curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
   }
+  if (headers) curl_easy_setopt(curl.get(), CURLOPT_HTTPHEADER, headers.get());
   CURLcode code = curl_easy_perform(curl.get());
+  if (stream && stream->stopped) {
+    result.error = "stopped";
+    return result;
+  }
   if (code != CURLE_OK) {
     result.error = curl_easy_strerror(code);
     return result;

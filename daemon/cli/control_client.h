@@ -1,7 +1,9 @@
 // ControlClient: a blocking HTTP client for tokenmilld's unix socket (libcurl).
 #pragma once
 
+#include <functional>
 #include <string>
+#include <string_view>
 
 namespace tokenmill::cli {
 
@@ -11,16 +13,40 @@ struct ControlResponse {
   std::string error;  // transport error when status == 0
 };
 
+// One request at a time; not thread-safe.
 class ControlClient {
  public:
   ControlClient(std::string socket_path, long timeout_ms);
+
+  // The whole answer, within timeout_ms.
   ControlResponse Request(const std::string& method, const std::string& path,
                           const std::string& body = "");
+
+  // Called with each piece of a 2xx answer's body as it arrives; returning
+  // false stops the transfer.
+  using ChunkCallback = std::function<bool(std::string_view chunk)>;
+  // Like Request, for answers that stream (SSE): a 2xx body goes to on_chunk
+  // piece by piece and is not kept; any other status's body is collected in
+  // the response, so errors read as with Request. timeout_ms bounds the
+  // connection only, since a generation runs as long as it needs. A transfer
+  // that on_chunk stopped has status 0 and error "stopped".
+  ControlResponse Stream(const std::string& method, const std::string& path,
+                         const std::string& body, const ChunkCallback& on_chunk);
+
+  // Sent as "Authorization: Bearer TOKEN" with every request when not empty
+  // (the OpenAI API's key; the control API ignores it).
+  void set_bearer_token(std::string token) { bearer_token_ = std::move(token); }
+
   const std::string& socket_path() const { return socket_path_; }
 
  private:
+  struct StreamState;
+  ControlResponse Perform(const std::string& method, const std::string& path,
+                          const std::string& body, StreamState* stream);
+
   std::string socket_path_;
   long timeout_ms_;
+  std::string bearer_token_;
 };
 
 }  // namespace tokenmill::cli

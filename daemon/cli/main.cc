@@ -3,6 +3,9 @@
 //   tokenmill [--socket PATH] [--json] status | devices | drain [--cancel]
 //   tokenmill model synth --out FILE [--shape tiny|small|1b|8b] [--type q8_0] ...
 //   tokenmill bench MODEL [--threads N] [--batches 1,4,16,32]
+//   tokenmill models list | load ID PATH [--device D] ... | unload ID [--wait]
+//   tokenmill tenants list | get NAME | put NAME [--key K]... | delete NAME
+//   tokenmill generate [--model M] [--key K] [--chat] [--max-tokens N] PROMPT
 //
 // Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 // with an error, 2 for a bad command line.
@@ -13,7 +16,9 @@
 
 #include "CLI/CLI.hpp"
 #include "daemon/cli/control_client.h"
+#include "daemon/cli/control_json.h"
 #include "daemon/cli/model_commands.h"
+#include "daemon/cli/runtime_commands.h"
 #include "daemon/cli/table.h"
 #include "nlohmann/json.hpp"
 #include "tokenmill/version.h"
@@ -22,36 +27,11 @@ namespace {
 
 using nlohmann::json;
 using tokenmill::cli::ControlClient;
+using tokenmill::cli::FetchJson;
 
 std::optional<double> OptNumber(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return std::nullopt;
   return j[key].get<double>();
-}
-
-// Fetches path and parses its JSON; prints why on failure.
-std::optional<json> Fetch(ControlClient& client, const std::string& method,
-                          const std::string& path) {
-  auto response = client.Request(method, path);
-  if (response.status == 0) {
-    std::fprintf(stderr,
-                 "tokenmill: cannot reach tokenmilld at %s: %s\n"
-                 "  (is the daemon running? set --socket or TOKENMILL_SOCKET)\n",
-                 client.socket_path().c_str(), response.error.c_str());
-    return std::nullopt;
-  }
-  json body = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
-    std::fprintf(stderr, "tokenmill: %s %s: answer is not JSON (HTTP %ld)\n", method.c_str(),
-                 path.c_str(), response.status);
-    return std::nullopt;
-  }
-  if (response.status >= 400) {
-    std::string message = body.contains("error") ? body["error"].value("message", "") : "";
-    std::fprintf(stderr, "tokenmill: %s %s: HTTP %ld: %s\n", method.c_str(), path.c_str(),
-                 response.status, message.c_str());
-    return std::nullopt;
-  }
-  return body;
 }
 
 std::string DevicesTable(const json& devices) {
@@ -119,6 +99,7 @@ int main(int argc, char** argv) {
   bool cancel = false;
   drain_cmd->add_flag("--cancel", cancel, "admit work again");
   tokenmill::cli::LocalCommands local(app);
+  tokenmill::cli::RuntimeCommands runtime(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -129,16 +110,17 @@ int main(int argc, char** argv) {
   if (int code = local.Run(); code >= 0) return code;
 
   ControlClient client(socket, timeout_ms);
+  if (int code = runtime.Run(client, as_json); code >= 0) return code;
   std::optional<json> body;
   if (status_cmd->parsed()) {
-    body = Fetch(client, "GET", "/control/v1/node");
+    body = FetchJson(client, "GET", "/control/v1/node");
     if (body && !as_json) std::fputs(StatusTable(*body).c_str(), stdout);
   } else if (devices_cmd->parsed()) {
-    body = Fetch(client, "GET", "/control/v1/devices");
+    body = FetchJson(client, "GET", "/control/v1/devices");
     if (body && !as_json)
       std::fputs(DevicesTable(body->value("devices", json::array())).c_str(), stdout);
   } else if (drain_cmd->parsed()) {
-    body = Fetch(client, cancel ? "DELETE" : "POST", "/control/v1/drain");
+    body = FetchJson(client, cancel ? "DELETE" : "POST", "/control/v1/drain");
     if (body && !as_json) {
       std::printf("%s\n", body->value("draining", false) ? "draining" : "serving");
     }

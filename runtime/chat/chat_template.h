@@ -18,8 +18,8 @@
 namespace tokenmill::chat {
 
 struct ChatMessage {
-  std::string role;  // "system", "user", "assistant" ("developer" counts as system)
-  std::string content;
+  std::string role = "";  // "system", "user", "assistant" ("developer" counts as system)
+  std::string content = "";
 };
 
 // A piece of a rendered prompt: template markup (may spell control tokens)
