@@ -25,7 +25,7 @@ enum class TenantSource { kConfig, kApi };
 
 // One tenant's settings; fields as in the config's [[tenant]].
 struct TenantPolicy {
-  std::string name;  // [A-Za-z0-9_.-]{1,64}
+  std::string name;                          // [A-Za-z0-9_.-]{1,64}
   std::vector<std::string> api_keys_sha256;  // lowercase hex, 64 chars each
   double weight = 1.0;                       // fair-share weight, > 0
   uint64_t kv_reserved_blocks = 0;
@@ -97,6 +97,15 @@ class TenantRegistry {
   // is empty (delay = time to refill to zero, at least 1 s), or when
   // max_concurrent + max_queue requests are in flight (1 s). The prompt
   // tokens are taken from the bucket on admission.
+  //
+  // The bucket (rate_limit_tokens_per_s > 0) holds at most 2 s of the rate
+  // (at least 1 token) and starts full. "Empty" means in debt (below zero):
+  // a request is admitted while the level is >= 0 however large its prompt,
+  // and the prompt and generated tokens may take the level below zero, so a
+  // large request is never refused forever and its cost is paid by waiting
+  // afterwards. The in-flight cap is max_concurrent + max_queue; with
+  // max_concurrent == 0 (unlimited running) it is max_queue, and with both 0
+  // there is no cap.
   absl::StatusOr<AdmissionTicketPtr> Admit(std::string_view tenant, int64_t prompt_tokens);
 
   // Requests in flight for a tenant (admitted, not released).

@@ -1,0 +1,398 @@
+#include "runtime/tenants/tenant_registry.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+
+namespace tokenmill::tenants {
+namespace {
+
+// The payload URL under which RetryLaterError stores the delay in seconds.
+constexpr char kRetryAfterPayload[] = "type.googleapis.com/tokenmill.RetryAfter";
+
+// A full bucket holds this many seconds of the tenant's rate, so that a
+// tenant idle for a while can send a short burst at twice its rate.
+constexpr double kBurstSeconds = 2.0;
+
+bool IsNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
+}
+
+bool IsName(std::string_view name, size_t max_length, bool allow_colon = false) {
+  if (name.empty() || name.size() > max_length) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [&](char c) { return IsNameChar(c) || (allow_colon && c == ':'); });
+}
+
+bool IsLowerHex64(std::string_view text) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+using Clock = TenantRegistry::Clock;
+using TimePoint = std::chrono::steady_clock::time_point;
+
+// One tenant's admission state. Shared by the registry entry and the tickets,
+// so that a ticket releases its slot even after the tenant was removed.
+struct AdmissionState {
+  absl::Mutex mu;
+  double rate ABSL_GUARDED_BY(mu) = 0.0;      // tokens per second, 0 = unlimited
+  double capacity ABSL_GUARDED_BY(mu) = 1.0;  // bucket size in tokens
+  double level ABSL_GUARDED_BY(mu) = 1.0;     // tokens in the bucket; < 0 = in debt
+  TimePoint refilled_at ABSL_GUARDED_BY(mu){};
+  uint32_t in_flight ABSL_GUARDED_BY(mu) = 0;
+  uint64_t in_flight_cap ABSL_GUARDED_BY(mu) = 0;  // 0 = unlimited
+
+  // Applies a (new) policy's limits; a full bucket stays full.
+  void Configure(const TenantPolicy& policy, TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Refill(now);
+    bool was_full = level >= capacity;
+    rate = policy.rate_limit_tokens_per_s;
+    capacity = std::max(rate * kBurstSeconds, 1.0);
+    if (was_full || level > capacity) level = capacity;
+    if (policy.max_concurrent > 0) {
+      in_flight_cap = uint64_t{policy.max_concurrent} + policy.max_queue;
+    } else {
+      in_flight_cap = policy.max_queue;  // 0 and 0: no cap at all
+    }
+  }
+
+  void Refill(TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (now > refilled_at) {
+      double seconds = std::chrono::duration<double>(now - refilled_at).count();
+      level = std::min(capacity, level + seconds * rate);
+      refilled_at = now;
+    }
+  }
+};
+
+class Ticket final : public AdmissionTicket {
+ public:
+  Ticket(std::string tenant, std::shared_ptr<AdmissionState> state, Clock clock)
+      : tenant_(std::move(tenant)), state_(std::move(state)), clock_(std::move(clock)) {}
+  ~Ticket() override {
+    absl::MutexLock lock(&state_->mu);
+    --state_->in_flight;
+  }
+
+  void ChargeTokens(int64_t tokens) override {
+    if (tokens <= 0) return;
+    absl::MutexLock lock(&state_->mu);
+    if (state_->rate <= 0.0) return;
+    state_->Refill(clock_());
+    state_->level -= static_cast<double>(tokens);
+  }
+
+  const std::string& tenant() const override { return tenant_; }
+
+ private:
+  std::string tenant_;
+  std::shared_ptr<AdmissionState> state_;
+  Clock clock_;
+};
+
+struct Entry {
+  TenantPolicy policy;
+  std::shared_ptr<AdmissionState> admission;
+};
+
+}  // namespace
+
+std::string TenantPolicy::CacheSalt() const {
+  return cache_group.empty() ? absl::StrCat("tenant:", name) : absl::StrCat("group:", cache_group);
+}
+
+bool TenantPolicy::AllowsModel(std::string_view model_id) const {
+  if (models.empty()) return true;
+  return std::find(models.begin(), models.end(), model_id) != models.end();
+}
+
+absl::Status ValidateTenantPolicy(const TenantPolicy& policy) {
+  auto bad = [&](std::string_view field, std::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant '", policy.name, "': ", std::string(field), " ", std::string(why)));
+  };
+  if (!IsName(policy.name, 64)) return bad("name", "must be 1-64 of [A-Za-z0-9_.-]");
+  std::set<std::string_view> seen;
+  for (size_t i = 0; i < policy.api_keys_sha256.size(); ++i) {
+    const std::string& hash = policy.api_keys_sha256[i];
+    std::string field = absl::StrCat("api_keys_sha256[", i, "]");
+    if (!IsLowerHex64(hash)) return bad(field, "must be 64 lowercase hex digits");
+    if (!seen.insert(hash).second) return bad(field, "repeats an earlier key");
+  }
+  if (!std::isfinite(policy.weight) || policy.weight <= 0.0) return bad("weight", "must be > 0");
+  if (!std::isfinite(policy.kv_max_fraction) || policy.kv_max_fraction <= 0.0 ||
+      policy.kv_max_fraction > 1.0) {
+    return bad("kv_max_fraction", "must be in (0, 1]");
+  }
+  if (!std::isfinite(policy.rate_limit_tokens_per_s) || policy.rate_limit_tokens_per_s < 0.0) {
+    return bad("rate_limit_tokens_per_s", "must be >= 0 (0 = unlimited)");
+  }
+  if (!policy.cache_group.empty() && !IsName(policy.cache_group, 64)) {
+    return bad("cache_group", "must be empty or 1-64 of [A-Za-z0-9_.-]");
+  }
+  for (size_t i = 0; i < policy.models.size(); ++i) {
+    if (!IsName(policy.models[i], 128, /*allow_colon=*/true)) {
+      return bad(absl::StrCat("models[", i, "]"), "must be 1-128 of [A-Za-z0-9_.:-]");
+    }
+  }
+  if (!std::isfinite(policy.price_input_per_mtok) || policy.price_input_per_mtok < 0.0) {
+    return bad("price_input_per_mtok", "must be >= 0");
+  }
+  if (!std::isfinite(policy.price_output_per_mtok) || policy.price_output_per_mtok < 0.0) {
+    return bad("price_output_per_mtok", "must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+std::string ApiKeySha256(std::string_view api_key) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(api_key.data(), api_key.size(), digest, &size, EVP_sha256(), nullptr) != 1) {
+    return "";  // only when OpenSSL itself is broken; matches no key
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(size * 2);
+  for (unsigned int i = 0; i < size; ++i) {
+    hex.push_back(kHex[digest[i] >> 4]);
+    hex.push_back(kHex[digest[i] & 0xf]);
+  }
+  return hex;
+}
+
+absl::Status RetryLaterError(std::string_view message, std::chrono::seconds after) {
+  absl::Status status = absl::ResourceExhaustedError(std::string(message));
+  status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(after.count())));
+  return status;
+}
+
+std::optional<std::chrono::seconds> RetryAfter(const absl::Status& status) {
+  auto payload = status.GetPayload(kRetryAfterPayload);
+  if (!payload) return std::nullopt;
+  int64_t seconds = 0;
+  if (!absl::SimpleAtoi(std::string(*payload), &seconds) || seconds < 0) return std::nullopt;
+  return std::chrono::seconds(seconds);
+}
+
+struct TenantRegistry::Impl {
+  Clock clock;
+  mutable absl::Mutex mu;
+  std::map<std::string, Entry, std::less<>> tenants ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, std::string> key_owner ABSL_GUARDED_BY(mu);  // hash -> name
+  absl::Mutex listeners_mu;
+  std::vector<std::function<void()>> listeners ABSL_GUARDED_BY(listeners_mu);
+
+  void Notify() {
+    std::vector<std::function<void()>> copy;
+    {
+      absl::MutexLock lock(&listeners_mu);
+      copy = listeners;
+    }
+    for (const auto& listener : copy) listener();
+  }
+
+  void RebuildKeyIndex() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    key_owner.clear();
+    for (const auto& [name, entry] : tenants) {
+      for (const auto& hash : entry.policy.api_keys_sha256) key_owner[hash] = name;
+    }
+  }
+
+  // Installs `policy` under its name, keeping the admission state of a
+  // tenant of that name.
+  void Install(TenantPolicy policy, TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Entry& entry = tenants[policy.name];
+    bool fresh = entry.admission == nullptr;
+    if (fresh) entry.admission = std::make_shared<AdmissionState>();
+    {
+      absl::MutexLock lock(&entry.admission->mu);
+      if (fresh) entry.admission->refilled_at = now;
+      entry.admission->Configure(policy, now);
+      if (fresh) entry.admission->level = entry.admission->capacity;
+    }
+    entry.policy = std::move(policy);
+  }
+};
+
+TenantRegistry::TenantRegistry(Clock clock) : impl_(std::make_unique<Impl>()) {
+  impl_->clock = std::move(clock);
+}
+
+TenantRegistry::~TenantRegistry() = default;
+
+absl::Status TenantRegistry::Put(TenantPolicy policy) {
+  if (auto status = ValidateTenantPolicy(policy); !status.ok()) return status;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    for (const auto& hash : policy.api_keys_sha256) {
+      auto it = impl_->key_owner.find(hash);
+      if (it != impl_->key_owner.end() && it->second != policy.name) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "tenant '", policy.name, "': an API key is already used by tenant '", it->second, "'"));
+      }
+    }
+    impl_->Install(std::move(policy), impl_->clock());
+    impl_->RebuildKeyIndex();
+  }
+  impl_->Notify();
+  return absl::OkStatus();
+}
+
+absl::Status TenantRegistry::Remove(std::string_view name) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    auto it = impl_->tenants.find(name);
+    if (it == impl_->tenants.end()) {
+      return absl::NotFoundError(absl::StrCat("no tenant '", std::string(name), "'"));
+    }
+    impl_->tenants.erase(it);
+    impl_->RebuildKeyIndex();
+  }
+  impl_->Notify();
+  return absl::OkStatus();
+}
+
+absl::Status TenantRegistry::ReplaceConfigTenants(std::vector<TenantPolicy> tenants) {
+  std::set<std::string, std::less<>> names;
+  for (auto& policy : tenants) {
+    policy.source = TenantSource::kConfig;
+    if (auto status = ValidateTenantPolicy(policy); !status.ok()) return status;
+    if (!names.insert(policy.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tenant '", policy.name, "' is defined twice"));
+    }
+  }
+  {
+    absl::MutexLock lock(&impl_->mu);
+    // Check the key hashes of the new set together with the API tenants that stay.
+    std::map<std::string, std::string, std::less<>> owner;  // hash -> name
+    auto claim = [&](const TenantPolicy& policy) -> absl::Status {
+      for (const auto& hash : policy.api_keys_sha256) {
+        auto [it, inserted] = owner.emplace(hash, policy.name);
+        if (!inserted) {
+          return absl::AlreadyExistsError(absl::StrCat("tenant '", policy.name,
+                                                       "': an API key is already used by tenant '",
+                                                       it->second, "'"));
+        }
+      }
+      return absl::OkStatus();
+    };
+    for (const auto& [name, entry] : impl_->tenants) {
+      if (entry.policy.source == TenantSource::kApi && !names.contains(name)) {
+        if (auto status = claim(entry.policy); !status.ok()) return status;
+      }
+    }
+    for (const auto& policy : tenants) {
+      if (auto status = claim(policy); !status.ok()) return status;
+    }
+    // Valid: drop the config tenants that are gone, install the new set.
+    for (auto it = impl_->tenants.begin(); it != impl_->tenants.end();) {
+      if (it->second.policy.source == TenantSource::kConfig && !names.contains(it->first)) {
+        it = impl_->tenants.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    TimePoint now = impl_->clock();
+    for (auto& policy : tenants) impl_->Install(std::move(policy), now);
+    impl_->RebuildKeyIndex();
+  }
+  impl_->Notify();
+  return absl::OkStatus();
+}
+
+std::optional<TenantPolicy> TenantRegistry::Get(std::string_view name) const {
+  absl::MutexLock lock(&impl_->mu);
+  auto it = impl_->tenants.find(name);
+  if (it == impl_->tenants.end()) return std::nullopt;
+  return it->second.policy;
+}
+
+std::vector<TenantPolicy> TenantRegistry::List() const {
+  absl::MutexLock lock(&impl_->mu);
+  std::vector<TenantPolicy> list;
+  list.reserve(impl_->tenants.size());
+  for (const auto& [name, entry] : impl_->tenants) list.push_back(entry.policy);
+  return list;
+}
+
+std::optional<TenantPolicy> TenantRegistry::FindByApiKey(std::string_view api_key) const {
+  std::string hash = ApiKeySha256(api_key);
+  absl::MutexLock lock(&impl_->mu);
+  auto owner = impl_->key_owner.find(hash);
+  if (owner == impl_->key_owner.end()) return std::nullopt;
+  auto it = impl_->tenants.find(owner->second);
+  if (it == impl_->tenants.end()) return std::nullopt;
+  return it->second.policy;
+}
+
+absl::StatusOr<AdmissionTicketPtr> TenantRegistry::Admit(std::string_view tenant,
+                                                         int64_t prompt_tokens) {
+  std::shared_ptr<AdmissionState> state;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    auto it = impl_->tenants.find(tenant);
+    if (it == impl_->tenants.end()) {
+      return absl::NotFoundError(absl::StrCat("no tenant '", std::string(tenant), "'"));
+    }
+    state = it->second.admission;
+  }
+  TimePoint now = impl_->clock();
+  {
+    absl::MutexLock lock(&state->mu);
+    if (state->in_flight_cap > 0 && state->in_flight >= state->in_flight_cap) {
+      return RetryLaterError(
+          absl::StrCat("tenant '", std::string(tenant), "' has ", state->in_flight,
+                       " requests in flight, its limit (max_concurrent + "
+                       "max_queue)"),
+          std::chrono::seconds(1));
+    }
+    if (state->rate > 0.0) {
+      state->Refill(now);
+      if (state->level < 0.0) {
+        double seconds = std::ceil(-state->level / state->rate);
+        auto after = std::chrono::seconds(std::max<int64_t>(1, static_cast<int64_t>(seconds)));
+        return RetryLaterError(
+            absl::StrCat("tenant '", std::string(tenant), "' is over its rate limit of ",
+                         state->rate, " tokens/s"),
+            after);
+      }
+      state->level -= static_cast<double>(std::max<int64_t>(prompt_tokens, 0));
+    }
+    ++state->in_flight;
+  }
+  return std::make_unique<Ticket>(std::string(tenant), std::move(state), impl_->clock);
+}
+
+uint32_t TenantRegistry::InFlight(std::string_view tenant) const {
+  std::shared_ptr<AdmissionState> state;
+  {
+    absl::MutexLock lock(&impl_->mu);
+    auto it = impl_->tenants.find(tenant);
+    if (it == impl_->tenants.end()) return 0;
+    state = it->second.admission;
+  }
+  absl::MutexLock lock(&state->mu);
+  return state->in_flight;
+}
+
+void TenantRegistry::OnChange(std::function<void()> listener) {
+  absl::MutexLock lock(&impl_->listeners_mu);
+  impl_->listeners.push_back(std::move(listener));
+}
+
+}  // namespace tokenmill::tenants
