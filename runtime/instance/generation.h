@@ -33,7 +33,7 @@ std::string_view FinishReasonName(FinishReason reason);
 struct GenerationRequest {
   std::string request_id;  // unique per node (X-Request-Id or generated)
   std::string tenant;
-  std::vector<int32_t> prompt;  // token ids, >= 1
+  std::vector<int32_t> prompt;        // token ids, >= 1
   sampling::SamplingParams sampling;  // validated by the caller
   bool stop_at_eos = true;            // the model's EOS tokens end generation
   std::optional<SteadyTime> deadline;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -24,8 +25,8 @@ namespace tokenmill::runtime {
 class DeviceArbiter;
 
 struct InstanceOptions {
-  std::string id;      // model id on the node ("llama-1b")
-  std::string device;  // device id ("cpu", "cuda:0")
+  std::string id;                     // model id on the node ("llama-1b")
+  std::string device;                 // device id ("cpu", "cuda:0")
   sched::SchedulerOptions scheduler;  // max_seqs, max_batch_tokens, context, VTC weights
   // Largest number of KV blocks the instance may address (its block id
   // space): enough for max_seqs full contexts, capped by the arena.
@@ -41,8 +42,8 @@ struct InstanceStats {
   uint32_t kv_blocks_free = 0;  // held by the instance, empty
   uint32_t kv_pages = 0;        // arena pages held
   uint64_t steps = 0;
-  uint64_t prompt_tokens = 0;     // computed
-  uint64_t cached_tokens = 0;     // served from the prefix cache
+  uint64_t prompt_tokens = 0;  // computed
+  uint64_t cached_tokens = 0;  // served from the prefix cache
   uint64_t generated_tokens = 0;
   uint64_t preemptions = 0;
   uint64_t prefix_query_tokens = 0;
@@ -79,6 +80,9 @@ class ModelInstance {
   void Stop();
 
   InstanceStats Stats() const;
+  // Each tenant's fair-share service on this instance (VTC counters, tokens
+  // served, running and waiting), as of the last step.
+  std::vector<std::pair<std::string, sched::TenantService>> TenantServices() const;
   const InstanceOptions& options() const;
   const tokenizer::Tokenizer& tokenizer() const;
   const model::LoadedModel& model() const;  // spec, metadata, chat template

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "devices/device.h"
 #include "devices/executor.h"
+#include "devices/kv_arena.h"
 #include "runtime/instance/model_instance.h"
 #include "runtime/tenants/tenant_registry.h"
 
@@ -68,6 +69,10 @@ struct InstanceManagerOptions {
   // KV arena size per device id; devices not named get 80% of what is free
   // (CPU: of MemAvailable at start, capped at 16 GiB).
   std::function<uint64_t(const devices::Device&)> kv_arena_bytes;
+  // The device's latest reading (the telemetry sampler's), for the fit
+  // check; unset or nullopt: the device's total memory counts as free.
+  std::function<std::optional<devices::DeviceSample>(const std::string& device_id)> latest_sample;
+  size_t kv_page_bytes = devices::kDefaultKvPageBytes;
 };
 
 class InstanceManager {

@@ -1,0 +1,107 @@
+#include "runtime/instance/request_stream.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+namespace tokenmill::runtime {
+
+std::string_view FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kDeadline:
+      return "deadline";
+    case FinishReason::kError:
+      return "error";
+  }
+  return "error";
+}
+
+RequestStream::RequestStream(GenerationRequest request, GenerationSink sink,
+                             const tokenizer::Tokenizer& tokenizer, int32_t vocab_size,
+                             int32_t context, SteadyTime now)
+    : request_(std::move(request)),
+      sink_(std::move(sink)),
+      tokenizer_(tokenizer),
+      context_(context),
+      sampler_(request_.sampling, vocab_size),
+      decoder_(tokenizer, /*skip_special=*/true),
+      stop_(request_.sampling.stop),
+      queued_at_(now) {
+  usage_.prompt_tokens = static_cast<int32_t>(request_.prompt.size());
+}
+
+absl::Status RequestStream::Start() { return sampler_.AcceptPrompt(request_.prompt); }
+
+absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const float> logits,
+                                                            SteadyTime now) {
+  auto sampled = sampler_.Sample(logits);
+  if (!sampled.ok()) return sampled.status();
+  const int32_t token = sampled->token;
+  if (absl::Status s = sampler_.Accept(token); !s.ok()) return s;
+  if (!first_token_at_) first_token_at_ = now;
+  ++usage_.completion_tokens;
+
+  GeneratedToken out;
+  out.id = token;
+  out.logprob = sampled->logprob;
+  const auto top = sampled->top_logprobs();
+  out.top.assign(top.begin(), top.end());
+  pending_.tokens.push_back(std::move(out));
+
+  const auto& stops = request_.sampling.stop_token_ids;
+  const bool stop_token = (request_.stop_at_eos && tokenizer_.IsEos(token)) ||
+                          std::find(stops.begin(), stops.end(), token) != stops.end();
+  if (stop_token) {
+    reason_ = FinishReason::kStop;
+    return Next{token, true};
+  }
+  const sampling::StopMatch match = stop_.Feed(decoder_.Push(token));
+  pending_.text.append(match.text);
+  if (match.stopped) {
+    reason_ = FinishReason::kStop;
+    return Next{token, true};
+  }
+  if (usage_.completion_tokens >= request_.sampling.max_tokens ||
+      usage_.prompt_tokens + usage_.completion_tokens >= context_) {
+    reason_ = FinishReason::kLength;
+    return Next{token, true};
+  }
+  return Next{token, false};
+}
+
+void RequestStream::Emit(bool final) {
+  pending_.finished = final;
+  pending_.usage = usage_;
+  pending_.queued_at = queued_at_;
+  pending_.first_token_at = first_token_at_;
+  GenerationUpdate update = std::move(pending_);
+  pending_ = GenerationUpdate{};
+  if (sink_) sink_(std::move(update));
+}
+
+void RequestStream::Flush() {
+  if (sent_final_ || (pending_.tokens.empty() && pending_.text.empty())) return;
+  Emit(false);
+}
+
+void RequestStream::Finish(std::optional<FinishReason> reason, absl::Status error) {
+  if (sent_final_) return;
+  if (reason) reason_ = reason;
+  if (!reason_) reason_ = FinishReason::kStop;
+  if (!stop_.stopped()) {
+    pending_.text.append(stop_.Feed(decoder_.Flush()).text);
+    if (!stop_.stopped()) pending_.text.append(stop_.Flush().text);
+  }
+  pending_.finish_reason = *reason_;
+  pending_.error = std::move(error);
+  sent_final_ = true;
+  Emit(true);
+}
+
+}  // namespace tokenmill::runtime

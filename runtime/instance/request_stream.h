@@ -1,0 +1,71 @@
+// RequestStream: the engine thread's state of one request: its sampler, the
+// text decoder and stop-string matcher, the finish rules, usage, and the
+// update being gathered for its sink. One per request; engine thread only.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "runtime/instance/generation.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/sampling/stop_matcher.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace tokenmill::runtime {
+
+class RequestStream {
+ public:
+  // The tokenizer outlives the stream. vocab_size is the logits' width.
+  RequestStream(GenerationRequest request, GenerationSink sink,
+                const tokenizer::Tokenizer& tokenizer, int32_t vocab_size, int32_t context,
+                SteadyTime now);
+
+  // Feeds the prompt to the sampler's penalties. kInvalidArgument for ids
+  // outside the vocabulary.
+  absl::Status Start();
+
+  struct Next {
+    int32_t token = -1;
+    bool finished = false;
+  };
+  // Samples the next token from one row of logits and records it; `finished`
+  // when it ends the request (EOS or a stop token, a stop string, max_tokens,
+  // the context). The finish is sent by Finish().
+  absl::StatusOr<Next> OnLogits(std::span<const float> logits, SteadyTime now);
+
+  // Sends the tokens and text gathered since the last update, if any.
+  void Flush();
+  // Sends the last update (gathered tokens, held-back text unless a stop
+  // string ended it, the reason). `reason` overrides the one OnLogits found
+  // unless it is unset; later calls do nothing.
+  void Finish(std::optional<FinishReason> reason = std::nullopt,
+              absl::Status error = absl::OkStatus());
+
+  void set_cached_tokens(int32_t tokens) { usage_.cached_tokens = tokens; }
+  void add_preemption() { ++usage_.preemptions; }
+  bool finished() const { return sent_final_; }
+  const GenerationRequest& request() const { return request_; }
+  const GenerationUsage& usage() const { return usage_; }
+
+ private:
+  void Emit(bool final);
+
+  GenerationRequest request_;
+  GenerationSink sink_;
+  const tokenizer::Tokenizer& tokenizer_;
+  int32_t context_;
+  sampling::Sampler sampler_;
+  tokenizer::StreamDecoder decoder_;
+  sampling::StopMatcher stop_;
+  GenerationUsage usage_;
+  GenerationUpdate pending_;
+  std::optional<FinishReason> reason_;
+  SteadyTime queued_at_;
+  std::optional<SteadyTime> first_token_at_;
+  bool sent_final_ = false;
+};
+
+}  // namespace tokenmill::runtime

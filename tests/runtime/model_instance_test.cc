@@ -1,0 +1,342 @@
+// ModelInstance end to end on a tiny model: batching, chunked prefill,
+// preemption by recompute, prefix sharing by salt, cancellation, deadlines,
+// two instances on one device.
+#include "runtime/instance/model_instance.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <thread>
+
+#include "devices/cpu/cpu_executor.h"
+#include "gtest/gtest.h"
+#include "tests/runtime/instance_test_util.h"
+
+namespace tokenmill::runtime {
+namespace {
+
+using testing::Collector;
+using testing::Greedy;
+using testing::InstanceSetup;
+using testing::PromptOf;
+using testing::StartInstance;
+using testing::TestDevice;
+
+// Greedy tokens by stepping a private executor by hand: the oracle.
+std::vector<int32_t> OracleGreedy(const std::vector<int32_t>& prompt, int32_t max_tokens) {
+  auto m = model::SynthesizeModel(testing::TinyShape());
+  EXPECT_TRUE(m.ok());
+  devices::ExecutorOptions eo;
+  eo.block_tokens = 16;
+  eo.kv_type = devices::KvType::kF32;
+  eo.kv_blocks = 64;
+  eo.threads = 1;
+  eo.max_batch_tokens = 512;
+  auto exec = devices::cpu::CreateCpuExecutor(m->spec, eo);
+  EXPECT_TRUE(exec.ok());
+  std::vector<uint32_t> table(64);
+  for (uint32_t i = 0; i < 64; ++i) table[i] = i;
+  std::vector<int32_t> tokens = prompt;
+  std::vector<int32_t> out;
+  int32_t start = 0;
+  std::vector<int32_t> step_tokens = prompt;
+  for (int32_t i = 0; i < max_tokens; ++i) {
+    devices::Batch batch;
+    devices::SequenceStep s;
+    s.seq_id = 1;
+    s.tokens = step_tokens;
+    s.start_pos = start;
+    const size_t blocks = (static_cast<size_t>(start) + step_tokens.size() + 15) / 16;
+    s.block_table = std::span<const uint32_t>(table.data(), blocks);
+    s.logits = devices::LogitsWanted::kLast;
+    batch.seqs.push_back(s);
+    auto o = (*exec)->Forward(batch);
+    EXPECT_TRUE(o.ok()) << o.status();
+    const auto& l = o->logits;
+    const int32_t next = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    out.push_back(next);
+    start += static_cast<int32_t>(step_tokens.size());
+    step_tokens = {next};
+  }
+  return out;
+}
+
+TEST(ModelInstanceTest, GreedyMatchesTheExecutorSteppedByHand) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  const auto prompt = PromptOf(37, 1);
+  Collector c;
+  auto handle = instance->Submit(Greedy("t", prompt, 24), c.Sink());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  ASSERT_TRUE(c.Wait());
+  EXPECT_EQ(c.reason(), FinishReason::kLength);
+  EXPECT_EQ(c.tokens(), OracleGreedy(prompt, 24));
+  EXPECT_EQ(c.usage().prompt_tokens, 37);
+  EXPECT_EQ(c.usage().completion_tokens, 24);
+}
+
+// Many requests at once (chunked prefill over several steps, decodes batched)
+// give each exactly what it gives alone.
+TEST(ModelInstanceTest, ConcurrentRequestsEqualTheirSoloRuns) {
+  TestDevice device(8 << 20);
+  InstanceSetup setup;
+  setup.max_seqs = 6;
+  setup.max_batch_tokens = 48;
+  auto instance = StartInstance(device, setup);
+  ASSERT_NE(instance, nullptr);
+  constexpr int kRequests = 10;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::unique_ptr<Collector>> collectors;
+  for (int i = 0; i < kRequests; ++i) {
+    prompts.push_back(PromptOf(10 + 7 * i, 100 + i));
+    collectors.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(
+        instance
+            ->Submit(Greedy(i % 2 ? "a" : "b", prompts.back(), 12 + i), collectors.back()->Sink())
+            .ok());
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(collectors[i]->Wait());
+    EXPECT_EQ(collectors[i]->tokens(), OracleGreedy(prompts[i], 12 + i)) << "request " << i;
+  }
+  EXPECT_GT(instance->Stats().steps, 0u);
+}
+
+// A KV arena too small for every sequence at once: sequences are preempted
+// and recomputed, and each still makes exactly its unpreempted tokens.
+TEST(ModelInstanceTest, PreemptedSequencesFinishWithIdenticalTokens) {
+  // f32 KV block of the tiny shape = 8 KiB; 16 KiB pages hold 2 blocks; 10
+  // pages = 20 blocks = 320 positions for 6 sequences of 72 positions.
+  TestDevice device(10 * (16 << 10), 16 << 10);
+  InstanceSetup setup;
+  setup.max_seqs = 6;
+  setup.max_batch_tokens = 96;
+  auto instance = StartInstance(device, setup);
+  ASSERT_NE(instance, nullptr);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::unique_ptr<Collector>> collectors;
+  for (int i = 0; i < 6; ++i) {
+    prompts.push_back(PromptOf(24, 300 + i));
+    collectors.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(instance
+                    ->Submit(Greedy("t" + std::to_string(i % 3), prompts.back(), 48),
+                             collectors.back()->Sink())
+                    .ok());
+  }
+  int preempted_requests = 0;
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(collectors[i]->Wait());
+    ASSERT_TRUE(collectors[i]->error().ok()) << collectors[i]->error();
+    EXPECT_EQ(collectors[i]->tokens(), OracleGreedy(prompts[i], 48)) << "request " << i;
+    preempted_requests += collectors[i]->usage().preemptions > 0;
+  }
+  EXPECT_GT(instance->Stats().preemptions, 0u) << "the arena was meant to force preemption";
+  EXPECT_GT(preempted_requests, 0);
+}
+
+TEST(ModelInstanceTest, CancelEndsTheRequestAndFreesItsBlocks) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  Collector c;
+  auto handle = instance->Submit(Greedy("t", PromptOf(40, 5), 400), c.Sink());
+  ASSERT_TRUE(handle.ok());
+  for (int i = 0; i < 2000 && c.tokens().size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  (*handle)->Cancel();
+  ASSERT_TRUE(c.Wait());
+  EXPECT_EQ(c.reason(), FinishReason::kCancelled);
+  EXPECT_LT(c.tokens().size(), 400u);
+  for (int i = 0; i < 200 && instance->Stats().kv_blocks_used > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(instance->Stats().kv_blocks_used, 0u);
+  EXPECT_EQ(instance->Stats().running, 0u);
+  EXPECT_TRUE(instance->idle());
+}
+
+// Tenants with one salt share a computed prefix; another salt never sees it.
+TEST(ModelInstanceTest, PrefixIsSharedWithinACacheGroupOnly) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  sched::TenantShare group;
+  group.cache_salt = "group:g";
+  instance->SetTenantShare("a", group);
+  instance->SetTenantShare("b", group);
+  sched::TenantShare own;
+  own.cache_salt = "tenant:c";
+  instance->SetTenantShare("c", own);
+  const auto prompt = PromptOf(50, 9);  // 3 full blocks + 2 tokens
+  auto run = [&](const std::string& tenant) {
+    Collector c;
+    EXPECT_TRUE(instance->Submit(Greedy(tenant, prompt, 4), c.Sink()).ok());
+    EXPECT_TRUE(c.Wait());
+    return std::make_pair(c.usage().cached_tokens, c.tokens());
+  };
+  const auto [a_cached, a_tokens] = run("a");
+  const auto [b_cached, b_tokens] = run("b");
+  const auto [c_cached, c_tokens] = run("c");
+  EXPECT_EQ(a_cached, 0);
+  EXPECT_EQ(b_cached, 48) << "b shares a's cache group";
+  EXPECT_EQ(c_cached, 0) << "c is in no group: it must not hit a's blocks";
+  EXPECT_EQ(a_tokens, b_tokens);
+  EXPECT_EQ(a_tokens, c_tokens);
+}
+
+TEST(ModelInstanceTest, DeadlineEndsARequest) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  Collector c;
+  // A deadline that passed while the request was queued: it ends without
+  // running (the tiny model would otherwise finish any length in moments).
+  auto request = Greedy("t", PromptOf(20, 3), 450);
+  request.deadline = std::chrono::steady_clock::now() - std::chrono::milliseconds(1);
+  ASSERT_TRUE(instance->Submit(std::move(request), c.Sink()).ok());
+  ASSERT_TRUE(c.Wait());
+  EXPECT_EQ(c.reason(), FinishReason::kDeadline);
+}
+
+TEST(ModelInstanceTest, SubmitValidatesAndDrainRefuses) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  Collector c;
+  EXPECT_EQ(instance->Submit(Greedy("t", {}, 4), c.Sink()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(instance->Submit(Greedy("t", {1, 300}, 4), c.Sink()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(instance->Submit(Greedy("t", PromptOf(500, 1), 20), c.Sink()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Collector running;
+  ASSERT_TRUE(instance->Submit(Greedy("t", PromptOf(8, 1), 30), running.Sink()).ok());
+  instance->Drain();
+  EXPECT_EQ(instance->Submit(Greedy("t", PromptOf(8, 1), 4), c.Sink()).status().code(),
+            absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(running.Wait()) << "a request admitted before the drain finishes";
+  EXPECT_EQ(running.reason(), FinishReason::kLength);
+  instance->Stop();
+  EXPECT_EQ(instance->Stats().kv_pages, 0u) << "Stop gives every page back";
+  EXPECT_EQ(device.arena->Stats().pages_free, device.arena->Stats().pages_total);
+}
+
+TEST(ModelInstanceTest, StopCancelsWhatIsLeft) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (int i = 0; i < 4; ++i) {
+    cs.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(instance->Submit(Greedy("t", PromptOf(30, i), 450), cs.back()->Sink()).ok());
+  }
+  instance->Stop();
+  for (auto& c : cs) {
+    ASSERT_TRUE(c->done());
+    EXPECT_EQ(c->reason(), FinishReason::kCancelled);
+  }
+}
+
+// Two backlogged tenants with weights 2:1 on one instance: weighted service
+// (w_in x prompt + w_out x generated tokens) splits 2:1 within 10%, and the
+// normalized difference stays within the VTC bound at every observation.
+TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
+  TestDevice device(8 << 20);
+  InstanceSetup setup;
+  setup.max_seqs = 4;
+  setup.max_batch_tokens = 64;
+  auto instance = StartInstance(device, setup);
+  ASSERT_NE(instance, nullptr);
+  sched::TenantShare heavy;
+  heavy.weight = 2.0;
+  heavy.cache_salt = "tenant:a";
+  sched::TenantShare light;
+  light.weight = 1.0;
+  light.cache_salt = "tenant:b";
+  instance->SetTenantShare("a", heavy);
+  instance->SetTenantShare("b", light);
+  constexpr int kPerTenant = 120;
+  constexpr int kPrompt = 12;
+  constexpr int kOutput = 12;
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (int i = 0; i < kPerTenant; ++i) {
+    for (const char* tenant : {"a", "b"}) {
+      cs.push_back(std::make_unique<Collector>());
+      ASSERT_TRUE(instance
+                      ->Submit(Greedy(tenant, PromptOf(kPrompt, 1000 + cs.size()), kOutput),
+                               cs.back()->Sink())
+                      .ok());
+    }
+  }
+  // VTC bound (Sheng et al.): 2 x max(w_in x longest prompt, w_out x tokens
+  // the running set can still produce) / smallest weight; w_in 1, w_out 2.
+  const double bound = 2.0 * std::max(1.0 * kPrompt, 2.0 * setup.max_seqs * kOutput) / 1.0;
+  double worst_gap = 0.0;
+  double wa = 0.0, wb = 0.0;
+  int observations = 0;
+  for (int i = 0; i < 60000; ++i) {
+    const auto services = instance->TenantServices();
+    const sched::TenantService* a = nullptr;
+    const sched::TenantService* b = nullptr;
+    for (const auto& [name, service] : services) {
+      if (name == "a") a = &service;
+      if (name == "b") b = &service;
+    }
+    if (a != nullptr && b != nullptr) {
+      // Both backlogged: each still has work waiting.
+      if (a->waiting == 0 || b->waiting == 0) break;
+      wa = a->weighted_tokens;
+      wb = b->weighted_tokens;
+      worst_gap = std::max(worst_gap, std::abs(wa / 2.0 - wb / 1.0));
+      ++observations;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ASSERT_GT(observations, 20);
+  ASSERT_GT(wb, 100.0);
+  std::printf("weighted service a %.0f b %.0f ratio %.3f, worst gap %.1f (bound %.0f)\n", wa, wb,
+              wa / wb, worst_gap, bound);
+  EXPECT_NEAR(wa / wb, 2.0, 0.2) << "a " << wa << " b " << wb;
+  EXPECT_LE(worst_gap, bound);
+  for (auto& c : cs) ASSERT_TRUE(c->Wait());
+}
+
+// Two models on one device, both backlogged: both make progress, and the
+// arbiter splits the device between them.
+TEST(ModelInstanceTest, TwoInstancesOnOneDeviceBothProgress) {
+  TestDevice device(8 << 20);
+  InstanceSetup one;
+  one.id = "one";
+  InstanceSetup two;
+  two.id = "two";
+  two.shape = testing::TinyShape(devices::TensorType::kF16, 12);
+  auto a = StartInstance(device, one);
+  auto b = StartInstance(device, two);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  std::vector<std::unique_ptr<Collector>> ca, cb;
+  for (int i = 0; i < 4; ++i) {
+    ca.push_back(std::make_unique<Collector>());
+    cb.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(a->Submit(Greedy("x", PromptOf(16, i), 120), ca.back()->Sink()).ok());
+    ASSERT_TRUE(b->Submit(Greedy("y", PromptOf(16, 50 + i), 120), cb.back()->Sink()).ok());
+  }
+  // Midway, both must have produced tokens (neither starves the other).
+  bool both = false;
+  for (int i = 0; i < 4000 && !both; ++i) {
+    both = a->Stats().generated_tokens > 20 && b->Stats().generated_tokens > 20;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(both);
+  for (auto& c : ca) ASSERT_TRUE(c->Wait());
+  for (auto& c : cb) ASSERT_TRUE(c->Wait());
+  const auto stats = device.arbiter.Stats();
+  ASSERT_EQ(stats.size(), 2u);
+  EXPECT_GT(stats[0].grants, 10u);
+  EXPECT_GT(stats[1].grants, 10u);
+}
+
+}  // namespace
+}  // namespace tokenmill::runtime
