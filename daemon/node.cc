@@ -5,11 +5,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/api_errors.h"
+#include "daemon/runtime_setup.h"
 #include "devices/discovery.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
@@ -148,6 +150,20 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   node->control_api_ = std::make_unique<ControlApi>(*node->state_, const_device_ptrs,
                                                     [sampler] { return sampler->Latest(); });
 
+  // Tenants and model instances: the config's, then what the API made before.
+  node->tenants_ = std::make_unique<tenants::TenantRegistry>();
+  if (auto status = RestoreTenants(*cfg, *node->store_, *node->tenants_); !status.ok()) {
+    return status;
+  }
+  auto instances = runtime::InstanceManager::Create(
+      device_ptrs, *node->tenants_, InstanceManagerOptionsFrom(*cfg, device_ptrs, sampler));
+  if (!instances.ok()) return instances.status();
+  node->instances_ = std::move(*instances);
+  RestoreModels(*cfg, *node->store_, *node->instances_);
+  node->models_api_ = std::make_unique<ModelsApi>(*node->instances_, node->store_.get());
+  node->tenants_api_ =
+      std::make_unique<TenantsApi>(*node->tenants_, node->store_.get(), cfg->source);
+
   if (auto status = EnsureSocketDir(cfg->api.socket); !status.ok()) return status;
   http::HttpServerOptions http_options;
   http_options.listeners.push_back(
@@ -159,12 +175,15 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   http_options.max_body_bytes = cfg->api.max_body_bytes;
   http_options.idle_timeout = cfg->api.idle_timeout;
   http_options.max_connections = cfg->api.max_connections;
-  ControlApi* control = node->control_api_.get();
+  Node* self = node.get();
   node->http_server_ = std::make_unique<http::HttpServer>(
-      std::move(http_options),
-      [control](http::HttpRequest request, http::ResponseWriterPtr response) {
-        if (!control->Handle(request, response)) SendNotFound(request, *response);
+      std::move(http_options), [self](http::HttpRequest request, http::ResponseWriterPtr response) {
+        self->Route(std::move(request), std::move(response));
       });
+  http::HttpServer* server = node->http_server_.get();
+  node->openai_api_ = std::make_unique<OpenAiApi>(
+      *node->tenants_, *node->instances_,
+      [server](std::function<void()> fn) { server->Post(std::move(fn)); });
   if (auto status = node->http_server_->Start(); !status.ok()) return status;
   addresses.socket = cfg->api.socket;
   if (!cfg->api.tcp.empty()) {
@@ -180,6 +199,21 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
 
 Node::~Node() { Stop(); }
 
+void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
+  if (control_api_->Handle(request, response)) return;
+  if (models_api_->Handle(request, response)) return;
+  if (tenants_api_->Handle(request, response)) return;
+  if (request.path.starts_with("/v1/")) {
+    if (state_->draining() && request.method == "POST") {
+      SendOpenAiError(*response, absl::UnavailableError(
+                                     "the node is draining; send new requests to another node"));
+      return;
+    }
+    if (openai_api_->Handle(request, response)) return;
+  }
+  SendNotFound(request, *response);
+}
+
 void Node::Reload(config::NodeConfig next) {
   auto before = state_->config();
   std::vector<std::string> pending = config::RestartRequiredChanges(*before, next);
@@ -188,19 +222,42 @@ void Node::Reload(config::NodeConfig next) {
   }
   spdlog::info("config_reloaded source={} digest={} tenants={}", next.source, next.digest,
                next.tenants.size());
+  if (tenants_) {
+    // Tenants and their prices follow the file from now on.
+    std::vector<tenants::TenantPolicy> from_config;
+    for (const auto& t : next.tenants) from_config.push_back(TenantPolicyFromConfig(t));
+    if (auto status = tenants_->ReplaceConfigTenants(std::move(from_config)); !status.ok()) {
+      spdlog::error("tenants_not_reloaded error=\"{}\"", status.ToString());
+    }
+  }
   state_->set_restart_pending(std::move(pending));
   state_->SetConfig(std::move(next), std::chrono::system_clock::now());
 }
 
-void Node::Stop() {
+void Node::Stop(std::chrono::milliseconds drain_timeout) {
   if (stopped_) return;
   stopped_ = true;
   if (state_) {
     state_->set_draining(true);
     state_->set_ready(false);
   }
-  // Reverse of start: no new requests, then no new samples, then the store.
+  // Reverse of start: no new requests; running ones finish (up to the drain
+  // timeout); then no new samples, then the store.
+  if (instances_) {
+    const auto deadline = std::chrono::steady_clock::now() + drain_timeout;
+    auto busy = [this] {
+      for (const auto& info : instances_->List()) {
+        if (info.stats.running + info.stats.waiting > 0) return true;
+      }
+      return false;
+    };
+    if (busy()) spdlog::info("drain_waiting timeout_ms={}", drain_timeout.count());
+    while (busy() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   if (http_server_) http_server_->Stop();
+  if (instances_) instances_->Stop();
   metrics_server_.reset();
   sampler_.reset();
   if (store_) {

@@ -12,11 +12,16 @@
 #include "config/node_config.h"
 #include "daemon/control_api.h"
 #include "daemon/http/http_server.h"
+#include "daemon/models_api.h"
 #include "daemon/node_state.h"
+#include "daemon/openai_api.h"
+#include "daemon/tenants_api.h"
 #include "devices/device.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
+#include "runtime/node/instance_manager.h"
+#include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
 #include "telemetry/metrics.h"
 
@@ -33,9 +38,10 @@ class Node {
   // listed in NodeState::restart_pending() and logged.
   void Reload(config::NodeConfig next);
 
-  // Stops admitting work, closes the servers, flushes and closes the store.
-  // Idempotent.
-  void Stop();
+  // Stops admitting work, lets running requests finish (up to
+  // `drain_timeout`, then cancels them), closes the servers, flushes and
+  // closes the store. Idempotent.
+  void Stop(std::chrono::milliseconds drain_timeout = std::chrono::seconds(30));
 
   // Posts a no-op onto the HTTP loop and reports whether the previous one ran
   // within max_age: the watchdog pings systemd only while the loop answers.
@@ -45,6 +51,8 @@ class Node {
 
  private:
   Node() = default;
+  // Sends a request to the API that owns its path (loop thread).
+  void Route(http::HttpRequest request, http::ResponseWriterPtr response);
 
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;
@@ -55,7 +63,12 @@ class Node {
   std::shared_ptr<prometheus::Collectable> process_collector_;
   std::unique_ptr<telemetry::DeviceSampler> sampler_;
   std::unique_ptr<telemetry::MetricsServer> metrics_server_;
+  std::unique_ptr<tenants::TenantRegistry> tenants_;
+  std::unique_ptr<runtime::InstanceManager> instances_;
   std::unique_ptr<ControlApi> control_api_;
+  std::unique_ptr<ModelsApi> models_api_;
+  std::unique_ptr<TenantsApi> tenants_api_;
+  std::unique_ptr<OpenAiApi> openai_api_;
   std::unique_ptr<http::HttpServer> http_server_;
   std::atomic<int64_t> heartbeat_posted_ns_{0};
   std::atomic<int64_t> heartbeat_ran_ns_{0};

@@ -197,7 +197,7 @@ size_t AppendTo(char* data, size_t size, size_t count, void* out) {
 
 CurlResult CurlRequest(const std::string& url, const std::string& unix_socket,
                        const std::string& method, const std::string& body,
-                       const std::vector<std::string>& headers) {
+                       const std::vector<std::string>& headers, long timeout_ms) {
   CurlResult result;
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return result;
@@ -205,7 +205,7 @@ CurlResult CurlRequest(const std::string& url, const std::string& unix_socket,
   for (const std::string& h : headers) list = curl_slist_append(list, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
   if (!unix_socket.empty()) curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, unix_socket.c_str());
   if (method == "POST") {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());

@@ -69,6 +69,7 @@ struct CurlResult {
 // full URL ("http://localhost/echo").
 CurlResult CurlRequest(const std::string& url, const std::string& unix_socket,
                        const std::string& method = "GET", const std::string& body = "",
-                       const std::vector<std::string>& headers = {});
+                       const std::vector<std::string>& headers = {},
+                       long timeout_ms = 10000);
 
 }  // namespace tokenmill::testing

@@ -1,0 +1,404 @@
+#include "daemon/openai_api.h"
+
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/api_errors.h"
+#include "runtime/chat/chat_template.h"
+#include "spdlog/spdlog.h"
+
+namespace tokenmill::daemon {
+namespace {
+
+using nlohmann::json;
+using runtime::FinishReason;
+
+// Longest deadline a client may ask for (a day); longer is surely a mistake.
+constexpr int64_t kMaxTimeoutMs = 24LL * 3600 * 1000;
+
+absl::Status ModelNotFound(const std::string& model) {
+  return WithErrorParam(
+      WithErrorCode(absl::NotFoundError(absl::StrCat("The model '", model, "' does not exist")),
+                    "model_not_found"),
+      "model");
+}
+
+int64_t UnixSeconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// One generation between its admission and its last update: the response it
+// writes to and what it has gathered. Loop thread only, except that the
+// engine thread holds a reference through the sink.
+class ActiveGeneration {
+ public:
+  ActiveGeneration(http::ResponseWriterPtr response, ResponseMeta meta, HttpHeaders headers,
+                   bool stream, bool include_usage, bool logprobs,
+                   tenants::AdmissionTicketPtr ticket)
+      : response_(std::move(response)),
+        meta_(std::move(meta)),
+        headers_(std::move(headers)),
+        stream_(stream),
+        include_usage_(include_usage),
+        logprobs_(logprobs),
+        ticket_(std::move(ticket)) {}
+
+  void set_handle(runtime::RequestHandlePtr handle) { handle_ = std::move(handle); }
+  void Cancel() {
+    if (handle_) handle_->Cancel();
+  }
+
+  void OnUpdate(runtime::GenerationUpdate update, std::vector<LogprobEntry> entries) {
+    if (done_) return;
+    if (ticket_) ticket_->ChargeTokens(static_cast<int64_t>(update.tokens.size()));
+    if (update.finished) {
+      Finish(update, std::move(entries));
+      done_ = true;
+      ticket_.reset();
+      handle_.reset();
+      return;
+    }
+    if (response_->closed()) return;  // the cancel is on its way
+    if (!stream_) {
+      text_ += update.text;
+      std::move(entries.begin(), entries.end(), std::back_inserter(entries_));
+      return;
+    }
+    if (update.text.empty() && entries.empty()) return;
+    StartStream();
+    WriteChunk(update.text, std::nullopt, entries);
+  }
+
+ private:
+  void StartStream() {
+    if (started_) return;
+    started_ = true;
+    HttpHeaders headers = headers_;
+    headers.emplace_back("Cache-Control", "no-cache");
+    response_->Start(200, "text/event-stream", std::move(headers));
+    if (meta_.endpoint == OpenAiEndpoint::kChatCompletions) {
+      ChunkContent role;
+      role.role_chunk = true;
+      response_->Write(SseData(ChunkJson(meta_, role, include_usage_)));
+    }
+  }
+
+  json LogprobsJson(std::span<const LogprobEntry> entries) {
+    if (!logprobs_) return nullptr;
+    if (meta_.endpoint == OpenAiEndpoint::kChatCompletions) return ChatLogprobsJson(entries);
+    return CompletionLogprobsJson(entries, &text_offset_);
+  }
+
+  void WriteChunk(const std::string& text, std::optional<FinishReason> finish,
+                  std::span<const LogprobEntry> entries) {
+    ChunkContent chunk;
+    chunk.text = text;
+    chunk.finish = finish;
+    chunk.logprobs = LogprobsJson(entries);
+    response_->Write(SseData(ChunkJson(meta_, chunk, include_usage_)));
+  }
+
+  void Fail(const absl::Status& status) {
+    if (started_) {
+      response_->Write(SseData(OpenAiErrorJson(status)));
+      response_->End();
+    } else {
+      SendOpenAiError(*response_, status, headers_);
+    }
+  }
+
+  void Finish(const runtime::GenerationUpdate& update, std::vector<LogprobEntry> entries) {
+    if (response_->closed()) return;  // cancelled for a client that left
+    FinishReason reason = update.finish_reason;
+    if (reason == FinishReason::kError || reason == FinishReason::kCancelled) {
+      absl::Status error = update.error;
+      if (reason == FinishReason::kCancelled) {
+        error = absl::UnavailableError("the request was cancelled: the model is being unloaded");
+      } else if (error.ok()) {
+        error = absl::InternalError("generation failed");
+      }
+      spdlog::warn("generation_failed request_id={} error={}", meta_.id,
+                   std::string(error.message()));
+      return Fail(error);
+    }
+    if (reason == FinishReason::kDeadline && !started_ && text_.empty() && entries_.empty() &&
+        update.usage.completion_tokens == 0) {
+      return Fail(absl::DeadlineExceededError(
+          "the request's deadline (X-Tokenmill-Timeout-Ms) passed before the first token"));
+    }
+    if (!stream_) {
+      text_ += update.text;
+      std::move(entries.begin(), entries.end(), std::back_inserter(entries_));
+      json logprobs = LogprobsJson(entries_);
+      response_->Send(
+          200, "application/json",
+          DumpJson(ResponseJson(meta_, text_, reason, std::move(logprobs), update.usage)),
+          headers_);
+      return;
+    }
+    StartStream();
+    if (!update.text.empty() || !entries.empty()) WriteChunk(update.text, std::nullopt, entries);
+    WriteChunk("", reason, {});
+    if (include_usage_) response_->Write(SseData(UsageChunkJson(meta_, update.usage)));
+    response_->Write(std::string(kSseDone));
+    response_->End();
+  }
+
+  http::ResponseWriterPtr response_;
+  ResponseMeta meta_;
+  HttpHeaders headers_;
+  bool stream_ = false;
+  bool include_usage_ = false;
+  bool logprobs_ = false;
+  tenants::AdmissionTicketPtr ticket_;
+  runtime::RequestHandlePtr handle_;
+  bool started_ = false;
+  bool done_ = false;
+  std::string text_;                   // non-streaming: the completion so far
+  std::vector<LogprobEntry> entries_;  // non-streaming: its logprobs
+  int64_t text_offset_ = 0;            // completions logprobs text_offset
+};
+
+// Encodes the request's prompt with the instance's tokenizer.
+absl::StatusOr<std::vector<int32_t>> PromptTokens(const OpenAiRequest& request,
+                                                  const runtime::ModelInstance& instance) {
+  const tokenizer::Tokenizer& tokenizer = instance.tokenizer();
+  std::vector<int32_t> tokens;
+  if (request.endpoint == OpenAiEndpoint::kChatCompletions) {
+    chat::ChatTemplate chat_template = chat::ChatTemplate::FromJinja(tokenizer.chat_template());
+    absl::StatusOr<std::vector<int32_t>> encoded =
+        chat_template.Encode(request.messages, tokenizer);
+    if (!encoded.ok()) return WithErrorParam(encoded.status(), "messages");
+    tokens = std::move(*encoded);
+  } else if (request.prompt_text) {
+    tokenizer::Tokenizer::EncodeOptions options;
+    options.add_bos = true;
+    options.add_eos = false;
+    options.parse_special = false;
+    tokens = tokenizer.Encode(*request.prompt_text, options);
+  } else {
+    for (int32_t id : request.prompt_tokens) {
+      if (id >= tokenizer.vocab_size()) {
+        return WithErrorParam(absl::InvalidArgumentError(absl::StrCat(
+                                  "prompt token id ", id, " is outside the vocabulary of ",
+                                  tokenizer.vocab_size(), " tokens")),
+                              "prompt");
+      }
+    }
+    tokens = request.prompt_tokens;
+  }
+  if (tokens.empty()) {
+    return WithErrorParam(absl::InvalidArgumentError("the prompt is empty"),
+                          request.endpoint == OpenAiEndpoint::kCompletions ? "prompt" : "messages");
+  }
+  return tokens;
+}
+
+}  // namespace
+
+OpenAiApi::OpenAiApi(tenants::TenantRegistry& tenants, runtime::InstanceManager& instances,
+                     PostFn post, WallClock clock)
+    : tenants_(tenants),
+      instances_(instances),
+      post_(std::move(post)),
+      clock_(std::move(clock)),
+      rng_(std::random_device{}()) {}
+
+std::string OpenAiApi::RequestId(const http::HttpRequest& request) {
+  std::string_view id = request.Header("x-request-id");
+  if (IsClientRequestId(id)) return std::string(id);
+  uint64_t a = rng_();
+  uint64_t b = rng_();
+  return UuidV7(clock_(), a, b);
+}
+
+absl::StatusOr<tenants::TenantPolicy> OpenAiApi::Authenticate(
+    const http::HttpRequest& request) const {
+  std::string_view authorization = request.Header("authorization");
+  std::string key;
+  if (authorization.size() > 7 &&
+      absl::EqualsIgnoreCase(std::string(authorization.substr(0, 7)), "bearer ")) {
+    key = std::string(absl::StripAsciiWhitespace(std::string(authorization.substr(7))));
+  }
+  if (!key.empty()) {
+    if (std::optional<tenants::TenantPolicy> tenant = tenants_.FindByApiKey(key)) return *tenant;
+  }
+  if (tenants_.List().empty()) {
+    tenants::TenantPolicy anonymous;
+    anonymous.name = kAnonymousTenant;
+    anonymous.source = tenants::TenantSource::kApi;
+    return anonymous;
+  }
+  return WithErrorCode(
+      absl::UnauthenticatedError(key.empty() ? "Missing API key: send 'Authorization: Bearer KEY'"
+                                             : "Incorrect API key provided"),
+      "invalid_api_key");
+}
+
+bool OpenAiApi::Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response) {
+  const std::string& path = request.path;
+  if (path != "/v1" && !absl::StartsWith(path, "/v1/")) return false;
+  const std::string& method = request.method;
+  bool get = method == "GET" || method == "HEAD";
+
+  std::string request_id = RequestId(request);
+  HttpHeaders headers = {{"X-Request-Id", request_id}};
+  auto method_not_allowed = [&](const char* allowed) {
+    headers.emplace_back("Allow", allowed);
+    absl::Status status = absl::InvalidArgumentError(
+        absl::StrCat("Method ", method, " is not allowed on ", path, " (allowed: ", allowed, ")"));
+    response->Send(405, "application/json", DumpJson(OpenAiErrorJson(status)), headers);
+    return true;
+  };
+
+  std::optional<OpenAiEndpoint> endpoint;
+  if (path == "/v1/completions") endpoint = OpenAiEndpoint::kCompletions;
+  if (path == "/v1/chat/completions") endpoint = OpenAiEndpoint::kChatCompletions;
+  bool models = path == "/v1/models" || absl::StartsWith(path, "/v1/models/");
+  if (!endpoint && !models) {
+    SendOpenAiError(*response, absl::NotFoundError(absl::StrCat("Unknown endpoint ", path)),
+                    headers);
+    return true;
+  }
+  if (endpoint && method != "POST") return method_not_allowed("POST");
+  if (models && !get) return method_not_allowed("GET, HEAD");
+
+  absl::StatusOr<tenants::TenantPolicy> tenant = Authenticate(request);
+  if (!tenant.ok()) {
+    SendOpenAiError(*response, tenant.status(), headers);
+    return true;
+  }
+  if (models) {
+    std::string id = path == "/v1/models" ? "" : path.substr(std::string("/v1/models/").size());
+    ListModels(*tenant, id, *response, headers);
+  } else {
+    Generate(*endpoint, *tenant, request_id, request, response, std::move(headers));
+  }
+  return true;
+}
+
+void OpenAiApi::ListModels(const tenants::TenantPolicy& tenant, const std::string& one_id,
+                           http::ResponseWriter& response, const HttpHeaders& headers) {
+  json data = json::array();
+  for (const runtime::InstanceInfo& info : instances_.List()) {
+    if (info.state != runtime::InstanceState::kReady || !tenant.AllowsModel(info.spec.id)) continue;
+    json model = ModelObjectJson(info.spec.id, UnixSeconds(info.loaded_at));
+    if (!one_id.empty() && info.spec.id == one_id) {
+      response.Send(200, "application/json", DumpJson(model), headers);
+      return;
+    }
+    data.push_back(std::move(model));
+  }
+  if (!one_id.empty()) return SendOpenAiError(response, ModelNotFound(one_id), headers);
+  response.Send(200, "application/json", DumpJson(json{{"object", "list"}, {"data", data}}),
+                headers);
+}
+
+void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& tenant,
+                         const std::string& request_id, const http::HttpRequest& request,
+                         const http::ResponseWriterPtr& response, HttpHeaders headers) {
+  auto fail = [&](const absl::Status& status) { SendOpenAiError(*response, status, headers); };
+  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, request.body);
+  if (!parsed.ok()) return fail(parsed.status());
+  OpenAiRequest& req = *parsed;
+
+  // A model the tenant may not use answers like one that does not exist.
+  if (!tenant.AllowsModel(req.model)) return fail(ModelNotFound(req.model));
+  runtime::ModelInstancePtr instance = instances_.Find(req.model);
+  if (instance == nullptr) {
+    absl::StatusOr<runtime::InstanceInfo> info = instances_.Get(req.model);
+    if (info.ok() && info->state == runtime::InstanceState::kLoading) {
+      return fail(WithErrorCode(
+          absl::UnavailableError(absl::StrCat("The model '", req.model, "' is still loading")),
+          "model_not_ready"));
+    }
+    return fail(ModelNotFound(req.model));
+  }
+
+  absl::StatusOr<std::vector<int32_t>> prompt = PromptTokens(req, *instance);
+  if (!prompt.ok()) return fail(prompt.status());
+  absl::StatusOr<int32_t> max_tokens =
+      ResolveMaxTokens(req, static_cast<int32_t>(prompt->size()), instance->context());
+  if (!max_tokens.ok()) return fail(max_tokens.status());
+
+  std::optional<runtime::SteadyTime> deadline;
+  if (std::string_view timeout = request.Header("x-tokenmill-timeout-ms"); !timeout.empty()) {
+    int64_t ms = 0;
+    if (!absl::SimpleAtoi(std::string(timeout), &ms) || ms <= 0 || ms > kMaxTimeoutMs) {
+      return fail(WithErrorParam(
+          absl::InvalidArgumentError(absl::StrCat(
+              "X-Tokenmill-Timeout-Ms must be an integer in [1, ", kMaxTimeoutMs, "]")),
+          "X-Tokenmill-Timeout-Ms"));
+    }
+    deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  }
+
+  tenants::AdmissionTicketPtr ticket;
+  if (tenant.name != kAnonymousTenant || tenants_.Get(kAnonymousTenant)) {
+    absl::StatusOr<tenants::AdmissionTicketPtr> admitted =
+        tenants_.Admit(tenant.name, static_cast<int64_t>(prompt->size()));
+    if (!admitted.ok()) {
+      absl::Status status = admitted.status();
+      if (status.code() == absl::StatusCode::kResourceExhausted) {
+        status = WithErrorCode(status, "rate_limit_exceeded");
+      }
+      return fail(status);
+    }
+    ticket = std::move(*admitted);
+  }
+
+  runtime::GenerationRequest generation;
+  generation.request_id = request_id;
+  generation.tenant = tenant.name;
+  generation.prompt = std::move(*prompt);
+  generation.sampling = req.sampling;
+  generation.sampling.max_tokens = *max_tokens;
+  generation.stop_at_eos = !req.ignore_eos;
+  generation.deadline = deadline;
+
+  ResponseMeta meta;
+  meta.endpoint = endpoint;
+  meta.id =
+      absl::StrCat(endpoint == OpenAiEndpoint::kCompletions ? "cmpl-" : "chatcmpl-", request_id);
+  meta.created = UnixSeconds(clock_());
+  meta.model = req.model;
+  auto active =
+      std::make_shared<ActiveGeneration>(response, std::move(meta), std::move(headers), req.stream,
+                                         req.include_usage, req.logprobs, std::move(ticket));
+  // The sink runs on the engine thread: it only turns tokens into logprob
+  // text (the tokenizer lives as long as the engine thread) and posts.
+  const tokenizer::Tokenizer* tokenizer = &instance->tokenizer();
+  bool logprobs = req.logprobs;
+  runtime::GenerationSink sink = [post = post_, active, tokenizer,
+                                  logprobs](runtime::GenerationUpdate update) {
+    std::vector<LogprobEntry> entries;
+    if (logprobs) {
+      entries.reserve(update.tokens.size());
+      for (const runtime::GeneratedToken& token : update.tokens) {
+        entries.push_back(MakeLogprobEntry(token, *tokenizer));
+      }
+    }
+    post([active, update = std::move(update), entries = std::move(entries)]() mutable {
+      active->OnUpdate(std::move(update), std::move(entries));
+    });
+  };
+  absl::StatusOr<runtime::RequestHandlePtr> handle =
+      instance->Submit(std::move(generation), std::move(sink));
+  if (!handle.ok()) {
+    // The ticket goes with `active`, which nothing else holds now.
+    return SendOpenAiError(*response, handle.status(), {{"X-Request-Id", request_id}});
+  }
+  active->set_handle(*handle);
+  std::weak_ptr<ActiveGeneration> weak = active;
+  response->OnClose([weak] {
+    if (auto alive = weak.lock()) alive->Cancel();
+  });
+}
+
+}  // namespace tokenmill::daemon

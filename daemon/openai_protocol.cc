@@ -1,0 +1,590 @@
+#include "daemon/openai_protocol.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/api_errors.h"
+
+namespace tokenmill::daemon {
+namespace {
+
+using nlohmann::json;
+
+#define TM_RETURN_IF_ERROR(expr)           \
+  do {                                     \
+    absl::Status tm_status = (expr);       \
+    if (!tm_status.ok()) return tm_status; \
+  } while (0)
+
+absl::Status Bad(std::string_view param, std::string_view message) {
+  return WithErrorParam(absl::InvalidArgumentError(std::string(message)), param);
+}
+
+absl::Status Unsupported(std::string_view param, std::string_view what) {
+  return Bad(param,
+             absl::StrCat("'", std::string(param), "': ", std::string(what), " is not supported"));
+}
+
+// Reads optional fields of a JSON object; an absent or null field leaves the
+// output unchanged. Errors name the field.
+class Fields {
+ public:
+  explicit Fields(const json& object, std::string prefix = "")
+      : object_(object), prefix_(std::move(prefix)) {}
+
+  const json* Find(std::string_view key) const {
+    auto it = object_.find(key);
+    if (it == object_.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+  std::string Param(std::string_view key) const { return absl::StrCat(prefix_, std::string(key)); }
+
+  absl::Status Number(std::string_view key, double lo, double hi, bool lo_open, float* out) const {
+    const json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    std::string param = Param(key);
+    if (!v->is_number()) return Bad(param, absl::StrCat("'", param, "' must be a number"));
+    double d = v->get<double>();
+    if (!std::isfinite(d) || d < lo || d > hi || (lo_open && d == lo)) {
+      return Bad(param, absl::StrCat("'", param, "' must be in ", lo_open ? "(" : "[", lo, ", ", hi,
+                                     "], got ", d));
+    }
+    *out = static_cast<float>(d);
+    return absl::OkStatus();
+  }
+
+  absl::Status Int(std::string_view key, int64_t lo, int64_t hi, int64_t* out) const {
+    const json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    std::string param = Param(key);
+    if (!v->is_number_integer()) {
+      return Bad(param, absl::StrCat("'", param, "' must be an integer"));
+    }
+    bool too_big = v->is_number_unsigned() &&
+                   v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    int64_t i = too_big ? std::numeric_limits<int64_t>::max() : v->get<int64_t>();
+    if (too_big || i < lo || i > hi) {
+      return Bad(param, absl::StrCat("'", param, "' must be in [", lo, ", ", hi, "]"));
+    }
+    *out = i;
+    return absl::OkStatus();
+  }
+
+  absl::Status Int32(std::string_view key, int64_t lo, int64_t hi, int32_t* out) const {
+    int64_t value = *out;
+    TM_RETURN_IF_ERROR(Int(key, lo, hi, &value));
+    *out = static_cast<int32_t>(value);
+    return absl::OkStatus();
+  }
+
+  absl::Status Bool(std::string_view key, bool* out) const {
+    const json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_boolean()) {
+      return Bad(Param(key), absl::StrCat("'", Param(key), "' must be a boolean"));
+    }
+    *out = v->get<bool>();
+    return absl::OkStatus();
+  }
+
+  absl::Status String(std::string_view key, std::string* out) const {
+    const json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_string()) {
+      return Bad(Param(key), absl::StrCat("'", Param(key), "' must be a string"));
+    }
+    *out = v->get<std::string>();
+    return absl::OkStatus();
+  }
+
+ private:
+  const json& object_;
+  std::string prefix_;
+};
+
+absl::Status ParseStop(const Fields& f, sampling::SamplingParams& sampling) {
+  const json* v = f.Find("stop");
+  if (v == nullptr) return absl::OkStatus();
+  std::vector<std::string> stop;
+  if (v->is_string()) {
+    stop.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    for (const json& s : *v) {
+      if (!s.is_string()) return Bad("stop", "'stop' must be a string or an array of strings");
+      stop.push_back(s.get<std::string>());
+    }
+  } else {
+    return Bad("stop", "'stop' must be a string or an array of strings");
+  }
+  if (stop.size() > static_cast<size_t>(sampling::kMaxStopStrings)) {
+    return Bad("stop", absl::StrCat("'stop' has ", stop.size(), " strings; at most ",
+                                    sampling::kMaxStopStrings));
+  }
+  for (const std::string& s : stop) {
+    if (s.empty()) return Bad("stop", "'stop' strings must not be empty");
+    if (s.size() > static_cast<size_t>(sampling::kMaxStopStringBytes)) {
+      return Bad("stop", absl::StrCat("'stop' strings are at most ", sampling::kMaxStopStringBytes,
+                                      " bytes"));
+    }
+  }
+  sampling.stop = std::move(stop);
+  return absl::OkStatus();
+}
+
+// Fields both endpoints share.
+absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
+  const json* model = f.Find("model");
+  if (model == nullptr || !model->is_string() || model->get<std::string>().empty()) {
+    return Bad("model", "'model' is required and must be a non-empty string");
+  }
+  r.model = model->get<std::string>();
+
+  int64_t max_tokens = 0;
+  bool has_max = f.Find("max_tokens") != nullptr;
+  TM_RETURN_IF_ERROR(f.Int("max_tokens", 1, std::numeric_limits<int32_t>::max(), &max_tokens));
+  if (r.endpoint == OpenAiEndpoint::kChatCompletions && f.Find("max_completion_tokens")) {
+    has_max = true;
+    TM_RETURN_IF_ERROR(
+        f.Int("max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), &max_tokens));
+  }
+  if (has_max) r.max_tokens = static_cast<int32_t>(max_tokens);
+
+  sampling::SamplingParams& s = r.sampling;
+  TM_RETURN_IF_ERROR(f.Number("temperature", 0.0, 2.0, false, &s.temperature));
+  TM_RETURN_IF_ERROR(f.Number("top_p", 0.0, 1.0, true, &s.top_p));
+  TM_RETURN_IF_ERROR(f.Number("presence_penalty", -2.0, 2.0, false, &s.presence_penalty));
+  TM_RETURN_IF_ERROR(f.Number("frequency_penalty", -2.0, 2.0, false, &s.frequency_penalty));
+  TM_RETURN_IF_ERROR(f.Number("min_p", 0.0, 1.0, false, &s.min_p));
+  TM_RETURN_IF_ERROR(f.Number("repetition_penalty", 0.0, 2.0, true, &s.repetition_penalty));
+  int32_t top_k = 0;
+  TM_RETURN_IF_ERROR(f.Int32("top_k", -1, std::numeric_limits<int32_t>::max(), &top_k));
+  s.top_k = top_k < 0 ? 0 : top_k;  // -1 means off, as in vLLM
+
+  int64_t n = 1;
+  TM_RETURN_IF_ERROR(f.Int("n", 1, std::numeric_limits<int32_t>::max(), &n));
+  if (n != 1) return Unsupported("n", "more than one choice");
+
+  if (const json* seed = f.Find("seed")) {
+    if (!seed->is_number_integer()) return Bad("seed", "'seed' must be an integer");
+    s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                        : static_cast<uint64_t>(seed->get<int64_t>());
+  }
+
+  TM_RETURN_IF_ERROR(f.Bool("stream", &r.stream));
+  if (const json* options = f.Find("stream_options")) {
+    if (!options->is_object()) return Bad("stream_options", "'stream_options' must be an object");
+    TM_RETURN_IF_ERROR(Fields(*options, "stream_options.").Bool("include_usage", &r.include_usage));
+  }
+  TM_RETURN_IF_ERROR(ParseStop(f, s));
+  TM_RETURN_IF_ERROR(f.String("user", &r.user));
+  TM_RETURN_IF_ERROR(f.Bool("ignore_eos", &r.ignore_eos));
+
+  if (const json* ids = f.Find("stop_token_ids")) {
+    if (!ids->is_array()) return Bad("stop_token_ids", "'stop_token_ids' must be an array");
+    for (const json& id : *ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        return Bad("stop_token_ids", "'stop_token_ids' must hold token ids >= 0");
+      }
+      s.stop_token_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+    }
+  }
+  if (const json* bias = f.Find("logit_bias")) {
+    if (!bias->is_object()) return Bad("logit_bias", "'logit_bias' must be an object");
+    if (!bias->empty()) return Unsupported("logit_bias", "logit bias");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParsePrompt(const Fields& f, OpenAiRequest& r) {
+  const json* prompt = f.Find("prompt");
+  if (prompt == nullptr) return Bad("prompt", "'prompt' is required");
+  auto tokens_from = [&](const json& array) -> absl::Status {
+    for (const json& id : array) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        return Bad("prompt", "'prompt' token ids must be integers >= 0");
+      }
+      r.prompt_tokens.push_back(static_cast<int32_t>(id.get<int64_t>()));
+    }
+    if (r.prompt_tokens.empty()) return Bad("prompt", "'prompt' must not be empty");
+    return absl::OkStatus();
+  };
+  if (prompt->is_string()) {
+    r.prompt_text = prompt->get<std::string>();
+    return absl::OkStatus();
+  }
+  if (!prompt->is_array() || prompt->empty()) {
+    return Bad("prompt", "'prompt' must be a string, an array of token ids or of one string");
+  }
+  const json& first = (*prompt)[0];
+  if (first.is_string() || first.is_array()) {
+    if (prompt->size() != 1) return Unsupported("prompt", "more than one prompt per request");
+    if (first.is_string()) {
+      r.prompt_text = first.get<std::string>();
+      return absl::OkStatus();
+    }
+    return tokens_from(first);
+  }
+  return tokens_from(*prompt);
+}
+
+absl::Status ParseCompletionFields(const Fields& f, OpenAiRequest& r) {
+  TM_RETURN_IF_ERROR(ParsePrompt(f, r));
+  bool echo = false;
+  TM_RETURN_IF_ERROR(f.Bool("echo", &echo));
+  if (echo) return Unsupported("echo", "echoing the prompt");
+  int64_t best_of = 1;
+  TM_RETURN_IF_ERROR(f.Int("best_of", 1, std::numeric_limits<int32_t>::max(), &best_of));
+  if (best_of != 1) return Unsupported("best_of", "best_of > 1");
+  std::string suffix;
+  TM_RETURN_IF_ERROR(f.String("suffix", &suffix));
+  if (!suffix.empty()) return Unsupported("suffix", "a suffix");
+  if (f.Find("logprobs") != nullptr) {
+    int32_t logprobs = 0;
+    TM_RETURN_IF_ERROR(f.Int32("logprobs", 0, kMaxCompletionLogprobs, &logprobs));
+    r.logprobs = true;
+    r.sampling.logprobs = logprobs;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& out) {
+  std::string at = absl::StrCat("messages[", index, "]");
+  if (!message.is_object()) return Bad(at, absl::StrCat("'", at, "' must be an object"));
+  Fields f(message, at + ".");
+  const json* role = f.Find("role");
+  if (role == nullptr || !role->is_string()) {
+    return Bad(f.Param("role"), absl::StrCat("'", f.Param("role"), "' must be a string"));
+  }
+  out.role = role->get<std::string>();
+  if (out.role != "system" && out.role != "developer" && out.role != "user" &&
+      out.role != "assistant") {
+    return Bad(f.Param("role"), absl::StrCat("'", f.Param("role"), "': role '", out.role,
+                                             "' is not supported (system, developer, user, "
+                                             "assistant)"));
+  }
+  if (const json* calls = f.Find("tool_calls"); calls != nullptr && !calls->empty()) {
+    return Unsupported(f.Param("tool_calls"), "tool calls");
+  }
+  const json* content = f.Find("content");
+  if (content == nullptr) {
+    if (out.role == "assistant") return absl::OkStatus();  // OpenAI allows null there
+    return Bad(f.Param("content"), absl::StrCat("'", f.Param("content"), "' is required"));
+  }
+  if (content->is_string()) {
+    out.content = content->get<std::string>();
+    return absl::OkStatus();
+  }
+  if (!content->is_array()) {
+    return Bad(f.Param("content"),
+               absl::StrCat("'", f.Param("content"), "' must be a string or an array of parts"));
+  }
+  for (size_t j = 0; j < content->size(); ++j) {
+    const json& part = (*content)[j];
+    std::string part_at = absl::StrCat(at, ".content[", j, "]");
+    if (!part.is_object()) return Bad(part_at, absl::StrCat("'", part_at, "' must be an object"));
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string()) {
+      return Bad(part_at + ".type", absl::StrCat("'", part_at, ".type' must be a string"));
+    }
+    if (*type != "text") {
+      return Unsupported(part_at + ".type",
+                         absl::StrCat("content of type '", type->get<std::string>(), "'"));
+    }
+    auto text = part.find("text");
+    if (text == part.end() || !text->is_string()) {
+      return Bad(part_at + ".text", absl::StrCat("'", part_at, ".text' must be a string"));
+    }
+    out.content += text->get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
+  const json* messages = f.Find("messages");
+  if (messages == nullptr || !messages->is_array() || messages->empty()) {
+    return Bad("messages", "'messages' is required and must be a non-empty array");
+  }
+  r.messages.resize(messages->size());
+  for (size_t i = 0; i < messages->size(); ++i) {
+    TM_RETURN_IF_ERROR(ParseMessage((*messages)[i], i, r.messages[i]));
+  }
+  TM_RETURN_IF_ERROR(f.Bool("logprobs", &r.logprobs));
+  if (f.Find("top_logprobs") != nullptr) {
+    TM_RETURN_IF_ERROR(f.Int32("top_logprobs", 0, sampling::kMaxLogprobs, &r.sampling.logprobs));
+    if (!r.logprobs) return Bad("top_logprobs", "'top_logprobs' requires 'logprobs': true");
+  }
+  if (const json* tools = f.Find("tools"); tools != nullptr && !tools->empty()) {
+    return Unsupported("tools", "tool calling");
+  }
+  if (const json* functions = f.Find("functions"); functions != nullptr && !functions->empty()) {
+    return Unsupported("functions", "function calling");
+  }
+  if (const json* choice = f.Find("tool_choice"); choice != nullptr && *choice != "none") {
+    return Unsupported("tool_choice", "tool calling");
+  }
+  if (const json* call = f.Find("function_call"); call != nullptr && *call != "none") {
+    return Unsupported("function_call", "function calling");
+  }
+  if (const json* format = f.Find("response_format")) {
+    if (!format->is_object() || format->value("type", json()) != "text") {
+      return Unsupported("response_format", "a response format other than text");
+    }
+  }
+  if (const json* modalities = f.Find("modalities")) {
+    if (!modalities->is_array() || modalities->size() != 1 || (*modalities)[0] != "text") {
+      return Unsupported("modalities", "output other than text");
+    }
+  }
+  if (f.Find("audio") != nullptr) return Unsupported("audio", "audio output");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
+  json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return Bad("", "the request body is not valid JSON");
+  if (!parsed.is_object()) return Bad("", "the request body must be a JSON object");
+  OpenAiRequest request;
+  request.endpoint = endpoint;
+  Fields fields(parsed);
+  TM_RETURN_IF_ERROR(ParseCommon(fields, request));
+  if (endpoint == OpenAiEndpoint::kCompletions) {
+    TM_RETURN_IF_ERROR(ParseCompletionFields(fields, request));
+  } else {
+    TM_RETURN_IF_ERROR(ParseChatFields(fields, request));
+  }
+  // A backstop: the checks above keep every field in the sampler's ranges.
+  if (absl::Status valid = request.sampling.Validate(); !valid.ok()) {
+    return WithErrorParam(valid, "");
+  }
+  return request;
+}
+
+absl::StatusOr<int32_t> ResolveMaxTokens(const OpenAiRequest& request, int32_t prompt_tokens,
+                                         int32_t context) {
+  const char* prompt_param =
+      request.endpoint == OpenAiEndpoint::kCompletions ? "prompt" : "messages";
+  if (prompt_tokens >= context) {
+    return Bad(prompt_param,
+               absl::StrCat("the prompt is ", prompt_tokens, " tokens; the model's context is ",
+                            context, " tokens, which leaves no room to generate"));
+  }
+  int32_t room = context - prompt_tokens;
+  if (request.max_tokens) {
+    if (*request.max_tokens > room) {
+      return Bad("max_tokens",
+                 absl::StrCat("max_tokens ", *request.max_tokens, " + prompt ", prompt_tokens,
+                              " tokens exceed the model's context of ", context, " tokens"));
+    }
+    return *request.max_tokens;
+  }
+  if (request.endpoint == OpenAiEndpoint::kCompletions) {
+    return std::min(kDefaultCompletionMaxTokens, room);
+  }
+  return room;
+}
+
+namespace {
+
+// Whether `text` is complete, valid UTF-8 (no overlongs, surrogates or
+// code points past U+10FFFF).
+bool IsValidUtf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > text.size()) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7f >> n);
+    for (size_t k = 1; k < n; ++k) {
+      unsigned char cc = static_cast<unsigned char>(text[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::string TokenBytes(const tokenizer::Tokenizer& tokenizer, int32_t id) {
+  std::string bytes = tokenizer.TokenBytes(id);
+  if (!bytes.empty()) return bytes;
+  return std::string(tokenizer.TokenText(id));  // control tokens by their name
+}
+
+std::string ShownToken(const std::string& bytes) {
+  if (IsValidUtf8(bytes)) return bytes;
+  std::string shown = "bytes:";
+  for (unsigned char c : bytes) absl::StrAppend(&shown, "\\x", absl::Hex(c, absl::kZeroPad2));
+  return shown;
+}
+
+}  // namespace
+
+std::string LogprobTokenText(const tokenizer::Tokenizer& tokenizer, int32_t id) {
+  return ShownToken(TokenBytes(tokenizer, id));
+}
+
+LogprobEntry MakeLogprobEntry(const runtime::GeneratedToken& token,
+                              const tokenizer::Tokenizer& tokenizer) {
+  LogprobEntry entry;
+  entry.bytes = TokenBytes(tokenizer, token.id);
+  entry.token = ShownToken(entry.bytes);
+  entry.logprob = token.logprob;
+  entry.top.reserve(token.top.size());
+  for (const sampling::TokenLogprob& alt : token.top) {
+    std::string bytes = TokenBytes(tokenizer, alt.token);
+    entry.top.push_back({ShownToken(bytes), bytes, alt.logprob});
+  }
+  return entry;
+}
+
+json CompletionLogprobsJson(std::span<const LogprobEntry> entries, int64_t* text_offset) {
+  json tokens = json::array(), logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  for (const LogprobEntry& e : entries) {
+    tokens.push_back(e.token);
+    logprobs.push_back(e.logprob);
+    json alternatives = json::object();
+    for (const auto& alt : e.top) alternatives[alt.token] = alt.logprob;
+    top.push_back(std::move(alternatives));
+    offsets.push_back(*text_offset);
+    *text_offset += static_cast<int64_t>(e.bytes.size());
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(logprobs)},
+          {"top_logprobs", std::move(top)},
+          {"text_offset", std::move(offsets)}};
+}
+
+namespace {
+
+json Bytes(const std::string& text) {
+  json bytes = json::array();
+  for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
+}  // namespace
+
+json ChatLogprobsJson(std::span<const LogprobEntry> entries) {
+  json content = json::array();
+  for (const LogprobEntry& e : entries) {
+    json top = json::array();
+    for (const auto& alt : e.top) {
+      top.push_back({{"token", alt.token}, {"logprob", alt.logprob}, {"bytes", Bytes(alt.bytes)}});
+    }
+    content.push_back({{"token", e.token},
+                       {"logprob", e.logprob},
+                       {"bytes", Bytes(e.bytes)},
+                       {"top_logprobs", std::move(top)}});
+  }
+  return {{"content", std::move(content)}};
+}
+
+std::string OpenAiFinishReason(runtime::FinishReason reason) {
+  return reason == runtime::FinishReason::kLength ? "length" : "stop";
+}
+
+json UsageJson(const runtime::GenerationUsage& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens},
+          {"completion_tokens", usage.completion_tokens},
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}}};
+}
+
+namespace {
+
+bool IsChat(const ResponseMeta& meta) { return meta.endpoint == OpenAiEndpoint::kChatCompletions; }
+
+json Envelope(const ResponseMeta& meta, const char* object) {
+  return {{"id", meta.id}, {"object", object}, {"created", meta.created}, {"model", meta.model}};
+}
+
+void AddFinish(json& choice, std::optional<runtime::FinishReason> finish) {
+  if (!finish) {
+    choice["finish_reason"] = nullptr;
+    return;
+  }
+  choice["finish_reason"] = OpenAiFinishReason(*finish);
+  if (*finish == runtime::FinishReason::kDeadline) choice["tokenmill_finish"] = "deadline";
+}
+
+}  // namespace
+
+json ResponseJson(const ResponseMeta& meta, const std::string& text, runtime::FinishReason reason,
+                  json logprobs, const runtime::GenerationUsage& usage) {
+  json body = Envelope(meta, IsChat(meta) ? "chat.completion" : "text_completion");
+  json choice = {{"index", 0}};
+  if (IsChat(meta)) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = std::move(logprobs);
+  AddFinish(choice, reason);
+  body["choices"] = json::array({std::move(choice)});
+  body["usage"] = UsageJson(usage);
+  return body;
+}
+
+json ChunkJson(const ResponseMeta& meta, const ChunkContent& content, bool usage_null) {
+  json body = Envelope(meta, IsChat(meta) ? "chat.completion.chunk" : "text_completion");
+  json choice = {{"index", 0}};
+  if (IsChat(meta)) {
+    if (content.role_chunk) {
+      choice["delta"] = {{"role", "assistant"}, {"content", ""}};
+    } else if (content.text.empty() && content.finish) {
+      choice["delta"] = json::object();
+    } else {
+      choice["delta"] = {{"content", content.text}};
+    }
+  } else {
+    choice["text"] = content.text;
+  }
+  choice["logprobs"] = content.logprobs;
+  AddFinish(choice, content.finish);
+  body["choices"] = json::array({std::move(choice)});
+  if (usage_null) body["usage"] = nullptr;
+  return body;
+}
+
+json UsageChunkJson(const ResponseMeta& meta, const runtime::GenerationUsage& usage) {
+  json body = Envelope(meta, IsChat(meta) ? "chat.completion.chunk" : "text_completion");
+  body["choices"] = json::array();
+  body["usage"] = UsageJson(usage);
+  return body;
+}
+
+std::string SseData(const json& value) { return absl::StrCat("data: ", DumpJson(value), "\n\n"); }
+
+bool IsClientRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+std::string UuidV7(std::chrono::system_clock::time_point now, uint64_t random_a,
+                   uint64_t random_b) {
+  uint64_t ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
+  // 48 bits of time, version 7, 12 random bits; variant 0b10, 62 random bits.
+  uint64_t high = (ms << 16) | 0x7000 | (random_a & 0x0fff);
+  uint64_t low = (random_b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+  std::string hex =
+      absl::StrCat(absl::Hex(high, absl::kZeroPad16), absl::Hex(low, absl::kZeroPad16));
+  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
+                      hex.substr(16, 4), "-", hex.substr(20, 12));
+}
+
+json ModelObjectJson(const std::string& id, int64_t created) {
+  return {{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "tokenmill"}};
+}
+
+}  // namespace tokenmill::daemon

@@ -1,0 +1,147 @@
+// The OpenAI-compatible wire format, without any I/O: request bodies of
+// /v1/completions and /v1/chat/completions parsed into an OpenAiRequest
+// (every unsupported value refused with the field named), and the response,
+// stream chunk, logprobs and SSE shapes built from generation results.
+// Pure functions; safe from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "runtime/chat/chat_template.h"
+#include "runtime/instance/generation.h"
+#include "runtime/sampling/sampling_params.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace tokenmill::daemon {
+
+enum class OpenAiEndpoint { kCompletions, kChatCompletions };
+
+// Default max_tokens of /v1/completions (OpenAI's).
+inline constexpr int32_t kDefaultCompletionMaxTokens = 16;
+// Most top alternatives per token: /v1/completions `logprobs` allows 5,
+// /v1/chat/completions `top_logprobs` 20.
+inline constexpr int32_t kMaxCompletionLogprobs = 5;
+
+// A parsed request. Unknown fields are ignored, as OpenAI's API does, so that
+// clients sending newer optional fields keep working; fields tokenmill knows
+// but cannot honour (n > 1, echo, tools, images, ...) are refused.
+struct OpenAiRequest {
+  OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
+  std::string model;
+  // /v1/completions: the prompt as text, or as token ids.
+  std::optional<std::string> prompt_text;
+  std::vector<int32_t> prompt_tokens;
+  // /v1/chat/completions: the messages (content parts joined).
+  std::vector<chat::ChatMessage> messages;
+  // max_tokens / max_completion_tokens; unset = the endpoint's default
+  // (completions: 16, chat: what the context leaves after the prompt).
+  std::optional<int32_t> max_tokens;
+  // Every sampling field; sampling.logprobs = alternatives per token.
+  // sampling.max_tokens is set by ResolveMaxTokens.
+  sampling::SamplingParams sampling;
+  bool logprobs = false;  // report the chosen tokens' logprobs
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool ignore_eos = false;     // extension: EOS does not end generation
+  std::string user;
+};
+
+// kInvalidArgument with the OpenAI "param" attached (WithErrorParam) naming
+// the field, for malformed JSON, wrong types, out-of-range or unsupported
+// values.
+absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body);
+
+// The max_tokens to generate for a prompt of `prompt_tokens` in `context`:
+// the request's, or the endpoint's default. kInvalidArgument (param
+// max_tokens, or prompt/messages when the prompt alone fills the context)
+// when prompt + max_tokens exceeds the context.
+absl::StatusOr<int32_t> ResolveMaxTokens(const OpenAiRequest& request, int32_t prompt_tokens,
+                                         int32_t context);
+
+// One generated token for logprobs output and its alternatives. `bytes`:
+// what the token adds to the text; `token`: how it is shown (control tokens
+// by name, bytes that are not valid UTF-8 on their own as OpenAI writes
+// them: "bytes:\\xe2\\x80").
+struct LogprobEntry {
+  std::string token;
+  std::string bytes;
+  float logprob = 0.0f;
+  struct Alternative {
+    std::string token;
+    std::string bytes;
+    float logprob = 0.0f;
+  };
+  std::vector<Alternative> top;
+};
+
+// The shown text of token `id` (see LogprobEntry::token).
+std::string LogprobTokenText(const tokenizer::Tokenizer& tokenizer, int32_t id);
+LogprobEntry MakeLogprobEntry(const runtime::GeneratedToken& token,
+                              const tokenizer::Tokenizer& tokenizer);
+
+// /v1/completions logprobs: {"tokens","token_logprobs","top_logprobs",
+// "text_offset"}; *text_offset is the offset of the first entry's text in
+// the completion and advances past the last (streams continue it).
+nlohmann::json CompletionLogprobsJson(std::span<const LogprobEntry> entries, int64_t* text_offset);
+// /v1/chat/completions logprobs: {"content":[{"token","logprob","bytes",
+// "top_logprobs":[{"token","logprob","bytes"}]}]}.
+nlohmann::json ChatLogprobsJson(std::span<const LogprobEntry> entries);
+
+// What every response object of one request shares.
+struct ResponseMeta {
+  OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
+  std::string id;       // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;  // Unix seconds
+  std::string model;
+};
+
+// OpenAI's finish_reason: "length" for kLength, "stop" otherwise (a deadline
+// is "stop" plus "tokenmill_finish":"deadline" on the choice).
+std::string OpenAiFinishReason(runtime::FinishReason reason);
+
+// {"prompt_tokens","completion_tokens","total_tokens",
+//  "prompt_tokens_details":{"cached_tokens"}}
+nlohmann::json UsageJson(const runtime::GenerationUsage& usage);
+
+// The non-streaming response. `logprobs` is null when not requested.
+nlohmann::json ResponseJson(const ResponseMeta& meta, const std::string& text,
+                            runtime::FinishReason reason, nlohmann::json logprobs,
+                            const runtime::GenerationUsage& usage);
+
+// A stream chunk ("text_completion" / "chat.completion.chunk") with one
+// choice. Chat: `role_chunk` gives delta {"role":"assistant","content":""};
+// otherwise delta {"content":text}, or {} when `finish` is set and text is
+// empty. `usage_null` adds "usage":null (stream_options.include_usage).
+struct ChunkContent {
+  std::string text;
+  bool role_chunk = false;
+  std::optional<runtime::FinishReason> finish;
+  nlohmann::json logprobs = nullptr;
+};
+nlohmann::json ChunkJson(const ResponseMeta& meta, const ChunkContent& content, bool usage_null);
+// The last chunk when include_usage: "choices":[] and the usage.
+nlohmann::json UsageChunkJson(const ResponseMeta& meta, const runtime::GenerationUsage& usage);
+
+// "data: JSON\n\n" (invalid UTF-8 replaced).
+std::string SseData(const nlohmann::json& value);
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+// A client's X-Request-Id we keep: 1 to 128 visible ASCII characters
+// (0x21-0x7e; no spaces or controls, which would garble logs and keys).
+bool IsClientRequestId(std::string_view id);
+// A UUIDv7 text ("0190d7e2-8a4b-7c3d-9e1f-...") from a Unix time and two
+// random words (the version and variant bits are set here).
+std::string UuidV7(std::chrono::system_clock::time_point now, uint64_t random_a, uint64_t random_b);
+
+// One entry of GET /v1/models.
+nlohmann::json ModelObjectJson(const std::string& id, int64_t created);
+
+}  // namespace tokenmill::daemon

@@ -1,0 +1,154 @@
+#include "daemon/runtime_setup.h"
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "daemon/models_api.h"
+#include "daemon/tenants_api.h"
+#include "spdlog/spdlog.h"
+
+namespace tokenmill::daemon {
+namespace {
+
+constexpr char kTenantPrefix[] = "tenant/";
+constexpr char kModelPrefix[] = "model/";
+
+// The [[device]] entry for a device id: an exact match wins over a pattern.
+const config::DeviceConfig* DeviceConfigFor(const config::NodeConfig& config,
+                                            const std::string& id) {
+  const config::DeviceConfig* pattern = nullptr;
+  for (const auto& d : config.devices) {
+    if (d.match == id) return &d;
+    if (d.match.ends_with(":*") && id.starts_with(d.match.substr(0, d.match.size() - 1))) {
+      pattern = &d;
+    }
+  }
+  return pattern;
+}
+
+}  // namespace
+
+tenants::TenantPolicy TenantPolicyFromConfig(const config::TenantConfig& t) {
+  tenants::TenantPolicy p;
+  p.name = t.name;
+  p.api_keys_sha256 = t.api_keys_sha256;
+  p.weight = t.weight;
+  p.kv_reserved_blocks = t.kv_reserved_blocks;
+  p.kv_max_fraction = t.kv_max_fraction;
+  p.rate_limit_tokens_per_s = t.rate_limit_tokens_per_s;
+  p.max_concurrent = t.max_concurrent;
+  p.max_queue = t.max_queue;
+  p.cache_group = t.cache_group;
+  p.models = t.models;
+  p.price_input_per_mtok = t.price_input_per_mtok;
+  p.price_output_per_mtok = t.price_output_per_mtok;
+  p.source = tenants::TenantSource::kConfig;
+  return p;
+}
+
+runtime::ModelLoadSpec ModelSpecFromConfig(const config::ModelConfig& m) {
+  runtime::ModelLoadSpec spec;
+  spec.id = m.id;
+  spec.path = m.path;
+  spec.device = m.device;
+  spec.max_seqs = m.max_seqs;
+  spec.max_batch_tokens = m.max_batch_tokens;
+  spec.context = m.context;
+  return spec;
+}
+
+runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
+    const config::NodeConfig& config, const std::vector<devices::Device*>& devices,
+    const telemetry::DeviceSampler* sampler) {
+  runtime::InstanceManagerOptions o;
+  o.block_tokens = static_cast<int32_t>(config.scheduler.block_tokens);
+  o.default_max_seqs = config.scheduler.max_seqs;
+  o.default_max_batch_tokens = config.scheduler.max_batch_tokens;
+  o.vtc_input_weight = config.scheduler.vtc_input_weight;
+  o.vtc_output_weight = config.scheduler.vtc_output_weight;
+  std::vector<std::string> ids;
+  for (const devices::Device* d : devices) ids.push_back(d->Info().id);
+  o.latest_sample = [sampler, ids](const std::string& id) -> std::optional<devices::DeviceSample> {
+    if (sampler == nullptr) return std::nullopt;
+    const auto samples = sampler->Latest();
+    for (size_t i = 0; i < ids.size() && i < samples.size(); ++i) {
+      if (ids[i] == id) return samples[i];
+    }
+    return std::nullopt;
+  };
+  auto latest = o.latest_sample;
+  o.kv_arena_bytes = [config, latest](const devices::Device& device) -> uint64_t {
+    const config::DeviceConfig* d = DeviceConfigFor(config, device.Info().id);
+    config::MemoryAmount amount = d ? d->kv_memory : config::MemoryAmount{};
+    if (amount.bytes) return *amount.bytes;
+    uint64_t free = device.Info().memory_total_bytes;
+    if (auto s = latest(device.Info().id); s && s->memory_total_bytes > 0) {
+      free = s->memory_total_bytes - std::min(s->memory_used_bytes, s->memory_total_bytes);
+    }
+    return static_cast<uint64_t>(static_cast<double>(free) * amount.fraction);
+  };
+  return o;
+}
+
+absl::Status RestoreTenants(const config::NodeConfig& config, storage::MeterStore& store,
+                            tenants::TenantRegistry& registry) {
+  std::vector<tenants::TenantPolicy> from_config;
+  std::set<std::string> names;
+  for (const auto& t : config.tenants) {
+    from_config.push_back(TenantPolicyFromConfig(t));
+    names.insert(t.name);
+  }
+  if (absl::Status s = registry.ReplaceConfigTenants(std::move(from_config)); !s.ok()) return s;
+  auto stored = store.ListState(kTenantPrefix);
+  if (!stored.ok()) return stored.status();
+  for (const auto& [key, value] : *stored) {
+    const std::string name = key.substr(sizeof(kTenantPrefix) - 1);
+    if (names.contains(name)) {
+      spdlog::warn("api_tenant_shadowed tenant={} reason=\"the config defines it now\"", name);
+      (void)store.DeleteState(key);
+      continue;
+    }
+    auto policy = ParseTenantBody(name, value);
+    absl::Status s = policy.ok() ? registry.Put(*policy) : policy.status();
+    if (!s.ok()) {
+      spdlog::error("api_tenant_not_restored tenant={} error=\"{}\"", name, s.ToString());
+    }
+  }
+  return absl::OkStatus();
+}
+
+void RestoreModels(const config::NodeConfig& config, storage::MeterStore& store,
+                   runtime::InstanceManager& instances) {
+  std::set<std::string> ids;
+  auto load = [&instances](const runtime::ModelLoadSpec& spec, std::string_view source) {
+    auto info = instances.Load(spec);
+    if (info.ok()) {
+      spdlog::info("model_loading id={} path={} device={} source={}", spec.id, spec.path.string(),
+                   info->device, source);
+    } else {
+      spdlog::error("model_not_loaded id={} path={} source={} error=\"{}\"", spec.id,
+                    spec.path.string(), source, info.status().ToString());
+    }
+  };
+  for (const auto& m : config.models) {
+    ids.insert(m.id);
+    load(ModelSpecFromConfig(m), "config");
+  }
+  auto stored = store.ListState(kModelPrefix);
+  if (!stored.ok()) {
+    spdlog::error("model_state_unreadable error=\"{}\"", stored.status().ToString());
+    return;
+  }
+  for (const auto& [key, value] : *stored) {
+    auto spec = ParseModelBody(value);
+    if (!spec.ok()) {
+      spdlog::error("model_state_bad key={} error=\"{}\"", key, spec.status().ToString());
+      continue;
+    }
+    if (ids.contains(spec->id)) continue;  // the config's entry wins
+    load(*spec, "api");
+  }
+}
+
+}  // namespace tokenmill::daemon

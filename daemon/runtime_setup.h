@@ -1,0 +1,40 @@
+// The runtime's side of the composition root: config sections mapped into
+// runtime settings, and the tenants and models a node starts with (the
+// config's, plus those the control API created earlier, from the store).
+#pragma once
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "config/node_config.h"
+#include "runtime/node/instance_manager.h"
+#include "runtime/tenants/tenant_registry.h"
+#include "storage/meter_store.h"
+#include "telemetry/metrics.h"
+
+namespace tokenmill::daemon {
+
+tenants::TenantPolicy TenantPolicyFromConfig(const config::TenantConfig& tenant);
+runtime::ModelLoadSpec ModelSpecFromConfig(const config::ModelConfig& model);
+
+// [scheduler] and [[device]] kv_memory as instance manager options. The
+// sampler (may be null) gives memory figures for the fit check and for
+// kv_memory fractions.
+runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
+    const config::NodeConfig& config, const std::vector<devices::Device*>& devices,
+    const telemetry::DeviceSampler* sampler);
+
+// Puts the config's tenants, then the API tenants kept in the store (a
+// stored tenant whose name the config now uses is dropped from the store).
+// A config tenant that does not validate fails start-up; a bad stored one is
+// logged and skipped.
+absl::Status RestoreTenants(const config::NodeConfig& config, storage::MeterStore& store,
+                            tenants::TenantRegistry& registry);
+
+// Starts loading the config's models, then those the API loaded before
+// (kept in the store). A model that cannot load is logged (and listed as
+// failed when the error came while loading); the node still starts.
+void RestoreModels(const config::NodeConfig& config, storage::MeterStore& store,
+                   runtime::InstanceManager& instances);
+
+}  // namespace tokenmill::daemon

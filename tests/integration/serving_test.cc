@@ -1,0 +1,214 @@
+// The real tokenmilld serving a synthesized model over the OpenAI-compatible
+// API: many concurrent streams, admission limits under a flood, and a real
+// OpenAI client library (npm `openai`, run with node).
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/synth.h"
+#include "runtime/tenants/tenant_registry.h"
+#include "tests/integration/daemon_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace tokenmill::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kAlphaKey[] = "key-alpha-0123456789";
+constexpr char kBetaKey[] = "key-beta-0123456789";
+
+class ServingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model::SynthOptions shape;
+    shape.dim = 64;
+    shape.n_layers = 2;
+    shape.n_heads = 4;
+    shape.n_kv_heads = 2;
+    shape.ffn_dim = 128;
+    shape.vocab_size = 512;
+    shape.context_length = 1024;
+    shape.weight_type = devices::TensorType::kF16;
+    model_path_ = dir_.path() / "tiny.gguf";
+    ASSERT_TRUE(model::WriteSynthGguf(shape, model_path_).ok());
+
+    DaemonOptions options;
+    options.api_toml = "tcp = \"127.0.0.1:0\"\n";
+    options.extra_toml = absl::StrCat(
+        "[scheduler]\nmax_seqs = 64\nmax_batch_tokens = 512\n\n"
+        "[[model]]\nid = \"tiny\"\npath = \"",
+        model_path_.string(), "\"\n\n", "[[tenant]]\nname = \"alpha\"\napi_keys_sha256 = [\"",
+        tenants::ApiKeySha256(kAlphaKey), "\"]\nweight = 2.0\nmax_queue = 512\n\n",
+        "[[tenant]]\nname = \"beta\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kBetaKey),
+        "\"]\nmax_concurrent = 2\nmax_queue = 2\n");
+    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), options);
+    ASSERT_TRUE(daemon_->Start()) << daemon_->Stderr();
+    // Config models load at start; wait until ready.
+    bool ready = false;
+    for (int i = 0; i < 600 && !ready; ++i) {
+      auto r = daemon_->Control("GET", "/control/v1/models/tiny");
+      ready = r.status == 200 && json::parse(r.body, nullptr, false).value("state", "") == "ready";
+      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(ready) << daemon_->Stderr();
+    auto node = json::parse(daemon_->Control("GET", "/control/v1/node").body);
+    const std::string tcp = node["api"]["tcp"].get<std::string>();
+    port_ = tcp.substr(tcp.rfind(':') + 1);
+    ASSERT_FALSE(port_.empty());
+  }
+
+  void TearDown() override {
+    if (daemon_) {
+      EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Stderr();
+    }
+  }
+
+  CurlResult Post(const std::string& path, const json& body, const std::string& key,
+                  long timeout_ms = 60000) {
+    return CurlRequest(absl::StrCat("http://127.0.0.1:", port_, path), "", "POST", body.dump(),
+                       {"Content-Type: application/json", "Authorization: Bearer " + key},
+                       timeout_ms);
+  }
+
+  TempDir dir_;
+  std::filesystem::path model_path_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::string port_;
+};
+
+// The SSE data payloads of a streamed body, in order ("[DONE]" included).
+std::vector<std::string> SseData(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    out.push_back(body.substr(pos + 6, end - pos - 6));
+    pos = end + 2;
+  }
+  return out;
+}
+
+TEST_F(ServingTest, TwoHundredConcurrentStreamsAllComplete) {
+  constexpr int kClients = 200;
+  (void)Post("/v1/completions", {{"model", "tiny"}, {"prompt", "warm"}, {"max_tokens", 1}},
+             kAlphaKey);
+  std::atomic<int> complete{0};
+  std::vector<std::string> failures(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      json body = {{"model", "tiny"},
+                   {"prompt", absl::StrCat("client ", i, " says hello")},
+                   {"max_tokens", 8},
+                   {"temperature", 0},
+                   {"ignore_eos", true},
+                   {"stream", true},
+                   {"stream_options", {{"include_usage", true}}}};
+      CurlResult r = Post("/v1/completions", body, kAlphaKey, 120000);
+      const auto data = SseData(r.body);
+      if (r.status != 200 || data.size() < 3 || data.back() != "[DONE]") {
+        failures[i] =
+            absl::StrCat("status ", r.status, " curl ", r.code, " body ", r.body.substr(0, 300));
+        return;
+      }
+      const json usage = json::parse(data[data.size() - 2], nullptr, false);
+      if (usage.is_discarded() || usage["usage"]["completion_tokens"] != 8) {
+        failures[i] = "bad usage chunk: " + data[data.size() - 2];
+        return;
+      }
+      ++complete;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) EXPECT_EQ(failures[i], "") << "client " << i;
+  EXPECT_EQ(complete.load(), kClients);
+}
+
+TEST_F(ServingTest, FloodPastTheLimitsGets429WhileAdmittedRequestsComplete) {
+  constexpr int kClients = 40;
+  std::atomic<int> ok{0}, limited{0}, other{0};
+  std::atomic<bool> retry_after_seen{true};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      json body = {{"model", "tiny"},
+                   {"prompt", absl::StrCat("flood ", i)},
+                   {"max_tokens", 24},
+                   {"ignore_eos", true}};
+      CurlResult r = Post("/v1/completions", body, kBetaKey);
+      if (r.status == 200) {
+        const json j = json::parse(r.body, nullptr, false);
+        if (!j.is_discarded() && j["usage"]["completion_tokens"] == 24)
+          ++ok;
+        else
+          ++other;
+      } else if (r.status == 429) {
+        ++limited;
+        if (r.headers.find("Retry-After:") == std::string::npos &&
+            r.headers.find("retry-after:") == std::string::npos) {
+          retry_after_seen = false;
+        }
+        const json j = json::parse(r.body, nullptr, false);
+        if (j.is_discarded() || !j["error"].contains("message")) retry_after_seen = false;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::printf("flood of %d: %d served, %d refused with 429\n", kClients, ok.load(), limited.load());
+  EXPECT_GE(ok.load(), 4) << "max_concurrent 2 + max_queue 2 are admitted";
+  EXPECT_GT(limited.load(), 0) << "a flood past the limits must see 429s";
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_TRUE(retry_after_seen.load()) << "every 429 carries Retry-After and an error body";
+  // After the flood the tenant is served again.
+  CurlResult r = Post("/v1/completions",
+                      {{"model", "tiny"}, {"prompt", "again"}, {"max_tokens", 2}}, kBetaKey);
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
+TEST_F(ServingTest, UnknownKeyAndModelAreRefusedInOpenAiShape) {
+  CurlResult r = Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}}, "wrong-key");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_TRUE(json::parse(r.body, nullptr, false)["error"].contains("message")) << r.body;
+  r = Post("/v1/completions", {{"model", "nope"}, {"prompt", "x"}}, kAlphaKey);
+  EXPECT_EQ(r.status, 404);
+  r = Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"n", 3}}, kAlphaKey);
+  EXPECT_EQ(r.status, 400);
+}
+
+// The openai npm package (a real client library) streams a chat completion.
+TEST_F(ServingTest, OpenAiNodeClientStreamsAChatCompletion) {
+  const std::string script =
+      std::string(TOKENMILL_SOURCE_DIR) + "/tests/integration/openai_client_test.sh";
+  const std::string prefix = std::string(TOKENMILL_BINARY_DIR) + "/npm-openai";
+  const std::string out = (dir_.path() / "openai.json").string();
+  const std::string command =
+      absl::StrCat("bash ", script, " ", prefix, " http://127.0.0.1:", port_, "/v1 ", kAlphaKey,
+                   " tiny > ", out, " 2>", out, ".err");
+  const int rc = std::system(command.c_str());
+  std::ifstream in(out);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ifstream err_in(out + ".err");
+  std::string err((std::istreambuf_iterator<char>(err_in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(rc, 0) << text << err;
+  std::printf("openai client saw: %s", text.c_str());
+  const json result = json::parse(text.substr(text.find('{')), nullptr, false);
+  ASSERT_FALSE(result.is_discarded()) << text;
+  EXPECT_GT(result["chunks"].get<int>(), 2);
+  EXPECT_FALSE(result["text"].get<std::string>().empty());
+  EXPECT_EQ(result["usage"]["completion_tokens"], 12);
+  EXPECT_GT(result["usage"]["prompt_tokens"].get<int>(), 5);
+  EXPECT_EQ(result["finish_reason"], "length");
+  EXPECT_EQ(result["models"][0], "tiny");
+}
+
+}  // namespace
+}  // namespace tokenmill::testing
