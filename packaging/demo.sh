@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds tokenmilld and the tokenmill CLI, starts the daemon on a demo config
-# in a scratch directory, and shows it answering on its socket and /metrics.
+# Builds tokenmilld and the tokenmill CLI, writes a small synthetic model,
+# starts the daemon on a demo config (the model, two tenants) in a scratch
+# directory, streams tokens for both tenants through the OpenAI-compatible API,
+# and shows the node on its socket and /metrics.
 #
 #   bash packaging/demo.sh          # show, then stop the daemon (SIGTERM)
 #   bash packaging/demo.sh --keep   # leave it running in the foreground (Ctrl-C stops)
@@ -18,6 +20,9 @@ socket="$demo/tokenmill.sock"
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
+say tokenmill model synth --shape small --type q8_0 --out "$demo/demo.gguf"
+$bin/cli/tokenmill model synth --shape small --type q8_0 --out "$demo/demo.gguf"
+
 say tokenmilld --check-config --config "$demo/tokenmill.toml"
 $bin/tokenmilld --check-config --config "$demo/tokenmill.toml"
 
@@ -31,11 +36,37 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 sleep 1.2  # one device sample
+cli() { $bin/cli/tokenmill --socket "$socket" "$@"; }
 
 say tokenmill --socket "$socket" status
-$bin/cli/tokenmill --socket "$socket" status
+cli status
 say tokenmill --socket "$socket" devices
-$bin/cli/tokenmill --socket "$socket" devices
+cli devices
+for _ in $(seq 1 300); do  # the config's model loads in the background
+  cli --json models list | grep -q '"state":"ready"' && break
+  sleep 0.1
+done
+say tokenmill models list
+cli models list
+say tokenmill tenants list
+cli tenants list
+
+# Two tenants stream at once (keys "test" and "test2" in demo.toml); the
+# scheduler shares the model between them by weight (acme 2 : globex 1).
+say tokenmill generate --key test --max-tokens 48 "Once upon a time" '&' \
+    tokenmill generate --key test2 --max-tokens 48 "The factory made"
+cli generate --key test --max-tokens 48 --seed 1 "Once upon a time" > "$demo/acme.txt" 2> "$demo/acme.err" &
+gen=$!
+cli generate --key test2 --max-tokens 48 --seed 2 "The factory made"
+wait $gen
+echo; echo "acme's stream (printed as it arrived into $demo/acme.txt):"; cat "$demo/acme.txt"; cat "$demo/acme.err"
+say curl --unix-socket "$socket" http://localhost/v1/chat/completions -H "Authorization: Bearer test" ...
+curl -s --unix-socket "$socket" http://localhost/v1/chat/completions \
+  -H "Authorization: Bearer test" -H "Content-Type: application/json" \
+  -d '{"model":"demo","messages":[{"role":"user","content":"Hello!"}],"max_tokens":16}'
+echo
+say tokenmill models list
+cli models list
 say curl --unix-socket "$socket" http://localhost/readyz
 curl -s --unix-socket "$socket" http://localhost/readyz; echo
 metrics=$(curl -s --unix-socket "$socket" http://localhost/control/v1/node |
