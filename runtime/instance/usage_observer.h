@@ -1,0 +1,66 @@
+// What a model instance reports for metering: every step's usage per
+// sequence, and every finished request. Plain values; the daemon prices them
+// (telemetry::CostModel), writes them to the store and exports metrics.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/instance/generation.h"
+
+namespace tokenmill::runtime {
+
+// One sequence's part of a step.
+struct SequenceUsage {
+  std::string request_id;
+  std::string tenant;
+  int32_t prompt_tokens = 0;      // prompt tokens computed this step (first pass only)
+  int32_t recomputed_tokens = 0;  // tokens recomputed after a preemption (cost, no charge)
+  int32_t cached_tokens = 0;      // prompt tokens served from the prefix cache (at admission)
+  int32_t generated_tokens = 0;   // 0 or 1
+};
+
+// One step of one instance on its device.
+struct StepUsage {
+  std::string model;
+  std::string device;
+  std::chrono::system_clock::time_point at{};  // when the step ended
+  std::chrono::nanoseconds device_time{0};     // exclusive device time of the step
+  int32_t batch_size = 0;                      // sequences in the step
+  std::vector<SequenceUsage> seqs;             // every sequence of the step
+};
+
+// A request's end, whatever the outcome.
+struct RequestRecord {
+  std::string request_id;
+  std::string tenant;
+  std::string model;
+  std::string device;
+  GenerationUsage usage;
+  FinishReason outcome = FinishReason::kStop;
+  std::string error;  // when outcome == kError
+  SteadyTime queued_at{};
+  std::optional<SteadyTime> first_token_at;
+  SteadyTime finished_at{};
+  std::chrono::system_clock::time_point finished_wall{};
+};
+
+// Called on the instance's engine thread, synchronously: OnStep after a
+// step's tokens are sampled and BEFORE they are sent to clients (a token is
+// metered before it is sent); OnFinish before a request's last update is
+// sent. Implementations must be quick and must not call into the instance.
+// One observer per instance, so no locking is needed for its own state.
+class UsageObserver {
+ public:
+  virtual ~UsageObserver() = default;
+  virtual void OnStep(const StepUsage& step) = 0;
+  virtual void OnFinish(const RequestRecord& record) = 0;
+};
+
+using UsageObserverPtr = std::unique_ptr<UsageObserver>;
+
+}  // namespace tokenmill::runtime
