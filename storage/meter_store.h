@@ -8,6 +8,18 @@
 //           combined by a field-wise add merge operator
 //   ledger  request id -> final request record (JSON), written once
 //   state   "tenant/NAME", "model/ID" -> desired state (JSON)
+//   inflight request id -> progress of a request not yet in the ledger:
+//           counters(8 x u64 LE) first-hour(u64 LE) tenant 0x00 model 0x00
+//           device, combined by a merge operator that adds the counters and
+//           keeps the oldest identity (inflight_entry.h)
+//
+// Exactly-once metering across kill -9: every step's tokens go into `usage`
+// and into each request's `inflight` entry in one WriteBatch (RecordStep); a
+// request's end moves it from `inflight` to `ledger` in one WriteBatch
+// (FinishRequest); at start-up RecoverInterrupted turns what is left in
+// `inflight` into ledger records. So once recovery ran, the ledger's token and
+// money counters sum to the usage counters, and usage.requests counts the
+// ledger's records.
 //
 // Thread safety: all methods may be called from any thread concurrently.
 #pragma once
@@ -73,7 +85,8 @@ struct MeterStoreOptions {
   // Called once per operation that failed in the store (RocksDB errors, data
   // that does not decode), with the operation's name: "open", "add_usage",
   // "get_usage", "scan_usage", "put_ledger", "get_ledger", "scan_ledger",
-  // "put_state", "delete_state", "get_state", "list_state", "flush". Not called
+  // "put_state", "delete_state", "get_state", "list_state", "flush",
+  // "record_step", "finish_request", "recover", "sum_inflight". Not called
   // for arguments rejected with kInvalidArgument. Runs on the calling thread,
   // so it must be thread-safe; it must not call back into the store. Optional.
   std::function<void(std::string_view op)> on_error;
@@ -94,6 +107,53 @@ struct UsageQuery {
   uint64_t hour_end = UINT64_MAX;  // exclusive
 };
 
+// One request's part of a step: what it added to its own running totals.
+struct RequestProgress {
+  std::string request_id;  // 1 to 256 bytes, unique per request (see FinishRequest)
+  std::string tenant;
+  std::string model;
+  std::string device;
+  UsageCounters delta;  // requests stays 0 here: FinishRequest / recovery count the request
+  // The hour of the request's first step (unix seconds / 3600), kept by the
+  // entry for recovery's requests += 1. 0 takes the hour of the step's usage
+  // delta with the same tenant, model and device (else the step's first one,
+  // else the current hour), which is what the metering writer wants.
+  uint64_t hour = 0;
+};
+
+// Everything one engine step adds to the store, written atomically.
+struct StepRecord {
+  // The step's usage, aggregated by key (a few keys per step); its token and
+  // money counters should equal the sum of requests[].delta so that the
+  // ledger sums to usage.
+  std::vector<UsageDelta> usage;
+  std::vector<RequestProgress> requests;
+};
+
+// What RecoverInterrupted found of a request that never finished.
+struct InterruptedRequest {
+  std::string request_id;
+  std::string tenant;
+  std::string model;
+  std::string device;
+  UsageCounters counters;  // the sum of its RecordStep deltas
+  uint64_t hour = 0;       // the hour of its first step (unix seconds / 3600)
+};
+
+// Period of a usage row.
+enum class UsageGrouping { kHour, kDay, kTotal };
+
+// One row of QueryUsage: counters summed over the group.
+struct UsageRow {
+  std::string tenant;
+  std::string model;
+  std::string device;         // "" unless by_device
+  uint64_t period_start = 0;  // unix seconds (hour or UTC day start); 0 for kTotal
+  UsageCounters counters;
+
+  bool operator==(const UsageRow&) const = default;
+};
+
 class MeterStore {
  public:
   // Opens (creating if needed) and recovers the store. A data dir held by
@@ -109,6 +169,53 @@ class MeterStore {
   absl::Status AddUsage(const std::vector<UsageDelta>& deltas);
   absl::StatusOr<std::optional<UsageCounters>> GetUsage(const UsageKey& key);
   absl::StatusOr<std::vector<UsageDelta>> ScanUsage(const UsageQuery& query);
+
+  // ScanUsage summed per period (hour, UTC day or all), tenant, model and,
+  // when by_device, device. Rows are ordered by period_start, tenant, model,
+  // device. Errors as ScanUsage.
+  absl::StatusOr<std::vector<UsageRow>> QueryUsage(const UsageQuery& query, UsageGrouping grouping,
+                                                   bool by_device = false);
+  // Whether any usage key of tenant exists (whatever its counters).
+  absl::StatusOr<bool> HasTenantUsage(std::string_view tenant);
+
+  // Writes a step in ONE WriteBatch: each usage delta (as AddUsage) and each
+  // request's delta merged into its inflight entry, which it creates on the
+  // request's first step. An invalid request id or a name with 0x00 is
+  // kInvalidArgument and nothing is written. Synced under Durability::kPower.
+  // The caller must not record steps of a request after its FinishRequest.
+  absl::Status RecordStep(const StepRecord& step);
+
+  // Ends a request in ONE WriteBatch: puts the ledger record, deletes the
+  // request's inflight entry and merges usage (the caller passes
+  // requests += 1 and any final counts no step recorded). When the ledger
+  // already holds request_id, returns false and writes nothing, so a retried
+  // call counts once; request ids must therefore be unique per request (the
+  // ledger keeps the first record of an id). Synced under Durability::kPower.
+  //
+  // Ledger record contract (what the sums of tests and `tokenmill usage`
+  // rely on): a JSON object with at least the integer fields "prompt_tokens",
+  // "cached_tokens", "generated_tokens", "cost_nusd" and "revenue_nusd",
+  // holding the request's totals, i.e. the sum of its RecordStep deltas plus
+  // the final counts passed here.
+  absl::StatusOr<bool> FinishRequest(std::string_view request_id, std::string_view ledger_record,
+                                     const std::vector<UsageDelta>& usage);
+
+  // Start-up recovery, before any RecordStep: for every inflight entry (a
+  // request the previous process never finished), writes the ledger record
+  // make_record returns (same contract as FinishRequest's, from the
+  // InterruptedRequest's counters), deletes the entry and merges requests += 1
+  // into usage (tenant, model, device, the entry's first hour), one
+  // WriteBatch per request. An entry whose id is already in the ledger is
+  // only deleted: its id was reused by another request after the first one
+  // finished, so its tokens stay in usage without a record of their own. Returns how many records
+  // it wrote. A malformed entry is kDataLoss and stops recovery (entries before it stay recovered).
+  // make_record runs on the calling thread while the ledger lock is held: it must not call into the
+  // store.
+  absl::StatusOr<size_t> RecoverInterrupted(
+      const std::function<std::string(const InterruptedRequest&)>& make_record);
+
+  // The sum of all inflight entries' counters (tests and diagnostics).
+  absl::StatusOr<UsageCounters> SumInflight();
 
   // Writes the record unless the id exists; returns true when written, false
   // when a record was already there (the first one is kept). Request ids are

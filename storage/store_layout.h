@@ -15,5 +15,7 @@ inline constexpr std::string_view kDbDirName = "meter";
 inline constexpr std::string_view kUsageFamily = "usage";
 inline constexpr std::string_view kLedgerFamily = "ledger";
 inline constexpr std::string_view kStateFamily = "state";
+// Progress of requests not yet in the ledger (meter_store.h, RecordStep).
+inline constexpr std::string_view kInflightFamily = "inflight";
 
 }  // namespace tokenmill::storage

@@ -1,5 +1,5 @@
 // MeterStore across processes: data dir ownership and recovery after a
-// SIGKILL in the middle of writing.
+// SIGKILL in the middle of writing usage, or steps and request ends.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -9,11 +9,13 @@
 #include <cerrno>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "storage/meter_store.h"
 #include "tests/storage/crash_writer.h"
+#include "tests/storage/ledger_json.h"
 #include "tests/storage/temp_dir.h"
 
 namespace tokenmill::storage {
@@ -92,17 +94,15 @@ UsageCounters Times(const UsageCounters& c, uint64_t n) {
   return sum;
 }
 
-class CrashRecoveryTest : public ::testing::TestWithParam<Durability> {};
-
-// The child runs in a fresh exec'ed process: RocksDB's thread pools do not
-// survive fork(), and a forked child would inherit their locks.
-TEST_P(CrashRecoveryTest, KilledWriterLosesNoAcknowledgedBatch) {
-  testing::TempDir tmp;
-  const std::filesystem::path dir = tmp.path() / "data";
-  const bool power = GetParam() == Durability::kPower;
-  // Enough batches that the kill lands mid-stream, few enough for fsync'ing disks.
-  const uint64_t kill_after = power ? 100 : 400;
-
+// Runs the crash writer (crash_writer_main.cc) in mode on dir until it has
+// reported kill_after acknowledged batches, SIGKILLs it and returns how many
+// batches it reported in all (0 after a failed assertion). The child runs in
+// a fresh exec'ed process: RocksDB's thread pools do not survive fork(), and
+// a forked child would inherit their locks.
+void RunWriterUntilKilled(const std::filesystem::path& dir, Durability durability, const char* mode,
+                          uint64_t kill_after, uint64_t* reported_out) {
+  *reported_out = 0;
+  const bool power = durability == Durability::kPower;
   Pipe pipe;
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
@@ -114,8 +114,13 @@ TEST_P(CrashRecoveryTest, KilledWriterLosesNoAcknowledgedBatch) {
       ::_exit(126);
     }
     const std::string dir_arg = dir.string();
-    const char* args[] = {STORE_CRASH_WRITER, dir_arg.c_str(), power ? "power" : "process", "3",
-                          "100000000",        nullptr};
+    const char* args[] = {STORE_CRASH_WRITER,
+                          dir_arg.c_str(),
+                          power ? "power" : "process",
+                          "3",
+                          "100000000",
+                          mode,
+                          nullptr};
     ::execv(STORE_CRASH_WRITER, const_cast<char* const*>(args));
     ::_exit(127);
   }
@@ -146,6 +151,18 @@ TEST_P(CrashRecoveryTest, KilledWriterLosesNoAcknowledgedBatch) {
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
       << "writer exited on its own with status " << status;
   ASSERT_GE(reported, kill_after);
+  *reported_out = reported;
+}
+
+class CrashRecoveryTest : public ::testing::TestWithParam<Durability> {};
+
+TEST_P(CrashRecoveryTest, KilledWriterLosesNoAcknowledgedBatch) {
+  testing::TempDir tmp;
+  const std::filesystem::path dir = tmp.path() / "data";
+  // Enough batches that the kill lands mid-stream, few enough for fsync'ing disks.
+  const uint64_t kill_after = GetParam() == Durability::kPower ? 100 : 400;
+  uint64_t reported = 0;
+  ASSERT_NO_FATAL_FAILURE(RunWriterUntilKilled(dir, GetParam(), "usage", kill_after, &reported));
 
   MeterStoreOptions options;
   options.dir = dir;
@@ -166,6 +183,66 @@ TEST_P(CrashRecoveryTest, KilledWriterLosesNoAcknowledgedBatch) {
   ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all[0].counters, all[1].counters);
   EXPECT_EQ(all[0].counters, all[2].counters);
+}
+
+// Steps and request ends, killed mid-stream: after recovery every request
+// is in the ledger once and the ledger sums to usage.
+TEST_P(CrashRecoveryTest, KilledStepWriterRecoversEveryRequestOnce) {
+  testing::TempDir tmp;
+  const std::filesystem::path dir = tmp.path() / "data";
+  const uint64_t kill_after = GetParam() == Durability::kPower ? 40 : 300;
+  uint64_t reported = 0;
+  ASSERT_NO_FATAL_FAILURE(RunWriterUntilKilled(dir, GetParam(), "steps", kill_after, &reported));
+
+  MeterStoreOptions options;
+  options.dir = dir;
+  auto opened = MeterStore::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  MeterStore& store = **opened;
+  auto recovered = store.RecoverInterrupted([](const InterruptedRequest& r) {
+    return testing::LedgerJson(r.request_id, r.counters, "interrupted");
+  });
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  RecordProperty("recovered", static_cast<int>(*recovered));
+  RecordProperty("reported_steps", static_cast<int>(reported));
+  // At most the requests of one step were in flight (the sums below fail
+  // if recovery missed any of them).
+  EXPECT_LE(*recovered, testing::kStepRequests);
+
+  UsageCounters usage;
+  auto rows = store.ScanUsage({});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  for (const UsageDelta& row : *rows) usage += row.counters;
+  UsageCounters ledger;
+  size_t records = 0;
+  size_t interrupted = 0;
+  ASSERT_TRUE(store
+                  .ScanLedger([&](std::string_view id, std::string_view record) {
+                    const UsageCounters c = testing::LedgerCounters(record);
+                    EXPECT_EQ(c.requests, 1u) << id << ": " << record;
+                    // A request's tokens never exceed its length: none counted twice.
+                    const uint64_t n = std::stoull(std::string(id.substr(4)));
+                    EXPECT_LE(c.generated_tokens, testing::StepRequestLength(n)) << id;
+                    EXPECT_GE(c.generated_tokens, 1u) << id;
+                    if (record.find("interrupted") != std::string_view::npos) ++interrupted;
+                    ledger += c;
+                    ++records;
+                    return true;
+                  })
+                  .ok());
+  EXPECT_EQ(interrupted, *recovered);
+  EXPECT_EQ(usage.requests, records);
+  EXPECT_EQ(testing::LedgerFields(usage), ledger);
+  // Every step carries kStepRequests tokens; acknowledged steps are all there
+  // (at most one more: written, not reported).
+  EXPECT_GE(usage.generated_tokens, reported * testing::kStepRequests);
+  EXPECT_LE(usage.generated_tokens, (reported + 1) * testing::kStepRequests);
+  auto inflight = store.SumInflight();
+  ASSERT_TRUE(inflight.ok()) << inflight.status();
+  EXPECT_EQ(*inflight, UsageCounters{});
+  auto again = store.RecoverInterrupted([](const InterruptedRequest&) { return "{}"; });
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Durabilities, CrashRecoveryTest,

@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
+#include "storage/inflight_entry.h"
 #include "storage/store_layout.h"
 #include "storage/usage_merge_operator.h"
 #include "tests/storage/temp_dir.h"
@@ -43,6 +44,12 @@ class ErrorLog {
   std::mutex mu_;
   std::vector<std::string> ops_;
 };
+
+rocksdb::ColumnFamilyOptions InflightOptions() {
+  rocksdb::ColumnFamilyOptions options;
+  options.merge_operator = std::make_shared<InflightAddOperator>();
+  return options;
+}
 
 std::string ReadFile(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -467,7 +474,8 @@ TEST_F(MeterStoreTest, MalformedUsageIsDataLossAndReported) {
         {rocksdb::kDefaultColumnFamilyName, {}},
         {std::string(kUsageFamily), usage_options},
         {std::string(kLedgerFamily), {}},
-        {std::string(kStateFamily), {}}};
+        {std::string(kStateFamily), {}},
+        {std::string(kInflightFamily), InflightOptions()}};
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(db_options, (Options().dir / kDbDirName).string(), families,

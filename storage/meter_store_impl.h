@@ -1,0 +1,100 @@
+// MeterStore's state, shared by the files that implement it
+// (meter_store.cc: open, usage, ledger, state; meter_store_inflight.cc:
+// steps, request ends, recovery; meter_store_query.cc: grouped usage).
+// Internal: includes RocksDB, which meter_store.h keeps private.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice.h"
+#include "storage/data_dir_lock.h"
+#include "storage/meter_store.h"
+#include "storage/rocks_status.h"
+
+namespace tokenmill::storage {
+
+inline constexpr size_t kMaxRequestIdBytes = 256;
+
+inline rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+inline std::string_view ToView(const rocksdb::Slice& s) {
+  return std::string_view(s.data(), s.size());
+}
+
+// The smallest key above every key that starts with prefix, or "" when there
+// is none (a prefix of 0xff bytes only).
+std::string PrefixUpperBound(std::string_view prefix);
+
+// kInvalidArgument unless 1 to kMaxRequestIdBytes bytes.
+absl::Status ValidateRequestId(std::string_view id);
+// kInvalidArgument when a name contains 0x00, the separator of keys and values.
+absl::Status ValidateNames(std::string_view tenant, std::string_view model,
+                           std::string_view device);
+absl::Status ValidateUsageKey(const UsageKey& key);
+
+struct MeterStore::Impl {
+  MeterStoreOptions options;
+  // Declared first so it is released last, after the database is closed.
+  std::unique_ptr<DataDirLock> lock;
+  std::unique_ptr<rocksdb::DB> db;
+  // In the order of the descriptors given to DB::Open.
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::ColumnFamilyHandle* usage = nullptr;
+  rocksdb::ColumnFamilyHandle* ledger = nullptr;
+  rocksdb::ColumnFamilyHandle* state = nullptr;
+  rocksdb::ColumnFamilyHandle* inflight = nullptr;
+  rocksdb::WriteOptions write_options;
+  // Makes the ledger's read-then-write (PutLedger, FinishRequest, recovery)
+  // atomic against each other.
+  absl::Mutex ledger_mu;
+
+  ~Impl() { Close(); }
+
+  // Reports a failed operation to the owner's callback and passes it on.
+  absl::Status Fail(absl::Status status, std::string_view op) const {
+    if (options.on_error) options.on_error(op);
+    return status;
+  }
+  absl::Status Check(const rocksdb::Status& status, std::string_view op) const {
+    if (status.ok()) return absl::OkStatus();
+    return Fail(FromRocks(status, op), op);
+  }
+
+  // Whether the ledger holds request_id; errors are reported as op.
+  absl::StatusOr<bool> LedgerHas(std::string_view request_id, std::string_view op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ledger_mu);
+
+  absl::Status FlushAndSync();
+
+  // Flushes, syncs and closes; handles go before the DB, as RocksDB requires.
+  void Close();
+
+  // Reads the pairs of family whose key starts with prefix, in key order,
+  // from seek_to on. visit returns an error to stop with it, or
+  // CancelledError to stop with ok.
+  template <typename Visit>
+  absl::Status ScanPrefix(rocksdb::ColumnFamilyHandle* family, std::string_view prefix,
+                          std::string_view seek_to, std::string_view op, Visit&& visit) {
+    const std::string upper = PrefixUpperBound(prefix);
+    const rocksdb::Slice upper_slice = ToSlice(upper);
+    rocksdb::ReadOptions read_options;
+    if (!upper.empty()) read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options, family));
+    for (it->Seek(ToSlice(seek_to)); it->Valid(); it->Next()) {
+      absl::Status status = visit(ToView(it->key()), ToView(it->value()));
+      if (absl::IsCancelled(status)) break;  // the visitor's "stop here"
+      if (!status.ok()) return Fail(status, op);
+    }
+    return Check(it->status(), op);
+  }
+};
+
+}  // namespace tokenmill::storage

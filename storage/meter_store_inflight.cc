@@ -1,0 +1,163 @@
+// MeterStore: steps of requests in flight, their end, and recovery of those a
+// crash interrupted (the `inflight` family; see meter_store.h).
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "rocksdb/write_batch.h"
+#include "storage/inflight_entry.h"
+#include "storage/meter_store.h"
+#include "storage/meter_store_impl.h"
+
+namespace tokenmill::storage {
+namespace {
+
+// Bytes a WriteBatch record takes beyond its key and value (tag, family id,
+// two varint lengths), rounded up; only sizes the reservation.
+constexpr size_t kBatchRecordOverhead = 16;
+
+// The hour a request's entry is created with when the caller gave none: that
+// of the step's usage of the same (tenant, model, device), as the metering
+// writer keys usage by the step's hour.
+uint64_t EntryHour(const StepRecord& step, const RequestProgress& request) {
+  if (request.hour != 0) return request.hour;
+  for (const UsageDelta& delta : step.usage) {
+    if (delta.key.tenant == request.tenant && delta.key.model == request.model &&
+        delta.key.device == request.device) {
+      return delta.key.hour;
+    }
+  }
+  if (!step.usage.empty()) return step.usage.front().key.hour;
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::hours>(now).count());
+}
+
+}  // namespace
+
+absl::Status MeterStore::RecordStep(const StepRecord& step) {
+  // Validated up front so that a bad argument writes nothing.
+  size_t bytes = 0;
+  for (const UsageDelta& delta : step.usage) {
+    if (absl::Status valid = ValidateUsageKey(delta.key); !valid.ok()) return valid;
+    bytes += kBatchRecordOverhead + kUsageValueBytes + delta.key.tenant.size() +
+             delta.key.model.size() + delta.key.device.size() + 11;
+  }
+  for (const RequestProgress& request : step.requests) {
+    if (absl::Status valid = ValidateRequestId(request.request_id); !valid.ok()) return valid;
+    if (absl::Status valid = ValidateNames(request.tenant, request.model, request.device);
+        !valid.ok()) {
+      return valid;
+    }
+    bytes += kBatchRecordOverhead + kInflightFixedBytes + request.request_id.size() +
+             request.tenant.size() + request.model.size() + request.device.size() + 2;
+  }
+  if (step.usage.empty() && step.requests.empty()) return absl::OkStatus();
+
+  rocksdb::WriteBatch batch(bytes + 64);
+  std::string value;  // reused: one allocation per step, not per request
+  value.reserve(kInflightFixedBytes + 64);
+  for (const UsageDelta& delta : step.usage) {
+    const rocksdb::Status s =
+        batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
+    if (!s.ok()) return impl_->Check(s, "record_step");
+  }
+  for (const RequestProgress& request : step.requests) {
+    EncodeInflightEntry(request.delta, EntryHour(step, request), request.tenant, request.model,
+                        request.device, value);
+    const rocksdb::Status s =
+        batch.Merge(impl_->inflight, ToSlice(request.request_id), ToSlice(value));
+    if (!s.ok()) return impl_->Check(s, "record_step");
+  }
+  return impl_->Check(impl_->db->Write(impl_->write_options, &batch), "record_step");
+}
+
+absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
+                                               std::string_view ledger_record,
+                                               const std::vector<UsageDelta>& usage) {
+  if (absl::Status valid = ValidateRequestId(request_id); !valid.ok()) return valid;
+  for (const UsageDelta& delta : usage) {
+    if (absl::Status valid = ValidateUsageKey(delta.key); !valid.ok()) return valid;
+  }
+  absl::MutexLock hold(&impl_->ledger_mu);
+  auto found = impl_->LedgerHas(request_id, "finish_request");
+  if (!found.ok()) return found.status();
+  if (*found) return false;
+
+  rocksdb::WriteBatch batch;
+  rocksdb::Status s = batch.Put(impl_->ledger, ToSlice(request_id), ToSlice(ledger_record));
+  if (s.ok()) s = batch.Delete(impl_->inflight, ToSlice(request_id));
+  for (const UsageDelta& delta : usage) {
+    if (!s.ok()) break;
+    s = batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
+  }
+  if (s.ok()) s = impl_->db->Write(impl_->write_options, &batch);
+  if (absl::Status written = impl_->Check(s, "finish_request"); !written.ok()) return written;
+  return true;
+}
+
+absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
+    const std::function<std::string(const InterruptedRequest&)>& make_record) {
+  absl::MutexLock hold(&impl_->ledger_mu);
+  size_t recovered = 0;
+  // The iterator reads an implicit snapshot, so the deletes below do not
+  // disturb it. Errors are returned unreported: ScanPrefix reports them once.
+  absl::Status status = impl_->ScanPrefix(
+      impl_->inflight, "", "", "recover",
+      [&](std::string_view id, std::string_view value) -> absl::Status {
+        auto entry = DecodeInflightEntry(value);
+        if (!entry.ok()) {
+          return absl::DataLossError(absl::StrCat("recover: inflight entry of request '",
+                                                  std::string(id),
+                                                  "': ", std::string(entry.status().message())));
+        }
+        rocksdb::WriteBatch batch;
+        rocksdb::Status s = batch.Delete(impl_->inflight, ToSlice(id));
+        rocksdb::PinnableSlice existing;
+        const rocksdb::Status found =
+            impl_->db->Get(rocksdb::ReadOptions(), impl_->ledger, ToSlice(id), &existing);
+        if (!found.ok() && !found.IsNotFound()) return FromRocks(found, "recover");
+        const bool write_record = found.IsNotFound();
+        if (write_record) {
+          InterruptedRequest request;
+          request.request_id.assign(id);
+          request.tenant = entry->tenant;
+          request.model = entry->model;
+          request.device = entry->device;
+          request.counters = entry->counters;
+          request.hour = entry->hour;
+          const std::string record = make_record(request);
+          UsageCounters counted;
+          counted.requests = 1;
+          if (s.ok()) s = batch.Put(impl_->ledger, ToSlice(id), ToSlice(record));
+          if (s.ok()) {
+            s = batch.Merge(impl_->usage,
+                            EncodeUsageKey({std::move(request.tenant), std::move(request.model),
+                                            std::move(request.device), request.hour}),
+                            EncodeUsageCounters(counted));
+          }
+        }
+        if (s.ok()) s = impl_->db->Write(impl_->write_options, &batch);
+        if (!s.ok()) return FromRocks(s, "recover");
+        if (write_record) ++recovered;
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return recovered;
+}
+
+absl::StatusOr<UsageCounters> MeterStore::SumInflight() {
+  UsageCounters sum;
+  absl::Status status =
+      impl_->ScanPrefix(impl_->inflight, "", "", "sum_inflight",
+                        [&](std::string_view, std::string_view value) -> absl::Status {
+                          auto entry = DecodeInflightEntry(value);
+                          if (!entry.ok()) return entry.status();
+                          sum += entry->counters;
+                          return absl::OkStatus();
+                        });
+  if (!status.ok()) return status;
+  return sum;
+}
+
+}  // namespace tokenmill::storage
