@@ -162,6 +162,8 @@ void ReadModel(TableReader& r, ModelConfig& m, CrossChecks& cross, ProblemList& 
   r.OptionalUint32("max_seqs", &m.max_seqs, IntegerAtLeast(1));
   r.OptionalUint32("max_batch_tokens", &m.max_batch_tokens, IntegerAtLeast(1));
   r.OptionalUint32("context", &m.context, IntegerAtLeast(1));
+  r.Number("price_input_per_mtok", &m.price_input_per_mtok, NumberAtLeast(0));
+  r.Number("price_output_per_mtok", &m.price_output_per_mtok, NumberAtLeast(0));
   if (!m.id.empty()) cross.model_ids.Claim(r.Peek("id"), problems);
 }
 

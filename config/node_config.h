@@ -113,8 +113,8 @@ struct DeviceConfig {
   bool operator==(const DeviceConfig&) const = default;
 };
 
-// [[model]]: a model loaded at start. All of it reload: no (models also load
-// and unload through the control API at run time).
+// [[model]]: a model loaded at start. reload: no (models also load and
+// unload through the control API at run time), except the prices.
 struct ModelConfig {
   std::string id;
   std::filesystem::path path;
@@ -122,6 +122,10 @@ struct ModelConfig {
   std::optional<uint32_t> max_seqs;  // default: [scheduler].max_seqs
   std::optional<uint32_t> max_batch_tokens;
   std::optional<uint32_t> context;  // default: the model's own
+  // Prices of the model's tokens in [cost].currency per million tokens, >= 0,
+  // default 0; a tenant's own price wins where it is > 0. reload: yes
+  double price_input_per_mtok = 0.0;
+  double price_output_per_mtok = 0.0;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const ModelConfig&) const = default;
@@ -181,8 +185,8 @@ absl::StatusOr<NodeConfig> LoadConfigFile(const std::filesystem::path& path);
 // without a restart ("api.socket", "device[cuda:0].kv_memory",
 // "model[llama].path"; a model or device added or removed is "model[x]" /
 // "device[cuda:1]"): sections in declaration order, entries by name. Reloadable settings (tenants,
-// cost, device cost_weight and watts, VTC weights) are never listed. SIGHUP logs these and keeps
-// the running values.
+// cost, device cost_weight and watts, model prices, VTC weights) are never listed. SIGHUP logs
+// these and keeps the running values.
 std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const NodeConfig& after);
 
 // Every key the parser accepts, as "section.key" ("api.socket",

@@ -111,6 +111,7 @@ std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const 
         c.Compare(prefix + ".max_seqs", a.max_seqs, b.max_seqs);
         c.Compare(prefix + ".max_batch_tokens", a.max_batch_tokens, b.max_batch_tokens);
         c.Compare(prefix + ".context", a.context, b.context);
+        // Prices are reloadable: not compared.
       },
       c);
   return c.Take();

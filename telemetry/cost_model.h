@@ -5,7 +5,9 @@
 //
 // Money is integer nano-units of the configured currency everywhere, so sums
 // are exact; rounding happens once per step and the split of a step hands
-// out every nano-unit (largest remainder).
+// out every nano-unit (largest remainder). Revenue is computed in integer
+// pico-units first (prices are quantized to whole pico-units per token), so a
+// request's revenue is exactly additive over its steps (see RequestRevenue).
 #pragma once
 
 #include <chrono>
@@ -15,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,8 +37,8 @@ struct CostInputs {
   double other_usd_per_hour = 0.0;
   double prefill_token_weight = 1.0;  // a prompt token's share vs a generated one, > 0
   struct Device {
-    std::string id;            // "cpu", "cuda:0"
-    double cost_weight = 1.0;  // share of the fixed cost, >= 0 (all 0: equal shares)
+    std::string id;               // "cpu", "cuda:0"
+    double cost_weight = 1.0;     // share of the fixed cost, >= 0 (all 0: equal shares)
     std::optional<double> watts;  // configured power when none can be measured
   };
   std::vector<Device> devices;
@@ -51,15 +54,24 @@ struct NodeCostRates {
   double fixed_per_s() const { return capex_per_s + network_per_s + debt_per_s + other_per_s; }
 };
 
+// Names of the node cost components, as DeviceCostTotals::by_component_nano
+// keys and the `component` label of tokenmill_node_cost_usd_total.
+inline constexpr std::string_view kCostComponents[] = {"capex", "network", "debt", "other",
+                                                       "energy"};
+
 // A sequence's weight in a step's split.
 struct TokenShare {
-  int64_t prompt_tokens = 0;     // prompt + recomputed tokens of the step
+  int64_t prompt_tokens = 0;  // prompt + recomputed tokens of the step
   int64_t generated_tokens = 0;
 };
 
+// Immutable once created; share it (CostModelPtr) across threads freely.
 class CostModel {
  public:
-  // kInvalidArgument naming the bad field.
+  // kInvalidArgument naming the bad field ("cost.pue", "device[cuda:0].cost_weight"):
+  // depreciation_years > 0, pue >= 1, prices >= 0, cost weights >= 0,
+  // prefill_token_weight > 0, every value finite, at least one device, device
+  // ids non-empty and unique.
   static absl::StatusOr<std::shared_ptr<const CostModel>> Create(CostInputs inputs);
 
   const CostInputs& inputs() const { return inputs_; }
@@ -68,14 +80,27 @@ class CostModel {
   double DeviceFixedPerSecond(const std::string& device) const;
 
   // Cost of `device_time` of exclusive device use plus `energy_joules`, in
-  // nano-units, rounded once.
+  // nano-units, rounded once: round((s x DeviceFixedPerSecond + J x
+  // energy_per_joule) x 1e9). Negative or NaN inputs count as 0.
   int64_t StepCostNano(const std::string& device, std::chrono::nanoseconds device_time,
                        double energy_joules) const;
   // Splits `total_nano` over the shares by weighted tokens (prompt tokens x
   // prefill_token_weight + generated tokens); the parts add up to total_nano
-  // exactly. All-zero shares split equally.
+  // exactly (largest remainder: each part is its exact quota rounded down or
+  // up; shares of weight 0 get 0). All-zero shares split equally.
   std::vector<int64_t> Split(int64_t total_nano, std::span<const TokenShare> shares) const;
-  // Revenue in nano-units for tokens at per-million prices.
+
+  // A per-million-token price as whole pico-units per token (price x 1e6,
+  // rounded): prices are exact to 1e-6 of the currency per million tokens.
+  static int64_t PricePicoPerToken(double price_per_mtok);
+  // Revenue in pico-units; exact, so it adds up over steps. Saturates at
+  // INT64_MAX instead of overflowing.
+  static int64_t RevenuePico(int64_t prompt_tokens, int64_t generated_tokens,
+                             double price_input_per_mtok, double price_output_per_mtok);
+  // Revenue in nano-units for tokens at per-million prices: RevenuePico / 1000
+  // rounded half up. Summing it over a request's steps differs from the
+  // revenue of the request's totals by at most 1/2 nano-unit per step; use
+  // RequestRevenue where the two must agree exactly.
   static int64_t RevenueNano(int64_t prompt_tokens, int64_t generated_tokens,
                              double price_input_per_mtok, double price_output_per_mtok);
 
@@ -88,6 +113,28 @@ class CostModel {
 
 using CostModelPtr = std::shared_ptr<const CostModel>;
 
+// The price that applies to a tenant's tokens on a model, one per direction
+// (input, output): the tenant's own when it is > 0, else the model's.
+double EffectivePrice(double tenant_price_per_mtok, double model_price_per_mtok);
+
+// A request's revenue, step by step: AddStep returns the step's revenue in
+// nano-units such that the sum over every step so far equals RevenueNano of
+// the request's token totals exactly (it carries the sub-nano remainder
+// instead of rounding each step on its own). Prices may differ per step (a
+// SIGHUP); the sum is then the rounded sum of each step's exact pico revenue.
+// Not thread-safe: one per request, on its engine thread.
+class RequestRevenue {
+ public:
+  int64_t AddStep(int64_t prompt_tokens, int64_t generated_tokens, double price_input_per_mtok,
+                  double price_output_per_mtok);
+  int64_t total_pico() const { return total_pico_; }
+  int64_t total_nano() const { return total_nano_; }
+
+ private:
+  int64_t total_pico_ = 0;
+  int64_t total_nano_ = 0;  // RevenueNano of total_pico_: what AddStep handed out
+};
+
 // Totals of one device, in nano-units and seconds, since the ledger started.
 struct DeviceCostTotals {
   int64_t attributed_nano = 0;  // priced into steps
@@ -95,9 +142,10 @@ struct DeviceCostTotals {
   int64_t node_nano = 0;        // attributed + idle: the device's share of the node's cost
   double busy_seconds = 0.0;
   double wall_seconds = 0.0;
-  double energy_joules = 0.0;   // all measured (or configured) energy
-  double step_energy_joules = 0.0;
-  // The node cost by component: capex, network, debt, other, energy.
+  double energy_joules = 0.0;       // all measured (or configured) energy
+  double step_energy_joules = 0.0;  // the part of it steps were priced with
+  // The node cost by component (kCostComponents: capex, network, debt, other,
+  // energy; every key present); adds up to node_nano exactly.
   std::map<std::string, int64_t> by_component_nano;
 };
 
@@ -107,14 +155,28 @@ struct DeviceCostTotals {
 // energy is the device's node cost; whatever of it steps did not take is idle
 // cost. Each interval is priced with the CostModel current at its end, so a
 // SIGHUP changes prices from then on, never for time already closed.
+//
+// Per device and interval: node = round(wall x fixed rate) + round(energy x
+// energy price), attributed = the sum of the interval's step costs, idle =
+// node - attributed, so node == attributed + idle holds exactly, in every
+// interval and in the totals. Idle may come out slightly negative when the
+// steps' energy estimate exceeded the measured energy (or their device time
+// the wall time); it is kept signed rather than clamped so that the identity
+// holds. Devices appear in Totals() from the start (the model's devices) or
+// from the first tick that saw a step or energy on them (others: their fixed
+// rate is 0).
 // Thread-safe.
 class CostLedger {
  public:
+  // `model` must not be null.
   CostLedger(CostModelPtr model, std::chrono::steady_clock::time_point start);
 
   // Replaces the model from now on (SIGHUP); closes the open interval first
-  // with the old one.
-  void SetModel(CostModelPtr model, std::chrono::steady_clock::time_point now);
+  // with the old one, pricing `energy_joules` (as for Tick) in it. Energy not
+  // passed here arrives with the next Tick and is priced with the new model;
+  // a caller that ticks right before SetModel loses nothing.
+  void SetModel(CostModelPtr model, std::chrono::steady_clock::time_point now,
+                const std::map<std::string, double>& energy_joules = {});
   CostModelPtr model() const;
 
   // Prices one step on `device` (device time + the energy it used, from the
@@ -125,12 +187,18 @@ class CostLedger {
   // Closes the interval up to `now` for every device: `energy_joules` maps a
   // device to the energy it used since the previous tick (measured or
   // configured watts x time).
+  // A `now` before the last tick closes an empty interval (wall time 0).
   void Tick(std::chrono::steady_clock::time_point now,
             const std::map<std::string, double>& energy_joules);
 
+  // Totals as of the last tick (or SetModel); call Tick first for fresh ones.
   std::map<std::string, DeviceCostTotals> Totals() const;
 
  private:
+  void CloseInterval(std::chrono::steady_clock::time_point now,
+                     const std::map<std::string, double>& energy_joules)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable absl::Mutex mu_;
   CostModelPtr model_ ABSL_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point last_tick_ ABSL_GUARDED_BY(mu_);

@@ -326,7 +326,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "[[model]].device must be \"auto\", \"cpu\", \"cuda:N\" or \"plugin:NAME\", got "
                   "\"cuda:*\""},
         ValueCase{kModel, "context = 0", "[[model]].context must be >= 1, got 0"},
-        ValueCase{kModel, "max_seqs = 1.0", "[[model]].max_seqs must be an integer, got float 1"}));
+        ValueCase{kModel, "max_seqs = 1.0", "[[model]].max_seqs must be an integer, got float 1"},
+        ValueCase{kModel, "price_input_per_mtok = -2",
+                  "[[model]].price_input_per_mtok must be >= 0, got -2"},
+        ValueCase{kModel, "price_output_per_mtok = -0.5",
+                  "[[model]].price_output_per_mtok must be >= 0, got -0.5"}));
 
 INSTANTIATE_TEST_SUITE_P(
     Tenant, ValueErrorTest,

@@ -119,6 +119,8 @@ device = "cuda:1"
 max_seqs = 8
 max_batch_tokens = 1024
 context = 8192
+price_input_per_mtok = 0.05
+price_output_per_mtok = 0.2
 
 [[model]]
 id = "qwen2"
@@ -195,11 +197,15 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
   EXPECT_EQ(c.models[0].max_seqs, 8u);
   EXPECT_EQ(c.models[0].max_batch_tokens, 1024u);
   EXPECT_EQ(c.models[0].context, 8192u);
+  EXPECT_EQ(c.models[0].price_input_per_mtok, 0.05);
+  EXPECT_EQ(c.models[0].price_output_per_mtok, 0.2);
   EXPECT_EQ(c.models[1].id, "qwen2");
   EXPECT_EQ(c.models[1].path, "relative/qwen2");
   EXPECT_EQ(c.models[1].device, "auto");
   EXPECT_EQ(c.models[1].max_seqs, std::nullopt);
   EXPECT_EQ(c.models[1].context, std::nullopt);
+  EXPECT_EQ(c.models[1].price_input_per_mtok, 0.0);
+  EXPECT_EQ(c.models[1].price_output_per_mtok, 0.0);
 
   ASSERT_EQ(c.tenants.size(), 2u);
   const TenantConfig& acme = c.tenants[0];
@@ -341,6 +347,8 @@ TEST(RestartRequiredChangesTest, ReloadableSettingsAreNotListed) {
   after.scheduler.vtc_output_weight = 8;
   after.devices[0].cost_weight = 0;
   after.devices[0].watts = 300;
+  after.models[0].price_input_per_mtok = 0.5;
+  after.models[1].price_output_per_mtok = 1.5;
   after.digest = "other";
   EXPECT_THAT(RestartRequiredChanges(before, after), IsEmpty());
 }
@@ -380,8 +388,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("tenant.weight"));
   EXPECT_THAT(keys, ::testing::Contains("device.kv_memory"));
   EXPECT_THAT(keys, ::testing::Contains("model.context"));
-  // One per field of the sections: 2 + 7 + 2 + 1 + 5 + 9 + 4 + 6 + 12.
-  EXPECT_EQ(keys.size(), 48u);
+  EXPECT_THAT(keys, ::testing::Contains("model.price_output_per_mtok"));
+  // One per field of the sections: 2 + 7 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 50u);
 }
 
 }  // namespace

@@ -79,6 +79,7 @@ TEST(ExampleConfigTest, CommentedExamplesAreValid) {
   ASSERT_EQ(config->models.size(), 1u);
   EXPECT_EQ(config->models[0].id, "llama3:8b");
   EXPECT_EQ(config->models[0].context, 8192u);
+  EXPECT_EQ(config->models[0].price_output_per_mtok, 0.40);
   ASSERT_EQ(config->tenants.size(), 1u);
   EXPECT_EQ(config->tenants[0].name, "acme");
   EXPECT_THAT(config->tenants[0].models, ::testing::ElementsAre("llama3:8b"));
