@@ -3,6 +3,14 @@
 // HTTP loop update them through these calls; gauges that describe state
 // (requests running/waiting, KV blocks, prefix cache, node and idle cost) are
 // read at scrape time from a snapshot source. Thread-safe.
+//
+// Label cardinality is bounded by the config: tenants x models x devices
+// series for the token, cost and histogram families (x3 kinds, x4 outcomes,
+// x5 batch regimes where those labels apply; each histogram series is its
+// buckets + 2). A node with 20 tenants, 4 models and 8 devices exports at
+// most 20 x 4 x 8 x 3 = 1920 token series; series appear on first use, so
+// pairs that never meet cost nothing. Tenant and model names come from the
+// config and the control API, never from requests.
 #pragma once
 
 #include <chrono>
@@ -14,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "prometheus/collectable.h"
 #include "prometheus/registry.h"
 
 namespace tokenmill::telemetry {
@@ -66,14 +75,32 @@ struct RequestObservation {
 
 class RuntimeMetrics {
  public:
-  // Registers the families in `registry`. `snapshot` is called at scrape time
-  // (from the exposer's thread); it must be quick and thread-safe.
+  // Registers the families in `registry`, which must outlive this object.
+  // `snapshot` is called at scrape time (from the exposer's thread) by
+  // snapshot_collectable(); it must be quick and thread-safe. It may be empty
+  // (no snapshot families).
   RuntimeMetrics(prometheus::Registry& registry, std::function<RuntimeSnapshot()> snapshot);
   ~RuntimeMetrics();
 
+  RuntimeMetrics(const RuntimeMetrics&) = delete;
+  RuntimeMetrics& operator=(const RuntimeMetrics&) = delete;
+
+  // The scrape-time families (tokenmill_requests, tokenmill_kv_blocks,
+  // tokenmill_kv_tenant_blocks, tokenmill_prefix_cache_{queries,hits}_total,
+  // tokenmill_idle_cost_usd_total, tokenmill_node_cost_usd_total) built from
+  // `snapshot`. A prometheus::Registry cannot hold a custom collectable, so
+  // the daemon registers this one with MetricsServer::Register next to the
+  // registry. It calls `snapshot`, so it must not be collected after the
+  // snapshot's sources are gone; MetricsServer keeps only a weak reference,
+  // and destroying this RuntimeMetrics releases it.
+  std::shared_ptr<prometheus::Collectable> snapshot_collectable() const;
+
   // One step: tokens_total by kind, cost_usd_total, revenue_usd_total, regime
   // families, step_duration and batch_size histograms. Per tenant amounts are
-  // given per (tenant) for this step.
+  // given per (tenant) for this step. step_cost_usd and step_tokens feed the
+  // regime families (the step's batch regime from batch_size). Cheap: a map
+  // lookup per (model, device) and per tenant under a mutex, no registry
+  // lookup after a label set's first use. Any thread.
   struct TenantStep {
     std::string tenant;
     int64_t prompt_tokens = 0;
@@ -85,7 +112,9 @@ class RuntimeMetrics {
   void ObserveStep(const std::string& model, const std::string& device, int32_t batch_size,
                    double step_seconds, double step_cost_usd, int64_t step_tokens,
                    const std::vector<TenantStep>& tenants);
+  // requests_total{outcome} and the four request histograms (those set).
   void ObserveRequest(const RequestObservation& request);
+  // preemptions_total{model,tenant} += 1.
   void ObservePreemption(const std::string& model, const std::string& tenant);
 
  private:
