@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 #include <utility>
 
@@ -155,14 +156,67 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   if (auto status = RestoreTenants(*cfg, *node->store_, *node->tenants_); !status.ok()) {
     return status;
   }
-  auto instances = runtime::InstanceManager::Create(
-      device_ptrs, *node->tenants_, InstanceManagerOptionsFrom(*cfg, device_ptrs, sampler));
+
+  // Cost, metering and the serving families.
+  auto cost_model = telemetry::CostModel::Create(CostInputsFrom(*cfg, device_ptrs));
+  if (!cost_model.ok()) return cost_model.status();
+  node->cost_ledger_ =
+      std::make_unique<telemetry::CostLedger>(*cost_model, std::chrono::steady_clock::now());
+  Node* raw = node.get();
+  node->runtime_metrics_ = std::make_unique<telemetry::RuntimeMetrics>(
+      *node->registry_, [raw] { return raw->Snapshot(); });
+  if (node->metrics_server_) {
+    node->metrics_server_->Register(node->runtime_metrics_->snapshot_collectable());
+  }
+  std::vector<std::string> device_ids;
+  for (const devices::Device* d : device_ptrs) device_ids.push_back(d->Info().id);
+  MeteringSources sources;
+  telemetry::CostModelPtr model_now = *cost_model;
+  sources.watts = [sampler, device_ids, model_now](const std::string& id) -> std::optional<double> {
+    const auto samples = sampler->Latest();
+    for (size_t i = 0; i < device_ids.size() && i < samples.size(); ++i) {
+      if (device_ids[i] == id && samples[i].power_watts) return samples[i].power_watts;
+    }
+    for (const auto& d : model_now->inputs().devices) {
+      if (d.id == id) return d.watts;
+    }
+    return std::nullopt;
+  };
+  sources.energy_joules = [sampler, device_ids] {
+    std::map<std::string, double> out;
+    const auto samples = sampler->Latest();
+    for (size_t i = 0; i < device_ids.size() && i < samples.size(); ++i) {
+      if (samples[i].energy_joules) out[device_ids[i]] = *samples[i].energy_joules;
+    }
+    return out;
+  };
+  node->metering_ = std::make_unique<Metering>(*node->store_, *node->cost_ledger_, *node->tenants_,
+                                               node->runtime_metrics_.get(), std::move(sources));
+  node->metering_->SetModelPrices(ModelPricesFrom(*cfg));
+  auto recovered = node->metering_->RecoverInterrupted();
+  if (!recovered.ok()) return recovered.status();
+  if (*recovered > 0) {
+    spdlog::warn(
+        "requests_interrupted count={} reason=\"the last run stopped without finishing "
+        "them; their tokens are in the ledger\"",
+        *recovered);
+  }
+  node->metering_->StartTicker(std::chrono::seconds(1));
+
+  auto manager_options = InstanceManagerOptionsFrom(*cfg, device_ptrs, sampler);
+  Metering* metering = node->metering_.get();
+  manager_options.usage_observer = [metering](const std::string& model, const std::string& device) {
+    return metering->ObserverFor(model, device);
+  };
+  auto instances =
+      runtime::InstanceManager::Create(device_ptrs, *node->tenants_, std::move(manager_options));
   if (!instances.ok()) return instances.status();
   node->instances_ = std::move(*instances);
   RestoreModels(*cfg, *node->store_, *node->instances_);
   node->models_api_ = std::make_unique<ModelsApi>(*node->instances_, node->store_.get());
   node->tenants_api_ =
       std::make_unique<TenantsApi>(*node->tenants_, node->store_.get(), cfg->source);
+  node->usage_api_ = std::make_unique<UsageApi>(*node->store_, *node->tenants_, cfg->cost.currency);
 
   if (auto status = EnsureSocketDir(cfg->api.socket); !status.ok()) return status;
   http::HttpServerOptions http_options;
@@ -184,6 +238,15 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   node->openai_api_ = std::make_unique<OpenAiApi>(
       *node->tenants_, *node->instances_,
       [server](std::function<void()> fn) { server->Post(std::move(fn)); });
+  telemetry::RuntimeMetrics* runtime_metrics = node->runtime_metrics_.get();
+  node->openai_api_->set_rejection_observer(
+      [runtime_metrics](const std::string& tenant, const std::string& model) {
+        telemetry::RequestObservation o;
+        o.tenant = tenant;
+        o.model = model;
+        o.outcome = "rejected";
+        runtime_metrics->ObserveRequest(o);
+      });
   if (auto status = node->http_server_->Start(); !status.ok()) return status;
   addresses.socket = cfg->api.socket;
   if (!cfg->api.tcp.empty()) {
@@ -200,9 +263,20 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
 Node::~Node() { Stop(); }
 
 void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
+  if (request.path == "/control/v1/cost") {
+    if (request.method != "GET") {
+      response->Send(405, "application/json",
+                     ErrorBody("method_not_allowed", "use GET on /control/v1/cost"),
+                     {{"Allow", "GET"}});
+      return;
+    }
+    SendJson(*response, metering_->CostJson().dump());
+    return;
+  }
   if (control_api_->Handle(request, response)) return;
   if (models_api_->Handle(request, response)) return;
   if (tenants_api_->Handle(request, response)) return;
+  if (usage_api_->Handle(request, response)) return;
   if (request.path.starts_with("/v1/")) {
     if (state_->draining() && request.method == "POST") {
       SendOpenAiError(*response, absl::UnavailableError(
@@ -222,6 +296,19 @@ void Node::Reload(config::NodeConfig next) {
   }
   spdlog::info("config_reloaded source={} digest={} tenants={}", next.source, next.digest,
                next.tenants.size());
+  if (cost_ledger_ && metering_) {
+    // Rates and prices change from now on, never for time already closed.
+    std::vector<devices::Device*> device_ptrs;
+    for (const auto& d : devices_) device_ptrs.push_back(d.get());
+    auto model = telemetry::CostModel::Create(CostInputsFrom(next, device_ptrs));
+    if (model.ok()) {
+      metering_->Tick();  // close the interval with the old prices and its energy
+      cost_ledger_->SetModel(*model, std::chrono::steady_clock::now());
+      metering_->SetModelPrices(ModelPricesFrom(next));
+    } else {
+      spdlog::error("cost_not_reloaded error=\"{}\"", model.status().ToString());
+    }
+  }
   if (tenants_) {
     // Tenants and their prices follow the file from now on.
     std::vector<tenants::TenantPolicy> from_config;
@@ -258,6 +345,7 @@ void Node::Stop(std::chrono::milliseconds drain_timeout) {
   }
   if (http_server_) http_server_->Stop();
   if (instances_) instances_->Stop();
+  if (metering_) metering_->StopTicker();
   metrics_server_.reset();
   sampler_.reset();
   if (store_) {
@@ -267,6 +355,54 @@ void Node::Stop(std::chrono::milliseconds drain_timeout) {
     store_.reset();
     spdlog::info("store_closed");
   }
+}
+
+telemetry::RuntimeSnapshot Node::Snapshot() const {
+  telemetry::RuntimeSnapshot snap;
+  if (instances_ == nullptr) return snap;
+  std::map<std::string, telemetry::RuntimeSnapshot::DeviceKv> kv;
+  std::map<std::string, uint64_t> block_bytes;  // a device's first instance's block size
+  std::map<std::pair<std::string, std::string>, uint64_t> tenant_kv;
+  for (const auto& info : instances_->List()) {
+    if (info.state != runtime::InstanceState::kReady &&
+        info.state != runtime::InstanceState::kDraining) {
+      continue;
+    }
+    snap.models.push_back({info.spec.id, info.device, info.stats.running, info.stats.waiting,
+                           info.stats.prefix_query_tokens, info.stats.prefix_hit_tokens});
+    auto& d = kv[info.device];
+    d.device = info.device;
+    d.used += info.stats.kv_blocks_used;
+    d.cached += info.stats.kv_blocks_cached;
+    d.free += info.stats.kv_blocks_free;
+    if (!block_bytes.contains(info.device)) block_bytes[info.device] = info.kv_bytes_per_block;
+    for (const auto& [tenant, blocks] : info.stats.tenant_kv_blocks) {
+      tenant_kv[{tenant, info.device}] += blocks;
+    }
+  }
+  for (const auto& dev : instances_->DeviceStats()) {
+    auto& d = kv[dev.device];
+    d.device = dev.device;
+    // Unused arena pages count as free blocks of the device's first model.
+    if (auto it = block_bytes.find(dev.device); it != block_bytes.end() && it->second > 0) {
+      d.free += uint64_t{dev.arena.pages_free} * (dev.arena.page_bytes / it->second);
+    }
+  }
+  for (auto& [device, d] : kv) snap.kv.push_back(d);
+  for (const auto& [key, blocks] : tenant_kv)
+    snap.tenant_kv.push_back({key.first, key.second, blocks});
+  if (cost_ledger_) {
+    for (const auto& [device, t] : cost_ledger_->Totals()) {
+      telemetry::RuntimeSnapshot::DeviceCost c;
+      c.device = device;
+      c.idle_usd = static_cast<double>(t.idle_nano) / 1e9;
+      for (const auto& [component, nano] : t.by_component_nano) {
+        c.by_component_usd[component] = static_cast<double>(nano) / 1e9;
+      }
+      snap.costs.push_back(std::move(c));
+    }
+  }
+  return snap;
 }
 
 bool Node::LoopResponsive(std::chrono::milliseconds max_age) {

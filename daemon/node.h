@@ -12,10 +12,12 @@
 #include "config/node_config.h"
 #include "daemon/control_api.h"
 #include "daemon/http/http_server.h"
+#include "daemon/metering.h"
 #include "daemon/models_api.h"
 #include "daemon/node_state.h"
 #include "daemon/openai_api.h"
 #include "daemon/tenants_api.h"
+#include "daemon/usage_api.h"
 #include "devices/device.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -23,7 +25,9 @@
 #include "runtime/node/instance_manager.h"
 #include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
+#include "telemetry/cost_model.h"
 #include "telemetry/metrics.h"
+#include "telemetry/runtime_metrics.h"
 
 namespace tokenmill::daemon {
 
@@ -53,6 +57,8 @@ class Node {
   Node() = default;
   // Sends a request to the API that owns its path (loop thread).
   void Route(http::HttpRequest request, http::ResponseWriterPtr response);
+  // What the runtime families show at scrape time.
+  telemetry::RuntimeSnapshot Snapshot() const;
 
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;
@@ -64,11 +70,16 @@ class Node {
   std::unique_ptr<telemetry::DeviceSampler> sampler_;
   std::unique_ptr<telemetry::MetricsServer> metrics_server_;
   std::unique_ptr<tenants::TenantRegistry> tenants_;
+  // Metering outlives the instances whose observers point into it.
+  std::unique_ptr<telemetry::CostLedger> cost_ledger_;
+  std::unique_ptr<telemetry::RuntimeMetrics> runtime_metrics_;
+  std::unique_ptr<Metering> metering_;
   std::unique_ptr<runtime::InstanceManager> instances_;
   std::unique_ptr<ControlApi> control_api_;
   std::unique_ptr<ModelsApi> models_api_;
   std::unique_ptr<TenantsApi> tenants_api_;
   std::unique_ptr<OpenAiApi> openai_api_;
+  std::unique_ptr<UsageApi> usage_api_;
   std::unique_ptr<http::HttpServer> http_server_;
   std::atomic<int64_t> heartbeat_posted_ns_{0};
   std::atomic<int64_t> heartbeat_ran_ns_{0};

@@ -347,6 +347,7 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
       absl::Status status = admitted.status();
       if (status.code() == absl::StatusCode::kResourceExhausted) {
         status = WithErrorCode(status, "rate_limit_exceeded");
+        if (on_rejected_) on_rejected_(tenant.name, req.model);
       }
       return fail(status);
     }
@@ -355,6 +356,15 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
 
   runtime::GenerationRequest generation;
   generation.request_id = request_id;
+  if (IsClientRequestId(request.Header("x-request-id"))) {
+    // The ledger is keyed by our own id, so a client reusing an id can never
+    // make two requests share (or lose) a ledger record; the client's id is
+    // kept beside it.
+    generation.client_request_id = request_id;
+    const uint64_t a = rng_();
+    const uint64_t b = rng_();
+    generation.request_id = UuidV7(clock_(), a, b);
+  }
   generation.tenant = tenant.name;
   generation.prompt = std::move(*prompt);
   generation.sampling = req.sampling;
@@ -364,8 +374,9 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
 
   ResponseMeta meta;
   meta.endpoint = endpoint;
-  meta.id =
-      absl::StrCat(endpoint == OpenAiEndpoint::kCompletions ? "cmpl-" : "chatcmpl-", request_id);
+  // The response id carries the ledger key, so a client can find its record.
+  meta.id = absl::StrCat(endpoint == OpenAiEndpoint::kCompletions ? "cmpl-" : "chatcmpl-",
+                         generation.request_id);
   meta.created = UnixSeconds(clock_());
   meta.model = req.model;
   auto active =

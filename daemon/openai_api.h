@@ -57,6 +57,11 @@ class OpenAiApi {
       tenants::TenantRegistry& tenants, runtime::InstanceManager& instances, PostFn post,
       WallClock clock = [] { return std::chrono::system_clock::now(); });
 
+  // Called (loop thread) for each request refused by admission (429), for
+  // the requests_total{outcome="rejected"} counter.
+  using RejectionObserver = std::function<void(const std::string& tenant, const std::string& model)>;
+  void set_rejection_observer(RejectionObserver fn) { on_rejected_ = std::move(fn); }
+
   // Handles every /v1/ path (unknown ones are 404 in OpenAI's shape) and
   // returns true; false for other paths.
   bool Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response);
@@ -75,6 +80,7 @@ class OpenAiApi {
   runtime::InstanceManager& instances_;
   PostFn post_;
   WallClock clock_;
+  RejectionObserver on_rejected_;
   std::mt19937_64 rng_;  // request ids; loop thread only
 };
 

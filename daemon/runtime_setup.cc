@@ -91,6 +91,38 @@ runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
   return o;
 }
 
+telemetry::CostInputs CostInputsFrom(const config::NodeConfig& config,
+                                     const std::vector<devices::Device*>& devices) {
+  telemetry::CostInputs in;
+  in.currency = config.cost.currency;
+  in.capex = config.cost.capex;
+  in.depreciation_years = config.cost.depreciation_years;
+  in.power_usd_per_kwh = config.cost.power_usd_per_kwh;
+  in.pue = config.cost.pue;
+  in.network_usd_per_hour = config.cost.network_usd_per_hour;
+  in.debt_service_usd_per_hour = config.cost.debt_service_usd_per_hour;
+  in.other_usd_per_hour = config.cost.other_usd_per_hour;
+  in.prefill_token_weight = config.cost.prefill_token_weight;
+  for (const devices::Device* d : devices) {
+    telemetry::CostInputs::Device device;
+    device.id = d->Info().id;
+    if (const config::DeviceConfig* c = DeviceConfigFor(config, device.id)) {
+      device.cost_weight = c->cost_weight;
+      device.watts = c->watts;
+    }
+    in.devices.push_back(std::move(device));
+  }
+  return in;
+}
+
+std::map<std::string, Prices> ModelPricesFrom(const config::NodeConfig& config) {
+  std::map<std::string, Prices> prices;
+  for (const auto& m : config.models) {
+    prices[m.id] = Prices{m.price_input_per_mtok, m.price_output_per_mtok};
+  }
+  return prices;
+}
+
 absl::Status RestoreTenants(const config::NodeConfig& config, storage::MeterStore& store,
                             tenants::TenantRegistry& registry) {
   std::vector<tenants::TenantPolicy> from_config;

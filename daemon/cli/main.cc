@@ -6,6 +6,9 @@
 //   tokenmill models list | load ID PATH [--device D] ... | unload ID [--wait]
 //   tokenmill tenants list | get NAME | put NAME [--key K]... | delete NAME
 //   tokenmill generate [--model M] [--key K] [--chat] [--max-tokens N] PROMPT
+//   tokenmill usage [--tenant T] [--model M] [--from X] [--to Y] [--group hour|day|total]
+//                   [--by-device] [--csv]
+//   tokenmill top [--interval 1s] [--once] [--metrics HOST:PORT]
 //
 // Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 // with an error, 2 for a bad command line.
@@ -20,6 +23,7 @@
 #include "daemon/cli/model_commands.h"
 #include "daemon/cli/runtime_commands.h"
 #include "daemon/cli/table.h"
+#include "daemon/cli/usage_commands.h"
 #include "nlohmann/json.hpp"
 #include "tokenmill/version.h"
 
@@ -100,6 +104,7 @@ int main(int argc, char** argv) {
   drain_cmd->add_flag("--cancel", cancel, "admit work again");
   tokenmill::cli::LocalCommands local(app);
   tokenmill::cli::RuntimeCommands runtime(app);
+  tokenmill::cli::UsageCommands usage(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -111,6 +116,7 @@ int main(int argc, char** argv) {
 
   ControlClient client(socket, timeout_ms);
   if (int code = runtime.Run(client, as_json); code >= 0) return code;
+  if (int code = usage.Run(client, as_json, timeout_ms); code >= 0) return code;
   std::optional<json> body;
   if (status_cmd->parsed()) {
     body = FetchJson(client, "GET", "/control/v1/node");

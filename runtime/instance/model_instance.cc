@@ -61,13 +61,14 @@ class Handle final : public RequestHandle {
 struct ModelInstance::Impl {
   Impl(InstanceOptions opts, model::LoadedModel loaded, devices::ExecutorPtr exec,
        std::unique_ptr<tokenizer::Tokenizer> tok, devices::KvArena& kv_arena,
-       DeviceArbiter& device_arbiter)
+       DeviceArbiter& device_arbiter, UsageObserverPtr usage_observer)
       : options(std::move(opts)),
         model(std::move(loaded)),
         executor(std::move(exec)),
         tokenizer(std::move(tok)),
         arena(kv_arena),
         arbiter(device_arbiter),
+        observer(std::move(usage_observer)),
         blocks_per_page(executor->kv_blocks_per_page()),
         kv(kv::KvBlockManager::Paged(executor->kv_blocks(), executor->kv_layout().block_tokens,
                                      blocks_per_page)),
@@ -99,6 +100,7 @@ struct ModelInstance::Impl {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   devices::KvArena& arena;
   DeviceArbiter& arbiter;
+  UsageObserverPtr observer;
   uint32_t client = 0;
   uint32_t blocks_per_page = 0;
   std::unique_ptr<kv::KvBlockManager> kv;
@@ -116,6 +118,13 @@ struct ModelInstance::Impl {
   absl::flat_hash_map<std::string, uint32_t> tenant_live;
   std::vector<sched::SequenceResult> results;
   std::vector<uint64_t> finished;
+  StepUsage step_usage;  // reused every step
+  // Per planned sequence of the current step: tokens, 0 decode / 1 prefill /
+  // 2 recompute, prompt tokens newly served from the cache.
+  std::vector<int32_t> step_tokens;
+  std::vector<uint8_t> step_prefill;
+  std::vector<int32_t> step_cached;
+  std::vector<uint64_t> preempted_now;
   InstanceStats totals;
   bool holding_device = false;
   std::chrono::nanoseconds step_charge{0};  // device time of the last step, charged at handoff
@@ -173,7 +182,26 @@ void ModelInstance::Impl::FinishSeq(uint64_t seq_id, std::optional<FinishReason>
                                     absl::Status error) {
   auto it = streams.find(seq_id);
   if (it == streams.end()) return;
-  it->second->Finish(reason, std::move(error));
+  RequestStream& stream = *it->second;
+  if (observer) {
+    // Metered before the last update is sent.
+    const FinishReason outcome = reason ? *reason : stream.reason().value_or(FinishReason::kStop);
+    RequestRecord record;
+    record.request_id = stream.request().request_id;
+    record.client_request_id = stream.request().client_request_id;
+    record.tenant = stream.request().tenant;
+    record.model = options.id;
+    record.device = options.device;
+    record.usage = stream.usage();
+    record.outcome = outcome;
+    if (!error.ok()) record.error = std::string(error.message());
+    record.queued_at = stream.queued_at();
+    record.first_token_at = stream.first_token_at();
+    record.finished_at = Clock::now();
+    record.finished_wall = std::chrono::system_clock::now();
+    observer->OnFinish(record);
+  }
+  stream.Finish(reason, std::move(error));
   const std::string& tenant = it->second->request().tenant;
   if (auto live = tenant_live.find(tenant); live != tenant_live.end() && --live->second == 0) {
     tenant_live.erase(live);
@@ -246,6 +274,9 @@ void ModelInstance::Impl::PublishStats() {
   s.kv_pages = kv_stats.pages;
   s.prefix_query_tokens = kv_stats.prefix_query_tokens;
   s.prefix_hit_tokens = kv_stats.prefix_hit_tokens;
+  for (const kv::TenantKvUsage& t : kv->TenantUsage()) {
+    if (t.used_blocks > 0) s.tenant_kv_blocks.emplace_back(t.tenant, t.used_blocks);
+  }
   idle.store(streams.empty());
   std::vector<std::pair<std::string, sched::TenantService>> per_tenant;
   for (const std::string& tenant : scheduler.Tenants()) {
@@ -258,6 +289,7 @@ void ModelInstance::Impl::PublishStats() {
 
 void ModelInstance::Impl::Step() {
   const sched::StepPlan& plan = scheduler.Plan();
+  preempted_now.assign(plan.preempted.begin(), plan.preempted.end());
   for (uint64_t seq_id : plan.preempted) {
     if (auto it = streams.find(seq_id); it != streams.end()) it->second->add_preemption();
     ++totals.preemptions;
@@ -298,17 +330,26 @@ void ModelInstance::Impl::Step() {
   const size_t vocab = static_cast<size_t>(out->vocab_size);
   size_t row = 0;
   results.clear();
+  step_tokens.clear();
+  step_prefill.clear();
+  step_cached.clear();
+  const size_t plan_seqs = plan.seqs.size();
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const sched::PlannedSequence& ps = plan.seqs[i];
     const size_t tokens = plan.batch.seqs[i].tokens.size();
     auto it = streams.find(ps.seq_id);
+    int32_t newly_cached = 0;
     if (ps.prefill && !ps.recompute) {
       totals.prompt_tokens += tokens;
-      if (ps.cached_tokens > 0 && it != streams.end() && it->second->usage().cached_tokens == 0) {
+      if (ps.cached_tokens > 0 && it != streams.end() && !it->second->cached_counted()) {
         it->second->set_cached_tokens(ps.cached_tokens);
+        newly_cached = ps.cached_tokens;
         totals.cached_tokens += static_cast<uint64_t>(ps.cached_tokens);
       }
     }
+    step_tokens.push_back(static_cast<int32_t>(tokens));
+    step_prefill.push_back(ps.prefill ? (ps.recompute ? 2 : 1) : 0);
+    step_cached.push_back(newly_cached);
     sched::SequenceResult result{ps.seq_id, std::nullopt, false};
     if (ps.samples && it != streams.end()) {
       const std::span<const float> logits(out->logits.data() + row * vocab, vocab);
@@ -328,6 +369,47 @@ void ModelInstance::Impl::Step() {
     results.push_back(result);
   }
   scheduler.Commit(results);
+  if (observer) {
+    // Metered before any of the step's tokens is sent.
+    step_usage.model = options.id;
+    step_usage.device = options.device;
+    step_usage.at = std::chrono::system_clock::now();
+    step_usage.device_time = device_time;
+    step_usage.batch_size = static_cast<int32_t>(plan_seqs);
+    step_usage.seqs.clear();
+    step_usage.preempted_tenants.clear();
+    for (uint64_t seq_id : preempted_now) {
+      if (auto it = streams.find(seq_id); it != streams.end()) {
+        step_usage.preempted_tenants.push_back(it->second->request().tenant);
+      }
+    }
+    for (size_t i = 0; i < results.size(); ++i) {
+      auto it = streams.find(results[i].seq_id);
+      if (it == streams.end()) continue;
+      SequenceUsage u;
+      u.request_id = it->second->request().request_id;
+      u.tenant = it->second->request().tenant;
+      const int32_t tokens = step_tokens[i];
+      if (step_prefill[i] == 1) u.prompt_tokens = tokens;
+      if (step_prefill[i] == 2) u.recomputed_tokens = tokens;
+      u.cached_tokens = step_cached[i];
+      u.generated_tokens = results[i].token ? 1 : 0;
+      step_usage.seqs.push_back(u);
+    }
+    if (absl::Status metered = observer->OnStep(step_usage); !metered.ok()) {
+      // Tokens nobody recorded are not sent: the step's requests end here.
+      finished.clear();
+      for (const sched::SequenceResult& r : results) {
+        if (!r.finished) finished.push_back(r.seq_id);
+      }
+      for (uint64_t seq_id : finished) scheduler.Remove(seq_id);
+      for (const sched::SequenceResult& r : results) {
+        FinishSeq(r.seq_id, FinishReason::kError,
+                  absl::UnavailableError(absl::StrCat("metering failed: ", metered.message())));
+      }
+      return;
+    }
+  }
   for (const sched::SequenceResult& r : results) {
     auto it = streams.find(r.seq_id);
     if (it == streams.end()) continue;
@@ -382,11 +464,9 @@ void ModelInstance::Impl::Run() {
 
 ModelInstance::ModelInstance(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(InstanceOptions options,
-                                                                    model::LoadedModel model,
-                                                                    devices::ExecutorPtr executor,
-                                                                    devices::KvArena& arena,
-                                                                    DeviceArbiter& arbiter) {
+absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
+    InstanceOptions options, model::LoadedModel model, devices::ExecutorPtr executor,
+    devices::KvArena& arena, DeviceArbiter& arbiter, UsageObserverPtr observer) {
   if (executor == nullptr) return absl::InvalidArgumentError("no executor");
   if (executor->kv_blocks_per_page() == 0) {
     return absl::InvalidArgumentError(
@@ -397,7 +477,7 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(InstanceOpti
   const int32_t trained = executor->spec().hp.context_length;
   if (options.scheduler.context <= 0) options.scheduler.context = trained > 0 ? trained : 4096;
   auto impl = std::make_unique<Impl>(std::move(options), std::move(model), std::move(executor),
-                                     std::move(*tok), arena, arbiter);
+                                     std::move(*tok), arena, arbiter, std::move(observer));
   Impl* raw = impl.get();
   impl->PublishStats();
   impl->thread = std::thread([raw] { raw->Run(); });

@@ -16,6 +16,7 @@
 #include "devices/executor.h"
 #include "devices/kv_arena.h"
 #include "runtime/instance/generation.h"
+#include "runtime/instance/usage_observer.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -49,18 +50,19 @@ struct InstanceStats {
   uint64_t prefix_query_tokens = 0;
   uint64_t prefix_hit_tokens = 0;
   std::chrono::nanoseconds device_time{0};
+  // KV blocks charged to each tenant on this instance.
+  std::vector<std::pair<std::string, uint32_t>> tenant_kv_blocks;
 };
 
 class ModelInstance {
  public:
   // Takes the loaded model and an executor made for it (whose KV lives in
   // `arena` pages), and starts the engine thread. `arbiter` and `arena`
-  // outlive the instance.
-  static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(InstanceOptions options,
-                                                              model::LoadedModel model,
-                                                              devices::ExecutorPtr executor,
-                                                              devices::KvArena& arena,
-                                                              DeviceArbiter& arbiter);
+  // outlive the instance. `observer` (may be null) meters every step and
+  // request on the engine thread.
+  static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(
+      InstanceOptions options, model::LoadedModel model, devices::ExecutorPtr executor,
+      devices::KvArena& arena, DeviceArbiter& arbiter, UsageObserverPtr observer = nullptr);
   ~ModelInstance();  // Stop()s
 
   // Queues a request. Thread-safe. kInvalidArgument (empty prompt, token

@@ -44,7 +44,14 @@ class RequestStream {
   void Finish(std::optional<FinishReason> reason = std::nullopt,
               absl::Status error = absl::OkStatus());
 
-  void set_cached_tokens(int32_t tokens) { usage_.cached_tokens = tokens; }
+  void set_cached_tokens(int32_t tokens) {
+    usage_.cached_tokens = tokens;
+    cached_counted_ = true;
+  }
+  bool cached_counted() const { return cached_counted_; }
+  std::optional<FinishReason> reason() const { return reason_; }
+  SteadyTime queued_at() const { return queued_at_; }
+  std::optional<SteadyTime> first_token_at() const { return first_token_at_; }
   void add_preemption() { ++usage_.preemptions; }
   bool finished() const { return sent_final_; }
   const GenerationRequest& request() const { return request_; }
@@ -66,6 +73,7 @@ class RequestStream {
   SteadyTime queued_at_;
   std::optional<SteadyTime> first_token_at_;
   bool sent_final_ = false;
+  bool cached_counted_ = false;
 };
 
 }  // namespace tokenmill::runtime

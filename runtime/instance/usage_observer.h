@@ -8,16 +8,19 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "runtime/instance/generation.h"
 
 namespace tokenmill::runtime {
 
-// One sequence's part of a step.
+// One sequence's part of a step. The views point into the instance's request
+// state and are valid during the OnStep call only.
 struct SequenceUsage {
-  std::string request_id;
-  std::string tenant;
+  std::string_view request_id;
+  std::string_view tenant;
   int32_t prompt_tokens = 0;      // prompt tokens computed this step (first pass only)
   int32_t recomputed_tokens = 0;  // tokens recomputed after a preemption (cost, no charge)
   int32_t cached_tokens = 0;      // prompt tokens served from the prefix cache (at admission)
@@ -28,15 +31,17 @@ struct SequenceUsage {
 struct StepUsage {
   std::string model;
   std::string device;
-  std::chrono::system_clock::time_point at{};  // when the step ended
-  std::chrono::nanoseconds device_time{0};     // exclusive device time of the step
-  int32_t batch_size = 0;                      // sequences in the step
-  std::vector<SequenceUsage> seqs;             // every sequence of the step
+  std::chrono::system_clock::time_point at{};       // when the step ended
+  std::chrono::nanoseconds device_time{0};          // exclusive device time of the step
+  int32_t batch_size = 0;                           // sequences in the step
+  std::vector<SequenceUsage> seqs;                  // every sequence of the step
+  std::vector<std::string_view> preempted_tenants;  // one entry per sequence preempted
 };
 
 // A request's end, whatever the outcome.
 struct RequestRecord {
   std::string request_id;
+  std::string client_request_id;
   std::string tenant;
   std::string model;
   std::string device;
@@ -57,7 +62,9 @@ struct RequestRecord {
 class UsageObserver {
  public:
   virtual ~UsageObserver() = default;
-  virtual void OnStep(const StepUsage& step) = 0;
+  // An error (the metering store failed) ends the step's requests with that
+  // error instead of sending tokens nobody recorded.
+  virtual absl::Status OnStep(const StepUsage& step) = 0;
   virtual void OnFinish(const RequestRecord& record) = 0;
 };
 

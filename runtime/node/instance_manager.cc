@@ -246,8 +246,11 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
           ? loaded->metadata.at("general.architecture")
           : std::string(ms.arch == devices::Architecture::kQwen2 ? "qwen2" : "llama");
   const uint64_t weight_bytes = ms.WeightBytes();
-  absl::StatusOr<std::unique_ptr<ModelInstance>> instance = ModelInstance::Start(
-      std::move(io), std::move(*loaded), std::move(*executor), *slot->arena, *slot->arbiter);
+  UsageObserverPtr observer =
+      options.usage_observer ? options.usage_observer(spec.id, slot->device->Info().id) : nullptr;
+  absl::StatusOr<std::unique_ptr<ModelInstance>> instance =
+      ModelInstance::Start(std::move(io), std::move(*loaded), std::move(*executor), *slot->arena,
+                           *slot->arbiter, std::move(observer));
   if (!instance.ok()) return fail(instance.status());
   ModelInstancePtr shared(std::move(*instance));
   {
@@ -456,6 +459,14 @@ ModelInstancePtr InstanceManager::Find(const std::string& id) const {
   auto it = impl_->entries.find(id);
   if (it == impl_->entries.end() || it->second->info.state != InstanceState::kReady) return nullptr;
   return it->second->instance;
+}
+
+std::vector<DeviceRuntimeStats> InstanceManager::DeviceStats() const {
+  std::vector<DeviceRuntimeStats> out;
+  for (const auto& d : impl_->devices) {
+    out.push_back({d.device->Info().id, d.arena->Stats(), d.arbiter->busy_time()});
+  }
+  return out;
 }
 
 void InstanceManager::Stop() {

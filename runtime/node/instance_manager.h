@@ -73,6 +73,17 @@ struct InstanceManagerOptions {
   // check; unset or nullopt: the device's total memory counts as free.
   std::function<std::optional<devices::DeviceSample>(const std::string& device_id)> latest_sample;
   size_t kv_page_bytes = devices::kDefaultKvPageBytes;
+  // Makes the metering observer of a new instance (model id, device id);
+  // unset: instances are not metered.
+  std::function<UsageObserverPtr(const std::string& model, const std::string& device)>
+      usage_observer;
+};
+
+// A device's KV arena and its step time, for metrics and cost.
+struct DeviceRuntimeStats {
+  std::string device;
+  devices::KvArenaStats arena;
+  std::chrono::nanoseconds busy{0};  // device time granted to steps since start
 };
 
 class InstanceManager {
@@ -101,6 +112,8 @@ class InstanceManager {
   absl::StatusOr<InstanceInfo> Get(const std::string& id) const;
   // A ready instance, or nullptr.
   ModelInstancePtr Find(const std::string& id) const;
+
+  std::vector<DeviceRuntimeStats> DeviceStats() const;
 
   // Stops every instance (in-flight requests end kCancelled). Idempotent.
   void Stop();

@@ -172,7 +172,11 @@ TEST_F(OpenAiApiTest, Completion) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(HeaderValue(r, "X-Request-Id"), "my-request-1");
   json body = json::parse(r.body);
-  EXPECT_EQ(body["id"], "cmpl-my-request-1");
+  // The response id carries our ledger key (a UUIDv7), never the client's id.
+  const std::string id = body["id"];
+  EXPECT_TRUE(id.starts_with("cmpl-")) << id;
+  EXPECT_EQ(id.size(), 5u + 36u) << id;
+  EXPECT_EQ(id.find("my-request-1"), std::string::npos) << id;
   EXPECT_EQ(body["object"], "text_completion");
   EXPECT_EQ(body["model"], "tiny");
   EXPECT_GT(body["created"].get<int64_t>(), 1'600'000'000);

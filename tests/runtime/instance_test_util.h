@@ -111,7 +111,8 @@ struct InstanceSetup {
   int32_t threads = 2;
 };
 
-inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const InstanceSetup& s) {
+inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const InstanceSetup& s,
+                                                    UsageObserverPtr observer = nullptr) {
   absl::StatusOr<model::LoadedModel> m = model::SynthesizeModel(s.shape);
   EXPECT_TRUE(m.ok()) << m.status();
   if (!m.ok()) return nullptr;
@@ -133,7 +134,7 @@ inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const In
   io.scheduler.context = s.context;
   io.max_kv_blocks = s.kv_blocks;
   auto instance = ModelInstance::Start(std::move(io), std::move(*m), std::move(*exec),
-                                       *device.arena, device.arbiter);
+                                       *device.arena, device.arbiter, std::move(observer));
   EXPECT_TRUE(instance.ok()) << instance.status();
   return instance.ok() ? std::move(*instance) : nullptr;
 }

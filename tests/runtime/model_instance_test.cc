@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <thread>
 
 #include "devices/cpu/cpu_executor.h"
@@ -301,6 +302,115 @@ TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
   EXPECT_NEAR(wa / wb, 2.0, 0.2) << "a " << wa << " b " << wb;
   EXPECT_LE(worst_gap, bound);
   for (auto& c : cs) ASSERT_TRUE(c->Wait());
+}
+
+// Records what an instance meters, and checks it against what its sinks
+// receive: a token is metered before it is sent, a request is metered once.
+class RecordingObserver : public UsageObserver {
+ public:
+  struct PerRequest {
+    int64_t prompt = 0, recomputed = 0, cached = 0, generated = 0;
+    int finishes = 0;
+    FinishReason outcome = FinishReason::kError;
+  };
+  absl::Status OnStep(const StepUsage& step) override {
+    absl::MutexLock lock(&mu_);
+    ++steps_;
+    EXPECT_EQ(step.model, "tiny");
+    EXPECT_EQ(static_cast<size_t>(step.batch_size), step.seqs.size());
+    EXPECT_GT(step.device_time.count(), 0);
+    for (const SequenceUsage& u : step.seqs) {
+      PerRequest& r = requests_[std::string(u.request_id)];
+      r.prompt += u.prompt_tokens;
+      r.recomputed += u.recomputed_tokens;
+      r.cached += u.cached_tokens;
+      r.generated += u.generated_tokens;
+    }
+    return absl::OkStatus();
+  }
+  void OnFinish(const RequestRecord& record) override {
+    absl::MutexLock lock(&mu_);
+    PerRequest& r = requests_[record.request_id];
+    ++r.finishes;
+    r.outcome = record.outcome;
+    EXPECT_EQ(record.usage.completion_tokens, r.generated) << record.request_id;
+  }
+  PerRequest Get(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    return requests_[id];
+  }
+
+ private:
+  absl::Mutex mu_;
+  int steps_ = 0;
+  std::map<std::string, PerRequest> requests_;
+};
+
+TEST(ModelInstanceTest, EveryTokenIsMeteredBeforeItIsSentAndEveryRequestOnce) {
+  TestDevice device(10 * (16 << 10), 16 << 10);  // small: forces preemption and recompute
+  auto observer = std::make_unique<RecordingObserver>();
+  RecordingObserver* seen = observer.get();
+  InstanceSetup setup;
+  setup.max_seqs = 6;
+  setup.max_batch_tokens = 96;
+  auto instance = testing::StartInstance(device, setup, std::move(observer));
+  ASSERT_NE(instance, nullptr);
+  instance->SetTenantShare("a", sched::TenantShare{.cache_salt = "group:g"});
+  instance->SetTenantShare("b", sched::TenantShare{.cache_salt = "group:g"});
+  struct Client {
+    std::string id;
+    std::vector<int32_t> prompt;
+    absl::Mutex mu;
+    int64_t received = 0;
+    bool metered_first = true;
+    bool finished = false;
+  };
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 8; ++i) {
+    auto c = std::make_unique<Client>();
+    c->id = "req-" + std::to_string(i);
+    c->prompt = PromptOf(24 + (i % 2) * 16, i < 4 ? 1 : 2);  // shared prefixes
+    clients.push_back(std::move(c));
+  }
+  for (auto& c : clients) {
+    auto request = Greedy(c->id.back() % 2 ? "a" : "b", c->prompt, 40);
+    request.request_id = c->id;
+    Client* client = c.get();
+    ASSERT_TRUE(instance
+                    ->Submit(std::move(request),
+                             [client, seen](GenerationUpdate u) {
+                               absl::MutexLock lock(&client->mu);
+                               client->received += static_cast<int64_t>(u.tokens.size());
+                               const auto metered = seen->Get(client->id);
+                               if (metered.generated < client->received)
+                                 client->metered_first = false;
+                               if (u.finished && metered.finishes != 1)
+                                 client->metered_first = false;
+                               client->finished = u.finished;
+                             })
+                    .ok());
+  }
+  for (int i = 0; i < 20000; ++i) {
+    bool all = true;
+    for (auto& c : clients) {
+      absl::MutexLock lock(&c->mu);
+      all = all && c->finished;
+    }
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (auto& c : clients) {
+    absl::MutexLock lock(&c->mu);
+    ASSERT_TRUE(c->finished) << c->id;
+    EXPECT_TRUE(c->metered_first) << c->id << ": a token or the end was sent before it was metered";
+    const auto m = seen->Get(c->id);
+    EXPECT_EQ(m.finishes, 1) << c->id;
+    EXPECT_EQ(m.generated, 40) << c->id;
+    EXPECT_EQ(m.generated, c->received) << c->id;
+    EXPECT_EQ(m.prompt + m.cached, static_cast<int64_t>(c->prompt.size()))
+        << c->id << ": every prompt token is computed once or served from the cache";
+  }
+  EXPECT_GT(instance->Stats().preemptions, 0u);
 }
 
 // Two models on one device, both backlogged: both make progress, and the

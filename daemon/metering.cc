@@ -1,0 +1,312 @@
+#include "daemon/metering.h"
+
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "spdlog/spdlog.h"
+
+namespace tokenmill::daemon {
+namespace {
+
+using nlohmann::json;
+
+uint64_t HourOf(std::chrono::system_clock::time_point t) {
+  const auto s = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+  return s < 0 ? 0 : static_cast<uint64_t>(s) / 3600;
+}
+
+double Seconds(runtime::SteadyTime from, runtime::SteadyTime to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+std::string OutcomeOf(runtime::FinishReason reason) {
+  switch (reason) {
+    case runtime::FinishReason::kStop:
+    case runtime::FinishReason::kLength:
+      return "ok";
+    case runtime::FinishReason::kCancelled:
+    case runtime::FinishReason::kDeadline:
+      return "cancelled";
+    case runtime::FinishReason::kError:
+      return "error";
+  }
+  return "error";
+}
+
+// Nonnegative int64 parts as u64 counters.
+uint64_t U(int64_t v) { return v < 0 ? 0 : static_cast<uint64_t>(v); }
+
+}  // namespace
+
+json LedgerRecordJson(const runtime::RequestRecord& r, const storage::UsageCounters& t) {
+  json j = {{"request_id", r.request_id},
+            {"tenant", r.tenant},
+            {"model", r.model},
+            {"device", r.device},
+            {"outcome", std::string(runtime::FinishReasonName(r.outcome))},
+            {"prompt_tokens", t.prompt_tokens},
+            {"cached_tokens", t.cached_tokens},
+            {"generated_tokens", t.generated_tokens},
+            {"device_ns", t.device_ns},
+            {"energy_uj", t.energy_uj},
+            {"cost_nusd", t.cost_nusd},
+            {"revenue_nusd", t.revenue_nusd},
+            {"preemptions", r.usage.preemptions},
+            {"finished_at_unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        r.finished_wall.time_since_epoch())
+                                        .count()},
+            {"duration_s", Seconds(r.queued_at, r.finished_at)}};
+  if (!r.client_request_id.empty()) j["client_request_id"] = r.client_request_id;
+  if (r.first_token_at) j["ttft_s"] = Seconds(r.queued_at, *r.first_token_at);
+  if (!r.error.empty()) j["error"] = r.error;
+  return j;
+}
+
+// The observer of one instance: engine thread only, so its maps need no lock.
+class InstanceMeter final : public runtime::UsageObserver {
+ public:
+  InstanceMeter(Metering& m, std::string model, std::string device)
+      : m_(m), model_(std::move(model)), device_(std::move(device)) {}
+
+  absl::Status OnStep(const runtime::StepUsage& step) override;
+  void OnFinish(const runtime::RequestRecord& record) override;
+
+ private:
+  Metering& m_;
+  const std::string model_;
+  const std::string device_;
+  absl::flat_hash_map<std::string, storage::UsageCounters> requests_;
+  // Scratch reused every step.
+  std::vector<telemetry::TokenShare> shares_;
+  storage::StepRecord record_;
+  std::vector<telemetry::RuntimeMetrics::TenantStep> tenant_steps_;
+};
+
+absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
+  const double seconds = std::chrono::duration<double>(step.device_time).count();
+  double energy = 0.0;
+  if (m_.sources_.watts) {
+    if (auto watts = m_.sources_.watts(device_)) energy = *watts * seconds;
+  }
+  const int64_t cost = m_.ledger_.RecordStep(device_, step.device_time, energy);
+  const telemetry::CostModelPtr model = m_.ledger_.model();
+
+  shares_.clear();
+  int64_t step_tokens = 0;
+  for (const runtime::SequenceUsage& u : step.seqs) {
+    shares_.push_back({u.prompt_tokens + u.recomputed_tokens, u.generated_tokens});
+    step_tokens += u.prompt_tokens + u.recomputed_tokens + u.generated_tokens;
+  }
+  const std::vector<int64_t> cost_parts = model->Split(cost, shares_);
+  const std::vector<int64_t> ns_parts = model->Split(step.device_time.count(), shares_);
+  const std::vector<int64_t> energy_parts = model->Split(std::llround(energy * 1e6), shares_);
+
+  const uint64_t hour = HourOf(step.at);
+  record_.usage.clear();
+  record_.requests.clear();
+  tenant_steps_.clear();
+  for (size_t i = 0; i < step.seqs.size(); ++i) {
+    const runtime::SequenceUsage& u = step.seqs[i];
+    const std::string tenant(u.tenant);
+    const Prices prices = m_.PricesFor(tenant, model_);
+    storage::UsageCounters c;
+    c.prompt_tokens = U(u.prompt_tokens + u.cached_tokens);
+    c.cached_tokens = U(u.cached_tokens);
+    c.generated_tokens = U(u.generated_tokens);
+    c.device_ns = U(ns_parts[i]);
+    c.energy_uj = U(energy_parts[i]);
+    c.cost_nusd = U(cost_parts[i]);
+    c.revenue_nusd =
+        U(telemetry::CostModel::RevenueNano(u.prompt_tokens + u.cached_tokens, u.generated_tokens,
+                                            prices.input_per_mtok, prices.output_per_mtok));
+    record_.requests.push_back({std::string(u.request_id), tenant, model_, device_, c});
+    // Aggregate per tenant: one usage key (tenant, model, device, hour) each.
+    size_t k = 0;
+    while (k < record_.usage.size() && record_.usage[k].key.tenant != tenant) ++k;
+    if (k == record_.usage.size()) {
+      record_.usage.push_back({storage::UsageKey{tenant, model_, device_, hour}, {}});
+      tenant_steps_.push_back({tenant, 0, 0, 0, 0.0, 0.0});
+    }
+    record_.usage[k].counters += c;
+    auto& ts = tenant_steps_[k];
+    ts.prompt_tokens += u.prompt_tokens;
+    ts.cached_tokens += u.cached_tokens;
+    ts.generated_tokens += u.generated_tokens;
+    ts.cost_usd += static_cast<double>(c.cost_nusd) / 1e9;
+    ts.revenue_usd += static_cast<double>(c.revenue_nusd) / 1e9;
+  }
+  if (absl::Status s = m_.store_.RecordStep(record_); !s.ok()) {
+    spdlog::error("metering_record_failed model={} error=\"{}\"", model_, s.ToString());
+    return s;
+  }
+  for (const auto& p : record_.requests) requests_[p.request_id] += p.delta;
+  if (m_.metrics_ != nullptr) {
+    m_.metrics_->ObserveStep(model_, device_, step.batch_size, seconds,
+                             static_cast<double>(cost) / 1e9, step_tokens, tenant_steps_);
+    for (std::string_view tenant : step.preempted_tenants) {
+      m_.metrics_->ObservePreemption(model_, std::string(tenant));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
+  storage::UsageCounters totals;
+  if (auto it = requests_.find(record.request_id); it != requests_.end()) {
+    totals = it->second;
+    requests_.erase(it);
+  }
+  storage::UsageCounters one;
+  one.requests = 1;
+  const std::vector<storage::UsageDelta> usage = {
+      {storage::UsageKey{record.tenant, model_, device_, HourOf(record.finished_wall)}, one}};
+  auto written =
+      m_.store_.FinishRequest(record.request_id, LedgerRecordJson(record, totals).dump(), usage);
+  if (!written.ok()) {
+    spdlog::error("ledger_write_failed request_id={} error=\"{}\"", record.request_id,
+                  written.status().ToString());
+  } else if (!*written) {
+    spdlog::warn("ledger_duplicate request_id={}", record.request_id);
+  }
+  if (m_.metrics_ != nullptr) {
+    telemetry::RequestObservation o;
+    o.tenant = record.tenant;
+    o.model = model_;
+    o.outcome = OutcomeOf(record.outcome);
+    o.e2e_seconds = Seconds(record.queued_at, record.finished_at);
+    if (record.first_token_at) {
+      o.ttft_seconds = Seconds(record.queued_at, *record.first_token_at);
+      if (record.usage.completion_tokens > 1) {
+        o.tpot_seconds = Seconds(*record.first_token_at, record.finished_at) /
+                         (record.usage.completion_tokens - 1);
+      }
+    }
+    m_.metrics_->ObserveRequest(o);
+  }
+}
+
+Metering::Metering(storage::MeterStore& store, telemetry::CostLedger& ledger,
+                   tenants::TenantRegistry& tenants, telemetry::RuntimeMetrics* metrics,
+                   MeteringSources sources)
+    : store_(store),
+      ledger_(ledger),
+      tenants_(tenants),
+      metrics_(metrics),
+      sources_(std::move(sources)) {}
+
+Metering::~Metering() { StopTicker(); }
+
+runtime::UsageObserverPtr Metering::ObserverFor(const std::string& model,
+                                                const std::string& device) {
+  return std::make_unique<InstanceMeter>(*this, model, device);
+}
+
+void Metering::SetModelPrices(std::map<std::string, Prices> prices) {
+  absl::MutexLock lock(&prices_mu_);
+  model_prices_ = std::move(prices);
+}
+
+Prices Metering::PricesFor(const std::string& tenant, const std::string& model) const {
+  Prices out;
+  {
+    absl::MutexLock lock(&prices_mu_);
+    if (auto it = model_prices_.find(model); it != model_prices_.end()) out = it->second;
+  }
+  if (auto policy = tenants_.Get(tenant)) {
+    if (policy->price_input_per_mtok > 0) out.input_per_mtok = policy->price_input_per_mtok;
+    if (policy->price_output_per_mtok > 0) out.output_per_mtok = policy->price_output_per_mtok;
+  }
+  return out;
+}
+
+absl::StatusOr<size_t> Metering::RecoverInterrupted() {
+  return store_.RecoverInterrupted([](const storage::InterruptedRequest& r) {
+    runtime::RequestRecord record;
+    record.request_id = r.request_id;
+    record.tenant = r.tenant;
+    record.model = r.model;
+    record.device = r.device;
+    record.outcome = runtime::FinishReason::kError;
+    record.error = "interrupted: the daemon stopped without finishing the request";
+    json j = LedgerRecordJson(record, r.counters);
+    j["outcome"] = "interrupted";
+    j.erase("duration_s");
+    j.erase("finished_at_unix_ms");
+    return j.dump();
+  });
+}
+
+void Metering::Tick() {
+  std::map<std::string, double> delta;
+  if (sources_.energy_joules) {
+    const std::map<std::string, double> now = sources_.energy_joules();
+    absl::MutexLock lock(&tick_mu_);
+    for (const auto& [device, joules] : now) {
+      auto it = last_energy_.find(device);
+      // The first reading only sets the origin; counters never run backwards.
+      if (energy_seen_ && it != last_energy_.end() && joules >= it->second) {
+        delta[device] = joules - it->second;
+      }
+      last_energy_[device] = joules;
+    }
+    energy_seen_ = true;
+  }
+  ledger_.Tick(std::chrono::steady_clock::now(), delta);
+}
+
+void Metering::StartTicker(std::chrono::milliseconds period) {
+  Tick();
+  ticker_ = std::thread([this, period] {
+    absl::MutexLock lock(&ticker_mu_);
+    while (!ticker_stop_) {
+      ticker_mu_.AwaitWithTimeout(absl::Condition(&ticker_stop_), absl::FromChrono(period));
+      if (ticker_stop_) break;
+      ticker_mu_.Unlock();
+      Tick();
+      ticker_mu_.Lock();
+    }
+  });
+}
+
+void Metering::StopTicker() {
+  {
+    absl::MutexLock lock(&ticker_mu_);
+    ticker_stop_ = true;
+  }
+  if (ticker_.joinable()) {
+    ticker_.join();
+    Tick();  // the last interval up to now
+  }
+}
+
+json Metering::CostJson() {
+  Tick();
+  json devices = json::array();
+  int64_t node = 0, attributed = 0, idle = 0;
+  for (const auto& [device, t] : ledger_.Totals()) {
+    json components = json::object();
+    for (const auto& [name, nano] : t.by_component_nano) components[name] = nano;
+    devices.push_back({{"device", device},
+                       {"node_nusd", t.node_nano},
+                       {"attributed_nusd", t.attributed_nano},
+                       {"idle_nusd", t.idle_nano},
+                       {"by_component_nusd", components},
+                       {"busy_seconds", t.busy_seconds},
+                       {"wall_seconds", t.wall_seconds},
+                       {"energy_joules", t.energy_joules}});
+    node += t.node_nano;
+    attributed += t.attributed_nano;
+    idle += t.idle_nano;
+  }
+  return {{"currency", ledger_.model()->inputs().currency},
+          {"devices", devices},
+          {"node_nusd", node},
+          {"attributed_nusd", attributed},
+          {"idle_nusd", idle}};
+}
+
+}  // namespace tokenmill::daemon

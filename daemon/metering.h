@@ -1,0 +1,99 @@
+// Metering: prices what the model instances report and records it. For every
+// step it takes the step's cost from the CostLedger, splits it over the
+// step's sequences by tokens, adds revenue at the tenant's (else the model's)
+// prices, writes usage and per-request progress to the store in one batch
+// and feeds the Prometheus families; for every finished request it writes
+// the ledger record. All of it on the engine thread, before tokens are sent.
+// A ticker closes the cost ledger's intervals with the devices' energy.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "nlohmann/json.hpp"
+#include "runtime/instance/usage_observer.h"
+#include "runtime/tenants/tenant_registry.h"
+#include "storage/meter_store.h"
+#include "telemetry/cost_model.h"
+#include "telemetry/runtime_metrics.h"
+
+namespace tokenmill::daemon {
+
+// Per-million-token prices of one tenant or model.
+struct Prices {
+  double input_per_mtok = 0.0;
+  double output_per_mtok = 0.0;
+};
+
+// Where Metering reads what changes under it. All callbacks thread-safe.
+struct MeteringSources {
+  // Current power of a device in watts (measured, else configured), for the
+  // energy of a step; nullopt when unknown (the step's energy counts as 0).
+  std::function<std::optional<double>(const std::string& device)> watts;
+  // Energy counters of every device (joules, monotonic), for the ticker.
+  std::function<std::map<std::string, double>()> energy_joules;
+};
+
+class Metering {
+ public:
+  // `store`, `ledger`, `tenants` and `metrics` (may be null) outlive it.
+  Metering(storage::MeterStore& store, telemetry::CostLedger& ledger,
+           tenants::TenantRegistry& tenants, telemetry::RuntimeMetrics* metrics,
+           MeteringSources sources);
+  ~Metering();  // stops the ticker
+
+  // The observer of one instance (give it to InstanceManagerOptions).
+  runtime::UsageObserverPtr ObserverFor(const std::string& model, const std::string& device);
+
+  // Model prices from the config (SIGHUP replaces them).
+  void SetModelPrices(std::map<std::string, Prices> prices);
+  // Prices in force for a tenant on a model: the tenant's when > 0, else the model's.
+  Prices PricesFor(const std::string& tenant, const std::string& model) const;
+
+  // At start-up: requests a crash left in flight get their ledger record
+  // (outcome "interrupted") from their recorded progress. Returns how many.
+  absl::StatusOr<size_t> RecoverInterrupted();
+
+  // Starts / stops the ledger ticker (closes intervals every `period`).
+  void StartTicker(std::chrono::milliseconds period);
+  void StopTicker();
+  // Closes the ledger interval up to now (the ticker does it periodically).
+  void Tick();
+
+  // Node cost, attributed and idle per device, and attributed per tenant in
+  // the store since `since_hour`; for /control/v1/cost.
+  nlohmann::json CostJson();
+
+ private:
+  friend class InstanceMeter;
+  storage::MeterStore& store_;
+  telemetry::CostLedger& ledger_;
+  tenants::TenantRegistry& tenants_;
+  telemetry::RuntimeMetrics* metrics_;
+  MeteringSources sources_;
+
+  mutable absl::Mutex prices_mu_;
+  std::map<std::string, Prices> model_prices_ ABSL_GUARDED_BY(prices_mu_);
+
+  absl::Mutex tick_mu_;
+  std::map<std::string, double> last_energy_ ABSL_GUARDED_BY(tick_mu_);
+  bool energy_seen_ ABSL_GUARDED_BY(tick_mu_) = false;
+
+  absl::Mutex ticker_mu_;
+  bool ticker_stop_ ABSL_GUARDED_BY(ticker_mu_) = false;
+  std::thread ticker_;
+};
+
+// The ledger record of a request (JSON): identity, token counts, money in
+// nano-units, times and outcome. The store's recovery reads the counters
+// back from the same field names.
+nlohmann::json LedgerRecordJson(const runtime::RequestRecord& record,
+                                const storage::UsageCounters& totals);
+
+}  // namespace tokenmill::daemon

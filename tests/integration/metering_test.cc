@@ -1,0 +1,280 @@
+// Metering against the real daemon: the cost attributed to tenants plus idle
+// cost equals the node's cost, and after kill -9 in the middle of many
+// streams every token a client received is in the ledger and the usage
+// counters exactly once.
+#include <signal.h>
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/synth.h"
+#include "runtime/tenants/tenant_registry.h"
+#include "storage/meter_store.h"
+#include "tests/integration/daemon_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace tokenmill::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kKeyA[] = "metering-key-a-0001";
+constexpr char kKeyB[] = "metering-key-b-0002";
+
+class MeteringTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model::SynthOptions shape;
+    shape.dim = 64;
+    shape.n_layers = 2;
+    shape.n_heads = 4;
+    shape.n_kv_heads = 2;
+    shape.ffn_dim = 128;
+    shape.vocab_size = 512;
+    shape.context_length = 1024;
+    model_path_ = dir_.path() / "tiny.gguf";
+    ASSERT_TRUE(model::WriteSynthGguf(shape, model_path_).ok());
+    options_.api_toml = "tcp = \"127.0.0.1:0\"\n";
+    options_.extra_toml = absl::StrCat(
+        "[cost]\ncapex = 320000.0\ndepreciation_years = 4.0\npower_usd_per_kwh = 0.12\n"
+        "pue = 1.3\nnetwork_usd_per_hour = 0.40\ndebt_service_usd_per_hour = 2.10\n"
+        "other_usd_per_hour = 0.50\n\n"
+        "[[device]]\nmatch = \"cpu\"\nkv_memory = \"64MiB\"\nwatts = 200.0\n\n"
+        "[[model]]\nid = \"tiny\"\npath = \"",
+        model_path_.string(), "\"\nmax_seqs = 32\n\n",
+        "[[tenant]]\nname = \"a\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kKeyA),
+        "\"]\nweight = 2.0\nprice_input_per_mtok = 0.5\nprice_output_per_mtok = 1.5\n\n",
+        "[[tenant]]\nname = \"b\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kKeyB),
+        "\"]\nprice_input_per_mtok = 0.25\nprice_output_per_mtok = 0.75\n");
+  }
+
+  std::unique_ptr<DaemonProcess> StartDaemon() {
+    auto d = std::make_unique<DaemonProcess>(dir_.path(), options_);
+    EXPECT_TRUE(d->Start()) << d->Stderr();
+    bool ready = false;
+    for (int i = 0; i < 600 && !ready; ++i) {
+      auto r = d->Control("GET", "/control/v1/models/tiny");
+      ready = r.status == 200 && json::parse(r.body, nullptr, false).value("state", "") == "ready";
+      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(ready) << d->Stderr();
+    auto node = json::parse(d->Control("GET", "/control/v1/node").body);
+    const std::string tcp = node["api"]["tcp"].get<std::string>();
+    port_ = tcp.substr(tcp.rfind(':') + 1);
+    return d;
+  }
+
+  CurlResult Post(const json& body, const std::string& key, const std::string& request_id,
+                  long timeout_ms = 60000) {
+    return CurlRequest(absl::StrCat("http://127.0.0.1:", port_, "/v1/completions"), "", "POST",
+                       body.dump(),
+                       {"Content-Type: application/json", "Authorization: Bearer " + key,
+                        "X-Request-Id: " + request_id},
+                       timeout_ms);
+  }
+
+  // Every ledger record and the usage counters summed, read from the store
+  // of a stopped daemon.
+  struct StoreView {
+    std::map<std::string, json> ledger_by_client_id;
+    std::map<std::string, json> ledger_by_id;
+    storage::UsageCounters usage;
+    storage::UsageCounters ledger_sum;
+    size_t ledger_records = 0;
+  };
+  StoreView ReadStore() {
+    StoreView v;
+    storage::MeterStoreOptions o;
+    o.dir = dir_.path() / "data";
+    auto store = storage::MeterStore::Open(o);
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return v;
+    EXPECT_TRUE((*store)
+                    ->ScanLedger([&](std::string_view id, std::string_view record) {
+                      json j = json::parse(record);
+                      v.ledger_by_id[std::string(id)] = j;
+                      ++v.ledger_records;
+                      v.ledger_sum.prompt_tokens += j["prompt_tokens"].get<uint64_t>();
+                      v.ledger_sum.cached_tokens += j["cached_tokens"].get<uint64_t>();
+                      v.ledger_sum.generated_tokens += j["generated_tokens"].get<uint64_t>();
+                      v.ledger_sum.cost_nusd += j["cost_nusd"].get<uint64_t>();
+                      v.ledger_sum.revenue_nusd += j["revenue_nusd"].get<uint64_t>();
+                      v.ledger_sum.requests += 1;
+                      if (j.contains("client_request_id")) {
+                        const std::string id = j["client_request_id"];
+                        EXPECT_FALSE(v.ledger_by_client_id.contains(id))
+                            << "twice in the ledger: " << id;
+                        v.ledger_by_client_id[id] = j;
+                      }
+                      return true;
+                    })
+                    .ok());
+    auto rows = (*store)->ScanUsage(storage::UsageQuery{});
+    EXPECT_TRUE(rows.ok());
+    if (rows.ok()) {
+      for (const auto& d : *rows) v.usage += d.counters;
+    }
+    return v;
+  }
+
+  TempDir dir_;
+  std::filesystem::path model_path_;
+  DaemonOptions options_;
+  std::string port_;
+};
+
+// The ledger key of a streamed completion: its chunks' id is "cmpl-" + key.
+std::string LedgerKeyOf(const std::string& body) {
+  const size_t pos = body.find("data: ");
+  if (pos == std::string::npos) return "";
+  const size_t end = body.find("\n\n", pos);
+  if (end == std::string::npos) return "";
+  const json j = json::parse(body.substr(pos + 6, end - pos - 6), nullptr, false);
+  if (j.is_discarded() || !j.contains("id")) return "";
+  const std::string id = j["id"];
+  return id.starts_with("cmpl-") ? id.substr(5) : "";
+}
+
+// Tokens a streamed completion delivered (one logprobs entry per token).
+int64_t TokensReceived(const std::string& body) {
+  int64_t n = 0;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;  // a chunk cut by the kill: not delivered
+    const json j = json::parse(body.substr(pos + 6, end - pos - 6), nullptr, false);
+    pos = end + 2;
+    if (j.is_discarded() || !j.contains("choices") || j["choices"].empty()) continue;
+    const json& lp = j["choices"][0]["logprobs"];
+    if (lp.is_object() && lp.contains("tokens")) n += static_cast<int64_t>(lp["tokens"].size());
+  }
+  return n;
+}
+
+TEST_F(MeteringTest, AttributedPlusIdleCostEqualsNodeCost) {
+  auto daemon = StartDaemon();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 12; ++i) {
+    threads.emplace_back([&, i] {
+      for (int r = 0; r < 3; ++r) {
+        Post({{"model", "tiny"},
+              {"prompt", absl::StrCat("cost ", i, " ", r)},
+              {"max_tokens", 24},
+              {"ignore_eos", true}},
+             i % 2 ? kKeyA : kKeyB, absl::StrCat("cost-", i, "-", r));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const json cost = json::parse(daemon->Control("GET", "/control/v1/cost").body);
+  const int64_t node = cost["node_nusd"];
+  const int64_t attributed = cost["attributed_nusd"];
+  const int64_t idle = cost["idle_nusd"];
+  std::printf("node %.9f USD = attributed %.9f + idle %.9f\n", node / 1e9, attributed / 1e9,
+              idle / 1e9);
+  EXPECT_GT(attributed, 0);
+  EXPECT_GT(node, attributed);
+  EXPECT_EQ(attributed + idle, node);
+
+  // The usage API shows the same money, and refuses bad queries clearly.
+  auto usage = daemon->Control("GET", "/control/v1/usage?group=total");
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  const json totals = json::parse(usage.body)["totals"];
+  EXPECT_NEAR(totals["cost"].get<double>(), attributed / 1e9, 1e-9);
+  EXPECT_EQ(totals["generated_tokens"], 36 * 24);
+  auto bad = daemon->Control("GET", "/control/v1/usage?tenant=nobody");
+  EXPECT_EQ(bad.status, 404) << bad.body;
+  bad = daemon->Control("GET", "/control/v1/usage?from=2026-11-02&to=2026-11-01");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("from"), std::string::npos) << bad.body;
+  bad = daemon->Control("GET", "/control/v1/usage?from=2000-01-01&to=2026-11-01&group=day");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  bad = daemon->Control("GET", "/control/v1/usage?group=week");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  ASSERT_EQ(daemon->Stop(), 0);
+  const StoreView store = ReadStore();
+  // What the store attributes to tenants is what the ledger priced into steps.
+  EXPECT_EQ(static_cast<int64_t>(store.usage.cost_nusd), attributed);
+  const double relative = std::abs(static_cast<double>(store.usage.cost_nusd + idle - node)) /
+                          static_cast<double>(node);
+  EXPECT_LE(relative, 1e-6) << "tenants + idle must equal the node's cost to a cent in a million";
+  EXPECT_EQ(store.ledger_records, 36u);
+  EXPECT_EQ(store.usage.requests, 36u);
+  EXPECT_EQ(store.usage.generated_tokens, 36u * 24);
+  EXPECT_GT(store.usage.revenue_nusd, 0u);
+}
+
+TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
+  auto daemon = StartDaemon();
+  constexpr int kClients = 24;
+  std::vector<std::string> bodies(kClients);
+  std::vector<std::thread> threads;
+  std::atomic<int> started{0};
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      ++started;
+      CurlResult r = Post({{"model", "tiny"},
+                           {"prompt", absl::StrCat("crash test ", i)},
+                           {"max_tokens", 900},
+                           {"ignore_eos", true},
+                           {"logprobs", 1},
+                           {"stream", true}},
+                          i % 2 ? kKeyA : kKeyB, absl::StrCat("crash-", i), 60000);
+      bodies[i] = r.body;
+    });
+  }
+  // Let the streams run (some thousand tokens), then kill -9 in the middle.
+  for (int i = 0; i < 3000; ++i) {
+    auto r = daemon->Control("GET", "/control/v1/models/tiny");
+    const json j = json::parse(r.body, nullptr, false);
+    if (!j.is_discarded() && j["stats"].value("generated_tokens", 0) >= 2000) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(daemon->process().Signal(SIGKILL));
+  daemon->process().Wait(std::chrono::seconds(10));
+  for (auto& t : threads) t.join();
+  daemon.reset();  // frees its notify socket for the restart
+
+  // Restart: recovery turns the interrupted requests into ledger records.
+  auto restarted = StartDaemon();
+  EXPECT_NE(restarted->Stderr().find("requests_interrupted"), std::string::npos)
+      << restarted->Stderr();
+  ASSERT_EQ(restarted->Stop(), 0);
+
+  const StoreView store = ReadStore();
+  int64_t received_total = 0;
+  int streams_with_tokens = 0;
+  int interrupted = 0;
+  for (int i = 0; i < kClients; ++i) {
+    const int64_t received = TokensReceived(bodies[i]);
+    received_total += received;
+    streams_with_tokens += received > 0;
+    if (received == 0) continue;  // killed before its first token: nothing delivered
+    const std::string id = LedgerKeyOf(bodies[i]);
+    ASSERT_TRUE(store.ledger_by_id.contains(id))
+        << "crash-" << i << " (" << id << ") is missing from the ledger";
+    const json& rec = store.ledger_by_id.at(id);
+    EXPECT_GE(rec["generated_tokens"].get<int64_t>(), received) << id;
+    EXPECT_LE(rec["generated_tokens"].get<int64_t>(), 900) << id;
+    interrupted += rec["outcome"] == "interrupted";
+  }
+  EXPECT_GT(streams_with_tokens, kClients / 2);
+  EXPECT_GT(interrupted, 0) << "the kill was meant to hit running streams";
+  std::printf("clients received %lld tokens; ledger holds %llu\n",
+              static_cast<long long>(received_total),
+              static_cast<unsigned long long>(store.ledger_sum.generated_tokens));
+  // Counters equal the sum of the ledger, field by field.
+  EXPECT_EQ(store.usage.prompt_tokens, store.ledger_sum.prompt_tokens);
+  EXPECT_EQ(store.usage.cached_tokens, store.ledger_sum.cached_tokens);
+  EXPECT_EQ(store.usage.generated_tokens, store.ledger_sum.generated_tokens);
+  EXPECT_EQ(store.usage.cost_nusd, store.ledger_sum.cost_nusd);
+  EXPECT_EQ(store.usage.revenue_nusd, store.ledger_sum.revenue_nusd);
+  EXPECT_EQ(store.usage.requests, store.ledger_sum.requests);
+}
+
+}  // namespace
+}  // namespace tokenmill::testing
