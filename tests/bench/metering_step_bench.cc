@@ -1,0 +1,166 @@
+// Metering cost per step as a share of the step: the daemon's whole metering
+// path (ledger pricing, the split over sequences, revenue, one RocksDB batch
+// with usage and per-request progress, the Prometheus families) for a step of
+// 256 decoding sequences from 4 tenants, next to a real 256-sequence decode
+// step of the CPU executor on a synthesized model, measured in the same run.
+//
+//   metering_step_bench [SHAPE_DIM=512] [THREADS=2]
+//
+// Prints figures; never fails on time.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "daemon/metering.h"
+#include "devices/cpu/cpu_executor.h"
+#include "prometheus/registry.h"
+#include "runtime/model/synth.h"
+#include "storage/meter_store.h"
+#include "telemetry/cost_model.h"
+#include "telemetry/runtime_metrics.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace tokenmill;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double P99(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, v.size() * 99 / 100)];
+}
+
+// One 256-sequence decode step of the CPU executor, median of `reps`, in us.
+double DecodeStepMicros(int32_t dim, int32_t threads, int32_t seqs, int reps) {
+  model::SynthOptions o;
+  o.dim = dim;
+  o.n_layers = 4;
+  o.n_heads = dim / 64;
+  o.n_kv_heads = std::max(1, dim / 256);
+  o.ffn_dim = dim * 3;
+  o.vocab_size = 4096;
+  o.context_length = 4096;
+  o.weight_type = devices::TensorType::kQ8_0;
+  auto m = model::SynthesizeModel(o);
+  if (!m.ok()) return 0;
+  constexpr int32_t kContext = 64;  // positions already in each sequence's cache
+  devices::ExecutorOptions eo;
+  eo.block_tokens = 16;
+  eo.kv_blocks = static_cast<uint32_t>(seqs * (kContext / 16 + 1));
+  eo.threads = threads;
+  eo.max_batch_tokens = seqs;
+  auto exec = devices::cpu::CreateCpuExecutor(m->spec, eo);
+  if (!exec.ok()) return 0;
+  std::vector<std::vector<uint32_t>> tables(seqs);
+  std::vector<int32_t> token(seqs, 7);
+  for (int32_t s = 0; s < seqs; ++s) {
+    for (int32_t b = 0; b <= kContext / 16; ++b) tables[s].push_back(s * (kContext / 16 + 1) + b);
+  }
+  devices::Batch batch;
+  for (int32_t s = 0; s < seqs; ++s) {
+    devices::SequenceStep step;
+    step.seq_id = s;
+    step.tokens = std::span<const int32_t>(&token[s], 1);
+    step.start_pos = kContext;
+    step.block_table = tables[s];
+    batch.seqs.push_back(step);
+  }
+  std::vector<double> times;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    auto out = (*exec)->Forward(batch);
+    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (!out.ok()) return 0;
+  }
+  return Median(times);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int32_t dim = argc > 1 ? std::atoi(argv[1]) : 512;
+  const int32_t threads = argc > 2 ? std::atoi(argv[2]) : 2;
+  constexpr int32_t kSeqs = 256;
+  constexpr int kSteps = 3000;
+
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("tokenmill-metering-bench-" + std::to_string(getpid()));
+  storage::MeterStoreOptions so;
+  so.dir = dir;
+  auto store = storage::MeterStore::Open(so);
+  if (!store.ok()) {
+    std::fprintf(stderr, "store: %s\n", std::string(store.status().message()).c_str());
+    return 1;
+  }
+  telemetry::CostInputs in;
+  in.capex = 320000;
+  in.power_usd_per_kwh = 0.12;
+  in.pue = 1.3;
+  in.network_usd_per_hour = 0.4;
+  in.debt_service_usd_per_hour = 2.1;
+  in.other_usd_per_hour = 0.5;
+  in.devices.push_back({"cpu", 1.0, 150.0});
+  auto model = telemetry::CostModel::Create(in);
+  telemetry::CostLedger ledger(*model, Clock::now());
+  tenants::TenantRegistry tenants;
+  for (int t = 0; t < 4; ++t) {
+    tenants::TenantPolicy p;
+    p.name = "tenant" + std::to_string(t);
+    p.price_input_per_mtok = 0.2;
+    p.price_output_per_mtok = 0.6;
+    (void)tenants.Put(p);
+  }
+  prometheus::Registry registry;
+  telemetry::RuntimeMetrics metrics(registry, [] { return telemetry::RuntimeSnapshot{}; });
+  daemon::MeteringSources sources;
+  sources.watts = [](const std::string&) { return std::optional<double>(150.0); };
+  daemon::Metering metering(**store, ledger, tenants, &metrics, sources);
+  auto observer = metering.ObserverFor("bench-model", "cpu");
+
+  std::vector<std::string> ids(kSeqs), names(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) {
+    ids[i] = "01a2252c-5898-753e-9707-" + std::to_string(100000000000 + i);
+    names[i] = "tenant" + std::to_string(i % 4);
+  }
+  runtime::StepUsage step;
+  step.model = "bench-model";
+  step.device = "cpu";
+  step.device_time = std::chrono::milliseconds(40);
+  step.batch_size = kSeqs;
+  for (int i = 0; i < kSeqs; ++i) step.seqs.push_back({ids[i], names[i], 0, 0, 0, 1});
+  std::vector<double> times;
+  for (int s = 0; s < kSteps; ++s) {
+    step.at = std::chrono::system_clock::now();
+    const auto t0 = Clock::now();
+    if (!observer->OnStep(step).ok()) return 1;
+    times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  const double meter_median = Median(times);
+  const double meter_mean = std::accumulate(times.begin(), times.end(), 0.0) / times.size();
+  const double step_us = DecodeStepMicros(dim, threads, kSeqs, 5);
+  std::printf(
+      "metering per step, %d sequences from 4 tenants: median %.1f us, mean %.1f us, p99 %.1f us\n",
+      kSeqs, meter_median, meter_mean, P99(times));
+  std::printf("decode step, %d sequences, dim %d q8_0 model, %d threads: median %.0f us\n", kSeqs,
+              dim, threads, step_us);
+  if (step_us > 0) {
+    std::printf("metering share of a step: %.2f%% (median), %.2f%% (mean); goal < 1%%\n",
+                100.0 * meter_median / step_us, 100.0 * meter_mean / step_us);
+  }
+  // For scale: a GPU decode step at this batch takes tens of milliseconds.
+  std::printf("for scale: %.2f%% of a 20 ms step, %.2f%% of a 50 ms step (median)\n",
+              100.0 * meter_median / 20000.0, 100.0 * meter_median / 50000.0);
+  observer.reset();
+  store->reset();
+  std::filesystem::remove_all(dir);
+  return 0;
+}
