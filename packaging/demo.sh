@@ -67,12 +67,18 @@ curl -s --unix-socket "$socket" http://localhost/v1/chat/completions \
 echo
 say tokenmill models list
 cli models list
+sleep 1.1  # the cost ledger closes an interval every second
+# What the tokens cost to make on this node and what they earned, per tenant.
+say tokenmill usage --group total
+cli usage --group total
+say curl --unix-socket "$socket" http://localhost/control/v1/cost
+curl -s --unix-socket "$socket" http://localhost/control/v1/cost; echo
 say curl --unix-socket "$socket" http://localhost/readyz
 curl -s --unix-socket "$socket" http://localhost/readyz; echo
 metrics=$(curl -s --unix-socket "$socket" http://localhost/control/v1/node |
           sed -n 's/.*"metrics":{"listen":"\([^"]*\)".*/\1/p')
 say curl -s "http://$metrics/metrics" '| grep ^tokenmill_'
-curl -s "http://$metrics/metrics" | grep '^tokenmill_'
+curl -s "http://$metrics/metrics" | grep '^tokenmill_' | grep -v '_bucket{'
 
 if [ "${1:-}" = "--keep" ]; then
   echo; echo "tokenmilld is running (pid $pid, socket $socket); Ctrl-C stops it."

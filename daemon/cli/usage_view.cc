@@ -24,6 +24,14 @@ std::string Number(const json& row, const char* key, const char* format) {
   return Format(format, row[key].get<double>());
 }
 
+// Money with enough decimals to show small amounts: a token costs micro-dollars.
+std::string Money(const json& row, const char* key) {
+  if (!row.contains(key) || !row[key].is_number()) return "-";
+  const double v = row[key].get<double>();
+  const double a = v < 0 ? -v : v;
+  return Format(a == 0.0 || a >= 1.0 ? "%.4f" : a >= 0.01 ? "%.6f" : "%.9f", v);
+}
+
 std::string Count(const json& row, const char* key) {
   if (!row.contains(key) || !row[key].is_number()) return "-";
   return std::to_string(row[key].get<uint64_t>());
@@ -43,9 +51,9 @@ std::vector<std::string> Figures(const json& row) {
   return {Count(row, "prompt_tokens"),
           Count(row, "generated_tokens"),
           Count(row, "requests"),
-          Number(row, "cost", "%.4f"),
-          Number(row, "revenue", "%.4f"),
-          Number(row, "margin", "%.4f"),
+          Money(row, "cost"),
+          Money(row, "revenue"),
+          Money(row, "margin"),
           Number(row, "cost_per_mtok", "%.4f"),
           Number(row, "yield_tokens_per_usd", "%.0f")};
 }
