@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "storage/meter_store.h"
+#include "tests/bench/bench_stats.h"
 
 namespace {
 
@@ -47,25 +48,8 @@ double ThreadCpuUs() {
   return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
 }
 
-struct Figures {
-  double mean_us = 0.0;
-  double p50_us = 0.0;
-  double p99_us = 0.0;
-  double max_us = 0.0;
-};
-
-Figures Summarize(std::vector<double>& samples_us) {
-  Figures f;
-  if (samples_us.empty()) return f;
-  double sum = 0.0;
-  for (double s : samples_us) sum += s;
-  f.mean_us = sum / static_cast<double>(samples_us.size());
-  std::sort(samples_us.begin(), samples_us.end());
-  f.p50_us = samples_us[samples_us.size() / 2];
-  f.p99_us = samples_us[std::min(samples_us.size() - 1, samples_us.size() * 99 / 100)];
-  f.max_us = samples_us.back();
-  return f;
-}
+using Figures = tokenmill::bench::SampleFigures;
+using tokenmill::bench::Summarize;
 
 // A temp dir removed at the end of the scope.
 class ScratchDir {

@@ -23,21 +23,14 @@
 #include "storage/meter_store.h"
 #include "telemetry/cost_model.h"
 #include "telemetry/runtime_metrics.h"
+#include "tests/bench/bench_stats.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace tokenmill;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double P99(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, v.size() * 99 / 100)];
-}
+double Median(std::vector<double> v) { return bench::Summarize(v).p50_us; }
 
 // One 256-sequence decode step of the CPU executor, median of `reps`, in us.
 double DecodeStepMicros(int32_t dim, int32_t threads, int32_t seqs, int reps) {
@@ -144,12 +137,13 @@ int main(int argc, char** argv) {
     if (!observer->OnStep(step).ok()) return 1;
     times.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  const double meter_median = Median(times);
-  const double meter_mean = std::accumulate(times.begin(), times.end(), 0.0) / times.size();
+  const bench::SampleFigures figures = bench::Summarize(times);
+  const double meter_median = figures.p50_us;
+  const double meter_mean = figures.mean_us;
   const double step_us = DecodeStepMicros(dim, threads, kSeqs, 5);
   std::printf(
       "metering per step, %d sequences from 4 tenants: median %.1f us, mean %.1f us, p99 %.1f us\n",
-      kSeqs, meter_median, meter_mean, P99(times));
+      kSeqs, meter_median, meter_mean, figures.p99_us);
   std::printf("decode step, %d sequences, dim %d q8_0 model, %d threads: median %.0f us\n", kSeqs,
               dim, threads, step_us);
   if (step_us > 0) {

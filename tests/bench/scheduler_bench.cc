@@ -18,6 +18,7 @@
 
 #include "runtime/kv/kv_block_manager.h"
 #include "runtime/sched/scheduler.h"
+#include "tests/bench/bench_stats.h"
 
 namespace {
 
@@ -32,25 +33,14 @@ constexpr int32_t kBlockTokens = 16;
 constexpr int32_t kContext = 4096;
 const char* const kTenants[] = {"alpha", "beta", "gamma", "delta"};
 
-struct Figures {
-  double mean_us = 0.0;
-  double p50_us = 0.0;
-  double p99_us = 0.0;
-  double max_us = 0.0;
+struct Figures : tokenmill::bench::SampleFigures {
   double mean_batch = 0.0;
 };
 
 Figures Summarize(std::vector<double>& samples_us, double batch_sum) {
   Figures f;
-  if (samples_us.empty()) return f;
-  double sum = 0.0;
-  for (double s : samples_us) sum += s;
-  f.mean_us = sum / static_cast<double>(samples_us.size());
-  std::sort(samples_us.begin(), samples_us.end());
-  f.p50_us = samples_us[samples_us.size() / 2];
-  f.p99_us = samples_us[std::min(samples_us.size() - 1, samples_us.size() * 99 / 100)];
-  f.max_us = samples_us.back();
-  f.mean_batch = batch_sum / static_cast<double>(samples_us.size());
+  static_cast<tokenmill::bench::SampleFigures&>(f) = tokenmill::bench::Summarize(samples_us);
+  if (!samples_us.empty()) f.mean_batch = batch_sum / static_cast<double>(samples_us.size());
   return f;
 }
 

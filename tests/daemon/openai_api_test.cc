@@ -21,6 +21,7 @@
 #include "tests/fakes/fake_device.h"
 #include "tests/support/http_client.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
 
 namespace tokenmill::daemon {
 namespace {
@@ -66,15 +67,8 @@ std::string HeaderValue(const CurlResult& result, const std::string& name) {
 class OpenAiApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model::SynthOptions shape;
-    shape.dim = 64;
-    shape.n_layers = 2;
-    shape.n_heads = 4;
-    shape.n_kv_heads = 2;
-    shape.ffn_dim = 128;
-    shape.vocab_size = 300;
-    shape.context_length = 4096;
-    shape.weight_type = devices::TensorType::kF32;
+    const model::SynthOptions shape = tokenmill::testing::TinyModelShape(
+        devices::TensorType::kF32, /*vocab_size=*/300, /*context_length=*/4096);
     model_path_ = dir_.path() / "tiny.gguf";
     ASSERT_TRUE(model::WriteSynthGguf(shape, model_path_).ok());
 

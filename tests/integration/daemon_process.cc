@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include <thread>
 #include "nlohmann/json.hpp"
 
 namespace tokenmill::testing {
@@ -64,5 +65,26 @@ std::string DaemonProcess::MetricsAddress() {
 }
 
 std::string DaemonProcess::Stderr() const { return ReadFile(dir_ / "stderr.log"); }
+
+std::string DaemonProcess::ApiTcpPort() {
+  const auto node = nlohmann::json::parse(Control("GET", "/control/v1/node").body, nullptr, false);
+  if (node.is_discarded() || !node.contains("api") || !node["api"]["tcp"].is_string()) return "";
+  const std::string tcp = node["api"]["tcp"];
+  const size_t colon = tcp.rfind(':');
+  return colon == std::string::npos ? "" : tcp.substr(colon + 1);
+}
+
+bool DaemonProcess::WaitModelReady(const std::string& id, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = Control("GET", "/control/v1/models/" + id);
+    if (r.status == 200 &&
+        nlohmann::json::parse(r.body, nullptr, false).value("state", "") == "ready") {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
 
 }  // namespace tokenmill::testing

@@ -39,6 +39,11 @@ class DaemonProcess {
                      const std::string& body = "");
   // "127.0.0.1:PORT" of /metrics, read from /control/v1/node.
   std::string MetricsAddress();
+  // The bound port of the [api] tcp listener ("" when off).
+  std::string ApiTcpPort();
+  // Polls /control/v1/models/ID until its state is "ready".
+  bool WaitModelReady(const std::string& id,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
   Subprocess& process() { return *process_; }
   NotifySocket& notify() { return *notify_; }

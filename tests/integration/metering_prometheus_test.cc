@@ -26,6 +26,7 @@
 #include "runtime/tenants/tenant_registry.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
 
 namespace tokenmill::testing {
 namespace {
@@ -123,15 +124,8 @@ class MeteringPrometheusTest : public ::testing::Test {
     ASSERT_FALSE(prometheus_.empty()) << "prometheus not installed (apt-get install prometheus)";
     ASSERT_FALSE(promtool_.empty()) << "promtool not installed (apt-get install prometheus)";
 
-    model::SynthOptions shape;
-    shape.dim = 64;
-    shape.n_layers = 2;
-    shape.n_heads = 4;
-    shape.n_kv_heads = 2;
-    shape.ffn_dim = 128;
-    shape.vocab_size = 300;
-    shape.context_length = 512;
-    shape.weight_type = devices::TensorType::kF16;
+    const model::SynthOptions shape =
+        TinyModelShape(devices::TensorType::kF16, /*vocab_size=*/300, /*context_length=*/512);
     const std::filesystem::path model_path = dir_.path() / "tiny.gguf";
     ASSERT_TRUE(model::WriteSynthGguf(shape, model_path).ok());
 
@@ -153,17 +147,8 @@ class MeteringPrometheusTest : public ::testing::Test {
         "\"]\nprice_input_per_mtok = 0.2\nprice_output_per_mtok = 0.6\n");
     daemon_ = std::make_unique<DaemonProcess>(dir_.path(), options);
     ASSERT_TRUE(daemon_->Start()) << daemon_->Stderr();
-    const bool ready = WaitUntil(
-        [&] {
-          auto r = daemon_->Control("GET", "/control/v1/models/tiny");
-          return r.status == 200 &&
-                 json::parse(r.body, nullptr, false).value("state", "") == "ready";
-        },
-        std::chrono::seconds(30));
-    ASSERT_TRUE(ready) << daemon_->Stderr();
-    auto node = json::parse(daemon_->Control("GET", "/control/v1/node").body);
-    const std::string tcp = node["api"]["tcp"].get<std::string>();
-    api_port_ = tcp.substr(tcp.rfind(':') + 1);
+    ASSERT_TRUE(daemon_->WaitModelReady("tiny")) << daemon_->Stderr();
+    api_port_ = daemon_->ApiTcpPort();
     metrics_target_ = daemon_->MetricsAddress();
     ASSERT_FALSE(metrics_target_.empty());
   }

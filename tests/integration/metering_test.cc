@@ -16,6 +16,7 @@
 #include "storage/meter_store.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
 
 namespace tokenmill::testing {
 namespace {
@@ -28,14 +29,7 @@ constexpr char kKeyB[] = "metering-key-b-0002";
 class MeteringTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model::SynthOptions shape;
-    shape.dim = 64;
-    shape.n_layers = 2;
-    shape.n_heads = 4;
-    shape.n_kv_heads = 2;
-    shape.ffn_dim = 128;
-    shape.vocab_size = 512;
-    shape.context_length = 1024;
+    const model::SynthOptions shape = TinyModelShape();
     model_path_ = dir_.path() / "tiny.gguf";
     ASSERT_TRUE(model::WriteSynthGguf(shape, model_path_).ok());
     options_.api_toml = "tcp = \"127.0.0.1:0\"\n";
@@ -55,16 +49,8 @@ class MeteringTest : public ::testing::Test {
   std::unique_ptr<DaemonProcess> StartDaemon() {
     auto d = std::make_unique<DaemonProcess>(dir_.path(), options_);
     EXPECT_TRUE(d->Start()) << d->Stderr();
-    bool ready = false;
-    for (int i = 0; i < 600 && !ready; ++i) {
-      auto r = d->Control("GET", "/control/v1/models/tiny");
-      ready = r.status == 200 && json::parse(r.body, nullptr, false).value("state", "") == "ready";
-      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    EXPECT_TRUE(ready) << d->Stderr();
-    auto node = json::parse(d->Control("GET", "/control/v1/node").body);
-    const std::string tcp = node["api"]["tcp"].get<std::string>();
-    port_ = tcp.substr(tcp.rfind(':') + 1);
+    EXPECT_TRUE(d->WaitModelReady("tiny")) << d->Stderr();
+    port_ = d->ApiTcpPort();
     return d;
   }
 

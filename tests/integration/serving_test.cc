@@ -14,6 +14,7 @@
 #include "runtime/tenants/tenant_registry.h"
 #include "tests/integration/daemon_process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
 
 namespace tokenmill::testing {
 namespace {
@@ -26,15 +27,7 @@ constexpr char kBetaKey[] = "key-beta-0123456789";
 class ServingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model::SynthOptions shape;
-    shape.dim = 64;
-    shape.n_layers = 2;
-    shape.n_heads = 4;
-    shape.n_kv_heads = 2;
-    shape.ffn_dim = 128;
-    shape.vocab_size = 512;
-    shape.context_length = 1024;
-    shape.weight_type = devices::TensorType::kF16;
+    const model::SynthOptions shape = TinyModelShape();
     model_path_ = dir_.path() / "tiny.gguf";
     ASSERT_TRUE(model::WriteSynthGguf(shape, model_path_).ok());
 
@@ -50,16 +43,8 @@ class ServingTest : public ::testing::Test {
     daemon_ = std::make_unique<DaemonProcess>(dir_.path(), options);
     ASSERT_TRUE(daemon_->Start()) << daemon_->Stderr();
     // Config models load at start; wait until ready.
-    bool ready = false;
-    for (int i = 0; i < 600 && !ready; ++i) {
-      auto r = daemon_->Control("GET", "/control/v1/models/tiny");
-      ready = r.status == 200 && json::parse(r.body, nullptr, false).value("state", "") == "ready";
-      if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_TRUE(ready) << daemon_->Stderr();
-    auto node = json::parse(daemon_->Control("GET", "/control/v1/node").body);
-    const std::string tcp = node["api"]["tcp"].get<std::string>();
-    port_ = tcp.substr(tcp.rfind(':') + 1);
+    ASSERT_TRUE(daemon_->WaitModelReady("tiny")) << daemon_->Stderr();
+    port_ = daemon_->ApiTcpPort();
     ASSERT_FALSE(port_.empty());
   }
 

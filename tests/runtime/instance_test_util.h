@@ -14,20 +14,14 @@
 #include "runtime/instance/model_instance.h"
 #include "runtime/model/synth.h"
 #include "runtime/node/device_arbiter.h"
+#include "tests/support/tiny_model.h"
 
 namespace tokenmill::runtime::testing {
 
 inline model::SynthOptions TinyShape(devices::TensorType type = devices::TensorType::kF32,
                                      uint64_t seed = 11) {
-  model::SynthOptions o;
-  o.dim = 64;
-  o.n_layers = 2;
-  o.n_heads = 4;
-  o.n_kv_heads = 2;
-  o.ffn_dim = 128;
-  o.vocab_size = 300;
-  o.context_length = 512;
-  o.weight_type = type;
+  model::SynthOptions o =
+      tokenmill::testing::TinyModelShape(type, /*vocab_size=*/300, /*context_length=*/512);
   o.seed = seed;
   return o;
 }
