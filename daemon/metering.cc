@@ -178,6 +178,7 @@ void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
     o.model = model_;
     o.outcome = OutcomeOf(record.outcome);
     o.e2e_seconds = Seconds(record.queued_at, record.finished_at);
+    if (record.started_at) o.queue_seconds = Seconds(record.queued_at, *record.started_at);
     if (record.first_token_at) {
       o.ttft_seconds = Seconds(record.queued_at, *record.first_token_at);
       if (record.usage.completion_tokens > 1) {

@@ -196,6 +196,7 @@ void ModelInstance::Impl::FinishSeq(uint64_t seq_id, std::optional<FinishReason>
     record.outcome = outcome;
     if (!error.ok()) record.error = std::string(error.message());
     record.queued_at = stream.queued_at();
+    record.started_at = stream.started_at();
     record.first_token_at = stream.first_token_at();
     record.finished_at = Clock::now();
     record.finished_wall = std::chrono::system_clock::now();
@@ -338,6 +339,7 @@ void ModelInstance::Impl::Step() {
     const sched::PlannedSequence& ps = plan.seqs[i];
     const size_t tokens = plan.batch.seqs[i].tokens.size();
     auto it = streams.find(ps.seq_id);
+    if (it != streams.end()) it->second->mark_started(started);
     int32_t newly_cached = 0;
     if (ps.prefill && !ps.recompute) {
       totals.prompt_tokens += tokens;

@@ -49,6 +49,11 @@ class RequestStream {
     cached_counted_ = true;
   }
   bool cached_counted() const { return cached_counted_; }
+  // The first time a step ran the request (the end of its queueing).
+  void mark_started(SteadyTime at) {
+    if (!started_at_) started_at_ = at;
+  }
+  std::optional<SteadyTime> started_at() const { return started_at_; }
   std::optional<FinishReason> reason() const { return reason_; }
   SteadyTime queued_at() const { return queued_at_; }
   std::optional<SteadyTime> first_token_at() const { return first_token_at_; }
@@ -72,6 +77,7 @@ class RequestStream {
   std::optional<FinishReason> reason_;
   SteadyTime queued_at_;
   std::optional<SteadyTime> first_token_at_;
+  std::optional<SteadyTime> started_at_;
   bool sent_final_ = false;
   bool cached_counted_ = false;
 };

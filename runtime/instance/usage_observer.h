@@ -49,6 +49,7 @@ struct RequestRecord {
   FinishReason outcome = FinishReason::kStop;
   std::string error;  // when outcome == kError
   SteadyTime queued_at{};
+  std::optional<SteadyTime> started_at;  // its first step: queue time = started - queued
   std::optional<SteadyTime> first_token_at;
   SteadyTime finished_at{};
   std::chrono::system_clock::time_point finished_wall{};

@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -192,6 +193,50 @@ TEST_F(MeteringTest, AttributedPlusIdleCostEqualsNodeCost) {
   EXPECT_EQ(store.usage.requests, 36u);
   EXPECT_EQ(store.usage.generated_tokens, 36u * 24);
   EXPECT_GT(store.usage.revenue_nusd, 0u);
+}
+
+// SIGHUP changes prices from then on: a request before and one after a
+// tenfold price change earn revenue in the ratio 1:10; neither is repriced.
+TEST_F(MeteringTest, SighupChangesPricesFromThenOnNeverRetroactively) {
+  auto daemon = StartDaemon();
+  const json body = {{"model", "tiny"},
+                     {"prompt", "price me"},
+                     {"max_tokens", 10},
+                     {"temperature", 0},
+                     {"ignore_eos", true}};
+  ASSERT_EQ(Post(body, kKeyA, "before").status, 200);
+  std::string config = daemon->BaseConfig() + options_.extra_toml;
+  const std::string old_prices = "price_input_per_mtok = 0.5\nprice_output_per_mtok = 1.5";
+  ASSERT_NE(config.find(old_prices), std::string::npos);
+  config.replace(config.find(old_prices), old_prices.size(),
+                 "price_input_per_mtok = 5.0\nprice_output_per_mtok = 15.0");
+  {
+    std::ofstream out(daemon->config_path());
+    out << config;
+  }
+  ASSERT_TRUE(daemon->process().Signal(SIGHUP));
+  bool reloaded = false;
+  for (int i = 0; i < 200 && !reloaded; ++i) {
+    reloaded = daemon->Stderr().find("config_reloaded") != std::string::npos;
+    if (!reloaded) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(reloaded) << daemon->Stderr();
+  ASSERT_EQ(Post(body, kKeyA, "after").status, 200);
+  ASSERT_EQ(daemon->Stop(), 0);
+  const StoreView store = ReadStore();
+  ASSERT_TRUE(store.ledger_by_client_id.contains("before"));
+  ASSERT_TRUE(store.ledger_by_client_id.contains("after"));
+  const json& before = store.ledger_by_client_id.at("before");
+  const json& after = store.ledger_by_client_id.at("after");
+  ASSERT_EQ(before["generated_tokens"], after["generated_tokens"]);
+  ASSERT_EQ(before["prompt_tokens"], after["prompt_tokens"]);
+  const double r1 = before["revenue_nusd"].get<double>();
+  const double r2 = after["revenue_nusd"].get<double>();
+  // Expected from the prices: tokens x price / 1e6, in nano-USD.
+  const double tokens_in = before["prompt_tokens"].get<double>();
+  const double tokens_out = before["generated_tokens"].get<double>();
+  EXPECT_NEAR(r1, (tokens_in * 0.5 + tokens_out * 1.5) * 1e3, 1.0 * 10);
+  EXPECT_NEAR(r2, (tokens_in * 5.0 + tokens_out * 15.0) * 1e3, 1.0 * 10);
 }
 
 TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
