@@ -50,8 +50,8 @@ __m256 LoadWeights8(const uint8_t* row, int64_t k) {
 // FMAs. U independent accumulators per output hide the FMA latency when A is
 // small.
 template <TensorType T, int R, int A, int U>
-void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, float* y,
-               int64_t y_stride) {
+void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, const char* prefetch,
+               int64_t prefetch_step, float* y, int64_t y_stride) {
   __m256 acc[R][A][U];
 #pragma GCC unroll 64
   for (int r = 0; r < R; ++r)
@@ -60,6 +60,10 @@ void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, flo
 #pragma GCC unroll 64
       for (int u = 0; u < U; ++u) acc[r][a][u] = _mm256_setzero_ps();
   for (int64_t k = 0; k < cols; k += 8 * U) {
+    if (prefetch != nullptr) {
+      const char* slice = prefetch + k / (8 * U) * prefetch_step;
+      for (int64_t o = 0; o < prefetch_step; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
+    }
 #pragma GCC unroll 64
     for (int u = 0; u < U; ++u) {
       __m256 wv[R];
@@ -143,8 +147,8 @@ void QuantTile(const uint8_t* const* w, const uint8_t* const* x, int64_t blocks,
 
 // One tile call: R weight rows from n against A activation rows from m.
 template <TensorType T, int R, int A>
-void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, float* y,
-          int64_t y_stride) {
+void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, int64_t group,
+          int64_t groups, bool prefetch, float* y, int64_t y_stride) {
   const uint8_t* wr[R];
   for (int r = 0; r < R; ++r) wr[r] = w.row(n + r);
   float* out = y + m * y_stride + n;
@@ -155,23 +159,33 @@ void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, float
   } else {
     const float* xr[A];
     for (int a = 0; a < A; ++a) xr[a] = x.f32 + (m + a) * x.cols;
-    FloatTile<T, R, A, (A == 1 ? 2 : 1)>(wr, xr, x.cols, out, y_stride);
+    constexpr int U = A == 1 ? 2 : 1;
+    const int64_t tile_bytes = R * static_cast<int64_t>(w.row_bytes());
+    const int64_t share = (tile_bytes + groups - 1) / groups;
+    const int64_t steps = x.cols / (8 * U);
+    const char* next =
+        prefetch ? reinterpret_cast<const char*>(wr[0]) + tile_bytes + group * share : nullptr;
+    FloatTile<T, R, A, U>(wr, xr, x.cols, next, (share + steps - 1) / steps, out, y_stride);
   }
 }
 
-// R weight rows from n against every activation row in [m0, m1), 4 at a time.
+// R weight rows from n against every activation row in [m0, m1), 4 at a
+// time. Float weights with `prefetch` (the next tile exists): each group
+// prefetches its share of the next tile, so the weight stream runs at an
+// even pace whatever the batch (see avx512).
 template <TensorType T, int R>
 void TileRows(const TensorView& w, int64_t n, const Activations& x, int64_t m0, int64_t m1,
-              float* y, int64_t y_stride) {
-  int64_t m = m0;
-  for (; m + 4 <= m1; m += 4) Tile<T, R, 4>(w, n, x, m, y, y_stride);
+              bool prefetch, float* y, int64_t y_stride) {
+  const int64_t groups = (m1 - m0 + 3) / 4;
+  int64_t m = m0, g = 0;
+  for (; m + 4 <= m1; m += 4, ++g) Tile<T, R, 4>(w, n, x, m, g, groups, prefetch, y, y_stride);
   switch (m1 - m) {
     case 3:
-      return Tile<T, R, 3>(w, n, x, m, y, y_stride);
+      return Tile<T, R, 3>(w, n, x, m, g, groups, prefetch, y, y_stride);
     case 2:
-      return Tile<T, R, 2>(w, n, x, m, y, y_stride);
+      return Tile<T, R, 2>(w, n, x, m, g, groups, prefetch, y, y_stride);
     case 1:
-      return Tile<T, R, 1>(w, n, x, m, y, y_stride);
+      return Tile<T, R, 1>(w, n, x, m, g, groups, prefetch, y, y_stride);
     default:
       return;
   }
@@ -188,8 +202,10 @@ void MatMulTyped(const TensorView& w, int64_t row_begin, int64_t row_end, const 
   for (int64_t m0 = 0; m0 < x.rows; m0 += block_rows) {
     const int64_t m1 = std::min(x.rows, m0 + block_rows);
     int64_t n = row_begin;
-    for (; n + 2 <= row_end; n += 2) TileRows<T, 2>(w, n, x, m0, m1, y, y_stride);
-    if (n < row_end) TileRows<T, 1>(w, n, x, m0, m1, y, y_stride);
+    for (; n + 2 <= row_end; n += 2) {
+      TileRows<T, 2>(w, n, x, m0, m1, !kQuant && n + 4 <= row_end, y, y_stride);
+    }
+    if (n < row_end) TileRows<T, 1>(w, n, x, m0, m1, false, y, y_stride);
   }
 }
 

@@ -56,15 +56,29 @@ __m512 LoadWeights16(const uint8_t* row, int64_t k) {
   }
 }
 
+// The lane sums of four vectors: lane r of the result sums v[r]. Cheaper
+// than four HorizontalSums: the shuffles serve all four at once.
+__m128 Sum4(const __m512 (&v)[4]) {
+  // Per 128-bit quarter: v0/v1 lane pairs (0+2, 1+3) interleaved, same for v2/v3.
+  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(v[0], v[1]), _mm512_unpackhi_ps(v[0], v[1]));
+  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(v[2], v[3]), _mm512_unpackhi_ps(v[2], v[3]));
+  // Per quarter: the partial sums of v0, v1, v2, v3; then the quarters added.
+  const __m512 q = _mm512_add_ps(
+      _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))),
+      _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(q),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 // R weight rows x A activation rows, U accumulators per output (see avx2).
-// With `prefetch`, the next R rows (from `next`, contiguous) are prefetched
-// as one sequential stream, a slice per step (see kernels_avx512_quant.cc:
+// With `prefetch`, `prefetch_step` bytes from there are prefetched per step
+// (the caller's slice of the next tile), so the weight stream runs as one
+// sequential stream at an even pace (see kernels_avx512_quant.cc:
 // interleaved row streams alone leave memory bandwidth unused at M = 1).
 template <TensorType T, int R, int A, int U>
-void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, const char* next,
-               bool prefetch, float* y, int64_t y_stride) {
-  constexpr int64_t kElementBytes = T == TensorType::kF32 ? 4 : 2;
-  constexpr int64_t kStepBytes = R * 16 * U * kElementBytes;
+void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, const char* prefetch,
+               int64_t prefetch_step, float* y, int64_t y_stride) {
   __m512 acc[R][A][U];
 #pragma GCC unroll 64
   for (int r = 0; r < R; ++r)
@@ -73,10 +87,9 @@ void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, con
 #pragma GCC unroll 64
       for (int u = 0; u < U; ++u) acc[r][a][u] = _mm512_setzero_ps();
   for (int64_t k = 0; k < cols; k += 16 * U) {
-    if (prefetch) {
-      const char* slice = next + k / (16 * U) * kStepBytes;
-#pragma GCC unroll 64
-      for (int64_t o = 0; o < kStepBytes; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
+    if (prefetch != nullptr) {
+      const char* slice = prefetch + k / (16 * U) * prefetch_step;
+      for (int64_t o = 0; o < prefetch_step; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
     }
 #pragma GCC unroll 64
     for (int u = 0; u < U; ++u) {
@@ -91,59 +104,85 @@ void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, con
       }
     }
   }
+  __m512 sums[R][A];
 #pragma GCC unroll 64
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 64
     for (int a = 0; a < A; ++a) {
-      __m512 s = acc[r][a][0];
+      sums[r][a] = acc[r][a][0];
 #pragma GCC unroll 64
-      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[r][a][u]);
-      y[a * y_stride + r] = HorizontalSum(s);
+      for (int u = 1; u < U; ++u) sums[r][a] = _mm512_add_ps(sums[r][a], acc[r][a][u]);
     }
-}
-
-// One tile call: R weight rows from n against A activation rows from m.
-// The first group of activation rows prefetches the next tile; later groups
-// find it in cache.
-template <TensorType T, int R, int A>
-void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, bool prefetch, float* y,
-          int64_t y_stride) {
-  const uint8_t* wr[R];
-  for (int r = 0; r < R; ++r) wr[r] = w.row(n + r);
-  const char* next = reinterpret_cast<const char*>(wr[0] + R * w.row_bytes());
-  float* out = y + m * y_stride + n;
-  const float* xr[A];
-  for (int a = 0; a < A; ++a) xr[a] = x.f32 + (m + a) * x.cols;
-  FloatTile<T, R, A, (A == 1 ? 2 : 1)>(wr, xr, x.cols, next, prefetch, out, y_stride);
-}
-
-// R weight rows from n against every activation row in [m0, m1), 6 at a
-// time: 24 accumulators, the 4 weight vectors and an activation fill the 32
-// zmm, and each converted weight vector serves 6 FMAs.
-template <TensorType T, int R>
-void TileRows(const TensorView& w, int64_t n, const Activations& x, int64_t m0, int64_t m1,
-              float* y, int64_t y_stride) {
-  int64_t m = m0;
-  for (; m + 6 <= m1; m += 6) Tile<T, R, 6>(w, n, x, m, m == m0, y, y_stride);
-  const bool prefetch = m == m0;
-  switch (m1 - m) {
-    case 5:
-      return Tile<T, R, 5>(w, n, x, m, prefetch, y, y_stride);
-    case 4:
-      return Tile<T, R, 4>(w, n, x, m, prefetch, y, y_stride);
-    case 3:
-      return Tile<T, R, 3>(w, n, x, m, prefetch, y, y_stride);
-    case 2:
-      return Tile<T, R, 2>(w, n, x, m, prefetch, y, y_stride);
-    case 1:
-      return Tile<T, R, 1>(w, n, x, m, prefetch, y, y_stride);
-    default:
-      return;
+#pragma GCC unroll 64
+  for (int a = 0; a < A; ++a) {
+    if constexpr (R == 4) {
+      const __m512 v[4] = {sums[0][a], sums[1][a], sums[2][a], sums[3][a]};
+      _mm_storeu_ps(y + a * y_stride, Sum4(v));
+    } else {
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) y[a * y_stride + r] = HorizontalSum(sums[r][a]);
+    }
   }
 }
 
-// Activation cache blocks, then tiles of 4 weight rows, then groups of 4
-// activation rows (see avx2 for why this order).
+// One tile call: R weight rows from n against A activation rows from m, the
+// group `group` of `groups` over this tile. With `prefetch` (the next tile
+// exists), each group prefetches its share of the next tile: spread over all
+// groups, the stream keeps pace with the FMAs however many rows there are
+// (from the first group alone it would need several times the rate a core
+// can pull from memory once the batch reaches a dozen rows).
+template <TensorType T, int R, int A>
+void Tile(const TensorView& w, int64_t n, const Activations& x, int64_t m, int64_t group,
+          int64_t groups, bool prefetch, float* y, int64_t y_stride) {
+  constexpr int U = A == 1 ? 2 : 1;
+  const uint8_t* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = w.row(n + r);
+  const int64_t tile_bytes = R * static_cast<int64_t>(w.row_bytes());
+  const int64_t share = (tile_bytes + groups - 1) / groups;
+  const int64_t steps = x.cols / (16 * U);
+  const char* next =
+      prefetch ? reinterpret_cast<const char*>(wr[0]) + tile_bytes + group * share : nullptr;
+  float* out = y + m * y_stride + n;
+  const float* xr[A];
+  for (int a = 0; a < A; ++a) xr[a] = x.f32 + (m + a) * x.cols;
+  FloatTile<T, R, A, U>(wr, xr, x.cols, next, (share + steps - 1) / steps, out, y_stride);
+}
+
+// R weight rows from n against every activation row in [m0, m1), in
+// near-equal groups of at most 6 (16 rows: 6 + 5 + 5): 24 accumulators, the
+// 4 weight vectors and an activation fill the 32 zmm, and each converted
+// weight vector serves up to 6 FMAs.
+template <TensorType T, int R>
+void TileRows(const TensorView& w, int64_t n, const Activations& x, int64_t m0, int64_t m1,
+              bool prefetch, float* y, int64_t y_stride) {
+  const int64_t rows = m1 - m0, groups = (rows + 5) / 6;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t a0 = m0 + rows * g / groups, a1 = m0 + rows * (g + 1) / groups;
+    switch (a1 - a0) {
+      case 6:
+        Tile<T, R, 6>(w, n, x, a0, g, groups, prefetch, y, y_stride);
+        break;
+      case 5:
+        Tile<T, R, 5>(w, n, x, a0, g, groups, prefetch, y, y_stride);
+        break;
+      case 4:
+        Tile<T, R, 4>(w, n, x, a0, g, groups, prefetch, y, y_stride);
+        break;
+      case 3:
+        Tile<T, R, 3>(w, n, x, a0, g, groups, prefetch, y, y_stride);
+        break;
+      case 2:
+        Tile<T, R, 2>(w, n, x, a0, g, groups, prefetch, y, y_stride);
+        break;
+      default:
+        Tile<T, R, 1>(w, n, x, a0, g, groups, prefetch, y, y_stride);
+        break;
+    }
+  }
+}
+
+// Activation cache blocks, then tiles of 4 weight rows, then groups of up
+// to 6 activation rows (see avx2 for why this order).
 template <TensorType T>
 void MatMulTyped(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                  float* y, int64_t y_stride) {
@@ -151,8 +190,10 @@ void MatMulTyped(const TensorView& w, int64_t row_begin, int64_t row_end, const 
   for (int64_t m0 = 0; m0 < x.rows; m0 += block_rows) {
     const int64_t m1 = std::min(x.rows, m0 + block_rows);
     int64_t n = row_begin;
-    for (; n + 4 <= row_end; n += 4) TileRows<T, 4>(w, n, x, m0, m1, y, y_stride);
-    for (; n < row_end; ++n) TileRows<T, 1>(w, n, x, m0, m1, y, y_stride);
+    for (; n + 4 <= row_end; n += 4) {
+      TileRows<T, 4>(w, n, x, m0, m1, n + 8 <= row_end, y, y_stride);
+    }
+    for (; n < row_end; ++n) TileRows<T, 1>(w, n, x, m0, m1, false, y, y_stride);
   }
 }
 

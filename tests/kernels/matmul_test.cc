@@ -232,5 +232,35 @@ TEST(MatMulBatchTest, BatchOfRowsEqualsRowsOneByOne) {
   }
 }
 
+// The executor's threads take whole 16-row granules of a matrix, so a row's
+// result must not depend on how the rows are split: any split at granule
+// boundaries gives the same bits as one call, for batch sizes on both sides
+// of the kernels' grouping (1, uneven groups, several groups, two passes).
+TEST(MatMulBatchTest, GranuleSplitsGiveTheSameBits) {
+  const int64_t rows = 80, cols = 96;
+  for (TensorType type :
+       {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0}) {
+    const TestWeights w = MakeWeights(type, rows, cols, 21);
+    for (int64_t m : {1, 7, 13, 16, 33}) {
+      const std::vector<float> x = RandomFloats(m * cols, 22);
+      std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
+      for (Isa isa : IsasToTest()) {
+        PrepareActivationRows(isa, type, x.data(), cols, 0, m, scratch.data());
+        const Activations act = BindActivations(type, x.data(), m, cols, scratch.data());
+        std::vector<float> whole(static_cast<size_t>(m * rows), kPoison);
+        MatMulRows(isa, w.view, 0, rows, act, whole.data(), rows);
+        std::vector<float> split(static_cast<size_t>(m * rows), kPoison);
+        for (const auto& [begin, end] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {48, 80}}) {
+          MatMulRows(isa, w.view, begin, end, act, split.data(), rows);
+        }
+        for (size_t i = 0; i < whole.size(); ++i) {
+          ASSERT_EQ(Bits(whole[i]), Bits(split[i]))
+              << IsaName(isa) << " " << TensorTypeName(type) << " m=" << m << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tokenmill::devices::cpu::testing
