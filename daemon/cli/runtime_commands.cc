@@ -117,15 +117,27 @@ int RuntimeCommands::Run(ControlClient& client, bool as_json) {
   return -1;
 }
 
-int RuntimeCommands::ModelsList(ControlClient& client, bool as_json) {
-  auto body = FetchJson(client, "GET", "/control/v1/models");
+namespace {
+
+// GET `path` and print its `key` array as a table (or the raw JSON).
+template <typename RowsFn>
+int ListCommand(ControlClient& client, bool as_json, const char* path, const char* key,
+                RowsFn rows) {
+  auto body = FetchJson(client, "GET", path);
   if (!body) return 1;
   if (as_json) {
     PrintJson(*body);
   } else {
-    std::fputs(RenderTable(ModelRows(body->value("models", json::array()))).c_str(), stdout);
+    std::fputs(RenderTable(rows(body->value(key, json::array()))).c_str(), stdout);
   }
   return 0;
+}
+
+}  // namespace
+
+int RuntimeCommands::ModelsList(ControlClient& client, bool as_json) {
+  return ListCommand(client, as_json, "/control/v1/models", "models",
+                     [](const json& list) { return ModelRows(list); });
 }
 
 int RuntimeCommands::ModelsLoad(ControlClient& client, bool as_json) {
@@ -210,14 +222,8 @@ int RuntimeCommands::ModelsUnload(ControlClient& client, bool as_json) {
 }
 
 int RuntimeCommands::TenantsList(ControlClient& client, bool as_json) {
-  auto body = FetchJson(client, "GET", "/control/v1/tenants");
-  if (!body) return 1;
-  if (as_json) {
-    PrintJson(*body);
-  } else {
-    std::fputs(RenderTable(TenantRows(body->value("tenants", json::array()))).c_str(), stdout);
-  }
-  return 0;
+  return ListCommand(client, as_json, "/control/v1/tenants", "tenants",
+                     [](const json& list) { return TenantRows(list); });
 }
 
 int RuntimeCommands::TenantsGet(ControlClient& client, bool as_json) {
