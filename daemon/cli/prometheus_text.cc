@@ -58,9 +58,13 @@ std::optional<std::string> TakeQuoted(std::string_view line, size_t& i) {
 }
 
 std::optional<double> ParseValue(std::string_view text) {
-  if (text == "NaN") return std::numeric_limits<double>::quiet_NaN();
-  if (text == "+Inf" || text == "Inf") return std::numeric_limits<double>::infinity();
-  if (text == "-Inf") return -std::numeric_limits<double>::infinity();
+  // Case-insensitive, as Prometheus itself reads them: prometheus-cpp's
+  // exposer writes "Nan" for an empty summary quantile.
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "nan") return std::numeric_limits<double>::quiet_NaN();
+  if (lower == "+inf" || lower == "inf") return std::numeric_limits<double>::infinity();
+  if (lower == "-inf") return -std::numeric_limits<double>::infinity();
   std::string s(text);
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);

@@ -23,9 +23,12 @@ TEST(PrometheusTextTest, SamplesLabelsAndValues) {
       "tokenmill_build_info 1\n"
       "  up{job=\"x\"}\t+Inf\n"
       "nan_metric NaN\n"
-      "neg{} -Inf");
+      "neg{} -Inf\n"
+      // prometheus-cpp's exposer writes an empty quantile as "Nan".
+      "exposer_request_latencies{quantile=\"0.5\"} Nan");
   ASSERT_TRUE(samples.ok()) << samples.status();
-  ASSERT_EQ(samples->size(), 6u);
+  ASSERT_EQ(samples->size(), 7u);
+  EXPECT_TRUE(std::isnan((*samples)[6].value));
   const MetricSample& tokens = (*samples)[0];
   EXPECT_EQ(tokens.name, "tokenmill_tokens_total");
   EXPECT_EQ(tokens.labels.size(), 4u);
