@@ -84,6 +84,7 @@ class InstanceMeter final : public runtime::UsageObserver {
   std::vector<telemetry::TokenShare> shares_;
   storage::StepRecord record_;
   std::vector<telemetry::RuntimeMetrics::TenantStep> tenant_steps_;
+  std::vector<Prices> step_prices_;  // parallel to record_.usage
 };
 
 absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
@@ -109,10 +110,20 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
   record_.usage.clear();
   record_.requests.clear();
   tenant_steps_.clear();
+  step_prices_.clear();
   for (size_t i = 0; i < step.seqs.size(); ++i) {
     const runtime::SequenceUsage& u = step.seqs[i];
     const std::string tenant(u.tenant);
-    const Prices prices = m_.PricesFor(tenant, model_);
+    // One usage key (tenant, model, device, hour) per tenant of the step, and
+    // the tenant's prices looked up once per step, not once per sequence.
+    size_t k = 0;
+    while (k < record_.usage.size() && record_.usage[k].key.tenant != tenant) ++k;
+    if (k == record_.usage.size()) {
+      record_.usage.push_back({storage::UsageKey{tenant, model_, device_, hour}, {}});
+      tenant_steps_.push_back({tenant, 0, 0, 0, 0.0, 0.0});
+      step_prices_.push_back(m_.PricesFor(tenant, model_));
+    }
+    const Prices& prices = step_prices_[k];
     storage::UsageCounters c;
     c.prompt_tokens = U(u.prompt_tokens + u.cached_tokens);
     c.cached_tokens = U(u.cached_tokens);
@@ -124,13 +135,6 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
         U(telemetry::CostModel::RevenueNano(u.prompt_tokens + u.cached_tokens, u.generated_tokens,
                                             prices.input_per_mtok, prices.output_per_mtok));
     record_.requests.push_back({std::string(u.request_id), tenant, model_, device_, c});
-    // Aggregate per tenant: one usage key (tenant, model, device, hour) each.
-    size_t k = 0;
-    while (k < record_.usage.size() && record_.usage[k].key.tenant != tenant) ++k;
-    if (k == record_.usage.size()) {
-      record_.usage.push_back({storage::UsageKey{tenant, model_, device_, hour}, {}});
-      tenant_steps_.push_back({tenant, 0, 0, 0, 0.0, 0.0});
-    }
     record_.usage[k].counters += c;
     auto& ts = tenant_steps_[k];
     ts.prompt_tokens += u.prompt_tokens;

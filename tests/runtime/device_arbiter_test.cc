@@ -106,7 +106,12 @@ TEST(DeviceArbiterTest, UnregisteredClientDoesNotBlock) {
   arbiter.Acquire(b, 1.0);  // must not block
   arbiter.Release(b, nanoseconds(5));
   arbiter.Acquire(12345, 1.0);  // unknown: returns at once
-  SUCCEED();
+  // Only b is left, with its one grant and the time it was charged.
+  const auto stats = arbiter.Stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].name, "b");
+  EXPECT_EQ(stats[0].grants, 1u);
+  EXPECT_EQ(arbiter.busy_time(), nanoseconds(5));
 }
 
 }  // namespace
