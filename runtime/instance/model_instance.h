@@ -29,9 +29,6 @@ struct InstanceOptions {
   std::string id;                     // model id on the node ("llama-1b")
   std::string device;                 // device id ("cpu", "cuda:0")
   sched::SchedulerOptions scheduler;  // max_seqs, max_batch_tokens, context, VTC weights
-  // Largest number of KV blocks the instance may address (its block id
-  // space): enough for max_seqs full contexts, capped by the arena.
-  uint32_t max_kv_blocks = 0;
 };
 
 // A point-in-time view for the APIs and metrics. Thread-safe to take.

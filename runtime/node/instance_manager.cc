@@ -240,7 +240,6 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
   io.scheduler.context = context;
   io.scheduler.vtc_input_weight = options.vtc_input_weight;
   io.scheduler.vtc_output_weight = options.vtc_output_weight;
-  io.max_kv_blocks = eo.kv_blocks;
   const std::string arch =
       loaded->metadata.count("general.architecture")
           ? loaded->metadata.at("general.architecture")

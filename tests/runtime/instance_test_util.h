@@ -126,7 +126,6 @@ inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const In
   io.scheduler.max_seqs = s.max_seqs;
   io.scheduler.max_batch_tokens = s.max_batch_tokens;
   io.scheduler.context = s.context;
-  io.max_kv_blocks = s.kv_blocks;
   auto instance = ModelInstance::Start(std::move(io), std::move(*m), std::move(*exec),
                                        *device.arena, device.arbiter, std::move(observer));
   EXPECT_TRUE(instance.ok()) << instance.status();
