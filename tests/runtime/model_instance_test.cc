@@ -245,6 +245,9 @@ TEST(ModelInstanceTest, StopCancelsWhatIsLeft) {
 // normalized difference stays within the VTC bound at every observation.
 TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
   TestDevice device(8 << 20);
+  // Declared before the instance so they outlive its engine thread even when
+  // an assertion returns early.
+  std::vector<std::unique_ptr<Collector>> cs;
   InstanceSetup setup;
   setup.max_seqs = 4;
   setup.max_batch_tokens = 64;
@@ -261,7 +264,6 @@ TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
   constexpr int kPerTenant = 120;
   constexpr int kPrompt = 12;
   constexpr int kOutput = 12;
-  std::vector<std::unique_ptr<Collector>> cs;
   for (int i = 0; i < kPerTenant; ++i) {
     for (const char* tenant : {"a", "b"}) {
       cs.push_back(std::make_unique<Collector>());
@@ -285,9 +287,12 @@ TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
       if (name == "a") a = &service;
       if (name == "b") b = &service;
     }
-    if (a != nullptr && b != nullptr) {
-      // Both backlogged: each still has work waiting.
-      if (a->waiting == 0 || b->waiting == 0) break;
+    // Observe while both are backlogged (each has work waiting): from when
+    // both first are (submissions reach the engine in batches) until one
+    // runs out.
+    const bool backlogged = a != nullptr && b != nullptr && a->waiting > 0 && b->waiting > 0;
+    if (!backlogged && observations > 0) break;
+    if (backlogged) {
       wa = a->weighted_tokens;
       wb = b->weighted_tokens;
       worst_gap = std::max(worst_gap, std::abs(wa / 2.0 - wb / 1.0));
