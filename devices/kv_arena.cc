@@ -1,5 +1,5 @@
-// The host KV arena: one anonymous mapping cut into pages, a min-heap of free
-// page indices under a mutex.
+// KV arenas: one region (an anonymous mapping on the host, one cudaMalloc on
+// a GPU) cut into pages, a min-heap of free page indices under a mutex.
 #include "devices/kv_arena.h"
 
 #include <sys/mman.h>
@@ -17,29 +17,15 @@
 namespace tokenmill::devices {
 namespace {
 
-// Owns one mmap'd range; unmaps it on destruction.
-class Mapping {
+class RegionKvArena final : public KvArena {
  public:
-  Mapping(void* base, size_t bytes) : base_(static_cast<uint8_t*>(base)), bytes_(bytes) {}
-  ~Mapping() {
-    if (base_ != nullptr) munmap(base_, bytes_);
-  }
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-
-  uint8_t* base() const { return base_; }
-
- private:
-  uint8_t* base_;
-  size_t bytes_;
-};
-
-class HostKvArena final : public KvArena {
- public:
-  HostKvArena(void* base, size_t page_bytes, uint32_t pages)
-      : mapping_(base, page_bytes * pages), page_bytes_(page_bytes), pages_(pages), taken_(pages) {
+  RegionKvArena(KvRegion region, size_t page_bytes, uint32_t pages)
+      : region_(std::move(region)), page_bytes_(page_bytes), pages_(pages), taken_(pages) {
     free_.reserve(pages);
     for (uint32_t p = 0; p < pages; ++p) free_.push_back(p);  // ascending: already a min-heap
+  }
+  ~RegionKvArena() override {
+    if (region_.release) region_.release(region_.base);
   }
 
   std::optional<uint32_t> TakePage() override {
@@ -62,16 +48,15 @@ class HostKvArena final : public KvArena {
       return;
     }
     // Dropped before the page is free again, so the next taker never sees
-    // this instance's KV. MADV_DONTNEED on private anonymous memory gives the
-    // frames back and reads zeros afterwards.
-    madvise(mapping_.base() + page * page_bytes_, page_bytes_, MADV_DONTNEED);
+    // this instance's KV.
+    if (region_.drop_page) region_.drop_page(base() + page * page_bytes_, page_bytes_);
     taken_[page] = 0;
     free_.push_back(page);
     std::push_heap(free_.begin(), free_.end(), std::greater<>());
   }
 
   void* PageAddress(uint32_t page) const override {
-    return page < pages_ ? mapping_.base() + page * page_bytes_ : nullptr;
+    return page < pages_ ? base() + page * page_bytes_ : nullptr;
   }
 
   KvArenaStats Stats() const override {
@@ -86,7 +71,9 @@ class HostKvArena final : public KvArena {
   }
 
  private:
-  const Mapping mapping_;
+  uint8_t* base() const { return static_cast<uint8_t*>(region_.base); }
+
+  const KvRegion region_;
   const size_t page_bytes_;
   const uint32_t pages_;
   mutable absl::Mutex mu_;
@@ -118,7 +105,17 @@ absl::StatusOr<KvArenaPtr> CreateHostKvArena(size_t bytes, size_t page_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot reserve ", total, " bytes for the KV arena"));
   }
-  return KvArenaPtr(new HostKvArena(base, page_bytes, static_cast<uint32_t>(pages)));
+  KvRegion region;
+  region.base = base;
+  // MADV_DONTNEED on private anonymous memory gives the frames back and
+  // reads zeros afterwards.
+  region.drop_page = [](void* page, size_t bytes) { madvise(page, bytes, MADV_DONTNEED); };
+  region.release = [total](void* p) { munmap(p, total); };
+  return CreateKvArenaOver(std::move(region), page_bytes, static_cast<uint32_t>(pages));
+}
+
+KvArenaPtr CreateKvArenaOver(KvRegion region, size_t page_bytes, uint32_t pages) {
+  return KvArenaPtr(new RegionKvArena(std::move(region), page_bytes, pages));
 }
 
 }  // namespace tokenmill::devices

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,5 +65,19 @@ inline constexpr size_t kDefaultKvPageBytes = size_t{2} << 20;
 // page is dropped with madvise, which works on whole OS pages);
 // kResourceExhausted when the reservation fails.
 absl::StatusOr<KvArenaPtr> CreateHostKvArena(size_t bytes, size_t page_bytes = kDefaultKvPageBytes);
+
+// Memory an arena is cut from, allocated by the device's code (a cudaMalloc
+// region for a GPU): `base` spans pages x page_bytes; `drop_page` (may be
+// empty) runs on each returned page, `release` (may be empty) frees the
+// region when the arena is destroyed.
+struct KvRegion {
+  void* base = nullptr;
+  std::function<void(void* page, size_t bytes)> drop_page;
+  std::function<void(void* base)> release;
+};
+
+// An arena of `pages` pages over `region` (the same page bookkeeping as the
+// host arena's).
+KvArenaPtr CreateKvArenaOver(KvRegion region, size_t page_bytes, uint32_t pages);
 
 }  // namespace tokenmill::devices

@@ -1,16 +1,24 @@
 #include "devices/model_spec.h"
 
-#include "devices/executor.h"
+#include <cmath>
+#include <numbers>
+
+#include "devices/kv_layout.h"
 
 namespace tokenmill::devices {
 
 const char* TensorTypeName(TensorType type) {
   switch (type) {
-    case TensorType::kF32: return "f32";
-    case TensorType::kF16: return "f16";
-    case TensorType::kQ4_0: return "q4_0";
-    case TensorType::kQ8_0: return "q8_0";
-    case TensorType::kBF16: return "bf16";
+    case TensorType::kF32:
+      return "f32";
+    case TensorType::kF16:
+      return "f16";
+    case TensorType::kQ4_0:
+      return "q4_0";
+    case TensorType::kQ8_0:
+      return "q8_0";
+    case TensorType::kBF16:
+      return "bf16";
   }
   return "unknown";
 }
@@ -21,11 +29,16 @@ size_t TensorTypeBlockElements(TensorType type) {
 
 size_t TensorTypeBlockBytes(TensorType type) {
   switch (type) {
-    case TensorType::kF32: return 4;
-    case TensorType::kF16: return 2;
-    case TensorType::kBF16: return 2;
-    case TensorType::kQ8_0: return 2 + 32;
-    case TensorType::kQ4_0: return 2 + 16;
+    case TensorType::kF32:
+      return 4;
+    case TensorType::kF16:
+      return 2;
+    case TensorType::kBF16:
+      return 2;
+    case TensorType::kQ8_0:
+      return 2 + 32;
+    case TensorType::kQ4_0:
+      return 2 + 16;
   }
   return 0;
 }
@@ -68,6 +81,31 @@ uint64_t ModelSpec::WeightBytes() const {
   return bytes;
 }
 
+void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq) {
+  const int32_t half = hp.head_dim / 2;
+  const RopeScaling& s = hp.rope_scaling;
+  // Wavelengths (in positions) above which a frequency is fully scaled, and
+  // below which it is kept as trained; in between the two are blended.
+  const double scaled_above = s.original_context / static_cast<double>(s.low_freq_factor);
+  const double kept_below = s.original_context / static_cast<double>(s.high_freq_factor);
+  for (int32_t i = 0; i < half; ++i) {
+    double inv = std::exp(-2.0 * i / hp.head_dim * std::log(static_cast<double>(hp.rope_theta)));
+    if (freq_factors != nullptr) {
+      inv /= freq_factors[i];
+    } else if (s.enabled()) {
+      const double wavelen = 2.0 * std::numbers::pi / inv;
+      if (wavelen > scaled_above) {
+        inv /= s.factor;
+      } else if (wavelen >= kept_below) {
+        const double smooth = (s.original_context / wavelen - s.low_freq_factor) /
+                              (static_cast<double>(s.high_freq_factor) - s.low_freq_factor);
+        inv = (1.0 - smooth) * inv / s.factor + smooth * inv;
+      }
+    }
+    inv_freq[i] = static_cast<float>(inv);
+  }
+}
+
 KvLayout KvLayoutFor(const ModelSpec& spec, int32_t block_tokens, KvType type) {
   KvLayout layout;
   layout.block_tokens = block_tokens;
@@ -76,12 +114,6 @@ KvLayout KvLayoutFor(const ModelSpec& spec, int32_t block_tokens, KvType type) {
   layout.head_dim = spec.hp.head_dim;
   layout.type = type;
   return layout;
-}
-
-size_t Batch::TokenCount() const {
-  size_t n = 0;
-  for (const auto& s : seqs) n += s.tokens.size();
-  return n;
 }
 
 }  // namespace tokenmill::devices

@@ -17,8 +17,8 @@ namespace tokenmill::devices {
 enum class TensorType : uint32_t {
   kF32 = 0,
   kF16 = 1,
-  kQ4_0 = 2,   // blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8)
-  kQ8_0 = 8,   // blocks of 32: f16 scale d, 32 int8 q; x = d * q
+  kQ4_0 = 2,  // blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8)
+  kQ8_0 = 8,  // blocks of 32: f16 scale d, 32 int8 q; x = d * q
   kBF16 = 30,
 };
 
@@ -71,12 +71,12 @@ struct RopeScaling {
 };
 
 struct ModelHyperparams {
-  int32_t dim = 0;             // hidden size
+  int32_t dim = 0;  // hidden size
   int32_t n_layers = 0;
   int32_t n_heads = 0;
-  int32_t n_kv_heads = 0;      // grouped-query attention: n_heads % n_kv_heads == 0
-  int32_t head_dim = 0;        // usually dim / n_heads
-  int32_t ffn_dim = 0;         // SwiGLU inner size
+  int32_t n_kv_heads = 0;  // grouped-query attention: n_heads % n_kv_heads == 0
+  int32_t head_dim = 0;    // usually dim / n_heads
+  int32_t ffn_dim = 0;     // SwiGLU inner size
   int32_t vocab_size = 0;
   int32_t context_length = 0;  // trained context
   float rms_norm_eps = 1e-5f;
@@ -85,17 +85,23 @@ struct ModelHyperparams {
   RopeScaling rope_scaling;
 };
 
+// Inverse RoPE frequencies of a head (head_dim / 2 of them), computed in f64:
+// theta^(-2i/d), then Llama 3 scaling (hp.rope_scaling) or, when freq_factors
+// is not null, divided by freq_factors[i] (GGUF's rope_freqs.weight). Shared
+// by every executor so their rotations agree to the bit.
+void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq);
+
 struct LayerWeights {
-  TensorView attn_norm;        // {dim}
-  TensorView wq;               // {n_heads * head_dim, dim}
-  TensorView wk;               // {n_kv_heads * head_dim, dim}
-  TensorView wv;               // {n_kv_heads * head_dim, dim}
-  TensorView bq, bk, bv;       // qwen2 attention biases (f32), empty for llama
-  TensorView wo;               // {dim, n_heads * head_dim}
-  TensorView ffn_norm;         // {dim}
-  TensorView w_gate;           // {ffn_dim, dim}
-  TensorView w_up;             // {ffn_dim, dim}
-  TensorView w_down;           // {dim, ffn_dim}
+  TensorView attn_norm;   // {dim}
+  TensorView wq;          // {n_heads * head_dim, dim}
+  TensorView wk;          // {n_kv_heads * head_dim, dim}
+  TensorView wv;          // {n_kv_heads * head_dim, dim}
+  TensorView bq, bk, bv;  // qwen2 attention biases (f32), empty for llama
+  TensorView wo;          // {dim, n_heads * head_dim}
+  TensorView ffn_norm;    // {dim}
+  TensorView w_gate;      // {ffn_dim, dim}
+  TensorView w_up;        // {ffn_dim, dim}
+  TensorView w_down;      // {dim, ffn_dim}
 };
 
 struct ModelSpec {

@@ -151,31 +151,6 @@ void StoreF16(Isa isa, const float* x, uint16_t* out, int64_t n) {
 
 #undef TOKENMILL_DISPATCH
 
-void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq) {
-  const int32_t half = hp.head_dim / 2;
-  const RopeScaling& s = hp.rope_scaling;
-  // Wavelengths (in positions) above which a frequency is fully scaled, and
-  // below which it is kept as trained; in between the two are blended.
-  const double scaled_above = s.original_context / static_cast<double>(s.low_freq_factor);
-  const double kept_below = s.original_context / static_cast<double>(s.high_freq_factor);
-  for (int32_t i = 0; i < half; ++i) {
-    double inv = std::exp(-2.0 * i / hp.head_dim * std::log(static_cast<double>(hp.rope_theta)));
-    if (freq_factors != nullptr) {
-      inv /= freq_factors[i];
-    } else if (s.enabled()) {
-      const double wavelen = 2.0 * std::numbers::pi / inv;
-      if (wavelen > scaled_above) {
-        inv /= s.factor;
-      } else if (wavelen >= kept_below) {
-        const double smooth = (s.original_context / wavelen - s.low_freq_factor) /
-                              (static_cast<double>(s.high_freq_factor) - s.low_freq_factor);
-        inv = (1.0 - smooth) * inv / s.factor + smooth * inv;
-      }
-    }
-    inv_freq[i] = static_cast<float>(inv);
-  }
-}
-
 void Rope(float* x, int32_t heads, int32_t head_dim, int32_t pos, const float* inv_freq,
           RopeStyle style) {
   const int32_t half = head_dim / 2;

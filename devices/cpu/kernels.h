@@ -87,12 +87,9 @@ void AxpyF16(Isa isa, float a, const uint16_t* x, float* y, int64_t n);
 // Stores f32 values as f16 (KV writes).
 void StoreF16(Isa isa, const float* x, uint16_t* out, int64_t n);
 
-// Rotary position embedding. inv_freq has head_dim/2 entries: theta^(-2i/d),
-// then Llama 3 scaling (hp.rope_scaling) or, when given, divided by
-// freq_factors[i] (GGUF's rope_freqs.weight, f32, head_dim/2 entries).
-// Rope() rotates each of `heads` consecutive heads of head_dim floats at
-// position pos.
-void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq);
+// Rotary position embedding: Rope() rotates each of `heads` consecutive heads
+// of head_dim floats at position pos, with inverse frequencies from
+// devices::RopeInvFrequencies (model_spec.h).
 void Rope(float* x, int32_t heads, int32_t head_dim, int32_t pos, const float* inv_freq,
           RopeStyle style);
 
