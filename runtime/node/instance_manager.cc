@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
-#include "devices/cpu/cpu_executor.h"
 #include "runtime/node/device_arbiter.h"
+#include "runtime/node/device_backends.h"
 #include "runtime/node/model_warmup.h"
 
 namespace tokenmill::runtime {
@@ -229,7 +229,7 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
   eo.kv_blocks = static_cast<uint32_t>(std::min<uint64_t>(id_space, UINT32_MAX));
   eo.threads = options.cpu_threads;
   eo.max_batch_tokens = static_cast<int32_t>(max_batch_tokens);
-  absl::StatusOr<devices::ExecutorPtr> executor = devices::cpu::CreateCpuExecutor(ms, eo);
+  absl::StatusOr<devices::ExecutorPtr> executor = CreateExecutorFor(*slot->device, ms, eo);
   if (!executor.ok()) return fail(executor.status());
 
   InstanceOptions io;
@@ -303,14 +303,14 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
     InstanceManagerOptions options) {
   auto impl = std::make_unique<Impl>(tenants, std::move(options));
   for (devices::Device* device : devices) {
-    if (device == nullptr || device->Info().kind != devices::DeviceKind::kCpu) continue;
+    if (device == nullptr || !DeviceRunsModels(*device)) continue;
     uint64_t bytes = impl->options.kv_arena_bytes ? impl->options.kv_arena_bytes(*device) : 0;
     if (bytes == 0) {
       bytes = std::min<uint64_t>(impl->FreeBytes(*device) / 10 * 8, uint64_t{16} << 30);
     }
     bytes = std::max<uint64_t>(bytes, impl->options.kv_page_bytes);
     absl::StatusOr<devices::KvArenaPtr> arena =
-        devices::CreateHostKvArena(bytes, impl->options.kv_page_bytes);
+        CreateKvArenaFor(*device, bytes, impl->options.kv_page_bytes);
     if (!arena.ok()) return arena.status();
     impl->devices.push_back(
         {device, std::move(*arena), std::make_unique<DeviceArbiter>(device->Info().id)});
@@ -368,8 +368,8 @@ absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec spec) {
     slot = m.FindDevice(spec.device);
     if (slot == nullptr) {
       return absl::NotFoundError(absl::StrCat("device ", spec.device,
-                                              " is not on this node or has no executor yet "
-                                              "(CPU only until the CUDA executor lands)"));
+                                              " is not on this node or this build has no "
+                                              "executor for it"));
     }
   }
   const uint64_t free_bytes = m.FreeBytes(*slot->device);

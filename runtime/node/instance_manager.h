@@ -67,7 +67,9 @@ struct InstanceManagerOptions {
   double vtc_output_weight = 2.0;
   int32_t cpu_threads = 0;  // 0 = one per core
   // KV arena size per device id; devices not named get 80% of what is free
-  // (CPU: of MemAvailable at start, capped at 16 GiB).
+  // at start (MemAvailable on the CPU, device memory on a GPU), capped at
+  // 16 GiB. A GPU's weights need what the arena leaves: size it with
+  // [[device]] kv_memory on GPUs smaller than ~80 GiB.
   std::function<uint64_t(const devices::Device&)> kv_arena_bytes;
   // The device's latest reading (the telemetry sampler's), for the fit
   // check; unset or nullopt: the device's total memory counts as free.

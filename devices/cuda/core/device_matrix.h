@@ -1,0 +1,52 @@
+// DeviceMatrix: a weight matrix in GPU memory, in the layout the CUDA kernels
+// read. Plain C++ (no CUDA header), shared by the engine, the kernels and the
+// GPU tests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tokenmill::devices::cuda::core {
+
+// Weight element types the CUDA kernels read.
+enum class WeightType : int32_t { kF32, kF16, kBF16, kQ8_0 };
+
+const char* WeightTypeName(WeightType type);  // "f32", "f16", "bf16", "q8_0"
+
+// Q8_0 values per scale (GGUF block size).
+inline constexpr int64_t kQ8Block = 32;
+
+// A row-major matrix y = W x with W of `rows` x `cols`. For F32/F16/BF16
+// `data` holds rows x cols elements, row r at r x cols. For Q8_0 the GGUF
+// blocks are split on upload so every load is aligned: `data` holds rows x
+// cols int8 quants (row-major) and `scales` rows x (cols / 32) f16 scales
+// (row-major); element (r, c) = scales[r][c / 32] * data[r][c]. Both
+// pointers are device memory owned by whoever uploaded the matrix; cols is a
+// multiple of 32 for Q8_0 and of 8 for the others (16-byte loads).
+struct DeviceMatrix {
+  WeightType type = WeightType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;
+  const uint16_t* scales = nullptr;  // Q8_0 only
+
+  bool empty() const { return data == nullptr; }
+  // Bytes one pass over the matrix reads (data and scales).
+  size_t bytes() const {
+    const size_t n = static_cast<size_t>(rows) * static_cast<size_t>(cols);
+    switch (type) {
+      case WeightType::kF32:
+        return n * 4;
+      case WeightType::kF16:
+      case WeightType::kBF16:
+        return n * 2;
+      case WeightType::kQ8_0:
+        return n + n / kQ8Block * 2;
+    }
+    return 0;
+  }
+  // The matrix of rows [begin, end) (same type, same columns).
+  DeviceMatrix RowRange(int64_t begin, int64_t end) const;
+};
+
+}  // namespace tokenmill::devices::cuda::core

@@ -1,0 +1,497 @@
+// The CUDA kernels of layer_kernels.h: embedding, residual add + RMSNorm,
+// bias + RoPE + paged KV write, paged attention, SiLU-mul and argmax, with the
+// CPU executor's formulas (devices/cpu) so both backends agree within
+// rounding of the summation order.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "devices/cuda/core/layer_kernels.h"
+
+namespace tokenmill::devices::cuda::core {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+constexpr int kEmbedThreads = 256;
+constexpr int kNormThreads = 256;
+constexpr int kRopeThreads = 128;
+constexpr int kElementwiseThreads = 256;
+constexpr int kArgmaxThreads = 1024;
+
+// Attention: 4 warps per (token, head); each lane holds up to 8 dims, so
+// head_dim <= 256 (the Engine refuses larger heads).
+constexpr int kAttnWarps = 4;
+constexpr int kAttnThreads = kAttnWarps * kWarp;
+constexpr int kMaxHeadDim = 256;
+constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
+// Most blocks in a grid's y dimension; kernels with tokens on y loop over the
+// rest.
+constexpr int64_t kMaxGridY = 65535;
+// Enough blocks of a grid-stride loop to fill the GPU several times over.
+constexpr int64_t kMaxElementwiseBlocks = 4096;
+
+// ---------------------------------------------------------------------------
+// Embedding
+
+__device__ float LoadWeight(const DeviceMatrix& w, int64_t row, int64_t col) {
+  const int64_t index = row * w.cols + col;
+  switch (w.type) {
+    case WeightType::kF32:
+      return static_cast<const float*>(w.data)[index];
+    case WeightType::kF16:
+      return __half2float(static_cast<const __half*>(w.data)[index]);
+    case WeightType::kBF16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(w.data)[index]);
+    case WeightType::kQ8_0: {
+      const float scale =
+          __half2float(__ushort_as_half(w.scales[row * (w.cols / kQ8Block) + col / kQ8Block]));
+      return scale * static_cast<float>(static_cast<const int8_t*>(w.data)[index]);
+    }
+  }
+  return 0.0f;
+}
+
+__global__ void EmbedKernel(DeviceMatrix table, const int32_t* __restrict__ ids,
+                            float* __restrict__ x) {
+  const int64_t t = blockIdx.x;
+  const int64_t row = ids[t];
+  float* out = x + t * table.cols;
+  for (int64_t c = threadIdx.x; c < table.cols; c += blockDim.x) {
+    out[c] = LoadWeight(table, row, c);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Block reductions
+
+__device__ float WarpSum(float v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every
+// thread gets the total. Contains __syncthreads: call from all threads.
+__device__ float BlockSum(float v) {
+  __shared__ float partial[kWarp];
+  __shared__ float total;
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = WarpSum(v);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = blockDim.x / kWarp;
+    float w = lane < warps ? partial[lane] : 0.0f;
+    w = WarpSum(w);
+    if (lane == 0) total = w;
+  }
+  __syncthreads();
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// Residual add + RMSNorm
+
+__global__ void AddRmsNormKernel(float* x, const float* residual, const float* __restrict__ weight,
+                                 const int32_t* gather, int64_t dim, float eps, float* out) {
+  const int64_t r = blockIdx.x;
+  const int64_t s = gather != nullptr ? gather[r] : r;
+  float* xs = x + s * dim;
+  // x, residual and out are not __restrict__: without gather out may be
+  // residual. Each thread reads and writes only its own columns c, so the
+  // alias never crosses threads.
+  float sum = 0.0f;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    float v = xs[c];
+    if (residual != nullptr) {
+      v += residual[s * dim + c];
+      xs[c] = v;
+    }
+    sum += v * v;
+  }
+  const float total = BlockSum(sum);
+  // The scale in f64 like the CPU's RmsNorm, from the f32 sum of squares.
+  const float inv =
+      static_cast<float>(1.0 / sqrt(static_cast<double>(total) / static_cast<double>(dim) + eps));
+  float* o = out + r * dim;
+  for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) o[c] = xs[c] * inv * weight[c];
+}
+
+// ---------------------------------------------------------------------------
+// Bias + RoPE + KV store
+
+template <typename KvT>
+__device__ void StoreKv(KvT* slab, int64_t elem, float v);
+template <>
+__device__ void StoreKv<__half>(__half* slab, int64_t elem, float v) {
+  slab[elem] = __float2half_rn(v);
+}
+template <>
+__device__ void StoreKv<float>(float* slab, int64_t elem, float v) {
+  slab[elem] = v;
+}
+
+// The (layer, which, head) slab of the block holding `pos` of token t.
+template <typename KvT>
+__device__ KvT* KvSlab(const KvShape& kv, const StepTokens& step, int64_t t, int32_t pos,
+                       int32_t layer, int32_t which, int32_t head) {
+  const uint64_t block = step.block_addr[step.table_start[t] + pos / kv.block_tokens];
+  return reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, which, head));
+}
+
+template <typename KvT>
+__device__ const KvT* KvSlabConst(const KvShape& kv, const StepTokens& step, int64_t t, int32_t pos,
+                                  int32_t layer, int32_t which, int32_t head) {
+  return KvSlab<KvT>(kv, step, t, pos, layer, which, head);
+}
+
+// Rotation of pair (x0, x1) by (c, s), as devices/cpu/kernels.cc Rope:
+// x0' = x0 c - x1 s, x1' = x0 s + x1 c. Explicit roundings so nvcc does not
+// fuse into FMAs and the result matches the CPU bit for bit.
+__device__ float2 Rotate(float x0, float x1, float c, float s) {
+  return make_float2(__fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)),
+                     __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
+}
+
+// One block per token. Work items: the q pairs, then the k pairs, then the v
+// elements; each item owns its elements, so no two threads touch the same
+// float. head_dim / 2 <= kMaxHeadDim / 2.
+template <typename KvT>
+__global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_stride, int32_t n_heads,
+                                      const float* __restrict__ bq, const float* __restrict__ bk,
+                                      const float* __restrict__ bv,
+                                      const float* __restrict__ inv_freq, bool halves, KvShape kv,
+                                      int32_t layer, StepTokens step) {
+  __shared__ float cos_table[kMaxHeadDim / 2];
+  __shared__ float sin_table[kMaxHeadDim / 2];
+  const int64_t t = blockIdx.x;
+  const int32_t pos = step.pos[t];
+  const int32_t hd = kv.head_dim, half = hd / 2;
+  // The angle in f64 like the CPU: pos x inv_freq reaches thousands of
+  // radians, where f32 would lose the phase. Once per pair index, shared by
+  // every head.
+  for (int32_t i = threadIdx.x; i < half; i += blockDim.x) {
+    double s = 0.0, c = 0.0;
+    sincos(static_cast<double>(pos) * static_cast<double>(inv_freq[i]), &s, &c);
+    cos_table[i] = static_cast<float>(c);
+    sin_table[i] = static_cast<float>(s);
+  }
+  __syncthreads();
+
+  // Pair i of a head: adjacent (2i, 2i+1) or halves (i, i+half).
+  const int32_t a_step = halves ? 1 : 2;
+  const int32_t b_offset = halves ? half : 1;
+  const int64_t q_pairs = static_cast<int64_t>(n_heads) * half;
+  const int64_t k_pairs = static_cast<int64_t>(kv.n_kv_heads) * half;
+  const int64_t v_elems = static_cast<int64_t>(kv.n_kv_heads) * hd;
+  const int64_t q_dim = static_cast<int64_t>(n_heads) * hd;
+  const int64_t kv_dim = static_cast<int64_t>(kv.n_kv_heads) * hd;
+  const int64_t slot = static_cast<int64_t>(pos % kv.block_tokens) * hd;
+  float* row = qkv + t * qkv_stride;
+
+  for (int64_t item = threadIdx.x; item < q_pairs + k_pairs + v_elems; item += blockDim.x) {
+    if (item < q_pairs + k_pairs) {
+      const bool is_q = item < q_pairs;
+      const int64_t pair = is_q ? item : item - q_pairs;
+      const int32_t head = static_cast<int32_t>(pair / half);
+      const int32_t i = static_cast<int32_t>(pair % half);
+      const int32_t a = i * a_step, b = a + b_offset;
+      const int64_t head_base = static_cast<int64_t>(head) * hd;
+      float* x = row + (is_q ? 0 : q_dim) + head_base;
+      const float* bias = is_q ? bq : bk;
+      float x0 = x[a], x1 = x[b];
+      if (bias != nullptr) {
+        x0 += bias[head_base + a];
+        x1 += bias[head_base + b];
+      }
+      const float2 r = Rotate(x0, x1, cos_table[i], sin_table[i]);
+      if (is_q) {
+        x[a] = r.x;
+        x[b] = r.y;
+      } else {
+        KvT* slab = KvSlab<KvT>(kv, step, t, pos, layer, 0, head);
+        StoreKv(slab, slot + a, r.x);
+        StoreKv(slab, slot + b, r.y);
+      }
+    } else {
+      const int64_t e = item - q_pairs - k_pairs;
+      const int32_t head = static_cast<int32_t>(e / hd);
+      const int32_t d = static_cast<int32_t>(e % hd);
+      float v = row[q_dim + kv_dim + e];
+      if (bv != nullptr) v += bv[e];
+      StoreKv(KvSlab<KvT>(kv, step, t, pos, layer, 1, head), slot + d, v);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Paged attention
+
+__device__ float LoadKv(const __half* p, int64_t i) { return __half2float(p[i]); }
+__device__ float LoadKv(const float* p, int64_t i) { return p[i]; }
+
+// One warp's running softmax state over the positions it has seen: max m of
+// the scores, s = sum exp(score - m), acc[j] = sum exp(score - m) V[d].
+struct SoftmaxState {
+  float m = -INFINITY;
+  float s = 0.0f;
+  float acc[kDimsPerLane] = {};
+
+  __device__ void Add(float score, const float (&v)[kDimsPerLane]) {
+    if (score > m) {
+      // m = -inf before the first position: the factor is exp(-inf) = 0 and
+      // scales zeros.
+      const float factor = expf(m - score);
+      s *= factor;
+#pragma unroll
+      for (int j = 0; j < kDimsPerLane; ++j) acc[j] *= factor;
+      m = score;
+    }
+    // A -inf score adds nothing (and must not compute exp(-inf - -inf)); a
+    // NaN score makes s NaN, so unwritten (poisoned) KV shows in the output.
+    const float w = score == -INFINITY ? 0.0f : expf(score - m);
+    s += w;
+#pragma unroll
+    for (int j = 0; j < kDimsPerLane; ++j) acc[j] += w * v[j];
+  }
+};
+
+// Loads the lane's dims d = lane + 32 j (< hd) of one K or V row; 0 past hd.
+template <typename KvT>
+__device__ void LoadRow(const KvT* row, int lane, int32_t hd, float (&out)[kDimsPerLane]) {
+#pragma unroll
+  for (int j = 0; j < kDimsPerLane; ++j) {
+    const int d = lane + kWarp * j;
+    out[j] = d < hd ? LoadKv(row, d) : 0.0f;
+  }
+}
+
+__device__ float PartialDot(const float (&q)[kDimsPerLane], const float (&k)[kDimsPerLane]) {
+  float dot = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kDimsPerLane; ++j) dot += q[j] * k[j];
+  return dot;
+}
+
+// Grid (n_heads, tokens or kMaxGridY), 4 warps. Warp w takes positions w,
+// w + 4, w + 8, ... in order, two per iteration (p and p + 4, both rows loaded
+// before either is used) so each warp has more loads in flight; the warps'
+// states are merged through shared memory at the end.
+template <typename KvT>
+__global__ void __launch_bounds__(kAttnThreads)
+    PagedAttentionKernel(const float* __restrict__ qkv, int64_t qkv_stride, int64_t tokens,
+                         int32_t n_heads, KvShape kv, int32_t layer, StepTokens step, float scale,
+                         float* __restrict__ out) {
+  __shared__ float warp_m[kAttnWarps];
+  __shared__ float warp_s[kAttnWarps];
+  __shared__ float warp_acc[kAttnWarps][kMaxHeadDim];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int32_t h = blockIdx.x;
+  const int32_t hd = kv.head_dim;
+  const int32_t g = h / (n_heads / kv.n_kv_heads);
+
+  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
+    const int32_t pos = step.pos[t];
+    float q[kDimsPerLane];
+    LoadRow(qkv + t * qkv_stride + static_cast<int64_t>(h) * hd, lane, hd, q);
+
+    SoftmaxState state;
+    // p is warp-uniform, so every lane takes the same branches and the full
+    // shuffle mask is right.
+    for (int32_t p0 = warp; p0 <= pos; p0 += 2 * kAttnWarps) {
+      const int32_t p1 = p0 + kAttnWarps;
+      const bool has1 = p1 <= pos;
+      float k0[kDimsPerLane], v0[kDimsPerLane], k1[kDimsPerLane], v1[kDimsPerLane];
+      const int64_t slot0 = static_cast<int64_t>(p0 % kv.block_tokens) * hd;
+      LoadRow(KvSlabConst<KvT>(kv, step, t, p0, layer, 0, g) + slot0, lane, hd, k0);
+      LoadRow(KvSlabConst<KvT>(kv, step, t, p0, layer, 1, g) + slot0, lane, hd, v0);
+      if (has1) {
+        const int64_t slot1 = static_cast<int64_t>(p1 % kv.block_tokens) * hd;
+        LoadRow(KvSlabConst<KvT>(kv, step, t, p1, layer, 0, g) + slot1, lane, hd, k1);
+        LoadRow(KvSlabConst<KvT>(kv, step, t, p1, layer, 1, g) + slot1, lane, hd, v1);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kDimsPerLane; ++j) k1[j] = v1[j] = 0.0f;
+      }
+      float dot0 = PartialDot(q, k0), dot1 = PartialDot(q, k1);
+#pragma unroll
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+        dot0 += __shfl_xor_sync(kFullMask, dot0, offset);
+        dot1 += __shfl_xor_sync(kFullMask, dot1, offset);
+      }
+      // Dot first, then the scale, like the CPU's AttendHead.
+      state.Add(dot0 * scale, v0);
+      if (has1) state.Add(dot1 * scale, v1);
+    }
+
+    if (lane == 0) {
+      warp_m[warp] = state.m;
+      warp_s[warp] = state.s;
+    }
+#pragma unroll
+    for (int j = 0; j < kDimsPerLane; ++j) {
+      const int d = lane + kWarp * j;
+      if (d < hd) warp_acc[warp][d] = state.acc[j];
+    }
+    __syncthreads();
+
+    // Merge: rescale each warp to the common max. A warp that saw no position
+    // (m = -inf) contributes 0; position 0 always exists, so some warp has a
+    // finite m unless every score was -inf.
+    float max_m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) max_m = fmaxf(max_m, warp_m[w]);
+    float factor[kAttnWarps];
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) {
+      factor[w] = warp_m[w] == -INFINITY ? 0.0f : expf(warp_m[w] - max_m);
+      sum += warp_s[w] * factor[w];
+    }
+    const float inv = 1.0f / sum;
+    float* o = out + (t * n_heads + h) * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+      float v = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kAttnWarps; ++w) v += warp_acc[w][d] * factor[w];
+      o[d] = v * inv;
+    }
+    // The next token's iteration rewrites the shared arrays.
+    __syncthreads();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SiLU-mul and argmax
+
+__global__ void SiluMulKernel(const float* __restrict__ gate_up, int64_t rows, int64_t ffn,
+                              float* __restrict__ out) {
+  const int64_t n = rows * ffn;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const int64_t t = i / ffn, c = i % ffn;
+    const float g = gate_up[t * 2 * ffn + c], u = gate_up[t * 2 * ffn + ffn + c];
+    out[i] = g / (1.0f + expf(-g)) * u;
+  }
+}
+
+// (value, index) of the better candidate: the larger value, the lower index
+// on equal values; index < 0 means no candidate (only NaN seen).
+__device__ void Better(float& value, int32_t& index, float other_value, int32_t other_index) {
+  if (other_index < 0) return;
+  if (index < 0 || other_value > value || (other_value == value && other_index < index)) {
+    value = other_value;
+    index = other_index;
+  }
+}
+
+__global__ void ArgmaxKernel(const float* __restrict__ logits, int64_t vocab,
+                             int32_t* __restrict__ out) {
+  __shared__ float warp_value[kWarp];
+  __shared__ int32_t warp_index[kWarp];
+  const int64_t r = blockIdx.x;
+  const float* row = logits + r * vocab;
+  float value = -INFINITY;
+  int32_t index = -1;
+  // Increasing indices and a strict > keep each thread's lowest best index.
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = row[i];
+    if (!isnan(v) && (index < 0 || v > value)) {
+      value = v;
+      index = static_cast<int32_t>(i);
+    }
+  }
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const float other_value = __shfl_xor_sync(kFullMask, value, offset);
+    const int32_t other_index = __shfl_xor_sync(kFullMask, index, offset);
+    Better(value, index, other_value, other_index);
+  }
+  if (lane == 0) {
+    warp_value[warp] = value;
+    warp_index[warp] = index;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = blockDim.x / kWarp;
+    value = lane < warps ? warp_value[lane] : -INFINITY;
+    index = lane < warps ? warp_index[lane] : -1;
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+      const float other_value = __shfl_xor_sync(kFullMask, value, offset);
+      const int32_t other_index = __shfl_xor_sync(kFullMask, index, offset);
+      Better(value, index, other_value, other_index);
+    }
+    if (lane == 0) out[r] = index < 0 ? 0 : index;
+  }
+}
+
+}  // namespace
+
+void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, float* x,
+                 cudaStream_t stream) {
+  if (tokens <= 0 || table.cols <= 0) return;
+  EmbedKernel<<<static_cast<unsigned>(tokens), kEmbedThreads, 0, stream>>>(table, ids, x);
+}
+
+void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, const int32_t* gather,
+                      int64_t rows, int64_t dim, float eps, float* out, cudaStream_t stream) {
+  if (rows <= 0 || dim <= 0) return;
+  AddRmsNormKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, residual, weight,
+                                                                             gather, dim, eps, out);
+}
+
+void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
+                           const float* bq, const float* bk, const float* bv, const float* inv_freq,
+                           bool halves, const KvShape& kv, int32_t layer, const StepTokens& step,
+                           cudaStream_t stream) {
+  if (tokens <= 0) return;
+  const unsigned grid = static_cast<unsigned>(tokens);
+  if (kv.f16) {
+    BiasRopeStoreKvKernel<__half><<<grid, kRopeThreads, 0, stream>>>(
+        qkv, qkv_stride, n_heads, bq, bk, bv, inv_freq, halves, kv, layer, step);
+  } else {
+    BiasRopeStoreKvKernel<float><<<grid, kRopeThreads, 0, stream>>>(
+        qkv, qkv_stride, n_heads, bq, bk, bv, inv_freq, halves, kv, layer, step);
+  }
+}
+
+void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
+                          const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
+                          float* out, cudaStream_t stream) {
+  if (tokens <= 0 || n_heads <= 0) return;
+  const dim3 grid(static_cast<unsigned>(n_heads),
+                  static_cast<unsigned>(std::min(tokens, kMaxGridY)));
+  if (kv.f16) {
+    PagedAttentionKernel<__half><<<grid, kAttnThreads, 0, stream>>>(
+        qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, out);
+  } else {
+    PagedAttentionKernel<float><<<grid, kAttnThreads, 0, stream>>>(qkv, qkv_stride, tokens, n_heads,
+                                                                   kv, layer, step, scale, out);
+  }
+}
+
+void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
+                   cudaStream_t stream) {
+  const int64_t n = rows * ffn;
+  if (n <= 0) return;
+  const int64_t blocks =
+      std::min((n + kElementwiseThreads - 1) / kElementwiseThreads, kMaxElementwiseBlocks);
+  SiluMulKernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(gate_up, rows,
+                                                                                   ffn, out);
+}
+
+void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out,
+                  cudaStream_t stream) {
+  if (rows <= 0) return;
+  ArgmaxKernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, stream>>>(logits, vocab, out);
+}
+
+}  // namespace tokenmill::devices::cuda::core

@@ -1,0 +1,108 @@
+// The CUDA kernels of a Llama-family layer other than the weight matmuls
+// (matmul.h): embedding, residual add + RMSNorm, bias + RoPE + paged KV
+// write, paged attention (decode and chunked prefill alike), SiLU-mul and
+// greedy argmax. Same math as the CPU executor (devices/cpu) and the naive
+// reference (tests/reference): f32 activations, f32 accumulation, KV in f16
+// or f32.
+//
+// All pointers are device memory. Every launcher enqueues on `stream` and
+// returns; none allocates or synchronizes, so a whole step can be captured in
+// a CUDA graph. Per-token data (positions, block tables) is read from device
+// memory inside the kernels, so a captured graph stays valid when it changes.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "devices/cuda/core/device_matrix.h"
+
+#ifdef __CUDACC__
+#define TM_HOST_DEVICE __host__ __device__
+#else
+#define TM_HOST_DEVICE
+#endif
+
+namespace tokenmill::devices::cuda::core {
+
+// Where the step's tokens are and where their KV lives (device arrays, one
+// entry per token of the step, T in all).
+struct StepTokens {
+  const int32_t* ids = nullptr;  // token id
+  const int32_t* pos = nullptr;  // position in its sequence
+  // Index into `block_addr` of the token's sequence's first block: block i of
+  // the sequence (positions [i x block_tokens, (i + 1) x block_tokens)) is at
+  // block_addr[table_start[t] + i]. Covers positions 0..pos[t].
+  const int32_t* table_start = nullptr;
+  const uint64_t* block_addr = nullptr;  // device address of each KV block
+};
+
+// The paged KV cache's shape (devices/kv_layout.h): a block holds
+// block_tokens positions of every layer as
+// [layer][k=0|v=1][kv_head][token_in_block][head_dim], elements f16 or f32.
+struct KvShape {
+  int32_t block_tokens = 16;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  bool f16 = true;
+  // Byte offset of (layer, which, head) in a block, as KvLayout::SlabOffset.
+  TM_HOST_DEVICE uint64_t SlabOffset(int32_t layer, int32_t which, int32_t head) const {
+    const uint64_t slab = static_cast<uint64_t>(block_tokens) * head_dim * (f16 ? 2 : 4);
+    return ((static_cast<uint64_t>(layer) * 2 + which) * n_kv_heads + head) * slab;
+  }
+};
+
+// x[t * dim + c] = table(ids[t], c) for t < tokens: rows of the token
+// embedding (any WeightType) as f32. Token ids are checked by the host before
+// the step.
+void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, float* x,
+                 cudaStream_t stream);
+
+// For each output row r < rows, with source row s = gather ? gather[r] : r:
+//   if residual: x[s] += residual[s]      (written back into x)
+//   out[r] = x[s] / sqrt(mean(x[s]^2) + eps) * weight
+// Rows are `dim` floats, packed. One block per row; sums in f32. Without
+// gather, out may equal residual (each row is read before it is written);
+// with gather, out must not overlap x or residual.
+void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, const int32_t* gather,
+                      int64_t rows, int64_t dim, float eps, float* out, cudaStream_t stream);
+
+// qkv holds T rows of q_dim + 2 x kv_dim floats (q heads, then k heads, then
+// v heads; q_dim = n_heads x head_dim, kv_dim = n_kv_heads x head_dim),
+// qkv_stride apart. For each token: adds the biases (each may be null),
+// rotates q and k heads at the token's position (inv_freq: head_dim / 2 f32
+// inverse frequencies; angle pos x inv_freq computed in f64 like the CPU;
+// halves = RopeStyle::kHalves, else adjacent pairs), writes the rotated q
+// back into qkv, and stores k and v of layer `layer` into the token's KV block
+// at slot pos % block_tokens (converted to f16 when kv.f16).
+void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
+                           const float* bq, const float* bk, const float* bv, const float* inv_freq,
+                           bool halves, const KvShape& kv, int32_t layer, const StepTokens& step,
+                           cudaStream_t stream);
+
+// Causal attention over the paged cache: for each token t and query head h,
+// out[t * n_heads * head_dim + h * head_dim + d] =
+//   sum_p softmax_p(q . K[p] x scale) V[p][d] over positions p = 0..pos[t] of
+// the token's sequence, reading kv head h / (n_heads / n_kv_heads) of layer
+// `layer`. q is the rotated q at qkv + t * qkv_stride (its first n_heads x
+// head_dim floats). The same kernel serves decode (one token per sequence)
+// and chunked prefill (a chunk's tokens each see the positions before them,
+// including those written by this step's LaunchBiasRopeStoreKv). head_dim <=
+// 256. Online softmax in f32.
+void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
+                          const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
+                          float* out, cudaStream_t stream);
+
+// gate_up holds rows of 2 x ffn floats (gate, then up), rows apart by
+// 2 x ffn; out[t * ffn + i] = silu(gate[t][i]) x up[t][i], silu(g) =
+// g / (1 + exp(-g)).
+void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
+                   cudaStream_t stream);
+
+// out[r] = index of the largest of logits[r * vocab .. + vocab) (the lowest
+// index on ties; NaN never wins unless the row is all NaN, then 0). One block
+// per row.
+void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out,
+                  cudaStream_t stream);
+
+}  // namespace tokenmill::devices::cuda::core
