@@ -212,6 +212,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
       runtime::InstanceManager::Create(device_ptrs, *node->tenants_, std::move(manager_options));
   if (!instances.ok()) return instances.status();
   node->instances_ = std::move(*instances);
+  for (const std::string& reason : node->instances_->unusable_devices()) {
+    spdlog::warn("device_unusable reason=\"{}\"", reason);
+  }
   RestoreModels(*cfg, *node->store_, *node->instances_);
   node->models_api_ = std::make_unique<ModelsApi>(*node->instances_, node->store_.get());
   node->tenants_api_ =

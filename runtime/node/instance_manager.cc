@@ -123,6 +123,7 @@ struct InstanceManager::Impl {
   tenants::TenantRegistry& tenants;
   InstanceManagerOptions options;
   std::vector<DeviceSlot> devices;
+  std::vector<std::string> unusable;  // devices left out at creation, with why
   std::shared_ptr<Liveness> liveness = std::make_shared<Liveness>();
 
   mutable absl::Mutex mu;
@@ -303,7 +304,12 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
     InstanceManagerOptions options) {
   auto impl = std::make_unique<Impl>(tenants, std::move(options));
   for (devices::Device* device : devices) {
-    if (device == nullptr || !DeviceRunsModels(*device)) continue;
+    if (device == nullptr) continue;
+    if (!DeviceRunsModels(*device)) {
+      impl->unusable.push_back(
+          absl::StrCat(device->Info().id, ": this build has no executor for this device"));
+      continue;
+    }
     uint64_t bytes = impl->options.kv_arena_bytes ? impl->options.kv_arena_bytes(*device) : 0;
     if (bytes == 0) {
       bytes = std::min<uint64_t>(impl->FreeBytes(*device) / 10 * 8, uint64_t{16} << 30);
@@ -311,6 +317,10 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
     bytes = std::max<uint64_t>(bytes, impl->options.kv_page_bytes);
     absl::StatusOr<devices::KvArenaPtr> arena =
         CreateKvArenaFor(*device, bytes, impl->options.kv_page_bytes);
+    if (!arena.ok() && device->Info().kind != devices::DeviceKind::kCpu) {
+      impl->unusable.push_back(absl::StrCat(device->Info().id, ": ", arena.status().ToString()));
+      continue;
+    }
     if (!arena.ok()) return arena.status();
     impl->devices.push_back(
         {device, std::move(*arena), std::make_unique<DeviceArbiter>(device->Info().id)});
@@ -330,6 +340,8 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
 }
 
 InstanceManager::~InstanceManager() { Stop(); }
+
+std::vector<std::string> InstanceManager::unusable_devices() const { return impl_->unusable; }
 
 absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec spec) {
   Impl& m = *impl_;

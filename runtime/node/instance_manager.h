@@ -91,7 +91,10 @@ struct DeviceRuntimeStats {
 class InstanceManager {
  public:
   // `devices` and `tenants` outlive the manager. Creates an arena and an
-  // arbiter per device (kResourceExhausted when an arena cannot be made).
+  // arbiter per device this build can run models on (kResourceExhausted when
+  // the CPU's arena cannot be made). A GPU whose arena cannot be made (driver
+  // too old for the CUDA runtime, memory taken) is left out and listed in
+  // unusable_devices(), so the node still serves on its other devices.
   static absl::StatusOr<std::unique_ptr<InstanceManager>> Create(
       std::vector<devices::Device*> devices, tenants::TenantRegistry& tenants,
       InstanceManagerOptions options);
@@ -116,6 +119,8 @@ class InstanceManager {
   ModelInstancePtr Find(const std::string& id) const;
 
   std::vector<DeviceRuntimeStats> DeviceStats() const;
+  // "device id: reason" for each device left out at creation.
+  std::vector<std::string> unusable_devices() const;
 
   // Stops every instance (in-flight requests end kCancelled). Idempotent.
   void Stop();
