@@ -370,6 +370,7 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
   generation.sampling = req.sampling;
   generation.sampling.max_tokens = *max_tokens;
   generation.stop_at_eos = !req.ignore_eos;
+  generation.wants_logprobs = req.logprobs;
   generation.deadline = deadline;
 
   ResponseMeta meta;

@@ -24,6 +24,11 @@ enum class LogitsWanted {
   kNone,  // a prefill chunk that is not the prompt's last
   kLast,  // logits of the step's last token (sampling)
   kAll,   // logits of every token of the step (tests, prompt logprobs)
+  // Only the greedy next token after the step's last token: the index of its
+  // largest logit (lowest index on ties, NaN ignored, 0 when every logit is
+  // NaN) in StepOutput::argmax, and no logits row. A GPU computes it on the
+  // device, so 4 bytes cross the bus instead of a vocabulary of floats.
+  kArgmax,
 };
 
 // One sequence's share of a step: a prefill chunk or one decode token.
@@ -50,12 +55,26 @@ struct Batch {
 
 struct StepOutput {
   // Rows of vocab_size floats: for each sequence in batch order, one row if
-  // it wanted kLast, tokens.size() rows if kAll, none if kNone.
+  // it wanted kLast, tokens.size() rows if kAll, none if kNone or kArgmax.
   std::vector<float> logits;
+  // One token id per sequence that wanted kArgmax, in batch order.
+  std::vector<int32_t> argmax;
   int32_t vocab_size = 0;
   // Wall time of the step on the device (exclusive use), for cost attribution.
   std::chrono::nanoseconds device_time{0};
 };
+
+// The kArgmax token of one logits row: the largest logit's index, lowest on
+// ties, NaN ignored, 0 when every logit is NaN. (Executors that compute it on
+// the host use this; a GPU's kernel follows the same rule.)
+inline int32_t GreedyToken(std::span<const float> logits) {
+  int32_t best = -1;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] != logits[i]) continue;  // NaN
+    if (best < 0 || logits[i] > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+  }
+  return best < 0 ? 0 : best;
+}
 
 struct ExecutorOptions {
   int32_t block_tokens = 16;

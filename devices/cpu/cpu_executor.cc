@@ -45,6 +45,34 @@ std::vector<const TensorView*> MatMulWeights(const ModelSpec& spec) {
   return weights;
 }
 
+// Moves the rows of kArgmax sequences out of out->logits: their greedy tokens
+// go to out->argmax, the other rows close up in order.
+void SplitArgmaxRows(const Batch& batch, StepOutput* out) {
+  const bool any = std::any_of(batch.seqs.begin(), batch.seqs.end(), [](const SequenceStep& s) {
+    return s.logits == LogitsWanted::kArgmax;
+  });
+  if (!any) return;
+  const size_t vocab = static_cast<size_t>(out->vocab_size);
+  float* logits = out->logits.data();
+  size_t row = 0, kept = 0;
+  for (const SequenceStep& s : batch.seqs) {
+    const size_t rows = s.logits == LogitsWanted::kAll    ? s.tokens.size()
+                        : s.logits == LogitsWanted::kNone ? 0
+                                                          : 1;
+    if (s.logits == LogitsWanted::kArgmax) {
+      out->argmax.push_back(GreedyToken({logits + row * vocab, vocab}));
+    } else {
+      for (size_t r = 0; r < rows; ++r, ++kept) {
+        if (kept != row + r) {
+          std::memmove(logits + kept * vocab, logits + (row + r) * vocab, vocab * sizeof(float));
+        }
+      }
+    }
+    row += rows;
+  }
+  out->logits.resize(kept * vocab);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ModelSpec& spec,
@@ -388,6 +416,7 @@ absl::StatusOr<StepOutput> CpuExecutor::Forward(const Batch& batch) {
     for (int32_t layer = 0; layer < spec_.hp.n_layers; ++layer) RunLayer(layer, tokens);
     if (plan_.logits_rows() > 0) ComputeLogits(out.logits.data());
   }
+  SplitArgmaxRows(batch, &out);
   out.device_time = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::steady_clock::now() - start);
   return out;

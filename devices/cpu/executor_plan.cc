@@ -67,6 +67,7 @@ absl::Status StepPlan::CheckSequence(const SequenceStep& seq, const KvPageTable&
     case LogitsWanted::kNone:
     case LogitsWanted::kLast:
     case LogitsWanted::kAll:
+    case LogitsWanted::kArgmax:
       return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(SeqName(seq), ": unknown logits request"));
@@ -152,8 +153,9 @@ absl::Status StepPlan::Build(const Batch& batch, const KvPageTable& pages) {
       token_[static_cast<size_t>(t)] = seq.tokens[static_cast<size_t>(i)];
       position_[static_cast<size_t>(t)] = seq.start_pos + static_cast<int32_t>(i);
       table_[static_cast<size_t>(t)] = table;
-      const bool wanted =
-          seq.logits == LogitsWanted::kAll || (seq.logits == LogitsWanted::kLast && i == n - 1);
+      const bool last_wanted =
+          seq.logits == LogitsWanted::kLast || seq.logits == LogitsWanted::kArgmax;
+      const bool wanted = seq.logits == LogitsWanted::kAll || (last_wanted && i == n - 1);
       if (wanted) logits_token_[static_cast<size_t>(logits_rows_++)] = t;
     }
   }

@@ -19,6 +19,8 @@ core::LogitsMode ModeOf(LogitsWanted wanted) {
       return core::LogitsMode::kLast;
     case LogitsWanted::kAll:
       return core::LogitsMode::kAll;
+    case LogitsWanted::kArgmax:
+      return core::LogitsMode::kArgmax;
   }
   return core::LogitsMode::kLast;
 }
@@ -92,7 +94,10 @@ CudaExecutor::CudaExecutor(const ModelSpec& spec, KvArena* arena,
 absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
   const auto start = std::chrono::steady_clock::now();
   seqs_.clear();
+  bool copy_logits = false, want_argmax = false;
   for (const SequenceStep& s : batch.seqs) {
+    copy_logits |= s.logits == LogitsWanted::kLast || s.logits == LogitsWanted::kAll;
+    want_argmax |= s.logits == LogitsWanted::kArgmax;
     core::StepSequence c;
     c.tokens = s.tokens.data();
     c.n_tokens = static_cast<int32_t>(std::min<size_t>(s.tokens.size(), INT32_MAX));
@@ -102,14 +107,24 @@ absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
     c.logits = ModeOf(s.logits);
     seqs_.push_back(c);
   }
-  if (core::GpuStatus s = engine_->Step(seqs_.data(), seqs_.size(), /*copy_logits=*/true,
-                                        /*want_argmax=*/false, &result_);
+  if (core::GpuStatus s =
+          engine_->Step(seqs_.data(), seqs_.size(), copy_logits, want_argmax, &result_);
       !s.ok()) {
     return ToAbslStatus(s);
   }
   StepOutput out;
   out.vocab_size = spec_.hp.vocab_size;
   out.logits = std::move(result_.logits);
+  if (want_argmax) {
+    // result_.argmax has one entry per computed row; keep the kArgmax rows'.
+    size_t row = 0;
+    for (const SequenceStep& s : batch.seqs) {
+      if (s.logits == LogitsWanted::kArgmax) out.argmax.push_back(result_.argmax[row]);
+      row += s.logits == LogitsWanted::kAll    ? s.tokens.size()
+             : s.logits == LogitsWanted::kNone ? 0
+                                               : 1;
+    }
+  }
   out.device_time = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::steady_clock::now() - start);
   return out;

@@ -37,6 +37,10 @@ struct GenerationRequest {
   std::vector<int32_t> prompt;        // token ids, >= 1
   sampling::SamplingParams sampling;  // validated by the caller
   bool stop_at_eos = true;            // the model's EOS tokens end generation
+  // The caller reports each token's logprob. When false, a greedy request
+  // without penalties takes its tokens from the executor's argmax (a GPU
+  // sends back token ids, not logits) and GeneratedToken::logprob stays 0.
+  bool wants_logprobs = true;
   std::optional<SteadyTime> deadline;
 };
 

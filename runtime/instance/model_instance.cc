@@ -117,6 +117,8 @@ struct ModelInstance::Impl {
   absl::flat_hash_map<std::string, double> tenant_weight;
   absl::flat_hash_map<std::string, uint32_t> tenant_live;
   std::vector<sched::SequenceResult> results;
+  // The plan's batch with greedy sequences switched to kArgmax (reused).
+  devices::Batch batch;
   std::vector<uint64_t> finished;
   StepUsage step_usage;  // reused every step
   // Per planned sequence of the current step: tokens, 0 decode / 1 prefill /
@@ -310,7 +312,17 @@ void ModelInstance::Impl::Step() {
     return;
   }
   const Clock::time_point started = Clock::now();
-  absl::StatusOr<devices::StepOutput> out = executor->Forward(plan.batch);
+  // Greedy sequences without logprobs take the executor's argmax: on a GPU
+  // only their token ids come back.
+  batch.seqs.assign(plan.batch.seqs.begin(), plan.batch.seqs.end());
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    if (!plan.seqs[i].samples || batch.seqs[i].logits != devices::LogitsWanted::kLast) continue;
+    auto it = streams.find(plan.seqs[i].seq_id);
+    if (it != streams.end() && it->second->GreedyOnDevice()) {
+      batch.seqs[i].logits = devices::LogitsWanted::kArgmax;
+    }
+  }
+  absl::StatusOr<devices::StepOutput> out = executor->Forward(batch);
   const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started);
   const auto device_time = out.ok() && out->device_time.count() > 0 ? out->device_time : wall;
   step_charge = device_time;
@@ -329,7 +341,7 @@ void ModelInstance::Impl::Step() {
 
   const Clock::time_point now = Clock::now();
   const size_t vocab = static_cast<size_t>(out->vocab_size);
-  size_t row = 0;
+  size_t row = 0, argmax_row = 0;
   results.clear();
   step_tokens.clear();
   step_prefill.clear();
@@ -353,10 +365,16 @@ void ModelInstance::Impl::Step() {
     step_prefill.push_back(ps.prefill ? (ps.recompute ? 2 : 1) : 0);
     step_cached.push_back(newly_cached);
     sched::SequenceResult result{ps.seq_id, std::nullopt, false};
+    const bool on_device = batch.seqs[i].logits == devices::LogitsWanted::kArgmax;
     if (ps.samples && it != streams.end()) {
-      const std::span<const float> logits(out->logits.data() + row * vocab, vocab);
-      ++row;
-      absl::StatusOr<RequestStream::Next> next = it->second->OnLogits(logits, now);
+      absl::StatusOr<RequestStream::Next> next = absl::InternalError("no token from the executor");
+      if (!on_device) {
+        const std::span<const float> logits(out->logits.data() + row * vocab, vocab);
+        ++row;
+        next = it->second->OnLogits(logits, now);
+      } else if (argmax_row < out->argmax.size()) {
+        next = it->second->OnToken(out->argmax[argmax_row++], now);
+      }
       if (next.ok()) {
         result.token = next->token;
         result.finished = next->finished;
@@ -366,7 +384,7 @@ void ModelInstance::Impl::Step() {
         it->second->Finish(FinishReason::kError, next.status());
       }
     } else if (ps.samples) {
-      ++row;
+      ++(on_device ? argmax_row : row);
     }
     results.push_back(result);
   }

@@ -42,15 +42,28 @@ absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const floa
                                                             SteadyTime now) {
   auto sampled = sampler_.Sample(logits);
   if (!sampled.ok()) return sampled.status();
-  const int32_t token = sampled->token;
+  return Advance(sampled->token, sampled->logprob, sampled->top_logprobs(), now);
+}
+
+bool RequestStream::GreedyOnDevice() const {
+  const sampling::SamplingParams& p = request_.sampling;
+  return p.temperature == 0.0f && p.logprobs == 0 && !request_.wants_logprobs &&
+         p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f;
+}
+
+absl::StatusOr<RequestStream::Next> RequestStream::OnToken(int32_t token, SteadyTime now) {
+  return Advance(token, 0.0f, {}, now);
+}
+
+absl::StatusOr<RequestStream::Next> RequestStream::Advance(
+    int32_t token, float logprob, std::span<const sampling::TokenLogprob> top, SteadyTime now) {
   if (absl::Status s = sampler_.Accept(token); !s.ok()) return s;
   if (!first_token_at_) first_token_at_ = now;
   ++usage_.completion_tokens;
 
   GeneratedToken out;
   out.id = token;
-  out.logprob = sampled->logprob;
-  const auto top = sampled->top_logprobs();
+  out.logprob = logprob;
   out.top.assign(top.begin(), top.end());
   pending_.tokens.push_back(std::move(out));
 

@@ -35,6 +35,12 @@ class RequestStream {
   // when it ends the request (EOS or a stop token, a stop string, max_tokens,
   // the context). The finish is sent by Finish().
   absl::StatusOr<Next> OnLogits(std::span<const float> logits, SteadyTime now);
+  // Whether the executor may pick the next token (LogitsWanted::kArgmax):
+  // greedy (temperature 0), no penalties, no logprobs wanted. What the
+  // Sampler would pick from the logits is then exactly the argmax.
+  bool GreedyOnDevice() const;
+  // Records the token the executor picked, as OnLogits does after sampling.
+  absl::StatusOr<Next> OnToken(int32_t token, SteadyTime now);
 
   // Sends the tokens and text gathered since the last update, if any.
   void Flush();
@@ -64,6 +70,9 @@ class RequestStream {
 
  private:
   void Emit(bool final);
+  // Accepts a chosen token and applies the stop rules.
+  absl::StatusOr<Next> Advance(int32_t token, float logprob,
+                               std::span<const sampling::TokenLogprob> top, SteadyTime now);
 
   GenerationRequest request_;
   GenerationSink sink_;

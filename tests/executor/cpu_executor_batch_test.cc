@@ -1,6 +1,7 @@
 // The CPU executor's batching contract: chunked prefill, mixed prefill and
 // decode steps, shared prefix blocks, wide decode batches and thread counts
 // all give the logits of running each sequence alone.
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -94,6 +95,61 @@ TEST_F(CpuExecutorBatchTest, MixedPrefillAndDecodesEqualEachAlone) {
   want.insert(want.end(), want_b.begin(), want_b.end());
   want.insert(want.end(), want_c.begin(), want_c.end());
   EXPECT_LE(RelativeError(out->logits, want), kBatchingTolerance);
+}
+
+// kArgmax rows leave the logits: the step returns their greedy tokens and
+// the other rows, closed up in batch order, exactly as a step wanting every
+// row gives them.
+TEST_F(CpuExecutorBatchTest, ArgmaxRowsReturnOnlyTheirTokens) {
+  constexpr int32_t kBlockTokens = 4;
+  constexpr uint32_t kBlocks = 32;
+  const std::vector<uint32_t> ids = ShuffledBlocks(kBlocks, 9);
+  std::vector<std::vector<uint32_t>> tables;
+  std::vector<std::vector<int32_t>> prompts;
+  for (uint32_t i = 0; i < 4; ++i) {
+    tables.emplace_back(ids.begin() + 8 * i, ids.begin() + 8 * (i + 1));
+    prompts.push_back(Prompt(6 + static_cast<int32_t>(i), vocab(), 20 + i));
+  }
+  auto argmax = MakeExecutor(spec(), kBlockTokens, KvType::kF16, kBlocks);
+  auto rows = MakeExecutor(spec(), kBlockTokens, KvType::kF16, kBlocks);
+  ASSERT_TRUE(argmax && rows);
+  const LogitsWanted with_argmax[] = {LogitsWanted::kArgmax, LogitsWanted::kAll,
+                                      LogitsWanted::kLast, LogitsWanted::kArgmax};
+  const LogitsWanted with_rows[] = {LogitsWanted::kLast, LogitsWanted::kAll, LogitsWanted::kLast,
+                                    LogitsWanted::kLast};
+  std::vector<float> want_logits;
+  std::vector<int32_t> want_argmax;
+  std::vector<StepOutput> outs;
+  for (const auto* wanted : {with_argmax, with_rows}) {
+    Executor& e = wanted == with_argmax ? *argmax : *rows;
+    Batch batch;
+    for (uint64_t i = 0; i < 4; ++i) {
+      batch.seqs.push_back(Step(i + 1, prompts[i], 0, tables[i], wanted[i]));
+    }
+    absl::StatusOr<StepOutput> out = e.Forward(batch);
+    ASSERT_TRUE(out.ok()) << out.status();
+    outs.push_back(std::move(*out));
+  }
+  const size_t v = static_cast<size_t>(vocab());
+  const std::vector<float>& all = outs[1].logits;
+  ASSERT_EQ(all.size(), (1 + prompts[1].size() + 1 + 1) * v);
+  EXPECT_TRUE(outs[1].argmax.empty());
+  // Rows of the every-row step: A, B's tokens, C, D.
+  const size_t row_c = 1 + prompts[1].size(), row_d = row_c + 1;
+  const std::vector<int32_t> greedy = {GreedyToken({all.data(), v}),
+                                       GreedyToken({all.data() + row_d * v, v})};
+  EXPECT_EQ(outs[0].argmax, greedy);
+  const std::vector<float> kept(all.begin() + static_cast<std::ptrdiff_t>(v),
+                                all.begin() + static_cast<std::ptrdiff_t>(row_d * v));
+  EXPECT_EQ(outs[0].logits, kept);
+}
+
+TEST(GreedyTokenTest, LowestIndexOnTiesAndNanIgnored) {
+  const float nan = std::nanf("");
+  EXPECT_EQ(GreedyToken(std::vector<float>{1.0f, 3.0f, 3.0f, 2.0f}), 1);
+  EXPECT_EQ(GreedyToken(std::vector<float>{nan, -1.0f, nan, -0.5f}), 3);
+  EXPECT_EQ(GreedyToken(std::vector<float>{nan, nan}), 0);
+  EXPECT_EQ(GreedyToken(std::vector<float>{-INFINITY, -INFINITY}), 0);
 }
 
 // B's table starts with A's full prefix blocks; B computes only its suffix

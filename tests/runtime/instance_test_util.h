@@ -32,7 +32,10 @@ class Collector {
   GenerationSink Sink() {
     return [this](GenerationUpdate u) {
       absl::MutexLock lock(&mu_);
-      for (const auto& t : u.tokens) tokens_.push_back(t.id);
+      for (const auto& t : u.tokens) {
+        tokens_.push_back(t.id);
+        logprobs_.push_back(t.logprob);
+      }
       text_ += u.text;
       ++updates_;
       if (u.finished) {
@@ -51,6 +54,10 @@ class Collector {
   std::vector<int32_t> tokens() const {
     absl::MutexLock lock(&mu_);
     return tokens_;
+  }
+  std::vector<float> logprobs() const {
+    absl::MutexLock lock(&mu_);
+    return logprobs_;
   }
   std::string text() const {
     absl::MutexLock lock(&mu_);
@@ -76,6 +83,7 @@ class Collector {
  private:
   mutable absl::Mutex mu_;
   std::vector<int32_t> tokens_;
+  std::vector<float> logprobs_;
   std::string text_;
   int updates_ = 0;
   bool done_ = false;

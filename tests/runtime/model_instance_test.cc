@@ -77,6 +77,36 @@ TEST(ModelInstanceTest, GreedyMatchesTheExecutorSteppedByHand) {
   EXPECT_EQ(c.usage().completion_tokens, 24);
 }
 
+// A greedy request whose caller wants no logprobs takes its tokens from the
+// executor's argmax (LogitsWanted::kArgmax: on a GPU only ids come back):
+// the same tokens, and no logprob computed (0); with logprobs wanted the
+// instance samples from the logits and reports them (< 0).
+TEST(ModelInstanceTest, GreedyWithoutLogprobsTakesTheExecutorsArgmax) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  const auto prompt = PromptOf(29, 4);
+  const std::vector<int32_t> want = OracleGreedy(prompt, 16);
+  for (const bool wants_logprobs : {false, true}) {
+    Collector c;
+    GenerationRequest r = Greedy("t", prompt, 16);
+    r.request_id = wants_logprobs ? "with" : "without";
+    r.wants_logprobs = wants_logprobs;
+    ASSERT_TRUE(instance->Submit(std::move(r), c.Sink()).ok());
+    ASSERT_TRUE(c.Wait());
+    EXPECT_EQ(c.tokens(), want) << "wants_logprobs " << wants_logprobs;
+    const std::vector<float> logprobs = c.logprobs();
+    ASSERT_EQ(logprobs.size(), want.size());
+    for (float lp : logprobs) {
+      if (wants_logprobs) {
+        EXPECT_LT(lp, 0.0f);
+      } else {
+        EXPECT_EQ(lp, 0.0f);
+      }
+    }
+  }
+}
+
 // Many requests at once (chunked prefill over several steps, decodes batched)
 // give each exactly what it gives alone.
 TEST(ModelInstanceTest, ConcurrentRequestsEqualTheirSoloRuns) {

@@ -56,6 +56,14 @@ struct Engine::Impl {
   void PadPlan(int64_t tokens, int64_t bucket, size_t* entries);
   GpuStatus UploadPlan(size_t entries);
 
+  // Logits rows of this step whose floats go back (all, or of [first, first + n)).
+  size_t CopiedRows() const { return CopiedRows(0, static_cast<int64_t>(row_copied.size())); }
+  size_t CopiedRows(int64_t first, int64_t n) const;
+  // Enqueues copies of the copied rows among rows [first, first + n) of the
+  // step (the device logits buffer holds row `first` at index 0) to `dst`,
+  // packed, one copy per run of consecutive copied rows.
+  GpuStatus CopyLogitRows(int64_t first, int64_t n, float* dst);
+
   GpuStatus EnqueueLayers(int64_t tokens);
   GpuStatus EnqueueLogits(int64_t first_row, int64_t rows, bool argmax);
   GpuStatus RunGraph(int64_t bucket);
@@ -92,6 +100,9 @@ struct Engine::Impl {
   uint64_t* blocks_host = nullptr;  // pinned
   uint64_t* blocks_dev = nullptr;
   size_t block_entries = 0;
+  // Per logits row of the current step: whether its floats are copied back
+  // (kLast, kAll) or only its argmax (kArgmax).
+  std::vector<uint8_t> row_copied;
 
   std::map<int64_t, cudaGraphExec_t> graphs;  // by bucket
   std::map<int64_t, bool> graph_failed;
@@ -235,6 +246,7 @@ GpuStatus Engine::Impl::BuildPlan(const StepSequence* seqs, size_t n, int64_t* t
   int32_t* gather = plan_host + kGather * capacity;
   int64_t t = 0, rows = 0;
   size_t entry = 0;
+  row_copied.clear();
   for (size_t i = 0; i < n; ++i) {
     const StepSequence& s = seqs[i];
     const int64_t end = int64_t{s.start_pos} + s.n_tokens;
@@ -261,8 +273,11 @@ GpuStatus Engine::Impl::BuildPlan(const StepSequence* seqs, size_t n, int64_t* t
       ids[t] = id;
       pos[t] = s.start_pos + j;
       table_start[t] = static_cast<int32_t>(first);
-      if (s.logits == LogitsMode::kAll || (s.logits == LogitsMode::kLast && j == s.n_tokens - 1)) {
+      const bool last = j == s.n_tokens - 1;
+      if (s.logits == LogitsMode::kAll ||
+          (last && (s.logits == LogitsMode::kLast || s.logits == LogitsMode::kArgmax))) {
         gather[rows++] = static_cast<int32_t>(t);
+        row_copied.push_back(s.logits != LogitsMode::kArgmax);
       }
     }
   }
@@ -289,6 +304,31 @@ GpuStatus Engine::Impl::UploadPlan(size_t entries) {
                                           cudaMemcpyHostToDevice, stream));
   TM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(blocks_dev, blocks_host, entries * 8, cudaMemcpyHostToDevice, stream));
+  return GpuStatus::Ok();
+}
+
+size_t Engine::Impl::CopiedRows(int64_t first, int64_t n) const {
+  size_t copied = 0;
+  for (int64_t r = first; r < first + n; ++r) copied += row_copied[static_cast<size_t>(r)];
+  return copied;
+}
+
+GpuStatus Engine::Impl::CopyLogitRows(int64_t first, int64_t n, float* dst) {
+  const size_t vocab = static_cast<size_t>(hp.vocab_size);
+  int64_t r = 0;
+  while (r < n) {
+    if (!row_copied[static_cast<size_t>(first + r)]) {
+      ++r;
+      continue;
+    }
+    int64_t end = r + 1;
+    while (end < n && row_copied[static_cast<size_t>(first + end)]) ++end;
+    const size_t count = static_cast<size_t>(end - r) * vocab;
+    TM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, logits + static_cast<size_t>(r) * vocab,
+                                            count * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    dst += count;
+    r = end;
+  }
   return GpuStatus::Ok();
 }
 
@@ -501,23 +541,20 @@ GpuStatus Engine::Step(const StepSequence* seqs, size_t n_seqs, bool copy_logits
     ++e.stats.graph_steps;
     result->graph = true;
     if (copy_logits) {
-      result->logits.resize(static_cast<size_t>(rows) * hp_.vocab_size);
-      TM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(result->logits.data(), e.logits,
-                                              result->logits.size() * sizeof(float),
-                                              cudaMemcpyDeviceToHost, e.stream));
+      result->logits.resize(e.CopiedRows() * hp_.vocab_size);
+      if (GpuStatus s = e.CopyLogitRows(0, rows, result->logits.data()); !s.ok()) return s;
     }
   } else {
     ++e.stats.eager_steps;
     if (GpuStatus s = e.EnqueueLayers(tokens); !s.ok()) return s;
-    if (copy_logits) result->logits.resize(static_cast<size_t>(rows) * hp_.vocab_size);
+    if (copy_logits) result->logits.resize(e.CopiedRows() * hp_.vocab_size);
+    float* copied = result->logits.data();
     for (int64_t first = 0; first < rows; first += kLogitsRowsPerPass) {
       const int64_t n = std::min(kLogitsRowsPerPass, rows - first);
       if (GpuStatus s = e.EnqueueLogits(first, n, want_argmax); !s.ok()) return s;
       if (copy_logits) {
-        TM_CUDA_RETURN_IF_ERROR(
-            cudaMemcpyAsync(result->logits.data() + static_cast<size_t>(first) * hp_.vocab_size,
-                            e.logits, static_cast<size_t>(n) * hp_.vocab_size * sizeof(float),
-                            cudaMemcpyDeviceToHost, e.stream));
+        if (GpuStatus s = e.CopyLogitRows(first, n, copied); !s.ok()) return s;
+        copied += e.CopiedRows(first, n) * hp_.vocab_size;
       }
     }
   }

@@ -46,6 +46,9 @@ enum class LogitsMode : int32_t {
   kNone,  // no logits (a prefill chunk that is not the prompt's last)
   kLast,  // the last token's row
   kAll,   // every token's row
+  // The last token's row is computed but never copied back: only its argmax
+  // (StepResult::argmax) leaves the device.
+  kArgmax,
 };
 
 // One sequence's share of a step (devices::SequenceStep without Abseil).
@@ -62,10 +65,11 @@ struct StepSequence {
 
 struct StepResult {
   // Rows of vocab floats in sequence order (kLast: one, kAll: n_tokens,
-  // kNone: none), only when Step was asked to copy them.
+  // kNone and kArgmax: none), only when Step was asked to copy them.
   std::vector<float> logits;
-  // The argmax of each logits row, computed on the device (one per row), only
-  // when asked: greedy decoding needs 4 bytes per row back, not vocab x 4.
+  // The argmax of every computed row (kLast, kAll and kArgmax rows, in
+  // sequence order), computed on the device, only when asked: greedy decoding
+  // needs 4 bytes per row back, not vocab x 4.
   std::vector<int32_t> argmax;
   double device_ms = 0.0;  // wall time of the step (host enqueue to sync)
   bool graph = false;      // ran as a captured CUDA graph
