@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "devices/cuda/core/cublas_library.h"
 #include "devices/cuda/core/engine.h"
 #include "tests/executor/executor_test_util.h"
 
@@ -76,6 +77,10 @@ struct GreedyCase {
   Architecture arch;
   TensorType type;
 };
+
+void PrintTo(const GreedyCase& c, std::ostream* os) {
+  *os << ArchitectureName(c.arch) << " " << TensorTypeName(c.type);
+}
 
 class CudaGreedyTest : public CudaExecutorTest, public ::testing::WithParamInterface<GreedyCase> {};
 
@@ -183,6 +188,16 @@ TEST(CudaExecutorWithoutGpuTest, UnsupportedWeightsAreUnimplemented) {
   absl::StatusOr<ExecutorPtr> e = CreateCudaExecutor(m.spec, o, 0);
   EXPECT_EQ(e.status().code(), absl::StatusCode::kUnimplemented) << e.status();
   EXPECT_NE(e.status().message().find("q4_0"), std::string::npos) << e.status();
+}
+
+// cuBLAS is loaded at run time (never linked: its static TLS would shrink
+// every thread's stack); the toolkit this was built with has it.
+TEST(CudaExecutorWithoutGpuTest, CublasLoadsAtRunTime) {
+  std::string error;
+  const core::CublasApi* api = core::LoadCublas(&error);
+  ASSERT_NE(api, nullptr) << error;
+  EXPECT_NE(api->gemm_ex, nullptr);
+  EXPECT_STREQ(api->status_name(CUBLAS_STATUS_ALLOC_FAILED), "CUBLAS_STATUS_ALLOC_FAILED");
 }
 
 TEST(CudaExecutorWithoutGpuTest, CreatingWithoutAGpuIsUnavailable) {

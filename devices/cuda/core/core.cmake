@@ -7,13 +7,16 @@ set(TOKENMILL_CUDA_CORE_DIR ${TOKENMILL_ROOT}/devices/cuda/core)
 add_library(tokenmill_cuda_core STATIC
   ${TOKENMILL_CUDA_CORE_DIR}/status.cc
   ${TOKENMILL_CUDA_CORE_DIR}/cuda_call.cc
+  ${TOKENMILL_CUDA_CORE_DIR}/cublas_library.cc
   ${TOKENMILL_CUDA_CORE_DIR}/matmul.cu
   ${TOKENMILL_CUDA_CORE_DIR}/matmul_runner.cc
   ${TOKENMILL_CUDA_CORE_DIR}/layer_kernels.cu
   ${TOKENMILL_CUDA_CORE_DIR}/engine.cc
   ${TOKENMILL_CUDA_CORE_DIR}/engine_weights.cc)
 target_include_directories(tokenmill_cuda_core PUBLIC ${TOKENMILL_ROOT})
-target_link_libraries(tokenmill_cuda_core PUBLIC tokenmill_model_spec CUDA::cudart CUDA::cublas)
+# cuBLAS is loaded at run time (cublas_library.h says why): headers only here.
+target_link_libraries(tokenmill_cuda_core PUBLIC tokenmill_model_spec CUDA::cudart ${CMAKE_DL_LIBS})
+target_include_directories(tokenmill_cuda_core PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
 set_target_properties(tokenmill_cuda_core PROPERTIES
   CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON)
 target_compile_options(tokenmill_cuda_core PRIVATE

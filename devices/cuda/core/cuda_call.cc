@@ -1,5 +1,7 @@
 #include "devices/cuda/core/cuda_call.h"
 
+#include "devices/cuda/core/cublas_library.h"
+
 #include <string>
 
 namespace tokenmill::devices::cuda::core {
@@ -31,8 +33,13 @@ GpuStatus CudaStatus(const char* call, cudaError_t error) {
 
 GpuStatus CublasStatus(const char* call, cublasStatus_t status) {
   if (status == CUBLAS_STATUS_SUCCESS) return GpuStatus::Ok();
-  std::string message = std::string(call) + ": " + cublasGetStatusString(status) + " (" +
-                        cublasGetStatusName(status) + ")";
+  // A status can only come from a loaded cuBLAS, which gives its names.
+  const CublasApi* api = LoadCublas(nullptr);
+  std::string message =
+      std::string(call) + ": " +
+      (api != nullptr
+           ? std::string(api->status_string(status)) + " (" + api->status_name(status) + ")"
+           : "cuBLAS status " + std::to_string(static_cast<int>(status)));
   if (status == CUBLAS_STATUS_ALLOC_FAILED) {
     return GpuStatus::Error(GpuCode::kResourceExhausted, std::move(message));
   }

@@ -20,6 +20,8 @@
 
 namespace tokenmill::devices::cuda::core {
 
+struct CublasApi;  // cublas_library.h
+
 // Most activation rows the GEMV kernel takes in one launch (its per-lane
 // accumulators); MatMul uses it up to this many rows and cuBLAS above.
 inline constexpr int kMaxGemvRows = 8;
@@ -93,6 +95,7 @@ class MatMulRunner {
   MatMulRunner() = default;
 
   cudaStream_t stream_ = nullptr;
+  const CublasApi* api_ = nullptr;  // cuBLAS, loaded with dlopen
   cublasHandle_t cublas_ = nullptr;
   void* workspace_ = nullptr;  // cuBLAS workspace (set explicitly: graph capture)
   size_t workspace_bytes_ = 0;

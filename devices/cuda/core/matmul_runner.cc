@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "devices/cuda/core/cublas_library.h"
 #include "devices/cuda/core/cuda_call.h"
 #include "devices/cuda/core/matmul.h"
 
@@ -40,19 +41,23 @@ GpuStatus MatMulRunner::Create(cudaStream_t stream, int64_t max_rows, int64_t ma
   runner->max_rows_ = max_rows;
   runner->max_cols_ = max_cols;
 
-  if (GpuStatus s = CublasStatus("cublasCreate", cublasCreate(&runner->cublas_)); !s.ok()) {
+  std::string load_error;
+  runner->api_ = LoadCublas(&load_error);
+  if (runner->api_ == nullptr) return GpuStatus::Error(GpuCode::kUnavailable, load_error);
+  const CublasApi& api = *runner->api_;
+  if (GpuStatus s = CublasStatus("cublasCreate", api.create(&runner->cublas_)); !s.ok()) {
     runner->cublas_ = nullptr;
     return s;
   }
   // cublasSetStream resets the workspace to cuBLAS's own pool, so the
   // workspace is set after it.
-  if (GpuStatus s = CublasStatus("cublasSetStream", cublasSetStream(runner->cublas_, stream));
+  if (GpuStatus s = CublasStatus("cublasSetStream", api.set_stream(runner->cublas_, stream));
       !s.ok()) {
     return s;
   }
   // No TF32: f32 weights keep f32 products, like the CPU executor.
   if (GpuStatus s = CublasStatus("cublasSetMathMode",
-                                 cublasSetMathMode(runner->cublas_, CUBLAS_DEFAULT_MATH));
+                                 api.set_math_mode(runner->cublas_, CUBLAS_DEFAULT_MATH));
       !s.ok()) {
     return s;
   }
@@ -60,7 +65,7 @@ GpuStatus MatMulRunner::Create(cudaStream_t stream, int64_t max_rows, int64_t ma
   runner->workspace_bytes_ = kCublasWorkspaceBytes;
   if (GpuStatus s = CublasStatus(
           "cublasSetWorkspace",
-          cublasSetWorkspace(runner->cublas_, runner->workspace_, runner->workspace_bytes_));
+          api.set_workspace(runner->cublas_, runner->workspace_, runner->workspace_bytes_));
       !s.ok()) {
     return s;
   }
@@ -80,7 +85,7 @@ GpuStatus MatMulRunner::Create(cudaStream_t stream, int64_t max_rows, int64_t ma
 MatMulRunner::~MatMulRunner() {
   // The handle first: it may still refer to the workspace. Errors are
   // ignored, there is no one to report them to.
-  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (cublas_ != nullptr) api_->destroy(cublas_);
   if (workspace_ != nullptr) cudaFree(workspace_);
   if (act16_ != nullptr) cudaFree(act16_);
   if (dequant_ != nullptr) cudaFree(dequant_);
@@ -131,9 +136,9 @@ GpuStatus MatMulRunner::MatMul(const DeviceMatrix& w, const float* x, int64_t x_
                         int ldb, int64_t row_begin, int64_t row_count) {
     return CublasStatus(
         "cublasGemmEx",
-        cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count), n, k, &alpha,
-                     a, a_type, k, b, b_type, ldb, &beta, y + row_begin, CUDA_R_32F,
-                     static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        api_->gemm_ex(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count), n, k, &alpha,
+                      a, a_type, k, b, b_type, ldb, &beta, y + row_begin, CUDA_R_32F,
+                      static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   };
 
   switch (w.type) {
