@@ -40,7 +40,4 @@ struct KvLayout {
 // KvLayout for a model with the given block size and KV element type.
 KvLayout KvLayoutFor(const ModelSpec& spec, int32_t block_tokens, KvType type);
 
-// KvLayout for a model with the given block size and KV element type.
-KvLayout KvLayoutFor(const ModelSpec& spec, int32_t block_tokens, KvType type);
-
 }  // namespace tokenmill::devices
