@@ -44,6 +44,12 @@ struct SequenceStep {
   LogitsWanted logits = LogitsWanted::kLast;
 };
 
+// Logits rows a step computes for the sequence: kAll one per token, kLast
+// and kArgmax one, kNone none.
+inline size_t LogitsRows(const SequenceStep& s) {
+  return s.logits == LogitsWanted::kAll ? s.tokens.size() : s.logits == LogitsWanted::kNone ? 0 : 1;
+}
+
 struct Batch {
   std::vector<SequenceStep> seqs;
   size_t TokenCount() const {

@@ -114,6 +114,59 @@ absl::StatusOr<KvArenaPtr> CreateHostKvArena(size_t bytes, size_t page_bytes) {
   return CreateKvArenaOver(std::move(region), page_bytes, static_cast<uint32_t>(pages));
 }
 
+absl::StatusOr<KvPaging> KvPagingFor(const KvArena& arena, size_t block_bytes, uint32_t kv_blocks) {
+  const size_t page_bytes = arena.page_bytes();
+  const size_t per_page = block_bytes == 0 ? 0 : page_bytes / block_bytes;
+  if (per_page == 0 || per_page > UINT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("a KV arena page of ", page_bytes,
+                                                   " bytes cannot hold KV blocks of ", block_bytes,
+                                                   " bytes"));
+  }
+  const uint64_t rounded = (uint64_t{kv_blocks} + per_page - 1) / per_page * per_page;
+  if (rounded > UINT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kv_blocks, " KV blocks do not fit a 32-bit id space in whole pages"));
+  }
+  return KvPaging{static_cast<uint32_t>(per_page), static_cast<uint32_t>(rounded)};
+}
+
+KvPageSlots::KvPageSlots(KvArena* arena, uint32_t slots)
+    : arena_(arena), page_(arena != nullptr ? slots : 0, kNoPage) {}
+
+absl::StatusOr<void*> KvPageSlots::Map(uint32_t slot, uint32_t arena_page) {
+  if (arena_ == nullptr) {
+    return absl::InvalidArgumentError("the executor owns its KV memory: no arena pages to map");
+  }
+  if (slot >= page_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV page slot ", slot, " past the ", page_.size(), " slots"));
+  }
+  if (page_[slot] != kNoPage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV page slot ", slot, " already holds arena page ", page_[slot]));
+  }
+  void* address = arena_->PageAddress(arena_page);
+  if (address == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("no KV arena page ", arena_page));
+  }
+  // Two slots on one page would let two sequences' blocks overwrite each
+  // other; a scan per map is cheap next to taking the page.
+  if (auto it = std::find(page_.begin(), page_.end(), arena_page); it != page_.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV arena page ", arena_page, " is already mapped in slot ", it - page_.begin()));
+  }
+  page_[slot] = arena_page;
+  return address;
+}
+
+absl::Status KvPageSlots::Unmap(uint32_t slot) {
+  if (slot >= page_.size() || page_[slot] == kNoPage) {
+    return absl::InvalidArgumentError(absl::StrCat("KV page slot ", slot, " has no arena page"));
+  }
+  page_[slot] = kNoPage;
+  return absl::OkStatus();
+}
+
 KvArenaPtr CreateKvArenaOver(KvRegion region, size_t page_bytes, uint32_t pages) {
   return KvArenaPtr(new RegionKvArena(std::move(region), page_bytes, pages));
 }

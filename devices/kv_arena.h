@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -65,6 +66,39 @@ inline constexpr size_t kDefaultKvPageBytes = size_t{2} << 20;
 // page is dropped with madvise, which works on whole OS pages);
 // kResourceExhausted when the reservation fails.
 absl::StatusOr<KvArenaPtr> CreateHostKvArena(size_t bytes, size_t page_bytes = kDefaultKvPageBytes);
+
+// How an executor on an arena addresses KV blocks of `block_bytes`: whole
+// blocks per page, and the block id space (`kv_blocks` asked for) rounded up
+// to whole pages, since a slot maps a whole page.
+struct KvPaging {
+  uint32_t blocks_per_page = 0;
+  uint32_t kv_blocks = 0;
+};
+// kInvalidArgument when a page cannot hold one block or the rounded id space
+// passes 32 bits.
+absl::StatusOr<KvPaging> KvPagingFor(const KvArena& arena, size_t block_bytes, uint32_t kv_blocks);
+
+// Which arena page each page slot of one executor holds, and the checks
+// every executor's MapKvPage/UnmapKvPage make (devices/executor.h). Not
+// thread-safe: the executor's engine thread uses it.
+class KvPageSlots {
+ public:
+  KvPageSlots() = default;
+  // `arena` (may be null: no slots, every call refused) outlives this.
+  KvPageSlots(KvArena* arena, uint32_t slots);
+
+  // Records `arena_page` in `slot` and returns the page's address.
+  // kInvalidArgument: no arena, slot out of range or already mapped, page
+  // unknown or already mapped in another slot.
+  absl::StatusOr<void*> Map(uint32_t slot, uint32_t arena_page);
+  // kInvalidArgument when the slot holds no page.
+  absl::Status Unmap(uint32_t slot);
+
+ private:
+  static constexpr uint32_t kNoPage = UINT32_MAX;
+  KvArena* arena_ = nullptr;
+  std::vector<uint32_t> page_;  // per slot
+};
 
 // Memory an arena is cut from, allocated by the device's code (a cudaMalloc
 // region for a GPU): `base` spans pages x page_bytes; `drop_page` (may be

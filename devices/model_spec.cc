@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <numbers>
+#include <string>
+#include <vector>
 
 #include "devices/kv_layout.h"
 
@@ -56,6 +58,111 @@ int64_t TensorView::elements() const {
 
 const char* ArchitectureName(Architecture arch) {
   return arch == Architecture::kQwen2 ? "qwen2" : "llama";
+}
+
+namespace {
+
+std::string Join(const std::vector<int64_t>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+  return out;
+}
+
+// What is wrong with tensor `t` in role `role`, or "".
+std::string TensorProblem(const TensorView& t, const std::string& role,
+                          const std::vector<int64_t>& shape, bool f32_only) {
+  if (t.empty()) return role + " is missing";
+  const std::string name = t.name.empty() ? role : role + " (" + t.name + ")";
+  if (f32_only && t.type != TensorType::kF32) {
+    return name + " is " + TensorTypeName(t.type) + ", expected f32";
+  }
+  if (t.shape != shape) {
+    return name + " has shape {" + Join(t.shape) + "}, expected {" + Join(shape) + "}";
+  }
+  const size_t block = TensorTypeBlockElements(t.type);
+  if (block == 0 || shape.back() % static_cast<int64_t>(block) != 0) {
+    return name + ": " + std::to_string(shape.back()) + " columns do not fill " +
+           TensorTypeName(t.type) + " blocks";
+  }
+  const uint64_t need = TensorBytes(t.type, static_cast<uint64_t>(t.elements()));
+  if (t.bytes < need) {
+    return name + ": " + std::to_string(t.bytes) + " bytes, " + std::to_string(need) + " needed";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string HyperparamsProblem(const ModelHyperparams& hp) {
+  if (hp.dim <= 0 || hp.n_layers <= 0 || hp.n_heads <= 0 || hp.n_kv_heads <= 0 ||
+      hp.head_dim <= 0 || hp.ffn_dim <= 0 || hp.vocab_size <= 0 || hp.context_length <= 0) {
+    return "model hyperparameters must be positive (dim, layers, heads, kv heads, head_dim, ffn, "
+           "vocab, context)";
+  }
+  if (hp.n_heads % hp.n_kv_heads != 0) {
+    return std::to_string(hp.n_heads) + " heads are not a multiple of " +
+           std::to_string(hp.n_kv_heads) + " kv heads";
+  }
+  if (hp.head_dim % 2 != 0) return "head_dim " + std::to_string(hp.head_dim) + " is odd (RoPE)";
+  const int64_t dim = hp.dim, q_dim = int64_t{hp.n_heads} * hp.head_dim, ffn = hp.ffn_dim;
+  if (dim % 32 != 0 || ffn % 32 != 0 || q_dim % 32 != 0) {
+    return "dim " + std::to_string(dim) + ", ffn_dim " + std::to_string(ffn) +
+           " and heads x head_dim " + std::to_string(q_dim) + " must be multiples of 32";
+  }
+  if (!(hp.rms_norm_eps > 0.0f) || !(hp.rope_theta > 0.0f)) {
+    return "rms_norm_eps and rope_theta must be positive";
+  }
+  return "";
+}
+
+std::string ModelSpec::Problem() const {
+  if (std::string problem = HyperparamsProblem(hp); !problem.empty()) return problem;
+  const int64_t dim = hp.dim, q_dim = int64_t{hp.n_heads} * hp.head_dim;
+  const int64_t kv_dim = int64_t{hp.n_kv_heads} * hp.head_dim, ffn = hp.ffn_dim;
+  if (layers.size() != static_cast<size_t>(hp.n_layers)) {
+    return std::to_string(layers.size()) + " layers of weights for " + std::to_string(hp.n_layers) +
+           " layers";
+  }
+  struct Expected {
+    const TensorView* t;
+    std::string role;
+    std::vector<int64_t> shape;
+    bool f32_only;
+    bool optional;
+  };
+  std::vector<Expected> expected = {
+      {&token_embedding, "token_embedding", {hp.vocab_size, dim}, false, false},
+      {&output_norm, "output_norm", {dim}, true, false},
+      {&output, "output", {hp.vocab_size, dim}, false, false},
+      {&rope_freq_factors, "rope_freq_factors", {hp.head_dim / 2}, true, true},
+  };
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWeights& w = layers[i];
+    const std::string p = "layer " + std::to_string(i) + " ";
+    const Expected layer[] = {
+        {&w.attn_norm, p + "attn_norm", {dim}, true, false},
+        {&w.wq, p + "wq", {q_dim, dim}, false, false},
+        {&w.wk, p + "wk", {kv_dim, dim}, false, false},
+        {&w.wv, p + "wv", {kv_dim, dim}, false, false},
+        {&w.wo, p + "wo", {dim, q_dim}, false, false},
+        {&w.ffn_norm, p + "ffn_norm", {dim}, true, false},
+        {&w.w_gate, p + "w_gate", {ffn, dim}, false, false},
+        {&w.w_up, p + "w_up", {ffn, dim}, false, false},
+        {&w.w_down, p + "w_down", {dim, ffn}, false, false},
+        // llama has no biases; qwen2 has all three
+        {&w.bq, p + "bq", {q_dim}, true, true},
+        {&w.bk, p + "bk", {kv_dim}, true, true},
+        {&w.bv, p + "bv", {kv_dim}, true, true},
+    };
+    expected.insert(expected.end(), std::begin(layer), std::end(layer));
+  }
+  for (const Expected& e : expected) {
+    if (e.optional && e.t->empty()) continue;
+    if (std::string problem = TensorProblem(*e.t, e.role, e.shape, e.f32_only); !problem.empty()) {
+      return problem;
+    }
+  }
+  return "";
 }
 
 uint64_t ModelSpec::WeightBytesPerToken() const {

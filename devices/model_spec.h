@@ -91,6 +91,12 @@ struct ModelHyperparams {
 // by every executor so their rotations agree to the bit.
 void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq);
 
+// What is wrong with hyperparameters for any executor, or "": all positive,
+// heads a multiple of kv heads, head_dim even, dim, ffn_dim and heads x
+// head_dim multiples of 32 (the kernels' blocks and vector loads), positive
+// rms_norm_eps and rope_theta.
+std::string HyperparamsProblem(const ModelHyperparams& hp);
+
 struct LayerWeights {
   TensorView attn_norm;   // {dim}
   TensorView wq;          // {n_heads * head_dim, dim}
@@ -118,6 +124,12 @@ struct ModelSpec {
   std::vector<LayerWeights> layers;
   // Keeps weight memory alive (an mmap'ed file, or buffers a test made).
   std::shared_ptr<const void> backing;
+
+  // What is wrong with the spec for any executor, or "" when nothing is:
+  // HyperparamsProblem(hp); every tensor present (biases optional)
+  // with the shape hp implies, enough bytes, and norms, biases and
+  // rope_freq_factors in f32. Which weight types run is each executor's call.
+  std::string Problem() const;
 
   // Bytes of all weights an executor reads per decoded token (every tensor
   // once; the embedding counts one row): the bandwidth bound's numerator.

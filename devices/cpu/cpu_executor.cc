@@ -18,9 +18,6 @@ namespace {
 // kernel's tile (kernels_internal.h's kQ8BatchTileRows).
 constexpr int64_t kRowGranule = 16;
 
-// slot_page_ of a slot without a page.
-constexpr uint32_t kNoPage = UINT32_MAX;
-
 // The two weight types whose matmuls want activations quantized to Q8_0.
 constexpr TensorType kQuantized[] = {TensorType::kQ8_0, TensorType::kQ4_0};
 
@@ -56,9 +53,7 @@ void SplitArgmaxRows(const Batch& batch, StepOutput* out) {
   float* logits = out->logits.data();
   size_t row = 0, kept = 0;
   for (const SequenceStep& s : batch.seqs) {
-    const size_t rows = s.logits == LogitsWanted::kAll    ? s.tokens.size()
-                        : s.logits == LogitsWanted::kNone ? 0
-                                                          : 1;
+    const size_t rows = LogitsRows(s);
     if (s.logits == LogitsWanted::kArgmax) {
       out->argmax.push_back(GreedyToken({logits + row * vocab, vocab}));
     } else {
@@ -83,21 +78,11 @@ absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ModelSpec
   size_t page_bytes = 0;
   if (options.kv_arena != nullptr) {
     page_bytes = options.kv_arena->page_bytes();
-    const size_t block_bytes =
-        KvLayoutFor(spec, options.block_tokens, options.kv_type).BlockBytes();
-    const size_t per_page = block_bytes == 0 ? 0 : page_bytes / block_bytes;
-    if (per_page == 0 || per_page > UINT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("a KV arena page of ", page_bytes,
-                                                     " bytes cannot hold KV blocks of ",
-                                                     block_bytes, " bytes"));
-    }
-    // The id space covers whole pages: a slot maps a whole page.
-    const uint64_t rounded = (uint64_t{options.kv_blocks} + per_page - 1) / per_page * per_page;
-    if (rounded > UINT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          options.kv_blocks, " KV blocks do not fit a 32-bit id space in whole pages"));
-    }
-    checked.kv_blocks = static_cast<uint32_t>(rounded);
+    absl::StatusOr<KvPaging> paging = KvPagingFor(
+        *options.kv_arena, KvLayoutFor(spec, options.block_tokens, options.kv_type).BlockBytes(),
+        options.kv_blocks);
+    if (!paging.ok()) return paging.status();
+    checked.kv_blocks = paging->kv_blocks;
   }
   std::unique_ptr<CpuExecutor> executor(new CpuExecutor(spec, checked, page_bytes));
   if (absl::Status s = executor->Allocate(); !s.ok()) return s;
@@ -132,7 +117,7 @@ absl::Status CpuExecutor::Allocate() {
   if (arena_ != nullptr) {
     pages_.blocks_per_page = static_cast<uint32_t>(arena_page_bytes_ / pages_.block_bytes);
     pages_.page_base.assign(kv_blocks_ / pages_.blocks_per_page, nullptr);
-    slot_page_.assign(pages_.page_base.size(), kNoPage);
+    slots_ = KvPageSlots(arena_, static_cast<uint32_t>(pages_.page_base.size()));
   } else {
     size_t kv_bytes = 0;
     if (__builtin_mul_overflow(static_cast<size_t>(kv_blocks_), layout_.BlockBytes(), &kv_bytes)) {
@@ -209,39 +194,15 @@ void CpuExecutor::PoisonKvForTesting() {
 }
 
 absl::Status CpuExecutor::MapKvPage(uint32_t slot, uint32_t arena_page) {
-  if (arena_ == nullptr) {
-    return absl::InvalidArgumentError("the executor owns its KV memory: no arena pages to map");
-  }
-  if (slot >= pages_.page_base.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KV page slot ", slot, " past the ", pages_.page_base.size(), " slots"));
-  }
-  if (pages_.page_base[slot] != nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KV page slot ", slot, " already holds arena page ", slot_page_[slot]));
-  }
-  void* address = arena_->PageAddress(arena_page);
-  if (address == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("no KV arena page ", arena_page));
-  }
-  // Two slots on one page would let two sequences' blocks overwrite each
-  // other; a scan per map is cheap next to taking the page.
-  if (auto it = std::find(slot_page_.begin(), slot_page_.end(), arena_page);
-      it != slot_page_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV arena page ", arena_page, " is already mapped in slot ", it - slot_page_.begin()));
-  }
-  pages_.page_base[slot] = static_cast<uint8_t*>(address);
-  slot_page_[slot] = arena_page;
+  absl::StatusOr<void*> address = slots_.Map(slot, arena_page);
+  if (!address.ok()) return address.status();
+  pages_.page_base[slot] = static_cast<uint8_t*>(*address);
   return absl::OkStatus();
 }
 
 absl::Status CpuExecutor::UnmapKvPage(uint32_t slot) {
-  if (arena_ == nullptr || slot >= pages_.page_base.size() || pages_.page_base[slot] == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("KV page slot ", slot, " has no arena page"));
-  }
+  if (absl::Status s = slots_.Unmap(slot); !s.ok()) return s;
   pages_.page_base[slot] = nullptr;
-  slot_page_[slot] = kNoPage;
   return absl::OkStatus();
 }
 

@@ -19,6 +19,7 @@
 #include "devices/cpu/kernels.h"
 #include "devices/cpu/worker_pool.h"
 #include "devices/executor.h"
+#include "devices/kv_arena.h"
 #include "devices/model_spec.h"
 
 namespace tokenmill::devices::cpu {
@@ -86,8 +87,8 @@ class CpuExecutor final : public Executor {
   uint32_t kv_blocks_ = 0;
   KvArena* arena_ = nullptr;  // not owned; null when kv_ holds the cache
   size_t arena_page_bytes_ = 0;
-  KvPageTable pages_;                // where each block lives (one slot over kv_ without an arena)
-  std::vector<uint32_t> slot_page_;  // arena page mapped in each slot (with an arena)
+  KvPageTable pages_;  // where each block lives (one slot over kv_ without an arena)
+  KvPageSlots slots_;  // arena page mapped in each slot (with an arena)
   int32_t max_batch_tokens_ = 0;
   Isa isa_ = Isa::kScalar;
   WorkerPool pool_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,9 +10,7 @@
 namespace tokenmill::devices::cuda {
 namespace {
 
-constexpr uint32_t kNoPage = UINT32_MAX;
-
-core::LogitsMode ModeOf(LogitsWanted wanted) {
+std::optional<core::LogitsMode> ModeOf(LogitsWanted wanted) {
   switch (wanted) {
     case LogitsWanted::kNone:
       return core::LogitsMode::kNone;
@@ -22,7 +21,7 @@ core::LogitsMode ModeOf(LogitsWanted wanted) {
     case LogitsWanted::kArgmax:
       return core::LogitsMode::kArgmax;
   }
-  return core::LogitsMode::kLast;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -52,6 +51,9 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const ModelSp
     return absl::InvalidArgumentError(
         "block_tokens, kv_blocks and max_batch_tokens must each be at least 1");
   }
+  if (options.kv_type != KvType::kF16 && options.kv_type != KvType::kF32) {
+    return absl::InvalidArgumentError("unknown KV type");
+  }
   core::EngineOptions eo;
   eo.device = ordinal;
   eo.block_tokens = options.block_tokens;
@@ -59,23 +61,12 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const ModelSp
   eo.kv_blocks = options.kv_blocks;
   eo.max_batch_tokens = options.max_batch_tokens;
   if (options.kv_arena != nullptr) {
-    // Pages hold whole blocks; the id space covers whole pages, as on the CPU.
-    const size_t page_bytes = options.kv_arena->page_bytes();
-    const size_t block_bytes =
-        KvLayoutFor(spec, options.block_tokens, options.kv_type).BlockBytes();
-    const size_t per_page = block_bytes == 0 ? 0 : page_bytes / block_bytes;
-    if (per_page == 0 || per_page > UINT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("a KV arena page of ", page_bytes,
-                                                     " bytes cannot hold KV blocks of ",
-                                                     block_bytes, " bytes"));
-    }
-    const uint64_t rounded = (uint64_t{options.kv_blocks} + per_page - 1) / per_page * per_page;
-    if (rounded > UINT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          options.kv_blocks, " KV blocks do not fit a 32-bit id space in whole pages"));
-    }
-    eo.kv_blocks = static_cast<uint32_t>(rounded);
-    eo.blocks_per_page = static_cast<uint32_t>(per_page);
+    absl::StatusOr<KvPaging> paging = KvPagingFor(
+        *options.kv_arena, KvLayoutFor(spec, options.block_tokens, options.kv_type).BlockBytes(),
+        options.kv_blocks);
+    if (!paging.ok()) return paging.status();
+    eo.kv_blocks = paging->kv_blocks;
+    eo.blocks_per_page = paging->blocks_per_page;
   }
   std::unique_ptr<core::Engine> engine;
   if (core::GpuStatus s = core::Engine::Create(spec, eo, &engine); !s.ok()) {
@@ -86,14 +77,15 @@ absl::StatusOr<std::unique_ptr<CudaExecutor>> CudaExecutor::Create(const ModelSp
 
 CudaExecutor::CudaExecutor(const ModelSpec& spec, KvArena* arena,
                            std::unique_ptr<core::Engine> engine)
-    : spec_(spec), arena_(arena), engine_(std::move(engine)) {
+    : spec_(spec), engine_(std::move(engine)) {
   const uint32_t per_page = engine_->options().blocks_per_page;
-  if (per_page > 0) slot_page_.assign(engine_->kv_blocks() / per_page, kNoPage);
+  if (per_page > 0) slots_ = KvPageSlots(arena, engine_->kv_blocks() / per_page);
 }
 
 absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
   const auto start = std::chrono::steady_clock::now();
   seqs_.clear();
+  seq_ids_.clear();
   bool copy_logits = false, want_argmax = false;
   for (const SequenceStep& s : batch.seqs) {
     copy_logits |= s.logits == LogitsWanted::kLast || s.logits == LogitsWanted::kAll;
@@ -104,8 +96,21 @@ absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
     c.start_pos = s.start_pos;
     c.block_table = s.block_table.data();
     c.n_blocks = static_cast<int32_t>(std::min<size_t>(s.block_table.size(), INT32_MAX));
-    c.logits = ModeOf(s.logits);
+    const std::optional<core::LogitsMode> mode = ModeOf(s.logits);
+    if (!mode) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s.seq_id, ": unknown logits request"));
+    }
+    c.logits = *mode;
     seqs_.push_back(c);
+    seq_ids_.push_back(s.seq_id);
+  }
+  // Two entries of one sequence would write its KV twice (the CPU refuses
+  // the same).
+  std::sort(seq_ids_.begin(), seq_ids_.end());
+  if (auto dup = std::adjacent_find(seq_ids_.begin(), seq_ids_.end()); dup != seq_ids_.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", *dup, " appears twice in one step"));
   }
   if (core::GpuStatus s =
           engine_->Step(seqs_.data(), seqs_.size(), copy_logits, want_argmax, &result_);
@@ -120,9 +125,7 @@ absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
     size_t row = 0;
     for (const SequenceStep& s : batch.seqs) {
       if (s.logits == LogitsWanted::kArgmax) out.argmax.push_back(result_.argmax[row]);
-      row += s.logits == LogitsWanted::kAll    ? s.tokens.size()
-             : s.logits == LogitsWanted::kNone ? 0
-                                               : 1;
+      row += LogitsRows(s);
     }
   }
   out.device_time = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -131,38 +134,19 @@ absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
 }
 
 absl::Status CudaExecutor::MapKvPage(uint32_t slot, uint32_t arena_page) {
-  if (arena_ == nullptr) {
-    return absl::InvalidArgumentError("the executor owns its KV memory: no arena pages to map");
+  absl::StatusOr<void*> address = slots_.Map(slot, arena_page);
+  if (!address.ok()) return address.status();
+  if (absl::Status s = ToAbslStatus(engine_->MapPage(slot, *address)); !s.ok()) {
+    // Keep the bookkeeping equal to what the engine holds.
+    slots_.Unmap(slot).IgnoreError();
+    return s;
   }
-  if (slot >= slot_page_.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KV page slot ", slot, " past the ", slot_page_.size(), " slots"));
-  }
-  if (slot_page_[slot] != kNoPage) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KV page slot ", slot, " already holds arena page ", slot_page_[slot]));
-  }
-  void* address = arena_->PageAddress(arena_page);
-  if (address == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("no KV arena page ", arena_page));
-  }
-  if (auto it = std::find(slot_page_.begin(), slot_page_.end(), arena_page);
-      it != slot_page_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV arena page ", arena_page, " is already mapped in slot ", it - slot_page_.begin()));
-  }
-  if (absl::Status s = ToAbslStatus(engine_->MapPage(slot, address)); !s.ok()) return s;
-  slot_page_[slot] = arena_page;
   return absl::OkStatus();
 }
 
 absl::Status CudaExecutor::UnmapKvPage(uint32_t slot) {
-  if (arena_ == nullptr || slot >= slot_page_.size() || slot_page_[slot] == kNoPage) {
-    return absl::InvalidArgumentError(absl::StrCat("KV page slot ", slot, " has no arena page"));
-  }
-  if (absl::Status s = ToAbslStatus(engine_->UnmapPage(slot)); !s.ok()) return s;
-  slot_page_[slot] = kNoPage;
-  return absl::OkStatus();
+  if (absl::Status s = slots_.Unmap(slot); !s.ok()) return s;
+  return ToAbslStatus(engine_->UnmapPage(slot));
 }
 
 absl::StatusOr<ExecutorPtr> CreateCudaExecutor(const ModelSpec& spec,

@@ -46,10 +46,10 @@ class CudaExecutor final : public Executor {
   CudaExecutor(const ModelSpec& spec, KvArena* arena, std::unique_ptr<core::Engine> engine);
 
   ModelSpec spec_;
-  KvArena* arena_ = nullptr;         // not owned; null when the engine owns its KV
-  std::vector<uint32_t> slot_page_;  // arena page in each slot (kNoPage when none)
+  KvPageSlots slots_;  // arena page in each slot (none without an arena)
   std::unique_ptr<core::Engine> engine_;
   std::vector<core::StepSequence> seqs_;  // reused per step
+  std::vector<uint64_t> seq_ids_;         // reused per step (duplicate check)
   core::StepResult result_;
 };
 
