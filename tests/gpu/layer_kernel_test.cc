@@ -19,6 +19,7 @@
 namespace tokenmill::gpu_test {
 namespace {
 
+using devices::cuda::core::AttentionScratch;
 using devices::cuda::core::KvShape;
 using devices::cuda::core::LaunchAddRmsNorm;
 using devices::cuda::core::LaunchArgmax;
@@ -405,125 +406,176 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
   }
 }
 
-// Causal attention over blocks scattered in shuffled order: decodes at
-// positions 0, 16 (a block boundary) and 99, and a prefill chunk 20..31
-// whose tokens each see only the positions up to their own. GQA 4:1 and 1:1,
-// head_dim 16 to 256, block_tokens 16 and 8, KV f16 and f32. Slots past a
-// sequence's last position, the other layer and qkv's k/v part hold NaN, so
-// reading any of them fails. Tolerance kTolAttention.
-GPU_TEST(PagedAttention, DecodeAndPrefillChunks) {
+// One paged attention launch and its f64 check: the KV of sequences ending
+// at last_pos (random, rounded to the cache's type) in blocks scattered in
+// shuffled order, tokens at positions `pos` of sequences `seq_of`, each
+// seeing only the positions up to its own. Slots past a sequence's last
+// position, the other layer and qkv's k/v part hold NaN, so reading any of
+// them fails. scratch_splits > 0 gives the launcher a poisoned split scratch
+// of exactly that many splits (force_splits as AttentionScratch says) whose
+// tail must stay poison; 0 gives none (the single pass). Tolerance
+// kTolAttention.
+struct AttentionCase {
+  int32_t n_heads, n_kv_heads, head_dim, block_tokens;
+  bool f16;
+};
+struct AttentionTokens {
+  std::vector<int32_t> pos;
+  std::vector<size_t> seq_of;
+  std::vector<int32_t> last_pos;
+};
+
+void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tokens,
+                         int force_splits, int scratch_splits, uint64_t seed) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
-  struct Case {
-    int32_t n_heads, n_kv_heads, head_dim, block_tokens;
-    bool f16;
-  };
   constexpr int32_t kLayers = 2, kLayer = 1;
-  // Tokens: three decodes, then the chunk of sequence 3.
-  std::vector<int32_t> pos = {0, 16, 99};
-  std::vector<size_t> seq_of = {0, 1, 2};
-  for (int32_t p = 20; p <= 31; ++p) {
-    pos.push_back(p);
-    seq_of.push_back(3);
-  }
-  const std::vector<int32_t> last_pos = {0, 16, 99, 31};
-  uint64_t seed = 80;
-  for (const Case& c :
-       {Case{8, 2, 128, 16, true}, Case{4, 4, 64, 8, true}, Case{8, 2, 16, 8, false},
-        Case{4, 1, 64, 16, false}, Case{4, 1, 256, 16, true}}) {
-    const int32_t hd = c.head_dim;
-    const int64_t tokens = static_cast<int64_t>(pos.size());
-    const int64_t q_dim = int64_t{c.n_heads} * hd, kv_dim = int64_t{c.n_kv_heads} * hd;
-    const int64_t stride = q_dim + 2 * kv_dim + 8;
-    const KvShape shape{c.block_tokens, c.n_kv_heads, hd, c.f16};
-    PagedKv kv;
-    GPU_ASSERT_CUDA(MakePagedKv(shape, kLayers, last_pos, 5, ++seed, &kv));
+  const std::vector<int32_t>& pos = step_tokens.pos;
+  const std::vector<int32_t>& last_pos = step_tokens.last_pos;
+  const int32_t hd = c.head_dim;
+  const int64_t tokens = static_cast<int64_t>(pos.size());
+  const int64_t q_dim = int64_t{c.n_heads} * hd, kv_dim = int64_t{c.n_kv_heads} * hd;
+  const int64_t stride = q_dim + 2 * kv_dim + 8;
+  const KvShape shape{c.block_tokens, c.n_kv_heads, hd, c.f16};
+  PagedKv kv;
+  GPU_ASSERT_CUDA(MakePagedKv(shape, kLayers, last_pos, 5, ++seed, &kv));
 
-    // K/V of every valid position, rounded to the cache's type, written into
-    // a poisoned image of the pool.
-    std::vector<uint8_t> image(kv.pool.bytes(), kPoisonByte);
-    // cache[seq][((p * 2 + which) * n_kv_heads + h) * hd + d]
-    std::vector<std::vector<float>> cache(last_pos.size());
-    for (size_t s = 0; s < last_pos.size(); ++s) {
-      const size_t n = static_cast<size_t>(last_pos[s] + 1) * 2 * static_cast<size_t>(kv_dim);
-      cache[s] = RandomFloats(n, 1.0f, ++seed);
-      for (int32_t p = 0; p <= last_pos[s]; ++p) {
-        for (int32_t which = 0; which < 2; ++which) {
-          for (int32_t h = 0; h < c.n_kv_heads; ++h) {
-            for (int32_t d = 0; d < hd; ++d) {
-              float& v =
-                  cache[s][static_cast<size_t>(((p * 2 + which) * c.n_kv_heads + h) * hd + d)];
-              const size_t at = kv.Offset(s, p, kLayer, which, h, d);
-              if (c.f16) {
-                const uint16_t bits = reference::FloatToHalfNaive(v);
-                v = reference::HalfToFloatNaive(bits);
-                std::memcpy(image.data() + at, &bits, 2);
-              } else {
-                std::memcpy(image.data() + at, &v, 4);
-              }
+  // K/V of every valid position, rounded to the cache's type, written into
+  // a poisoned image of the pool.
+  std::vector<uint8_t> image(kv.pool.bytes(), kPoisonByte);
+  // cache[seq][((p * 2 + which) * n_kv_heads + h) * hd + d]
+  std::vector<std::vector<float>> cache(last_pos.size());
+  for (size_t s = 0; s < last_pos.size(); ++s) {
+    const size_t n = static_cast<size_t>(last_pos[s] + 1) * 2 * static_cast<size_t>(kv_dim);
+    cache[s] = RandomFloats(n, 1.0f, ++seed);
+    for (int32_t p = 0; p <= last_pos[s]; ++p) {
+      for (int32_t which = 0; which < 2; ++which) {
+        for (int32_t h = 0; h < c.n_kv_heads; ++h) {
+          for (int32_t d = 0; d < hd; ++d) {
+            float& v = cache[s][static_cast<size_t>(((p * 2 + which) * c.n_kv_heads + h) * hd + d)];
+            const size_t at = kv.Offset(s, p, kLayer, which, h, d);
+            if (c.f16) {
+              const uint16_t bits = reference::FloatToHalfNaive(v);
+              v = reference::HalfToFloatNaive(bits);
+              std::memcpy(image.data() + at, &bits, 2);
+            } else {
+              std::memcpy(image.data() + at, &v, 4);
             }
           }
         }
       }
     }
-    GPU_ASSERT_CUDA(kv.pool.Upload(image.data(), image.size()));
-    std::vector<int32_t> table_start;
-    for (size_t s : seq_of) table_start.push_back(kv.table_start[s]);
-    DeviceStep step;
-    GPU_ASSERT_CUDA(UploadStep(pos, table_start, kv.block_addr, &step));
+  }
+  GPU_ASSERT_CUDA(kv.pool.Upload(image.data(), image.size()));
+  std::vector<int32_t> table_start;
+  for (size_t s : step_tokens.seq_of) table_start.push_back(kv.table_start[s]);
+  DeviceStep step;
+  GPU_ASSERT_CUDA(UploadStep(pos, table_start, kv.block_addr, &step));
 
-    std::vector<float> qkv(static_cast<size_t>(tokens * stride), kNaN);
-    const std::vector<float> q = RandomFloats(static_cast<size_t>(tokens * q_dim), 2.0f, ++seed);
-    for (int64_t t = 0; t < tokens; ++t) {
-      std::copy(q.begin() + t * q_dim, q.begin() + (t + 1) * q_dim, qkv.begin() + t * stride);
-    }
-    const size_t out_n = static_cast<size_t>(tokens * q_dim);
-    DeviceBuffer dqkv, dout;
-    GPU_ASSERT_CUDA(UploadVector(qkv, &dqkv));
-    GPU_ASSERT_CUDA(dout.Allocate((out_n + kTail) * 4));
-    GPU_ASSERT_CUDA(dout.Fill(kPoisonByte));
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    LaunchPagedAttention(dqkv.as<float>(), stride, tokens, c.n_heads, shape, kLayer, step.tokens,
-                         scale, dout.as<float>(), stream.get());
-    GPU_ASSERT_CUDA(Finish(stream.get()));
-    std::vector<float> got;
-    GPU_ASSERT_CUDA(DownloadVector(dout, out_n + kTail, &got));
+  std::vector<float> qkv(static_cast<size_t>(tokens * stride), kNaN);
+  const std::vector<float> q = RandomFloats(static_cast<size_t>(tokens * q_dim), 2.0f, ++seed);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::copy(q.begin() + t * q_dim, q.begin() + (t + 1) * q_dim, qkv.begin() + t * stride);
+  }
+  const size_t out_n = static_cast<size_t>(tokens * q_dim);
+  const size_t partial_n = static_cast<size_t>(scratch_splits) * static_cast<size_t>(tokens) *
+                           static_cast<size_t>(c.n_heads) * static_cast<size_t>(hd + 2);
+  DeviceBuffer dqkv, dout, dpartials;
+  GPU_ASSERT_CUDA(UploadVector(qkv, &dqkv));
+  GPU_ASSERT_CUDA(dout.Allocate((out_n + kTail) * 4));
+  GPU_ASSERT_CUDA(dout.Fill(kPoisonByte));
+  AttentionScratch scratch;
+  if (scratch_splits > 0) {
+    GPU_ASSERT_CUDA(dpartials.Allocate((partial_n + kTail) * 4));
+    GPU_ASSERT_CUDA(dpartials.Fill(kPoisonByte));
+    scratch = AttentionScratch{dpartials.as<float>(), partial_n, force_splits};
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  LaunchPagedAttention(dqkv.as<float>(), stride, tokens, c.n_heads, shape, kLayer, step.tokens,
+                       scale, dout.as<float>(), stream.get(), scratch);
+  GPU_ASSERT_CUDA(Finish(stream.get()));
+  std::vector<float> got, partials;
+  GPU_ASSERT_CUDA(DownloadVector(dout, out_n + kTail, &got));
+  if (scratch_splits > 0) {
+    GPU_ASSERT_CUDA(DownloadVector(dpartials, partial_n + kTail, &partials));
+  }
 
-    std::vector<double> want;
-    const int32_t group = c.n_heads / c.n_kv_heads;
-    for (int64_t t = 0; t < tokens; ++t) {
-      const size_t s = seq_of[static_cast<size_t>(t)];
-      const int32_t last = pos[static_cast<size_t>(t)];
-      for (int32_t h = 0; h < c.n_heads; ++h) {
-        const float* qh = q.data() + t * q_dim + h * hd;
-        const int32_t kvh = h / group;
-        auto at = [&](int32_t p, int32_t which) {
-          return cache[s].data() + ((p * 2 + which) * c.n_kv_heads + kvh) * hd;
-        };
-        std::vector<double> scores(static_cast<size_t>(last + 1));
-        double max = -INFINITY;
-        for (int32_t p = 0; p <= last; ++p) {
-          double dot = 0.0;
-          for (int32_t d = 0; d < hd; ++d) dot += static_cast<double>(qh[d]) * at(p, 0)[d];
-          scores[static_cast<size_t>(p)] = dot * scale;
-          max = std::max(max, dot * scale);
-        }
-        double sum = 0.0;
-        for (double& e : scores) sum += (e = std::exp(e - max));
-        for (int32_t d = 0; d < hd; ++d) {
-          double acc = 0.0;
-          for (int32_t p = 0; p <= last; ++p) acc += scores[static_cast<size_t>(p)] * at(p, 1)[d];
-          want.push_back(acc / sum);
-        }
+  std::vector<double> want;
+  const int32_t group = c.n_heads / c.n_kv_heads;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const size_t s = step_tokens.seq_of[static_cast<size_t>(t)];
+    const int32_t last = pos[static_cast<size_t>(t)];
+    for (int32_t h = 0; h < c.n_heads; ++h) {
+      const float* qh = q.data() + t * q_dim + h * hd;
+      const int32_t kvh = h / group;
+      auto at = [&](int32_t p, int32_t which) {
+        return cache[s].data() + ((p * 2 + which) * c.n_kv_heads + kvh) * hd;
+      };
+      std::vector<double> scores(static_cast<size_t>(last + 1));
+      double max = -INFINITY;
+      for (int32_t p = 0; p <= last; ++p) {
+        double dot = 0.0;
+        for (int32_t d = 0; d < hd; ++d) dot += static_cast<double>(qh[d]) * at(p, 0)[d];
+        scores[static_cast<size_t>(p)] = dot * scale;
+        max = std::max(max, dot * scale);
+      }
+      double sum = 0.0;
+      for (double& e : scores) sum += (e = std::exp(e - max));
+      for (int32_t d = 0; d < hd; ++d) {
+        double acc = 0.0;
+        for (int32_t p = 0; p <= last; ++p) acc += scores[static_cast<size_t>(p)] * at(p, 1)[d];
+        want.push_back(acc / sum);
       }
     }
-    const std::string what = "heads " + std::to_string(c.n_heads) + "/" +
-                             std::to_string(c.n_kv_heads) + " of " + std::to_string(hd) +
-                             ", block_tokens " + std::to_string(c.block_tokens) +
-                             (c.f16 ? ", KV f16" : ", KV f32");
-    GPU_EXPECT_CHECK(CheckClose(std::span<const float>(got).first(out_n), want, kTolAttention))
-        << what;
-    GPU_EXPECT_CHECK(CheckTail(got, out_n)) << what;
+  }
+  const std::string what =
+      "heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " of " +
+      std::to_string(hd) + ", block_tokens " + std::to_string(c.block_tokens) +
+      (c.f16 ? ", KV f16" : ", KV f32") + ", force_splits " + std::to_string(force_splits) +
+      ", scratch for " + std::to_string(scratch_splits) + " splits";
+  GPU_EXPECT_CHECK(CheckClose(std::span<const float>(got).first(out_n), want, kTolAttention))
+      << what;
+  GPU_EXPECT_CHECK(CheckTail(got, out_n)) << what;
+  if (scratch_splits > 0) GPU_EXPECT_CHECK(CheckTail(partials, partial_n)) << what << ": scratch";
+}
+
+// The single pass (no scratch): decodes at positions 0, 16 (a block
+// boundary) and 99, and a prefill chunk 20..31. GQA 4:1 and 1:1, head_dim 16
+// to 256, block_tokens 16 and 8, KV f16 and f32.
+GPU_TEST(PagedAttention, DecodeAndPrefillChunks) {
+  // Tokens: three decodes, then the chunk of sequence 3.
+  AttentionTokens tokens{{0, 16, 99}, {0, 1, 2}, {0, 16, 99, 31}};
+  for (int32_t p = 20; p <= 31; ++p) {
+    tokens.pos.push_back(p);
+    tokens.seq_of.push_back(3);
+  }
+  uint64_t seed = 80;
+  for (const AttentionCase& c :
+       {AttentionCase{8, 2, 128, 16, true}, AttentionCase{4, 4, 64, 8, true},
+        AttentionCase{8, 2, 16, 8, false}, AttentionCase{4, 1, 64, 16, false},
+        AttentionCase{4, 1, 256, 16, true}}) {
+    CheckPagedAttention(c, tokens, 0, 0, seed += 10);
+  }
+}
+
+// Split-K: forced 2, 3, 7 and 16 splits over decodes with 1, 2, 5, 17 and
+// 300 positions (fewer positions than splits leave some splits empty; one
+// position leaves all but split 0 empty) and a prefill chunk 3..12; then 16
+// forced with scratch for only 5 (lowered to fit) and the launcher's own
+// choice. The split scratch starts poisoned.
+GPU_TEST(PagedAttention, SplitK) {
+  AttentionTokens tokens{{0, 1, 4, 16, 299}, {0, 1, 2, 3, 4}, {0, 1, 4, 16, 299, 12}};
+  for (int32_t p = 3; p <= 12; ++p) {
+    tokens.pos.push_back(p);
+    tokens.seq_of.push_back(5);
+  }
+  uint64_t seed = 200;
+  for (const AttentionCase& c :
+       {AttentionCase{8, 2, 128, 16, true}, AttentionCase{4, 4, 16, 8, false},
+        AttentionCase{4, 1, 256, 16, true}}) {
+    for (int splits : {2, 3, 7, 16}) CheckPagedAttention(c, tokens, splits, splits, seed += 10);
+    CheckPagedAttention(c, tokens, 16, 5, seed += 10);
+    CheckPagedAttention(c, tokens, 0, 16, seed += 10);
   }
 }
 

@@ -53,6 +53,10 @@ struct Engine::Impl {
   // returns the step's token count, logits rows and block entries used.
   GpuStatus BuildPlan(const StepSequence* seqs, size_t n, int64_t* tokens, int64_t* rows,
                       size_t* entries);
+  // A block one sequence writes in the step may be neither written nor read
+  // by another (the CPU executor refuses the same; the prefix cache shares
+  // only full blocks). Block ids are checked against kv_blocks first.
+  GpuStatus CheckBlockSharing(const StepSequence* seqs, size_t n);
   void PadPlan(int64_t tokens, int64_t bucket, size_t* entries);
   GpuStatus UploadPlan(size_t entries);
 
@@ -67,6 +71,9 @@ struct Engine::Impl {
   GpuStatus EnqueueLayers(int64_t tokens);
   GpuStatus EnqueueLogits(int64_t first_row, int64_t rows, bool argmax);
   GpuStatus RunGraph(int64_t bucket);
+  // Everything of a step after its plan is uploaded, up to the copies back.
+  GpuStatus EnqueueStep(bool graph, int64_t tokens, int64_t rows, int64_t bucket, bool copy_logits,
+                        bool want_argmax, StepResult* result);
 
   EngineOptions options;
   ModelHyperparams hp;
@@ -82,6 +89,9 @@ struct Engine::Impl {
   // kLogitsRowsPerPass rows).
   float *x = nullptr, *h = nullptr, *qkv = nullptr, *attn = nullptr;
   float *gate_up = nullptr, *act = nullptr, *final_norm = nullptr, *logits = nullptr;
+  // Split-K attention records (layer_kernels.h AttentionScratch).
+  float* attn_partials = nullptr;
+  size_t attn_partial_floats = 0;
   int32_t* argmax_dev = nullptr;
   int32_t* argmax_host = nullptr;  // pinned
   std::vector<void*> scratch;      // device allocations besides weights and KV
@@ -103,6 +113,11 @@ struct Engine::Impl {
   // Per logits row of the current step: whether its floats are copied back
   // (kLast, kAll) or only its argmax (kArgmax).
   std::vector<uint8_t> row_copied;
+  // Per block id: written by this step (CheckBlockSharing; all 0 between steps).
+  std::vector<uint8_t> block_written;
+  // Decode buckets seen once: a bucket is captured the second time it runs,
+  // after an eager run has loaded its kernels and warmed cuBLAS.
+  std::map<int64_t, bool> bucket_seen;
 
   std::map<int64_t, cudaGraphExec_t> graphs;  // by bucket
   std::map<int64_t, bool> graph_failed;
@@ -110,6 +125,7 @@ struct Engine::Impl {
 };
 
 Engine::Impl::~Impl() {
+  cudaSetDevice(options.device);
   DropGraphs();
   matmul.reset();
   for (void* p : scratch) cudaFree(p);
@@ -141,6 +157,10 @@ GpuStatus Engine::Impl::AllocateScratch() {
   const size_t rows = static_cast<size_t>(capacity);
   const size_t logit_rows = static_cast<size_t>(std::min(capacity, kLogitsRowsPerPass));
   const size_t dim = static_cast<size_t>(hp.dim), ffn = static_cast<size_t>(hp.ffn_dim);
+  // 16 splits of every (token, head) of the largest decode bucket: any bucket
+  // can split fully.
+  attn_partial_floats = 16 * static_cast<size_t>(std::min(capacity, kLargestGraphBucket)) *
+                        static_cast<size_t>(hp.n_heads) * static_cast<size_t>(hp.head_dim + 2);
   struct {
     float** dst;
     size_t floats;
@@ -154,6 +174,7 @@ GpuStatus Engine::Impl::AllocateScratch() {
       {&act, rows * ffn, "ffn activations"},
       {&final_norm, logit_rows * dim, "final norm"},
       {&logits, logit_rows * static_cast<size_t>(hp.vocab_size), "logits"},
+      {&attn_partials, attn_partial_floats, "attention partials"},
   };
   for (auto& b : buffers) {
     void* p = nullptr;
@@ -237,6 +258,19 @@ GpuStatus Engine::Impl::BuildPlan(const StepSequence* seqs, size_t n, int64_t* t
     return Invalid("step of " + std::to_string(tokens) + " tokens exceeds max_batch_tokens " +
                    std::to_string(capacity));
   }
+  for (size_t i = 0; i < n; ++i) {
+    const StepSequence& s = seqs[i];
+    const int64_t needed =
+        (int64_t{s.start_pos} + s.n_tokens + layout.block_tokens - 1) / layout.block_tokens;
+    for (int64_t b = 0; b < needed; ++b) {
+      if (s.block_table[b] >= options.kv_blocks) {
+        return Invalid("sequence " + std::to_string(i) + " names KV block " +
+                       std::to_string(s.block_table[b]) + ", past the block id space of " +
+                       std::to_string(options.kv_blocks));
+      }
+    }
+  }
+  if (GpuStatus s = CheckBlockSharing(seqs, n); !s.ok()) return s;
   // +1: the scratch block padded graph rows use.
   if (GpuStatus s = EnsureBlockEntries(entries + 1); !s.ok()) return s;
 
@@ -285,6 +319,44 @@ GpuStatus Engine::Impl::BuildPlan(const StepSequence* seqs, size_t n, int64_t* t
   *rows_out = rows;
   *entries_out = entry;
   return GpuStatus::Ok();
+}
+
+GpuStatus Engine::Impl::CheckBlockSharing(const StepSequence* seqs, size_t n) {
+  const int32_t bt = layout.block_tokens;
+  if (block_written.size() != options.kv_blocks) block_written.assign(options.kv_blocks, 0);
+  std::string problem;
+  size_t marked = 0;  // sequences whose written blocks are flagged
+  for (; marked < n && problem.empty(); ++marked) {
+    const StepSequence& s = seqs[marked];
+    const int32_t end = s.start_pos + s.n_tokens;
+    for (int32_t b = s.start_pos / bt; b <= (end - 1) / bt; ++b) {
+      uint8_t& flag = block_written[s.block_table[b]];
+      if (flag != 0) {
+        problem = "sequence " + std::to_string(marked) + ": KV block " +
+                  std::to_string(s.block_table[b]) + " is written twice in one step";
+        break;
+      }
+      flag = 1;
+    }
+  }
+  for (size_t i = 0; i < n && problem.empty(); ++i) {
+    const StepSequence& s = seqs[i];
+    for (int32_t b = 0; b < s.start_pos / bt; ++b) {
+      if (block_written[s.block_table[b]] != 0) {
+        problem = "sequence " + std::to_string(i) + ": reads KV block " +
+                  std::to_string(s.block_table[b]) + " that this step writes";
+        break;
+      }
+    }
+  }
+  // Clear every flag set above (also those of a partly flagged sequence).
+  for (size_t i = 0; i < marked; ++i) {
+    const StepSequence& s = seqs[i];
+    const int32_t end = s.start_pos + s.n_tokens;
+    for (int32_t b = s.start_pos / bt; b <= (end - 1) / bt; ++b)
+      block_written[s.block_table[b]] = 0;
+  }
+  return problem.empty() ? GpuStatus::Ok() : Invalid(problem);
 }
 
 void Engine::Impl::PadPlan(int64_t tokens, int64_t bucket, size_t* entries) {
@@ -347,7 +419,8 @@ GpuStatus Engine::Impl::EnqueueLayers(int64_t tokens) {
     if (GpuStatus s = matmul->MatMul(w.wqkv, h, dim, tokens, qkv, qkv_dim); !s.ok()) return s;
     LaunchBiasRopeStoreKv(qkv, qkv_dim, tokens, hp.n_heads, w.bq, w.bk, w.bv, inv_freq, halves, kv,
                           l, step, stream);
-    LaunchPagedAttention(qkv, qkv_dim, tokens, hp.n_heads, kv, l, step, scale, attn, stream);
+    LaunchPagedAttention(qkv, qkv_dim, tokens, hp.n_heads, kv, l, step, scale, attn, stream,
+                         AttentionScratch{attn_partials, attn_partial_floats});
     if (GpuStatus s = matmul->MatMul(w.wo, attn, q_dim, tokens, h, dim); !s.ok()) return s;
     LaunchAddRmsNorm(x, h, w.ffn_norm, nullptr, tokens, dim, hp.rms_norm_eps, h, stream);
     if (GpuStatus s = matmul->MatMul(w.w_gate_up, h, dim, tokens, gate_up, 2 * ffn); !s.ok()) {
@@ -485,6 +558,9 @@ GpuStatus Engine::Create(const ModelSpec& spec, const EngineOptions& options,
   } else if (GpuStatus s = Finish(impl); !s.ok()) {
     return s;
   }
+  // Pageable cudaMemcpy may return before its DMA lands, and the engine's
+  // stream is not ordered after the legacy stream: wait for the uploads.
+  TM_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   out->reset(new Engine(std::move(impl)));
   return GpuStatus::Ok();
 }
@@ -493,9 +569,11 @@ GpuStatus Engine::CreateSynthetic(const ModelHyperparams& hp, WeightType type, u
                                   const EngineOptions& options, std::unique_ptr<Engine>* out) {
   ModelSpec shape;
   shape.hp = hp;
-  if (hp.head_dim % 2 != 0 || hp.head_dim > 256 || hp.n_kv_heads <= 0 ||
-      hp.n_heads % hp.n_kv_heads != 0 || hp.dim % 32 != 0 || hp.ffn_dim % 32 != 0) {
-    return Invalid("synthetic model shape the CUDA kernels cannot run");
+  if (std::string problem = HyperparamsProblem(hp); !problem.empty()) return Invalid(problem);
+  if (hp.head_dim > 256) {
+    return GpuStatus::Error(GpuCode::kUnimplemented,
+                            "head_dim " + std::to_string(hp.head_dim) +
+                                ": the CUDA attention takes head dims up to 256");
   }
   std::unique_ptr<Impl> impl;
   if (GpuStatus s = Start(hp, options, &impl); !s.ok()) return s;
@@ -503,6 +581,7 @@ GpuStatus Engine::CreateSynthetic(const ModelHyperparams& hp, WeightType type, u
     return s;
   }
   if (GpuStatus s = Finish(impl); !s.ok()) return s;
+  TM_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   out->reset(new Engine(std::move(impl)));
   return GpuStatus::Ok();
 }
@@ -520,53 +599,72 @@ GpuStatus Engine::Step(const StepSequence* seqs, size_t n_seqs, bool copy_logits
   result->graph = false;
 
   // Decode-only steps whose every sequence wants its row replay a graph of
-  // the next bucket size; anything else runs eagerly.
+  // the next bucket size (captured the second time the bucket runs); anything
+  // else runs eagerly.
   const int64_t largest_bucket = std::min(kLargestGraphBucket, e.capacity);
   const int64_t bucket = NextPowerOfTwo(tokens);
   bool graph = e.options.cuda_graphs && rows == tokens && tokens == static_cast<int64_t>(n_seqs) &&
                bucket <= largest_bucket && !e.graph_failed[bucket];
+  if (graph && !e.bucket_seen[bucket]) {
+    e.bucket_seen[bucket] = true;
+    graph = false;
+  }
   if (graph) e.PadPlan(tokens, bucket, &entries);
-  if (GpuStatus s = e.UploadPlan(entries); !s.ok()) return s;
+  GpuStatus s = e.UploadPlan(entries);
+  if (s.ok()) s = e.EnqueueStep(graph, tokens, rows, bucket, copy_logits, want_argmax, result);
+  if (s.ok()) s = CudaStatus("cudaStreamSynchronize", cudaStreamSynchronize(e.stream));
+  if (!s.ok()) {
+    // Work already queued must finish before the next step rewrites the
+    // pinned plan buffers it may still be reading.
+    cudaStreamSynchronize(e.stream);
+    cudaGetLastError();
+    return s;
+  }
+  if (want_argmax) result->argmax.assign(e.argmax_host, e.argmax_host + rows);
+  result->device_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return GpuStatus::Ok();
+}
+
+GpuStatus Engine::Impl::EnqueueStep(bool graph, int64_t tokens, int64_t rows, int64_t bucket,
+                                    bool copy_logits, bool want_argmax, StepResult* result) {
+  const size_t vocab = static_cast<size_t>(hp.vocab_size);
   if (graph) {
-    GpuStatus s = e.RunGraph(bucket);
-    if (!s.ok() && s.code != GpuCode::kInternal) return s;
+    GpuStatus s = RunGraph(bucket);
+    if (!s.ok() && s.code == GpuCode::kUnavailable) return s;
     if (!s.ok()) {
-      // A capture cuBLAS or the driver refused: run this bucket eagerly from
-      // now on rather than fail the step.
-      e.graph_failed[bucket] = true;
+      // A capture or instantiation the driver or cuBLAS refused: this bucket
+      // runs eagerly from now on rather than fail its steps.
+      graph_failed[bucket] = true;
       graph = false;
     }
   }
   if (graph) {
-    ++e.stats.graph_steps;
+    ++stats.graph_steps;
     result->graph = true;
     if (copy_logits) {
-      result->logits.resize(e.CopiedRows() * hp_.vocab_size);
-      if (GpuStatus s = e.CopyLogitRows(0, rows, result->logits.data()); !s.ok()) return s;
+      result->logits.resize(CopiedRows() * vocab);
+      if (GpuStatus s = CopyLogitRows(0, rows, result->logits.data()); !s.ok()) return s;
     }
   } else {
-    ++e.stats.eager_steps;
-    if (GpuStatus s = e.EnqueueLayers(tokens); !s.ok()) return s;
-    if (copy_logits) result->logits.resize(e.CopiedRows() * hp_.vocab_size);
+    ++stats.eager_steps;
+    if (GpuStatus s = EnqueueLayers(tokens); !s.ok()) return s;
+    if (copy_logits) result->logits.resize(CopiedRows() * vocab);
     float* copied = result->logits.data();
     for (int64_t first = 0; first < rows; first += kLogitsRowsPerPass) {
       const int64_t n = std::min(kLogitsRowsPerPass, rows - first);
-      if (GpuStatus s = e.EnqueueLogits(first, n, want_argmax); !s.ok()) return s;
+      if (GpuStatus s = EnqueueLogits(first, n, want_argmax); !s.ok()) return s;
       if (copy_logits) {
-        if (GpuStatus s = e.CopyLogitRows(first, n, copied); !s.ok()) return s;
-        copied += e.CopiedRows(first, n) * hp_.vocab_size;
+        if (GpuStatus s = CopyLogitRows(first, n, copied); !s.ok()) return s;
+        copied += CopiedRows(first, n) * vocab;
       }
     }
   }
   if (want_argmax && rows > 0) {
-    TM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(e.argmax_host, e.argmax_dev,
+    TM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(argmax_host, argmax_dev,
                                             static_cast<size_t>(rows) * sizeof(int32_t),
-                                            cudaMemcpyDeviceToHost, e.stream));
+                                            cudaMemcpyDeviceToHost, stream));
   }
-  TM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(e.stream));
-  if (want_argmax) result->argmax.assign(e.argmax_host, e.argmax_host + rows);
-  result->device_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return GpuStatus::Ok();
 }
 
@@ -581,6 +679,13 @@ GpuStatus Engine::MapPage(uint32_t slot, void* page) {
     return Invalid("KV page slot " + std::to_string(slot) + " already holds a page");
   }
   if (page == nullptr) return Invalid("null KV page");
+  // Kernels would fault on host memory: only device (or managed) memory.
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, page) != cudaSuccess ||
+      (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)) {
+    cudaGetLastError();
+    return Invalid("KV page for slot " + std::to_string(slot) + " is not GPU memory");
+  }
   e.slot_base[slot] = static_cast<uint8_t*>(page);
   return GpuStatus::Ok();
 }
@@ -597,6 +702,7 @@ GpuStatus Engine::UnmapPage(uint32_t slot) {
 
 GpuStatus Engine::PoisonScratchForTesting() {
   Impl& e = *impl_;
+  TM_CUDA_RETURN_IF_ERROR(cudaSetDevice(e.options.device));
   const size_t rows = static_cast<size_t>(e.capacity);
   const size_t logit_rows = static_cast<size_t>(std::min(e.capacity, kLogitsRowsPerPass));
   const size_t dim = static_cast<size_t>(hp_.dim), ffn = static_cast<size_t>(hp_.ffn_dim);
@@ -611,7 +717,8 @@ GpuStatus Engine::PoisonScratchForTesting() {
                  {e.act, rows * ffn * 4},
                  {e.final_norm, logit_rows * dim * 4},
                  {e.logits, logit_rows * static_cast<size_t>(hp_.vocab_size) * 4},
-                 {e.argmax_dev, rows * 4}};
+                 {e.argmax_dev, rows * 4},
+                 {e.attn_partials, e.attn_partial_floats * 4}};
   for (const auto& b : buffers) LaunchFillBytes(b.p, 0xFF, b.bytes, e.stream);
   TM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   TM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(e.stream));
@@ -620,6 +727,7 @@ GpuStatus Engine::PoisonScratchForTesting() {
 
 GpuStatus Engine::PoisonKvForTesting() {
   Impl& e = *impl_;
+  TM_CUDA_RETURN_IF_ERROR(cudaSetDevice(e.options.device));
   const size_t slot_bytes = static_cast<size_t>(e.blocks_per_slot) * layout_.BlockBytes();
   for (uint8_t* base : e.slot_base) {
     if (base != nullptr) LaunchFillBytes(base, 0xFF, slot_bytes, e.stream);

@@ -9,7 +9,8 @@
 // pages of a device KV arena into page slots (block b in slot b /
 // blocks_per_page, like the CPU executor). A step is one batch of sequences
 // mixing prefill chunks and decodes; decode-only steps run as a CUDA graph
-// captured once per batch-size bucket (1, 2, 4, ... up to max_batch_tokens),
+// captured per batch-size bucket (1, 2, 4, ... 256, at most max_batch_tokens)
+// the second time the bucket runs (the first runs eagerly, loading kernels),
 // padded rows writing their KV into a scratch block of the engine's own.
 //
 // One thread at a time (the instance's engine thread); the engine owns its

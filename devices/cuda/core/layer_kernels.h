@@ -13,6 +13,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "devices/cuda/core/device_matrix.h"
@@ -89,9 +90,33 @@ void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32
 // and chunked prefill (a chunk's tokens each see the positions before them,
 // including those written by this step's LaunchBiasRopeStoreKv). head_dim <=
 // 256. Online softmax in f32.
+//
+// Split-K ("flash-decoding"): when tokens x n_heads is small next to the
+// GPU's SM count (small decode batches), the launcher splits each (token,
+// head)'s positions 0..pos[t] into S contiguous ranges, attends each range in
+// its own block (writing the range's max, sum and unnormalized output to
+// scratch.partials) and merges the S partial results in a second kernel. S
+// is chosen on the host from tokens, n_heads and the SM count only (or is
+// scratch.force_splits), never from the positions, so a captured CUDA graph
+// stays valid when positions change; S <= 16, and S is lowered until
+// S x tokens x n_heads x (head_dim + 2) floats fit in scratch.floats. S == 1
+// (always so without scratch) runs the single-pass kernel. The split result
+// equals the single pass up to f32 rounding (the sums are grouped
+// differently).
+struct AttentionScratch {
+  // Device memory of `floats` floats, overwritten by each split launch (no
+  // initialization needed); null = never split. It must outlive the
+  // launch's kernels (and any graph that captured them) and must not be
+  // shared by launches that may run at the same time.
+  float* partials = nullptr;
+  size_t floats = 0;
+  // Tests: the exact split count (1..16, larger counts clamp to 16), still
+  // lowered to fit `floats`; 0 = chosen by the launcher from the SM count.
+  int force_splits = 0;
+};
 void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
                           const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
-                          float* out, cudaStream_t stream);
+                          float* out, cudaStream_t stream, const AttentionScratch& scratch);
 
 // gate_up holds rows of 2 x ffn floats (gate, then up), rows apart by
 // 2 x ffn; out[t * ffn + i] = silu(gate[t][i]) x up[t][i], silu(g) =

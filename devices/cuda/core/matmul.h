@@ -25,6 +25,10 @@ struct CublasApi;  // cublas_library.h
 // Most activation rows the GEMV kernel takes in one launch (its per-lane
 // accumulators); MatMul uses it up to this many rows and cuBLAS above.
 inline constexpr int kMaxGemvRows = 8;
+// Q8_0 matrices stay on GEMV (in passes of kMaxGemvRows) up to this many
+// rows: a pass reads ~1.06 bytes per weight, while cuBLAS first needs the
+// matrix dequantized to bf16 (~5 bytes moved per weight) every time.
+inline constexpr int kMaxGemvRowsQ8_0 = 32;
 
 // y[t * y_stride + r] = sum_k W(r, k) * x[t * x_stride + k] for t < tokens
 // (1..kMaxGemvRows; any other count launches nothing), r < w.rows, f32
@@ -58,7 +62,7 @@ void LaunchFillSynthetic(WeightType type, void* data, uint16_t* scales, int64_t 
 void LaunchFillBytes(void* data, uint8_t byte, size_t bytes, cudaStream_t stream);
 
 // Runs every matmul of one engine: GEMV for up to kMaxGemvRows activation
-// rows, cuBLAS (GemmEx, f32 accumulation, f32 output) above, with the
+// rows (kMaxGemvRowsQ8_0 for Q8_0), cuBLAS (GemmEx, f32 accumulation, f32 output) above, with the
 // activations converted to the weight's 16-bit type (bf16 for Q8_0, whose
 // weights are dequantized to bf16 in chunks of rows first; f32 weights use
 // f32 activations). Owns the cuBLAS handle, its workspace and the
@@ -82,7 +86,8 @@ class MatMulRunner {
   // kInvalidArgument when rows or w.cols exceed what Create() sized for,
   // when rows > 1 and a stride is below the matrix (x_stride < w.cols or
   // y_stride < w.rows), or for a Q8_0 matrix wider than the dequantization
-  // scratch; cuBLAS failures as kInternal. Enqueues only (no sync).
+  // scratch; cuBLAS failures as CublasStatus maps them (kResourceExhausted
+  // when it cannot allocate, else mostly kInternal). Enqueues only (no sync).
   GpuStatus MatMul(const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t rows, float* y,
                    int64_t y_stride);
 

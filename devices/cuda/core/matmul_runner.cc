@@ -110,7 +110,8 @@ GpuStatus MatMulRunner::MatMul(const DeviceMatrix& w, const float* x, int64_t x_
                            " x " + std::to_string(w.cols) + " matrix");
   }
 
-  if (path_ == Path::kGemv || (path_ == Path::kAuto && rows <= kMaxGemvRows)) {
+  const int64_t gemv_rows = w.type == WeightType::kQ8_0 ? kMaxGemvRowsQ8_0 : kMaxGemvRows;
+  if (path_ == Path::kGemv || (path_ == Path::kAuto && rows <= gemv_rows)) {
     for (int64_t t = 0; t < rows; t += kMaxGemvRows) {
       const int tokens = static_cast<int>(std::min<int64_t>(kMaxGemvRows, rows - t));
       LaunchGemv(w, x + t * x_stride, x_stride, tokens, y + t * y_stride, y_stride, stream_);
