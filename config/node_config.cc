@@ -421,4 +421,15 @@ std::vector<std::string> KnownKeys() {
   return keys;
 }
 
+const DeviceConfig* FindDeviceConfig(const NodeConfig& config, std::string_view device_id) {
+  const DeviceConfig* pattern = nullptr;
+  for (const DeviceConfig& d : config.devices) {
+    if (d.match == device_id) return &d;
+    if (d.match.ends_with(":*") && device_id.starts_with(d.match.substr(0, d.match.size() - 1))) {
+      pattern = &d;
+    }
+  }
+  return pattern;
+}
+
 }  // namespace tokenmill::config

@@ -168,6 +168,10 @@ struct NodeConfig {
   bool operator==(const NodeConfig&) const = default;
 };
 
+// The [[device]] entry for a device id: the one whose match is the id
+// ("cuda:1"), else a "kind:*" pattern covering it ("cuda:*"), else nullptr.
+const DeviceConfig* FindDeviceConfig(const NodeConfig& config, std::string_view device_id);
+
 // Parses TOML text. Errors are kInvalidArgument with one message per problem,
 // each "SOURCE:LINE:COL: what is wrong", joined by newlines in file order:
 // unknown keys (with a did-you-mean hint), wrong types and bad values are all

@@ -47,15 +47,6 @@ class NodeStateCollector : public prometheus::Collectable {
   const NodeState& state_;
 };
 
-std::optional<double> WattsFor(const config::NodeConfig& config, std::string_view kind) {
-  for (const auto& device : config.devices) {
-    if (device.match == kind || (kind == "cuda" && device.match.starts_with("cuda:"))) {
-      if (device.watts) return device.watts;
-    }
-  }
-  return std::nullopt;
-}
-
 // The socket's directory: systemd's RuntimeDirectory= makes it in production;
 // for other set-ups create it, owner-only-writable.
 absl::Status EnsureSocketDir(const std::string& socket_path) {
@@ -108,8 +99,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
                config::ToString(cfg->storage.durability));
 
   devices::DiscoveryOptions discovery;
-  discovery.cpu_watts = WattsFor(*cfg, "cpu");
-  discovery.cuda_watts = WattsFor(*cfg, "cuda");
+  discovery.watts_for = [cfg](const std::string& id) -> std::optional<double> {
+    const config::DeviceConfig* d = config::FindDeviceConfig(*cfg, id);
+    return d != nullptr ? d->watts : std::nullopt;
+  };
   auto found = devices::Discover(discovery);
   if (!found.ok()) return found.status();
   node->devices_ = std::move(found->devices);

@@ -14,19 +14,6 @@ namespace {
 constexpr char kTenantPrefix[] = "tenant/";
 constexpr char kModelPrefix[] = "model/";
 
-// The [[device]] entry for a device id: an exact match wins over a pattern.
-const config::DeviceConfig* DeviceConfigFor(const config::NodeConfig& config,
-                                            const std::string& id) {
-  const config::DeviceConfig* pattern = nullptr;
-  for (const auto& d : config.devices) {
-    if (d.match == id) return &d;
-    if (d.match.ends_with(":*") && id.starts_with(d.match.substr(0, d.match.size() - 1))) {
-      pattern = &d;
-    }
-  }
-  return pattern;
-}
-
 }  // namespace
 
 tenants::TenantPolicy TenantPolicyFromConfig(const config::TenantConfig& t) {
@@ -79,7 +66,7 @@ runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
   };
   auto latest = o.latest_sample;
   o.kv_arena_bytes = [config, latest](const devices::Device& device) -> uint64_t {
-    const config::DeviceConfig* d = DeviceConfigFor(config, device.Info().id);
+    const config::DeviceConfig* d = config::FindDeviceConfig(config, device.Info().id);
     config::MemoryAmount amount = d ? d->kv_memory : config::MemoryAmount{};
     if (amount.bytes) return *amount.bytes;
     uint64_t free = device.Info().memory_total_bytes;
@@ -106,7 +93,7 @@ telemetry::CostInputs CostInputsFrom(const config::NodeConfig& config,
   for (const devices::Device* d : devices) {
     telemetry::CostInputs::Device device;
     device.id = d->Info().id;
-    if (const config::DeviceConfig* c = DeviceConfigFor(config, device.id)) {
+    if (const config::DeviceConfig* c = config::FindDeviceConfig(config, device.id)) {
       device.cost_weight = c->cost_weight;
       device.watts = c->watts;
     }

@@ -9,7 +9,11 @@ namespace tokenmill::devices {
 
 absl::StatusOr<Discovery> Discover(const DiscoveryOptions& options) {
   Discovery found;
-  absl::StatusOr<std::unique_ptr<CpuDevice>> cpu = CpuDevice::Create(options);
+  DiscoveryOptions cpu_options = options;
+  if (options.watts_for) {
+    if (std::optional<double> w = options.watts_for("cpu")) cpu_options.cpu_watts = w;
+  }
+  absl::StatusOr<std::unique_ptr<CpuDevice>> cpu = CpuDevice::Create(cpu_options);
   if (!cpu.ok()) return cpu.status();
   found.devices.push_back(std::move(*cpu));
   if (options.cuda) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,10 @@ struct DiscoveryOptions {
   std::optional<double> cpu_watts = std::nullopt;
   // Per-GPU wattage fallback when NVML cannot read power.
   std::optional<double> cuda_watts = std::nullopt;
+  // Configured watts by device id ("cpu", "cuda:1"); when set it is asked
+  // first for each device, and cpu_watts / cuda_watts apply where it says
+  // nullopt. The daemon resolves [[device]] entries through it.
+  std::function<std::optional<double>(const std::string& device_id)> watts_for = nullptr;
   // Look for CUDA GPUs (dlopen libcuda.so.1 / libnvidia-ml.so.1).
   bool cuda = true;
   // Libraries dlopen'd for CUDA; tests name missing files to exercise the

@@ -116,8 +116,10 @@ CudaDiscovery DiscoverCudaDevices(const DiscoveryOptions& options) {
     info.name = props->name;
     info.memory_total_bytes = props->total_memory_bytes;
     info.cuda = std::move(details);
-    found.devices.push_back(std::make_unique<CudaDevice>(std::move(info), driver, nvml, handle,
-                                                         options.cuda_watts, options.clock));
+    std::optional<double> watts = options.watts_for ? options.watts_for(info.id) : std::nullopt;
+    if (!watts) watts = options.cuda_watts;
+    found.devices.push_back(
+        std::make_unique<CudaDevice>(std::move(info), driver, nvml, handle, watts, options.clock));
   }
   if (!found.devices.empty()) found.unavailable_reason.clear();
   return found;

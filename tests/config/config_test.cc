@@ -393,5 +393,25 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_EQ(keys.size(), 50u);
 }
 
+TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {
+  NodeConfig config;
+  DeviceConfig all_gpus, gpu1, cpu;
+  all_gpus.match = "cuda:*";
+  all_gpus.watts = 700.0;
+  gpu1.match = "cuda:1";
+  gpu1.watts = 300.0;
+  cpu.match = "cpu";
+  // The exact entry wins whichever comes first.
+  config.devices = {gpu1, all_gpus, cpu};
+  ASSERT_NE(FindDeviceConfig(config, "cuda:1"), nullptr);
+  EXPECT_EQ(FindDeviceConfig(config, "cuda:1")->watts, 300.0);
+  ASSERT_NE(FindDeviceConfig(config, "cuda:0"), nullptr);
+  EXPECT_EQ(FindDeviceConfig(config, "cuda:0")->watts, 700.0);
+  EXPECT_EQ(FindDeviceConfig(config, "cpu"), &config.devices[2]);
+  EXPECT_EQ(FindDeviceConfig(config, "plugin:x"), nullptr);
+  // "cuda:*" does not cover an id that merely starts with "cuda".
+  EXPECT_EQ(FindDeviceConfig(config, "cudax:0"), nullptr);
+}
+
 }  // namespace
 }  // namespace tokenmill::config

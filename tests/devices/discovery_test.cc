@@ -103,6 +103,33 @@ TEST(DiscoverTest, GpusWithoutNvmlAreListedWithoutNvml) {
   EXPECT_FALSE(s.utilization_ratio.has_value());
 }
 
+// [[device]] watts resolved per device id: cuda:1 gets its own figure,
+// cuda:0 the kind-wide fallback, the CPU (no RAPL in the fixture) its own.
+TEST(DiscoverTest, ConfiguredWattsArePerDeviceId) {
+  FixtureTree tree("x86_server");
+  FakeClock clock;
+  DiscoveryOptions options{.root = tree.root(), .cuda_watts = 700.0, .clock = clock.AsClock()};
+  options.cuda_driver_library = FAKE_CUDA_DRIVER;
+  options.nvml_library = "/nonexistent/tokenmill/libnvidia-ml.so.1";
+  std::vector<std::string> asked;
+  options.watts_for = [&asked](const std::string& id) -> std::optional<double> {
+    asked.push_back(id);
+    if (id == "cuda:1") return 300.0;
+    if (id == "cpu") return 250.0;
+    return std::nullopt;
+  };
+  absl::StatusOr<Discovery> found = Discover(options);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->devices.size(), 3u);
+  EXPECT_THAT(asked, ::testing::ElementsAre("cpu", "cuda:0", "cuda:1"));
+  clock.Advance(milliseconds(1000));
+  EXPECT_DOUBLE_EQ(*found->devices[1]->Sample().power_watts, 700.0);
+  EXPECT_DOUBLE_EQ(*found->devices[2]->Sample().power_watts, 300.0);
+  if (found->devices[0]->Info().cpu->power_source == "configured") {
+    EXPECT_DOUBLE_EQ(*found->devices[0]->Sample().power_watts, 250.0);
+  }
+}
+
 TEST(DiscoverTest, NvmlFiguresAndConfiguredFallbackPerGpu) {
   FixtureTree tree("x86_server");
   FakeClock clock;
