@@ -6,6 +6,8 @@
 #
 #   bash tests/gpu/run.sh [OUT_DIR]     # default OUT_DIR: ${OUT:-build/gpu/results}
 #   TOKENMILL_CUDA_ARCH=90a             # CMAKE_CUDA_ARCHITECTURES (default 90a)
+#   TOKENMILL_GPU_DIRECT=1              # skip CMake: nvcc + g++ directly (also
+#                                       # the fallback when CMake fails)
 #
 # OUT_DIR gets gpu_tests.log, gpu_bench.log and gpu_bench.csv. Exit status: 0
 # when the tests passed or were skipped (no GPU: both programs exit 77), 1
@@ -26,15 +28,67 @@ else
   exit 1
 fi
 
-# A build folder keeps the generator it was configured with.
-generator=()
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); else generator=(-G "Unix Makefiles"); fi
-fi
+arch=${TOKENMILL_CUDA_ARCH:-90a}
+
+# The CMake project (tests/gpu/CMakeLists.txt, CMake >= 3.24).
+cmake_build() {
+  command -v cmake >/dev/null 2>&1 || { echo "run.sh: no cmake" >&2; return 1; }
+  # A build folder keeps the generator it was configured with.
+  local generator=()
+  if [ ! -f "$build/CMakeCache.txt" ]; then
+    if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); else generator=(-G "Unix Makefiles"); fi
+  fi
+  cmake -S tests/gpu -B "$build" ${generator[@]+"${generator[@]}"} -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch" &&
+    cmake --build "$build" -j "$(nproc)"
+}
+
+# The same two programs straight from nvcc and the host compiler, for a
+# machine whose CMake is missing or too old: device time is too scarce to
+# lose to a build system. Globs keep it in step with core.cmake and
+# targets.cmake (every .cu/.cc of the core, every .cc of tests/gpu).
+direct_build() {
+  local cuda cxx obj pids=() objects=() test_objects=() bench_objects=()
+  cuda=$(cd "$(dirname "$nvcc")/.." && pwd)
+  cxx=${CXX:-g++}
+  obj=$build/direct
+  mkdir -p "$obj"
+  local flags=(-O2 -I. -I"$cuda/include" -Wall -Wextra)
+  local f o
+  for f in devices/cuda/core/*.cu; do
+    o=$obj/$(basename "$f").o
+    "$nvcc" -std=c++17 -O3 -arch="sm_$arch" -I. -Xcompiler=-Wall,-Wextra -c "$f" -o "$o" & pids+=($!)
+    objects+=("$o")
+  done
+  for f in devices/cuda/core/*.cc devices/model_spec.cc tests/reference/naive_ops.cc \
+    tests/reference/reference_model.cc tests/gpu/test_util.cc tests/gpu/synth_spec.cc; do
+    o=$obj/$(basename "$f").o
+    "$cxx" -std=c++20 "${flags[@]}" -c "$f" -o "$o" & pids+=($!)
+    objects+=("$o")
+  done
+  for f in tests/gpu/*.cc; do
+    case $f in */test_util.cc | */synth_spec.cc) continue ;; esac
+    o=$obj/test_$(basename "$f").o
+    "$cxx" -std=c++20 "${flags[@]}" -c "$f" -o "$o" & pids+=($!)
+    test_objects+=("$o")
+  done
+  o=$obj/gpu_bench.cc.o
+  "$cxx" -std=c++20 "${flags[@]}" -c tests/bench/gpu_bench.cc -o "$o" & pids+=($!)
+  bench_objects+=("$o")
+  local pid failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" -eq 0 ] || return 1
+  local libs=(-L"$cuda/lib64" -Wl,-rpath,"$cuda/lib64" -lcudart -ldl -lpthread)
+  "$cxx" -o "$build/tokenmill_gpu_tests" "${test_objects[@]}" "${objects[@]}" "${libs[@]}" &&
+    "$cxx" -o "$build/tokenmill_gpu_bench" "${bench_objects[@]}" "${objects[@]}" "${libs[@]}"
+}
+
 start=$(date +%s)
-cmake -S tests/gpu -B "$build" ${generator[@]+"${generator[@]}"} -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${TOKENMILL_CUDA_ARCH:-90a}"
-cmake --build "$build" -j "$(nproc)"
+mkdir -p "$build"
+if [ "${TOKENMILL_GPU_DIRECT:-0}" = 1 ] || ! cmake_build; then
+  echo "run.sh: building directly with nvcc and ${CXX:-g++} instead of CMake"
+  direct_build
+fi
 echo "run.sh: built in $(( $(date +%s) - start )) s"
 
 # Both programs exit 77 without a GPU; set -e must not stop the script there.
