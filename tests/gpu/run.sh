@@ -78,7 +78,7 @@ direct_build() {
   local pid failed=0
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" -eq 0 ] || return 1
-  local libs=(-L"$cuda/lib64" -Wl,-rpath,"$cuda/lib64" -lcudart -ldl -lpthread)
+  local libs=(-L"$cuda/lib64" "-Wl,-rpath,$cuda/lib64" -lcudart -ldl -lpthread)
   "$cxx" -o "$build/tokenmill_gpu_tests" "${test_objects[@]}" "${objects[@]}" "${libs[@]}" &&
     "$cxx" -o "$build/tokenmill_gpu_bench" "${bench_objects[@]}" "${objects[@]}" "${libs[@]}"
 }
