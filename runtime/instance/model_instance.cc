@@ -117,8 +117,10 @@ struct ModelInstance::Impl {
   absl::flat_hash_map<std::string, double> tenant_weight;
   absl::flat_hash_map<std::string, uint32_t> tenant_live;
   std::vector<sched::SequenceResult> results;
-  // The plan's batch with greedy sequences switched to kArgmax (reused).
+  // The plan's batch with greedy sequences switched to kArgmax, and each
+  // planned sequence's stream (null when gone), looked up once per step.
   devices::Batch batch;
+  std::vector<RequestStream*> step_streams;
   std::vector<uint64_t> finished;
   StepUsage step_usage;  // reused every step
   // Per planned sequence of the current step: tokens, 0 decode / 1 prefill /
@@ -315,10 +317,13 @@ void ModelInstance::Impl::Step() {
   // Greedy sequences without logprobs take the executor's argmax: on a GPU
   // only their token ids come back.
   batch.seqs.assign(plan.batch.seqs.begin(), plan.batch.seqs.end());
+  step_streams.clear();
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
-    if (!plan.seqs[i].samples || batch.seqs[i].logits != devices::LogitsWanted::kLast) continue;
     auto it = streams.find(plan.seqs[i].seq_id);
-    if (it != streams.end() && it->second->GreedyOnDevice()) {
+    RequestStream* stream = it != streams.end() ? it->second.get() : nullptr;
+    step_streams.push_back(stream);
+    if (stream != nullptr && plan.seqs[i].samples &&
+        batch.seqs[i].logits == devices::LogitsWanted::kLast && stream->GreedyOnDevice()) {
       batch.seqs[i].logits = devices::LogitsWanted::kArgmax;
     }
   }
@@ -350,13 +355,13 @@ void ModelInstance::Impl::Step() {
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const sched::PlannedSequence& ps = plan.seqs[i];
     const size_t tokens = plan.batch.seqs[i].tokens.size();
-    auto it = streams.find(ps.seq_id);
-    if (it != streams.end()) it->second->mark_started(started);
+    RequestStream* stream = step_streams[i];
+    if (stream != nullptr) stream->mark_started(started);
     int32_t newly_cached = 0;
     if (ps.prefill && !ps.recompute) {
       totals.prompt_tokens += tokens;
-      if (ps.cached_tokens > 0 && it != streams.end() && !it->second->cached_counted()) {
-        it->second->set_cached_tokens(ps.cached_tokens);
+      if (ps.cached_tokens > 0 && stream != nullptr && !stream->cached_counted()) {
+        stream->set_cached_tokens(ps.cached_tokens);
         newly_cached = ps.cached_tokens;
         totals.cached_tokens += static_cast<uint64_t>(ps.cached_tokens);
       }
@@ -366,14 +371,14 @@ void ModelInstance::Impl::Step() {
     step_cached.push_back(newly_cached);
     sched::SequenceResult result{ps.seq_id, std::nullopt, false};
     const bool on_device = batch.seqs[i].logits == devices::LogitsWanted::kArgmax;
-    if (ps.samples && it != streams.end()) {
+    if (ps.samples && stream != nullptr) {
       absl::StatusOr<RequestStream::Next> next = absl::InternalError("no token from the executor");
       if (!on_device) {
         const std::span<const float> logits(out->logits.data() + row * vocab, vocab);
         ++row;
-        next = it->second->OnLogits(logits, now);
+        next = stream->OnLogits(logits, now);
       } else if (argmax_row < out->argmax.size()) {
-        next = it->second->OnToken(out->argmax[argmax_row++], now);
+        next = stream->OnToken(out->argmax[argmax_row++], now);
       }
       if (next.ok()) {
         result.token = next->token;
@@ -381,7 +386,7 @@ void ModelInstance::Impl::Step() {
         ++totals.generated_tokens;
       } else {
         result.finished = true;
-        it->second->Finish(FinishReason::kError, next.status());
+        stream->Finish(FinishReason::kError, next.status());
       }
     } else if (ps.samples) {
       ++(on_device ? argmax_row : row);

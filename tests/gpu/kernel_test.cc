@@ -332,7 +332,7 @@ GPU_TEST(FillSynthetic, FiniteBoundedDeterministic) {
   constexpr int64_t kElements = 8192;
   constexpr float kAmplitude = 0.05f;
   for (WeightType type : kAllTypes) {
-    const size_t element_bytes = type == WeightType::kF32 ? 4 : type == WeightType::kQ8_0 ? 1 : 2;
+    const size_t element_bytes = devices::cuda::core::WeightElementBytes(type);
     std::vector<uint8_t> first;
     for (int run = 0; run < 2; ++run) {
       DeviceBuffer data, scales;

@@ -16,6 +16,11 @@ const char* WeightTypeName(WeightType type);  // "f32", "f16", "bf16", "q8_0"
 // Q8_0 values per scale (GGUF block size).
 inline constexpr int64_t kQ8Block = 32;
 
+// Bytes of one element in `data` (a Q8_0 element's scale is apart).
+constexpr size_t WeightElementBytes(WeightType type) {
+  return type == WeightType::kF32 ? 4 : type == WeightType::kQ8_0 ? 1 : 2;
+}
+
 // A row-major matrix y = W x with W of `rows` x `cols`. For F32/F16/BF16
 // `data` holds rows x cols elements, row r at r x cols. For Q8_0 the GGUF
 // blocks are split on upload so every load is aligned: `data` holds rows x
@@ -34,19 +39,8 @@ struct DeviceMatrix {
   // Bytes one pass over the matrix reads (data and scales).
   size_t bytes() const {
     const size_t n = static_cast<size_t>(rows) * static_cast<size_t>(cols);
-    switch (type) {
-      case WeightType::kF32:
-        return n * 4;
-      case WeightType::kF16:
-      case WeightType::kBF16:
-        return n * 2;
-      case WeightType::kQ8_0:
-        return n + n / kQ8Block * 2;
-    }
-    return 0;
+    return n * WeightElementBytes(type) + (type == WeightType::kQ8_0 ? n / kQ8Block * 2 : 0);
   }
-  // The matrix of rows [begin, end) (same type, same columns).
-  DeviceMatrix RowRange(int64_t begin, int64_t end) const;
 };
 
 }  // namespace tokenmill::devices::cuda::core

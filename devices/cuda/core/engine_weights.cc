@@ -16,19 +16,6 @@ namespace {
 // model's matrices never need a second host copy of their own size.
 constexpr int64_t kQ8StagingRows = 1024;
 
-size_t ElementBytes(WeightType type) {
-  switch (type) {
-    case WeightType::kF32:
-      return 4;
-    case WeightType::kF16:
-    case WeightType::kBF16:
-      return 2;
-    case WeightType::kQ8_0:
-      return 1;
-  }
-  return 0;
-}
-
 // Device memory for a matrix of `rows` x `cols` of `type` (Q8_0: quants and
 // scales in one allocation, scales after the quants).
 GpuStatus AllocateMatrix(DeviceWeights* w, WeightType type, int64_t rows, int64_t cols,
@@ -54,7 +41,7 @@ GpuStatus AllocateMatrix(DeviceWeights* w, WeightType type, int64_t rows, int64_
 GpuStatus CopyRows(const TensorView& t, const DeviceMatrix& m, int64_t row_offset) {
   const int64_t rows = t.rows(), cols = t.cols();
   if (m.type != WeightType::kQ8_0) {
-    const size_t row_bytes = static_cast<size_t>(cols) * ElementBytes(m.type);
+    const size_t row_bytes = static_cast<size_t>(cols) * WeightElementBytes(m.type);
     uint8_t* dst = const_cast<uint8_t*>(static_cast<const uint8_t*>(m.data)) +
                    static_cast<size_t>(row_offset) * row_bytes;
     TM_CUDA_RETURN_IF_ERROR(
@@ -198,7 +185,6 @@ GpuStatus CheckSpecForCuda(const ModelSpec& spec) {
 }
 
 GpuStatus UploadWeights(const ModelSpec& spec, DeviceWeights* out) {
-  if (GpuStatus s = CheckSpecForCuda(spec); !s.ok()) return s;
   const ModelHyperparams& hp = spec.hp;
   DeviceWeights& w = *out;
   if (GpuStatus s = UploadFused(&w, {&spec.token_embedding}, "token embedding", &w.embedding);

@@ -59,7 +59,8 @@ bool WeightTypeOf(TensorType type, WeightType* out);
 // kUnimplemented / kInvalidArgument with the reason.
 GpuStatus CheckSpecForCuda(const ModelSpec& spec);
 
-// Uploads every weight of `spec` (checked) with synchronous copies.
+// Uploads every weight of `spec`, which passed CheckSpecForCuda, with
+// synchronous copies.
 GpuStatus UploadWeights(const ModelSpec& spec, DeviceWeights* out);
 
 // Weights of `hp`'s shape, every matrix of `type`, filled on the device from

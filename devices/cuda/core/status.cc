@@ -36,15 +36,4 @@ const char* WeightTypeName(WeightType type) {
   return "unknown";
 }
 
-DeviceMatrix DeviceMatrix::RowRange(int64_t begin, int64_t end) const {
-  DeviceMatrix m = *this;
-  m.rows = end - begin;
-  const size_t row_elements = static_cast<size_t>(cols);
-  const size_t element_bytes = type == WeightType::kF32 ? 4 : type == WeightType::kQ8_0 ? 1 : 2;
-  m.data =
-      static_cast<const uint8_t*>(data) + static_cast<size_t>(begin) * row_elements * element_bytes;
-  if (scales != nullptr) m.scales = scales + static_cast<size_t>(begin) * (row_elements / kQ8Block);
-  return m;
-}
-
 }  // namespace tokenmill::devices::cuda::core
