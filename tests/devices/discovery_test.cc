@@ -125,9 +125,18 @@ TEST(DiscoverTest, ConfiguredWattsArePerDeviceId) {
   clock.Advance(milliseconds(1000));
   EXPECT_DOUBLE_EQ(*found->devices[1]->Sample().power_watts, 700.0);
   EXPECT_DOUBLE_EQ(*found->devices[2]->Sample().power_watts, 300.0);
-  if (found->devices[0]->Info().cpu->power_source == "configured") {
-    EXPECT_DOUBLE_EQ(*found->devices[0]->Sample().power_watts, 250.0);
-  }
+  // This fixture's CPU has RAPL, which wins over any configured figure; a CPU
+  // without it (the aarch64 fixture) takes the one asked for "cpu".
+  EXPECT_EQ(found->devices[0]->Info().cpu->power_source, "rapl");
+  FixtureTree no_rapl("aarch64");
+  DiscoveryOptions cpu_only{.root = no_rapl.root(), .cuda = false, .clock = clock.AsClock()};
+  cpu_only.watts_for = options.watts_for;
+  absl::StatusOr<Discovery> cpu = Discover(cpu_only);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  ASSERT_EQ(cpu->devices.size(), 1u);
+  EXPECT_EQ(cpu->devices[0]->Info().cpu->power_source, "configured");
+  clock.Advance(milliseconds(1000));
+  EXPECT_DOUBLE_EQ(*cpu->devices[0]->Sample().power_watts, 250.0);
 }
 
 TEST(DiscoverTest, NvmlFiguresAndConfiguredFallbackPerGpu) {

@@ -200,14 +200,17 @@ TEST(CudaExecutorWithoutGpuTest, CublasLoadsAtRunTime) {
   EXPECT_STREQ(api->status_name(CUBLAS_STATUS_ALLOC_FAILED), "CUBLAS_STATUS_ALLOC_FAILED");
 }
 
-TEST(CudaExecutorWithoutGpuTest, CreatingWithoutAGpuIsUnavailable) {
-  if (NoGpuReason().empty()) GTEST_SKIP() << "a GPU is present: this checks the no-GPU path";
+// A GPU that is not there is a refusal, never a crash: kUnavailable without
+// a usable driver, kInvalidArgument for an ordinal past the GPUs there are.
+TEST(CudaExecutorWithoutGpuTest, AMissingGpuIsARefusal) {
+  const absl::StatusCode want =
+      NoGpuReason().empty() ? absl::StatusCode::kInvalidArgument : absl::StatusCode::kUnavailable;
   model::LoadedModel m = Synthesize(TinyModel(Architecture::kLlama, TensorType::kF16));
   ExecutorOptions o;
   o.kv_blocks = 4;
-  absl::StatusOr<ExecutorPtr> e = CreateCudaExecutor(m.spec, o, 0);
-  EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << e.status();
-  EXPECT_EQ(CreateCudaKvArena(0, 4 << 20).status().code(), absl::StatusCode::kUnavailable);
+  absl::StatusOr<ExecutorPtr> e = CreateCudaExecutor(m.spec, o, 999);
+  EXPECT_EQ(e.status().code(), want) << e.status();
+  EXPECT_EQ(CreateCudaKvArena(999, 4 << 20).status().code(), want);
 }
 
 }  // namespace
