@@ -79,12 +79,20 @@ class InstanceMeter final : public runtime::UsageObserver {
   Metering& m_;
   const std::string model_;
   const std::string device_;
-  absl::flat_hash_map<std::string, storage::UsageCounters> requests_;
+  // What a request in flight on this instance has been metered so far.
+  struct RequestTotals {
+    storage::UsageCounters counters;
+    // Revenue in pico-units with the sub-nano remainder carried, so that the
+    // request's revenue is round(tokens x price), not a sum of rounded steps.
+    telemetry::RequestRevenue revenue;
+  };
+  absl::flat_hash_map<std::string, RequestTotals> requests_;
   // Scratch reused every step.
   std::vector<telemetry::TokenShare> shares_;
   storage::StepRecord record_;
   std::vector<telemetry::RuntimeMetrics::TenantStep> tenant_steps_;
-  std::vector<Prices> step_prices_;  // parallel to record_.usage
+  std::vector<Prices> step_prices_;                  // parallel to record_.usage
+  std::vector<telemetry::RequestRevenue> revenues_;  // parallel to record_.requests
 };
 
 absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
@@ -93,7 +101,10 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
   if (m_.sources_.watts) {
     if (auto watts = m_.sources_.watts(device_)) energy = *watts * seconds;
   }
-  const int64_t cost = m_.ledger_.RecordStep(device_, step.device_time, energy);
+  // Priced now, attributed only once the store holds the step: a step the
+  // store refuses is neither sent nor counted as attributed cost.
+  const telemetry::PricedStep priced = m_.ledger_.PriceStep(device_, step.device_time, energy);
+  const int64_t cost = priced.cost_nano;
   const telemetry::CostModelPtr model = m_.ledger_.model();
 
   shares_.clear();
@@ -111,6 +122,7 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
   record_.requests.clear();
   tenant_steps_.clear();
   step_prices_.clear();
+  revenues_.clear();
   for (size_t i = 0; i < step.seqs.size(); ++i) {
     const runtime::SequenceUsage& u = step.seqs[i];
     const std::string tenant(u.tenant);
@@ -131,10 +143,14 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
     c.device_ns = U(ns_parts[i]);
     c.energy_uj = U(energy_parts[i]);
     c.cost_nusd = U(cost_parts[i]);
+    const auto known = requests_.find(absl::string_view(u.request_id.data(), u.request_id.size()));
+    revenues_.push_back(known != requests_.end() ? known->second.revenue
+                                                 : telemetry::RequestRevenue());
     c.revenue_nusd =
-        U(telemetry::CostModel::RevenueNano(u.prompt_tokens + u.cached_tokens, u.generated_tokens,
-                                            prices.input_per_mtok, prices.output_per_mtok));
-    record_.requests.push_back({std::string(u.request_id), tenant, model_, device_, c});
+        U(revenues_.back().AddStep(u.prompt_tokens + u.cached_tokens, u.generated_tokens,
+                                   prices.input_per_mtok, prices.output_per_mtok));
+    record_.requests.push_back(
+        {std::string(u.request_id), tenant, model_, device_, std::string(u.client_request_id), c});
     record_.usage[k].counters += c;
     auto& ts = tenant_steps_[k];
     ts.prompt_tokens += u.prompt_tokens;
@@ -147,7 +163,12 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
     spdlog::error("metering_record_failed model={} error=\"{}\"", model_, s.ToString());
     return s;
   }
-  for (const auto& p : record_.requests) requests_[p.request_id] += p.delta;
+  m_.ledger_.CommitStep(priced);
+  for (size_t i = 0; i < record_.requests.size(); ++i) {
+    RequestTotals& totals = requests_[record_.requests[i].request_id];
+    totals.counters += record_.requests[i].delta;
+    totals.revenue = revenues_[i];
+  }
   if (m_.metrics_ != nullptr) {
     m_.metrics_->ObserveStep(model_, device_, step.batch_size, seconds,
                              static_cast<double>(cost) / 1e9, step_tokens, tenant_steps_);
@@ -161,7 +182,7 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
 void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
   storage::UsageCounters totals;
   if (auto it = requests_.find(record.request_id); it != requests_.end()) {
-    totals = it->second;
+    totals = it->second.counters;
     requests_.erase(it);
   }
   storage::UsageCounters one;
@@ -235,6 +256,7 @@ absl::StatusOr<size_t> Metering::RecoverInterrupted() {
     record.tenant = r.tenant;
     record.model = r.model;
     record.device = r.device;
+    record.client_request_id = r.client_request_id;
     record.outcome = runtime::FinishReason::kError;
     record.error = "interrupted: the daemon stopped without finishing the request";
     json j = LedgerRecordJson(record, r.counters);
@@ -245,22 +267,39 @@ absl::StatusOr<size_t> Metering::RecoverInterrupted() {
   });
 }
 
-void Metering::Tick() {
+std::map<std::string, double> Metering::EnergySinceLastTick() {
   std::map<std::string, double> delta;
-  if (sources_.energy_joules) {
-    const std::map<std::string, double> now = sources_.energy_joules();
-    absl::MutexLock lock(&tick_mu_);
-    for (const auto& [device, joules] : now) {
-      auto it = last_energy_.find(device);
-      // The first reading only sets the origin; counters never run backwards.
-      if (energy_seen_ && it != last_energy_.end() && joules >= it->second) {
-        delta[device] = joules - it->second;
-      }
-      last_energy_[device] = joules;
+  if (!sources_.energy_joules) return delta;
+  const std::map<std::string, double> now = sources_.energy_joules();
+  for (const auto& [device, joules] : now) {
+    auto it = last_energy_.find(device);
+    // The first reading only sets the origin; counters never run backwards.
+    if (energy_seen_ && it != last_energy_.end() && joules >= it->second) {
+      delta[device] = joules - it->second;
     }
-    energy_seen_ = true;
+    last_energy_[device] = joules;
   }
-  ledger_.Tick(std::chrono::steady_clock::now(), delta);
+  energy_seen_ = true;
+  return delta;
+}
+
+void Metering::Tick() {
+  // The ticker, SIGHUP and cost reads all tick: one at a time, each closing
+  // the interval up to its own now with the energy read under the same lock,
+  // so intervals close in order and no energy delta is priced twice or lost.
+  absl::MutexLock lock(&tick_mu_);
+  const std::map<std::string, double> energy = EnergySinceLastTick();
+  ledger_.Tick(Now(), energy);
+}
+
+void Metering::SetCostModel(telemetry::CostModelPtr model) {
+  absl::MutexLock lock(&tick_mu_);
+  const std::map<std::string, double> energy = EnergySinceLastTick();
+  ledger_.SetModel(std::move(model), Now(), energy);
+}
+
+std::chrono::steady_clock::time_point Metering::Now() const {
+  return sources_.steady_now ? sources_.steady_now() : std::chrono::steady_clock::now();
 }
 
 void Metering::StartTicker(std::chrono::milliseconds period) {

@@ -38,6 +38,8 @@ struct MeteringSources {
   std::function<std::optional<double>(const std::string& device)> watts;
   // Energy counters of every device (joules, monotonic), for the ticker.
   std::function<std::map<std::string, double>()> energy_joules;
+  // The clock intervals are closed with; steady_clock::now when empty.
+  std::function<std::chrono::steady_clock::time_point()> steady_now;
 };
 
 class Metering {
@@ -64,10 +66,15 @@ class Metering {
   void StartTicker(std::chrono::milliseconds period);
   void StopTicker();
   // Closes the ledger interval up to now (the ticker does it periodically).
+  // Thread-safe: ticks from the ticker, SIGHUP and readers run one at a time.
   void Tick();
+  // Closes the interval with the old cost model (and the energy measured up
+  // to now), then prices from now on with `model` (SIGHUP).
+  void SetCostModel(telemetry::CostModelPtr model);
 
-  // Node cost, attributed and idle per device, and attributed per tenant in
-  // the store since `since_hour`; for /control/v1/cost.
+  // Node cost, attributed and idle cost per device and in total (nano-units
+  // since the daemon started), after closing the interval up to now; for
+  // GET /control/v1/cost.
   nlohmann::json CostJson();
 
  private:
@@ -80,6 +87,10 @@ class Metering {
 
   mutable absl::Mutex prices_mu_;
   std::map<std::string, Prices> model_prices_ ABSL_GUARDED_BY(prices_mu_);
+
+  // Energy each device used since the previous call (none on the first).
+  std::map<std::string, double> EnergySinceLastTick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tick_mu_);
+  std::chrono::steady_clock::time_point Now() const;
 
   absl::Mutex tick_mu_;
   std::map<std::string, double> last_energy_ ABSL_GUARDED_BY(tick_mu_);

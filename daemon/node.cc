@@ -298,8 +298,7 @@ void Node::Reload(config::NodeConfig next) {
     for (const auto& d : devices_) device_ptrs.push_back(d.get());
     auto model = telemetry::CostModel::Create(CostInputsFrom(next, device_ptrs));
     if (model.ok()) {
-      metering_->Tick();  // close the interval with the old prices and its energy
-      cost_ledger_->SetModel(*model, std::chrono::steady_clock::now());
+      metering_->SetCostModel(*model);  // closes the interval with the old prices first
       metering_->SetModelPrices(ModelPricesFrom(next));
     } else {
       spdlog::error("cost_not_reloaded error=\"{}\"", model.status().ToString());

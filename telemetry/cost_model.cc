@@ -202,10 +202,6 @@ int64_t CostModel::RevenueNano(int64_t prompt_tokens, int64_t generated_tokens,
       RevenuePico(prompt_tokens, generated_tokens, price_input_per_mtok, price_output_per_mtok));
 }
 
-double EffectivePrice(double tenant_price_per_mtok, double model_price_per_mtok) {
-  return tenant_price_per_mtok > 0.0 ? tenant_price_per_mtok : model_price_per_mtok;
-}
-
 int64_t RequestRevenue::AddStep(int64_t prompt_tokens, int64_t generated_tokens,
                                 double price_input_per_mtok, double price_output_per_mtok) {
   total_pico_ = SaturatingAdd(
@@ -247,16 +243,23 @@ CostModelPtr CostLedger::model() const {
   return model_;
 }
 
-int64_t CostLedger::RecordStep(const std::string& device, std::chrono::nanoseconds device_time,
-                               double step_energy_joules) {
+PricedStep CostLedger::PriceStep(const std::string& device, std::chrono::nanoseconds device_time,
+                                 double step_energy_joules) const {
+  PricedStep step;
+  step.device = device;
+  step.busy_seconds = std::max(0.0, std::chrono::duration<double>(device_time).count());
+  step.energy_joules =
+      Finite(step_energy_joules) && step_energy_joules > 0 ? step_energy_joules : 0.0;
   absl::MutexLock lock(&mu_);
-  const int64_t cost = model_->StepCostNano(device, device_time, step_energy_joules);
-  open_attributed_[device] += cost;
-  open_busy_s_[device] += std::max(0.0, std::chrono::duration<double>(device_time).count());
-  if (Finite(step_energy_joules) && step_energy_joules > 0) {
-    open_step_energy_[device] += step_energy_joules;
-  }
-  return cost;
+  step.cost_nano = model_->StepCostNano(device, device_time, step_energy_joules);
+  return step;
+}
+
+void CostLedger::CommitStep(const PricedStep& step) {
+  absl::MutexLock lock(&mu_);
+  open_attributed_[step.device] += step.cost_nano;
+  open_busy_s_[step.device] += step.busy_seconds;
+  if (step.energy_joules > 0) open_step_energy_[step.device] += step.energy_joules;
 }
 
 void CostLedger::Tick(std::chrono::steady_clock::time_point now,

@@ -113,10 +113,6 @@ class CostModel {
 
 using CostModelPtr = std::shared_ptr<const CostModel>;
 
-// The price that applies to a tenant's tokens on a model, one per direction
-// (input, output): the tenant's own when it is > 0, else the model's.
-double EffectivePrice(double tenant_price_per_mtok, double model_price_per_mtok);
-
 // A request's revenue, step by step: AddStep returns the step's revenue in
 // nano-units such that the sum over every step so far equals RevenueNano of
 // the request's token totals exactly (it carries the sub-nano remainder
@@ -149,8 +145,17 @@ struct DeviceCostTotals {
   std::map<std::string, int64_t> by_component_nano;
 };
 
-// Per-device cost accounting. Steps add attributed cost as they run; Tick()
-// (called by the device sampler, and before any read) closes the interval
+// One step priced by CostLedger::PriceStep, not yet recorded.
+struct PricedStep {
+  std::string device;
+  int64_t cost_nano = 0;
+  double busy_seconds = 0.0;
+  double energy_joules = 0.0;  // the step's estimate (finite, >= 0)
+};
+
+// Per-device cost accounting. Steps add attributed cost once their usage is
+// committed; Tick() (called by Metering's ticker, on SIGHUP and before any
+// read) closes the interval
 // since the last tick: its wall time x the device's fixed rate plus its
 // energy is the device's node cost; whatever of it steps did not take is idle
 // cost. Each interval is priced with the CostModel current at its end, so a
@@ -180,9 +185,13 @@ class CostLedger {
   CostModelPtr model() const;
 
   // Prices one step on `device` (device time + the energy it used, from the
-  // device's power now) and records it; returns its cost in nano-units.
-  int64_t RecordStep(const std::string& device, std::chrono::nanoseconds device_time,
-                     double step_energy_joules);
+  // device's power now) with the model in force; records nothing.
+  PricedStep PriceStep(const std::string& device, std::chrono::nanoseconds device_time,
+                       double step_energy_joules) const;
+  // Records a priced step as attributed cost of the open interval. Called
+  // only once the step's usage is committed to the store, so that what the
+  // ledger attributes always equals what the store's usage counters hold.
+  void CommitStep(const PricedStep& step);
 
   // Closes the interval up to `now` for every device: `energy_joules` maps a
   // device to the energy it used since the previous tick (measured or

@@ -17,6 +17,14 @@
 namespace tokenmill::telemetry {
 namespace {
 
+// Prices a step and commits it, as Metering does once the store took it.
+int64_t Record(CostLedger& ledger, const std::string& device, std::chrono::nanoseconds t,
+               double joules) {
+  const PricedStep step = ledger.PriceStep(device, t, joules);
+  ledger.CommitStep(step);
+  return step.cost_nano;
+}
+
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 using std::chrono::seconds;
@@ -202,12 +210,6 @@ TEST(CostModelTest, RevenueAtPerMillionPrices) {
             std::numeric_limits<int64_t>::max());
 }
 
-TEST(CostModelTest, EffectivePricePrefersTheTenantsOwn) {
-  EXPECT_EQ(EffectivePrice(0.2, 0.1), 0.2);
-  EXPECT_EQ(EffectivePrice(0.0, 0.1), 0.1);
-  EXPECT_EQ(EffectivePrice(0.0, 0.0), 0.0);
-}
-
 TEST(CostModelTest, StepRevenueAddsUpToTheRequestsTotalExactly) {
   std::mt19937_64 rng(7);
   std::uniform_int_distribution<int64_t> prompt(0, 700);
@@ -248,8 +250,8 @@ TEST(CostLedgerTest, OneIntervalAgainstHandComputedValues) {
   const CostModelPtr model = MakeModel(RealisticInputs());
   ASSERT_NE(model, nullptr);
   CostLedger ledger(model, kStart);
-  EXPECT_EQ(ledger.RecordStep("cuda:0", milliseconds(10), 7.0), 25566);
-  EXPECT_EQ(ledger.RecordStep("cuda:0", milliseconds(10), 7.0), 25566);
+  EXPECT_EQ(Record(ledger, "cuda:0", milliseconds(10), 7.0), 25566);
+  EXPECT_EQ(Record(ledger, "cuda:0", milliseconds(10), 7.0), 25566);
   // Nothing is closed before the first tick.
   EXPECT_EQ(ledger.Totals().at("cuda:0").attributed_nano, 0);
 
@@ -316,7 +318,7 @@ TEST(CostLedgerTest, SimulatedRunKeepsNodeEqualToAttributedPlusIdleExactly) {
         const nanoseconds t = std::chrono::microseconds(step_us(rng));
         // The step's energy estimate: power now x its device time.
         const double joules = watts(rng) * std::chrono::duration<double>(t).count();
-        const int64_t cost = ledger.RecordStep(d, t, joules);
+        const int64_t cost = Record(ledger, d, t, joules);
         EXPECT_EQ(cost, model->StepCostNano(d, t, joules));
         interval_attributed += cost;
       }
@@ -351,7 +353,7 @@ TEST(CostLedgerTest, IdleMayGoNegativeButTheIdentityHolds) {
   ASSERT_NE(model, nullptr);
   CostLedger ledger(model, kStart);
   // The step's energy estimate (700 J) exceeds what was measured (100 J).
-  ledger.RecordStep("cuda:1", seconds(1), 700.0);
+  Record(ledger, "cuda:1", seconds(1), 700.0);
   ledger.Tick(kStart + seconds(1), {{"cuda:1", 100.0}});
   const DeviceCostTotals t = ledger.Totals().at("cuda:1");
   EXPECT_LT(t.idle_nano, 0);
@@ -363,7 +365,7 @@ TEST(CostLedgerTest, UnknownDevicesAndBackwardTimeAreAccountedSafely) {
   const CostModelPtr model = MakeModel(RealisticInputs());
   ASSERT_NE(model, nullptr);
   CostLedger ledger(model, kStart);
-  const int64_t cost = ledger.RecordStep("cpu", milliseconds(5), 1.0);
+  const int64_t cost = Record(ledger, "cpu", milliseconds(5), 1.0);
   EXPECT_EQ(cost, 43);  // energy only: 1 J x 4.333e-8
   ledger.Tick(kStart + seconds(1), {{"cpu", 10.0}});
   ledger.Tick(kStart, {});  // earlier than the last tick: an empty interval
@@ -388,9 +390,9 @@ TEST(CostLedgerTest, SetModelMidRunChangesOnlyLaterIntervals) {
   CostLedger stays(cheap, kStart);
   CostLedger switches(cheap, kStart);
   for (CostLedger* l : {&stays, &switches}) {
-    l->RecordStep("cuda:0", milliseconds(30), 20.0);
+    Record(*l, "cuda:0", milliseconds(30), 20.0);
     l->Tick(kStart + seconds(10), {{"cuda:0", 6000.0}});
-    l->RecordStep("cuda:0", milliseconds(30), 20.0);
+    Record(*l, "cuda:0", milliseconds(30), 20.0);
   }
   // SetModel closes the open interval [10 s, 15 s) with the cheap model.
   switches.SetModel(dear, kStart + seconds(15), {{"cuda:0", 3000.0}});
@@ -406,8 +408,8 @@ TEST(CostLedgerTest, SetModelMidRunChangesOnlyLaterIntervals) {
   }
 
   // Later steps and intervals are priced with the dear model.
-  const int64_t cheap_step = stays.RecordStep("cuda:0", milliseconds(30), 20.0);
-  const int64_t dear_step = switches.RecordStep("cuda:0", milliseconds(30), 20.0);
+  const int64_t cheap_step = Record(stays, "cuda:0", milliseconds(30), 20.0);
+  const int64_t dear_step = Record(switches, "cuda:0", milliseconds(30), 20.0);
   EXPECT_EQ(dear_step, dear->StepCostNano("cuda:0", milliseconds(30), 20.0));
   EXPECT_GT(dear_step, cheap_step);
   stays.Tick(kStart + seconds(25), {{"cuda:0", 6000.0}});

@@ -1,0 +1,247 @@
+// Metering on its own, as the daemon builds it (a real MeterStore in a temp
+// dir, a CostLedger, the tenant registry) and as the engine thread drives it
+// (the instance's UsageObserver): revenue exact per request at any price,
+// cost attributed only once the store holds the step, and the client's
+// request id kept through a crash.
+#include "daemon/metering.h"
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/instance/usage_observer.h"
+#include "runtime/tenants/tenant_registry.h"
+#include "storage/meter_store.h"
+#include "telemetry/cost_model.h"
+#include "tests/support/temp_dir.h"
+
+namespace tokenmill::daemon {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using ::tokenmill::testing::TempDir;
+
+constexpr char kModel[] = "tiny";
+constexpr char kDevice[] = "cpu";
+
+telemetry::CostInputs Inputs() {
+  telemetry::CostInputs in;
+  in.capex = 320000.0;
+  in.power_usd_per_kwh = 0.12;
+  in.pue = 1.3;
+  in.network_usd_per_hour = 0.4;
+  in.devices.push_back({kDevice, 1.0, 200.0});
+  return in;
+}
+
+class MeteringUnitTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open() {
+    storage::MeterStoreOptions o;
+    o.dir = dir_.path() / "data";
+    auto store = storage::MeterStore::Open(o);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    auto model = telemetry::CostModel::Create(Inputs());
+    ASSERT_TRUE(model.ok()) << model.status();
+    ledger_ = std::make_unique<telemetry::CostLedger>(*model, now_);
+    MeteringSources sources;
+    sources.watts = [](const std::string&) { return 200.0; };
+    sources.steady_now = [this] { return now_; };
+    metering_ = std::make_unique<Metering>(*store_, *ledger_, tenants_, nullptr, sources);
+    observer_ = metering_->ObserverFor(kModel, kDevice);
+  }
+
+  void Close() {
+    observer_.reset();
+    metering_.reset();
+    ledger_.reset();
+    store_.reset();
+  }
+
+  void PutTenant(const std::string& name, double in, double out) {
+    tenants::TenantPolicy p;
+    p.name = name;
+    p.price_input_per_mtok = in;
+    p.price_output_per_mtok = out;
+    ASSERT_TRUE(tenants_.Put(p).ok());
+  }
+
+  runtime::StepUsage Step(std::vector<runtime::SequenceUsage> seqs) {
+    runtime::StepUsage step;
+    step.model = kModel;
+    step.device = kDevice;
+    step.at = std::chrono::system_clock::now();
+    step.device_time = milliseconds(7);
+    step.batch_size = static_cast<int32_t>(seqs.size());
+    step.seqs = std::move(seqs);
+    return step;
+  }
+
+  runtime::RequestRecord Finished(const std::string& id, const std::string& tenant) {
+    runtime::RequestRecord r;
+    r.request_id = id;
+    r.tenant = tenant;
+    r.model = kModel;
+    r.device = kDevice;
+    r.finished_wall = std::chrono::system_clock::now();
+    return r;
+  }
+
+  json Ledger(const std::string& id) {
+    auto record = store_->GetLedger(id);
+    EXPECT_TRUE(record.ok() && record->has_value()) << id;
+    if (!record.ok() || !record->has_value()) return json();
+    return json::parse(**record);
+  }
+
+  uint64_t StoredCost() {
+    auto rows = store_->ScanUsage(storage::UsageQuery{});
+    EXPECT_TRUE(rows.ok());
+    uint64_t cost = 0;
+    if (rows.ok()) {
+      for (const auto& d : *rows) cost += d.counters.cost_nusd;
+    }
+    return cost;
+  }
+
+  int64_t Attributed() {
+    metering_->Tick();
+    return ledger_->Totals().at(kDevice).attributed_nano;
+  }
+
+  TempDir dir_;
+  std::chrono::steady_clock::time_point now_{std::chrono::seconds(1000)};
+  tenants::TenantRegistry tenants_;
+  storage::MeterStorePtr store_;
+  std::unique_ptr<telemetry::CostLedger> ledger_;
+  std::unique_ptr<Metering> metering_;
+  runtime::UsageObserverPtr observer_;
+};
+
+// round((prompt x in + generated x out) / 1e6) in nano-units, computed here
+// in integers from the prices' pico-units per token (price x 1e6), half up.
+int64_t ExpectedRevenueNano(int64_t prompt, int64_t generated, int64_t in_pico, int64_t out_pico) {
+  const int64_t pico = prompt * in_pico + generated * out_pico;
+  return (pico + 500) / 1000;
+}
+
+// A decode token at 0.0375 per million tokens earns 37.5 nano-units: rounding
+// it per step billed 38 each (+1.3%). Every request's revenue must be the
+// rounded revenue of its own totals, at prices with more than three decimals.
+TEST_F(MeteringUnitTest, RequestRevenueIsRoundedOncePerRequest) {
+  PutTenant("frac", 0.0375, 0.123456);
+  const int kRequests = 5;
+  std::vector<int> generated(kRequests, 0);
+  // Step 0: every request's prompt (different lengths); then decodes, with
+  // requests finishing at different steps.
+  std::vector<runtime::SequenceUsage> prefill;
+  std::vector<std::string> ids;
+  for (int r = 0; r < kRequests; ++r) ids.push_back("req-" + std::to_string(r));
+  for (int r = 0; r < kRequests; ++r) {
+    runtime::SequenceUsage u;
+    u.request_id = ids[r];
+    u.tenant = "frac";
+    u.prompt_tokens = 3 + 7 * r;
+    u.generated_tokens = 1;
+    prefill.push_back(u);
+    generated[r] = 1;
+  }
+  ASSERT_TRUE(observer_->OnStep(Step(prefill)).ok());
+  for (int step = 1; step < 40; ++step) {
+    std::vector<runtime::SequenceUsage> seqs;
+    for (int r = 0; r < kRequests; ++r) {
+      if (step >= 10 + 7 * r) continue;  // request r is done
+      runtime::SequenceUsage u;
+      u.request_id = ids[r];
+      u.tenant = "frac";
+      u.generated_tokens = 1;
+      seqs.push_back(u);
+      ++generated[r];
+    }
+    if (seqs.empty()) break;
+    ASSERT_TRUE(observer_->OnStep(Step(seqs)).ok());
+  }
+  uint64_t revenue_sum = 0;
+  for (int r = 0; r < kRequests; ++r) {
+    observer_->OnFinish(Finished(ids[r], "frac"));
+    const json rec = Ledger(ids[r]);
+    ASSERT_EQ(rec["generated_tokens"].get<int64_t>(), generated[r]);
+    ASSERT_EQ(rec["prompt_tokens"].get<int64_t>(), 3 + 7 * r);
+    EXPECT_EQ(rec["revenue_nusd"].get<int64_t>(),
+              ExpectedRevenueNano(3 + 7 * r, generated[r], 37500, 123456))
+        << ids[r] << " with " << generated[r] << " generated tokens";
+    revenue_sum += rec["revenue_nusd"].get<uint64_t>();
+  }
+  // The usage counters are the sum of the steps, which is the sum of the
+  // requests' exact revenues.
+  auto rows = store_->ScanUsage(storage::UsageQuery{});
+  ASSERT_TRUE(rows.ok());
+  uint64_t stored = 0;
+  for (const auto& d : *rows) stored += d.counters.revenue_nusd;
+  EXPECT_EQ(stored, revenue_sum);
+}
+
+// A step the store refuses is not sent (OnStep fails) and must not count as
+// attributed cost either: attributed cost equals the store's usage cost.
+TEST_F(MeteringUnitTest, CostIsAttributedOnlyOnceTheStoreCommits) {
+  PutTenant("a", 1.0, 2.0);
+  runtime::SequenceUsage ok;
+  ok.request_id = "fine";
+  ok.tenant = "a";
+  ok.prompt_tokens = 12;
+  ok.generated_tokens = 1;
+  ASSERT_TRUE(observer_->OnStep(Step({ok})).ok());
+  EXPECT_GT(Attributed(), 0);
+  EXPECT_EQ(static_cast<uint64_t>(Attributed()), StoredCost());
+
+  // A request id the store refuses (over 256 bytes): nothing is written.
+  const std::string too_long(300, 'x');
+  runtime::SequenceUsage refused = ok;
+  refused.request_id = too_long;
+  ok.prompt_tokens = 0;
+  const absl::Status s = observer_->OnStep(Step({ok, refused}));
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(static_cast<uint64_t>(Attributed()), StoredCost())
+      << "cost of a step the store refused was attributed";
+  // The refused step is idle cost, not lost: node = attributed + idle.
+  now_ += std::chrono::seconds(2);
+  metering_->Tick();
+  const auto t = ledger_->Totals().at(kDevice);
+  EXPECT_EQ(t.attributed_nano + t.idle_nano, t.node_nano);
+}
+
+// A request a crash interrupts keeps the client's X-Request-Id in its ledger
+// record, as a finished one does.
+TEST_F(MeteringUnitTest, InterruptedRequestKeepsTheClientRequestId) {
+  PutTenant("a", 1.0, 2.0);
+  runtime::SequenceUsage u;
+  u.request_id = "0190-our-id";
+  u.client_request_id = "client-order-17";
+  u.tenant = "a";
+  u.prompt_tokens = 5;
+  u.generated_tokens = 1;
+  ASSERT_TRUE(observer_->OnStep(Step({u})).ok());
+  u.prompt_tokens = 0;
+  ASSERT_TRUE(observer_->OnStep(Step({u})).ok());
+  // No OnFinish: the process dies here. The next start recovers it.
+  Close();
+  Open();
+  auto recovered = metering_->RecoverInterrupted();
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(*recovered, 1u);
+  const json rec = Ledger("0190-our-id");
+  EXPECT_EQ(rec["outcome"], "interrupted");
+  EXPECT_EQ(rec.value("client_request_id", ""), "client-order-17") << rec.dump();
+  EXPECT_EQ(rec["generated_tokens"], 2);
+  EXPECT_EQ(rec["revenue_nusd"], ExpectedRevenueNano(5, 2, 1000000, 2000000));
+}
+
+}  // namespace
+}  // namespace tokenmill::daemon
