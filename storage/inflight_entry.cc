@@ -30,7 +30,8 @@ void AddEncodedCounters(const char* from, char* into) {
 }  // namespace
 
 void EncodeInflightEntry(const UsageCounters& counters, uint64_t hour, std::string_view tenant,
-                         std::string_view model, std::string_view device, std::string& out) {
+                         std::string_view model, std::string_view device,
+                         std::string_view client_request_id, std::string& out) {
   out.resize(kInflightFixedBytes);
   const uint64_t fields[] = {counters.prompt_tokens,    counters.cached_tokens,
                              counters.generated_tokens, counters.requests,
@@ -42,6 +43,7 @@ void EncodeInflightEntry(const UsageCounters& counters, uint64_t hour, std::stri
   out.append(tenant).push_back(kSeparator);
   out.append(model).push_back(kSeparator);
   out.append(device);
+  if (!client_request_id.empty()) out.append(1, kSeparator).append(client_request_id);
 }
 
 absl::StatusOr<InflightEntry> DecodeInflightEntry(std::string_view bytes) {
@@ -58,14 +60,22 @@ absl::StatusOr<InflightEntry> DecodeInflightEntry(std::string_view bytes) {
   std::string_view names = bytes.substr(kInflightFixedBytes);
   const size_t first = names.find(kSeparator);
   const size_t second = first == std::string_view::npos ? first : names.find(kSeparator, first + 1);
-  if (second == std::string_view::npos ||
-      names.find(kSeparator, second + 1) != std::string_view::npos) {
+  if (second == std::string_view::npos) {
     return absl::DataLossError(
         "inflight value names do not have the form tenant 0x00 model 0x00 device");
   }
+  const size_t third = names.find(kSeparator, second + 1);
+  if (third != std::string_view::npos && third + 1 == names.size()) {
+    return absl::DataLossError("inflight value has an empty client request id");
+  }
   entry.tenant.assign(names.substr(0, first));
   entry.model.assign(names.substr(first + 1, second - first - 1));
-  entry.device.assign(names.substr(second + 1));
+  if (third == std::string_view::npos) {
+    entry.device.assign(names.substr(second + 1));
+  } else {
+    entry.device.assign(names.substr(second + 1, third - second - 1));
+    entry.client_request_id.assign(names.substr(third + 1));
+  }
   return entry;
 }
 

@@ -113,6 +113,7 @@ struct RequestProgress {
   std::string tenant;
   std::string model;
   std::string device;
+  std::string client_request_id;  // kept for the ledger record if a crash interrupts it
   UsageCounters delta;  // requests stays 0 here: FinishRequest / recovery count the request
   // The hour of the request's first step (unix seconds / 3600), kept by the
   // entry for recovery's requests += 1. 0 takes the hour of the step's usage
@@ -136,7 +137,8 @@ struct InterruptedRequest {
   std::string tenant;
   std::string model;
   std::string device;
-  UsageCounters counters;  // the sum of its RecordStep deltas
+  std::string client_request_id;  // as its RecordStep calls gave it
+  UsageCounters counters;         // the sum of its RecordStep deltas
   uint64_t hour = 0;       // the hour of its first step (unix seconds / 3600)
 };
 

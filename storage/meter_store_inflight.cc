@@ -50,7 +50,8 @@ absl::Status MeterStore::RecordStep(const StepRecord& step) {
       return valid;
     }
     bytes += kBatchRecordOverhead + kInflightFixedBytes + request.request_id.size() +
-             request.tenant.size() + request.model.size() + request.device.size() + 2;
+             request.tenant.size() + request.model.size() + request.device.size() +
+             request.client_request_id.size() + 3;
   }
   if (step.usage.empty() && step.requests.empty()) return absl::OkStatus();
 
@@ -64,7 +65,7 @@ absl::Status MeterStore::RecordStep(const StepRecord& step) {
   }
   for (const RequestProgress& request : step.requests) {
     EncodeInflightEntry(request.delta, EntryHour(step, request), request.tenant, request.model,
-                        request.device, value);
+                        request.device, request.client_request_id, value);
     const rocksdb::Status s =
         batch.Merge(impl_->inflight, ToSlice(request.request_id), ToSlice(value));
     if (!s.ok()) return impl_->Check(s, "record_step");
@@ -124,6 +125,7 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
           request.tenant = entry->tenant;
           request.model = entry->model;
           request.device = entry->device;
+          request.client_request_id = entry->client_request_id;
           request.counters = entry->counters;
           request.hour = entry->hour;
           const std::string record = make_record(request);

@@ -118,7 +118,7 @@ struct ModelInstance::Impl {
   absl::flat_hash_map<std::string, uint32_t> tenant_live;
   std::vector<sched::SequenceResult> results;
   // The plan's batch with greedy sequences switched to kArgmax, and each
-  // planned sequence's stream (null when gone), looked up once per step.
+  // planned sequence's stream (null when gone) for the forward and sampling.
   devices::Batch batch;
   std::vector<RequestStream*> step_streams;
   std::vector<uint64_t> finished;
@@ -413,6 +413,7 @@ void ModelInstance::Impl::Step() {
       if (it == streams.end()) continue;
       SequenceUsage u;
       u.request_id = it->second->request().request_id;
+      u.client_request_id = it->second->request().client_request_id;
       u.tenant = it->second->request().tenant;
       const int32_t tokens = step_tokens[i];
       if (step_prefill[i] == 1) u.prompt_tokens = tokens;

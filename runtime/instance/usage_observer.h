@@ -20,6 +20,7 @@ namespace tokenmill::runtime {
 // state and are valid during the OnStep call only.
 struct SequenceUsage {
   std::string_view request_id;
+  std::string_view client_request_id;  // the client's X-Request-Id, "" when none
   std::string_view tenant;
   int32_t prompt_tokens = 0;      // prompt tokens computed this step (first pass only)
   int32_t recomputed_tokens = 0;  // tokens recomputed after a preemption (cost, no charge)
@@ -55,7 +56,9 @@ struct RequestRecord {
   std::chrono::system_clock::time_point finished_wall{};
 };
 
-// Called on the instance's engine thread, synchronously: OnStep after a
+// Called on the instance's engine thread (OnFinish also on the thread that
+// stops the instance, for what is left once the engine thread has ended;
+// never both at once), synchronously: OnStep after a
 // step's tokens are sampled and BEFORE they are sent to clients (a token is
 // metered before it is sent); OnFinish before a request's last update is
 // sent. Implementations must be quick and must not call into the instance.
