@@ -26,6 +26,7 @@ using nlohmann::json;
 
 constexpr char kKeyA[] = "metering-key-a-0001";
 constexpr char kKeyB[] = "metering-key-b-0002";
+constexpr char kKeyC[] = "metering-key-c-0003";
 
 class MeteringTest : public ::testing::Test {
  protected:
@@ -44,7 +45,9 @@ class MeteringTest : public ::testing::Test {
         "[[tenant]]\nname = \"a\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kKeyA),
         "\"]\nweight = 2.0\nprice_input_per_mtok = 0.5\nprice_output_per_mtok = 1.5\n\n",
         "[[tenant]]\nname = \"b\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kKeyB),
-        "\"]\nprice_input_per_mtok = 0.25\nprice_output_per_mtok = 0.75\n");
+        "\"]\nprice_input_per_mtok = 0.25\nprice_output_per_mtok = 0.75\n\n",
+        "[[tenant]]\nname = \"c\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kKeyC),
+        "\"]\nprice_input_per_mtok = 0.0375\nprice_output_per_mtok = 0.123456\n");
   }
 
   std::unique_ptr<DaemonProcess> StartDaemon() {
@@ -239,8 +242,63 @@ TEST_F(MeteringTest, SighupChangesPricesFromThenOnNeverRetroactively) {
   EXPECT_NEAR(r2, (tokens_in * 5.0 + tokens_out * 15.0) * 1e3, 1.0 * 10);
 }
 
+// Prices with more than three decimals per million tokens (0.0375 and
+// 0.123456): each request's revenue is round(tokens x price) of its own
+// totals, to the nano-unit, not a sum of steps each rounded on its own.
+TEST_F(MeteringTest, RevenueOfEveryRequestIsItsTokensTimesThePrice) {
+  auto daemon = StartDaemon();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      json body = {{"model", "tiny"},
+                   {"prompt", absl::StrCat("fractional prices ", std::string(i * 3, 'x'))},
+                   {"max_tokens", 5 + 9 * i},
+                   {"ignore_eos", true}};
+      if (i % 2 == 1) body["stream"] = true;
+      EXPECT_EQ(Post(body, kKeyC, absl::StrCat("frac-", i)).status, 200);
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(daemon->Stop(), 0);
+  const StoreView store = ReadStore();
+  // Pico-units per token: price x 1e6; revenue in nano-units rounded half up.
+  constexpr int64_t kInPico = 37500, kOutPico = 123456;
+  for (int i = 0; i < 8; ++i) {
+    const std::string id = absl::StrCat("frac-", i);
+    ASSERT_TRUE(store.ledger_by_client_id.contains(id)) << id;
+    const json& rec = store.ledger_by_client_id.at(id);
+    const int64_t prompt = rec["prompt_tokens"];
+    const int64_t generated = rec["generated_tokens"];
+    EXPECT_EQ(generated, 5 + 9 * i);
+    const int64_t want = (prompt * kInPico + generated * kOutPico + 500) / 1000;
+    EXPECT_EQ(rec["revenue_nusd"].get<int64_t>(), want)
+        << id << ": " << prompt << " prompt and " << generated << " generated tokens";
+  }
+  EXPECT_EQ(store.usage.revenue_nusd, store.ledger_sum.revenue_nusd);
+}
+
 TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
   auto daemon = StartDaemon();
+  // Requests that finish before the kill: their ledger records must hold
+  // exactly the tokens their clients received.
+  constexpr int kFinished = 6;
+  std::vector<std::string> finished_bodies(kFinished);
+  {
+    std::vector<std::thread> short_ones;
+    for (int i = 0; i < kFinished; ++i) {
+      short_ones.emplace_back([&, i] {
+        finished_bodies[i] = Post({{"model", "tiny"},
+                                   {"prompt", absl::StrCat("short one ", i)},
+                                   {"max_tokens", 12 + 5 * i},
+                                   {"ignore_eos", true},
+                                   {"logprobs", 1},
+                                   {"stream", true}},
+                                  i % 2 ? kKeyA : kKeyB, absl::StrCat("done-", i))
+                                 .body;
+      });
+    }
+    for (auto& t : short_ones) t.join();
+  }
   constexpr int kClients = 24;
   std::vector<std::string> bodies(kClients);
   std::vector<std::thread> threads;
@@ -262,7 +320,7 @@ TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
   for (int i = 0; i < 3000; ++i) {
     auto r = daemon->Control("GET", "/control/v1/models/tiny");
     const json j = json::parse(r.body, nullptr, false);
-    if (!j.is_discarded() && j["stats"].value("generated_tokens", 0) >= 2000) break;
+    if (!j.is_discarded() && j["stats"].value("generated_tokens", 0) >= 3600) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_TRUE(daemon->process().Signal(SIGKILL));
@@ -277,6 +335,22 @@ TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
   ASSERT_EQ(restarted->Stop(), 0);
 
   const StoreView store = ReadStore();
+  for (int i = 0; i < kFinished; ++i) {
+    ASSERT_NE(finished_bodies[i].find("data: [DONE]"), std::string::npos) << finished_bodies[i];
+    const std::string id = absl::StrCat("done-", i);
+    ASSERT_TRUE(store.ledger_by_client_id.contains(id)) << id;
+    const json& rec = store.ledger_by_client_id.at(id);
+    EXPECT_EQ(rec["outcome"], "length") << id;
+    EXPECT_EQ(rec["generated_tokens"].get<int64_t>(), TokensReceived(finished_bodies[i]))
+        << id << " was metered other than what its client received";
+    EXPECT_EQ(rec["generated_tokens"].get<int64_t>(), 12 + 5 * i) << id;
+  }
+  // A token is metered before it is sent, so a request the kill cut holds
+  // what its client received plus the tokens metered but not yet written to
+  // its socket: at most a few steps' worth (the loop thread lagging the
+  // engine thread). kInFlight bounds that; a meter that counted every step
+  // twice would put ~2x the received tokens (~150 each here) in the ledger.
+  constexpr int64_t kInFlight = 64;
   int64_t received_total = 0;
   int streams_with_tokens = 0;
   int interrupted = 0;
@@ -290,7 +364,10 @@ TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
         << "crash-" << i << " (" << id << ") is missing from the ledger";
     const json& rec = store.ledger_by_id.at(id);
     EXPECT_GE(rec["generated_tokens"].get<int64_t>(), received) << id;
-    EXPECT_LE(rec["generated_tokens"].get<int64_t>(), 900) << id;
+    EXPECT_LE(rec["generated_tokens"].get<int64_t>(), received + kInFlight)
+        << id << " holds more than its client received plus the tokens in flight";
+    EXPECT_EQ(rec.value("client_request_id", ""), absl::StrCat("crash-", i))
+        << "the client's X-Request-Id must survive the crash";
     interrupted += rec["outcome"] == "interrupted";
   }
   EXPECT_GT(streams_with_tokens, kClients / 2);
