@@ -70,8 +70,8 @@ struct SchedulerSection {
   uint32_t block_tokens = 16;        // KV block size in tokens. reload: no
   uint32_t max_batch_tokens = 2048;  // tokens per step per instance. reload: no
   uint32_t max_seqs = 64;            // sequences per step per instance. reload: no
-  double vtc_input_weight = 1.0;     // VTC weight of a prompt token. reload: yes
-  double vtc_output_weight = 2.0;    // VTC weight of a generated token. reload: yes
+  double vtc_input_weight = 1.0;     // VTC weight of a prompt token. reload: no
+  double vtc_output_weight = 2.0;    // VTC weight of a generated token. reload: no
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const SchedulerSection&) const = default;

@@ -95,6 +95,11 @@ std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const 
   c.Compare("scheduler.max_batch_tokens", before.scheduler.max_batch_tokens,
             after.scheduler.max_batch_tokens);
   c.Compare("scheduler.max_seqs", before.scheduler.max_seqs, after.scheduler.max_seqs);
+  // Instances take the VTC weights when they are created.
+  c.Compare("scheduler.vtc_input_weight", before.scheduler.vtc_input_weight,
+            after.scheduler.vtc_input_weight);
+  c.Compare("scheduler.vtc_output_weight", before.scheduler.vtc_output_weight,
+            after.scheduler.vtc_output_weight);
 
   CompareEntries(
       "device", before.devices, after.devices, [](const DeviceConfig& d) { return d.match; },

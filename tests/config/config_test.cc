@@ -343,8 +343,6 @@ TEST(RestartRequiredChangesTest, ReloadableSettingsAreNotListed) {
   after.tenants[0].weight = 9;
   after.cost.capex = 1;
   after.cost.pue = 1.5;
-  after.scheduler.vtc_input_weight = 7;
-  after.scheduler.vtc_output_weight = 8;
   after.devices[0].cost_weight = 0;
   after.devices[0].watts = 300;
   after.models[0].price_input_per_mtok = 0.5;
@@ -362,6 +360,7 @@ TEST(RestartRequiredChangesTest, NamesEveryFixedSettingThatChanged) {
   after.metrics.listen = "";
   after.storage.durability = Durability::kProcess;
   after.scheduler.block_tokens = 64;
+  after.scheduler.vtc_output_weight = 8;
   after.devices[0].kv_memory.fraction = 0.5;       // cuda:*
   after.devices[1].kv_memory = MemoryAmount{};     // cpu: 8GiB -> 80%
   after.devices.erase(after.devices.begin() + 2);  // plugin:acme-npu removed
@@ -369,12 +368,13 @@ TEST(RestartRequiredChangesTest, NamesEveryFixedSettingThatChanged) {
   after.models[0].path = "/models/other.gguf";
   after.models[0].context = std::nullopt;
   after.models[1].id = "qwen2.5";  // removed one model, added another
-  EXPECT_THAT(RestartRequiredChanges(before, after),
-              ElementsAre("node.name", "api.socket", "api.idle_timeout", "metrics.listen",
-                          "storage.durability", "scheduler.block_tokens", "device[cpu].kv_memory",
-                          "device[cuda:*].kv_memory", "device[plugin:acme-npu]", "device[cuda:3]",
-                          "model[llama3:8b].path", "model[llama3:8b].context", "model[qwen2]",
-                          "model[qwen2.5]"));
+  EXPECT_THAT(
+      RestartRequiredChanges(before, after),
+      ElementsAre("node.name", "api.socket", "api.idle_timeout", "metrics.listen",
+                  "storage.durability", "scheduler.block_tokens", "scheduler.vtc_output_weight",
+                  "device[cpu].kv_memory", "device[cuda:*].kv_memory", "device[plugin:acme-npu]",
+                  "device[cuda:3]", "model[llama3:8b].path", "model[llama3:8b].context",
+                  "model[qwen2]", "model[qwen2.5]"));
 }
 
 TEST(DurabilityTest, ToStringNamesTheConfigValue) {
