@@ -5,7 +5,9 @@
 #include "devices/cuda/cuda_executor.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "devices/cuda/core/cublas_library.h"
 #include "devices/cuda/core/engine.h"
@@ -34,6 +36,10 @@ class CudaExecutorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string reason = NoGpuReason();
+    const char* require = std::getenv("TOKENMILL_REQUIRE_GPU");
+    if (!reason.empty() && require != nullptr && std::string_view(require) == "1") {
+      FAIL() << "no CUDA GPU (" << reason << ") and TOKENMILL_REQUIRE_GPU=1";
+    }
     if (!reason.empty()) GTEST_SKIP() << "no CUDA GPU: " << reason;
     std::printf("running on CUDA GPU 0\n");
   }

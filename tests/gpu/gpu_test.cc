@@ -9,9 +9,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tests/gpu/test_util.h"
@@ -72,7 +74,8 @@ void PrintUsage(const char* argv0) {
   std::printf(
       "usage: %s [--list] [FILTER]\n"
       "  runs every GPU test (or those whose Suite.Name contains FILTER) on GPU 0;\n"
-      "  exit 0 all passed, 1 a test failed, 77 no CUDA GPU (skipped)\n",
+      "  exit 0 all passed, 1 a test failed, 77 no CUDA GPU (skipped; 1 instead when\n"
+      "  TOKENMILL_REQUIRE_GPU=1)\n",
       argv0);
 }
 
@@ -125,6 +128,12 @@ int TestMain(int argc, char** argv) {
 
   const GpuProbe gpu = ProbeGpu(0);
   if (!gpu.ok) {
+    // On a machine meant to have a GPU, a skip would pass for green.
+    const char* require = std::getenv("TOKENMILL_REQUIRE_GPU");
+    if (require != nullptr && std::string_view(require) == "1") {
+      std::printf("FAILED: no CUDA GPU (%s) and TOKENMILL_REQUIRE_GPU=1\n", gpu.error.c_str());
+      return 1;
+    }
     std::printf("SKIPPED: no CUDA GPU (%s)\n", gpu.error.c_str());
     return 77;
   }

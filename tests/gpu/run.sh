@@ -11,7 +11,9 @@
 #
 # OUT_DIR gets gpu_tests.log, gpu_bench.log and gpu_bench.csv. Exit status: 0
 # when the tests passed or were skipped (no GPU: both programs exit 77), 1
-# when a test failed, 2 when the tests passed but the benchmark failed.
+# when a test failed, or when no GPU was found and TOKENMILL_REQUIRE_GPU=1
+# (set it on a machine that has one, so a skip cannot pass for green), 2 when
+# the tests passed but the benchmark failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -114,6 +116,10 @@ fi
 if [ "$tests_rc" -eq 77 ]; then
   echo "gpu tests: 0 passed, 0 failed, all skipped: $(skip_reason "$out/gpu_tests.log")"
   exit 0
+fi
+if [ "${TOKENMILL_REQUIRE_GPU:-0}" = 1 ] && grep -q '^FAILED: no CUDA GPU' "$out/gpu_tests.log"; then
+  echo "gpu tests: FAILED: every test skipped (no GPU) and TOKENMILL_REQUIRE_GPU=1"
+  exit 1
 fi
 summary=$(grep -m1 '^SUMMARY:' "$out/gpu_tests.log" || true)
 if [ -n "$summary" ]; then
