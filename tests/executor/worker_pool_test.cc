@@ -86,24 +86,5 @@ TEST(WorkerPoolTest, IdleWorkersSleepAndWakeUp) {
   EXPECT_EQ(total.load(), 30);
 }
 
-// Prints the cost of an empty loop (the executor makes ~10 per layer); a
-// figure, not a pass/fail criterion, since the machine is shared.
-TEST(WorkerPoolTest, MeasuresEmptyLoopOverhead) {
-  WorkerPool pool(2);
-  constexpr int kCalls = 20000;
-  std::atomic<int64_t> sink{0};
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kCalls; ++i) {
-    pool.ParallelFor(2, [&](int64_t begin, int64_t, int32_t) {
-      sink.fetch_add(begin, std::memory_order_relaxed);
-    });
-  }
-  const double us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
-      kCalls;
-  std::printf("[ measured ] ParallelFor with 2 threads, no work: %.2f us per call\n", us);
-  EXPECT_EQ(sink.load(), int64_t{kCalls} * 1);
-}
-
 }  // namespace
 }  // namespace tokenmill::devices::cpu

@@ -1,6 +1,5 @@
 // The synthetic vocabulary is a real byte-level BPE vocabulary that the
 // tokenizer accepts, deterministic, and cheap at Llama 3 size.
-#include <chrono>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -74,14 +73,10 @@ TEST(SynthVocabulary, TokenizesAndRoundTrips) {
   EXPECT_TRUE((*tok)->IsEos(spec->extra_eos_ids[0]));
 }
 
-TEST(SynthVocabulary, Llama3SizeIsFastAndDeterministic) {
-  const auto start = std::chrono::steady_clock::now();
+TEST(SynthVocabulary, Llama3SizeIsDeterministic) {
   auto a = BuildSynthVocabulary(128256, PreTokenizer::kLlama3);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(a.ok());
   ExpectWellFormed(*a, 128256);
-  std::printf("128256-token vocabulary built in %.2f s\n", seconds);
   auto b = BuildSynthVocabulary(128256, PreTokenizer::kLlama3);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(a->tokens, b->tokens);

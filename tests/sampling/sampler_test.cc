@@ -305,34 +305,5 @@ TEST(SamplerTest, UnseededSamplersStillSample) {
   EXPECT_TRUE(token == 0 || token == 2);
 }
 
-// Prints per-token cost on a Llama-3-sized vocabulary; a figure, asserted only for validity.
-// Flat logits are the worst case for top-p (most of the vocabulary must be sorted); peaked ones
-// are what trained models produce.
-TEST(SamplerTest, LargeVocabularyFigure) {
-  const int vocab = 128256;
-  for (float spread : {1.0f, 4.0f}) {
-    std::vector<float> logits = RandomLogits(vocab, 1);
-    for (float& x : logits) x *= spread;
-    SamplingParams params = Seeded(0.8f);
-    params.top_p = 0.9f;
-    params.logprobs = 5;
-    Sampler sampler(params, vocab);
-    const int rounds = 20;
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < rounds; ++i) {
-      const int32_t token = SampleToken(sampler, logits);
-      ASSERT_GE(token, 0);
-      ASSERT_LT(token, vocab);
-      ASSERT_TRUE(sampler.Accept(token).ok());
-    }
-    const double us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-            .count() /
-        rounds;
-    std::printf("vocab %d, logits in [-%g, %g), T 0.8, top_p 0.9, logprobs 5: %.0f us/token\n",
-                vocab, 4.0 * spread, 4.0 * spread, us);
-  }
-}
-
 }  // namespace
 }  // namespace tokenmill::sampling
