@@ -1,8 +1,11 @@
 // OpenAiApi: the OpenAI-compatible data API.
 //
-//   GET  /v1/models              {"object":"list","data":[MODEL...]}: ready models the tenant may
-//   use GET  /v1/models/{id}         MODEL, or 404 model_not_found POST /v1/completions text
-//   completion, JSON or SSE stream POST /v1/chat/completions    chat completion, JSON or SSE stream
+// Endpoints:
+// - GET /v1/models: {"object":"list","data":[MODEL...]}, the ready models the
+//   tenant may use.
+// - GET /v1/models/{id}: MODEL, or 404 model_not_found.
+// - POST /v1/completions: a text completion, JSON or an SSE stream.
+// - POST /v1/chat/completions: a chat completion, JSON or an SSE stream.
 //
 // Auth: "Authorization: Bearer KEY" names the tenant (TenantRegistry::
 // FindByApiKey); an unknown or missing key is 401 invalid_api_key. While the

@@ -25,10 +25,4 @@ absl::StatusOr<Discovery> Discover(const DiscoveryOptions& options) {
   return found;
 }
 
-absl::StatusOr<std::vector<DevicePtr>> DiscoverDevices(const DiscoveryOptions& options) {
-  absl::StatusOr<Discovery> found = Discover(options);
-  if (!found.ok()) return found.status();
-  return std::move(found->devices);
-}
-
 }  // namespace tokenmill::devices

@@ -51,7 +51,4 @@ struct Discovery {
 // (unreadable /proc/cpuinfo or /proc/meminfo under options.root).
 absl::StatusOr<Discovery> Discover(const DiscoveryOptions& options);
 
-// Discover(options) without the reasons.
-absl::StatusOr<std::vector<DevicePtr>> DiscoverDevices(const DiscoveryOptions& options);
-
 }  // namespace tokenmill::devices

@@ -49,7 +49,9 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
   models_load_ = models->add_subcommand("load", "load a model and wait until it is ready");
   models_load_->add_option("id", load_.id, "the model's id in the API")->required();
   models_load_->add_option("path", load_.path, "GGUF file or safetensors directory")->required();
-  load_.device_opt = models_load_->add_option("--device", load_.device, "device id (cpu0, cuda0)");
+  load_.device_opt = models_load_->add_option(
+      "--device", load_.device,
+      "device id (cpu, cuda:0; default: the device with the most free memory)");
   load_.max_seqs_opt =
       models_load_->add_option("--max-seqs", load_.max_seqs, "sequences running at once");
   load_.max_batch_tokens_opt =
