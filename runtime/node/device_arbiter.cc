@@ -104,7 +104,7 @@ std::vector<ArbiterClientStats> DeviceArbiter::Stats() const {
   absl::MutexLock lock(&mu_);
   std::vector<ArbiterClientStats> out;
   out.reserve(clients_.size());
-  for (const auto& [id, c] : clients_) out.push_back({c.name, c.grants, c.device_time});
+  for (const auto& [id, c] : clients_) out.push_back({c.name, c.grants, c.device_time, c.waiting});
   return out;
 }
 

@@ -26,6 +26,7 @@ struct ArbiterClientStats {
   std::string name;
   uint64_t grants = 0;
   std::chrono::nanoseconds device_time{0};
+  bool waiting = false;  // blocked in Acquire or Next right now
 };
 
 class DeviceArbiter {

@@ -3,51 +3,170 @@
 #include "runtime/node/device_arbiter.h"
 
 #include <algorithm>
-#include <atomic>
+#include <chrono>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 
 namespace tokenmill::runtime {
 namespace {
 
-using std::chrono::microseconds;
 using std::chrono::nanoseconds;
 
+constexpr nanoseconds kStep(1000000);  // device time charged per grant
+
+// Clients on their own threads (as engine threads are), granted the device
+// in lockstep under the test's control: the holder gives the device back
+// (Next) only once every other client is blocked in the arbiter, so each
+// grant is decided among all of them and the order of grants depends on the
+// arbiter's rule alone, not on thread timing. No sleeps, no time windows.
+class Lockstep {
+ public:
+  struct Client {
+    uint32_t id;
+    char tag;
+    double weight;
+  };
+
+  Lockstep(DeviceArbiter& arbiter, std::vector<Client> clients)
+      : arbiter_(arbiter), clients_(std::move(clients)) {}
+
+  ~Lockstep() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    for (auto& t : threads_) t.join();
+  }
+
+  // Starts the clients one by one, each only once the ones before it hold
+  // the device or wait for it, so the first grants are deterministic too.
+  void Start() {
+    for (size_t i = 0; i < clients_.size(); ++i) {
+      threads_.emplace_back([this, c = clients_[i]] { Run(c); });
+      if (i == 0) {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](std::vector<char>* o) { return !o->empty(); }, &order_));
+      } else {
+        AwaitWaiting(i);
+      }
+    }
+  }
+
+  // Lets `grants` more grants happen and returns every grant so far, in order.
+  std::vector<char> Grant(int grants) {
+    for (int g = 0; g < grants; ++g) {
+      size_t seen;
+      {
+        absl::MutexLock lock(&mu_);
+        seen = order_.size();
+      }
+      // Everyone but the holder is blocked in the arbiter: now the holder goes.
+      AwaitWaiting(clients_.size() - 1);
+      {
+        absl::MutexLock lock(&mu_);
+        go_ = true;
+        auto next_grant = [this, seen]()
+                              ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return order_.size() > seen; };
+        mu_.Await(absl::Condition(&next_grant));
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    return order_;
+  }
+
+ private:
+  void Run(Client c) {
+    arbiter_.Acquire(c.id, c.weight);
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (holders_++ != 0) overlap_ = true;
+        order_.push_back(c.tag);
+        auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return go_ || stop_; };
+        mu_.Await(absl::Condition(&released));
+        --holders_;
+        go_ = false;
+        if (stop_) break;
+      }
+      arbiter_.Next(c.id, kStep, c.weight);
+    }
+    arbiter_.Release(c.id, kStep);
+  }
+
+  // Until `n` clients are blocked in the arbiter (a condition on the
+  // arbiter's state, polled; the deadline only turns a hang into a failure).
+  void AwaitWaiting(size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (true) {
+      size_t waiting = 0;
+      for (const auto& s : arbiter_.Stats()) waiting += s.waiting;
+      if (waiting >= n) return;
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "clients never reached the arbiter";
+        return;
+      }
+      std::this_thread::yield();
+    }
+  }
+
+ public:
+  bool overlap() {
+    absl::MutexLock lock(&mu_);
+    return overlap_;
+  }
+
+ private:
+  DeviceArbiter& arbiter_;
+  const std::vector<Client> clients_;
+  std::vector<std::thread> threads_;
+  absl::Mutex mu_;
+  std::vector<char> order_ ABSL_GUARDED_BY(mu_);
+  int holders_ ABSL_GUARDED_BY(mu_) = 0;
+  bool overlap_ ABSL_GUARDED_BY(mu_) = false;
+  bool go_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+int Count(const std::vector<char>& order, char tag) {
+  return static_cast<int>(std::count(order.begin(), order.end(), tag));
+}
+
+int LongestRun(const std::vector<char>& order, char tag) {
+  int longest = 0, run = 0;
+  for (char c : order) {
+    run = c == tag ? run + 1 : 0;
+    longest = std::max(longest, run);
+  }
+  return longest;
+}
+
 // Two clients always wanting the device, each step charged the same device
-// time: grants follow the weights.
+// time: grants follow the weights, exactly.
 TEST(DeviceArbiterTest, BackloggedClientsShareByWeight) {
   DeviceArbiter arbiter("cpu");
   const uint32_t a = arbiter.Register("a");
   const uint32_t b = arbiter.Register("b");
-  std::atomic<bool> stop{false};
-  std::atomic<int> holders{0};
-  std::atomic<bool> overlap{false};
-  auto run = [&](uint32_t client, double weight) {
-    arbiter.Acquire(client, weight);
-    while (true) {
-      if (holders.fetch_add(1) != 0) overlap = true;
-      std::this_thread::sleep_for(microseconds(200));
-      holders.fetch_sub(1);
-      if (stop.load()) break;
-      arbiter.Next(client, nanoseconds(1000000), weight);  // 1 ms charged per step
-    }
-    arbiter.Release(client, nanoseconds(1000000));
-  };
-  std::thread ta(run, a, 3.0);
-  std::thread tb(run, b, 1.0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
-  stop = true;
-  ta.join();
-  tb.join();
-  EXPECT_FALSE(overlap.load()) << "two clients held the device at once";
-  uint64_t grants_a = 0, grants_b = 0;
-  for (const auto& s : arbiter.Stats()) (s.name == "a" ? grants_a : grants_b) = s.grants;
-  ASSERT_GT(grants_b, 20u);
-  const double ratio = static_cast<double>(grants_a) / static_cast<double>(grants_b);
-  EXPECT_NEAR(ratio, 3.0, 0.45) << grants_a << " vs " << grants_b;
-  EXPECT_EQ(arbiter.busy_time(), nanoseconds(1000000) * static_cast<int64_t>(grants_a + grants_b));
+  std::vector<char> order;
+  {
+    Lockstep run(arbiter, {{a, 'a', 3.0}, {b, 'b', 1.0}});
+    run.Start();
+    order = run.Grant(399);
+    EXPECT_FALSE(run.overlap()) << "two clients held the device at once";
+    uint64_t grants = 0;
+    for (const auto& s : arbiter.Stats()) grants += s.grants;
+    EXPECT_EQ(grants, 400u);
+    EXPECT_EQ(arbiter.busy_time(), kStep * 399);  // the holder is not charged yet
+  }
+  ASSERT_EQ(order.size(), 400u);
+  // Weighted fair queuing on equal steps: a gets 3 of every 4 grants.
+  EXPECT_NEAR(Count(order, 'a'), 300, 2) << std::string(order.begin(), order.end());
+  EXPECT_LE(LongestRun(order, 'a'), 4);
+  EXPECT_LE(LongestRun(order, 'b'), 1);
 }
 
 // A client that was idle while another ran a long time is not made to wait
@@ -59,54 +178,21 @@ TEST(DeviceArbiterTest, ReturningClientIsLiftedNotStarved) {
   const uint32_t quiet = arbiter.Register("quiet");
   for (int i = 0; i < 100; ++i) {
     arbiter.Acquire(busy, 1.0);
-    arbiter.Release(busy, nanoseconds(1000000));
+    arbiter.Release(busy, kStep);
   }
   arbiter.Idle(quiet);
   // Now both want it; grants must alternate, not give quiet 100 in a row.
-  // The busy thread may run alone for a while before the quiet one reaches
-  // Acquire (thread start on a loaded machine), so the grants are judged
-  // from the quiet client's first one, when both are contending.
   std::vector<char> order;
-  std::atomic<bool> stop{false};
-  absl::Mutex mu;
-  int quiet_grants = 0;
-  auto run = [&](uint32_t client, char tag) {
-    arbiter.Acquire(client, 1.0);
-    while (true) {
-      {
-        absl::MutexLock lock(&mu);
-        order.push_back(tag);
-        if (tag == 'q') ++quiet_grants;
-        if (quiet_grants >= 20 || order.size() >= 5000) stop = true;
-      }
-      std::this_thread::sleep_for(microseconds(100));
-      if (stop.load()) break;
-      arbiter.Next(client, nanoseconds(1000000), 1.0);
-    }
-    arbiter.Release(client, nanoseconds(1000000));
-  };
-  std::thread t1(run, busy, 'b');
-  std::thread t2(run, quiet, 'q');
-  t1.join();
-  t2.join();
-  const auto first_quiet = std::find(order.begin(), order.end(), 'q');
-  ASSERT_NE(first_quiet, order.end()) << "the quiet client never got the device";
-  int quiet_count = 0, contended = 0;
-  int longest_quiet_run = 0, longest_busy_run = 0, quiet_run = 0, busy_run = 0;
-  for (auto it = first_quiet; it != order.end(); ++it, ++contended) {
-    if (*it == 'q') {
-      ++quiet_count;
-      busy_run = 0;
-      longest_quiet_run = std::max(longest_quiet_run, ++quiet_run);
-    } else {
-      quiet_run = 0;
-      longest_busy_run = std::max(longest_busy_run, ++busy_run);
-    }
+  {
+    Lockstep run(arbiter, {{busy, 'b', 1.0}, {quiet, 'q', 1.0}});
+    run.Start();
+    order = run.Grant(59);
   }
-  EXPECT_GE(quiet_count * 10, contended * 4)
-      << quiet_count << " of " << contended << " contended grants: the quiet client was starved";
-  EXPECT_LE(longest_quiet_run, 3) << "the quiet client got a burst from banked idle time";
-  EXPECT_LE(longest_busy_run, 3) << "the busy client kept the device while the quiet one waited";
+  ASSERT_EQ(order.size(), 60u);
+  EXPECT_NEAR(Count(order, 'q'), 30, 1) << std::string(order.begin(), order.end());
+  EXPECT_LE(LongestRun(order, 'q'), 2) << "the quiet client got a burst from banked idle time";
+  EXPECT_LE(LongestRun(order, 'b'), 2)
+      << "the busy client kept the device while the quiet one waited";
 }
 
 TEST(DeviceArbiterTest, UnregisteredClientDoesNotBlock) {
