@@ -89,6 +89,7 @@ struct ModelInstance::Impl {
   void FinishSeq(uint64_t seq_id, std::optional<FinishReason> reason,
                  absl::Status error = absl::OkStatus());
   void ExpireDeadlines();
+  Clock::time_point Now() const { return options.clock ? options.clock() : Clock::now(); }
   bool GrowKv();
   void ReleasePages(bool include_cached);
   void PublishStats();
@@ -158,7 +159,7 @@ bool ModelInstance::Impl::TakeMail(bool wait) {
     tenant_weight[tenant] = share.weight;
     (void)scheduler.SetTenant(tenant, share);
   }
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = Now();
   for (auto& sub : submissions) {
     auto stream = std::make_unique<RequestStream>(std::move(sub.request), std::move(sub.sink),
                                                   *tokenizer, executor->spec().hp.vocab_size,
@@ -202,7 +203,7 @@ void ModelInstance::Impl::FinishSeq(uint64_t seq_id, std::optional<FinishReason>
     record.queued_at = stream.queued_at();
     record.started_at = stream.started_at();
     record.first_token_at = stream.first_token_at();
-    record.finished_at = Clock::now();
+    record.finished_at = Now();
     record.finished_wall = std::chrono::system_clock::now();
     observer->OnFinish(record);
   }
@@ -217,7 +218,7 @@ void ModelInstance::Impl::FinishSeq(uint64_t seq_id, std::optional<FinishReason>
 }
 
 void ModelInstance::Impl::ExpireDeadlines() {
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = Now();
   finished.clear();
   for (const auto& [seq_id, stream] : streams) {
     if (stream->request().deadline && *stream->request().deadline <= now)
@@ -313,7 +314,8 @@ void ModelInstance::Impl::Step() {
     }
     return;
   }
-  const Clock::time_point started = Clock::now();
+  const Clock::time_point step_at = Now();         // requests' clock
+  const Clock::time_point started = Clock::now();  // the step's device time
   // Greedy sequences without logprobs take the executor's argmax: on a GPU
   // only their token ids come back.
   batch.seqs.assign(plan.batch.seqs.begin(), plan.batch.seqs.end());
@@ -344,7 +346,7 @@ void ModelInstance::Impl::Step() {
     return;
   }
 
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = Now();
   const size_t vocab = static_cast<size_t>(out->vocab_size);
   size_t row = 0, argmax_row = 0;
   results.clear();
@@ -356,7 +358,7 @@ void ModelInstance::Impl::Step() {
     const sched::PlannedSequence& ps = plan.seqs[i];
     const size_t tokens = plan.batch.seqs[i].tokens.size();
     RequestStream* stream = step_streams[i];
-    if (stream != nullptr) stream->mark_started(started);
+    if (stream != nullptr) stream->mark_started(step_at);
     int32_t newly_cached = 0;
     if (ps.prefill && !ps.recompute) {
       totals.prompt_tokens += tokens;

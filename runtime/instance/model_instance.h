@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,6 +30,11 @@ struct InstanceOptions {
   std::string id;                     // model id on the node ("llama-1b")
   std::string device;                 // device id ("cpu", "cuda:0")
   sched::SchedulerOptions scheduler;  // max_seqs, max_batch_tokens, context, VTC weights
+  // What requests' times and deadlines are read from (queued, first token,
+  // finished; GenerationRequest::deadline is on this clock). Empty:
+  // steady_clock::now. A step's device time is always measured on the
+  // steady clock: it is what the step is charged.
+  std::function<std::chrono::steady_clock::time_point()> clock;
 };
 
 // A point-in-time view for the APIs and metrics. Thread-safe to take.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -111,6 +112,7 @@ struct InstanceSetup {
   int32_t context = 512;
   uint32_t kv_blocks = 256;  // block id space
   int32_t threads = 2;
+  std::function<std::chrono::steady_clock::time_point()> clock;  // empty: steady_clock
 };
 
 inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const InstanceSetup& s,
@@ -134,6 +136,7 @@ inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const In
   io.scheduler.max_seqs = s.max_seqs;
   io.scheduler.max_batch_tokens = s.max_batch_tokens;
   io.scheduler.context = s.context;
+  io.clock = s.clock;
   auto instance = ModelInstance::Start(std::move(io), std::move(*m), std::move(*exec),
                                        *device.arena, device.arbiter, std::move(observer));
   EXPECT_TRUE(instance.ok()) << instance.status();

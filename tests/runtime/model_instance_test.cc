@@ -231,6 +231,64 @@ TEST(ModelInstanceTest, DeadlineEndsARequest) {
   EXPECT_EQ(c.reason(), FinishReason::kDeadline);
 }
 
+// A deadline that passes while the request streams ends it there, with the
+// tokens it had. The instance reads time from an injected clock, and the
+// sink holds the engine thread after the third token until the test has
+// moved the clock past the deadline: no race with a fast tiny model, no sleep.
+TEST(ModelInstanceTest, DeadlineEndsARequestMidStream) {
+  TestDevice device(4 << 20);
+  absl::Mutex clock_mu;
+  std::chrono::steady_clock::time_point now{std::chrono::hours(100000)};
+  InstanceSetup setup;
+  setup.clock = [&] {
+    absl::MutexLock lock(&clock_mu);
+    return now;
+  };
+  auto instance = StartInstance(device, setup);
+  ASSERT_NE(instance, nullptr);
+
+  absl::Mutex mu;
+  std::vector<int32_t> tokens;
+  bool holding = false, released = false, done = false;
+  FinishReason reason = FinishReason::kStop;
+  GenerationSink sink = [&](GenerationUpdate u) {
+    absl::MutexLock lock(&mu);
+    for (const auto& t : u.tokens) tokens.push_back(t.id);
+    if (u.finished) {
+      done = true;
+      reason = u.finish_reason;
+      return;
+    }
+    if (tokens.size() >= 3 && !released) {
+      holding = true;  // the engine thread waits here for the test
+      mu.Await(absl::Condition(&released));
+    }
+  };
+  auto request = Greedy("t", PromptOf(20, 3), 400);
+  request.deadline = setup.clock() + std::chrono::seconds(10);
+  ASSERT_TRUE(instance->Submit(std::move(request), sink).ok());
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&holding), absl::Seconds(60)));
+  }
+  {
+    absl::MutexLock lock(&clock_mu);
+    now += std::chrono::seconds(11);
+  }
+  size_t tokens_at_deadline;
+  {
+    absl::MutexLock lock(&mu);
+    tokens_at_deadline = tokens.size();
+    released = true;
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
+  }
+  EXPECT_EQ(reason, FinishReason::kDeadline);
+  EXPECT_GE(tokens_at_deadline, 3u);
+  EXPECT_LT(tokens.size(), 400u);
+  // At most the step in flight when the clock moved adds tokens.
+  EXPECT_LE(tokens.size(), tokens_at_deadline + 1);
+}
+
 TEST(ModelInstanceTest, SubmitValidatesAndDrainRefuses) {
   TestDevice device(4 << 20);
   auto instance = StartInstance(device, InstanceSetup{});
