@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
 #include "devices/cuda/core/engine.h"
 #include "tests/gpu/test_util.h"
 
@@ -40,9 +42,10 @@ struct BenchOptions {
   std::vector<std::string> shapes = {"1b", "8b"};
   WeightType type = WeightType::kBF16;
   std::vector<int> batches = {1, 8, 32, 128};
-  int context = 256;  // positions of every sequence before the timed decode
-  int steps = 64;     // timed decode steps per batch size
-  double peak_gbps = 4800.0;
+  int context = 256;       // positions of every sequence before the timed decode
+  int steps = 64;          // timed decode steps per batch size
+  double peak_gbps = 0.0;  // 0: from the device (memory clock x bus width)
+  std::string peak_source = "--peak-gbps";
   std::string csv;
 };
 
@@ -56,7 +59,23 @@ struct Figure {
   double gbps = 0.0;
   double utilisation = 0.0;
   double ratio = 0.0;  // tokens/s over batch 1's (decode, batch > 1)
+  // Timed decode steps that replayed a CUDA graph, and that ran eagerly: a
+  // capture that failed must not pass for slow kernels.
+  uint64_t graph_steps = 0;
+  uint64_t eager_steps = 0;
 };
+
+// Peak memory bandwidth of a GPU in GB/s from its attributes: double data
+// rate x memory clock x bus width (cudaDeviceProp::memoryClockRate is gone
+// in CUDA 13; the attributes remain). 0 when the device does not say.
+double DevicePeakGbps(int device) {
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess) {
+    return 0.0;
+  }
+  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+}
 
 ModelHyperparams ShapeOf(const std::string& name) {
   ModelHyperparams hp;
@@ -77,7 +96,9 @@ ModelHyperparams ShapeOf(const std::string& name) {
 void Usage() {
   std::printf(
       "usage: tokenmill_gpu_bench [--shape 1b|8b|both] [--type bf16|f16|q8_0]\n"
-      "         [--batches 1,8,32,128] [--context 256] [--steps 64] [--peak-gbps 4800]\n"
+      "         [--batches 1,8,32,128] [--context 256] [--steps 64] [--peak-gbps GBPS]\n"
+      "  --peak-gbps: the bandwidth utilisation is measured against (default: the\n"
+      "  device's memory clock x bus width)\n"
       "         [--csv PATH]\n");
 }
 
@@ -253,8 +274,12 @@ bool RunShape(const std::string& shape, const BenchOptions& o, std::vector<Figur
     std::vector<StepSequence> step(static_cast<size_t>(batch));
     double kv_bytes = 0.0;
     Clock::time_point timed;
+    devices::cuda::core::EngineStats before;
     for (int s = 0; s < kWarmupSteps + o.steps; ++s) {
-      if (s == kWarmupSteps) timed = Clock::now();
+      if (s == kWarmupSteps) {
+        before = engine->Stats();
+        timed = Clock::now();
+      }
       const int32_t pos = o.context + s;
       for (int i = 0; i < batch; ++i) {
         StepSequence& q = step[static_cast<size_t>(i)];
@@ -278,11 +303,14 @@ bool RunShape(const std::string& shape, const BenchOptions& o, std::vector<Figur
       if (s >= kWarmupSteps) kv_bytes += batch * (pos + 1) * kv_bytes_per_position;
     }
     const double seconds = Seconds(timed);
+    const devices::cuda::core::EngineStats after = engine->Stats();
     Figure f;
     f.shape = shape;
     f.type = WeightTypeName(o.type);
     f.run = "decode";
     f.batch = batch;
+    f.graph_steps = after.graph_steps - before.graph_steps;
+    f.eager_steps = after.eager_steps - before.eager_steps;
     f.ms_per_step = seconds * 1e3 / o.steps;
     f.tokens_per_s = static_cast<double>(batch) * o.steps / seconds;
     f.bytes_per_step = weight_bytes + kv_bytes / o.steps;
@@ -290,8 +318,18 @@ bool RunShape(const std::string& shape, const BenchOptions& o, std::vector<Figur
     f.utilisation = f.gbps / o.peak_gbps;
     if (batch == 1) batch1_tokens_per_s = f.tokens_per_s;
     if (batch > 1 && batch1_tokens_per_s > 0.0) f.ratio = f.tokens_per_s / batch1_tokens_per_s;
-    std::printf("%s: decode batch %d: %.3f ms/step, %.1f tokens/s, %.0f GB/s (%.1f%% of peak)\n",
-                name.c_str(), batch, f.ms_per_step, f.tokens_per_s, f.gbps, 100 * f.utilisation);
+    std::printf(
+        "%s: decode batch %d: %.3f ms/step, %.1f tokens/s, %.0f GB/s (%.1f%% of peak); "
+        "graphs %u, graph_steps %llu, eager_steps %llu\n",
+        name.c_str(), batch, f.ms_per_step, f.tokens_per_s, f.gbps, 100 * f.utilisation,
+        after.graphs, static_cast<unsigned long long>(f.graph_steps),
+        static_cast<unsigned long long>(f.eager_steps));
+    if (f.eager_steps > 0) {
+      std::printf(
+          "WARNING: %s: %llu of %d timed decode steps at batch %d ran without a CUDA "
+          "graph (capture failed?): these figures are not the graph path's\n",
+          name.c_str(), static_cast<unsigned long long>(f.eager_steps), o.steps, batch);
+    }
     std::fflush(stdout);
     figures->push_back(f);
   }
@@ -335,22 +373,26 @@ const Figure* Find(const std::vector<Figure>& figures, const std::string& shape,
 
 void PrintSummary(const std::vector<Figure>& figures, const BenchOptions& o,
                   const std::string& gpu) {
-  std::printf("\n== tokenmill_gpu_bench summary (%s; peak %.0f GB/s; context %d, %d steps) ==\n",
-              gpu.c_str(), o.peak_gbps, o.context, o.steps);
-  std::printf("%-5s %-5s %-8s %6s %9s %10s %8s %8s %7s %7s\n", "shape", "type", "run", "batch",
-              "ms/step", "tokens/s", "GB/step", "GB/s", "util", "x b1");
+  std::printf(
+      "\n== tokenmill_gpu_bench summary (%s; peak %.0f GB/s from %s; context %d, %d steps) ==\n",
+      gpu.c_str(), o.peak_gbps, o.peak_source.c_str(), o.context, o.steps);
+  std::printf("%-5s %-5s %-8s %6s %9s %10s %8s %8s %7s %7s %7s\n", "shape", "type", "run", "batch",
+              "ms/step", "tokens/s", "GB/step", "GB/s", "util", "x b1", "graph");
   for (const Figure& f : figures) {
     const bool decode = f.run == "decode";
-    char bytes[16] = "-", gbps[16] = "-", util[16] = "-", ratio[16] = "-";
+    char bytes[16] = "-", gbps[16] = "-", util[16] = "-", ratio[16] = "-", graph[24] = "-";
     if (decode) {
+      std::snprintf(graph, sizeof(graph), "%llu/%llu",
+                    static_cast<unsigned long long>(f.graph_steps),
+                    static_cast<unsigned long long>(f.graph_steps + f.eager_steps));
       std::snprintf(bytes, sizeof(bytes), "%.3f", f.bytes_per_step / 1e9);
       std::snprintf(gbps, sizeof(gbps), "%.0f", f.gbps);
       std::snprintf(util, sizeof(util), "%.1f%%", 100 * f.utilisation);
       if (f.ratio > 0.0) std::snprintf(ratio, sizeof(ratio), "%.1fx", f.ratio);
     }
-    std::printf("%-5s %-5s %-8s %6d %9.3f %10.1f %8s %8s %7s %7s\n", f.shape.c_str(),
+    std::printf("%-5s %-5s %-8s %6d %9.3f %10.1f %8s %8s %7s %7s %7s\n", f.shape.c_str(),
                 f.type.c_str(), f.run.c_str(), f.batch, f.ms_per_step, f.tokens_per_s, bytes, gbps,
-                util, ratio);
+                util, ratio, graph);
   }
   // The goals: batch-1 utilisation >= 80% (8B) / 65% (1B), batch-32
   // aggregate >= 20x batch 1.
@@ -387,11 +429,13 @@ bool WriteCsv(const std::vector<Figure>& figures, const BenchOptions& o) {
   }
   std::fprintf(file,
                "shape,type,run,batch,context,steps,ms_per_step,tokens_per_s,bytes_per_step,"
-               "gb_per_s,utilisation,ratio_vs_batch1\n");
+               "gb_per_s,utilisation,ratio_vs_batch1,peak_gb_per_s,graph_steps,eager_steps\n");
   for (const Figure& f : figures) {
-    std::fprintf(file, "%s,%s,%s,%d,%d,%d,%.4f,%.2f,%.0f,%.1f,%.4f,%.2f\n", f.shape.c_str(),
-                 f.type.c_str(), f.run.c_str(), f.batch, o.context, o.steps, f.ms_per_step,
-                 f.tokens_per_s, f.bytes_per_step, f.gbps, f.utilisation, f.ratio);
+    std::fprintf(file, "%s,%s,%s,%d,%d,%d,%.4f,%.2f,%.0f,%.1f,%.4f,%.2f,%.1f,%llu,%llu\n",
+                 f.shape.c_str(), f.type.c_str(), f.run.c_str(), f.batch, o.context, o.steps,
+                 f.ms_per_step, f.tokens_per_s, f.bytes_per_step, f.gbps, f.utilisation, f.ratio,
+                 o.peak_gbps, static_cast<unsigned long long>(f.graph_steps),
+                 static_cast<unsigned long long>(f.eager_steps));
   }
   return std::fclose(file) == 0;
 }
@@ -405,6 +449,17 @@ int BenchMain(int argc, char** argv) {
     return 77;
   }
   std::printf("ran on GPU 0: %s\n", gpu.description.c_str());
+  if (o.peak_gbps <= 0.0) {
+    o.peak_gbps = DevicePeakGbps(0);
+    o.peak_source = "the device's memory clock x bus width";
+    if (o.peak_gbps <= 0.0) {
+      std::printf(
+          "error: the device does not report its memory clock and bus width; "
+          "give --peak-gbps\n");
+      return 2;
+    }
+  }
+  std::printf("peak memory bandwidth: %.0f GB/s (from %s)\n", o.peak_gbps, o.peak_source.c_str());
   std::fflush(stdout);
   std::vector<Figure> figures;
   bool ok = true;

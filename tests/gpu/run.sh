@@ -8,6 +8,8 @@
 #   TOKENMILL_CUDA_ARCH=90a             # CMAKE_CUDA_ARCHITECTURES (default 90a)
 #   TOKENMILL_GPU_DIRECT=1              # skip CMake: nvcc + g++ directly (also
 #                                       # the fallback when CMake fails)
+#   TOKENMILL_REQUIRE_GPU=1             # no GPU is a failure, not a skip
+#   TOKENMILL_GPU_{BUILD,TESTS,BENCH}_TIMEOUT  # seconds per stage (420, 300, 300)
 #
 # OUT_DIR gets gpu_tests.log, gpu_bench.log and gpu_bench.csv. Exit status: 0
 # when the tests passed or were skipped (no GPU: both programs exit 77), 1
@@ -31,6 +33,31 @@ else
 fi
 
 arch=${TOKENMILL_CUDA_ARCH:-90a}
+# Each stage has a time limit, so a hang cannot eat a scarce GPU session.
+build_timeout=${TOKENMILL_GPU_BUILD_TIMEOUT:-420}
+tests_timeout=${TOKENMILL_GPU_TESTS_TIMEOUT:-300}
+bench_timeout=${TOKENMILL_GPU_BENCH_TIMEOUT:-300}
+
+# The engine dlopens libcublas.so.<major> (by soname, then beside
+# libcudart): find it before building, so that an image that keeps it
+# elsewhere fails here, not as every GPU test reporting "unavailable".
+cuda_root=$(cd "$(dirname "$nvcc")/.." && pwd)
+cublas=$(ldconfig -p 2>/dev/null | sed -n 's/.*libcublas\.so\.[0-9][0-9]* .*=> //p' | head -n 1)
+if [ -z "$cublas" ]; then
+  for d in ${LD_LIBRARY_PATH//:/ } "$cuda_root/lib64" "$cuda_root"/targets/*/lib; do
+    f=$(ls "$d"/libcublas.so.[0-9]* 2>/dev/null | head -n 1 || true)
+    if [ -n "$f" ]; then
+      cublas=$f
+      export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      break
+    fi
+  done
+fi
+if [ -z "$cublas" ]; then
+  echo "run.sh: libcublas.so not found (ld cache, LD_LIBRARY_PATH, $cuda_root/lib64); install cuBLAS or set LD_LIBRARY_PATH" >&2
+  exit 1
+fi
+echo "run.sh: cuBLAS: $cublas"
 
 # The CMake project (tests/gpu/CMakeLists.txt, CMake >= 3.24).
 cmake_build() {
@@ -87,18 +114,26 @@ direct_build() {
 
 start=$(date +%s)
 mkdir -p "$build"
-if [ "${TOKENMILL_GPU_DIRECT:-0}" = 1 ] || ! cmake_build; then
+export -f cmake_build direct_build
+export build nvcc arch
+if [ "${TOKENMILL_GPU_DIRECT:-0}" = 1 ] || ! timeout "$build_timeout" bash -c cmake_build; then
   echo "run.sh: building directly with nvcc and ${CXX:-g++} instead of CMake"
-  direct_build
+  timeout "$build_timeout" bash -c direct_build || {
+    echo "run.sh: build failed or passed ${build_timeout} s" >&2
+    exit 1
+  }
 fi
 echo "run.sh: built in $(( $(date +%s) - start )) s"
 
 # Both programs exit 77 without a GPU; set -e must not stop the script there.
 set +e
-"$build/tokenmill_gpu_tests" 2>&1 | tee "$out/gpu_tests.log"
+timeout "$tests_timeout" "$build/tokenmill_gpu_tests" 2>&1 | tee "$out/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
-"$build/tokenmill_gpu_bench" --csv "$out/gpu_bench.csv" 2>&1 | tee "$out/gpu_bench.log"
+[ "$tests_rc" -ne 124 ] || echo "run.sh: the GPU tests passed ${tests_timeout} s and were stopped"
+timeout "$bench_timeout" "$build/tokenmill_gpu_bench" --csv "$out/gpu_bench.csv" 2>&1 |
+  tee "$out/gpu_bench.log"
 bench_rc=${PIPESTATUS[0]}
+[ "$bench_rc" -ne 124 ] || echo "run.sh: the benchmark passed ${bench_timeout} s and was stopped"
 set -e
 
 echo
