@@ -27,6 +27,10 @@ namespace {
 // A config file is a few kilobytes; anything this large is the wrong file.
 constexpr off_t kMaxConfigBytes = 16 << 20;
 
+// SHA-256 of the empty string: a token hash that any empty bearer matches.
+constexpr std::string_view kEmptySha256 =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 // unix(7): sun_path holds 108 bytes including the terminating NUL.
 constexpr size_t kMaxSocketPathBytes = 107;
 
@@ -105,14 +109,49 @@ void ReadNode(TableReader& r, NodeSection& node) {
   r.Path("data_dir", &node.data_dir, FromStatus(CheckAbsolutePath));
 }
 
-void ReadApi(TableReader& r, ApiSection& api) {
+// "" (none) or the SHA-256 of a non-empty admin token.
+std::string ControlTokenCheck(std::string_view v) {
+  if (v.empty()) return "";
+  if (!CheckSha256Hex(v).ok()) {
+    return "must be 64 lowercase hex characters, the SHA-256 of the admin token "
+           "(printf %s TOKEN | sha256sum)";
+  }
+  if (v == kEmptySha256) return "is the SHA-256 of an empty token; choose a real token";
+  return "";
+}
+
+void ReadApi(TableReader& r, ApiSection& api, ProblemList& problems) {
   r.String("socket", &api.socket, SocketPathCheck);
   r.SocketMode("socket_mode", &api.socket_mode);
   r.String("tcp", &api.tcp, ListenCheck);
+  r.String("control_tcp", &api.control_tcp, ListenCheck);
+  r.String("control_token_sha256", &api.control_token_sha256, ControlTokenCheck);
   r.ByteCount("max_body_bytes", &api.max_body_bytes, 1024, UINT64_MAX);
   r.ByteCount("max_header_bytes", &api.max_header_bytes, 1024, 1 << 20);
   r.Duration("idle_timeout", &api.idle_timeout);
   r.Uint32("max_connections", &api.max_connections, IntegerAtLeast(1));
+  r.Uint32("socket_max_connections", &api.socket_max_connections, IntegerAtLeast(1));
+  r.Uint32("control_tcp_max_connections", &api.control_tcp_max_connections, IntegerAtLeast(1));
+  r.ByteCount("max_buffered_output_bytes", &api.max_buffered_output_bytes, 64 << 10, UINT64_MAX);
+
+  // A control port without a token would be the open control API again.
+  const toml::node* control_tcp = r.Peek("control_tcp");
+  if (control_tcp != nullptr && !api.control_tcp.empty()) {
+    const toml::node* token = r.Peek("control_token_sha256");
+    const bool no_token =
+        token == nullptr || (token->is_string() && token->as_string()->get().empty());
+    if (no_token) {
+      problems.Add(control_tcp->source().begin,
+                   "[api].control_tcp needs [api].control_token_sha256, the SHA-256 of the "
+                   "admin token its clients must send as \"Authorization: Bearer TOKEN\"");
+    }
+    // Port 0 (any free port) gives each listener a port of its own.
+    if (api.control_tcp == api.tcp && !api.tcp.ends_with(":0")) {
+      problems.Add(control_tcp->source().begin,
+                   "[api].control_tcp must differ from [api].tcp: clients and operators get "
+                   "separate listeners");
+    }
+  }
 }
 
 void ReadMetrics(TableReader& r, MetricsSection& metrics) {
@@ -208,7 +247,7 @@ constexpr SectionSpec kSections[] = {
     {"node", false,
      [](TableReader& r, NodeConfig& c, CrossChecks&, ProblemList&) { ReadNode(r, c.node); }},
     {"api", false,
-     [](TableReader& r, NodeConfig& c, CrossChecks&, ProblemList&) { ReadApi(r, c.api); }},
+     [](TableReader& r, NodeConfig& c, CrossChecks&, ProblemList& p) { ReadApi(r, c.api, p); }},
     {"metrics", false,
      [](TableReader& r, NodeConfig& c, CrossChecks&, ProblemList&) { ReadMetrics(r, c.metrics); }},
     {"storage", false,

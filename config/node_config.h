@@ -28,13 +28,30 @@ struct NodeSection {
 
 // [api]
 struct ApiSection {
-  std::string socket = "/run/tokenmill/tokenmill.sock";  // control + data API. reload: no
-  uint32_t socket_mode = 0660;                    // written as an octal string, "0660". reload: no
-  std::string tcp;                                // "" = off, else "host:port". reload: no
+  // Unix socket: the control API (/control/v1/...) and the OpenAI API. reload: no
+  std::string socket = "/run/tokenmill/tokenmill.sock";
+  uint32_t socket_mode = 0660;  // written as an octal string, "0660". reload: no
+  // "" = off, else "host:port": the OpenAI API (/v1/...) and /healthz,
+  // /readyz only; every other path is 404. reload: no
+  std::string tcp;
+  // "" = off, else "host:port": the control API for holders of the admin
+  // token (401 without it); needs control_token_sha256. reload: no
+  std::string control_tcp;
+  // Lowercase hex SHA-256 of the admin bearer token for control_tcp; "" =
+  // none. reload: no
+  std::string control_token_sha256;
   uint64_t max_body_bytes = 4 << 20;              // larger bodies get 413. reload: no
   uint64_t max_header_bytes = 16 << 10;           // larger heads get 431. reload: no
   std::chrono::milliseconds idle_timeout{30000};  // idle/slow connection closed. reload: no
-  uint32_t max_connections = 1024;                // past it new connections are closed. reload: no
+  // Connections open at once, per listener (each its own budget, so that
+  // clients of the TCP port cannot lock operators out of the socket); past
+  // it the listener closes new connections at once. reload: no
+  uint32_t max_connections = 1024;            // the tcp listener
+  uint32_t socket_max_connections = 256;      // the unix socket
+  uint32_t control_tcp_max_connections = 64;  // the control_tcp listener
+  // Bytes queued for clients that do not read, over all connections; past
+  // it the connection with the most queued is dropped. reload: no
+  uint64_t max_buffered_output_bytes = 64 << 20;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const ApiSection&) const = default;

@@ -83,7 +83,16 @@ std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const 
   c.Compare("api.max_body_bytes", before.api.max_body_bytes, after.api.max_body_bytes);
   c.Compare("api.max_header_bytes", before.api.max_header_bytes, after.api.max_header_bytes);
   c.Compare("api.idle_timeout", before.api.idle_timeout, after.api.idle_timeout);
+  c.Compare("api.control_tcp", before.api.control_tcp, after.api.control_tcp);
+  c.Compare("api.control_token_sha256", before.api.control_token_sha256,
+            after.api.control_token_sha256);
   c.Compare("api.max_connections", before.api.max_connections, after.api.max_connections);
+  c.Compare("api.socket_max_connections", before.api.socket_max_connections,
+            after.api.socket_max_connections);
+  c.Compare("api.control_tcp_max_connections", before.api.control_tcp_max_connections,
+            after.api.control_tcp_max_connections);
+  c.Compare("api.max_buffered_output_bytes", before.api.max_buffered_output_bytes,
+            after.api.max_buffered_output_bytes);
 
   c.Compare("metrics.listen", before.metrics.listen, after.metrics.listen);
   c.Compare("metrics.device_sample_interval", before.metrics.device_sample_interval,

@@ -103,7 +103,10 @@ json ControlApi::NodeJson() const {
                 {"loaded_at", Rfc3339(state_.config_loaded_at())},
                 {"restart_pending", state_.restart_pending()}}},
               {"data_dir", config->node.data_dir.string()},
-              {"api", {{"socket", addresses.socket}, {"tcp", addresses.tcp}}},
+              {"api",
+               {{"socket", addresses.socket},
+                {"tcp", addresses.tcp},
+                {"control_tcp", addresses.control_tcp}}},
               {"metrics", {{"listen", addresses.metrics}}},
               {"devices", DevicesJson()}};
 }

@@ -9,6 +9,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/api_errors.h"
@@ -215,16 +216,37 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   node->usage_api_ = std::make_unique<UsageApi>(*node->store_, *node->tenants_, cfg->cost.currency);
 
   if (auto status = EnsureSocketDir(cfg->api.socket); !status.ok()) return status;
+  node->access_ = std::make_unique<ApiAccess>(cfg->api.control_token_sha256);
+  // Listener 0 is the socket; the TCP ports follow. Each has its own
+  // connection budget, so clients of a port cannot lock operators out.
   http::HttpServerOptions http_options;
-  http_options.listeners.push_back(
-      {http::Listener::Kind::kUnix, cfg->api.socket, cfg->api.socket_mode});
+  http_options.listeners.push_back({.kind = http::Listener::Kind::kUnix,
+                                    .address = cfg->api.socket,
+                                    .unix_mode = cfg->api.socket_mode,
+                                    .role = http::Listener::Role::kLocal,
+                                    .max_connections = cfg->api.socket_max_connections});
+  size_t tcp_index = 0;
+  size_t control_tcp_index = 0;
   if (!cfg->api.tcp.empty()) {
-    http_options.listeners.push_back({http::Listener::Kind::kTcp, cfg->api.tcp, 0});
+    tcp_index = http_options.listeners.size();
+    http_options.listeners.push_back({.kind = http::Listener::Kind::kTcp,
+                                      .address = cfg->api.tcp,
+                                      .unix_mode = 0,
+                                      .role = http::Listener::Role::kClient,
+                                      .max_connections = cfg->api.max_connections});
+  }
+  if (!cfg->api.control_tcp.empty()) {
+    control_tcp_index = http_options.listeners.size();
+    http_options.listeners.push_back({.kind = http::Listener::Kind::kTcp,
+                                      .address = cfg->api.control_tcp,
+                                      .unix_mode = 0,
+                                      .role = http::Listener::Role::kControl,
+                                      .max_connections = cfg->api.control_tcp_max_connections});
   }
   http_options.max_header_bytes = cfg->api.max_header_bytes;
   http_options.max_body_bytes = cfg->api.max_body_bytes;
   http_options.idle_timeout = cfg->api.idle_timeout;
-  http_options.max_connections = cfg->api.max_connections;
+  http_options.max_buffered_output_bytes = cfg->api.max_buffered_output_bytes;
   Node* self = node.get();
   node->http_server_ = std::make_unique<http::HttpServer>(
       std::move(http_options), [self](http::HttpRequest request, http::ResponseWriterPtr response) {
@@ -246,10 +268,15 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   if (auto status = node->http_server_->Start(); !status.ok()) return status;
   addresses.socket = cfg->api.socket;
   if (!cfg->api.tcp.empty()) {
-    addresses.tcp = WithPort(cfg->api.tcp, node->http_server_->tcp_port(1));
+    addresses.tcp = WithPort(cfg->api.tcp, node->http_server_->tcp_port(tcp_index));
   }
-  spdlog::info("api_listening socket={} tcp={}", addresses.socket,
-               addresses.tcp.empty() ? "off" : addresses.tcp);
+  if (!cfg->api.control_tcp.empty()) {
+    addresses.control_tcp =
+        WithPort(cfg->api.control_tcp, node->http_server_->tcp_port(control_tcp_index));
+  }
+  spdlog::info("api_listening socket={} tcp={} control_tcp={}", addresses.socket,
+               addresses.tcp.empty() ? "off" : addresses.tcp,
+               addresses.control_tcp.empty() ? "off" : addresses.control_tcp);
   node->state_->set_addresses(std::move(addresses));
 
   node->state_->set_ready(true);
@@ -259,6 +286,34 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
 Node::~Node() { Stop(); }
 
 void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
+  switch (access_->Check(request)) {
+    case ApiAccess::Verdict::kServe:
+      break;
+    case ApiAccess::Verdict::kNotFound:
+      SendNotFound(request, *response);
+      return;
+    case ApiAccess::Verdict::kUnauthorized:
+      spdlog::warn("control_unauthorized listener={} peer={} method={} path=\"{}\"",
+                   http::ToString(request.origin.role), http::PeerName(request.origin),
+                   absl::CHexEscape(request.method), absl::CHexEscape(request.path));
+      response->Send(401, "application/json",
+                     ErrorBody("unauthorized",
+                               "the control API on this port needs \"Authorization: Bearer "
+                               "TOKEN\" with the node's admin token"),
+                     {{"WWW-Authenticate", "Bearer realm=\"tokenmill-control\""}});
+      return;
+  }
+  if (ChangesControlState(request)) {
+    // Who changed the node: the socket's peer process, or the control port's
+    // peer address (that one also proved the admin token).
+    const auto& origin = request.origin;
+    spdlog::info("control_request method={} path=\"{}\" listener={} peer={} pid={} uid={} gid={}",
+                 absl::CHexEscape(request.method), absl::CHexEscape(request.path),
+                 http::ToString(origin.role), origin.peer.empty() ? "-" : origin.peer,
+                 origin.credentials ? std::to_string(origin.credentials->pid) : "-",
+                 origin.credentials ? std::to_string(origin.credentials->uid) : "-",
+                 origin.credentials ? std::to_string(origin.credentials->gid) : "-");
+  }
   if (request.path == "/control/v1/cost") {
     if (request.method != "GET") {
       response->Send(405, "application/json",

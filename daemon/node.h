@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "config/node_config.h"
+#include "daemon/api_access.h"
 #include "daemon/control_api.h"
 #include "daemon/http/http_server.h"
 #include "daemon/metering.h"
@@ -75,6 +76,7 @@ class Node {
   std::unique_ptr<telemetry::RuntimeMetrics> runtime_metrics_;
   std::unique_ptr<Metering> metering_;
   std::unique_ptr<runtime::InstanceManager> instances_;
+  std::unique_ptr<ApiAccess> access_;  // who reaches which API, per listener
   std::unique_ptr<ControlApi> control_api_;
   std::unique_ptr<ModelsApi> models_api_;
   std::unique_ptr<TenantsApi> tenants_api_;

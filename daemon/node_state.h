@@ -59,8 +59,9 @@ class NodeState {
   // from config().
   struct Addresses {
     std::string socket;
-    std::string tcp;      // "" when off
-    std::string metrics;  // "" when off
+    std::string tcp;          // "" when off
+    std::string control_tcp;  // "" when off
+    std::string metrics;      // "" when off
   };
   void set_addresses(Addresses addresses) {
     absl::MutexLock lock(&mu_);

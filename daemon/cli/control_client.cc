@@ -48,6 +48,15 @@ struct ControlClient::StreamState {
 ControlClient::ControlClient(std::string socket_path, long timeout_ms)
     : socket_path_(std::move(socket_path)), timeout_ms_(timeout_ms) {}
 
+ControlClient ControlClient::ForControlPort(std::string base_url, std::string admin_token,
+                                            long timeout_ms) {
+  ControlClient client("", timeout_ms);
+  while (!base_url.empty() && base_url.back() == '/') base_url.pop_back();
+  client.base_url_ = std::move(base_url);
+  client.admin_token_ = std::move(admin_token);
+  return client;
+}
+
 ControlResponse ControlClient::Request(const std::string& method, const std::string& path,
                                        const std::string& body) {
   return Perform(method, path, body, nullptr);
@@ -76,8 +85,21 @@ ControlResponse ControlClient::Perform(const std::string& method, const std::str
       headers.reset(list);
     }
   };
-  std::string url = "http://localhost" + path;
-  curl_easy_setopt(curl.get(), CURLOPT_UNIX_SOCKET_PATH, socket_path_.c_str());
+  std::string url;
+  std::string token = bearer_token_;
+  if (base_url_.empty()) {
+    url = "http://localhost" + path;
+    curl_easy_setopt(curl.get(), CURLOPT_UNIX_SOCKET_PATH, socket_path_.c_str());
+  } else {
+    if (path == "/v1" || path.starts_with("/v1/")) {
+      result.error =
+          "the control port does not serve the OpenAI API (/v1); use the socket (--socket) or "
+          "the [api] tcp port";
+      return result;
+    }
+    url = base_url_ + path;
+    token = admin_token_;
+  }
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_CUSTOMREQUEST, method.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
@@ -93,7 +115,7 @@ ControlResponse ControlClient::Perform(const std::string& method, const std::str
     curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, Append);
     curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &result.body);
   }
-  if (!bearer_token_.empty()) add_header("Authorization: Bearer " + bearer_token_);
+  if (!token.empty()) add_header("Authorization: Bearer " + token);
   if (!body.empty() || method == "POST" || method == "PUT") {
     add_header("Content-Type: application/json");
     curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, body.c_str());

@@ -1,4 +1,5 @@
-// ControlClient: a blocking HTTP client for tokenmilld's unix socket (libcurl).
+// ControlClient: a blocking HTTP client for tokenmilld's unix socket, or for
+// its control TCP port ([api] control_tcp) with the admin token (libcurl).
 #pragma once
 
 #include <functional>
@@ -16,7 +17,13 @@ struct ControlResponse {
 // One request at a time; not thread-safe.
 class ControlClient {
  public:
+  // Over the unix socket at socket_path.
   ControlClient(std::string socket_path, long timeout_ms);
+  // Over TCP to a control port: base_url is "http://HOST:PORT"; every request
+  // carries "Authorization: Bearer admin_token". The control port does not
+  // serve the OpenAI API, so /v1 requests fail at once (status 0).
+  static ControlClient ForControlPort(std::string base_url, std::string admin_token,
+                                      long timeout_ms);
 
   // The whole answer, within timeout_ms.
   ControlResponse Request(const std::string& method, const std::string& path,
@@ -34,10 +41,11 @@ class ControlClient {
                          const std::string& body, const ChunkCallback& on_chunk);
 
   // Sent as "Authorization: Bearer TOKEN" with every request when not empty
-  // (the OpenAI API's key; the control API ignores it).
+  // (the OpenAI API's key; the control API on the socket ignores it).
   void set_bearer_token(std::string token) { bearer_token_ = std::move(token); }
 
-  const std::string& socket_path() const { return socket_path_; }
+  // Where requests go, for messages: the socket path or the base URL.
+  const std::string& endpoint() const { return base_url_.empty() ? socket_path_ : base_url_; }
 
  private:
   struct StreamState;
@@ -47,6 +55,8 @@ class ControlClient {
   std::string socket_path_;
   long timeout_ms_;
   std::string bearer_token_;
+  std::string base_url_;     // set for a control port
+  std::string admin_token_;  // sent to a control port
 };
 
 }  // namespace tokenmill::cli

@@ -22,8 +22,9 @@ JsonAnswer CallJson(ControlClient& client, const std::string& method, const std:
   ControlResponse response = client.Request(method, path, body);
   answer.status = response.status;
   if (response.status == 0) {
-    answer.error = "cannot reach tokenmilld at " + client.socket_path() + ": " + response.error +
-                   "\n  (is the daemon running? set --socket or TOKENMILL_SOCKET)";
+    answer.error = "cannot reach tokenmilld at " + client.endpoint() + ": " + response.error +
+                   "\n  (is the daemon running? set --socket or TOKENMILL_SOCKET, or --url and "
+                   "--token for a control port)";
     return answer;
   }
   answer.body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);

@@ -1,6 +1,6 @@
 // tokenmill: the command line for operators of a tokenmilld node.
 //
-//   tokenmill [--socket PATH] [--json] status | devices | drain [--cancel]
+//   tokenmill [--socket PATH | --url http://HOST:PORT] [--json] status | devices | drain [--cancel]
 //   tokenmill model synth --out FILE [--shape tiny|small|1b|8b] [--type q8_0] ...
 //   tokenmill bench MODEL [--threads N] [--batches 1,4,16,32]
 //   tokenmill models list | load ID PATH [--device D] ... | unload ID [--wait]
@@ -93,6 +93,17 @@ int main(int argc, char** argv) {
   long timeout_ms = 10000;
   app.add_option("-s,--socket", socket, "tokenmilld control socket ($TOKENMILL_SOCKET)")
       ->capture_default_str();
+  // A control port ([api] control_tcp) instead of the socket. The token is
+  // better passed in the environment: a flag shows in ps to other users.
+  const char* env_url = std::getenv("TOKENMILL_URL");
+  const char* env_token = std::getenv("TOKENMILL_TOKEN");
+  std::string url = env_url ? env_url : "";
+  std::string token = env_token ? env_token : "";
+  app.add_option("--url", url,
+                 "reach the daemon's control port ([api] control_tcp), http://HOST:PORT, "
+                 "instead of the socket ($TOKENMILL_URL)");
+  app.add_option("--token", token,
+                 "admin token for --url ($TOKENMILL_TOKEN; the environment keeps it out of ps)");
   app.add_flag("--json", as_json, "print the daemon's JSON instead of a table");
   app.add_option("--timeout-ms", timeout_ms, "request timeout")->capture_default_str();
   app.set_version_flag("--version", std::string("tokenmill ") + tokenmill::kVersion);
@@ -114,7 +125,12 @@ int main(int argc, char** argv) {
 
   if (int code = local.Run(); code >= 0) return code;
 
-  ControlClient client(socket, timeout_ms);
+  if (!url.empty() && token.empty()) {
+    std::fprintf(stderr, "tokenmill: --url needs the admin token: --token or TOKENMILL_TOKEN\n");
+    return 2;
+  }
+  ControlClient client = url.empty() ? ControlClient(socket, timeout_ms)
+                                     : ControlClient::ForControlPort(url, token, timeout_ms);
   if (int code = runtime.Run(client, as_json); code >= 0) return code;
   if (int code = usage.Run(client, as_json, timeout_ms); code >= 0) return code;
   std::optional<json> body;

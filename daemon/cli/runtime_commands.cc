@@ -321,7 +321,7 @@ int RuntimeCommands::Generate(ControlClient& client) {
 
   if (response.status == 0) {
     PrintError("generate",
-               "cannot reach tokenmilld at " + client.socket_path() + ": " + response.error);
+               "cannot reach tokenmilld at " + client.endpoint() + ": " + response.error);
     return 1;
   }
   if (response.status >= 400) {

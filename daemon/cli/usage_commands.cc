@@ -136,7 +136,7 @@ int UsageCommands::Usage(ControlClient& client, bool as_json) {
     }
     if (response.status == 0) {
       PrintError("usage",
-                 "cannot reach tokenmilld at " + client.socket_path() + ": " + response.error);
+                 "cannot reach tokenmilld at " + client.endpoint() + ": " + response.error);
       return 1;
     }
     // Errors come as JSON even when CSV was asked for.

@@ -1,17 +1,49 @@
 #include "daemon/http/connection.h"
 
+#include <sys/socket.h>
+
 #include <exception>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 
 namespace tokenmill::http {
 
 namespace {
 
 Connection* FromParser(http_parser* parser) { return static_cast<Connection*>(parser->data); }
+
+// The process behind an accepted unix socket, or nullopt when the kernel
+// does not say.
+std::optional<PeerCredentials> UnixPeerCredentials(uv_stream_t* stream) {
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(stream), &fd) != 0) return std::nullopt;
+  ucred cred{};
+  socklen_t length = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0 || length != sizeof(cred)) {
+    return std::nullopt;
+  }
+  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+}
+
+// "ip:port" or "[ip6]:port" of a TCP peer; "" when unknown.
+std::string TcpPeerName(uv_tcp_t* tcp) {
+  sockaddr_storage addr{};
+  int length = sizeof(addr);
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return "";
+  char host[64] = {};
+  if (addr.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+    uv_ip6_name(in6, host, sizeof(host));
+    return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
+  }
+  const auto* in4 = reinterpret_cast<const sockaddr_in*>(&addr);
+  uv_ip4_name(in4, host, sizeof(host));
+  return absl::StrCat(host, ":", ntohs(in4->sin_port));
+}
 
 }  // namespace
 
@@ -40,7 +72,11 @@ Connection::Connection(ConnectionContext& context) : context_(context) {
   parser_.data = this;
 }
 
-void Connection::Open(uv_stream_t* server, Listener::Kind kind) {
+void Connection::Open(uv_stream_t* server, const Listener& spec, size_t index) {
+  const Listener::Kind kind = spec.kind;
+  origin_.listener = index;
+  origin_.role = spec.role;
+  listener_name_ = absl::StrCat(kind == Listener::Kind::kTcp ? "tcp:" : "unix:", spec.address);
   uv_timer_init(server->loop, &timer_);  // cannot fail
   timer_.data = this;
   ++open_handles_;
@@ -59,8 +95,13 @@ void Connection::Open(uv_stream_t* server, Listener::Kind kind) {
     Close();
     return;
   }
-  // Small SSE chunks must not wait for Nagle.
-  if (kind == Listener::Kind::kTcp) uv_tcp_nodelay(&stream_.tcp, 1);
+  if (kind == Listener::Kind::kTcp) {
+    // Small SSE chunks must not wait for Nagle.
+    uv_tcp_nodelay(&stream_.tcp, 1);
+    origin_.peer = TcpPeerName(&stream_.tcp);
+  } else {
+    origin_.credentials = UnixPeerCredentials(&stream_.stream);
+  }
   ArmTimer(context_.idle_timeout_ms);
 }
 
@@ -68,6 +109,10 @@ void Connection::Close() {
   if (state_ == State::kClosing) return;
   state_ = State::kClosing;
   busy_ = false;
+  // Closing cancels the queued writes: they leave the server's count now, so
+  // that a server over its output budget does not pick this one again.
+  context_.queued_write_bytes_total -= queued_write_bytes_;
+  queued_write_bytes_ = 0;
   uv_close(&stream_.handle, &Connection::OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::OnHandleClosed);
   std::shared_ptr<ConnectionResponseWriter> writer = active_writer_.lock();
@@ -329,6 +374,7 @@ void Connection::Dispatch() {
   active_writer_ = writer;
   HttpRequest request = std::move(request_);
   request_ = HttpRequest();
+  request.origin = origin_;
   uint64_t id = current_response_.id;
   std::string failure;
   if (!context_.handler) {
@@ -429,7 +475,27 @@ void Connection::WriteBytes(std::string data) {
     return;
   }
   queued_write_bytes_ += pending->size;
-  if (queued_write_bytes_ > context_.max_queued_write_bytes) Close();  // peer does not read
+  context_.queued_write_bytes_total += pending->size;
+  if (queued_write_bytes_ > context_.max_queued_write_bytes) {
+    DropSlowReader("connection_queue_full");
+    return;
+  }
+  if (context_.queued_write_bytes_total > context_.max_queued_write_bytes_total &&
+      context_.on_output_over_budget) {
+    context_.on_output_over_budget();  // may close this connection too
+  }
+}
+
+void Connection::DropSlowReader(std::string_view reason) {
+  if (state_ == State::kClosing) return;
+  const uint64_t queued = queued_write_bytes_;
+  Close();
+  spdlog::warn(
+      "slow_reader_dropped reason={} listener={} role={} peer={} queued_bytes={} "
+      "connection_limit_bytes={} server_queued_bytes={} server_limit_bytes={}",
+      reason, listener_name_, ToString(origin_.role), PeerName(origin_), queued,
+      context_.max_queued_write_bytes, context_.queued_write_bytes_total + queued,
+      context_.max_queued_write_bytes_total);
 }
 
 void Connection::OnWriteDone(uv_write_t* req, int status) {
@@ -437,7 +503,11 @@ void Connection::OnWriteDone(uv_write_t* req, int status) {
   // Write callbacks (cancelled ones included) run before the close callback,
   // so the connection is still alive here.
   auto* self = static_cast<Connection*>(req->handle->data);
-  self->queued_write_bytes_ -= pending->size;
+  // Once closing, Close() took the connection's whole queue off the counts.
+  if (self->state_ != State::kClosing) {
+    self->queued_write_bytes_ -= pending->size;
+    self->context_.queued_write_bytes_total -= pending->size;
+  }
   delete pending;
   if (status < 0 && status != UV_ECANCELED) self->Close();
 }

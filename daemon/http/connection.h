@@ -13,10 +13,12 @@
 #include <uv.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "daemon/http/http_server.h"
 #include "daemon/http/loop_task_queue.h"
@@ -34,6 +36,12 @@ struct ConnectionContext {
   uint64_t max_buffered_bytes = (16 << 10) + (4 << 20);
   // Bytes queued for a peer that does not read; past this it is cut off.
   uint64_t max_queued_write_bytes = 16 << 20;
+  // Bytes queued over all open connections (closed ones leave the count at
+  // Close()), and the most that may be; past it on_output_over_budget runs.
+  // Atomic only so that other threads may read it; the loop thread writes.
+  std::atomic<uint64_t> queued_write_bytes_total{0};
+  uint64_t max_queued_write_bytes_total = 64 << 20;
+  std::function<void()> on_output_over_budget;
   uint64_t idle_timeout_ms = 30000;  // 0: no timeout
   // How long a connection closing after its last response may still flush
   // and wait for the peer's EOF.
@@ -61,14 +69,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Accepts a pending connection from `server` and starts reading. On any
+  // Accepts a pending connection from `server`, which listens as `spec`
+  // (listener number `index`), notes the peer and starts reading. On any
   // failure the connection closes itself (on_closed follows).
-  void Open(uv_stream_t* server, Listener::Kind kind);
+  void Open(uv_stream_t* server, const Listener& spec, size_t index);
   // Closes at once, dropping unsent bytes; a response in progress sees its
   // peer gone. Idempotent.
   void Close();
   // True while responses can still be written.
   bool writable() const { return state_ == State::kOpen; }
+  // Bytes handed to libuv and not yet written to the peer; 0 once closing.
+  uint64_t queued_write_bytes() const { return queued_write_bytes_; }
+  // The listener and peer, as every request of this connection reports them.
+  const RequestOrigin& origin() const { return origin_; }
+  // "tcp:127.0.0.1:8080" or "unix:/run/tokenmill/tokenmill.sock" (logs).
+  const std::string& listener_name() const { return listener_name_; }
+  // Logs why a peer that does not read is dropped, then closes.
+  void DropSlowReader(std::string_view reason);
 
   // Used by ConnectionResponseWriter.
   void WriteBytes(std::string data);
@@ -143,6 +160,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t request_seq_ = 0;
 
   uint64_t queued_write_bytes_ = 0;
+  RequestOrigin origin_;
+  std::string listener_name_;
 };
 
 }  // namespace tokenmill::http

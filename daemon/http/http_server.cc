@@ -26,6 +26,27 @@
 
 namespace tokenmill::http {
 
+std::string_view ToString(Listener::Role role) {
+  switch (role) {
+    case Listener::Role::kLocal:
+      return "local";
+    case Listener::Role::kClient:
+      return "client";
+    case Listener::Role::kControl:
+      return "control";
+  }
+  return "unknown";
+}
+
+std::string PeerName(const RequestOrigin& origin) {
+  if (!origin.peer.empty()) return origin.peer;
+  if (origin.credentials) {
+    return absl::StrCat("pid:", origin.credentials->pid, ",uid:", origin.credentials->uid,
+                        ",gid:", origin.credentials->gid);
+  }
+  return "unknown";
+}
+
 std::string_view HttpRequest::Header(std::string_view lowercase_name) const {
   for (const auto& [name, value] : headers) {
     if (name == lowercase_name) return value;
@@ -40,7 +61,10 @@ struct HttpServer::Impl {
 
   absl::Status Start();
   void Stop();
-  void Accept(uv_stream_t* server, Listener::Kind kind);
+  void Accept(uv_stream_t* server, size_t listener_index);
+  // Past the output budget: drops the connections with the most queued
+  // bytes until the server is within it again.
+  void ShedOutput();
   void Shutdown();  // loop thread: closes every handle so that uv_run returns
   void CloseLoop();
 
@@ -58,6 +82,7 @@ struct HttpServer::Impl {
 
   // Loop thread only.
   absl::flat_hash_map<Connection*, std::shared_ptr<Connection>> connections;
+  std::vector<uint32_t> open_per_listener;  // sized before the loop runs
   std::atomic<size_t> connection_count{0};
 };
 
@@ -70,10 +95,14 @@ HttpServer::Impl::Impl(HttpServerOptions opts, Handler handler) : options(std::m
   context.linger_ms = idle_ms == 0 ? 2000 : std::min<uint64_t>(idle_ms, 2000);
   context.handler = std::move(handler);
   context.loop = tasks;
+  context.max_queued_write_bytes_total = options.max_buffered_output_bytes;
+  context.on_output_over_budget = [this] { ShedOutput(); };
   context.on_closed = [this](Connection* connection) {
+    --open_per_listener[connection->origin().listener];
     connections.erase(connection);
     connection_count.fetch_sub(1);
   };
+  open_per_listener.assign(options.listeners.size(), 0);
 }
 
 absl::Status HttpServer::Impl::Start() {
@@ -86,7 +115,7 @@ absl::Status HttpServer::Impl::Start() {
   absl::Status status = tasks->Init(&loop);
   for (size_t i = 0; status.ok() && i < options.listeners.size(); ++i) {
     auto listener = std::make_unique<ListenSocket>(
-        &loop, [this](uv_stream_t* server, Listener::Kind kind) { Accept(server, kind); });
+        &loop, [this, i](uv_stream_t* server) { Accept(server, i); });
     status = listener->Bind(options.listeners[i]);
     ports.push_back(listener->port());
     listeners.push_back(std::move(listener));
@@ -116,12 +145,13 @@ absl::Status HttpServer::Impl::Start() {
   return absl::OkStatus();
 }
 
-void HttpServer::Impl::Accept(uv_stream_t* server, Listener::Kind kind) {
-  if (connections.size() >= options.max_connections) {
+void HttpServer::Impl::Accept(uv_stream_t* server, size_t listener_index) {
+  const Listener& spec = options.listeners[listener_index];
+  if (open_per_listener[listener_index] >= spec.max_connections) {
     // Accept and close at once: leaving it in the backlog would make the
-    // client hang instead of failing fast.
+    // client hang instead of failing fast. Other listeners keep their room.
     auto* rejected = new StreamHandle{};
-    if (kind == Listener::Kind::kTcp) {
+    if (spec.kind == Listener::Kind::kTcp) {
       uv_tcp_init(server->loop, &rejected->tcp);
     } else {
       uv_pipe_init(server->loop, &rejected->pipe, 0);
@@ -133,8 +163,23 @@ void HttpServer::Impl::Accept(uv_stream_t* server, Listener::Kind kind) {
   }
   auto connection = std::make_shared<Connection>(context);
   connections.emplace(connection.get(), connection);
+  ++open_per_listener[listener_index];
   connection_count.fetch_add(1);
-  connection->Open(server, kind);
+  connection->Open(server, spec, listener_index);
+}
+
+void HttpServer::Impl::ShedOutput() {
+  while (context.queued_write_bytes_total > context.max_queued_write_bytes_total) {
+    // The slowest reader is the one with the most bytes it has not read.
+    Connection* slowest = nullptr;
+    for (const auto& [raw, connection] : connections) {
+      if (slowest == nullptr || raw->queued_write_bytes() > slowest->queued_write_bytes()) {
+        slowest = raw;
+      }
+    }
+    if (slowest == nullptr || slowest->queued_write_bytes() == 0) break;  // not expected
+    slowest->DropSlowReader("server_output_budget");
+  }
 }
 
 void HttpServer::Impl::Shutdown() {
@@ -198,5 +243,9 @@ uint16_t HttpServer::tcp_port(size_t listener_index) const {
 }
 
 size_t HttpServer::connection_count() const { return impl_->connection_count.load(); }
+
+uint64_t HttpServer::queued_output_bytes() const {
+  return impl_->context.queued_write_bytes_total.load();
+}
 
 }  // namespace tokenmill::http

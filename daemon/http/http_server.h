@@ -10,13 +10,22 @@
 // Limits: heads over max_header_bytes get 431, bodies over max_body_bytes get
 // 413, bad requests get 400, a connection that does not complete a request
 // within idle_timeout (trickling or silent) is closed (408 when a request was
-// begun). Past max_connections, new connections are closed at once.
+// begun). Each listener has its own connection budget (Listener::
+// max_connections): past it, that listener's new connections are closed at
+// once, so clients of one listener cannot lock out another's. Output queued
+// for peers that do not read is bounded per connection (16 MiB) and for the
+// whole server (max_buffered_output_bytes): past the server budget the
+// connection with the most queued bytes is dropped and logged.
 #pragma once
 
+#include <sys/types.h>
 #include <chrono>
+
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,12 +36,52 @@
 
 namespace tokenmill::http {
 
+struct Listener {
+  enum class Kind { kUnix, kTcp } kind = Kind::kUnix;
+  std::string address;        // socket path, or "host:port" (port 0 = any free)
+  uint32_t unix_mode = 0660;  // applied to the socket file
+  // What the listener is for. The server only tags each request with it
+  // (HttpRequest::origin); what a role may reach is the handler's decision.
+  enum class Role {
+    kLocal,    // the unix socket: every API; access is the socket file's mode
+    kClient,   // a port for API clients (the OpenAI API)
+    kControl,  // a port for operators (the control API, behind a token)
+  } role = Role::kLocal;
+  // Connections open on this listener at most; past it its new connections
+  // are closed at once. Not shared with other listeners.
+  uint32_t max_connections = 1024;
+};
+
+// "local", "client" or "control", as logs name a role.
+std::string_view ToString(Listener::Role role);
+
+// The process at the other end of a unix socket, as the kernel reported it
+// when the connection was accepted (SO_PEERCRED).
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Where a request came from.
+struct RequestOrigin {
+  size_t listener = 0;  // index in HttpServerOptions::listeners
+  Listener::Role role = Listener::Role::kLocal;
+  std::string peer;                            // TCP: "ip:port" ("[ip6]:port"); unix: ""
+  std::optional<PeerCredentials> credentials;  // unix sockets, when the kernel told
+};
+
+// The peer for logs: "ip:port" for TCP, "pid:P,uid:U,gid:G" for a unix
+// socket, "unknown" when neither is known.
+std::string PeerName(const RequestOrigin& origin);
+
 struct HttpRequest {
   std::string method;                                        // "GET", "POST", ...
   std::string path;                                          // without the query
   std::string query;                                         // after '?', undecoded; "" when none
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
+  RequestOrigin origin;  // set by the server for every request
 
   // First header with this (lowercase) name, or "".
   std::string_view Header(std::string_view lowercase_name) const;
@@ -53,8 +102,8 @@ class ResponseWriter {
   virtual bool closed() const = 0;
   // Called once on the loop thread if the peer goes away before End()/Send()
   // (also when Stop() closes the connection, or when a peer that does not
-  // read lets 16 MiB of output pile up). Runs at once if the peer is already
-  // gone; may run inside a Write() that finds the peer gone.
+  // read lets its output pile up past the per-connection or server budget). Runs at once if the
+  // peer is already gone; may run inside a Write() that finds the peer gone.
   virtual void OnClose(std::function<void()> fn) = 0;
 };
 
@@ -63,18 +112,14 @@ class ResponseWriter {
 using ResponseWriterPtr = std::shared_ptr<ResponseWriter>;
 using Handler = std::function<void(HttpRequest request, ResponseWriterPtr response)>;
 
-struct Listener {
-  enum class Kind { kUnix, kTcp } kind = Kind::kUnix;
-  std::string address;        // socket path, or "host:port" (port 0 = any free)
-  uint32_t unix_mode = 0660;  // applied to the socket file
-};
-
 struct HttpServerOptions {
   std::vector<Listener> listeners;
   uint64_t max_header_bytes = 16 << 10;
   uint64_t max_body_bytes = 4 << 20;
   std::chrono::milliseconds idle_timeout{30000};  // 0 = no timeout
-  uint32_t max_connections = 1024;
+  // Bytes queued for peers that do not read, over all connections; past it
+  // the connection with the most queued bytes is dropped (and logged).
+  uint64_t max_buffered_output_bytes = 64 << 20;
 };
 
 class HttpServer {
@@ -97,8 +142,11 @@ class HttpServer {
   // Bound TCP port of listener i (for port 0), or 0 for unix listeners. Valid
   // once Start() succeeded.
   uint16_t tcp_port(size_t listener_index) const;
-  // Connections currently open.
+  // Connections currently open, on all listeners.
   size_t connection_count() const;
+  // Bytes now queued for peers over all connections (loop thread's count,
+  // readable from any thread).
+  uint64_t queued_output_bytes() const;
 
  private:
   struct Impl;

@@ -79,7 +79,6 @@ ListenSocket::ListenSocket(uv_loop_t* loop, AcceptFn on_accept)
     : loop_(loop), on_accept_(std::move(on_accept)) {}
 
 absl::Status ListenSocket::Bind(const Listener& spec) {
-  kind_ = spec.kind;
   return spec.kind == Listener::Kind::kUnix ? BindUnix(spec) : BindTcp(spec);
 }
 
@@ -180,7 +179,7 @@ void ListenSocket::RemoveSocketFile() {
 void ListenSocket::OnConnection(uv_stream_t* server, int status) {
   if (status < 0) return;  // e.g. EMFILE; libuv keeps listening
   auto* self = static_cast<ListenSocket*>(server->data);
-  self->on_accept_(server, self->kind_);
+  self->on_accept_(server);
 }
 
 }  // namespace tokenmill::http

@@ -17,7 +17,7 @@ namespace tokenmill::http {
 class ListenSocket {
  public:
   // Called on the loop thread for every connection waiting to be accepted.
-  using AcceptFn = std::function<void(uv_stream_t* server, Listener::Kind kind)>;
+  using AcceptFn = std::function<void(uv_stream_t* server)>;
 
   ListenSocket(uv_loop_t* loop, AcceptFn on_accept);
   // The handle must be closed and its close callback run (the loop ran)
@@ -45,7 +45,6 @@ class ListenSocket {
 
   uv_loop_t* loop_;
   AcceptFn on_accept_;
-  Listener::Kind kind_ = Listener::Kind::kUnix;
   StreamHandle handle_{};
   bool open_ = false;
   uint16_t port_ = 0;

@@ -245,7 +245,40 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{"[api]", "idle_timeout = 1.5",
                   "[api].idle_timeout must be a duration like \"30s\", \"500ms\" or \"2m\", or an "
                   "integer of milliseconds, got float 1.5"},
-        ValueCase{"[api]", "max_connections = 0", "[api].max_connections must be >= 1, got 0"}));
+        ValueCase{"[api]", "max_connections = 0", "[api].max_connections must be >= 1, got 0"},
+        ValueCase{"[api]", "socket_max_connections = 0",
+                  "[api].socket_max_connections must be >= 1, got 0"},
+        ValueCase{"[api]", "control_tcp_max_connections = -1",
+                  "[api].control_tcp_max_connections must be >= 1, got -1"},
+        ValueCase{"[api]", "max_buffered_output_bytes = \"32KiB\"",
+                  "[api].max_buffered_output_bytes must be at least 65536 bytes, got \"32KiB\""},
+        ValueCase{"[api]", "control_tcp = \"9090\"",
+                  "[api].control_tcp " + kBadListen + ", got \"9090\""},
+        // A control port needs the admin token's hash, well-formed.
+        ValueCase{"[api]", "control_tcp = \"127.0.0.1:9090\"",
+                  "[api].control_tcp needs [api].control_token_sha256, the SHA-256 of the admin "
+                  "token its clients must send as \"Authorization: Bearer TOKEN\""},
+        ValueCase{"[api]\ncontrol_token_sha256 = \"\"", "control_tcp = \"127.0.0.1:9090\"",
+                  "[api].control_tcp needs [api].control_token_sha256, the SHA-256 of the admin "
+                  "token its clients must send as \"Authorization: Bearer TOKEN\""},
+        ValueCase{"[api]\ncontrol_token_sha256 = \"" + std::string(64, 'a') +
+                      "\"\ntcp = \"127.0.0.1:8080\"",
+                  "control_tcp = \"127.0.0.1:8080\"",
+                  "[api].control_tcp must differ from [api].tcp: clients and operators get "
+                  "separate listeners"},
+        ValueCase{"[api]", "control_token_sha256 = \"secret\"",
+                  "[api].control_token_sha256 must be 64 lowercase hex characters, the SHA-256 of "
+                  "the admin token (printf %s TOKEN | sha256sum), got \"secret\""},
+        ValueCase{"[api]", "control_token_sha256 = \"" + std::string(64, 'A') + "\"",
+                  "[api].control_token_sha256 must be 64 lowercase hex characters, the SHA-256 of "
+                  "the admin token (printf %s TOKEN | sha256sum), got \"" +
+                      std::string(64, 'A') + "\""},
+        ValueCase{
+            "[api]",
+            "control_token_sha256 = "
+            "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"",
+            "[api].control_token_sha256 is the SHA-256 of an empty token; choose a real "
+            "token, got \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\""}));
 
 INSTANTIATE_TEST_SUITE_P(
     MetricsStorageScheduler, ValueErrorTest,

@@ -72,6 +72,11 @@ max_body_bytes = "1MiB"
 max_header_bytes = 8192
 idle_timeout = "2m"
 max_connections = 10
+control_tcp = "127.0.0.1:9090"
+control_token_sha256 = "4c716d4cf211c7b7d2f3233c941771ad0507ea5bacf93b492766aa41ae9f720d"
+socket_max_connections = 20
+control_tcp_max_connections = 5
+max_buffered_output_bytes = "256MiB"
 
 [metrics]
 listen = "localhost:0"
@@ -156,6 +161,12 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
   EXPECT_EQ(c.api.max_header_bytes, 8192u);
   EXPECT_EQ(c.api.idle_timeout, std::chrono::minutes(2));
   EXPECT_EQ(c.api.max_connections, 10u);
+  EXPECT_EQ(c.api.control_tcp, "127.0.0.1:9090");
+  EXPECT_EQ(c.api.control_token_sha256,
+            "4c716d4cf211c7b7d2f3233c941771ad0507ea5bacf93b492766aa41ae9f720d");
+  EXPECT_EQ(c.api.socket_max_connections, 20u);
+  EXPECT_EQ(c.api.control_tcp_max_connections, 5u);
+  EXPECT_EQ(c.api.max_buffered_output_bytes, uint64_t{256} << 20);
 
   EXPECT_EQ(c.metrics.listen, "localhost:0");
   EXPECT_EQ(c.metrics.device_sample_interval, std::chrono::milliseconds(250));
@@ -357,6 +368,9 @@ TEST(RestartRequiredChangesTest, NamesEveryFixedSettingThatChanged) {
   after.node.name = "renamed";
   after.api.socket = "/tmp/other.sock";
   after.api.idle_timeout = std::chrono::seconds(1);
+  after.api.control_token_sha256 = std::string(64, 'b');
+  after.api.socket_max_connections = 1;
+  after.api.max_buffered_output_bytes = 1 << 20;
   after.metrics.listen = "";
   after.storage.durability = Durability::kProcess;
   after.scheduler.block_tokens = 64;
@@ -370,7 +384,8 @@ TEST(RestartRequiredChangesTest, NamesEveryFixedSettingThatChanged) {
   after.models[1].id = "qwen2.5";  // removed one model, added another
   EXPECT_THAT(
       RestartRequiredChanges(before, after),
-      ElementsAre("node.name", "api.socket", "api.idle_timeout", "metrics.listen",
+      ElementsAre("node.name", "api.socket", "api.idle_timeout", "api.control_token_sha256",
+                  "api.socket_max_connections", "api.max_buffered_output_bytes", "metrics.listen",
                   "storage.durability", "scheduler.block_tokens", "scheduler.vtc_output_weight",
                   "device[cpu].kv_memory", "device[cuda:*].kv_memory", "device[plugin:acme-npu]",
                   "device[cuda:3]", "model[llama3:8b].path", "model[llama3:8b].context",
@@ -389,8 +404,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("device.kv_memory"));
   EXPECT_THAT(keys, ::testing::Contains("model.context"));
   EXPECT_THAT(keys, ::testing::Contains("model.price_output_per_mtok"));
-  // One per field of the sections: 2 + 7 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 50u);
+  EXPECT_THAT(keys, ::testing::Contains("api.control_token_sha256"));
+  // One per field of the sections: 2 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 55u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {

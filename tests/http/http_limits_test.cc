@@ -191,9 +191,9 @@ TEST_F(ServerTest, SilentConnectionIsClosedAfterIdleTimeout) {
 }
 
 TEST_F(ServerTest, ConnectionsPastTheCapAreClosedAtOnce) {
-  StartServer([](HttpServerOptions& o) { o.max_connections = 2; });
+  StartServer([](HttpServerOptions& o) { o.listeners[1].max_connections = 2; });
   auto a = RawClient::ConnectTcp(port_);
-  auto b = RawClient::ConnectUnix(socket_path_);
+  auto b = RawClient::ConnectTcp(port_);
   ASSERT_TRUE(a && b);
   for (RawClient* client : {a.get(), b.get()}) {
     ASSERT_TRUE(client->Send("GET /echo HTTP/1.1\r\n\r\n"));
@@ -207,6 +207,52 @@ TEST_F(ServerTest, ConnectionsPastTheCapAreClosedAtOnce) {
   // The admitted ones still work.
   ASSERT_TRUE(a->Send("GET /echo HTTP/1.1\r\n\r\n"));
   EXPECT_TRUE(a->ReadResponse(kTimeout).has_value());
+}
+
+// Issue 11: 1024 keep-alive connections on the TCP port made the socket (and
+// so `tokenmill status`) fail, as both shared one budget.
+TEST_F(ServerTest, AFullTcpPortLeavesTheSocketItsOwnRoom) {
+  StartServer([](HttpServerOptions& o) {
+    o.listeners[0].max_connections = 4;
+    o.listeners[1].max_connections = 3;
+  });
+  // Fill the port with idle keep-alive connections, each admitted and answered.
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 3; ++i) {
+    auto client = RawClient::ConnectTcp(port_);
+    ASSERT_NE(client, nullptr);
+    ASSERT_TRUE(client->Send("GET /echo HTTP/1.1\r\n\r\n"));
+    ASSERT_TRUE(client->ReadResponse(kTimeout).has_value());
+    idle.push_back(std::move(client));
+  }
+  auto refused = RawClient::ConnectTcp(port_);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_TRUE(refused->WaitClosed(2s)) << "the port's budget is full";
+
+  // The socket admits its own 4 at the same time, each served.
+  std::vector<std::unique_ptr<RawClient>> local;
+  for (int i = 0; i < 4; ++i) {
+    auto client = RawClient::ConnectUnix(socket_path_);
+    ASSERT_NE(client, nullptr);
+    ASSERT_TRUE(client->Send("GET /echo HTTP/1.1\r\n\r\n"));
+    auto response = client->ReadResponse(kTimeout);
+    ASSERT_TRUE(response.has_value()) << "socket connection " << i << " was refused";
+    EXPECT_EQ(response->status, 200);
+    local.push_back(std::move(client));
+  }
+  EXPECT_EQ(server_->connection_count(), 7u);
+  // A fifth on the socket is past the socket's own budget.
+  auto fifth = RawClient::ConnectUnix(socket_path_);
+  ASSERT_NE(fifth, nullptr);
+  EXPECT_TRUE(fifth->WaitClosed(2s));
+  // Closing one on the port makes room there again, and only there.
+  idle.front()->Close();
+  const auto deadline = Clock::now() + kTimeout;
+  while (server_->connection_count() != 6 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);  // polls the condition; the deadline bounds it
+  }
+  EXPECT_EQ(server_->connection_count(), 6u);
+  ExpectServing(port_);
 }
 
 }  // namespace

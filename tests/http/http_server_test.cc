@@ -2,7 +2,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
 
 #include "tests/http/test_server.h"
 
@@ -212,6 +216,72 @@ TEST_F(ServerTest, PeerThatDoesNotReadIsCutOff) {
   absl::MutexLock lock(&mu_);
   EXPECT_TRUE(flood_closed_);
   EXPECT_LT(flood_chunks_, 40);
+}
+
+// Issue 11: each connection may queue 16 MiB for a peer that does not read,
+// so many such peers could hold gigabytes. The server bounds their sum and
+// drops the connection with the most queued, saying so in the log.
+TEST_F(ServerTest, ServerOutputBudgetDropsTheSlowestReader) {
+  auto log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(32);
+  spdlog::default_logger()->sinks().push_back(log);
+  StartServer([](HttpServerOptions& o) { o.max_buffered_output_bytes = 8 << 20; });
+  auto done = [this](int n) {
+    return WaitUntil([this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return bulk_done_ >= n; });
+  };
+  // Three peers that read nothing: 6 MiB, then 1 MiB, are queued in full.
+  // Unix sockets: their kernel buffers hold a few hundred KiB, where
+  // loopback TCP may take megabytes before anything queues.
+  auto big = RawClient::ConnectUnix(socket_path_);
+  auto small = RawClient::ConnectUnix(socket_path_);
+  auto late = RawClient::ConnectUnix(socket_path_);
+  ASSERT_TRUE(big && small && late);
+  ASSERT_TRUE(big->Send("GET /bulk?6 HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(done(1));
+  ASSERT_TRUE(small->Send("GET /bulk?1 HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(done(2));
+  EXPECT_GT(server_->queued_output_bytes(), uint64_t{5} << 20) << "both are held";
+  // 4 MiB more would pass 8 MiB in all: the biggest queue goes, not the newest.
+  ASSERT_TRUE(late->Send("GET /bulk?4 HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(done(3));
+  EXPECT_LE(server_->queued_output_bytes(), uint64_t{8} << 20);
+  EXPECT_TRUE(big->WaitClosed(kTimeout)) << "the slowest reader must be dropped";
+  for (auto [client, mib] : {std::pair{small.get(), 1}, std::pair{late.get(), 4}}) {
+    auto response = client->ReadResponse(kTimeout);
+    ASSERT_TRUE(response.has_value()) << mib << " MiB response";
+    EXPECT_EQ(response->status, 200);
+    EXPECT_EQ(response->body.size(), static_cast<size_t>(mib) << 20);
+  }
+  server_->Stop();  // no more logging from the loop thread
+  auto& sinks = spdlog::default_logger()->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), log), sinks.end());
+  std::vector<std::string> lines = log->last_formatted();
+  auto dropped = std::find_if(lines.begin(), lines.end(), [](const std::string& line) {
+    return line.find("slow_reader_dropped") != std::string::npos;
+  });
+  ASSERT_NE(dropped, lines.end()) << "the drop must be logged";
+  EXPECT_THAT(*dropped, HasSubstr("reason=server_output_budget"));
+  EXPECT_THAT(*dropped, HasSubstr("listener=unix:" + socket_path_));
+  EXPECT_THAT(*dropped, HasSubstr("role=local"));
+  EXPECT_THAT(*dropped, HasSubstr("peer=pid:" + std::to_string(getpid())));
+  EXPECT_THAT(*dropped, HasSubstr("server_limit_bytes=8388608"));
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
+                          [](const std::string& line) {
+                            return line.find("slow_reader_dropped") != std::string::npos;
+                          }),
+            1)
+      << "only the slowest is dropped";
+}
+
+TEST_F(ServerTest, RequestsSayWhichListenerAndPeerTheyCameFrom) {
+  StartServer();
+  CurlResult local = CurlRequest("http://localhost/origin", socket_path_);
+  ASSERT_EQ(local.code, 0);
+  EXPECT_EQ(local.body, "listener=0 role=local peer= pid=" + std::to_string(getpid()) + " uid=" +
+                            std::to_string(getuid()) + " gid=" + std::to_string(getgid()));
+  CurlResult tcp = CurlRequest("http://127.0.0.1:" + std::to_string(port_) + "/origin", "");
+  ASSERT_EQ(tcp.code, 0);
+  EXPECT_THAT(tcp.body, StartsWith("listener=1 role=client peer=127.0.0.1:"));
+  EXPECT_THAT(tcp.body, ::testing::Not(HasSubstr("pid=")));
 }
 
 TEST_F(ServerTest, FiftyClientsTimesTwentyRequests) {

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -53,7 +54,7 @@ class ServerTest : public ::testing::Test {
   HttpServerOptions DefaultOptions() {
     HttpServerOptions options;
     options.listeners.push_back({Listener::Kind::kUnix, socket_path_, 0660});
-    options.listeners.push_back({Listener::Kind::kTcp, "127.0.0.1:0", 0});
+    options.listeners.push_back({Listener::Kind::kTcp, "127.0.0.1:0", 0, Listener::Role::kClient});
     return options;
   }
 
@@ -80,6 +81,26 @@ class ServerTest : public ::testing::Test {
       }
       response->Send(200, "text/plain",
                      request.method + " " + path + " " + request.query + "|" + request.body, extra);
+    } else if (path == "/origin") {
+      // Where the server says the request came from.
+      const RequestOrigin& o = request.origin;
+      std::string body = "listener=" + std::to_string(o.listener) +
+                         " role=" + std::string(ToString(o.role)) + " peer=" + o.peer;
+      if (o.credentials) {
+        body += " pid=" + std::to_string(o.credentials->pid) +
+                " uid=" + std::to_string(o.credentials->uid) +
+                " gid=" + std::to_string(o.credentials->gid);
+      }
+      response->Send(200, "text/plain", body);
+    } else if (path == "/bulk") {
+      // QUERY MiB in 1 MiB writes, then the end; stops early once cut off.
+      response->Start(200, "application/octet-stream");
+      std::string mib(1 << 20, 'b');
+      const int wanted = std::atoi(request.query.c_str());
+      for (int i = 0; i < wanted && !response->closed(); ++i) response->Write(mib);
+      response->End();
+      absl::MutexLock lock(&mu_);
+      ++bulk_done_;
     } else if (path == "/later") {
       // Answered from another thread, which hands the work back with Post().
       workers_.emplace_back([this, response, query = request.query] {
@@ -173,6 +194,7 @@ class ServerTest : public ::testing::Test {
   int flood_chunks_ ABSL_GUARDED_BY(mu_) = 0;
   bool flood_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool flood_done_ ABSL_GUARDED_BY(mu_) = false;
+  int bulk_done_ ABSL_GUARDED_BY(mu_) = 0;
 
  private:
   bool OnCloseReached() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
