@@ -123,7 +123,18 @@ TEST_F(LedgerTest, ReadsStopBelowTheLowestWriteInProgress) {
   ASSERT_TRUE(a_writing.WaitForNotificationWithTimeout(kDeadline));
   std::string b = "b";
   for (int i = 0; Stripe(b) == Stripe("a"); ++i) b = "b" + std::to_string(i);
-  ASSERT_TRUE(store->FinishRequest(b, "{}", {}).ok());  // sequence 3, committed
+  absl::Notification b_done;
+  std::thread b_thread([&] {
+    EXPECT_TRUE(store->FinishRequest(b, "{}", {}).ok());  // sequence 3, committed
+    b_done.Notify();
+  });
+  if (!b_done.WaitForNotificationWithTimeout(kDeadline)) {
+    release_a.Notify();
+    a_thread.join();
+    b_thread.join();
+    FAIL() << "FinishRequest(" << b << ") waited for a";
+  }
+  b_thread.join();
 
   EXPECT_EQ(store->LedgerWatermark(), 2u);
   auto page = store->ReadLedgerPage(0, UINT64_MAX, 10);
