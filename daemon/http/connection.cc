@@ -70,6 +70,7 @@ void Connection::Close() {
   busy_ = false;
   uv_close(&stream_.handle, &Connection::OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::OnHandleClosed);
+  on_writable_ = nullptr;
   std::shared_ptr<ConnectionResponseWriter> writer = active_writer_.lock();
   active_writer_.reset();
   if (writer) writer->PeerGone();
@@ -432,6 +433,17 @@ void Connection::WriteBytes(std::string data) {
   if (queued_write_bytes_ > context_.max_queued_write_bytes) Close();  // peer does not read
 }
 
+void Connection::WhenQueuedAtMost(uint64_t bytes, std::function<void()> fn) {
+  if (state_ != State::kOpen) return;
+  if (queued_write_bytes_ <= bytes) {
+    on_writable_ = nullptr;
+    fn();
+    return;
+  }
+  writable_at_ = bytes;
+  on_writable_ = std::move(fn);
+}
+
 void Connection::OnWriteDone(uv_write_t* req, int status) {
   auto* pending = static_cast<PendingWrite*>(req->data);
   // Write callbacks (cancelled ones included) run before the close callback,
@@ -439,7 +451,14 @@ void Connection::OnWriteDone(uv_write_t* req, int status) {
   auto* self = static_cast<Connection*>(req->handle->data);
   self->queued_write_bytes_ -= pending->size;
   delete pending;
-  if (status < 0 && status != UV_ECANCELED) self->Close();
+  if (status < 0 && status != UV_ECANCELED) {
+    self->Close();
+  } else if (self->on_writable_ && self->state_ == State::kOpen &&
+             self->queued_write_bytes_ <= self->writable_at_) {
+    std::function<void()> fn = std::move(self->on_writable_);
+    self->on_writable_ = nullptr;
+    fn();
+  }
 }
 
 }  // namespace tokenmill::http
