@@ -3,6 +3,7 @@
 // while requests keep finishing.
 #include <curl/curl.h>
 
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "daemon/http/http_server.h"
@@ -23,6 +25,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "storage/meter_store.h"
+#include "tests/daemon/fake_response.h"
 #include "tests/support/temp_dir.h"
 
 namespace tokenmill::daemon {
@@ -366,6 +369,84 @@ TEST_F(LedgerApiTest, LimitBoundsTheWindowAndOtherMethodsAre405) {
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_cleanup(curl);
   EXPECT_EQ(status, 405);
+}
+
+// A peer that does not read: the writer keeps OnWritable's callback instead
+// of running it, as a connection with a full queue does.
+class UnreadPeer : public testing::FakeResponse {
+ public:
+  void Write(std::string chunk) override {
+    ++writes;
+    FakeResponse::Write(std::move(chunk));
+  }
+  void OnWritable(uint64_t, std::function<void()> fn) override { waiting = std::move(fn); }
+  int writes = 0;
+  std::function<void()> waiting;
+};
+
+// The loop thread, played by the test: posted tasks run when it says so.
+class ManualLoop {
+ public:
+  void Post(std::function<void()> fn) {
+    absl::MutexLock hold(&mu_);
+    tasks_.push_back(std::move(fn));
+  }
+  // Runs the next posted task; false when none came within the deadline.
+  bool RunNext() {
+    std::function<void()> task;
+    {
+      absl::MutexLock hold(&mu_);
+      if (!mu_.AwaitWithTimeout(
+              absl::Condition(
+                  +[](std::deque<std::function<void()>>* t) { return !t->empty(); }, &tasks_),
+              kDeadline)) {
+        return false;
+      }
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
+    task();
+    return true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_;
+};
+
+// Backpressure: once a page is written to a peer that does not read, the
+// export reads no further page until the peer drains.
+TEST(LedgerApiPacingTest, WaitsForThePeerBetweenPages) {
+  ::tokenmill::testing::TempDir tmp;
+  storage::MeterStoreOptions options;
+  options.dir = tmp.path() / "data";
+  auto store = storage::MeterStore::Open(options);
+  ASSERT_TRUE(store.ok());
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_TRUE((*store)->PutLedger(absl::StrCat("r", i), "{\"n\":1}").ok());
+  }
+  ManualLoop loop;
+  auto api = std::make_unique<LedgerApi>(
+      **store, "n", [&loop](std::function<void()> fn) { loop.Post(std::move(fn)); }, 5);
+  auto peer = std::make_shared<UnreadPeer>();
+  http::HttpRequest request = testing::Request("GET", "/control/v1/ledger");
+  ASSERT_TRUE(api->Handle(request, peer));
+  ASSERT_TRUE(loop.RunNext());  // the head
+  EXPECT_EQ(peer->status, 200);
+  for (int page = 1; page <= 2; ++page) {
+    ASSERT_TRUE(loop.RunNext());  // a page of 5
+    EXPECT_EQ(peer->writes, page);
+    ASSERT_TRUE(peer->waiting) << "page " << page << ": the export did not wait for the peer";
+    EXPECT_FALSE(peer->ended);
+    std::function<void()> drained = std::move(peer->waiting);
+    peer->waiting = nullptr;
+    drained();  // the peer read its queue
+  }
+  ASSERT_TRUE(loop.RunNext());  // the last 2 records, and the end
+  EXPECT_EQ(peer->writes, 3);
+  EXPECT_TRUE(peer->ended);
+  EXPECT_EQ(std::count(peer->body.begin(), peer->body.end(), '\n'), 12);
+  api.reset();
 }
 
 }  // namespace
