@@ -50,14 +50,13 @@ absl::Status BadParam(std::string_view param, std::string_view why) {
 
 std::string Cursor(uint64_t seq) { return absl::StrCat(seq); }
 
-absl::StatusOr<uint64_t> ParseCount(std::string_view param, const std::string& text, uint64_t max) {
+// Decimal digits only (no sign, no spaces), at most max.
+std::optional<uint64_t> ParseCount(const std::string& text, uint64_t max) {
   uint64_t value = 0;
   const bool digits =
       !text.empty() && text.size() <= 20 &&
       std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!digits || !absl::SimpleAtoi(text, &value) || value > max) {
-    return BadParam(param, "bad");
-  }
+  if (!digits || !absl::SimpleAtoi(text, &value) || value > max) return std::nullopt;
   return value;
 }
 
@@ -72,8 +71,8 @@ absl::StatusOr<ExportQuery> ParseExportQuery(const http::HttpRequest& request) {
   ExportQuery q;
   q.head = request.method == "HEAD";
   if (const std::string* v = param("cursor")) {
-    auto seq = ParseCount("cursor", *v, UINT64_MAX);
-    if (!seq.ok()) {
+    std::optional<uint64_t> seq = ParseCount(*v, UINT64_MAX);
+    if (!seq) {
       return BadParam("cursor",
                       absl::StrCat("must be a cursor this endpoint returned "
                                    "(X-Tokenmill-Next-Cursor or a record's cursor), not '",
@@ -82,8 +81,8 @@ absl::StatusOr<ExportQuery> ParseExportQuery(const http::HttpRequest& request) {
     q.after = *seq;
   }
   if (const std::string* v = param("limit")) {
-    auto limit = ParseCount("limit", *v, kMaxLimit);
-    if (!limit.ok() || *limit == 0) {
+    std::optional<uint64_t> limit = ParseCount(*v, kMaxLimit);
+    if (!limit || *limit == 0) {
       return BadParam("limit", absl::StrCat("must be an integer from 1 to ", kMaxLimit, ", not '",
                                             v->substr(0, 64), "'"));
     }
