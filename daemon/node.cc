@@ -253,6 +253,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
         self->Route(std::move(request), std::move(response));
       });
   http::HttpServer* server = node->http_server_.get();
+  node->ledger_api_ = std::make_unique<LedgerApi>(
+      *node->store_, cfg->node.name,
+      [server](std::function<void()> fn) { server->Post(std::move(fn)); });
   node->openai_api_ = std::make_unique<OpenAiApi>(
       *node->tenants_, *node->instances_,
       [server](std::function<void()> fn) { server->Post(std::move(fn)); });
@@ -328,6 +331,7 @@ void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
   if (models_api_->Handle(request, response)) return;
   if (tenants_api_->Handle(request, response)) return;
   if (usage_api_->Handle(request, response)) return;
+  if (ledger_api_->Handle(request, response)) return;
   if (request.path.starts_with("/v1/")) {
     if (state_->draining() && request.method == "POST") {
       SendOpenAiError(*response, absl::UnavailableError(
@@ -394,6 +398,7 @@ void Node::Stop(std::chrono::milliseconds drain_timeout) {
     }
   }
   if (http_server_) http_server_->Stop();
+  ledger_api_.reset();  // its reader thread reads the store
   if (instances_) instances_->Stop();
   if (metering_) metering_->StopTicker();
   metrics_server_.reset();

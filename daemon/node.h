@@ -13,6 +13,7 @@
 #include "daemon/api_access.h"
 #include "daemon/control_api.h"
 #include "daemon/http/http_server.h"
+#include "daemon/ledger_api.h"
 #include "daemon/metering.h"
 #include "daemon/models_api.h"
 #include "daemon/node_state.h"
@@ -82,6 +83,7 @@ class Node {
   std::unique_ptr<TenantsApi> tenants_api_;
   std::unique_ptr<OpenAiApi> openai_api_;
   std::unique_ptr<UsageApi> usage_api_;
+  std::unique_ptr<LedgerApi> ledger_api_;  // reads the store: closed before it
   std::unique_ptr<http::HttpServer> http_server_;
   std::atomic<int64_t> heartbeat_posted_ns_{0};
   std::atomic<int64_t> heartbeat_ran_ns_{0};

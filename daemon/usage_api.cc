@@ -27,8 +27,6 @@ constexpr uint64_t kDay = 24 * kHour;
 constexpr uint64_t kMaxRangeDays = 366;
 constexpr uint64_t kMaxHourlyRangeDays = 31;
 constexpr uint64_t kLatestTime = 253402300799;  // 9999-12-31T23:59:59Z
-constexpr const char* kParams[] = {"tenant", "model", "device",    "from",
-                                   "to",     "group", "by_device", "format"};
 
 using Grouping = storage::UsageGrouping;
 using Row = storage::UsageRow;
@@ -67,8 +65,10 @@ std::optional<std::string> PercentDecode(std::string_view text) {
   return out;
 }
 
-// Known parameters by name; unknown, repeated or undecodable ones are errors.
-absl::StatusOr<std::map<std::string, std::string>> ParseQuery(std::string_view query) {
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> ParseQueryParams(
+    std::string_view query, std::initializer_list<const char*> known) {
   std::map<std::string, std::string> params;
   for (size_t begin = 0; begin < query.size();) {
     size_t end = query.find('&', begin);
@@ -84,15 +84,17 @@ absl::StatusOr<std::map<std::string, std::string>> ParseQuery(std::string_view q
       return absl::InvalidArgumentError(
           absl::StrCat("query parameter '", std::string(pair), "' has a bad %-escape"));
     }
-    if (std::find(std::begin(kParams), std::end(kParams), *name) == std::end(kParams)) {
+    if (std::find(known.begin(), known.end(), *name) == known.end()) {
       return BadParam(*name,
-                      absl::StrCat("is unknown; known parameters: ", absl::StrJoin(kParams, ", ")));
+                      absl::StrCat("is unknown; known parameters: ", absl::StrJoin(known, ", ")));
     }
     if (params.count(*name) > 0) return BadParam(*name, "is given more than once");
     params.emplace(std::move(*name), std::move(*value));
   }
   return params;
 }
+
+namespace {
 
 struct UsageRequest {
   storage::UsageQuery query;
@@ -116,7 +118,8 @@ std::string_view GroupName(Grouping group) {
 }
 
 absl::StatusOr<UsageRequest> ParseUsageRequest(const http::HttpRequest& request, uint64_t now) {
-  absl::StatusOr<std::map<std::string, std::string>> params = ParseQuery(request.query);
+  absl::StatusOr<std::map<std::string, std::string>> params = ParseQueryParams(
+      request.query, {"tenant", "model", "device", "from", "to", "group", "by_device", "format"});
   if (!params.ok()) return params.status();
   auto param = [&](const char* name) -> const std::string* {
     auto it = params->find(name);
@@ -255,18 +258,6 @@ std::string ExactDecimal(int64_t units, int digits) {
   return absl::StrCat(negative ? "-" : "", magnitude / scale, ".", frac);
 }
 
-// RFC 4180: fields with a comma, quote, CR or LF are quoted, quotes doubled.
-std::string CsvField(std::string_view field) {
-  if (field.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(field);
-  std::string out = "\"";
-  for (char c : field) {
-    if (c == '"') out.push_back('"');
-    out.push_back(c);
-  }
-  out.push_back('"');
-  return out;
-}
-
 std::string CsvRatio(const std::optional<double>& v) { return v ? json(*v).dump() : ""; }
 
 std::string Csv(const std::vector<Row>& rows, const UsageRequest& req) {
@@ -298,6 +289,17 @@ std::string Csv(const std::vector<Row>& rows, const UsageRequest& req) {
 }
 
 }  // namespace
+
+std::string CsvField(std::string_view field) {
+  if (field.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(field);
+  std::string out = "\"";
+  for (char c : field) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
 
 absl::StatusOr<uint64_t> ParseUsageTime(std::string_view text, std::string_view param) {
   const std::string value(text);

@@ -39,6 +39,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -53,6 +55,15 @@ namespace tokenmill::daemon {
 // (YYYY-MM-DD, midnight UTC) or unix seconds; from 1970 to 9999.
 // kInvalidArgument naming `param` and the accepted forms.
 absl::StatusOr<uint64_t> ParseUsageTime(std::string_view text, std::string_view param);
+
+// A query string's parameters by name, %-decoded ('+' is a space). A name not
+// in `known`, one given twice or a bad %-escape is kInvalidArgument naming it.
+absl::StatusOr<std::map<std::string, std::string>> ParseQueryParams(
+    std::string_view query, std::initializer_list<const char*> known);
+
+// One RFC 4180 field: quoted (quotes doubled) when it holds a comma, quote,
+// CR or LF.
+std::string CsvField(std::string_view field);
 
 class UsageApi {
  public:

@@ -86,7 +86,8 @@ absl::StatusOr<bool> MeterStore::Impl::LedgerHas(std::string_view request_id, st
 absl::Status MeterStore::Impl::FlushAndSync() {
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;
-  if (absl::Status s = Check(db->Flush(flush_options, {usage, ledger, state, inflight}), "flush");
+  if (absl::Status s =
+          Check(db->Flush(flush_options, {usage, ledger, state, inflight, ledger_seq}), "flush");
       !s.ok()) {
     return s;
   }
@@ -100,7 +101,7 @@ void MeterStore::Impl::Close() {
     (void)Check(db->DestroyColumnFamilyHandle(handle), "flush");
   }
   handles.clear();
-  usage = ledger = state = inflight = nullptr;
+  usage = ledger = state = inflight = ledger_seq = nullptr;
   (void)Check(db->Close(), "flush");
   db.reset();
 }
@@ -137,6 +138,7 @@ absl::StatusOr<std::unique_ptr<MeterStore>> MeterStore::Open(const MeterStoreOpt
       {std::string(kLedgerFamily), rocksdb::ColumnFamilyOptions()},
       {std::string(kStateFamily), rocksdb::ColumnFamilyOptions()},
       {std::string(kInflightFamily), inflight_options},
+      {std::string(kLedgerSeqFamily), rocksdb::ColumnFamilyOptions()},
   };
   const std::filesystem::path db_path = options.dir / kDbDirName;
   rocksdb::DB* raw_db = nullptr;
@@ -158,6 +160,8 @@ absl::StatusOr<std::unique_ptr<MeterStore>> MeterStore::Open(const MeterStoreOpt
   impl->ledger = impl->handles[2];
   impl->state = impl->handles[3];
   impl->inflight = impl->handles[4];
+  impl->ledger_seq = impl->handles[5];
+  if (absl::Status indexed = impl->OpenLedgerIndex(); !indexed.ok()) return indexed;
   return std::unique_ptr<MeterStore>(new MeterStore(std::move(impl)));
 }
 
@@ -230,13 +234,12 @@ absl::StatusOr<std::vector<UsageDelta>> MeterStore::ScanUsage(const UsageQuery& 
 
 absl::StatusOr<bool> MeterStore::PutLedger(std::string_view request_id, std::string_view record) {
   if (absl::Status valid = ValidateRequestId(request_id); !valid.ok()) return valid;
-  absl::MutexLock hold(&impl_->ledger_mu);
+  absl::MutexLock hold(&impl_->LedgerStripe(request_id));
   auto found = impl_->LedgerHas(request_id, "put_ledger");
   if (!found.ok()) return found.status();
   if (*found) return false;
-  absl::Status written = impl_->Check(
-      impl_->db->Put(impl_->write_options, impl_->ledger, ToSlice(request_id), ToSlice(record)),
-      "put_ledger");
+  rocksdb::WriteBatch batch;
+  absl::Status written = impl_->Check(impl_->CommitLedger(request_id, record, batch), "put_ledger");
   if (!written.ok()) return written;
   return true;
 }

@@ -7,6 +7,9 @@
 //   usage   tenant 0x00 model 0x00 device 0x00 hour(u64 BE) -> UsageCounters,
 //           combined by a field-wise add merge operator
 //   ledger  request id -> final request record (JSON), written once
+//   ledger_seq  commit sequence (u64 BE, from 1) -> commit time (unix ms,
+//           u64 BE) + request id: the ledger in commit order, written in the
+//           same WriteBatch as the record (ReadLedgerPage, the export)
 //   state   "tenant/NAME", "model/ID" -> desired state (JSON)
 //   inflight request id -> progress of a request not yet in the ledger:
 //           counters(8 x u64 LE) first-hour(u64 LE) tenant 0x00 model 0x00
@@ -90,6 +93,10 @@ struct MeterStoreOptions {
   // for arguments rejected with kInvalidArgument. Runs on the calling thread,
   // so it must be thread-safe; it must not call back into the store. Optional.
   std::function<void(std::string_view op)> on_error;
+  // Test hook: called by FinishRequest, PutLedger and RecoverInterrupted with
+  // the request id while they hold that id's ledger lock, just before the
+  // write, so that a test can hold one writer mid-write. Optional.
+  std::function<void(std::string_view request_id)> before_ledger_write;
 };
 
 // One usage delta of a step.
@@ -140,6 +147,22 @@ struct InterruptedRequest {
   std::string client_request_id;  // as its RecordStep calls gave it
   UsageCounters counters;         // the sum of its RecordStep deltas
   uint64_t hour = 0;       // the hour of its first step (unix seconds / 3600)
+};
+
+// One ledger record with its place in commit order.
+struct LedgerEntry {
+  uint64_t seq = 0;                // commit sequence, from 1; gaps where a write failed
+  uint64_t committed_unix_ms = 0;  // when the store wrote it
+  std::string request_id;
+  std::string record;
+};
+
+// A page of the ledger in commit order (ReadLedgerPage).
+struct LedgerPage {
+  std::vector<LedgerEntry> entries;  // ascending seq
+  // Every record with a seq up to this one is in `entries` or in an earlier
+  // page: read the next page after it.
+  uint64_t last_seq = 0;
 };
 
 // Period of a usage row.
@@ -193,6 +216,9 @@ class MeterStore {
   // already holds request_id, returns false and writes nothing, so a retried
   // call counts once; request ids must therefore be unique per request (the
   // ledger keeps the first record of an id). Synced under Durability::kPower.
+  // Calls for different ids do not wait on each other (the check-then-write
+  // is locked per id, by one of 64 stripes), so their synced writes
+  // group-commit.
   //
   // Ledger record contract (what the sums of tests and `tokenmill usage`
   // rely on): a JSON object with at least the integer fields "prompt_tokens",
@@ -211,8 +237,8 @@ class MeterStore {
   // only deleted: its id was reused by another request after the first one
   // finished, so its tokens stay in usage without a record of their own. Returns how many records
   // it wrote. A malformed entry is kDataLoss and stops recovery (entries before it stay recovered).
-  // make_record runs on the calling thread while the ledger lock is held: it must not call into the
-  // store.
+  // make_record runs on the calling thread while every ledger lock is held: it must not call into
+  // the store. Run it alone (at start-up): it stops all other ledger writes while it runs.
   absl::StatusOr<size_t> RecoverInterrupted(
       const std::function<std::string(const InterruptedRequest&)>& make_record);
 
@@ -224,6 +250,23 @@ class MeterStore {
   // opaque, 1 to 256 bytes; others are kInvalidArgument.
   absl::StatusOr<bool> PutLedger(std::string_view request_id, std::string_view record);
   absl::StatusOr<std::optional<std::string>> GetLedger(std::string_view request_id);
+  // The ledger in commit order, for exports. Every ledger write takes the
+  // next sequence number; writes run concurrently, so they may commit out of
+  // sequence order. The watermark is the lowest sequence still being written
+  // (or the next one to hand out when none is): every record below it is
+  // committed, and no record below it can appear later, so a reader that
+  // stays below it never skips one. A sequence whose write failed stays
+  // "being written" until the store is reopened, so the watermark stops
+  // below it rather than let a reopened store hand that number out again
+  // after a reader passed it. Sequences survive restarts (the counter is
+  // recovered from the index at Open); a store from before the index gets
+  // its existing records indexed once at Open, in request id order.
+  uint64_t LedgerWatermark();
+  // The records with after < seq <= through and seq below the watermark, at
+  // most max_records of them (from 1), read from one snapshot. Errors are
+  // reported as "scan_ledger"; an index entry without its record is kDataLoss.
+  absl::StatusOr<LedgerPage> ReadLedgerPage(uint64_t after, uint64_t through, size_t max_records);
+
   // Visits ledger records in key order; stops early when fn returns false.
   absl::Status ScanLedger(
       const std::function<bool(std::string_view id, std::string_view record)>& fn);

@@ -4,7 +4,10 @@
 // Internal: includes RocksDB, which meter_store.h keeps private.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +19,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
+#include "rocksdb/write_batch.h"
 #include "storage/data_dir_lock.h"
 #include "storage/meter_store.h"
 #include "storage/rocks_status.h"
@@ -51,10 +55,21 @@ struct MeterStore::Impl {
   rocksdb::ColumnFamilyHandle* ledger = nullptr;
   rocksdb::ColumnFamilyHandle* state = nullptr;
   rocksdb::ColumnFamilyHandle* inflight = nullptr;
+  rocksdb::ColumnFamilyHandle* ledger_seq = nullptr;
   rocksdb::WriteOptions write_options;
-  // Makes the ledger's read-then-write (PutLedger, FinishRequest, recovery)
-  // atomic against each other.
-  absl::Mutex ledger_mu;
+  // Make the ledger's read-then-write (PutLedger, FinishRequest) atomic per
+  // request id: an id's stripe is LedgerStripe(id). Different ids mostly
+  // take different stripes, so their synced writes overlap and group-commit.
+  // Recovery takes all of them.
+  static constexpr size_t kLedgerStripes = 64;
+  std::array<absl::Mutex, kLedgerStripes> ledger_stripes;
+  // Commit sequences of the ledger_seq family (meter_store_ledger.cc). Held
+  // only to hand out or retire a number, never across a write.
+  absl::Mutex seq_mu;
+  uint64_t next_seq ABSL_GUARDED_BY(seq_mu) = 1;
+  std::set<uint64_t> writing_seqs ABSL_GUARDED_BY(seq_mu);
+
+  absl::Mutex& LedgerStripe(std::string_view request_id);
 
   ~Impl() { Close(); }
 
@@ -68,9 +83,18 @@ struct MeterStore::Impl {
     return Fail(FromRocks(status, op), op);
   }
 
-  // Whether the ledger holds request_id; errors are reported as op.
-  absl::StatusOr<bool> LedgerHas(std::string_view request_id, std::string_view op)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(ledger_mu);
+  // Whether the ledger holds request_id; errors are reported as op. The
+  // caller holds the id's stripe.
+  absl::StatusOr<bool> LedgerHas(std::string_view request_id, std::string_view op);
+
+  // Adds the record and its ledger_seq entry to batch and writes it (the
+  // caller holds the id's stripe and checked the id is new). A failed write
+  // keeps its sequence "being written" (MeterStore::LedgerWatermark).
+  rocksdb::Status CommitLedger(std::string_view request_id, std::string_view record,
+                               rocksdb::WriteBatch& batch);
+  // At Open: indexes a ledger written before ledger_seq existed (once; a
+  // marker in the default family records it) and recovers next_seq.
+  absl::Status OpenLedgerIndex();
 
   absl::Status FlushAndSync();
 

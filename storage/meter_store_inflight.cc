@@ -1,6 +1,7 @@
 // MeterStore: steps of requests in flight, their end, and recovery of those a
 // crash interrupted (the `inflight` family; see meter_store.h).
 #include <chrono>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -80,26 +81,31 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
   for (const UsageDelta& delta : usage) {
     if (absl::Status valid = ValidateUsageKey(delta.key); !valid.ok()) return valid;
   }
-  absl::MutexLock hold(&impl_->ledger_mu);
+  // Per id, not global: a synced write here must not hold up other requests'
+  // ends (they group-commit instead).
+  absl::MutexLock hold(&impl_->LedgerStripe(request_id));
   auto found = impl_->LedgerHas(request_id, "finish_request");
   if (!found.ok()) return found.status();
   if (*found) return false;
 
   rocksdb::WriteBatch batch;
-  rocksdb::Status s = batch.Put(impl_->ledger, ToSlice(request_id), ToSlice(ledger_record));
-  if (s.ok()) s = batch.Delete(impl_->inflight, ToSlice(request_id));
+  rocksdb::Status s = batch.Delete(impl_->inflight, ToSlice(request_id));
   for (const UsageDelta& delta : usage) {
     if (!s.ok()) break;
     s = batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
   }
-  if (s.ok()) s = impl_->db->Write(impl_->write_options, &batch);
+  if (s.ok()) s = impl_->CommitLedger(request_id, ledger_record, batch);
   if (absl::Status written = impl_->Check(s, "finish_request"); !written.ok()) return written;
   return true;
 }
 
 absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
     const std::function<std::string(const InterruptedRequest&)>& make_record) {
-  absl::MutexLock hold(&impl_->ledger_mu);
+  // Runs alone at start-up; all stripes keep any other ledger writer out.
+  std::vector<std::unique_ptr<absl::MutexLock>> holds;
+  for (absl::Mutex& stripe : impl_->ledger_stripes) {
+    holds.push_back(std::make_unique<absl::MutexLock>(&stripe));
+  }
   size_t recovered = 0;
   // The iterator reads an implicit snapshot, so the deletes below do not
   // disturb it. Errors are returned unreported: ScanPrefix reports them once.
@@ -131,15 +137,16 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
           const std::string record = make_record(request);
           UsageCounters counted;
           counted.requests = 1;
-          if (s.ok()) s = batch.Put(impl_->ledger, ToSlice(id), ToSlice(record));
           if (s.ok()) {
             s = batch.Merge(impl_->usage,
                             EncodeUsageKey({std::move(request.tenant), std::move(request.model),
                                             std::move(request.device), request.hour}),
                             EncodeUsageCounters(counted));
           }
+          if (s.ok()) s = impl_->CommitLedger(id, record, batch);
+        } else if (s.ok()) {
+          s = impl_->db->Write(impl_->write_options, &batch);
         }
-        if (s.ok()) s = impl_->db->Write(impl_->write_options, &batch);
         if (!s.ok()) return FromRocks(s, "recover");
         if (write_record) ++recovered;
         return absl::OkStatus();

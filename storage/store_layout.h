@@ -17,5 +17,11 @@ inline constexpr std::string_view kLedgerFamily = "ledger";
 inline constexpr std::string_view kStateFamily = "state";
 // Progress of requests not yet in the ledger (meter_store.h, RecordStep).
 inline constexpr std::string_view kInflightFamily = "inflight";
+// The ledger in commit order: u64 BE sequence -> u64 BE commit unix ms +
+// request id (meter_store.h, ReadLedgerPage).
+inline constexpr std::string_view kLedgerSeqFamily = "ledger_seq";
+// Default-family key written once every ledger record of a store older than
+// ledger_seq has been indexed.
+inline constexpr std::string_view kLedgerIndexedKey = "ledger_seq/indexed";
 
 }  // namespace tokenmill::storage

@@ -2,7 +2,9 @@
 
 #include <curl/curl.h>
 
+#include <cctype>
 #include <memory>
+#include <string_view>
 
 namespace tokenmill::cli {
 namespace {
@@ -10,6 +12,24 @@ namespace {
 size_t Append(char* data, size_t size, size_t count, void* out) {
   static_cast<std::string*>(out)->append(data, size * count);
   return size * count;
+}
+
+// "Name: value\r\n" lines into a map with lowercased names.
+size_t AppendHeader(char* data, size_t size, size_t count, void* out) {
+  const size_t n = size * count;
+  std::string_view line(data, n);
+  const size_t colon = line.find(':');
+  if (colon != std::string_view::npos) {
+    std::string name(line.substr(0, colon));
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+      value.remove_suffix(1);
+    (*static_cast<std::map<std::string, std::string>*>(out))[name] = std::string(value);
+  }
+  return n;
 }
 
 struct CurlDeleter {
@@ -103,6 +123,8 @@ ControlResponse ControlClient::Perform(const std::string& method, const std::str
   curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_CUSTOMREQUEST, method.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_HEADERFUNCTION, AppendHeader);
+  curl_easy_setopt(curl.get(), CURLOPT_HEADERDATA, &result.headers);
   if (stream) {
     stream->curl = curl.get();
     stream->error_body = &result.body;

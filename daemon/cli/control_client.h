@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,12 @@ struct ControlResponse {
   long status = 0;  // HTTP status; 0 when the request did not get an answer
   std::string body;
   std::string error;  // transport error when status == 0
+  // The answer's headers, names lowercased (the last one of a name wins).
+  std::map<std::string, std::string> headers;
+  std::string Header(const std::string& lowercase_name) const {
+    auto it = headers.find(lowercase_name);
+    return it == headers.end() ? "" : it->second;
+  }
 };
 
 // One request at a time; not thread-safe.

@@ -9,6 +9,8 @@
 //   tokenmill usage [--tenant T] [--model M] [--from X] [--to Y] [--group hour|day|total]
 //                   [--by-device] [--csv]
 //   tokenmill top [--interval 1s] [--once] [--metrics HOST:PORT]
+//   tokenmill ledger export [--tenant T] [--model M] [--from X] [--to Y]
+//                   [--format jsonl|csv|cloudevents] [--cursor-file PATH] [--limit N]
 //
 // Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 // with an error, 2 for a bad command line.
@@ -20,6 +22,7 @@
 #include "CLI/CLI.hpp"
 #include "daemon/cli/control_client.h"
 #include "daemon/cli/control_json.h"
+#include "daemon/cli/ledger_commands.h"
 #include "daemon/cli/model_commands.h"
 #include "daemon/cli/runtime_commands.h"
 #include "daemon/cli/table.h"
@@ -116,6 +119,7 @@ int main(int argc, char** argv) {
   tokenmill::cli::LocalCommands local(app);
   tokenmill::cli::RuntimeCommands runtime(app);
   tokenmill::cli::UsageCommands usage(app);
+  tokenmill::cli::LedgerCommands ledger(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -133,6 +137,7 @@ int main(int argc, char** argv) {
                                      : ControlClient::ForControlPort(url, token, timeout_ms);
   if (int code = runtime.Run(client, as_json); code >= 0) return code;
   if (int code = usage.Run(client, as_json, timeout_ms); code >= 0) return code;
+  if (int code = ledger.Run(client); code >= 0) return code;
   std::optional<json> body;
   if (status_cmd->parsed()) {
     body = FetchJson(client, "GET", "/control/v1/node");

@@ -115,6 +115,7 @@ void Connection::Close() {
   queued_write_bytes_ = 0;
   uv_close(&stream_.handle, &Connection::OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &Connection::OnHandleClosed);
+  on_writable_ = nullptr;
   std::shared_ptr<ConnectionResponseWriter> writer = active_writer_.lock();
   active_writer_.reset();
   if (writer) writer->PeerGone();
@@ -498,6 +499,17 @@ void Connection::DropSlowReader(std::string_view reason) {
       context_.max_queued_write_bytes_total);
 }
 
+void Connection::WhenQueuedAtMost(uint64_t bytes, std::function<void()> fn) {
+  if (state_ != State::kOpen) return;
+  if (queued_write_bytes_ <= bytes) {
+    on_writable_ = nullptr;
+    fn();
+    return;
+  }
+  writable_at_ = bytes;
+  on_writable_ = std::move(fn);
+}
+
 void Connection::OnWriteDone(uv_write_t* req, int status) {
   auto* pending = static_cast<PendingWrite*>(req->data);
   // Write callbacks (cancelled ones included) run before the close callback,
@@ -509,7 +521,14 @@ void Connection::OnWriteDone(uv_write_t* req, int status) {
     self->context_.queued_write_bytes_total -= pending->size;
   }
   delete pending;
-  if (status < 0 && status != UV_ECANCELED) self->Close();
+  if (status < 0 && status != UV_ECANCELED) {
+    self->Close();
+  } else if (self->on_writable_ && self->state_ == State::kOpen &&
+             self->queued_write_bytes_ <= self->writable_at_) {
+    std::function<void()> fn = std::move(self->on_writable_);
+    self->on_writable_ = nullptr;
+    fn();
+  }
 }
 
 }  // namespace tokenmill::http

@@ -89,6 +89,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Used by ConnectionResponseWriter.
   void WriteBytes(std::string data);
+  // Runs fn once when at most `bytes` are queued for the peer (now, if so);
+  // dropped when the connection closes. Replaces an earlier one.
+  void WhenQueuedAtMost(uint64_t bytes, std::function<void()> fn);
   // The response to request `id` is complete; close the connection after it
   // when `close`, otherwise go on with the next request.
   void FinishResponse(uint64_t id, bool close);
@@ -162,6 +165,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t queued_write_bytes_ = 0;
   RequestOrigin origin_;
   std::string listener_name_;
+  uint64_t writable_at_ = 0;
+  std::function<void()> on_writable_;
 };
 
 }  // namespace tokenmill::http

@@ -105,6 +105,15 @@ class ResponseWriter {
   // read lets its output pile up past the per-connection or server budget). Runs at once if the
   // peer is already gone; may run inside a Write() that finds the peer gone.
   virtual void OnClose(std::function<void()> fn) = 0;
+  // Runs fn once on the loop thread when at most max_queued_bytes of output
+  // wait for the peer (at once when that is already so), so that a producer
+  // of a long body paces itself by the peer's reading instead of piling it
+  // up. A later call replaces an earlier fn. Never runs once the peer is
+  // gone (OnClose does). Writers without an output queue run fn at once.
+  virtual void OnWritable(uint64_t max_queued_bytes, std::function<void()> fn) {
+    (void)max_queued_bytes;
+    fn();
+  }
 };
 
 // A writer dropped unanswered makes the server answer 500 (or, mid-stream,

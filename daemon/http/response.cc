@@ -265,6 +265,13 @@ void ConnectionResponseWriter::OnClose(std::function<void()> fn) {
   on_close_ = std::move(fn);
 }
 
+void ConnectionResponseWriter::OnWritable(uint64_t max_queued_bytes, std::function<void()> fn) {
+  if (state_ != State::kStreaming) return;
+  std::shared_ptr<Connection> live = LiveConnection();
+  if (live == nullptr) return;
+  live->WhenQueuedAtMost(max_queued_bytes, std::move(fn));
+}
+
 void ConnectionResponseWriter::PeerGone() {
   if (peer_gone_) return;
   peer_gone_ = true;

@@ -57,6 +57,7 @@ class ConnectionResponseWriter final : public ResponseWriter {
   bool closed() const override;
   // Runs fn at once when the peer is already gone (and the response unended).
   void OnClose(std::function<void()> fn) override;
+  void OnWritable(uint64_t max_queued_bytes, std::function<void()> fn) override;
 
   // Called by the connection (loop thread) when the peer goes away.
   void PeerGone();

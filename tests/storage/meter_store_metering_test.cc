@@ -390,7 +390,8 @@ TEST_F(MeteringTest, MalformedInflightEntryIsDataLoss) {
         {std::string(kUsageFamily), usage_options},
         {std::string(kLedgerFamily), {}},
         {std::string(kStateFamily), {}},
-        {std::string(kInflightFamily), inflight_options}};
+        {std::string(kInflightFamily), inflight_options},
+        {std::string(kLedgerSeqFamily), {}}};
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     ASSERT_TRUE(

@@ -475,7 +475,8 @@ TEST_F(MeterStoreTest, MalformedUsageIsDataLossAndReported) {
         {std::string(kUsageFamily), usage_options},
         {std::string(kLedgerFamily), {}},
         {std::string(kStateFamily), {}},
-        {std::string(kInflightFamily), InflightOptions()}};
+        {std::string(kInflightFamily), InflightOptions()},
+        {std::string(kLedgerSeqFamily), {}}};
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(db_options, (Options().dir / kDbDirName).string(), families,
