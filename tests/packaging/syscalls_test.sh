@@ -134,6 +134,7 @@ if [[ ! -s $tmp/used ]]; then
   exit 1
 fi
 echo "== system calls: tokenmilld made $(wc -l <"$tmp/used"), the unit permits $(wc -l <"$tmp/permitted")"
+echo "  made: $(tr '\n' ' ' <"$tmp/used")"
 outside=$(comm -23 "$tmp/used" "$tmp/permitted" | tr '\n' ' ')
 if [[ -n $outside ]]; then
   fail "calls the unit's SystemCallFilter= would refuse: $outside"
