@@ -142,6 +142,15 @@ else
   echo "  ok:   every call is permitted"
 fi
 
+# The unit lets CPU-only nodes turn MemoryDenyWriteExecute= on: the CPU
+# daemon must never ask for memory both writable and executable.
+wx=$(grep -E '(mmap|mprotect|pkey_mprotect)\(.*PROT_WRITE\|PROT_EXEC' "$tmp/trace" | head -n 3)
+if [[ -n $wx ]]; then
+  fail "writable and executable mappings: $wx"
+else
+  echo "  ok:   no mapping is both writable and executable"
+fi
+
 families=$(sed -n 's/.*RestrictAddressFamilies=//p' "$unit")
 used_families=$(grep -oE '(socket|socketpair)\(AF_[A-Z0-9]+' "$tmp/trace" | sed 's/.*(//' | sort -u | tr '\n' ' ')
 echo "== address families: used: $used_families; the unit allows: $families"
