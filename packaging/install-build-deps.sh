@@ -9,8 +9,8 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsystemd-dev
   libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libicu-dev
   # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test,
-  # man-db to render its man pages, strace for the unit's system call filter.
-  prometheus dpkg-dev systemd man-db strace
+  # lintian and man-db to check it, strace for the unit's system call filter.
+  prometheus dpkg-dev systemd man-db lintian strace
   # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes.
   clang libclang-rt-14-dev
 )
