@@ -368,8 +368,10 @@ absl::StatusOr<NodeConfig> Parse(std::string_view toml_text, std::string_view so
   ProblemList problems;
   CrossChecks cross;
   for (const auto& [key, node] : root) {
+    // By name, not through the binding: clang before 16 cannot capture one.
+    const std::string_view name = key.str();
     const auto spec = std::find_if(std::begin(kSections), std::end(kSections),
-                                   [&](const SectionSpec& s) { return s.name == key.str(); });
+                                   [&](const SectionSpec& s) { return s.name == name; });
     if (spec == std::end(kSections)) {
       ReportUnknownTopLevel(key, node, problems);
       continue;

@@ -8,8 +8,11 @@ packages=(
   libuv1-dev libhttp-parser-dev libabsl-dev prometheus-cpp-dev librocksdb-dev
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsystemd-dev
   libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libicu-dev
-  # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test.
-  prometheus dpkg-dev systemd
+  # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test,
+  # lintian and man-db to check it, strace for the unit's system call filter.
+  prometheus dpkg-dev systemd man-db lintian strace
+  # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes.
+  clang libclang-rt-14-dev
 )
 
 # Node.js runs a second GGUF reader in the tests; the image may ship its own.

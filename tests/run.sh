@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs the build
 # dependencies, builds tokenmill (CUDA parts too when nvcc exists), runs every
-# test, then builds again with ASan+UBSan and runs every test there.
+# test, then builds again with ASan+UBSan and runs every test there, then
+# builds the libFuzzer harnesses with clang and runs each for a bounded time.
 #
-#   bash tests/run.sh            # both builds
+#   bash tests/run.sh            # all three passes
 #   TOKENMILL_TEST_SANITIZE=0 bash tests/run.sh   # skip the sanitizer pass
+#   TOKENMILL_TEST_FUZZ=0 bash tests/run.sh       # skip the fuzz pass
+#   TOKENMILL_FUZZ_SECONDS=60 bash tests/run.sh   # fuzz each harness longer (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +31,16 @@ if [ "${TOKENMILL_TEST_SANITIZE:-1}" != "0" ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build/asan -DCMAKE_BUILD_TYPE=Debug -DTOKENMILL_SANITIZE=address -DTOKENMILL_CUDA=OFF
   echo "asan+ubsan build and tests: $(( $(date +%s) - start )) s"
+fi
+
+if [ "${TOKENMILL_TEST_FUZZ:-1}" != "0" ]; then
+  start=$(date +%s)
+  # Only the harnesses and the libraries they use are built (tests/fuzz).
+  cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang \
+    -DTOKENMILL_FUZZ=ON -DTOKENMILL_CUDA=OFF -DTOKENMILL_BUILD_TESTS=OFF
+  cmake --build build/fuzz --target fuzzers -j "$jobs"
+  echo "fuzz build: $(( $(date +%s) - start )) s"
+  bash tests/fuzz/run_fuzzers.sh build/fuzz "${TOKENMILL_FUZZ_SECONDS:-10}"
+  echo "fuzz build and runs: $(( $(date +%s) - start )) s"
 fi

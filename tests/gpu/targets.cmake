@@ -26,7 +26,7 @@ add_library(tokenmill_gpu_test_util STATIC
   ${TOKENMILL_GPU_TESTS_DIR}/synth_spec.cc)
 target_include_directories(tokenmill_gpu_test_util PUBLIC ${TOKENMILL_GPU_ROOT})
 target_link_libraries(tokenmill_gpu_test_util PUBLIC
-  tokenmill_cuda_core ${TOKENMILL_GPU_REFERENCE_LIBS} CUDA::cudart)
+  tokenmill_cuda_core ${TOKENMILL_GPU_REFERENCE_LIBS} CUDA::cudart_static)
 target_compile_options(tokenmill_gpu_test_util PRIVATE -Wall -Wextra)
 
 add_executable(tokenmill_gpu_tests

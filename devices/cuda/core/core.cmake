@@ -15,7 +15,15 @@ add_library(tokenmill_cuda_core STATIC
   ${TOKENMILL_CUDA_CORE_DIR}/engine_weights.cc)
 target_include_directories(tokenmill_cuda_core PUBLIC ${TOKENMILL_ROOT})
 # cuBLAS is loaded at run time (cublas_library.h says why): headers only here.
-target_link_libraries(tokenmill_cuda_core PUBLIC tokenmill_model_spec CUDA::cudart ${CMAKE_DL_LIBS})
+# The CUDA runtime is linked statically, so that no binary lists libcudart in
+# its NEEDED entries: the .deb cannot depend on it, and a node without CUDA
+# must start the daemon. cudart_static finds the driver (libcuda.so.1) with
+# dlopen at the first CUDA call and reports no GPU where there is none.
+target_link_libraries(tokenmill_cuda_core PUBLIC tokenmill_model_spec CUDA::cudart_static
+  ${CMAKE_DL_LIBS})
+# Where cuBLAS is looked for when the loader's path has none: this toolkit.
+set_source_files_properties(${TOKENMILL_CUDA_CORE_DIR}/cublas_library.cc PROPERTIES
+  COMPILE_DEFINITIONS "TOKENMILL_CUDA_LIBRARY_DIR=\"${CUDAToolkit_LIBRARY_DIR}\"")
 target_include_directories(tokenmill_cuda_core PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
 set_target_properties(tokenmill_cuda_core PROPERTIES
   CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON)

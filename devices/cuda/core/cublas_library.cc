@@ -5,6 +5,7 @@
 
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace tokenmill::devices::cuda::core {
 namespace {
@@ -14,17 +15,35 @@ struct Loaded {
   std::string error;  // empty when api is usable
 };
 
-// The directory of the CUDA runtime this process uses, with a trailing
-// slash, or "" when unknown.
+// The directory of the shared CUDA runtime this process uses, with a
+// trailing slash, or "" when unknown or when the runtime is linked
+// statically (then dladdr names the executable, not a CUDA directory).
 std::string CudartDirectory() {
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&cudaGetDeviceCount), &info) == 0 ||
       info.dli_fname == nullptr) {
     return "";
   }
+  // Linked statically, the runtime sits in the same object as this code.
+  Dl_info self{};
+  if (dladdr(reinterpret_cast<void*>(&LoadCublas), &self) != 0 &&
+      self.dli_fbase == info.dli_fbase) {
+    return "";
+  }
   const std::string path = info.dli_fname;
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? "" : path.substr(0, slash + 1);
+}
+
+// Directories to try, in order, after the loader's own search failed.
+std::vector<std::string> FallbackDirectories() {
+  std::vector<std::string> dirs;
+  if (std::string d = CudartDirectory(); !d.empty()) dirs.push_back(d);
+#ifdef TOKENMILL_CUDA_LIBRARY_DIR
+  // The toolkit this was built with (not on the loader's path everywhere).
+  if (std::string d = TOKENMILL_CUDA_LIBRARY_DIR; !d.empty()) dirs.push_back(d + "/");
+#endif
+  return dirs;
 }
 
 template <typename F>
@@ -39,11 +58,14 @@ Loaded Load() {
   const std::string name = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
   void* handle = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
-    const std::string first = dlerror();
-    const std::string beside = CudartDirectory() + name;
-    handle = dlopen(beside.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::string errors = dlerror();
+    for (const std::string& dir : FallbackDirectories()) {
+      handle = dlopen((dir + name).c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (handle != nullptr) break;
+      errors += std::string("; ") + dlerror();
+    }
     if (handle == nullptr) {
-      l.error = "cannot load cuBLAS: " + first + "; " + dlerror();
+      l.error = "cannot load cuBLAS: " + errors;
       return l;
     }
   }

@@ -29,7 +29,9 @@ struct CublasApi {
 };
 
 // The loaded library (libcublas.so.<major> from the loader's path, else next
-// to the CUDA runtime in use), or null with `error` saying what failed.
+// to the CUDA runtime in use when that is a shared library, else in the
+// toolkit's library directory of the build), or null with `error` saying
+// what failed.
 // Loaded once; thread-safe.
 const CublasApi* LoadCublas(std::string* error);
 
