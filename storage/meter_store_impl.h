@@ -4,9 +4,13 @@
 // Internal: includes RocksDB, which meter_store.h keeps private.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -18,7 +22,9 @@
 #include "rocksdb/slice.h"
 #include "storage/data_dir_lock.h"
 #include "storage/meter_store.h"
+#include "storage/rocks_events.h"
 #include "storage/rocks_status.h"
+#include "storage/wal_marker.h"
 
 namespace tokenmill::storage {
 
@@ -55,8 +61,49 @@ struct MeterStore::Impl {
   // Makes the ledger's read-then-write (PutLedger, FinishRequest, recovery)
   // atomic against each other.
   absl::Mutex ledger_mu;
+  std::shared_ptr<RocksLogger> logger;
+  std::shared_ptr<StoreEventListener> listener;
+  std::optional<StoreLoss> accepted_loss;
 
-  ~Impl() { Close(); }
+  // How far the WAL reached (wal_marker.h), rewritten after every write.
+  absl::Mutex marker_mu;
+  std::unique_ptr<WalMarkerFile> marker_file ABSL_GUARDED_BY(marker_mu);
+  WalMarker marker ABSL_GUARDED_BY(marker_mu);
+  bool marker_failed ABSL_GUARDED_BY(marker_mu) = false;  // logged once
+  std::atomic<bool> wal_switched{false};                  // set by the listener
+
+  // Writability: ok, or why writes are refused until ResumeLoop succeeds.
+  mutable absl::Mutex health_mu;
+  absl::Status unwritable ABSL_GUARDED_BY(health_mu);
+  uint64_t failures ABSL_GUARDED_BY(health_mu) = 0;  // EnterUnwritable calls
+  std::chrono::steady_clock::time_point unwritable_since ABSL_GUARDED_BY(health_mu);
+  bool stopping ABSL_GUARDED_BY(health_mu) = false;
+  std::thread resumer;
+
+  ~Impl() {
+    StopResumer();
+    Close();
+  }
+
+  void Log(StoreLogLevel level, std::string_view line) const {
+    if (options.log) options.log(level, line);
+  }
+
+  // kUnavailable while the store is unwritable; reported as op.
+  absl::Status WriteGate(std::string_view op) const;
+  // The result of a write: updates the marker when it succeeded; an I/O
+  // error makes the store unwritable and is returned as kUnavailable.
+  absl::Status Written(const rocksdb::Status& status, std::string_view op);
+  void EnterUnwritable(const rocksdb::Status& status);
+  void MarkWritten();
+  // The resumer thread: while unwritable, every resume_interval, DB::Resume
+  // and a probe write; the first success makes the store writable again.
+  void ResumeLoop();
+  bool TryResume();
+  void StopResumer();
+  bool ResumerHasWork() const ABSL_SHARED_LOCKS_REQUIRED(health_mu) {
+    return stopping || !unwritable.ok();
+  }
 
   // Reports a failed operation to the owner's callback and passes it on.
   absl::Status Fail(absl::Status status, std::string_view op) const {

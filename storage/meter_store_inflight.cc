@@ -69,7 +69,8 @@ absl::Status MeterStore::RecordStep(const StepRecord& step) {
         batch.Merge(impl_->inflight, ToSlice(request.request_id), ToSlice(value));
     if (!s.ok()) return impl_->Check(s, "record_step");
   }
-  return impl_->Check(impl_->db->Write(impl_->write_options, &batch), "record_step");
+  if (absl::Status gate = impl_->WriteGate("record_step"); !gate.ok()) return gate;
+  return impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
 }
 
 absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
@@ -83,6 +84,7 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
   auto found = impl_->LedgerHas(request_id, "finish_request");
   if (!found.ok()) return found.status();
   if (*found) return false;
+  if (absl::Status gate = impl_->WriteGate("finish_request"); !gate.ok()) return gate;
 
   rocksdb::WriteBatch batch;
   rocksdb::Status s = batch.Put(impl_->ledger, ToSlice(request_id), ToSlice(ledger_record));
@@ -91,8 +93,12 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
     if (!s.ok()) break;
     s = batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
   }
-  if (s.ok()) s = impl_->db->Write(impl_->write_options, &batch);
-  if (absl::Status written = impl_->Check(s, "finish_request"); !written.ok()) return written;
+  if (!s.ok()) return impl_->Check(s, "finish_request");
+  if (absl::Status written =
+          impl_->Written(impl_->db->Write(impl_->write_options, &batch), "finish_request");
+      !written.ok()) {
+    return written;
+  }
   return true;
 }
 
@@ -137,8 +143,14 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
                             EncodeUsageCounters(counted));
           }
         }
-        if (s.ok()) s = impl_->db->Write(impl_->write_options, &batch);
         if (!s.ok()) return FromRocks(s, "recover");
+        if (absl::Status gate = impl_->WriteGate(""); !gate.ok()) return gate;
+        s = impl_->db->Write(impl_->write_options, &batch);
+        if (!s.ok()) {
+          impl_->EnterUnwritable(s);
+          return FromRocks(s, "recover");
+        }
+        impl_->MarkWritten();
         if (write_record) ++recovered;
         return absl::OkStatus();
       });
