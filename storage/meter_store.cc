@@ -1,7 +1,9 @@
 #include "storage/meter_store.h"
 
+#include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -69,6 +71,27 @@ absl::Status MeterStore::Impl::FlushAndSync() {
 
 void MeterStore::Impl::Close() {
   if (db == nullptr) return;
+  absl::Status health;
+  {
+    absl::MutexLock hold(&health_mu);
+    health = unwritable;
+  }
+  if (!health.ok()) {
+    // Closing RocksDB after a failed WAL write flushes the failed log writer,
+    // which Debian's RocksDB (assertions on) aborts on. Leave it open, and
+    // reachable, until the process exits: every acknowledged write is in the
+    // WAL, and the next open recovers it (the failed write is a torn tail).
+    static auto* const abandoned = new std::vector<std::unique_ptr<rocksdb::DB>>();
+    static auto* const abandoned_handles = new std::vector<rocksdb::ColumnFamilyHandle*>();
+    Log(StoreLogLevel::kError,
+        absl::StrCat("store_left_open dir=", options.dir.string(), " reason=\"", health.message(),
+                     "\" recovery=\"the next start replays the WAL\""));
+    abandoned_handles->insert(abandoned_handles->end(), handles.begin(), handles.end());
+    handles.clear();
+    usage = ledger = state = inflight = nullptr;
+    abandoned->push_back(std::move(db));
+    return;
+  }
   (void)FlushAndSync();  // already reported through on_error
   for (rocksdb::ColumnFamilyHandle* handle : handles) {
     (void)Check(db->DestroyColumnFamilyHandle(handle), "flush");
