@@ -132,7 +132,9 @@ bool ControlApi::Handle(const http::HttpRequest& request, const http::ResponseWr
   }
   if (path == "/control/v1/node") {
     if (!get) return SendMethodNotAllowed(*response, {"GET", "HEAD"}), true;
-    SendJson(*response, NodeJson().dump());
+    json node = NodeJson();
+    if (store_) node["store"] = store_();
+    SendJson(*response, node.dump());
     return true;
   }
   if (path == "/control/v1/devices") {

@@ -2,7 +2,8 @@
 //
 //   GET    /healthz               200 while the process serves requests
 //   GET    /readyz                200 when ready for work, 503 while starting or draining
-//   GET    /control/v1/node       version, uptime, config source and digest, state, devices
+//   GET    /control/v1/node       version, uptime, config source and digest, state, devices,
+//                                 store (writable, error, accepted losses and the last one)
 //   GET    /control/v1/devices    every device with its static facts and latest sample
 //   GET    /control/v1/drain      drain state
 //   POST   /control/v1/drain      stop admitting new work (readyz turns 503)
@@ -34,6 +35,9 @@ class ControlApi {
   // returns true; returns false to let another API take it.
   bool Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response);
 
+  // The "store" object of /control/v1/node (omitted when unset).
+  void set_store_source(std::function<nlohmann::json()> source) { store_ = std::move(source); }
+
   nlohmann::json NodeJson() const;
   nlohmann::json DevicesJson() const;
 
@@ -41,6 +45,7 @@ class ControlApi {
   NodeState& state_;
   std::vector<const devices::Device*> devices_;
   SampleSource samples_;
+  std::function<nlohmann::json()> store_;
 };
 
 // Answers a request no API took: 404 for unknown paths.

@@ -1,7 +1,8 @@
 // tokenmilld: the per-node inference daemon.
 //
 // Exit status: 0 after a clean stop, 1 when start-up fails (store in use,
-// address taken, ...), 2 for a bad command line or configuration.
+// store lost writes and --accept-store-loss not given, address taken, ...),
+// 2 for a bad command line or configuration.
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -21,10 +22,16 @@ int main(int argc, char** argv) {
   CLI::App app{"tokenmilld: per-node inference runtime"};
   std::string config_path = "/etc/tokenmill/tokenmill.toml";
   bool check_config = false;
+  bool accept_store_loss = false;
   std::string log_level = "info";
   std::string log_target = "auto";
   app.add_option("-c,--config", config_path, "configuration file")->capture_default_str();
   app.add_flag("--check-config", check_config, "validate the configuration and exit");
+  app.add_flag("--accept-store-loss", accept_store_loss,
+               "start even though the metering store's write-ahead log lost acknowledged "
+               "writes (damaged, cut short or deleted): recover what is left and record the "
+               "loss (log, tokenmill_store_accepted_losses_total, /control/v1/node store); "
+               "without it such a start fails with exit status 1 naming the file and offset");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   app.add_option("--log-target", log_target, "auto|stderr|journald")
       ->check(CLI::IsMember({"auto", "stderr", "journald"}))
@@ -60,7 +67,9 @@ int main(int argc, char** argv) {
   spdlog::info("starting version={} revision={} config={} digest={}", tokenmill::kVersion,
                tokenmill::kRevision, config_path, config->digest);
 
-  auto node = tokenmill::daemon::Node::Start(std::move(*config));
+  tokenmill::daemon::NodeStartOptions start_options;
+  start_options.accept_store_loss = accept_store_loss;
+  auto node = tokenmill::daemon::Node::Start(std::move(*config), start_options);
   if (!node.ok()) {
     spdlog::critical("start_failed error=\"{}\"", std::string(node.status().message()));
     std::fprintf(stderr, "tokenmilld: cannot start: %s\n",

@@ -189,11 +189,14 @@ void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
   one.requests = 1;
   const std::vector<storage::UsageDelta> usage = {
       {storage::UsageKey{record.tenant, model_, device_, HourOf(record.finished_wall)}, one}};
-  auto written =
-      m_.store_.FinishRequest(record.request_id, LedgerRecordJson(record, totals).dump(), usage);
+  std::string ledger_record = LedgerRecordJson(record, totals).dump();
+  auto written = m_.store_.FinishRequest(record.request_id, ledger_record, usage);
   if (!written.ok()) {
     spdlog::error("ledger_write_failed request_id={} error=\"{}\"", record.request_id,
                   written.status().ToString());
+    // Written again once the store takes writes (a full disk freed); a
+    // restart first would recover it from its inflight entry instead.
+    m_.RetryFinishLater({record.request_id, std::move(ledger_record), usage});
   } else if (!*written) {
     spdlog::warn("ledger_duplicate request_id={}", record.request_id);
   }
@@ -267,6 +270,34 @@ absl::StatusOr<size_t> Metering::RecoverInterrupted() {
   });
 }
 
+void Metering::RetryFinishLater(PendingFinish finish) {
+  absl::MutexLock lock(&pending_mu_);
+  if (pending_finishes_.size() >= kMaxPendingFinishes) return;  // recovered at the next start
+  pending_finishes_.push_back(std::move(finish));
+}
+
+void Metering::RetryPendingFinishes() {
+  std::vector<PendingFinish> pending;
+  {
+    absl::MutexLock lock(&pending_mu_);
+    if (pending_finishes_.empty() || !store_.WriteHealth().ok()) return;
+    pending.swap(pending_finishes_);
+  }
+  size_t written = 0;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    auto s = store_.FinishRequest(pending[i].request_id, pending[i].record, pending[i].usage);
+    if (!s.ok()) {
+      absl::MutexLock lock(&pending_mu_);
+      pending_finishes_.insert(pending_finishes_.end(),
+                               std::make_move_iterator(pending.begin() + i),
+                               std::make_move_iterator(pending.end()));
+      break;
+    }
+    ++written;
+  }
+  if (written > 0) spdlog::info("ledger_writes_retried count={}", written);
+}
+
 std::map<std::string, double> Metering::EnergySinceLastTick() {
   std::map<std::string, double> delta;
   if (!sources_.energy_joules) return delta;
@@ -311,6 +342,7 @@ void Metering::StartTicker(std::chrono::milliseconds period) {
       if (ticker_stop_) break;
       ticker_mu_.Unlock();
       Tick();
+      RetryPendingFinishes();
       ticker_mu_.Lock();
     }
   });
@@ -324,6 +356,7 @@ void Metering::StopTicker() {
   if (ticker_.joinable()) {
     ticker_.join();
     Tick();  // the last interval up to now
+    RetryPendingFinishes();
   }
 }
 

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -62,7 +63,9 @@ class Metering {
   // (outcome "interrupted") from their recorded progress. Returns how many.
   absl::StatusOr<size_t> RecoverInterrupted();
 
-  // Starts / stops the ledger ticker (closes intervals every `period`).
+  // Starts / stops the ledger ticker (closes intervals every `period`, and
+  // writes the ledger records a full disk held back once the store writes
+  // again; StopTicker writes them a last time).
   void StartTicker(std::chrono::milliseconds period);
   void StopTicker();
   // Closes the ledger interval up to now (the ticker does it periodically).
@@ -79,6 +82,17 @@ class Metering {
 
  private:
   friend class InstanceMeter;
+  // A request end the store refused (unwritable): retried by the ticker once
+  // the store writes again.
+  struct PendingFinish {
+    std::string request_id;
+    std::string record;
+    std::vector<storage::UsageDelta> usage;
+  };
+  static constexpr size_t kMaxPendingFinishes = 100000;
+  void RetryFinishLater(PendingFinish finish);
+  void RetryPendingFinishes();
+
   storage::MeterStore& store_;
   telemetry::CostLedger& ledger_;
   tenants::TenantRegistry& tenants_;
@@ -95,6 +109,9 @@ class Metering {
   absl::Mutex tick_mu_;
   std::map<std::string, double> last_energy_ ABSL_GUARDED_BY(tick_mu_);
   bool energy_seen_ ABSL_GUARDED_BY(tick_mu_) = false;
+
+  absl::Mutex pending_mu_;
+  std::vector<PendingFinish> pending_finishes_ ABSL_GUARDED_BY(pending_mu_);
 
   absl::Mutex ticker_mu_;
   bool ticker_stop_ ABSL_GUARDED_BY(ticker_mu_) = false;

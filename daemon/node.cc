@@ -48,6 +48,53 @@ class NodeStateCollector : public prometheus::Collectable {
   const NodeState& state_;
 };
 
+// tokenmill_store_writable (0 while the store refuses writes, e.g. on a full
+// disk) and tokenmill_store_accepted_losses_total, read at scrape time.
+class StoreCollector : public prometheus::Collectable {
+ public:
+  StoreCollector(const storage::MeterStore& store, size_t accepted_losses)
+      : store_(store), accepted_losses_(accepted_losses) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily writable;
+    writable.name = "tokenmill_store_writable";
+    writable.help = "1 while the metering store takes writes, 0 while it refuses them (full disk)";
+    writable.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric w;
+    w.gauge.value = store_.WriteHealth().ok() ? 1.0 : 0.0;
+    writable.metric.push_back(std::move(w));
+    prometheus::MetricFamily losses;
+    losses.name = "tokenmill_store_accepted_losses_total";
+    losses.help =
+        "Losses of acknowledged metering writes accepted with --accept-store-loss on this data dir";
+    losses.type = prometheus::MetricType::Counter;
+    prometheus::ClientMetric l;
+    l.counter.value = static_cast<double>(accepted_losses_);
+    losses.metric.push_back(std::move(l));
+    return {std::move(writable), std::move(losses)};
+  }
+
+ private:
+  const storage::MeterStore& store_;
+  const size_t accepted_losses_;
+};
+
+void LogStoreLine(storage::StoreLogLevel level, std::string_view line) {
+  switch (level) {
+    case storage::StoreLogLevel::kDebug:
+      spdlog::debug("{}", line);
+      break;
+    case storage::StoreLogLevel::kInfo:
+      spdlog::info("{}", line);
+      break;
+    case storage::StoreLogLevel::kWarn:
+      spdlog::warn("{}", line);
+      break;
+    case storage::StoreLogLevel::kError:
+      spdlog::error("{}", line);
+      break;
+  }
+}
+
 // The socket's directory: systemd's RuntimeDirectory= makes it in production;
 // for other set-ups create it, owner-only-writable.
 absl::Status EnsureSocketDir(const std::string& socket_path) {
@@ -72,7 +119,8 @@ std::string WithPort(const std::string& listen, uint16_t port) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
+absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
+                                                  NodeStartOptions options) {
   std::unique_ptr<Node> node(new Node());
   node->state_ = std::make_unique<NodeState>(std::move(config), std::chrono::system_clock::now());
   auto cfg = node->state_->config();
@@ -93,11 +141,37 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   store_options.on_error = [store_errors](std::string_view op) {
     store_errors->Add({{"op", std::string(op)}}).Increment();
   };
+  store_options.log = LogStoreLine;
+  store_options.log_debug = spdlog::should_log(spdlog::level::debug);
+  store_options.accept_loss = options.accept_store_loss;
   auto store = storage::MeterStore::Open(store_options);
-  if (!store.ok()) return store.status();
+  if (!store.ok()) {
+    if (store.status().code() == absl::StatusCode::kDataLoss) {
+      return absl::DataLossError(absl::StrCat(
+          store.status().message(),
+          ". Restore the data dir from a backup, or start tokenmilld once with "
+          "--accept-store-loss to open the store with what is left (the loss is logged, counted "
+          "in tokenmill_store_accepted_losses_total and shown in /control/v1/node)"));
+    }
+    return store.status();
+  }
   node->store_ = std::move(*store);
   spdlog::info("store_opened dir={} durability={}", cfg->node.data_dir.string(),
                config::ToString(cfg->storage.durability));
+  if (const auto& loss = node->store_->accepted_loss()) {
+    spdlog::error(
+        "store_loss_accepted kind={} file={} offset={} expected_sequence={} "
+        "recovered_sequence={} lost_writes={} saved_copy={} detail=\"{}\"",
+        loss->kind, loss->file, loss->offset, loss->expected_sequence, loss->recovered_sequence,
+        loss->lost_writes, loss->saved_copy.empty() ? "none" : loss->saved_copy, loss->detail);
+  } else if (options.accept_store_loss) {
+    spdlog::info("store_accept_loss_unused reason=\"the store lost nothing\"");
+  }
+  auto losses = node->store_->AcceptedLosses();
+  if (!losses.ok()) return losses.status();
+  node->store_losses_ = std::move(*losses);
+  node->store_collector_ =
+      std::make_shared<StoreCollector>(*node->store_, node->store_losses_.size());
 
   devices::DiscoveryOptions discovery;
   discovery.watts_for = [cfg](const std::string& id) -> std::optional<double> {
@@ -137,6 +211,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
     node->metrics_server_->Register(node->registry_);
     node->metrics_server_->Register(node->process_collector_);
     node->metrics_server_->Register(node->state_collector_);
+    node->metrics_server_->Register(node->store_collector_);
     addresses.metrics = WithPort(cfg->metrics.listen, node->metrics_server_->port());
     spdlog::info("metrics_listening address={}", addresses.metrics);
   }
@@ -144,6 +219,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config) {
   telemetry::DeviceSampler* sampler = node->sampler_.get();
   node->control_api_ = std::make_unique<ControlApi>(*node->state_, const_device_ptrs,
                                                     [sampler] { return sampler->Latest(); });
+  Node* self_for_store = node.get();
+  node->control_api_->set_store_source([self_for_store] { return self_for_store->StoreJson(); });
 
   // Tenants and model instances: the config's, then what the API made before.
   node->tenants_ = std::make_unique<tenants::TenantRegistry>();
@@ -338,6 +415,14 @@ void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
                                      "the node is draining; send new requests to another node"));
       return;
     }
+    // A token is metered before it is sent: no generation while the store
+    // cannot write (a full disk); the status names the data dir.
+    if (request.method == "POST") {
+      if (absl::Status health = store_->WriteHealth(); !health.ok()) {
+        SendOpenAiError(*response, health, {{"Retry-After", "5"}});
+        return;
+      }
+    }
     if (openai_api_->Handle(request, response)) return;
   }
   SendNotFound(request, *response);
@@ -410,6 +495,30 @@ void Node::Stop(std::chrono::milliseconds drain_timeout) {
     store_.reset();
     spdlog::info("store_closed");
   }
+}
+
+nlohmann::json Node::StoreJson() const {
+  nlohmann::json out;
+  const absl::Status health = store_ ? store_->WriteHealth() : absl::OkStatus();
+  out["writable"] = health.ok();
+  out["error"] =
+      health.ok() ? nlohmann::json(nullptr) : nlohmann::json(std::string(health.message()));
+  out["accepted_losses"] = store_losses_.size();
+  if (store_losses_.empty()) {
+    out["last_accepted_loss"] = nullptr;
+  } else {
+    const storage::StoreLoss& l = store_losses_.back();
+    out["last_accepted_loss"] = {{"at_unix_ms", l.at_unix_ms},
+                                 {"file", l.file},
+                                 {"offset", l.offset},
+                                 {"kind", l.kind},
+                                 {"expected_sequence", l.expected_sequence},
+                                 {"recovered_sequence", l.recovered_sequence},
+                                 {"lost_writes", l.lost_writes},
+                                 {"saved_copy", l.saved_copy},
+                                 {"detail", l.detail}};
+  }
+  return out;
 }
 
 telemetry::RuntimeSnapshot Node::Snapshot() const {

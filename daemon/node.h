@@ -33,11 +33,21 @@
 
 namespace tokenmill::daemon {
 
+// What the command line adds to the config for one start.
+struct NodeStartOptions {
+  // tokenmilld --accept-store-loss: open a store whose write-ahead log lost
+  // acknowledged writes with what is left, and record the loss (log,
+  // tokenmill_store_accepted_losses_total, /control/v1/node "store").
+  bool accept_store_loss = false;
+};
+
 class Node {
  public:
   // Opens the store, discovers devices, starts metrics and the API servers.
-  // On error nothing is left running (and the store is closed).
-  static absl::StatusOr<std::unique_ptr<Node>> Start(config::NodeConfig config);
+  // On error nothing is left running (and the store is closed). A store that
+  // lost writes is kDataLoss naming the file and offset, unless accepted.
+  static absl::StatusOr<std::unique_ptr<Node>> Start(config::NodeConfig config,
+                                                     NodeStartOptions options = {});
   ~Node();  // Stop()s
 
   // Applies a re-read config: reloadable settings take effect; the others are
@@ -61,12 +71,17 @@ class Node {
   void Route(http::HttpRequest request, http::ResponseWriterPtr response);
   // What the runtime families show at scrape time.
   telemetry::RuntimeSnapshot Snapshot() const;
+  // The "store" object of /control/v1/node: writability and accepted losses.
+  nlohmann::json StoreJson() const;
 
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;
   std::vector<devices::DevicePtr> devices_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* store_errors_ = nullptr;
+  std::shared_ptr<prometheus::Collectable> store_collector_;
+  // Losses accepted on this data dir (persistent, so the counter never goes back).
+  std::vector<storage::StoreLoss> store_losses_;
   std::shared_ptr<prometheus::Collectable> state_collector_;
   std::shared_ptr<prometheus::Collectable> process_collector_;
   std::unique_ptr<telemetry::DeviceSampler> sampler_;

@@ -106,7 +106,9 @@ class ActiveGeneration {
 
   void Fail(const absl::Status& status) {
     if (started_) {
+      // An error event, then [DONE] as after any stream, so that clients stop reading.
       response_->Write(SseData(OpenAiErrorJson(status)));
+      response_->Write(std::string(kSseDone));
       response_->End();
     } else {
       SendOpenAiError(*response_, status, headers_);

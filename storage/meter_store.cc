@@ -1,16 +1,13 @@
 #include "storage/meter_store.h"
 
+#include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "rocksdb/memtablerep.h"
-#include "storage/inflight_entry.h"
 #include "storage/meter_store_impl.h"
-#include "storage/store_layout.h"
-#include "storage/usage_merge_operator.h"
 
 namespace tokenmill::storage {
 
@@ -51,27 +48,6 @@ absl::Status ValidateStateKey(std::string_view key) {
   return absl::OkStatus();
 }
 
-rocksdb::DBOptions MakeDbOptions() {
-  rocksdb::DBOptions options;
-  options.create_if_missing = true;
-  options.create_missing_column_families = true;
-  // One node's meter: a few hundred SST files at most, and the LOG files are
-  // for post-mortems, not archives.
-  options.max_open_files = 256;
-  options.keep_log_file_num = 4;
-  options.max_log_file_size = 8 << 20;
-  // The ledger and state families are written rarely; without a cap their
-  // small memtables would keep old WAL files alive for a long time.
-  options.max_total_wal_size = 128 << 20;
-  // A crash leaves at most a torn tail in the WAL; recover up to it. This is
-  // RocksDB's default, stated because the crash tests rely on it.
-  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-  // The inflight family's vector memtable does not take concurrent inserts;
-  // writers still group-commit, one of them applying the group's batches.
-  options.allow_concurrent_memtable_write = false;
-  return options;
-}
-
 }  // namespace
 
 absl::StatusOr<bool> MeterStore::Impl::LedgerHas(std::string_view request_id, std::string_view op) {
@@ -96,6 +72,27 @@ absl::Status MeterStore::Impl::FlushAndSync() {
 
 void MeterStore::Impl::Close() {
   if (db == nullptr) return;
+  absl::Status health;
+  {
+    absl::MutexLock hold(&health_mu);
+    health = unwritable;
+  }
+  if (!health.ok()) {
+    // Closing RocksDB after a failed WAL write flushes the failed log writer,
+    // which Debian's RocksDB (assertions on) aborts on. Leave it open, and
+    // reachable, until the process exits: every acknowledged write is in the
+    // WAL, and the next open recovers it (the failed write is a torn tail).
+    static auto* const abandoned = new std::vector<std::unique_ptr<rocksdb::DB>>();
+    static auto* const abandoned_handles = new std::vector<rocksdb::ColumnFamilyHandle*>();
+    Log(StoreLogLevel::kError,
+        absl::StrCat("store_left_open dir=", options.dir.string(), " reason=\"", health.message(),
+                     "\" recovery=\"the next start replays the WAL\""));
+    abandoned_handles->insert(abandoned_handles->end(), handles.begin(), handles.end());
+    handles.clear();
+    usage = ledger = state = inflight = nullptr;
+    abandoned->push_back(std::move(db));
+    return;
+  }
   (void)FlushAndSync();  // already reported through on_error
   for (rocksdb::ColumnFamilyHandle* handle : handles) {
     (void)Check(db->DestroyColumnFamilyHandle(handle), "flush");
@@ -112,59 +109,6 @@ MeterStore::~MeterStore() = default;
 
 const std::filesystem::path& MeterStore::dir() const { return impl_->options.dir; }
 
-absl::StatusOr<std::unique_ptr<MeterStore>> MeterStore::Open(const MeterStoreOptions& options) {
-  if (options.dir.empty()) return absl::InvalidArgumentError("MeterStore needs a data dir");
-  auto impl = std::make_unique<Impl>();
-  impl->options = options;
-  impl->write_options.sync = options.durability == Durability::kPower;
-  impl->write_options.disableWAL = false;
-
-  auto lock = DataDirLock::Acquire(options.dir);
-  if (!lock.ok()) return impl->Fail(lock.status(), "open");
-  impl->lock = *std::move(lock);
-
-  rocksdb::ColumnFamilyOptions usage_options;
-  usage_options.merge_operator = std::make_shared<UsageAddOperator>();
-  rocksdb::ColumnFamilyOptions inflight_options;
-  inflight_options.merge_operator = std::make_shared<InflightAddOperator>();
-  // Every step appends one merge operand per running request, and the family
-  // is read only at start-up (recovery): a vector memtable appends in O(1)
-  // and sorts once at flush, where a skip list would pay a search of a
-  // memtable of ~10^5 operands per request per step.
-  inflight_options.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
-  const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {std::string(kUsageFamily), usage_options},
-      {std::string(kLedgerFamily), rocksdb::ColumnFamilyOptions()},
-      {std::string(kStateFamily), rocksdb::ColumnFamilyOptions()},
-      {std::string(kInflightFamily), inflight_options},
-      {std::string(kLedgerSeqFamily), rocksdb::ColumnFamilyOptions()},
-  };
-  const std::filesystem::path db_path = options.dir / kDbDirName;
-  rocksdb::DB* raw_db = nullptr;
-  const rocksdb::Status opened =
-      rocksdb::DB::Open(MakeDbOptions(), db_path.string(), families, &impl->handles, &raw_db);
-  if (!opened.ok()) {
-    // Our flock is held, so whoever holds RocksDB's LOCK bypassed it (a tool,
-    // or a raw DB in this process); its pid is unknown.
-    if (opened.IsIOError() && absl::StrContains(opened.ToString(), "/LOCK")) {
-      return impl->Fail(
-          absl::FailedPreconditionError(absl::StrCat(DataDirInUseError(options.dir, 0).message(),
-                                                     " (", opened.ToString(), ")")),
-          "open");
-    }
-    return impl->Fail(FromRocks(opened, "open"), "open");
-  }
-  impl->db.reset(raw_db);
-  impl->usage = impl->handles[1];
-  impl->ledger = impl->handles[2];
-  impl->state = impl->handles[3];
-  impl->inflight = impl->handles[4];
-  impl->ledger_seq = impl->handles[5];
-  if (absl::Status indexed = impl->OpenLedgerIndex(); !indexed.ok()) return indexed;
-  return std::unique_ptr<MeterStore>(new MeterStore(std::move(impl)));
-}
-
 absl::Status MeterStore::AddUsage(const std::vector<UsageDelta>& deltas) {
   rocksdb::WriteBatch batch;
   for (const UsageDelta& delta : deltas) {
@@ -174,7 +118,8 @@ absl::Status MeterStore::AddUsage(const std::vector<UsageDelta>& deltas) {
     if (!s.ok()) return impl_->Check(s, "add_usage");
   }
   if (batch.Count() == 0) return absl::OkStatus();
-  return impl_->Check(impl_->db->Write(impl_->write_options, &batch), "add_usage");
+  if (absl::Status gate = impl_->WriteGate("add_usage"); !gate.ok()) return gate;
+  return impl_->Written(impl_->db->Write(impl_->write_options, &batch), "add_usage");
 }
 
 absl::StatusOr<std::optional<UsageCounters>> MeterStore::GetUsage(const UsageKey& key) {
@@ -238,8 +183,9 @@ absl::StatusOr<bool> MeterStore::PutLedger(std::string_view request_id, std::str
   auto found = impl_->LedgerHas(request_id, "put_ledger");
   if (!found.ok()) return found.status();
   if (*found) return false;
+  if (absl::Status gate = impl_->WriteGate("put_ledger"); !gate.ok()) return gate;
   rocksdb::WriteBatch batch;
-  absl::Status written = impl_->Check(impl_->CommitLedger(request_id, record, batch), "put_ledger");
+  absl::Status written = impl_->CommitLedger(request_id, record, batch, "put_ledger");
   if (!written.ok()) return written;
   return true;
 }
@@ -264,15 +210,17 @@ absl::Status MeterStore::ScanLedger(
 
 absl::Status MeterStore::PutState(std::string_view key, std::string_view value) {
   if (absl::Status valid = ValidateStateKey(key); !valid.ok()) return valid;
-  return impl_->Check(
+  if (absl::Status gate = impl_->WriteGate("put_state"); !gate.ok()) return gate;
+  return impl_->Written(
       impl_->db->Put(impl_->write_options, impl_->state, ToSlice(key), ToSlice(value)),
       "put_state");
 }
 
 absl::Status MeterStore::DeleteState(std::string_view key) {
   if (absl::Status valid = ValidateStateKey(key); !valid.ok()) return valid;
-  return impl_->Check(impl_->db->Delete(impl_->write_options, impl_->state, ToSlice(key)),
-                      "delete_state");
+  if (absl::Status gate = impl_->WriteGate("delete_state"); !gate.ok()) return gate;
+  return impl_->Written(impl_->db->Delete(impl_->write_options, impl_->state, ToSlice(key)),
+                        "delete_state");
 }
 
 absl::StatusOr<std::optional<std::string>> MeterStore::GetState(std::string_view key) {
@@ -297,6 +245,11 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> MeterStore::Lis
   return out;
 }
 
-absl::Status MeterStore::Flush() { return impl_->FlushAndSync(); }
+absl::Status MeterStore::Flush() {
+  if (absl::Status gate = impl_->WriteGate("flush"); !gate.ok()) return gate;
+  return impl_->FlushAndSync();
+}
+
+const std::optional<StoreLoss>& MeterStore::accepted_loss() const { return impl_->accepted_loss; }
 
 }  // namespace tokenmill::storage

@@ -1,7 +1,19 @@
 // MeterStore: tokenmill's durable store, RocksDB in the node's data dir.
 //
 // Layout of the data dir: tokenmilld.lock (flock'ed by the owning process,
-// holds its pid) and meter/ (the RocksDB database).
+// holds its pid), meter/ (the RocksDB database) and meter-wal.mark (how far
+// the write-ahead log reached, wal_marker.h).
+//
+// Integrity at open: the store refuses to open (kDataLoss naming the WAL file
+// and byte offset) when the WAL is damaged, cut short or missing, that is
+// when it would recover fewer writes than it acknowledged; only the torn
+// tail a crash leaves (the last write) is tolerated. Opening with
+// accept_loss recovers what is left and records the loss (AcceptedLosses).
+//
+// A full disk: a write that fails for an I/O error such as ENOSPC makes the
+// store unwritable (WriteHealth); every write is then refused with
+// kUnavailable until a background thread has resumed RocksDB and a probe
+// write succeeded, which it retries every resume_interval by itself.
 //
 // Column families (docs/architecture.md, "Metering keys"):
 //   usage   tenant 0x00 model 0x00 device 0x00 hour(u64 BE) -> UsageCounters,
@@ -27,6 +39,7 @@
 // Thread safety: all methods may be called from any thread concurrently.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -80,6 +93,11 @@ absl::StatusOr<UsageCounters> DecodeUsageCounters(std::string_view bytes);
 
 enum class Durability { kProcess, kPower };
 
+enum class StoreLogLevel { kDebug, kInfo, kWarn, kError };
+// Receives the store's log lines (RocksDB's info log included) as
+// "event key=value" text. Called from any thread, RocksDB's included.
+using StoreLogSink = std::function<void(StoreLogLevel level, std::string_view line)>;
+
 // kProcess: a write survives a crash of the process (WAL written, not
 // fsynced). kPower: it also survives a power cut (WAL fsynced per group commit).
 struct MeterStoreOptions {
@@ -97,6 +115,31 @@ struct MeterStoreOptions {
   // the request id while they hold that id's ledger lock, just before the
   // write, so that a test can hold one writer mid-write. Optional.
   std::function<void(std::string_view request_id)> before_ledger_write;
+  // Where RocksDB's info log and the store's own events go (never a file in
+  // the data dir). Optional: without it they are dropped.
+  StoreLogSink log;
+  // Whether RocksDB's debug/info lines are formatted for `log` at all.
+  bool log_debug = false;
+  // Open even when the WAL lost acknowledged writes (damaged, cut short,
+  // deleted): recover what is left and record the loss. Off: such a store is
+  // refused with kDataLoss naming the file and offset.
+  bool accept_loss = false;
+  // How often an unwritable store tries to resume (RocksDB Resume, then a
+  // probe write).
+  std::chrono::milliseconds resume_interval{1000};
+};
+
+// A loss of acknowledged writes that an Open with accept_loss accepted.
+struct StoreLoss {
+  int64_t at_unix_ms = 0;           // when it was accepted
+  std::string file;                 // the WAL file that was damaged, cut short or missing
+  int64_t offset = -1;              // the byte where its data stops; -1 when the file is missing
+  std::string kind;                 // "damaged", "truncated" or "missing"
+  std::string detail;               // the message the refused start gave
+  uint64_t expected_sequence = 0;   // the last write the store had acknowledged
+  uint64_t recovered_sequence = 0;  // the last write the database holds after recovery
+  uint64_t lost_writes = 0;         // expected - recovered (sequence numbers: one per key written)
+  std::string saved_copy;           // a copy of the damaged file kept in the data dir, or ""
 };
 
 // One usage delta of a step.
@@ -281,6 +324,17 @@ class MeterStore {
 
   // Flushes memtables and syncs the WAL; called on drain.
   absl::Status Flush();
+
+  // OkStatus while the store writes; else kUnavailable saying why (the disk
+  // of the data dir is full, or another I/O error) until it resumed by
+  // itself. Cheap: no I/O. Thread-safe.
+  absl::Status WriteHealth() const;
+
+  // The loss this Open accepted (accept_loss), if there was one.
+  const std::optional<StoreLoss>& accepted_loss() const;
+  // Every loss accepted on this data dir, oldest first (kept in `state`
+  // under "store/loss/").
+  absl::StatusOr<std::vector<StoreLoss>> AcceptedLosses();
 
   const std::filesystem::path& dir() const;
 

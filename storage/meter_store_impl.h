@@ -5,11 +5,15 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -22,7 +26,9 @@
 #include "rocksdb/write_batch.h"
 #include "storage/data_dir_lock.h"
 #include "storage/meter_store.h"
+#include "storage/rocks_events.h"
 #include "storage/rocks_status.h"
+#include "storage/wal_marker.h"
 
 namespace tokenmill::storage {
 
@@ -68,14 +74,61 @@ struct MeterStore::Impl {
   absl::Mutex seq_mu;
   uint64_t next_seq ABSL_GUARDED_BY(seq_mu) = 1;
   std::set<uint64_t> writing_seqs ABSL_GUARDED_BY(seq_mu);
+  // Sequences whose write failed (a full disk): they hold the watermark, as
+  // a restart could hand their numbers out again while a consumer's cursor
+  // is past them, until a later sequence is written (a restart then starts
+  // above it).
+  std::set<uint64_t> failed_seqs ABSL_GUARDED_BY(seq_mu);
 
   absl::Mutex& LedgerStripe(std::string_view request_id);
+  std::shared_ptr<RocksLogger> logger;
+  std::shared_ptr<StoreEventListener> listener;
+  std::optional<StoreLoss> accepted_loss;
 
-  ~Impl() { Close(); }
+  // How far the WAL reached (wal_marker.h), rewritten after every write.
+  absl::Mutex marker_mu;
+  std::unique_ptr<WalMarkerFile> marker_file ABSL_GUARDED_BY(marker_mu);
+  WalMarker marker ABSL_GUARDED_BY(marker_mu);
+  bool marker_failed ABSL_GUARDED_BY(marker_mu) = false;  // logged once
+  std::atomic<bool> wal_switched{false};                  // set by the listener
+
+  // Writability: ok, or why writes are refused until ResumeLoop succeeds.
+  mutable absl::Mutex health_mu;
+  absl::Status unwritable ABSL_GUARDED_BY(health_mu);
+  uint64_t failures ABSL_GUARDED_BY(health_mu) = 0;  // EnterUnwritable calls
+  std::chrono::steady_clock::time_point unwritable_since ABSL_GUARDED_BY(health_mu);
+  bool stopping ABSL_GUARDED_BY(health_mu) = false;
+  std::thread resumer;
+
+  ~Impl() {
+    StopResumer();
+    Close();
+  }
+
+  void Log(StoreLogLevel level, std::string_view line) const {
+    if (options.log) options.log(level, line);
+  }
+
+  // kUnavailable while the store is unwritable; reported as op.
+  absl::Status WriteGate(std::string_view op) const;
+  // The result of a write: updates the marker when it succeeded; an I/O
+  // error makes the store unwritable and is returned as kUnavailable.
+  absl::Status Written(const rocksdb::Status& status, std::string_view op);
+  void EnterUnwritable(const rocksdb::Status& status);
+  void MarkWritten();
+  // The resumer thread: while unwritable, every resume_interval, DB::Resume
+  // and a probe write; the first success makes the store writable again.
+  void ResumeLoop();
+  bool TryResume();
+  void StopResumer();
+  bool ResumerHasWork() const ABSL_SHARED_LOCKS_REQUIRED(health_mu) {
+    return stopping || !unwritable.ok();
+  }
 
   // Reports a failed operation to the owner's callback and passes it on.
+  // Reports the failure as op; an empty op is reported by the caller.
   absl::Status Fail(absl::Status status, std::string_view op) const {
-    if (options.on_error) options.on_error(op);
+    if (options.on_error && !op.empty()) options.on_error(op);
     return status;
   }
   absl::Status Check(const rocksdb::Status& status, std::string_view op) const {
@@ -88,10 +141,11 @@ struct MeterStore::Impl {
   absl::StatusOr<bool> LedgerHas(std::string_view request_id, std::string_view op);
 
   // Adds the record and its ledger_seq entry to batch and writes it (the
-  // caller holds the id's stripe and checked the id is new). A failed write
-  // keeps its sequence "being written" (MeterStore::LedgerWatermark).
-  rocksdb::Status CommitLedger(std::string_view request_id, std::string_view record,
-                               rocksdb::WriteBatch& batch);
+  // caller holds the id's stripe, checked the id is new and passed the write
+  // gate), as Written(status, op). A failed write's sequence holds the
+  // watermark until a later one is written (failed_seqs).
+  absl::Status CommitLedger(std::string_view request_id, std::string_view record,
+                            rocksdb::WriteBatch& batch, std::string_view op);
   // At Open: indexes a ledger written before ledger_seq existed (once; a
   // marker in the default family records it) and recovers next_seq.
   absl::Status OpenLedgerIndex();

@@ -71,7 +71,8 @@ absl::Status MeterStore::RecordStep(const StepRecord& step) {
         batch.Merge(impl_->inflight, ToSlice(request.request_id), ToSlice(value));
     if (!s.ok()) return impl_->Check(s, "record_step");
   }
-  return impl_->Check(impl_->db->Write(impl_->write_options, &batch), "record_step");
+  if (absl::Status gate = impl_->WriteGate("record_step"); !gate.ok()) return gate;
+  return impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
 }
 
 absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
@@ -87,6 +88,7 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
   auto found = impl_->LedgerHas(request_id, "finish_request");
   if (!found.ok()) return found.status();
   if (*found) return false;
+  if (absl::Status gate = impl_->WriteGate("finish_request"); !gate.ok()) return gate;
 
   rocksdb::WriteBatch batch;
   rocksdb::Status s = batch.Delete(impl_->inflight, ToSlice(request_id));
@@ -94,8 +96,11 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
     if (!s.ok()) break;
     s = batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
   }
-  if (s.ok()) s = impl_->CommitLedger(request_id, ledger_record, batch);
-  if (absl::Status written = impl_->Check(s, "finish_request"); !written.ok()) return written;
+  if (!s.ok()) return impl_->Check(s, "finish_request");
+  if (absl::Status written = impl_->CommitLedger(request_id, ledger_record, batch, "finish_request");
+      !written.ok()) {
+    return written;
+  }
   return true;
 }
 
@@ -143,12 +148,21 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
                                             std::move(request.device), request.hour}),
                             EncodeUsageCounters(counted));
           }
-          if (s.ok()) s = impl_->CommitLedger(id, record, batch);
-        } else if (s.ok()) {
-          s = impl_->db->Write(impl_->write_options, &batch);
+          if (!s.ok()) return FromRocks(s, "recover");
+          if (absl::Status gate = impl_->WriteGate(""); !gate.ok()) return gate;
+          // Errors unreported here: ScanPrefix reports them once.
+          if (absl::Status w = impl_->CommitLedger(id, record, batch, ""); !w.ok()) return w;
+          ++recovered;
+          return absl::OkStatus();
         }
         if (!s.ok()) return FromRocks(s, "recover");
-        if (write_record) ++recovered;
+        if (absl::Status gate = impl_->WriteGate(""); !gate.ok()) return gate;
+        s = impl_->db->Write(impl_->write_options, &batch);
+        if (!s.ok()) {
+          impl_->EnterUnwritable(s);
+          return FromRocks(s, "recover");
+        }
+        impl_->MarkWritten();
         return absl::OkStatus();
       });
   if (!status.ok()) return status;

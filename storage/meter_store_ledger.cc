@@ -66,8 +66,8 @@ absl::Mutex& MeterStore::Impl::LedgerStripe(std::string_view request_id) {
   return ledger_stripes[std::hash<std::string_view>{}(request_id) % kLedgerStripes];
 }
 
-rocksdb::Status MeterStore::Impl::CommitLedger(std::string_view request_id, std::string_view record,
-                                               rocksdb::WriteBatch& batch) {
+absl::Status MeterStore::Impl::CommitLedger(std::string_view request_id, std::string_view record,
+                                            rocksdb::WriteBatch& batch, std::string_view op) {
   uint64_t seq = 0;
   {
     absl::MutexLock hold(&seq_mu);
@@ -82,13 +82,18 @@ rocksdb::Status MeterStore::Impl::CommitLedger(std::string_view request_id, std:
     if (options.before_ledger_write) options.before_ledger_write(request_id);
     s = db->Write(write_options, &batch);
   }
-  // Retired only once visible to readers; a failed one stays (see
-  // LedgerWatermark).
-  if (s.ok()) {
+  {
     absl::MutexLock hold(&seq_mu);
     writing_seqs.erase(seq);
+    if (s.ok()) {
+      // Retired once visible to readers; failed ones below it are now safe
+      // to pass: a restart starts above this one.
+      failed_seqs.erase(failed_seqs.begin(), failed_seqs.lower_bound(seq));
+    } else {
+      failed_seqs.insert(seq);  // holds the watermark (see failed_seqs)
+    }
   }
-  return s;
+  return Written(s, op);
 }
 
 absl::Status MeterStore::Impl::OpenLedgerIndex() {
@@ -143,7 +148,10 @@ absl::Status MeterStore::Impl::OpenLedgerIndex() {
 
 uint64_t MeterStore::LedgerWatermark() {
   absl::MutexLock hold(&impl_->seq_mu);
-  return impl_->writing_seqs.empty() ? impl_->next_seq : *impl_->writing_seqs.begin();
+  uint64_t lowest = impl_->next_seq;
+  if (!impl_->writing_seqs.empty()) lowest = std::min(lowest, *impl_->writing_seqs.begin());
+  if (!impl_->failed_seqs.empty()) lowest = std::min(lowest, *impl_->failed_seqs.begin());
+  return lowest;
 }
 
 absl::StatusOr<LedgerPage> MeterStore::ReadLedgerPage(uint64_t after, uint64_t through,
