@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "config/node_config.h"
 #include "daemon/control_api.h"
+#include "daemon/encode_pool.h"
 #include "daemon/http/http_server.h"
 #include "daemon/metering.h"
 #include "daemon/models_api.h"
@@ -75,6 +76,9 @@ class Node {
   std::unique_ptr<telemetry::RuntimeMetrics> runtime_metrics_;
   std::unique_ptr<Metering> metering_;
   std::unique_ptr<runtime::InstanceManager> instances_;
+  // Prepares data requests off the loop; its jobs hold instances, so it is
+  // stopped (and destroyed) before them.
+  std::unique_ptr<EncodePool> encode_pool_;
   std::unique_ptr<ControlApi> control_api_;
   std::unique_ptr<ModelsApi> models_api_;
   std::unique_ptr<TenantsApi> tenants_api_;

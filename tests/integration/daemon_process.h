@@ -23,6 +23,7 @@ struct DaemonOptions {
   std::filesystem::path data_dir = {};    // default: <dir>/data
   std::filesystem::path socket = {};      // default: <dir>/tokenmill.sock
   std::vector<std::string> extra_args = {};
+  std::string binary = "";  // default: TokenmilldPath()
 };
 
 class DaemonProcess {
