@@ -1,6 +1,11 @@
 #include "daemon/encode_pool.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -55,6 +60,13 @@ bool EncodePool::Next(Job* job) {
 bool EncodePool::HasWorkOrStopping() const { return stopping_ || queued_ > 0; }
 
 void EncodePool::Work() {
+  if (options_.nice_increment > 0) {
+    // Best effort: a thread that cannot lower its priority still works.
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    errno = 0;
+    const int nice = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(19, nice + options_.nice_increment));
+  }
   for (;;) {
     Job job;
     {

@@ -46,6 +46,9 @@ class EncodePool {
     int threads = 1;                 // at least 1
     size_t max_queued = 64;          // waiting jobs in all
     size_t max_queued_per_key = 16;  // waiting jobs of one key
+    // Added to each thread's nice value (Linux: per thread), so that on a
+    // busy CPU the loop and engine threads run before an encoding. 0 = none.
+    int nice_increment = 5;
   };
 
   // The node's default thread count: a quarter of the cores, 1 to 4. Prompt
