@@ -43,9 +43,13 @@ class EncodePool {
   using Job = std::function<void(bool dropped)>;
 
   struct Options {
-    int threads = 1;                 // at least 1
-    size_t max_queued = 64;          // waiting jobs in all
-    size_t max_queued_per_key = 16;  // waiting jobs of one key
+    int threads = 1;  // at least 1
+    // Waiting jobs in all, and of one key. The node's defaults match its
+    // other limits: max_connections (a connection waits for one request at a
+    // time, so queued bodies never exceed what connections already hold) and
+    // a tenant's default max_queue, so a legitimate burst is not refused.
+    size_t max_queued = 1024;
+    size_t max_queued_per_key = 256;
     // Added to each thread's nice value (Linux: per thread), so that on a
     // busy CPU the loop and engine threads run before an encoding. 0 = none.
     int nice_increment = 5;
