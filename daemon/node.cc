@@ -333,8 +333,14 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   node->ledger_api_ = std::make_unique<LedgerApi>(
       *node->store_, cfg->node.name,
       [server](std::function<void()> fn) { server->Post(std::move(fn)); });
+  EncodePool::Options encode_options;
+  encode_options.threads = EncodePool::DefaultThreads();
+  node->encode_pool_ = std::make_unique<EncodePool>(encode_options);
+  spdlog::info("encode_pool_started threads={} max_queued={} max_queued_per_tenant={}",
+               encode_options.threads, encode_options.max_queued,
+               encode_options.max_queued_per_key);
   node->openai_api_ = std::make_unique<OpenAiApi>(
-      *node->tenants_, *node->instances_,
+      *node->tenants_, *node->instances_, *node->encode_pool_,
       [server](std::function<void()> fn) { server->Post(std::move(fn)); });
   telemetry::RuntimeMetrics* runtime_metrics = node->runtime_metrics_.get();
   node->openai_api_->set_rejection_observer(
@@ -467,11 +473,14 @@ void Node::Stop(std::chrono::milliseconds drain_timeout) {
     state_->set_draining(true);
     state_->set_ready(false);
   }
-  // Reverse of start: no new requests; running ones finish (up to the drain
-  // timeout); then no new samples, then the store.
+  // Reverse of start: no new requests; running ones (and those whose prompt
+  // is being encoded) finish, up to the drain timeout; then the encode pool
+  // (its jobs hold instances and post to the loop), the loop, the instances;
+  // then no new samples, then the store.
   if (instances_) {
     const auto deadline = std::chrono::steady_clock::now() + drain_timeout;
     auto busy = [this] {
+      if (openai_api_ && openai_api_->preparing() > 0) return true;
       for (const auto& info : instances_->List()) {
         if (info.stats.running + info.stats.waiting > 0) return true;
       }
@@ -482,6 +491,7 @@ void Node::Stop(std::chrono::milliseconds drain_timeout) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
+  if (encode_pool_) encode_pool_->Stop();  // waiting requests get 503 on the live loop
   if (http_server_) http_server_->Stop();
   ledger_api_.reset();  // its reader thread reads the store
   if (instances_) instances_->Stop();

@@ -12,6 +12,7 @@
 #include "config/node_config.h"
 #include "daemon/api_access.h"
 #include "daemon/control_api.h"
+#include "daemon/encode_pool.h"
 #include "daemon/http/http_server.h"
 #include "daemon/ledger_api.h"
 #include "daemon/metering.h"
@@ -93,6 +94,9 @@ class Node {
   std::unique_ptr<Metering> metering_;
   std::unique_ptr<runtime::InstanceManager> instances_;
   std::unique_ptr<ApiAccess> access_;  // who reaches which API, per listener
+  // Prepares data requests off the loop; its jobs hold instances, so it is
+  // stopped (and destroyed) before them.
+  std::unique_ptr<EncodePool> encode_pool_;
   std::unique_ptr<ControlApi> control_api_;
   std::unique_ptr<ModelsApi> models_api_;
   std::unique_ptr<TenantsApi> tenants_api_;

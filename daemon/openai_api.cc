@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -205,9 +206,10 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(const OpenAiRequest& request,
 }  // namespace
 
 OpenAiApi::OpenAiApi(tenants::TenantRegistry& tenants, runtime::InstanceManager& instances,
-                     PostFn post, WallClock clock)
+                     EncodePool& encoder, PostFn post, WallClock clock)
     : tenants_(tenants),
       instances_(instances),
+      encoder_(encoder),
       post_(std::move(post)),
       clock_(std::move(clock)),
       rng_(std::random_device{}()) {}
@@ -243,7 +245,7 @@ absl::StatusOr<tenants::TenantPolicy> OpenAiApi::Authenticate(
       "invalid_api_key");
 }
 
-bool OpenAiApi::Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response) {
+bool OpenAiApi::Handle(http::HttpRequest& request, const http::ResponseWriterPtr& response) {
   const std::string& path = request.path;
   if (path != "/v1" && !absl::StartsWith(path, "/v1/")) return false;
   const std::string& method = request.method;
@@ -302,16 +304,130 @@ void OpenAiApi::ListModels(const tenants::TenantPolicy& tenant, const std::strin
                 headers);
 }
 
+// A generation request from its acceptance on the loop thread until it is
+// submitted or answered. The loop thread alone touches `response` and
+// `headers`, the pool thread alone `body` (once queued); the other fields
+// are set before it is queued and only read after.
+struct OpenAiApi::PendingGeneration {
+  explicit PendingGeneration(std::shared_ptr<std::atomic<size_t>> counter)
+      : preparing(std::move(counter)) {
+    preparing->fetch_add(1);
+  }
+  ~PendingGeneration() { preparing->fetch_sub(1); }
+  PendingGeneration(const PendingGeneration&) = delete;
+  PendingGeneration& operator=(const PendingGeneration&) = delete;
+
+  OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
+  tenants::TenantPolicy tenant;
+  bool limited = false;  // the tenant has admission limits
+  std::string request_id;
+  bool client_request_id = false;  // request_id is the client's X-Request-Id
+  std::string body;                // released once parsed
+  std::string timeout_header;      // X-Tokenmill-Timeout-Ms
+  http::ResponseWriterPtr response;
+  HttpHeaders headers;
+  std::atomic<bool> abandoned{false};  // the client left; set on the loop thread
+  std::shared_ptr<std::atomic<size_t>> preparing;
+};
+
+// What the pool thread hands back: an error to answer, or the request ready
+// to admit and submit.
+struct OpenAiApi::PreparedGeneration {
+  absl::Status status;
+  bool rejected = false;  // status is an admission refusal (requests_total "rejected")
+  OpenAiRequest request;  // its prompt text and messages released once encoded
+  // Re-found on the loop thread: the model may be unloaded (and even loaded
+  // again) while the prompt is encoded, and its tokens are only good for
+  // this instance. A weak reference never keeps an unloaded model alive.
+  std::weak_ptr<runtime::ModelInstance> instance;
+  std::vector<int32_t> prompt;
+  int32_t max_tokens = 0;
+  std::optional<runtime::SteadyTime> deadline;
+  // The in-flight slot held while encoding (null for a tenant without limits).
+  tenants::AdmissionTicketPtr slot;
+};
+
+namespace {
+
+// A status that tells the client to retry after `after`, with `code`.
+absl::Status RetryLater(absl::StatusCode code, std::string_view message,
+                        std::chrono::seconds after) {
+  absl::Status retry = tenants::RetryLaterError(message, after);
+  absl::Status status(code, std::string(message));
+  retry.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { status.SetPayload(url, payload); });
+  return status;
+}
+
+// An admission refusal in OpenAI's terms.
+absl::Status AdmissionError(absl::Status status) {
+  if (status.code() == absl::StatusCode::kResourceExhausted) {
+    status = WithErrorCode(status, "rate_limit_exceeded");
+  }
+  return status;
+}
+
+}  // namespace
+
 void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& tenant,
-                         const std::string& request_id, const http::HttpRequest& request,
+                         const std::string& request_id, http::HttpRequest& request,
                          const http::ResponseWriterPtr& response, HttpHeaders headers) {
-  auto fail = [&](const absl::Status& status) { SendOpenAiError(*response, status, headers); };
-  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, request.body);
+  auto pending = std::make_shared<PendingGeneration>(preparing_);
+  pending->endpoint = endpoint;
+  pending->tenant = tenant;
+  pending->limited = tenant.name != kAnonymousTenant || tenants_.Get(kAnonymousTenant);
+  pending->request_id = request_id;
+  pending->client_request_id = IsClientRequestId(request.Header("x-request-id"));
+  pending->body = std::move(request.body);
+  pending->timeout_header = std::string(request.Header("x-tokenmill-timeout-ms"));
+  pending->response = response;
+  pending->headers = std::move(headers);
+
+  std::weak_ptr<PendingGeneration> weak = pending;
+  response->OnClose([weak] {
+    if (auto alive = weak.lock()) alive->abandoned.store(true);
+  });
+  absl::Status queued = encoder_.Submit(tenant.name, [this, pending](bool dropped) {
+    auto prepared = std::make_shared<PreparedGeneration>();
+    if (dropped) {
+      prepared->status = absl::UnavailableError("the node is stopping");
+    } else if (!pending->abandoned.load()) {
+      Prepare(*pending, *prepared);
+    }
+    post_([this, pending, prepared] { AdmitAndSubmit(*pending, *prepared); });
+  });
+  if (!queued.ok()) {
+    // The pool's refusal: the tenant's share of waiting places (429) or all
+    // of them (503) are taken; either way a retry soon may pass.
+    absl::Status status =
+        RetryLater(queued.code(), std::string(queued.message()), std::chrono::seconds(1));
+    if (queued.code() == absl::StatusCode::kResourceExhausted) {
+      status = WithErrorCode(status, "rate_limit_exceeded");
+    }
+    // At most one line a second: a flood must not flood the log too.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+      spdlog::warn("encode_refused tenant={} refused_since_last_log={} reason=\"{}\"", tenant.name,
+                   refusals_unlogged_ + 1, std::string(queued.message()));
+      last_refusal_log_ = now;
+      refusals_unlogged_ = 0;
+    } else {
+      ++refusals_unlogged_;
+    }
+    SendOpenAiError(*response, status, pending->headers);
+  }
+}
+
+void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) const {
+  auto fail = [&](absl::Status status) { out.status = std::move(status); };
+  absl::StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(pending.endpoint, pending.body);
+  std::string().swap(pending.body);
   if (!parsed.ok()) return fail(parsed.status());
-  OpenAiRequest& req = *parsed;
+  OpenAiRequest& req = out.request;
+  req = std::move(*parsed);
 
   // A model the tenant may not use answers like one that does not exist.
-  if (!tenant.AllowsModel(req.model)) return fail(ModelNotFound(req.model));
+  if (!pending.tenant.AllowsModel(req.model)) return fail(ModelNotFound(req.model));
   runtime::ModelInstancePtr instance = instances_.Find(req.model);
   if (instance == nullptr) {
     absl::StatusOr<runtime::InstanceInfo> info = instances_.Get(req.model);
@@ -322,43 +438,89 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
     }
     return fail(ModelNotFound(req.model));
   }
+  out.instance = instance;
 
+  // A tenant that admission would refuse now (in debt, or at its in-flight
+  // cap) costs no encoding. The slot taken here counts the request as in
+  // flight while it is encoded; the prompt is charged on the loop thread.
+  if (pending.limited) {
+    absl::StatusOr<tenants::AdmissionTicketPtr> slot = tenants_.Admit(pending.tenant.name, 0);
+    if (!slot.ok()) {
+      out.rejected = slot.status().code() == absl::StatusCode::kResourceExhausted;
+      return fail(AdmissionError(slot.status()));
+    }
+    out.slot = std::move(*slot);
+  }
+
+  if (pending.abandoned.load()) return;  // the loop drops it
+  if (on_encode_) on_encode_();
   absl::StatusOr<std::vector<int32_t>> prompt = PromptTokens(req, *instance);
   if (!prompt.ok()) return fail(prompt.status());
+  req.prompt_text.reset();
+  req.messages.clear();
   absl::StatusOr<int32_t> max_tokens =
       ResolveMaxTokens(req, static_cast<int32_t>(prompt->size()), instance->context());
   if (!max_tokens.ok()) return fail(max_tokens.status());
+  out.prompt = std::move(*prompt);
+  out.max_tokens = *max_tokens;
 
-  std::optional<runtime::SteadyTime> deadline;
-  if (std::string_view timeout = request.Header("x-tokenmill-timeout-ms"); !timeout.empty()) {
+  if (!pending.timeout_header.empty()) {
     int64_t ms = 0;
-    if (!absl::SimpleAtoi(std::string(timeout), &ms) || ms <= 0 || ms > kMaxTimeoutMs) {
+    if (!absl::SimpleAtoi(pending.timeout_header, &ms) || ms <= 0 || ms > kMaxTimeoutMs) {
       return fail(WithErrorParam(
           absl::InvalidArgumentError(absl::StrCat(
               "X-Tokenmill-Timeout-Ms must be an integer in [1, ", kMaxTimeoutMs, "]")),
           "X-Tokenmill-Timeout-Ms"));
     }
-    deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    out.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  }
+}
+
+void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& prepared) {
+  const http::ResponseWriterPtr& response = pending.response;
+  HttpHeaders& headers = pending.headers;
+  // A client gone while its prompt was encoded: nothing to answer; the
+  // encoding slot goes with `prepared`.
+  if (response->closed()) return;
+  auto fail = [&](const absl::Status& status) { SendOpenAiError(*response, status, headers); };
+  OpenAiRequest& req = prepared.request;
+  if (!prepared.status.ok()) {
+    if (prepared.rejected && on_rejected_) on_rejected_(pending.tenant.name, req.model);
+    return fail(prepared.status);
+  }
+  // The instance the prompt was encoded for, if it is still the one serving
+  // the model (compared by owner, so a new instance at the same address is
+  // never taken for it).
+  runtime::ModelInstancePtr instance = instances_.Find(req.model);
+  if (instance == nullptr || prepared.instance.owner_before(instance) ||
+      instance.owner_before(prepared.instance)) {
+    return fail(
+        WithErrorCode(absl::UnavailableError(absl::StrCat(
+                          "The model '", req.model, "' was unloaded while the prompt was encoded")),
+                      "model_not_ready"));
   }
 
+  // Admission with the prompt's tokens. The slot held while encoding is
+  // given back first: Admit then sees the tenant as it is now (other
+  // prompts of the tenant admitted meanwhile included), in loop order.
+  prepared.slot.reset();
   tenants::AdmissionTicketPtr ticket;
-  if (tenant.name != kAnonymousTenant || tenants_.Get(kAnonymousTenant)) {
+  if (pending.limited) {
     absl::StatusOr<tenants::AdmissionTicketPtr> admitted =
-        tenants_.Admit(tenant.name, static_cast<int64_t>(prompt->size()));
+        tenants_.Admit(pending.tenant.name, static_cast<int64_t>(prepared.prompt.size()));
     if (!admitted.ok()) {
-      absl::Status status = admitted.status();
-      if (status.code() == absl::StatusCode::kResourceExhausted) {
-        status = WithErrorCode(status, "rate_limit_exceeded");
-        if (on_rejected_) on_rejected_(tenant.name, req.model);
+      if (admitted.status().code() == absl::StatusCode::kResourceExhausted && on_rejected_) {
+        on_rejected_(pending.tenant.name, req.model);
       }
-      return fail(status);
+      return fail(AdmissionError(admitted.status()));
     }
     ticket = std::move(*admitted);
   }
 
   runtime::GenerationRequest generation;
+  const std::string& request_id = pending.request_id;
   generation.request_id = request_id;
-  if (IsClientRequestId(request.Header("x-request-id"))) {
+  if (pending.client_request_id) {
     // The ledger is keyed by our own id, so a client reusing an id can never
     // make two requests share (or lose) a ledger record; the client's id is
     // kept beside it.
@@ -367,23 +529,23 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
     const uint64_t b = rng_();
     generation.request_id = UuidV7(clock_(), a, b);
   }
-  generation.tenant = tenant.name;
-  generation.prompt = std::move(*prompt);
+  generation.tenant = pending.tenant.name;
+  generation.prompt = std::move(prepared.prompt);
   generation.sampling = req.sampling;
-  generation.sampling.max_tokens = *max_tokens;
+  generation.sampling.max_tokens = prepared.max_tokens;
   generation.stop_at_eos = !req.ignore_eos;
   generation.wants_logprobs = req.logprobs;
-  generation.deadline = deadline;
+  generation.deadline = prepared.deadline;
 
   ResponseMeta meta;
-  meta.endpoint = endpoint;
+  meta.endpoint = pending.endpoint;
   // The response id carries the ledger key, so a client can find its record.
-  meta.id = absl::StrCat(endpoint == OpenAiEndpoint::kCompletions ? "cmpl-" : "chatcmpl-",
+  meta.id = absl::StrCat(pending.endpoint == OpenAiEndpoint::kCompletions ? "cmpl-" : "chatcmpl-",
                          generation.request_id);
   meta.created = UnixSeconds(clock_());
   meta.model = req.model;
   auto active =
-      std::make_shared<ActiveGeneration>(response, std::move(meta), std::move(headers), req.stream,
+      std::make_shared<ActiveGeneration>(response, std::move(meta), headers, req.stream,
                                          req.include_usage, req.logprobs, std::move(ticket));
   // The sink runs on the engine thread: it only turns tokens into logprob
   // text (the tokenizer lives as long as the engine thread) and posts.

@@ -103,8 +103,10 @@ class OpenAiApiTest : public ::testing::Test {
     instances_ = std::move(*manager);
 
     models_api_ = std::make_unique<ModelsApi>(*instances_, store_.get());
+    encode_pool_ = std::make_unique<EncodePool>(EncodePool::Options{.threads = 2});
     openai_api_ = std::make_unique<OpenAiApi>(
-        registry_, *instances_, [this](std::function<void()> fn) { server_->Post(std::move(fn)); });
+        registry_, *instances_, *encode_pool_,
+        [this](std::function<void()> fn) { server_->Post(std::move(fn)); });
     socket_ = (dir_.path() / "api.sock").string();
     http::HttpServerOptions server_options;
     server_options.listeners.push_back({http::Listener::Kind::kUnix, socket_, 0600});
@@ -126,6 +128,7 @@ class OpenAiApiTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    if (encode_pool_) encode_pool_->Stop();
     server_.reset();
     if (instances_) instances_->Stop();
   }
@@ -149,6 +152,7 @@ class OpenAiApiTest : public ::testing::Test {
   fakes::FakeDevice small_{CpuInfo("small", uint64_t{1} << 20)};
   std::unique_ptr<runtime::InstanceManager> instances_;
   std::unique_ptr<ModelsApi> models_api_;
+  std::unique_ptr<EncodePool> encode_pool_;
   std::unique_ptr<OpenAiApi> openai_api_;
   std::string socket_;
   std::unique_ptr<http::HttpServer> server_;

@@ -34,8 +34,8 @@ bool DaemonProcess::Start(std::chrono::milliseconds timeout) {
   std::map<std::string, std::string> env = {{"NOTIFY_SOCKET", notify_->path()}};
   if (options_.watchdog.count() > 0)
     env["WATCHDOG_USEC"] = std::to_string(options_.watchdog.count());
-  std::vector<std::string> argv = {TokenmilldPath(), "--config", config_path_.string(),
-                                   "--log-target", "stderr"};
+  std::vector<std::string> argv = {options_.binary.empty() ? TokenmilldPath() : options_.binary,
+                                   "--config", config_path_.string(), "--log-target", "stderr"};
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   process_ = std::make_unique<Subprocess>(argv, env, dir_ / "stdout.log", dir_ / "stderr.log",
                                           options_.watchdog.count() > 0);

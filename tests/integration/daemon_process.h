@@ -24,6 +24,7 @@ struct DaemonOptions {
   std::filesystem::path socket = {};      // default: <dir>/tokenmill.sock
   std::vector<std::string> extra_args = {};
   std::string idle_timeout = "1s";  // [api] idle_timeout
+  std::string binary = "";  // default: TokenmilldPath()
 };
 
 class DaemonProcess {
