@@ -109,7 +109,9 @@ class ChunkedKvArena final : public KvArena {
     s.pages_free = s.pages_total - pages_taken_;
     s.pages_backed = pages_backed_;
     for (const Chunk& c : chunks_) {
-      if (c.base != nullptr && c.taken == 0) s.pages_reclaimable += c.pages;
+      if (source_.free_pages_hold_memory && c.base != nullptr && c.taken == 0) {
+        s.pages_reclaimable += c.pages;
+      }
     }
     s.page_misses = page_misses_;
     s.bad_returns = bad_returns_;
@@ -133,8 +135,9 @@ class ChunkedKvArena final : public KvArena {
            size_t{page % chunk_pages_} * page_bytes_;
   }
 
+  // Device memory the arena holds (what free_bytes does not count as free).
   uint64_t HeldBytes() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-    return uint64_t{pages_backed_} * page_bytes_;
+    return uint64_t{source_.free_pages_hold_memory ? pages_backed_ : pages_taken_} * page_bytes_;
   }
 
   uint64_t CapBytes() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
@@ -149,7 +152,7 @@ class ChunkedKvArena final : public KvArena {
   // pages to the free heap; false at the cap or when the device refuses.
   bool Grow() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const uint64_t cap = CapBytes();
-    const uint64_t held = HeldBytes();
+    const uint64_t held = uint64_t{pages_backed_} * page_bytes_;
     const uint64_t room_pages = cap > held ? (cap - held) / page_bytes_ : 0;
     const uint32_t pages = static_cast<uint32_t>(std::min<uint64_t>(chunk_pages_, room_pages));
     if (pages == 0) return false;
@@ -297,10 +300,11 @@ absl::StatusOr<KvArenaPtr> CreateHostKvArena(KvArenaBudget budget, size_t page_b
   // MADV_DONTNEED on private anonymous memory gives the frames back and
   // reads zeros afterwards.
   source.drop_page = [](void* page, size_t bytes) { madvise(page, bytes, MADV_DONTNEED); };
+  // Returned pages are dropped, so only taken pages can hold memory.
+  source.free_pages_hold_memory = false;
   if (!budget.bytes) {
-    // MemAvailable counts the arena's untouched chunks as free, so the cap
-    // is a share of MemAvailable plus the touched part of what it holds, at
-    // most; never above the reservation.
+    // MemAvailable counts untouched and dropped pages as free; the cap never
+    // passes the reservation.
     source.free_bytes = [] {
       const std::optional<MemInfo> mem = ReadMemInfo();
       return mem ? mem->available_bytes : uint64_t{0};

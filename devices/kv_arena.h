@@ -37,7 +37,8 @@ struct KvArenaStats {
   // (backed ones at once, the rest by growing, while the device has room).
   uint32_t pages_free = 0;
   // Pages backed by device memory now (taken or not), and those of them in
-  // chunks with no page taken, which TrimFreeChunks() would give back.
+  // chunks with no page taken, whose memory TrimFreeChunks() would give back
+  // (0 on the host: a free host page holds no memory already).
   uint32_t pages_backed = 0;
   uint32_t pages_reclaimable = 0;
   // TakePage calls that found no free page since creation; instances holding
@@ -110,6 +111,11 @@ struct KvChunkSource {
   // Device memory free now, not counting the arena's chunks; used by a
   // fraction budget (may be empty with a byte budget).
   std::function<uint64_t()> free_bytes;
+  // Whether a backed page holds device memory while free. False on the
+  // host, where drop_page gives a returned page's frames back (and free_bytes
+  // counts them as free): the budget then counts only taken pages as held,
+  // and no chunk is reclaimable.
+  bool free_pages_hold_memory = true;
 };
 
 // An arena growing over `source` in chunks of `chunk_bytes` (rounded down to
