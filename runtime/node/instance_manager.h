@@ -69,8 +69,8 @@ struct InstanceManagerOptions {
   // The KV arena's cap per device ([[device]] kv_memory); unset: 80% of what
   // the weights leave (KvArenaBudget's default). The arena takes memory only
   // as instances take pages, so a model's weights load first; wholly free
-  // arena chunks count as free in the fit check and are given back before a
-  // model's weights load.
+  // chunks of a GPU arena count as free in the fit check and are given back
+  // before a model's weights load (a CPU's free pages hold no memory).
   std::function<devices::KvArenaBudget(const devices::Device&)> kv_memory;
   // Makes a device's arena (budget, page bytes); unset: the device's backend
   // (runtime/node/device_backends.h). Tests give a simulated device memory.
