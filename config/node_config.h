@@ -110,7 +110,9 @@ struct CostSection {
   bool operator==(const CostSection&) const = default;
 };
 
-// A KV budget: a fraction of the memory weights leave, or a byte count.
+// A KV budget: a fraction of the memory weights leave, or a byte count. The
+// cap of a device's KV arena, which grows up to it as pages are taken
+// (devices::KvArenaBudget, devices/kv_arena.h).
 struct MemoryAmount {
   double fraction = 0.8;  // used when bytes is unset
   std::optional<uint64_t> bytes;

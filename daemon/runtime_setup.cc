@@ -64,16 +64,13 @@ runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
     }
     return std::nullopt;
   };
-  auto latest = o.latest_sample;
-  o.kv_arena_bytes = [config, latest](const devices::Device& device) -> uint64_t {
+  o.kv_memory = [config](const devices::Device& device) {
     const config::DeviceConfig* d = config::FindDeviceConfig(config, device.Info().id);
-    config::MemoryAmount amount = d ? d->kv_memory : config::MemoryAmount{};
-    if (amount.bytes) return *amount.bytes;
-    uint64_t free = device.Info().memory_total_bytes;
-    if (auto s = latest(device.Info().id); s && s->memory_total_bytes > 0) {
-      free = s->memory_total_bytes - std::min(s->memory_used_bytes, s->memory_total_bytes);
-    }
-    return static_cast<uint64_t>(static_cast<double>(free) * amount.fraction);
+    const config::MemoryAmount amount = d ? d->kv_memory : config::MemoryAmount{};
+    devices::KvArenaBudget budget;
+    budget.bytes = amount.bytes;
+    budget.fraction = amount.fraction;
+    return budget;
   };
   return o;
 }

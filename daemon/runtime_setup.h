@@ -20,8 +20,8 @@ tenants::TenantPolicy TenantPolicyFromConfig(const config::TenantConfig& tenant)
 runtime::ModelLoadSpec ModelSpecFromConfig(const config::ModelConfig& model);
 
 // [scheduler] and [[device]] kv_memory as instance manager options. The
-// sampler (may be null) gives memory figures for the fit check and for
-// kv_memory fractions.
+// sampler (may be null) gives memory figures for the fit check; a kv_memory
+// fraction is read by the arena itself as it grows.
 runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
     const config::NodeConfig& config, const std::vector<devices::Device*>& devices,
     const telemetry::DeviceSampler* sampler);

@@ -156,22 +156,36 @@ absl::StatusOr<ExecutorPtr> CreateCudaExecutor(const ModelSpec& spec,
   return ExecutorPtr(std::move(*e));
 }
 
-absl::StatusOr<KvArenaPtr> CreateCudaKvArena(int ordinal, size_t bytes, size_t page_bytes) {
-  if (page_bytes == 0 || bytes < page_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KV arena of ", bytes, " bytes holds no page of ", page_bytes));
-  }
-  const size_t pages = std::min<size_t>(bytes / page_bytes, UINT32_MAX);
-  void* base = nullptr;
-  if (core::GpuStatus s = core::AllocateDeviceRegion(ordinal, pages * page_bytes, &base); !s.ok()) {
+absl::StatusOr<KvArenaPtr> CreateCudaKvArena(int ordinal, KvArenaBudget budget, size_t page_bytes,
+                                             size_t chunk_bytes) {
+  // Reading the memory now refuses a missing GPU or unusable driver at once
+  // rather than at the first page.
+  size_t total = 0, free = 0;
+  if (core::GpuStatus s = core::DeviceMemory(ordinal, &total, &free); !s.ok()) {
     return ToAbslStatus(s);
   }
-  KvRegion region;
-  region.base = base;
+  KvChunkSource source;
+  source.allocate = [ordinal](size_t bytes) -> void* {
+    void* base = nullptr;
+    // A refused chunk is the arena's cap being the device's memory: the
+    // taker gets no page (a page miss), not an error.
+    if (!core::AllocateDeviceRegion(ordinal, bytes, &base).ok()) return nullptr;
+    return base;
+  };
+  source.release = [](void* base, size_t) { core::FreeDeviceRegion(base); };
   // A returned page keeps its bytes: the next instance overwrites every
   // position before attention reads it (a block is written before use).
-  region.release = [](void* p) { core::FreeDeviceRegion(p); };
-  return CreateKvArenaOver(std::move(region), page_bytes, static_cast<uint32_t>(pages));
+  source.free_bytes = [ordinal]() -> uint64_t {
+    size_t t = 0, f = 0;
+    return core::DeviceMemory(ordinal, &t, &f).ok() ? f : 0;
+  };
+  return CreateChunkedKvArena(std::move(source), budget, page_bytes, chunk_bytes);
+}
+
+absl::StatusOr<KvArenaPtr> CreateCudaKvArena(int ordinal, size_t bytes, size_t page_bytes) {
+  KvArenaBudget budget;
+  budget.bytes = bytes;
+  return CreateCudaKvArena(ordinal, budget, page_bytes, kDefaultKvChunkBytes);
 }
 
 }  // namespace tokenmill::devices::cuda

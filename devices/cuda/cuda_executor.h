@@ -56,9 +56,14 @@ class CudaExecutor final : public Executor {
 absl::StatusOr<ExecutorPtr> CreateCudaExecutor(const ModelSpec& spec,
                                                const ExecutorOptions& options, int ordinal);
 
-// A KV arena in the memory of GPU `ordinal`: `bytes` rounded down to whole
-// pages, one cudaMalloc. kInvalidArgument when bytes < page_bytes or
-// page_bytes is 0, kResourceExhausted when the region does not fit.
+// A KV arena in the memory of GPU `ordinal`, growing by one cudaMalloc per
+// chunk up to `budget` (devices/kv_arena.h); a fraction budget reads
+// cudaMemGetInfo. The GPU is probed at once: kUnavailable without a usable
+// driver, kInvalidArgument for a missing ordinal or a budget under one page.
+absl::StatusOr<KvArenaPtr> CreateCudaKvArena(int ordinal, KvArenaBudget budget,
+                                             size_t page_bytes = kDefaultKvPageBytes,
+                                             size_t chunk_bytes = kDefaultKvChunkBytes);
+// The same with a byte budget: at most `bytes` rounded down to whole pages.
 absl::StatusOr<KvArenaPtr> CreateCudaKvArena(int ordinal, size_t bytes,
                                              size_t page_bytes = kDefaultKvPageBytes);
 

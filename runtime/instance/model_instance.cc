@@ -456,7 +456,7 @@ void ModelInstance::Impl::Run() {
   bool waited_idle = false;
   while (TakeMail(/*wait=*/!scheduler.HasWork() && !holding_device)) {
     ExpireDeadlines();
-    const uint64_t misses = arena.Stats().page_misses;
+    const uint64_t misses = arena.page_misses();
     const bool pressure = misses != seen_misses;
     seen_misses = misses;
     if (!scheduler.HasWork()) {

@@ -21,13 +21,14 @@ bool DeviceRunsModels(const devices::Device& device) {
   }
 }
 
-absl::StatusOr<devices::KvArenaPtr> CreateKvArenaFor(const devices::Device& device, size_t bytes,
+absl::StatusOr<devices::KvArenaPtr> CreateKvArenaFor(const devices::Device& device,
+                                                     devices::KvArenaBudget budget,
                                                      size_t page_bytes) {
   const devices::DeviceInfo info = device.Info();
-  if (info.kind == devices::DeviceKind::kCpu) return devices::CreateHostKvArena(bytes, page_bytes);
+  if (info.kind == devices::DeviceKind::kCpu) return devices::CreateHostKvArena(budget, page_bytes);
 #ifdef TOKENMILL_HAVE_CUDA
   if (info.kind == devices::DeviceKind::kCuda && info.cuda) {
-    return devices::cuda::CreateCudaKvArena(info.cuda->ordinal, bytes, page_bytes);
+    return devices::cuda::CreateCudaKvArena(info.cuda->ordinal, budget, page_bytes);
   }
 #endif
   return absl::UnimplementedError(absl::StrCat("this build has no executor for device ", info.id));

@@ -16,9 +16,11 @@ namespace tokenmill::runtime {
 // when built with CUDA).
 bool DeviceRunsModels(const devices::Device& device);
 
-// The device's KV arena: host memory for the CPU, one device region for a
-// GPU. kUnimplemented for a kind without a backend.
-absl::StatusOr<devices::KvArenaPtr> CreateKvArenaFor(const devices::Device& device, size_t bytes,
+// The device's KV arena, growing up to `budget`: host memory for the CPU, a
+// cudaMalloc per chunk on a GPU. kUnimplemented for a kind without a
+// backend.
+absl::StatusOr<devices::KvArenaPtr> CreateKvArenaFor(const devices::Device& device,
+                                                     devices::KvArenaBudget budget,
                                                      size_t page_bytes);
 
 // An executor for `spec` on the device (options.kv_arena is the device's).

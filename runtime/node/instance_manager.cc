@@ -223,6 +223,11 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
   uint64_t id_space = std::min<uint64_t>(blocks_per_seq * max_seqs + per_page, arena_blocks);
   id_space = (id_space + per_page - 1) / per_page * per_page;
 
+  // The weights (uploaded by the executor on a GPU) get first call on the
+  // memory: chunks no instance has a page in go back to the device, and the
+  // arena grows again as pages are taken.
+  slot->arena->TrimFreeChunks();
+
   devices::ExecutorOptions eo;
   eo.block_tokens = options.block_tokens;
   eo.kv_type = options.kv_type;
@@ -310,13 +315,15 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
           absl::StrCat(device->Info().id, ": this build has no executor for this device"));
       continue;
     }
-    uint64_t bytes = impl->options.kv_arena_bytes ? impl->options.kv_arena_bytes(*device) : 0;
-    if (bytes == 0) {
-      bytes = std::min<uint64_t>(impl->FreeBytes(*device) / 10 * 8, uint64_t{16} << 30);
-    }
-    bytes = std::max<uint64_t>(bytes, impl->options.kv_page_bytes);
+    // The arena takes no memory yet: it grows as instances take pages, up to
+    // its budget of what the weights leave.
+    devices::KvArenaBudget budget =
+        impl->options.kv_memory ? impl->options.kv_memory(*device) : devices::KvArenaBudget{};
+    if (budget.bytes) budget.bytes = std::max<uint64_t>(*budget.bytes, impl->options.kv_page_bytes);
     absl::StatusOr<devices::KvArenaPtr> arena =
-        CreateKvArenaFor(*device, bytes, impl->options.kv_page_bytes);
+        impl->options.create_kv_arena
+            ? impl->options.create_kv_arena(*device, budget, impl->options.kv_page_bytes)
+            : CreateKvArenaFor(*device, budget, impl->options.kv_page_bytes);
     if (!arena.ok() && device->Info().kind != devices::DeviceKind::kCpu) {
       impl->unusable.push_back(absl::StrCat(device->Info().id, ": ", arena.status().ToString()));
       continue;
@@ -384,14 +391,22 @@ absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec spec) {
                                               "executor for it"));
     }
   }
+  // Arena chunks with no page taken are free for the weights: they are
+  // given back before the weights load.
   const uint64_t free_bytes = m.FreeBytes(*slot->device);
+  const devices::KvArenaStats arena = slot->arena->Stats();
+  const uint64_t reclaimable = uint64_t{arena.pages_reclaimable} * arena.page_bytes;
   const uint64_t need = *file_bytes + m.options.kv_page_bytes;
-  if (need > free_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("model ", spec.id, " does not fit on ", slot->device->Info().id, ": it needs ",
-                     Gib(need), " (weights ", Gib(*file_bytes), " + one KV page ",
-                     Gib(m.options.kv_page_bytes), ") and ", Gib(free_bytes), " are free"));
+  if (need > free_bytes + reclaimable) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "model ", spec.id, " does not fit on ", slot->device->Info().id, ": it needs ", Gib(need),
+        " (weights ", Gib(*file_bytes), " + one KV page ", Gib(m.options.kv_page_bytes), ") and ",
+        Gib(free_bytes + reclaimable), " are free (", Gib(reclaimable), " of it idle KV arena)"));
   }
+  // Give the idle chunks back now when the weights need them, so the memory
+  // reads free while the file is read (the loader trims again before the
+  // weights go to the device).
+  if (need > free_bytes) slot->arena->TrimFreeChunks();
 
   absl::MutexLock lock(&m.mu);
   if (m.stopped) return absl::FailedPreconditionError("the node is stopping");

@@ -66,11 +66,17 @@ struct InstanceManagerOptions {
   double vtc_input_weight = 1.0;
   double vtc_output_weight = 2.0;
   int32_t cpu_threads = 0;  // 0 = one per core
-  // KV arena size per device id; devices not named get 80% of what is free
-  // at start (MemAvailable on the CPU, device memory on a GPU), capped at
-  // 16 GiB. A GPU's weights need what the arena leaves: size it with
-  // [[device]] kv_memory on GPUs smaller than ~80 GiB.
-  std::function<uint64_t(const devices::Device&)> kv_arena_bytes;
+  // The KV arena's cap per device ([[device]] kv_memory); unset: 80% of what
+  // the weights leave (KvArenaBudget's default). The arena takes memory only
+  // as instances take pages, so a model's weights load first; wholly free
+  // chunks of a GPU arena count as free in the fit check and are given back
+  // before a model's weights load (a CPU's free pages hold no memory).
+  std::function<devices::KvArenaBudget(const devices::Device&)> kv_memory;
+  // Makes a device's arena (budget, page bytes); unset: the device's backend
+  // (runtime/node/device_backends.h). Tests give a simulated device memory.
+  std::function<absl::StatusOr<devices::KvArenaPtr>(const devices::Device&, devices::KvArenaBudget,
+                                                    size_t)>
+      create_kv_arena;
   // The device's latest reading (the telemetry sampler's), for the fit
   // check; unset or nullopt: the device's total memory counts as free.
   std::function<std::optional<devices::DeviceSample>(const std::string& device_id)> latest_sample;
@@ -103,9 +109,10 @@ class InstanceManager {
   // Starts loading. Returns at once with state kLoading. kAlreadyExists (id
   // in use), kInvalidArgument (bad id or limits), kNotFound (file or device),
   // kResourceExhausted (does not fit: the message says weights + minimum KV
-  // versus free memory), kFailedPrecondition (stopped). Errors found while
-  // loading put the instance in kFailed with the reason; it stays listed
-  // until unloaded.
+  // versus free memory, counting the device arena's wholly free chunks as
+  // free; they are given back when the weights need them), kFailedPrecondition (stopped). Errors
+  // found while loading put the instance in kFailed with the reason; it stays listed until
+  // unloaded.
   absl::StatusOr<InstanceInfo> Load(ModelLoadSpec spec);
   // Blocks until the model left kLoading or the timeout passed; its info.
   absl::StatusOr<InstanceInfo> WaitLoaded(const std::string& id, std::chrono::milliseconds timeout);

@@ -26,6 +26,9 @@ class CpuExecutorArenaTest : public ::testing::Test {
     absl::StatusOr<KvArenaPtr> arena = CreateHostKvArena(kArenaPages * kPageBytes, kPageBytes);
     ASSERT_TRUE(arena.ok()) << arena.status();
     arena_ = std::move(*arena);
+    // The arena backs pages as they are taken; the tests map pages as the
+    // runtime would after taking them (one chunk: pages 0..9, contiguous).
+    for (uint32_t p = 0; p < kArenaPages; ++p) ASSERT_EQ(arena_->TakePage(), p);
   }
 
   std::unique_ptr<CpuExecutor> MakeArenaExecutor(uint32_t kv_blocks, KvType type = KvType::kF16) {

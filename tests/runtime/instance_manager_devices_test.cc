@@ -39,7 +39,9 @@ TEST(InstanceManagerDevicesTest, DevicesWithoutAnExecutorAreListedNotFatal) {
   tenants::TenantRegistry registry;
   InstanceManagerOptions options;
   options.cpu_threads = 1;
-  options.kv_arena_bytes = [](const devices::Device&) { return uint64_t{8} << 20; };
+  options.kv_memory = [](const devices::Device&) {
+    return devices::KvArenaBudget{.bytes = uint64_t{8} << 20};
+  };
   auto manager = InstanceManager::Create({&cpu, &gpu, &plugin}, registry, options);
   ASSERT_TRUE(manager.ok()) << manager.status();
 
