@@ -61,6 +61,9 @@ class Node {
   void Route(http::HttpRequest request, http::ResponseWriterPtr response);
   // What the runtime families show at scrape time.
   telemetry::RuntimeSnapshot Snapshot() const;
+  // A model loaded, failed or unloaded (any thread): logged and stored by the
+  // models API; an unloaded model's metric series go.
+  void OnInstanceEvent(const runtime::InstanceEvent& event);
 
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;
