@@ -50,7 +50,11 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
   models_list_ = models->add_subcommand("list", "models with state, load and KV use");
   models_load_ = models->add_subcommand("load", "load a model and wait until it is ready");
   models_load_->add_option("id", load_.id, "the model's id in the API")->required();
-  models_load_->add_option("path", load_.path, "GGUF file or safetensors directory")->required();
+  models_load_
+      ->add_option("path", load_.path,
+                   "GGUF file or safetensors directory under the node's model roots (a relative "
+                   "path is taken from the current directory)")
+      ->required();
   load_.device_opt = models_load_->add_option(
       "--device", load_.device,
       "device id (cpu, cuda:0; default: the device with the most free memory)");
