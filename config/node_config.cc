@@ -58,12 +58,6 @@ std::string SocketPathCheck(std::string_view v) {
   return "";
 }
 
-std::string PathCheck(std::string_view v) {
-  if (v.empty()) return "must not be empty";
-  if (v.find('\0') != std::string_view::npos) return "must not contain NUL bytes";
-  return "";
-}
-
 std::string CurrencyCheck(std::string_view v) {
   const bool ok =
       v.size() == 3 && std::all_of(v.begin(), v.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
@@ -107,6 +101,10 @@ struct CrossChecks {
 void ReadNode(TableReader& r, NodeSection& node) {
   r.String("name", &node.name, NameCheck(/*allow_colon=*/false));
   r.Path("data_dir", &node.data_dir, FromStatus(CheckAbsolutePath));
+  const bool has_roots = r.Peek("model_roots") != nullptr;
+  std::vector<std::string> roots;
+  r.StringArray("model_roots", &roots, FromStatus(CheckAbsolutePath));
+  if (has_roots) node.model_roots.emplace(roots.begin(), roots.end());
 }
 
 // "" (none) or the SHA-256 of a non-empty admin token.
@@ -196,7 +194,7 @@ void ReadModel(TableReader& r, ModelConfig& m, CrossChecks& cross, ProblemList& 
   r.Required("id");
   r.Required("path");
   r.String("id", &m.id, NameCheck(/*allow_colon=*/true));
-  r.Path("path", &m.path, PathCheck);
+  r.Path("path", &m.path, FromStatus(CheckAbsolutePath));
   r.String("device", &m.device, FromStatus(CheckDeviceChoice));
   r.OptionalUint32("max_seqs", &m.max_seqs, IntegerAtLeast(1));
   r.OptionalUint32("max_batch_tokens", &m.max_batch_tokens, IntegerAtLeast(1));
@@ -208,7 +206,7 @@ void ReadModel(TableReader& r, ModelConfig& m, CrossChecks& cross, ProblemList& 
 
 void ReadTenant(TableReader& r, TenantConfig& t, CrossChecks& cross, ProblemList& problems) {
   r.Required("name");
-  r.String("name", &t.name, NameCheck(/*allow_colon=*/true));
+  r.String("name", &t.name, FromStatus(CheckTenantName));
   r.StringArray("api_keys_sha256", &t.api_keys_sha256, FromStatus(CheckSha256Hex));
   r.Number("weight", &t.weight, NumberAbove(0));
   r.Uint64("kv_reserved_blocks", &t.kv_reserved_blocks);
@@ -219,7 +217,7 @@ void ReadTenant(TableReader& r, TenantConfig& t, CrossChecks& cross, ProblemList
   r.Uint32("max_concurrent", &t.max_concurrent);
   r.Uint32("max_queue", &t.max_queue);
   r.String("cache_group", &t.cache_group, [](std::string_view v) {
-    return v.empty() ? "" : std::string(CheckName(v, /*allow_colon=*/true).message());
+    return v.empty() ? "" : std::string(CheckTenantName(v).message());
   });
   r.StringArray("models", &t.models, NameCheck(/*allow_colon=*/true));
   r.Number("price_input_per_mtok", &t.price_input_per_mtok, NumberAtLeast(0));
@@ -471,6 +469,20 @@ const DeviceConfig* FindDeviceConfig(const NodeConfig& config, std::string_view 
     }
   }
   return pattern;
+}
+
+std::vector<std::filesystem::path> ModelRoots(const NodeConfig& config) {
+  if (config.node.model_roots) return *config.node.model_roots;
+  std::vector<std::filesystem::path> roots = {config.node.data_dir / "models"};
+  for (const ModelConfig& m : config.models) {
+    std::filesystem::path path = m.path.lexically_normal();
+    if (!path.has_filename()) path = path.parent_path();  // "/models/qwen2/"
+    std::filesystem::path dir = path.parent_path();
+    if (!dir.empty() && std::find(roots.begin(), roots.end(), dir) == roots.end()) {
+      roots.push_back(std::move(dir));
+    }
+  }
+  return roots;
 }
 
 }  // namespace tokenmill::config

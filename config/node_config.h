@@ -21,6 +21,11 @@ namespace tokenmill::config {
 struct NodeSection {
   std::string name;                                       // default: the host name. reload: no
   std::filesystem::path data_dir = "/var/lib/tokenmill";  // RocksDB and state. reload: no
+  // Directories (absolute) the control API may load models from; a model
+  // path must resolve (symlinks and ".." resolved) inside one. Unset: see
+  // ModelRoots(). [] allows no API load. [[model]] paths are not checked
+  // (the operator wrote them). reload: no
+  std::optional<std::vector<std::filesystem::path>> model_roots;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const NodeSection&) const = default;
@@ -190,6 +195,10 @@ struct NodeConfig {
 // The [[device]] entry for a device id: the one whose match is the id
 // ("cuda:1"), else a "kind:*" pattern covering it ("cuda:*"), else nullptr.
 const DeviceConfig* FindDeviceConfig(const NodeConfig& config, std::string_view device_id);
+
+// The model roots in force: [node] model_roots when set, else
+// DATA_DIR/models plus the directory holding each [[model]] path.
+std::vector<std::filesystem::path> ModelRoots(const NodeConfig& config);
 
 // Parses TOML text. Errors are kInvalidArgument with one message per problem,
 // each "SOURCE:LINE:COL: what is wrong", joined by newlines in file order:

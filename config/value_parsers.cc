@@ -222,6 +222,14 @@ absl::Status CheckName(std::string_view text, bool allow_colon) {
   return absl::OkStatus();
 }
 
+absl::Status CheckTenantName(std::string_view text) {
+  if (absl::Status s = CheckName(text, /*allow_colon=*/false); !s.ok()) return s;
+  if (text.front() == '.' || text.front() == '-') {
+    return absl::InvalidArgumentError("must not start with '.' or '-'");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckSha256Hex(std::string_view text) {
   const bool hex = std::all_of(text.begin(), text.end(), [](char c) {
     return absl::ascii_isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');

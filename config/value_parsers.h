@@ -53,6 +53,10 @@ absl::Status CheckDeviceChoice(std::string_view text);
 absl::Status CheckName(std::string_view text, bool allow_colon);
 
 // Exactly 64 lowercase hex characters: a SHA-256 digest of an API key.
+// A tenant name (or cache group): 1-64 characters from [A-Za-z0-9._-], not
+// starting with '.' or '-' (no ".", "..", hidden names or flag look-alikes).
+absl::Status CheckTenantName(std::string_view text);
+
 absl::Status CheckSha256Hex(std::string_view text);
 
 // An absolute path without NUL bytes.

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <limits>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -25,7 +26,7 @@ absl::Status BadField(std::string_view field, std::string_view why) {
 }
 
 bool IsModelId(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
+  if (id.empty() || id.size() > runtime::kMaxModelIdLength) return false;
   for (char c : id) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '.' || c == ':' || c == '-';
@@ -78,9 +79,17 @@ absl::StatusOr<runtime::ModelLoadSpec> ParseModelBody(std::string_view body) {
       } else if (key == "id") {
         spec.id = v.get<std::string>();
         has_id = true;
-        if (!IsModelId(spec.id)) status = BadField(key, "must be 1-128 of [A-Za-z0-9_.:-]");
+        if (!IsModelId(spec.id)) {
+          status = BadField(
+              key, absl::StrCat("must be 1-", runtime::kMaxModelIdLength, " of [A-Za-z0-9_.:-]"));
+        }
       } else if (key == "path") {
-        spec.path = v.get<std::string>();
+        const std::string path = v.get<std::string>();
+        // A NUL would cut the path where the kernel reads it.
+        if (path.find('\0') != std::string::npos) {
+          status = BadField(key, "must not contain NUL bytes");
+        }
+        spec.path = path;
         has_path = true;
       } else {
         spec.device = v.get<std::string>();
@@ -103,17 +112,36 @@ absl::StatusOr<runtime::ModelLoadSpec> ParseModelBody(std::string_view body) {
   return spec;
 }
 
-json ModelStateJson(const runtime::ModelLoadSpec& spec) {
+absl::StatusOr<StoredModel> ParseModelState(std::string_view value) {
+  json parsed = json::parse(value.begin(), value.end(), nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return absl::InvalidArgumentError("the stored model must be a JSON object");
+  }
+  StoredModel stored;
+  if (auto it = parsed.find("load_error"); it != parsed.end()) {
+    if (!it->is_string()) return BadField("load_error", "must be a string");
+    stored.load_error = it->get<std::string>();
+    parsed.erase(it);
+  }
+  absl::StatusOr<runtime::ModelLoadSpec> spec = ParseModelBody(parsed.dump());
+  if (!spec.ok()) return spec.status();
+  stored.spec = std::move(*spec);
+  return stored;
+}
+
+json ModelStateJson(const runtime::ModelLoadSpec& spec, const std::string& load_error) {
   json state = {{"id", spec.id}, {"path", spec.path.string()}, {"device", spec.device}};
   if (spec.max_seqs) state["max_seqs"] = *spec.max_seqs;
   if (spec.max_batch_tokens) state["max_batch_tokens"] = *spec.max_batch_tokens;
   if (spec.context) state["context"] = *spec.context;
+  if (!load_error.empty()) state["load_error"] = load_error;
   return state;
 }
 
 json ModelJson(const runtime::InstanceInfo& info) {
   json model = {{"id", info.spec.id},
                 {"path", info.spec.path.string()},
+                {"source", std::string(runtime::ModelSourceName(info.spec.source))},
                 {"device", info.device},
                 {"state", std::string(runtime::InstanceStateName(info.state))},
                 {"load_progress", info.load_progress}};
@@ -168,44 +196,48 @@ bool ModelsApi::Handle(const http::HttpRequest& request, const http::ResponseWri
 }
 
 void ModelsApi::Load(const http::HttpRequest& request, http::ResponseWriter& response) {
-  absl::StatusOr<runtime::ModelLoadSpec> spec = ParseModelBody(request.body);
-  if (!spec.ok()) return SendError(response, spec.status());
-  if (instances_.Get(spec->id).ok()) {
-    // Checked before the state write, which would otherwise replace the
-    // stored spec of the model already loaded.
+  absl::StatusOr<runtime::ModelLoadSpec> parsed = ParseModelBody(request.body);
+  if (!parsed.ok()) return SendError(response, parsed.status());
+  parsed->source = runtime::ModelSource::kApi;
+  // The canonical path, inside the model roots, is what is loaded and kept.
+  absl::StatusOr<runtime::ModelLoadSpec> spec = instances_.Resolve(*std::move(parsed));
+  auto refuse = [&](const absl::Status& status) {
+    spdlog::warn("model_load_refused model={} error=\"{}\"", spec.ok() ? spec->id : "",
+                 std::string(status.message()));
+    if (status.code() == absl::StatusCode::kResourceExhausted) {
+      // Does not fit: the same request will not succeed later, so not 429.
+      response.Send(507, "application/json",
+                    ErrorBody(ErrorType(status.code()), std::string(status.message())));
+      return;
+    }
+    SendError(response, status);
+  };
+  if (!spec.ok()) return refuse(spec.status());
+  if (absl::StatusOr<runtime::InstanceInfo> existing = instances_.Get(spec->id);
+      existing.ok() && existing->state != runtime::InstanceState::kFailed) {
     return SendError(response,
                      absl::AlreadyExistsError(absl::StrCat("model '", spec->id, "' exists")));
   }
-  std::string key = absl::StrCat("model/", spec->id);
+  absl::MutexLock lock(&state_mu_);
+  absl::StatusOr<runtime::InstanceInfo> info = instances_.Load(*spec);
+  if (!info.ok()) return refuse(info.status());
   if (store_ != nullptr) {
-    if (absl::Status saved = store_->PutState(key, DumpJson(ModelStateJson(*spec))); !saved.ok()) {
-      spdlog::error("model_state_write_failed model={} error={}", spec->id,
+    std::string key = absl::StrCat("model/", spec->id);
+    if (absl::Status saved = store_->PutState(key, DumpJson(ModelStateJson(info->spec)));
+        !saved.ok()) {
+      spdlog::error("model_state_write_failed model={} error=\"{}\"", spec->id,
                     std::string(saved.message()));
+      (void)instances_.Unload(spec->id);
       return SendError(response, absl::InternalError(absl::StrCat(
                                      "cannot persist model '", spec->id,
                                      "', not loading it: ", std::string(saved.message()))));
     }
   }
-  absl::StatusOr<runtime::InstanceInfo> info = instances_.Load(*spec);
-  if (!info.ok()) {
-    if (store_ != nullptr) (void)store_->DeleteState(key);
-    spdlog::warn("model_load_refused model={} error={}", spec->id,
-                 std::string(info.status().message()));
-    if (info.status().code() == absl::StatusCode::kResourceExhausted) {
-      // Does not fit: the same request will not succeed later, so not 429.
-      response.Send(
-          507, "application/json",
-          ErrorBody(ErrorType(info.status().code()), std::string(info.status().message())));
-      return;
-    }
-    return SendError(response, info.status());
-  }
-  spdlog::info("model_load_started model={} path={} device={}", spec->id, spec->path.string(),
-               info->device);
   SendJson(response, DumpJson(ModelJson(*info)), 202);
 }
 
 void ModelsApi::Unload(const std::string& id, http::ResponseWriter& response) {
+  absl::MutexLock lock(&state_mu_);
   absl::StatusOr<runtime::InstanceInfo> before = instances_.Get(id);
   if (!before.ok()) return SendError(response, before.status());
   if (absl::Status unloaded = instances_.Unload(id); !unloaded.ok()) {
@@ -213,15 +245,106 @@ void ModelsApi::Unload(const std::string& id, http::ResponseWriter& response) {
   }
   if (store_ != nullptr) {
     if (absl::Status erased = store_->DeleteState(absl::StrCat("model/", id)); !erased.ok()) {
-      spdlog::error("model_state_delete_failed model={} error={}", id,
+      spdlog::error("model_state_delete_failed model={} error=\"{}\"", id,
                     std::string(erased.message()));
     }
   }
   absl::StatusOr<runtime::InstanceInfo> after = instances_.Get(id);
   json model = ModelJson(after.ok() ? *after : *before);
   model["state"] = "draining";
-  spdlog::info("model_unload_started model={}", id);
+  spdlog::info("model_unload_started model={} state={}", id,
+               std::string(runtime::InstanceStateName(before->state)));
   SendJson(response, DumpJson(model), 202);
+}
+
+void ModelsApi::Restore(const std::vector<runtime::ModelLoadSpec>& config_models) {
+  std::set<std::string> ids;
+  // A model that cannot start loading is listed as failed, with the reason.
+  auto load = [this](runtime::ModelLoadSpec spec) -> absl::Status {
+    absl::StatusOr<runtime::InstanceInfo> info = instances_.Load(spec);
+    if (info.ok()) return absl::OkStatus();
+    const std::string error(info.status().message());
+    spdlog::error("model_load_failed model={} path=\"{}\" source={} error=\"{}\"", spec.id,
+                  spec.path.string(), std::string(runtime::ModelSourceName(spec.source)), error);
+    (void)instances_.AddFailed(std::move(spec), error);
+    return info.status();
+  };
+  for (runtime::ModelLoadSpec spec : config_models) {
+    spec.source = runtime::ModelSource::kConfig;
+    ids.insert(spec.id);
+    (void)load(std::move(spec));
+  }
+  if (store_ == nullptr) return;
+  auto stored = store_->ListState("model/");
+  if (!stored.ok()) {
+    spdlog::error("model_state_unreadable error=\"{}\"", stored.status().ToString());
+    return;
+  }
+  for (const auto& [key, value] : *stored) {
+    absl::StatusOr<StoredModel> model = ParseModelState(value);
+    if (!model.ok()) {
+      spdlog::error("model_state_bad key={} error=\"{}\"", key, model.status().ToString());
+      continue;
+    }
+    runtime::ModelLoadSpec& spec = model->spec;
+    spec.source = runtime::ModelSource::kApi;
+    if (ids.contains(spec.id)) continue;  // the config's entry wins
+    if (!model->load_error.empty()) {
+      // Not retried at every start: an operator loads it again or deletes it.
+      spdlog::warn("model_not_retried model={} path=\"{}\" last_error=\"{}\"", spec.id,
+                   spec.path.string(), model->load_error);
+      (void)instances_.AddFailed(
+          spec, absl::StrCat("not loaded at start, its last load failed: ", model->load_error,
+                             " (load it again or delete it)"));
+      continue;
+    }
+    if (absl::Status s = load(spec); !s.ok()) {
+      (void)store_->PutState(key, DumpJson(ModelStateJson(spec, std::string(s.message()))));
+    }
+  }
+}
+
+void ModelsApi::Observe(const runtime::InstanceEvent& event) {
+  const runtime::InstanceInfo& info = event.info;
+  const runtime::ModelLoadSpec& spec = info.spec;
+  const double seconds = std::chrono::duration<double>(event.elapsed).count();
+  const std::string source(runtime::ModelSourceName(spec.source));
+  switch (event.kind) {
+    case runtime::InstanceEventKind::kLoadStarted:
+      spdlog::info("model_load_started model={} path=\"{}\" device={} source={}", spec.id,
+                   spec.path.string(), info.device, source);
+      return;
+    case runtime::InstanceEventKind::kLoaded:
+      spdlog::info(
+          "model_loaded model={} device={} architecture={} weight_bytes={} context={} "
+          "seconds={:.3f}",
+          spec.id, info.device, info.architecture, info.weight_bytes, info.context, seconds);
+      return;
+    case runtime::InstanceEventKind::kUnloaded:
+      spdlog::info("model_unloaded model={} device={}", spec.id, info.device);
+      return;
+    case runtime::InstanceEventKind::kLoadFailed:
+      break;
+  }
+  spdlog::error(
+      "model_load_failed model={} path=\"{}\" device={} source={} seconds={:.3f} "
+      "error=\"{}\"",
+      spec.id, spec.path.string(), info.device, source, seconds, info.error);
+  if (store_ == nullptr || spec.source != runtime::ModelSource::kApi) return;
+  absl::MutexLock lock(&state_mu_);
+  // Only while the failed instance is still the one listed: a DELETE (or a
+  // new POST) since then owns the stored state.
+  absl::StatusOr<runtime::InstanceInfo> now = instances_.Get(spec.id);
+  if (!now.ok() || now->state != runtime::InstanceState::kFailed || now->error != info.error ||
+      now->spec != spec) {
+    return;
+  }
+  if (absl::Status saved = store_->PutState(absl::StrCat("model/", spec.id),
+                                            DumpJson(ModelStateJson(spec, info.error)));
+      !saved.ok()) {
+    spdlog::error("model_state_write_failed model={} error=\"{}\"", spec.id,
+                  std::string(saved.message()));
+  }
 }
 
 }  // namespace tokenmill::daemon

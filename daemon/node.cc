@@ -236,6 +236,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   Node* raw = node.get();
   node->runtime_metrics_ = std::make_unique<telemetry::RuntimeMetrics>(
       *node->registry_, [raw] { return raw->Snapshot(); });
+  telemetry::RuntimeMetrics* metrics = node->runtime_metrics_.get();
+  // A removed tenant's series go once its last request has ended.
+  node->tenants_->OnRemoved([metrics](const std::string& name) {
+    metrics->RemoveTenant(name);
+    spdlog::info("tenant_metrics_removed tenant={}", name);
+  });
   if (node->metrics_server_) {
     node->metrics_server_->Register(node->runtime_metrics_->snapshot_collectable());
   }
@@ -279,6 +285,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   manager_options.usage_observer = [metering](const std::string& model, const std::string& device) {
     return metering->ObserverFor(model, device);
   };
+  manager_options.model_roots = config::ModelRoots(*cfg);
+  manager_options.observer = [raw](const runtime::InstanceEvent& event) {
+    raw->OnInstanceEvent(event);
+  };
   auto instances =
       runtime::InstanceManager::Create(device_ptrs, *node->tenants_, std::move(manager_options));
   if (!instances.ok()) return instances.status();
@@ -286,8 +296,15 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   for (const std::string& reason : node->instances_->unusable_devices()) {
     spdlog::warn("device_unusable reason=\"{}\"", reason);
   }
-  RestoreModels(*cfg, *node->store_, *node->instances_);
+  for (const auto& root : config::ModelRoots(*cfg)) {
+    spdlog::info("model_root path=\"{}\"", root.string());
+  }
+  // The models API exists before the first load: it logs and stores what
+  // the loads do.
   node->models_api_ = std::make_unique<ModelsApi>(*node->instances_, node->store_.get());
+  std::vector<runtime::ModelLoadSpec> config_models;
+  for (const auto& m : cfg->models) config_models.push_back(ModelSpecFromConfig(m));
+  node->models_api_->Restore(config_models);
   node->tenants_api_ =
       std::make_unique<TenantsApi>(*node->tenants_, node->store_.get(), cfg->source);
   node->usage_api_ = std::make_unique<UsageApi>(*node->store_, *node->tenants_, cfg->cost.currency);
@@ -529,6 +546,13 @@ nlohmann::json Node::StoreJson() const {
                                  {"detail", l.detail}};
   }
   return out;
+}
+
+void Node::OnInstanceEvent(const runtime::InstanceEvent& event) {
+  if (models_api_) models_api_->Observe(event);
+  if (event.kind == runtime::InstanceEventKind::kUnloaded) {
+    runtime_metrics_->RemoveModel(event.info.spec.id);
+  }
 }
 
 telemetry::RuntimeSnapshot Node::Snapshot() const {

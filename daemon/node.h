@@ -74,6 +74,9 @@ class Node {
   telemetry::RuntimeSnapshot Snapshot() const;
   // The "store" object of /control/v1/node: writability and accepted losses.
   nlohmann::json StoreJson() const;
+  // A model loaded, failed or unloaded (any thread): logged and stored by the
+  // models API; an unloaded model's metric series go.
+  void OnInstanceEvent(const runtime::InstanceEvent& event);
 
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;

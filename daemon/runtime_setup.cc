@@ -4,7 +4,6 @@
 #include <set>
 #include <string>
 
-#include "daemon/models_api.h"
 #include "daemon/tenants_api.h"
 #include "spdlog/spdlog.h"
 
@@ -12,7 +11,6 @@ namespace tokenmill::daemon {
 namespace {
 
 constexpr char kTenantPrefix[] = "tenant/";
-constexpr char kModelPrefix[] = "model/";
 
 }  // namespace
 
@@ -42,6 +40,7 @@ runtime::ModelLoadSpec ModelSpecFromConfig(const config::ModelConfig& m) {
   spec.max_seqs = m.max_seqs;
   spec.max_batch_tokens = m.max_batch_tokens;
   spec.context = m.context;
+  spec.source = runtime::ModelSource::kConfig;
   return spec;
 }
 
@@ -132,39 +131,6 @@ absl::Status RestoreTenants(const config::NodeConfig& config, storage::MeterStor
     }
   }
   return absl::OkStatus();
-}
-
-void RestoreModels(const config::NodeConfig& config, storage::MeterStore& store,
-                   runtime::InstanceManager& instances) {
-  std::set<std::string> ids;
-  auto load = [&instances](const runtime::ModelLoadSpec& spec, std::string_view source) {
-    auto info = instances.Load(spec);
-    if (info.ok()) {
-      spdlog::info("model_loading id={} path={} device={} source={}", spec.id, spec.path.string(),
-                   info->device, source);
-    } else {
-      spdlog::error("model_not_loaded id={} path={} source={} error=\"{}\"", spec.id,
-                    spec.path.string(), source, info.status().ToString());
-    }
-  };
-  for (const auto& m : config.models) {
-    ids.insert(m.id);
-    load(ModelSpecFromConfig(m), "config");
-  }
-  auto stored = store.ListState(kModelPrefix);
-  if (!stored.ok()) {
-    spdlog::error("model_state_unreadable error=\"{}\"", stored.status().ToString());
-    return;
-  }
-  for (const auto& [key, value] : *stored) {
-    auto spec = ParseModelBody(value);
-    if (!spec.ok()) {
-      spdlog::error("model_state_bad key={} error=\"{}\"", key, spec.status().ToString());
-      continue;
-    }
-    if (ids.contains(spec->id)) continue;  // the config's entry wins
-    load(*spec, "api");
-  }
 }
 
 }  // namespace tokenmill::daemon

@@ -1,6 +1,6 @@
 // The runtime's side of the composition root: config sections mapped into
-// runtime settings, and the tenants and models a node starts with (the
-// config's, plus those the control API created earlier, from the store).
+// runtime settings, and the tenants a node starts with (the config's, plus
+// those the control API created earlier, from the store; models: ModelsApi::Restore).
 #pragma once
 
 #include <vector>
@@ -39,11 +39,5 @@ std::map<std::string, Prices> ModelPricesFrom(const config::NodeConfig& config);
 // logged and skipped.
 absl::Status RestoreTenants(const config::NodeConfig& config, storage::MeterStore& store,
                             tenants::TenantRegistry& registry);
-
-// Starts loading the config's models, then those the API loaded before
-// (kept in the store). A model that cannot load is logged (and listed as
-// failed when the error came while loading); the node still starts.
-void RestoreModels(const config::NodeConfig& config, storage::MeterStore& store,
-                   runtime::InstanceManager& instances);
 
 }  // namespace tokenmill::daemon

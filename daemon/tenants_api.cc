@@ -75,14 +75,22 @@ json PolicyFields(const tenants::TenantPolicy& p) {
 
 absl::StatusOr<tenants::TenantPolicy> ParseTenantBody(std::string_view name,
                                                       std::string_view body) {
+  tenants::TenantPolicy defaults;
+  defaults.name = std::string(name);
+  return ApplyTenantBody(std::move(defaults), body);
+}
+
+absl::StatusOr<tenants::TenantPolicy> ApplyTenantBody(tenants::TenantPolicy policy,
+                                                      std::string_view body) {
   json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !parsed.is_object()) {
     return absl::InvalidArgumentError("the body must be a JSON object");
   }
-  tenants::TenantPolicy policy;
-  policy.name = std::string(name);
+  const std::string name = policy.name;
   policy.source = tenants::TenantSource::kApi;
   std::vector<std::string> plaintext_keys;
+  std::vector<std::string> key_hashes;
+  bool keys_given = false;
   for (const auto& [key, v] : parsed.items()) {
     absl::Status status;
     if (key == "name") {
@@ -114,8 +122,10 @@ absl::StatusOr<tenants::TenantPolicy> ParseTenantBody(std::string_view name,
     } else if (key == "price_output_per_mtok") {
       status = ReadNumber(v, key, &policy.price_output_per_mtok);
     } else if (key == "api_keys_sha256") {
-      status = ReadStrings(v, key, &policy.api_keys_sha256);
+      keys_given = true;
+      status = ReadStrings(v, key, &key_hashes);
     } else if (key == "api_keys") {
+      keys_given = true;
       status = ReadStrings(v, key, &plaintext_keys);
       for (const std::string& k : plaintext_keys) {
         if (status.ok() && k.empty()) status = BadField(key, "must not hold empty keys");
@@ -125,10 +135,14 @@ absl::StatusOr<tenants::TenantPolicy> ParseTenantBody(std::string_view name,
     }
     if (!status.ok()) return status;
   }
-  for (const std::string& k : plaintext_keys) {
-    std::string hash = tenants::ApiKeySha256(k);
-    auto& hashes = policy.api_keys_sha256;
-    if (std::find(hashes.begin(), hashes.end(), hash) == hashes.end()) hashes.push_back(hash);
+  // Keys given replace the tenant's keys; keys not mentioned stay.
+  if (keys_given) {
+    policy.api_keys_sha256 = std::move(key_hashes);
+    for (const std::string& k : plaintext_keys) {
+      std::string hash = tenants::ApiKeySha256(k);
+      auto& hashes = policy.api_keys_sha256;
+      if (std::find(hashes.begin(), hashes.end(), hash) == hashes.end()) hashes.push_back(hash);
+    }
   }
   if (absl::Status valid = tenants::ValidateTenantPolicy(policy); !valid.ok()) return valid;
   return policy;
@@ -177,23 +191,28 @@ bool TenantsApi::Handle(const http::HttpRequest& request, const http::ResponseWr
     } else {
       SendJson(*response, DumpJson(TenantJson(*policy)));
     }
-  } else if (method == "PUT") {
-    Put(name, request, *response);
+  } else if (method == "PUT" || method == "PATCH") {
+    Put(name, method == "PATCH", request, *response);
   } else if (method == "DELETE") {
     Delete(name, *response);
   } else {
-    SendMethodNotAllowedError(*response, {"GET", "HEAD", "PUT", "DELETE"});
+    SendMethodNotAllowedError(*response, {"GET", "HEAD", "PUT", "PATCH", "DELETE"});
   }
   return true;
 }
 
-void TenantsApi::Put(const std::string& name, const http::HttpRequest& request,
+void TenantsApi::Put(const std::string& name, bool patch, const http::HttpRequest& request,
                      http::ResponseWriter& response) {
   std::optional<tenants::TenantPolicy> existing = registry_.Get(name);
   if (existing && existing->source == tenants::TenantSource::kConfig) {
     return SendError(response, RefuseConfigTenant(name));
   }
-  absl::StatusOr<tenants::TenantPolicy> policy = ParseTenantBody(name, request.body);
+  if (patch && !existing) {
+    return SendError(response, absl::NotFoundError(absl::StrCat(
+                                   "no tenant '", name, "' to change; create it with PUT")));
+  }
+  absl::StatusOr<tenants::TenantPolicy> policy =
+      patch ? ApplyTenantBody(*existing, request.body) : ParseTenantBody(name, request.body);
   if (!policy.ok()) return SendError(response, policy.status());
   if (absl::Status put = registry_.Put(*policy); !put.ok()) return SendError(response, put);
   if (store_ != nullptr) {
@@ -208,7 +227,7 @@ void TenantsApi::Put(const std::string& name, const http::HttpRequest& request,
                                      std::string(saved.message()))));
     }
   }
-  spdlog::info("tenant_put tenant={} keys={} source=control_api", name,
+  spdlog::info("tenant_{} tenant={} keys={} source=control_api", patch ? "patched" : "put", name,
                policy->api_keys_sha256.size());
   SendJson(response, DumpJson(TenantJson(*policy)));
 }

@@ -4,6 +4,7 @@
 #include "telemetry/runtime_metrics.h"
 
 #include <array>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -316,6 +317,23 @@ struct RuntimeMetrics::Impl {
     return *c;
   }
 
+  // Removes what `step` holds of one tenant's series.
+  void ForgetTenantSeries(TenantSeries& t, std::set<prometheus::Counter*>& revenue_gone)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (prometheus::Counter* c : {t.prompt, t.cached, t.generated}) tokens.Remove(c);
+    cost.Remove(t.cost);
+    // A (tenant, model) revenue series is shared by the model's devices.
+    if (revenue_gone.insert(t.revenue).second) revenue.Remove(t.revenue);
+  }
+
+  void ForgetRequestSeries(RequestSeries& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    queue.Remove(s.queue);
+    ttft.Remove(s.ttft);
+    tpot.Remove(s.tpot);
+    duration.Remove(s.e2e);
+    for (auto& [outcome, counter] : s.by_outcome) requests.Remove(counter);
+  }
+
   prometheus::Registry& registry;
   prometheus::Family<prometheus::Counter>& tokens;
   prometheus::Family<prometheus::Counter>& requests;
@@ -392,6 +410,71 @@ void RuntimeMetrics::ObserveRequest(const RequestObservation& request) {
 void RuntimeMetrics::ObservePreemption(const std::string& model, const std::string& tenant) {
   absl::MutexLock lock(&impl_->mu);
   impl_->Preemption(model, tenant).Increment();
+}
+
+void RuntimeMetrics::RemoveModel(const std::string& model) {
+  Impl& m = *impl_;
+  absl::MutexLock lock(&m.mu);
+  std::set<prometheus::Counter*> revenue_gone;
+  for (auto it = m.steps.begin(); it != m.steps.end();) {
+    if (std::get<0>(it->first) != model) {
+      ++it;
+      continue;
+    }
+    Impl::StepSeries& s = it->second;
+    m.step_duration.Remove(s.step_duration);
+    m.batch_size.Remove(s.batch_size);
+    for (size_t i = 0; i < kRegimes.size(); ++i) {
+      m.regime_tokens.Remove(s.regime_tokens[i]);
+      m.regime_cost.Remove(s.regime_cost[i]);
+    }
+    for (auto& [tenant, t] : s.tenants) m.ForgetTenantSeries(t, revenue_gone);
+    it = m.steps.erase(it);
+  }
+  for (auto it = m.request_series.begin(); it != m.request_series.end();) {
+    if (std::get<1>(it->first) != model) {
+      ++it;
+      continue;
+    }
+    m.ForgetRequestSeries(it->second);
+    it = m.request_series.erase(it);
+  }
+  for (auto it = m.preemption_series.begin(); it != m.preemption_series.end();) {
+    if (std::get<0>(it->first) != model) {
+      ++it;
+      continue;
+    }
+    m.preemptions.Remove(it->second);
+    it = m.preemption_series.erase(it);
+  }
+}
+
+void RuntimeMetrics::RemoveTenant(const std::string& tenant) {
+  Impl& m = *impl_;
+  absl::MutexLock lock(&m.mu);
+  std::set<prometheus::Counter*> revenue_gone;
+  for (auto& [key, step] : m.steps) {
+    if (auto it = step.tenants.find(tenant); it != step.tenants.end()) {
+      m.ForgetTenantSeries(it->second, revenue_gone);
+      step.tenants.erase(it);
+    }
+  }
+  for (auto it = m.request_series.begin(); it != m.request_series.end();) {
+    if (std::get<0>(it->first) != tenant) {
+      ++it;
+      continue;
+    }
+    m.ForgetRequestSeries(it->second);
+    it = m.request_series.erase(it);
+  }
+  for (auto it = m.preemption_series.begin(); it != m.preemption_series.end();) {
+    if (std::get<1>(it->first) != tenant) {
+      ++it;
+      continue;
+    }
+    m.preemptions.Remove(it->second);
+    it = m.preemption_series.erase(it);
+  }
 }
 
 }  // namespace tokenmill::telemetry

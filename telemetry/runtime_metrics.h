@@ -9,8 +9,9 @@
 // x5 batch regimes where those labels apply; each histogram series is its
 // buckets + 2). A node with 20 tenants, 4 models and 8 devices exports at
 // most 20 x 4 x 8 x 3 = 1920 token series; series appear on first use, so
-// pairs that never meet cost nothing. Tenant and model names come from the
-// config and the control API, never from requests.
+// pairs that never meet cost nothing, and the series of an unloaded model or
+// a removed tenant are removed. Tenant and model names come from the config
+// and the control API, never from requests.
 #pragma once
 
 #include <chrono>
@@ -116,6 +117,13 @@ class RuntimeMetrics {
   void ObserveRequest(const RequestObservation& request);
   // preemptions_total{model,tenant} += 1.
   void ObservePreemption(const std::string& model, const std::string& tenant);
+
+  // Forgets every series labelled with this model (model="ID") or tenant
+  // (tenant="NAME"), so that an unloaded model or a deleted tenant leaves
+  // nothing behind in /metrics; a later use starts them again from 0. Call
+  // once no step or request of it can still be observed. Any thread.
+  void RemoveModel(const std::string& model);
+  void RemoveTenant(const std::string& tenant);
 
  private:
   struct Impl;

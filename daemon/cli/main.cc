@@ -4,7 +4,7 @@
 //   tokenmill model synth --out FILE [--shape tiny|small|1b|8b] [--type q8_0] ...
 //   tokenmill bench MODEL [--threads N] [--batches 1,4,16,32]
 //   tokenmill models list | load ID PATH [--device D] ... | unload ID [--wait]
-//   tokenmill tenants list | get NAME | put NAME [--key K]... | delete NAME
+//   tokenmill tenants list | get NAME | put NAME [--key K]... [--replace] | delete NAME
 //   tokenmill generate [--model M] [--key K] [--chat] [--max-tokens N] PROMPT
 //   tokenmill usage [--tenant T] [--model M] [--from X] [--to Y] [--group hour|day|total]
 //                   [--by-device] [--csv]

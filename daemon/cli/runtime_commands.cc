@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <system_error>
 #include <thread>
 
 #include "daemon/cli/control_json.h"
@@ -48,7 +50,11 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
   models_list_ = models->add_subcommand("list", "models with state, load and KV use");
   models_load_ = models->add_subcommand("load", "load a model and wait until it is ready");
   models_load_->add_option("id", load_.id, "the model's id in the API")->required();
-  models_load_->add_option("path", load_.path, "GGUF file or safetensors directory")->required();
+  models_load_
+      ->add_option("path", load_.path,
+                   "GGUF file or safetensors directory under the node's model roots (a relative "
+                   "path is taken from the current directory)")
+      ->required();
   load_.device_opt = models_load_->add_option(
       "--device", load_.device,
       "device id (cpu, cuda:0; default: the device with the most free memory)");
@@ -70,7 +76,9 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
   tenants_delete_ = tenants->add_subcommand("delete", "remove a tenant added through the API");
   tenants_delete_->add_option("name", tenant_name_, "tenant name")->required();
   tenants_put_ = tenants->add_subcommand(
-      "put", "add or replace a tenant (flags left out take their defaults)");
+      "put",
+      "add a tenant, or change only the given settings of an existing one (--key/--key-sha256 "
+      "replace its keys); with --replace, settings left out are reset to their defaults");
   TenantOptions& p = put_;
   tenants_put_->add_option("name", p.name, "tenant name")->required();
   OnePerUse(tenants_put_->add_option("--key", p.keys,
@@ -93,6 +101,9 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
   p.price_in_opt = tenants_put_->add_option("--price-in", p.price_in, "$ per million input tokens");
   p.price_out_opt =
       tenants_put_->add_option("--price-out", p.price_out, "$ per million output tokens");
+  tenants_put_->add_flag("--replace", p.replace,
+                         "replace the whole tenant: flags left out take their defaults (no keys, "
+                         "prices 0)");
 
   GenerateOptions& g = generate_;
   generate_cmd_ = app.add_subcommand("generate", "stream a completion to stdout");
@@ -143,9 +154,17 @@ int RuntimeCommands::ModelsList(ControlClient& client, bool as_json) {
 }
 
 int RuntimeCommands::ModelsLoad(ControlClient& client, bool as_json) {
+  // The daemon takes absolute paths only: a relative one means the caller's
+  // working directory, not the daemon's.
+  std::string path = load_.path;
+  if (!path.empty() && path.front() != '/' && path.find('\0') == std::string::npos) {
+    std::error_code ec;
+    std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+    if (!ec) path = absolute.lexically_normal().string();
+  }
   ModelLoadFlags flags{
       .id = load_.id,
-      .path = load_.path,
+      .path = path,
       .device = IfGiven(load_.device_opt, load_.device),
       .max_seqs = IfGiven(load_.max_seqs_opt, load_.max_seqs),
       .max_batch_tokens = IfGiven(load_.max_batch_tokens_opt, load_.max_batch_tokens),
@@ -253,7 +272,20 @@ int RuntimeCommands::TenantsPut(ControlClient& client, bool as_json) {
                     .models = p.models,
                     .price_input_per_mtok = IfGiven(p.price_in_opt, p.price_in),
                     .price_output_per_mtok = IfGiven(p.price_out_opt, p.price_out)};
-  auto tenant = FetchJson(client, "PUT", TenantPath(p.name), TenantPutBody(flags).dump());
+  const std::string body = TenantPutBody(flags).dump();
+  // PATCH changes only what was given; a tenant that does not exist yet is
+  // created with PUT (defaults for the rest).
+  std::optional<json> tenant;
+  if (!p.replace) {
+    JsonAnswer patched = CallJson(client, "PATCH", TenantPath(p.name), body);
+    if (patched.ok()) {
+      tenant = std::move(patched.body);
+    } else if (patched.status != 404) {
+      PrintError("tenants put", patched.error);
+      return 1;
+    }
+  }
+  if (!tenant) tenant = FetchJson(client, "PUT", TenantPath(p.name), body);
   if (!tenant) return 1;
   if (as_json) {
     PrintJson(*tenant);

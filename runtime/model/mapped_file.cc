@@ -39,7 +39,8 @@ bool RangeInside(const uint8_t* begin, size_t size, const void* p, size_t bytes)
 
 absl::StatusOr<std::shared_ptr<const MappedFile>> MappedFile::Open(
     const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     const std::string message = absl::StrCat(path.string(), ": cannot open: ", std::strerror(err));

@@ -1,6 +1,11 @@
 #include "runtime/model/model_loader.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -16,9 +21,24 @@ absl::StatusOr<LoadedModel> LoadModel(const std::filesystem::path& path) {
     return absl::NotFoundError(absl::StrCat(path.string(), ": no such file or directory"));
   }
   if (std::filesystem::is_directory(status)) return LoadSafetensorsModel(path);
+  if (!std::filesystem::is_regular_file(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a regular file"));
+  }
+  // O_NONBLOCK and fstat: a file swapped for a FIFO since the check above
+  // must not block the loader, nor a device feed it forever.
   char magic[4] = {};
-  std::ifstream in(path, std::ios::binary);
-  if (!in.read(magic, sizeof(magic)) || std::string(magic, 4) != "GGUF") {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  struct stat st {};
+  const bool regular = fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  const bool read_magic = regular && ::read(fd, magic, sizeof(magic)) == sizeof(magic);
+  if (fd >= 0) ::close(fd);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        absl::StrCat(path.string(), ": cannot open: ", std::strerror(errno)));
+  }
+  if (!regular)
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a regular file"));
+  if (!read_magic || std::string(magic, 4) != "GGUF") {
     return absl::InvalidArgumentError(absl::StrCat(
         path.string(), ": not a model (expected a GGUF file or a safetensors directory)"));
   }

@@ -31,7 +31,7 @@ std::string Gib(uint64_t bytes) {
 }
 
 bool ValidId(const std::string& id) {
-  if (id.empty() || id.size() > 128) return false;
+  if (id.empty() || id.size() > kMaxModelIdLength) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
            c == '.' || c == ':' || c == '-';
@@ -84,6 +84,24 @@ std::string_view InstanceStateName(InstanceState state) {
   return "failed";
 }
 
+std::string_view ModelSourceName(ModelSource source) {
+  return source == ModelSource::kConfig ? "config" : "api";
+}
+
+std::string_view InstanceEventName(InstanceEventKind kind) {
+  switch (kind) {
+    case InstanceEventKind::kLoadStarted:
+      return "load_started";
+    case InstanceEventKind::kLoaded:
+      return "loaded";
+    case InstanceEventKind::kLoadFailed:
+      return "load_failed";
+    case InstanceEventKind::kUnloaded:
+      return "unloaded";
+  }
+  return "unloaded";
+}
+
 struct InstanceManager::Impl {
   struct DeviceSlot {
     devices::Device* device = nullptr;
@@ -96,6 +114,7 @@ struct InstanceManager::Impl {
     std::atomic<double> progress{0.0};
     std::atomic<bool> cancel{false};
     ModelInstancePtr instance;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   };
 
   // Guards listeners registered with the tenant registry against a manager
@@ -119,6 +138,11 @@ struct InstanceManager::Impl {
   void StartWorker(std::function<void()> fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   void ApplyTenants(ModelInstance* only);
   InstanceInfo InfoOf(const Entry& e) const ABSL_SHARED_LOCKS_REQUIRED(mu);
+  // Sends an event to the observer; call with `mu` not held.
+  void Emit(InstanceEventKind kind, InstanceInfo info,
+            std::chrono::nanoseconds elapsed = std::chrono::nanoseconds(0)) const {
+    if (options.observer) options.observer(InstanceEvent{kind, std::move(info), elapsed});
+  }
 
   tenants::TenantRegistry& tenants;
   InstanceManagerOptions options;
@@ -189,9 +213,18 @@ void InstanceManager::Impl::ApplyTenants(ModelInstance* only) {
 
 void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot* slot) {
   auto fail = [&](const absl::Status& status) {
-    absl::MutexLock lock(&mu);
-    entry->info.state = InstanceState::kFailed;
-    entry->info.error = std::string(status.message());
+    InstanceInfo info;
+    {
+      absl::MutexLock lock(&mu);
+      entry->info.state = InstanceState::kFailed;
+      entry->info.error =
+          entry->cancel.load() ? "unloaded while loading" : std::string(status.message());
+      // Unload and Stop already took a cancelled entry off the list.
+      if (entry->cancel.load()) return;
+      info = InfoOf(*entry);
+    }
+    Emit(InstanceEventKind::kLoadFailed, std::move(info),
+         std::chrono::steady_clock::now() - entry->started);
   };
   const ModelLoadSpec spec = entry->info.spec;
   absl::StatusOr<model::LoadedModel> loaded = model::LoadModel(spec.path);
@@ -278,6 +311,13 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
     entry->progress.store(1.0);
   }
   ApplyTenants(shared.get());
+  InstanceInfo info;
+  {
+    absl::MutexLock lock(&mu);
+    info = InfoOf(*entry);
+  }
+  Emit(InstanceEventKind::kLoaded, std::move(info),
+       std::chrono::steady_clock::now() - entry->started);
 }
 
 void InstanceManager::Impl::DrainWorker(std::shared_ptr<Entry> entry) {
@@ -297,6 +337,15 @@ void InstanceManager::Impl::DrainWorker(std::shared_ptr<Entry> entry) {
     }
     instance->Stop();
   }
+  InstanceInfo info;
+  {
+    absl::MutexLock lock(&mu);
+    if (stopped) return;  // Stop() ends everything without events
+    info = InfoOf(*entry);
+  }
+  // Sent while the entry still holds the id, so that what follows an unload
+  // (metric series removed) is done before the id can be loaded again.
+  Emit(InstanceEventKind::kUnloaded, std::move(info));
   absl::MutexLock lock(&mu);
   auto it = entries.find(entry->info.spec.id);
   if (it != entries.end() && it->second == entry) entries.erase(it);
@@ -350,11 +399,12 @@ InstanceManager::~InstanceManager() { Stop(); }
 
 std::vector<std::string> InstanceManager::unusable_devices() const { return impl_->unusable; }
 
-absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec spec) {
-  Impl& m = *impl_;
+absl::StatusOr<ModelLoadSpec> InstanceManager::Resolve(ModelLoadSpec spec) const {
+  const Impl& m = *impl_;
   if (!ValidId(spec.id)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model id \"", spec.id, "\" must be 1-128 characters of A-Z a-z 0-9 _ . : -"));
+    return absl::InvalidArgumentError(absl::StrCat("model id \"", spec.id, "\" must be 1-",
+                                                   kMaxModelIdLength,
+                                                   " characters of A-Z a-z 0-9 _ . : -"));
   }
   if (spec.max_seqs && (*spec.max_seqs == 0 || *spec.max_seqs > kMaxSeqsLimit)) {
     return absl::InvalidArgumentError(absl::StrCat("max_seqs must be in [1, ", kMaxSeqsLimit, "]"));
@@ -374,6 +424,19 @@ absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec spec) {
           absl::StrCat("max_batch_tokens (", tokens, ") must be at least max_seqs (", seqs, ")"));
     }
   }
+  ModelPathPolicy policy;
+  if (spec.source == ModelSource::kApi) policy.roots = m.options.model_roots;
+  absl::StatusOr<std::filesystem::path> path = ResolveModelPath(spec.path, policy);
+  if (!path.ok()) return path.status();
+  spec.path = std::move(*path);
+  return spec;
+}
+
+absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec requested) {
+  Impl& m = *impl_;
+  absl::StatusOr<ModelLoadSpec> resolved = Resolve(std::move(requested));
+  if (!resolved.ok()) return resolved.status();
+  ModelLoadSpec& spec = *resolved;
   absl::StatusOr<uint64_t> file_bytes = FileBytes(spec.path);
   if (!file_bytes.ok()) return file_bytes.status();
 
@@ -408,20 +471,40 @@ absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec spec) {
   // weights go to the device).
   if (need > free_bytes) slot->arena->TrimFreeChunks();
 
+  InstanceInfo info;
+  {
+    absl::MutexLock lock(&m.mu);
+    if (m.stopped) return absl::FailedPreconditionError("the node is stopping");
+    if (auto it = m.entries.find(spec.id);
+        it != m.entries.end() && it->second->info.state != InstanceState::kFailed) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "model ", spec.id, " is already loaded (state ",
+          std::string(InstanceStateName(it->second->info.state)), "); unload it first"));
+    }
+    auto entry = std::make_shared<Impl::Entry>();
+    entry->info.spec = spec;
+    entry->info.device = slot->device->Info().id;
+    entry->info.state = InstanceState::kLoading;
+    m.entries[spec.id] = entry;  // replaces a failed entry
+    m.StartWorker([&m, entry, slot] { m.LoadWorker(entry, slot); });
+    info = m.InfoOf(*entry);
+  }
+  m.Emit(InstanceEventKind::kLoadStarted, info);
+  return info;
+}
+
+absl::Status InstanceManager::AddFailed(ModelLoadSpec spec, std::string error) {
+  Impl& m = *impl_;
   absl::MutexLock lock(&m.mu);
-  if (m.stopped) return absl::FailedPreconditionError("the node is stopping");
   if (m.entries.contains(spec.id)) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "model ", spec.id, " is already loaded (state ",
-        std::string(InstanceStateName(m.entries[spec.id]->info.state)), "); unload it first"));
+    return absl::AlreadyExistsError(absl::StrCat("model ", spec.id, " is already listed"));
   }
   auto entry = std::make_shared<Impl::Entry>();
-  entry->info.spec = spec;
-  entry->info.device = slot->device->Info().id;
-  entry->info.state = InstanceState::kLoading;
-  m.entries[spec.id] = entry;
-  m.StartWorker([&m, entry, slot] { m.LoadWorker(entry, slot); });
-  return m.InfoOf(*entry);
+  entry->info.spec = std::move(spec);
+  entry->info.state = InstanceState::kFailed;
+  entry->info.error = std::move(error);
+  m.entries[entry->info.spec.id] = entry;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<InstanceInfo> InstanceManager::WaitLoaded(const std::string& id,
@@ -441,27 +524,31 @@ absl::StatusOr<InstanceInfo> InstanceManager::WaitLoaded(const std::string& id,
 
 absl::Status InstanceManager::Unload(const std::string& id) {
   Impl& m = *impl_;
-  absl::MutexLock lock(&m.mu);
-  auto it = m.entries.find(id);
-  if (it == m.entries.end())
-    return absl::NotFoundError(absl::StrCat("model ", id, " is not loaded"));
-  std::shared_ptr<Impl::Entry> entry = it->second;
-  switch (entry->info.state) {
-    case InstanceState::kDraining:
-      return absl::OkStatus();
-    case InstanceState::kFailed:
-      m.entries.erase(it);
-      return absl::OkStatus();
-    case InstanceState::kLoading:
-      // The loader sees the flag and ends in kFailed; take it off the list now.
-      entry->cancel.store(true);
-      m.entries.erase(it);
-      return absl::OkStatus();
-    case InstanceState::kReady:
-      break;
+  InstanceInfo removed;
+  {
+    absl::MutexLock lock(&m.mu);
+    auto it = m.entries.find(id);
+    if (it == m.entries.end())
+      return absl::NotFoundError(absl::StrCat("model ", id, " is not loaded"));
+    std::shared_ptr<Impl::Entry> entry = it->second;
+    switch (entry->info.state) {
+      case InstanceState::kDraining:
+        return absl::OkStatus();
+      case InstanceState::kReady:
+        entry->info.state = InstanceState::kDraining;
+        m.StartWorker([&m, entry] { m.DrainWorker(entry); });
+        return absl::OkStatus();  // kUnloaded comes from the drain worker
+      case InstanceState::kFailed:
+        break;
+      case InstanceState::kLoading:
+        // The loader sees the flag and ends in kFailed; take it off the list now.
+        entry->cancel.store(true);
+        break;
+    }
+    removed = m.InfoOf(*entry);
+    m.entries.erase(it);
   }
-  entry->info.state = InstanceState::kDraining;
-  m.StartWorker([&m, entry] { m.DrainWorker(entry); });
+  m.Emit(InstanceEventKind::kUnloaded, std::move(removed));
   return absl::OkStatus();
 }
 

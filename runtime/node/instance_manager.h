@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -23,20 +24,30 @@
 #include "devices/executor.h"
 #include "devices/kv_arena.h"
 #include "runtime/instance/model_instance.h"
+#include "runtime/node/model_path.h"
 #include "runtime/tenants/tenant_registry.h"
 
 namespace tokenmill::runtime {
 
+// Who asked for a model: the operator's config file (its paths are trusted)
+// or the control API (its paths must resolve inside the model roots).
+enum class ModelSource { kConfig, kApi };
+std::string_view ModelSourceName(ModelSource source);  // "config", "api"
+
 // What to load; mirrors the config's [[model]] and the POST body.
 struct ModelLoadSpec {
-  std::string id;  // [A-Za-z0-9_.:-]{1,128}
-  std::filesystem::path path;
+  std::string id;               // [A-Za-z0-9_.:-]{1,64}
+  std::filesystem::path path;   // absolute; Load keeps the canonical form
   std::string device = "auto";  // "auto" or a device id
   std::optional<uint32_t> max_seqs;
   std::optional<uint32_t> max_batch_tokens;
   std::optional<uint32_t> context;  // default: the model's own, capped at 32768
+  ModelSource source = ModelSource::kApi;
   bool operator==(const ModelLoadSpec&) const = default;
 };
+
+// The longest model id.
+inline constexpr size_t kMaxModelIdLength = 64;
 
 enum class InstanceState { kLoading, kReady, kDraining, kFailed };
 std::string_view InstanceStateName(InstanceState state);  // "loading", "ready", ...
@@ -55,6 +66,19 @@ struct InstanceInfo {
   uint32_t max_batch_tokens = 0;
   InstanceStats stats;  // zero until ready
   std::chrono::system_clock::time_point loaded_at{};
+};
+
+// What happened to an instance, for logs and for what follows it (state,
+// metrics). kLoadFailed is not sent for a load cancelled by Unload or Stop;
+// kUnloaded is sent once the instance is gone (drained and stopped, or a
+// failed or loading entry removed); Stop() sends nothing.
+enum class InstanceEventKind { kLoadStarted, kLoaded, kLoadFailed, kUnloaded };
+std::string_view InstanceEventName(InstanceEventKind kind);  // "load_started", ...
+
+struct InstanceEvent {
+  InstanceEventKind kind = InstanceEventKind::kLoadStarted;
+  InstanceInfo info;                    // as of the event (error set for kLoadFailed)
+  std::chrono::nanoseconds elapsed{0};  // kLoaded, kLoadFailed: since the load started
 };
 
 // Node-wide settings for instances ([scheduler] and [[device]] of the config).
@@ -85,6 +109,13 @@ struct InstanceManagerOptions {
   // unset: instances are not metered.
   std::function<UsageObserverPtr(const std::string& model, const std::string& device)>
       usage_observer;
+  // Where kApi models may be loaded from ([node] model_roots). nullopt: any
+  // path (embedding and tests); the daemon always sets it.
+  std::optional<std::vector<std::filesystem::path>> model_roots;
+  // Called for every InstanceEvent, on the thread that made it (the caller of
+  // Load/Unload, or a loader thread), with no lock of the manager held: it may
+  // call Get/List. Unset: no events.
+  std::function<void(const InstanceEvent&)> observer;
 };
 
 // A device's KV arena and its step time, for metrics and cost.
@@ -106,14 +137,24 @@ class InstanceManager {
       InstanceManagerOptions options);
   ~InstanceManager();  // Stop()s
 
+  // Checks a spec without loading it: id, limits and path (ResolveModelPath,
+  // with the model roots for kApi specs). Returns the spec with the
+  // canonical path. Errors as Load's.
+  absl::StatusOr<ModelLoadSpec> Resolve(ModelLoadSpec spec) const;
   // Starts loading. Returns at once with state kLoading. kAlreadyExists (id
-  // in use), kInvalidArgument (bad id or limits), kNotFound (file or device),
+  // in use, unless by a kFailed entry, which the load replaces),
+  // kInvalidArgument (bad id, limits or path; not a regular file), kNotFound
+  // (file or device; for kApi also a path outside the model roots),
   // kResourceExhausted (does not fit: the message says weights + minimum KV
   // versus free memory, counting the device arena's wholly free chunks as
-  // free; they are given back when the weights need them), kFailedPrecondition (stopped). Errors
-  // found while loading put the instance in kFailed with the reason; it stays listed until
-  // unloaded.
+  // free; they are given back when the weights need them), kFailedPrecondition
+  // (stopped). Errors found while loading put the instance in kFailed with the
+  // reason; it stays listed until unloaded or loaded again.
   absl::StatusOr<InstanceInfo> Load(ModelLoadSpec spec);
+  // Lists a model that was not loaded as kFailed with `error` (start-up: a
+  // model whose last load failed, kept visible without retrying it).
+  // kAlreadyExists when the id is in use.
+  absl::Status AddFailed(ModelLoadSpec spec, std::string error);
   // Blocks until the model left kLoading or the timeout passed; its info.
   absl::StatusOr<InstanceInfo> WaitLoaded(const std::string& id, std::chrono::milliseconds timeout);
   // Drains the instance (no new requests; running ones finish), then frees

@@ -32,8 +32,17 @@ bool IsNameChar(char c) {
 
 bool IsName(std::string_view name, size_t max_length, bool allow_colon = false) {
   if (name.empty() || name.size() > max_length) return false;
+  // Not ".", "..", a hidden-file name or something that reads as a flag: the
+  // name travels in URL paths, store keys, file names and command lines.
+  if (name.front() == '.' || name.front() == '-') return false;
   return std::all_of(name.begin(), name.end(),
                      [&](char c) { return IsNameChar(c) || (allow_colon && c == ':'); });
+}
+
+// A model id as the config and the models API take it: 1-64 characters.
+bool IsModelName(std::string_view id) {
+  return !id.empty() && id.size() <= 64 &&
+         std::all_of(id.begin(), id.end(), [](char c) { return IsNameChar(c) || c == ':'; });
 }
 
 bool IsLowerHex64(std::string_view text) {
@@ -45,6 +54,21 @@ bool IsLowerHex64(std::string_view text) {
 using Clock = TenantRegistry::Clock;
 using TimePoint = std::chrono::steady_clock::time_point;
 
+// Tells the OnRemoved listeners that a removed tenant's last request ended.
+// Shared with the admission states, which may outlive the registry.
+struct RemovalHub {
+  absl::Mutex mu;
+  std::vector<std::function<void(const std::string&)>> listeners ABSL_GUARDED_BY(mu);
+  // Whether a tenant of this name exists (again); unset once the registry is gone.
+  std::function<bool(const std::string&)> exists ABSL_GUARDED_BY(mu);
+
+  void Removed(const std::string& name) {
+    absl::MutexLock lock(&mu);
+    if (!exists || exists(name)) return;
+    for (const auto& listener : listeners) listener(name);
+  }
+};
+
 // One tenant's admission state. Shared by the registry entry and the tickets,
 // so that a ticket releases its slot even after the tenant was removed.
 struct AdmissionState {
@@ -55,6 +79,17 @@ struct AdmissionState {
   TimePoint refilled_at ABSL_GUARDED_BY(mu){};
   uint32_t in_flight ABSL_GUARDED_BY(mu) = 0;
   uint64_t in_flight_cap ABSL_GUARDED_BY(mu) = 0;  // 0 = unlimited
+  // Set when the tenant is removed; the hub hears of it once nothing is in flight.
+  std::shared_ptr<RemovalHub> removal ABSL_GUARDED_BY(mu);
+  std::string removed_name ABSL_GUARDED_BY(mu);
+
+  // Marks the tenant removed; true when the listeners are due now.
+  bool MarkRemoved(std::shared_ptr<RemovalHub> hub, std::string name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    removal = std::move(hub);
+    removed_name = std::move(name);
+    return in_flight == 0;
+  }
 
   // Applies a (new) policy's limits; a full bucket stays full.
   void Configure(const TenantPolicy& policy, TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -84,8 +119,17 @@ class Ticket final : public AdmissionTicket {
   Ticket(std::string tenant, std::shared_ptr<AdmissionState> state, Clock clock)
       : tenant_(std::move(tenant)), state_(std::move(state)), clock_(std::move(clock)) {}
   ~Ticket() override {
-    absl::MutexLock lock(&state_->mu);
-    --state_->in_flight;
+    std::shared_ptr<RemovalHub> hub;
+    std::string name;
+    {
+      absl::MutexLock lock(&state_->mu);
+      --state_->in_flight;
+      if (state_->removal != nullptr && state_->in_flight == 0) {
+        hub = std::move(state_->removal);
+        name = state_->removed_name;
+      }
+    }
+    if (hub) hub->Removed(name);
   }
 
   void ChargeTokens(int64_t tokens) override {
@@ -125,7 +169,9 @@ absl::Status ValidateTenantPolicy(const TenantPolicy& policy) {
     return absl::InvalidArgumentError(
         absl::StrCat("tenant '", policy.name, "': ", std::string(field), " ", std::string(why)));
   };
-  if (!IsName(policy.name, 64)) return bad("name", "must be 1-64 of [A-Za-z0-9_.-]");
+  if (!IsName(policy.name, 64)) {
+    return bad("name", "must be 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'");
+  }
   std::set<std::string_view> seen;
   for (size_t i = 0; i < policy.api_keys_sha256.size(); ++i) {
     const std::string& hash = policy.api_keys_sha256[i];
@@ -142,11 +188,12 @@ absl::Status ValidateTenantPolicy(const TenantPolicy& policy) {
     return bad("rate_limit_tokens_per_s", "must be >= 0 (0 = unlimited)");
   }
   if (!policy.cache_group.empty() && !IsName(policy.cache_group, 64)) {
-    return bad("cache_group", "must be empty or 1-64 of [A-Za-z0-9_.-]");
+    return bad("cache_group",
+               "must be empty or 1-64 of [A-Za-z0-9_.-], not starting with '.' or '-'");
   }
   for (size_t i = 0; i < policy.models.size(); ++i) {
-    if (!IsName(policy.models[i], 128, /*allow_colon=*/true)) {
-      return bad(absl::StrCat("models[", i, "]"), "must be 1-128 of [A-Za-z0-9_.:-]");
+    if (!IsModelName(policy.models[i])) {
+      return bad(absl::StrCat("models[", i, "]"), "must be a model id: 1-64 of [A-Za-z0-9_.:-]");
     }
   }
   if (!std::isfinite(policy.price_input_per_mtok) || policy.price_input_per_mtok < 0.0) {
@@ -195,6 +242,21 @@ struct TenantRegistry::Impl {
   absl::flat_hash_map<std::string, std::string> key_owner ABSL_GUARDED_BY(mu);  // hash -> name
   absl::Mutex listeners_mu;
   std::vector<std::function<void()>> listeners ABSL_GUARDED_BY(listeners_mu);
+  std::shared_ptr<RemovalHub> removal = std::make_shared<RemovalHub>();
+
+  // Tells the removal listeners about `states` (taken off the map) now, or
+  // when their last request ends. Call with `mu` not held.
+  void Removed(std::vector<std::pair<std::string, std::shared_ptr<AdmissionState>>> states) {
+    for (auto& [name, state] : states) {
+      bool now = false;
+      {
+        absl::MutexLock lock(&state->mu);
+        now = state->MarkRemoved(removal, name);
+        if (now) state->removal = nullptr;
+      }
+      if (now) removal->Removed(name);
+    }
+  }
 
   void Notify() {
     std::vector<std::function<void()>> copy;
@@ -230,9 +292,18 @@ struct TenantRegistry::Impl {
 
 TenantRegistry::TenantRegistry(Clock clock) : impl_(std::make_unique<Impl>()) {
   impl_->clock = std::move(clock);
+  Impl* impl = impl_.get();
+  absl::MutexLock lock(&impl_->removal->mu);
+  impl_->removal->exists = [impl](const std::string& name) {
+    absl::MutexLock lock(&impl->mu);
+    return impl->tenants.contains(name);
+  };
 }
 
-TenantRegistry::~TenantRegistry() = default;
+TenantRegistry::~TenantRegistry() {
+  absl::MutexLock lock(&impl_->removal->mu);
+  impl_->removal->exists = nullptr;
+}
 
 absl::Status TenantRegistry::Put(TenantPolicy policy) {
   if (auto status = ValidateTenantPolicy(policy); !status.ok()) return status;
@@ -253,16 +324,19 @@ absl::Status TenantRegistry::Put(TenantPolicy policy) {
 }
 
 absl::Status TenantRegistry::Remove(std::string_view name) {
+  std::vector<std::pair<std::string, std::shared_ptr<AdmissionState>>> removed;
   {
     absl::MutexLock lock(&impl_->mu);
     auto it = impl_->tenants.find(name);
     if (it == impl_->tenants.end()) {
       return absl::NotFoundError(absl::StrCat("no tenant '", std::string(name), "'"));
     }
+    removed.emplace_back(it->first, it->second.admission);
     impl_->tenants.erase(it);
     impl_->RebuildKeyIndex();
   }
   impl_->Notify();
+  impl_->Removed(std::move(removed));
   return absl::OkStatus();
 }
 
@@ -276,6 +350,7 @@ absl::Status TenantRegistry::ReplaceConfigTenants(std::vector<TenantPolicy> tena
           absl::StrCat("tenant '", policy.name, "' is defined twice"));
     }
   }
+  std::vector<std::pair<std::string, std::shared_ptr<AdmissionState>>> removed;
   {
     absl::MutexLock lock(&impl_->mu);
     // Check the key hashes of the new set together with the API tenants that stay.
@@ -302,6 +377,7 @@ absl::Status TenantRegistry::ReplaceConfigTenants(std::vector<TenantPolicy> tena
     // Valid: drop the config tenants that are gone, install the new set.
     for (auto it = impl_->tenants.begin(); it != impl_->tenants.end();) {
       if (it->second.policy.source == TenantSource::kConfig && !names.contains(it->first)) {
+        removed.emplace_back(it->first, it->second.admission);
         it = impl_->tenants.erase(it);
       } else {
         ++it;
@@ -312,6 +388,7 @@ absl::Status TenantRegistry::ReplaceConfigTenants(std::vector<TenantPolicy> tena
     impl_->RebuildKeyIndex();
   }
   impl_->Notify();
+  impl_->Removed(std::move(removed));
   return absl::OkStatus();
 }
 
@@ -393,6 +470,11 @@ uint32_t TenantRegistry::InFlight(std::string_view tenant) const {
 void TenantRegistry::OnChange(std::function<void()> listener) {
   absl::MutexLock lock(&impl_->listeners_mu);
   impl_->listeners.push_back(std::move(listener));
+}
+
+void TenantRegistry::OnRemoved(std::function<void(const std::string& name)> listener) {
+  absl::MutexLock lock(&impl_->removal->mu);
+  impl_->removal->listeners.push_back(std::move(listener));
 }
 
 }  // namespace tokenmill::tenants

@@ -25,7 +25,7 @@ enum class TenantSource { kConfig, kApi };
 
 // One tenant's settings; fields as in the config's [[tenant]].
 struct TenantPolicy {
-  std::string name;                          // [A-Za-z0-9_.-]{1,64}
+  std::string name;                          // [A-Za-z0-9_.-]{1,64}, not starting with '.' or '-'
   std::vector<std::string> api_keys_sha256;  // lowercase hex, 64 chars each
   double weight = 1.0;                       // fair-share weight, > 0
   uint64_t kv_reserved_blocks = 0;
@@ -114,6 +114,13 @@ class TenantRegistry {
   // Called (on the changing thread, after the change) whenever a tenant is
   // put, removed or replaced. Listeners must not call back into Put/Remove.
   void OnChange(std::function<void()> listener);
+  // Called once per removed tenant (Remove, or a config tenant a reload
+  // dropped) when its last admitted request has ended: at once when none is
+  // in flight, else on the thread that releases the last ticket; skipped when
+  // a tenant of that name exists again by then. So that what is kept per
+  // tenant (metric series) can go without an in-flight request bringing it
+  // back. Listeners must not call into the registry's Put/Remove.
+  void OnRemoved(std::function<void(const std::string& name)> listener);
 
  private:
   struct Impl;

@@ -193,6 +193,11 @@ const std::string kDevice = "[[device]]\nmatch = \"cpu\"";
 const std::string kModel = "[[model]]\nid = \"m\"\npath = \"/m\"";
 const std::string kTenant = "[[tenant]]\nname = \"t\"";
 
+TEST(ConfigErrorsTest, ModelRootsMustBeAbsolute) {
+  EXPECT_EQ(ErrorsOf("[node]\nmodel_roots = [\"/srv/models\", \"models\"]\n"),
+            "t.toml:2:31: [node].model_roots[1] must be an absolute path, got \"models\"");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Node, ValueErrorTest,
     ::testing::Values(
@@ -205,7 +210,9 @@ INSTANTIATE_TEST_SUITE_P(
             "[node].name must be at most 64 characters long, got \"" + std::string(65, 'n') + "\""},
         ValueCase{"[node]", "name = 7", "[node].name must be a string, got integer 7"},
         ValueCase{"[node]", "data_dir = \"var/lib\"",
-                  "[node].data_dir must be an absolute path, got \"var/lib\""}));
+                  "[node].data_dir must be an absolute path, got \"var/lib\""},
+        ValueCase{"[node]", "model_roots = \"/srv/models\"",
+                  "[node].model_roots must be an array of strings, got string \"/srv/models\""}));
 
 INSTANTIATE_TEST_SUITE_P(
     Api, ValueErrorTest,
@@ -352,6 +359,11 @@ INSTANTIATE_TEST_SUITE_P(
                   "[[model]].id " + kNotAnId + ", got \"llama 3\""},
         ValueCase{"[[model]]\nid = \"m\"", "path = \"\"",
                   "[[model]].path must not be empty, got \"\""},
+        ValueCase{"[[model]]\nid = \"m\"", "path = \"models/m.gguf\"",
+                  "[[model]].path must be an absolute path, got \"models/m.gguf\""},
+        ValueCase{"[[model]]\npath = \"/m\"", "id = \"" + std::string(65, 'm') + "\"",
+                  "[[model]].id must be at most 64 characters long, got \"" + std::string(65, 'm') +
+                      "\""},
         ValueCase{kModel, "device = \"gpu0\"",
                   "[[model]].device must be \"auto\", \"cpu\", \"cuda:N\" or \"plugin:NAME\", got "
                   "\"gpu0\""},
@@ -369,6 +381,11 @@ INSTANTIATE_TEST_SUITE_P(
     Tenant, ValueErrorTest,
     ::testing::Values(
         ValueCase{"[[tenant]]", "name = \"\"", "[[tenant]].name must not be empty, got \"\""},
+        ValueCase{"[[tenant]]", "name = \"..\"",
+                  "[[tenant]].name must not start with '.' or '-', got \"..\""},
+        ValueCase{"[[tenant]]", "name = \"-x\"",
+                  "[[tenant]].name must not start with '.' or '-', got \"-x\""},
+        ValueCase{"[[tenant]]", "name = \"a:b\"", "[[tenant]].name " + kNotAName + ", got \"a:b\""},
         ValueCase{kTenant, "api_keys_sha256 = \"abc\"",
                   "[[tenant]].api_keys_sha256 must be an array of strings, got string \"abc\""},
         ValueCase{kTenant, "weight = 0", "[[tenant]].weight must be > 0, got 0"},
@@ -382,7 +399,7 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{kTenant, "rate_limit_tokens_per_s = -1",
                   "[[tenant]].rate_limit_tokens_per_s must be >= 0, got -1"},
         ValueCase{kTenant, "cache_group = \"a b\"",
-                  "[[tenant]].cache_group " + kNotAnId + ", got \"a b\""},
+                  "[[tenant]].cache_group " + kNotAName + ", got \"a b\""},
         ValueCase{kTenant, "models = \"m\"",
                   "[[tenant]].models must be an array of strings, got string \"m\""},
         ValueCase{kTenant, "price_output_per_mtok = -0.1",

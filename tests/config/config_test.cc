@@ -129,7 +129,7 @@ price_output_per_mtok = 0.2
 
 [[model]]
 id = "qwen2"
-path = "relative/qwen2"
+path = "/srv/models/qwen2/"
 
 [[tenant]]
 name = "acme"
@@ -148,6 +148,18 @@ price_output_per_mtok = 0.6
 [[tenant]]
 name = "beta"
 )";
+
+TEST(ParseConfigTest, ModelRootsWhenSet) {
+  const NodeConfig c = ParseOrDie(
+      "[node]\nmodel_roots = [\"/srv/models\", \"/data/hf\"]\n\n[[model]]\nid = \"m\"\npath = "
+      "\"/opt/m.gguf\"\n");
+  ASSERT_TRUE(c.node.model_roots.has_value());
+  // Set: exactly these (config models are trusted, not added).
+  EXPECT_EQ(ModelRoots(c), (std::vector<std::filesystem::path>{"/srv/models", "/data/hf"}));
+  const NodeConfig none = ParseOrDie("[node]\nmodel_roots = []\n");
+  ASSERT_TRUE(none.node.model_roots.has_value());
+  EXPECT_TRUE(ModelRoots(none).empty());
+}
 
 TEST(ParseConfigTest, FullFileSetsEveryField) {
   const NodeConfig c = ParseOrDie(kFullConfig);
@@ -211,7 +223,11 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
   EXPECT_EQ(c.models[0].price_input_per_mtok, 0.05);
   EXPECT_EQ(c.models[0].price_output_per_mtok, 0.2);
   EXPECT_EQ(c.models[1].id, "qwen2");
-  EXPECT_EQ(c.models[1].path, "relative/qwen2");
+  EXPECT_EQ(c.models[1].path, "/srv/models/qwen2/");
+  EXPECT_FALSE(c.node.model_roots.has_value());
+  // Unset roots: the data dir's models/ and the directories of the models.
+  EXPECT_EQ(ModelRoots(c), (std::vector<std::filesystem::path>{"/srv/tokenmill/models", "/models",
+                                                               "/srv/models"}));
   EXPECT_EQ(c.models[1].device, "auto");
   EXPECT_EQ(c.models[1].max_seqs, std::nullopt);
   EXPECT_EQ(c.models[1].context, std::nullopt);
@@ -405,8 +421,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("model.context"));
   EXPECT_THAT(keys, ::testing::Contains("model.price_output_per_mtok"));
   EXPECT_THAT(keys, ::testing::Contains("api.control_token_sha256"));
-  // One per field of the sections: 2 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 55u);
+  EXPECT_THAT(keys, ::testing::Contains("node.model_roots"));
+  // One per field of the sections: 3 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 56u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {

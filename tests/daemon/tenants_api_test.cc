@@ -155,9 +155,53 @@ TEST_F(TenantsApiTest, RoutingAndMethods) {
   auto response = std::make_shared<FakeResponse>();
   EXPECT_FALSE(api_->Handle(Request("GET", "/control/v1/models"), response));
   EXPECT_EQ(Call("POST", "/control/v1/tenants")->status, 405);
-  auto patch = Call("PATCH", "/control/v1/tenants/a");
-  EXPECT_EQ(patch->status, 405);
-  EXPECT_EQ(patch->Header("Allow"), "GET, HEAD, PUT, DELETE");
+  auto post = Call("POST", "/control/v1/tenants/a");
+  EXPECT_EQ(post->status, 405);
+  EXPECT_EQ(post->Header("Allow"), "GET, HEAD, PUT, PATCH, DELETE");
+}
+
+TEST_F(TenantsApiTest, PatchChangesOnlyTheGivenFieldsPutReplacesAll) {
+  json body = {{"api_keys", json::array({"acme-secret"})},
+               {"price_input_per_mtok", 0.5},
+               {"price_output_per_mtok", 1.5},
+               {"max_queue", 9}};
+  ASSERT_EQ(Call("PUT", "/control/v1/tenants/acme", body.dump())->status, 200);
+  auto patch = Call("PATCH", "/control/v1/tenants/acme", R"({"weight":3})");
+  ASSERT_EQ(patch->status, 200) << patch->body;
+  json tenant = patch->Json();
+  EXPECT_EQ(tenant["weight"], 3.0);
+  EXPECT_EQ(tenant["api_key_count"], 1);
+  EXPECT_EQ(tenant["price_input_per_mtok"], 0.5);
+  EXPECT_EQ(tenant["price_output_per_mtok"], 1.5);
+  EXPECT_EQ(tenant["max_queue"], 9);
+  EXPECT_TRUE(registry_.FindByApiKey("acme-secret").has_value());
+  // Persisted as patched: a restart restores the same tenant.
+  auto stored = store_->GetState("tenant/acme");
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  auto restored = ParseTenantBody("acme", **stored);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ(restored->weight, 3.0);
+  EXPECT_EQ(restored->price_input_per_mtok, 0.5);
+  EXPECT_EQ(restored->api_keys_sha256.size(), 1u);
+
+  // Keys given replace the key set.
+  ASSERT_EQ(Call("PATCH", "/control/v1/tenants/acme", R"({"api_keys":["new-secret"]})")->status,
+            200);
+  EXPECT_FALSE(registry_.FindByApiKey("acme-secret").has_value());
+  EXPECT_TRUE(registry_.FindByApiKey("new-secret").has_value());
+
+  // PUT is a full replace: what it leaves out takes the defaults.
+  auto put = Call("PUT", "/control/v1/tenants/acme", R"({"weight":2})");
+  ASSERT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(put->Json()["api_key_count"], 0);
+  EXPECT_EQ(put->Json()["price_input_per_mtok"], 0.0);
+
+  EXPECT_EQ(Call("PATCH", "/control/v1/tenants/nobody", R"({"weight":2})")->status, 404);
+  EXPECT_FALSE(registry_.Get("nobody").has_value());
+  EXPECT_EQ(Call("PATCH", "/control/v1/tenants/from-config", R"({"weight":2})")->status, 409);
+  EXPECT_EQ(Call("PATCH", "/control/v1/tenants/acme", R"({"weight":-1})")->status, 400);
+  EXPECT_EQ(Call("PATCH", "/control/v1/tenants/acme", R"({"colour":1})")->status, 400);
+  EXPECT_EQ(Call("PUT", "/control/v1/tenants/..", "{}")->status, 400);
 }
 
 TEST_F(TenantsApiTest, WorksWithoutStore) {

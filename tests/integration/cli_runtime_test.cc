@@ -2,6 +2,7 @@
 // put/list, generate (streams), usage.
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "runtime/model/synth.h"
 #include "runtime/tenants/tenant_registry.h"
 #include "tests/integration/daemon_process.h"
@@ -43,6 +44,29 @@ TEST(CliRuntimeTest, ModelsTenantsGenerateAndUsage) {
   auto tenants = cli({"tenants", "list"});
   EXPECT_NE(tenants.out.find("acme"), std::string::npos) << tenants.out;
   EXPECT_NE(tenants.out.find("ops"), std::string::npos) << tenants.out;
+
+  // Changing one setting of an existing tenant keeps the others: its key and
+  // its prices (PATCH), unless --replace asks for a full replace.
+  auto priced = cli({"tenants", "put", "acme", "--price-in", "2.5", "--price-out", "7"});
+  ASSERT_EQ(priced.exit_code, 0) << priced.out << priced.err;
+  auto reweighted = cli({"tenants", "put", "acme", "--weight", "5"});
+  ASSERT_EQ(reweighted.exit_code, 0) << reweighted.out << reweighted.err;
+  auto acme = nlohmann::json::parse(daemon.Control("GET", "/control/v1/tenants/acme").body);
+  EXPECT_EQ(acme["weight"], 5.0) << acme.dump();
+  EXPECT_EQ(acme["api_key_count"], 1) << acme.dump();
+  EXPECT_EQ(acme["price_input_per_mtok"], 2.5) << acme.dump();
+  EXPECT_EQ(acme["price_output_per_mtok"], 7.0) << acme.dump();
+  // A new tenant is created by the same command.
+  auto fresh = cli({"tenants", "put", "fresh", "--weight", "2"});
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.out << fresh.err;
+  EXPECT_EQ(
+      nlohmann::json::parse(daemon.Control("GET", "/control/v1/tenants/fresh").body)["weight"],
+      2.0);
+  auto replaced = cli({"tenants", "put", "fresh", "--replace", "--rate", "10"});
+  ASSERT_EQ(replaced.exit_code, 0) << replaced.out << replaced.err;
+  auto fresh_json = nlohmann::json::parse(daemon.Control("GET", "/control/v1/tenants/fresh").body);
+  EXPECT_EQ(fresh_json["weight"], 1.0) << fresh_json.dump();
+  EXPECT_EQ(fresh_json["rate_limit_tokens_per_s"], 10.0) << fresh_json.dump();
 
   // generate streams to stdout and sums up on stderr.
   auto gen = cli(

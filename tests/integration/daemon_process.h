@@ -17,6 +17,7 @@ std::string TokenmilldPath();    // the built daemon
 std::string TokenmillCliPath();  // the built CLI
 
 struct DaemonOptions {
+  std::string node_toml = "";             // extra lines in [node]
   std::string api_toml = "";              // extra lines in [api]
   std::string extra_toml = "";            // appended to the generated config
   std::chrono::microseconds watchdog{0};  // WATCHDOG_USEC when > 0

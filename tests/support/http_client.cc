@@ -214,6 +214,10 @@ CurlResult CurlRequest(const std::string& url, const std::string& unix_socket,
     curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
   } else if (method != "GET") {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (!body.empty()) {  // PUT, PATCH, DELETE with a body
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    }
   }
   if (list != nullptr) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendTo);

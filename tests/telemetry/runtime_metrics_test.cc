@@ -1,6 +1,7 @@
 #include "telemetry/runtime_metrics.h"
 
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -276,6 +277,63 @@ TEST(RuntimeMetricsTest, WithoutSnapshotOrDataTheCollectableExportsNothing) {
   prometheus::Registry registry2;
   RuntimeMetrics empty(registry2, [] { return RuntimeSnapshot{}; });
   EXPECT_TRUE(empty.snapshot_collectable()->Collect().empty());
+}
+
+// Sample lines of the scrape that carry `label`.
+int LinesWith(const std::string& text, const std::string& label) {
+  std::istringstream lines(text);
+  int count = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("#") && line.find(label) != std::string::npos) ++count;
+  }
+  return count;
+}
+
+TEST(RuntimeMetricsTest, RemovingAModelOrTenantRemovesEverySeriesOfIt) {
+  prometheus::Registry registry;
+  RuntimeMetrics metrics(registry, nullptr);
+  auto serve = [&](const std::string& model, const std::string& device, const std::string& tenant) {
+    metrics.ObserveStep(model, device, 2, 0.01, 0.001, 5,
+                        {{.tenant = tenant,
+                          .prompt_tokens = 4,
+                          .generated_tokens = 1,
+                          .cost_usd = 0.001,
+                          .revenue_usd = 0.002}});
+    metrics.ObservePreemption(model, tenant);
+    metrics.ObserveRequest({.tenant = tenant,
+                            .model = model,
+                            .outcome = "ok",
+                            .queue_seconds = 0.1,
+                            .ttft_seconds = 0.2,
+                            .tpot_seconds = 0.01,
+                            .e2e_seconds = 1.0});
+  };
+  serve("llama", "cpu", "acme");
+  serve("llama", "cuda:0", "acme");  // a second device shares the revenue series
+  serve("llama", "cpu", "beta");
+  serve("qwen", "cpu", "acme");
+  const std::string before = Scrape(registry);
+  const int llama = LinesWith(before, "model=\"llama\"");
+  EXPECT_GT(llama, 117);  // per (model, device, tenant) as the issue counted
+  EXPECT_GT(LinesWith(before, "model=\"qwen\""), 100);
+
+  metrics.RemoveModel("llama");
+  const std::string after_model = Scrape(registry);
+  EXPECT_EQ(LinesWith(after_model, "model=\"llama\""), 0);
+  EXPECT_EQ(LinesWith(after_model, "model=\"qwen\""), LinesWith(before, "model=\"qwen\""));
+  EXPECT_EQ(LinesWith(after_model, "tenant=\"beta\""), 0);  // beta used llama only
+
+  metrics.RemoveTenant("acme");
+  const std::string after_tenant = Scrape(registry);
+  EXPECT_EQ(LinesWith(after_tenant, "tenant=\"acme\""), 0);
+  // qwen keeps what is not per tenant (its step and regime series).
+  EXPECT_GT(LinesWith(after_tenant, "model=\"qwen\""), 0);
+
+  // Used again, the series start again from 0.
+  serve("llama", "cpu", "acme");
+  EXPECT_THAT(
+      SeriesValue(Scrape(registry), "tokenmill_preemptions_total{model=\"llama\",tenant=\"acme\"}"),
+      Optional(1.0));
 }
 
 TEST(RuntimeMetricsTest, DestructionRemovesTheFamiliesFromTheRegistry) {

@@ -342,3 +342,60 @@ TEST(TenantRegistryTest, ReplaceConfigTenantsIsAllOrNothing) {
 
 }  // namespace
 }  // namespace tokenmill::tenants
+
+namespace tokenmill::tenants {
+namespace {
+
+TEST(TenantPolicyTest, NamesAreSafeInPathsAndCommandLines) {
+  for (const char* bad : {".", "..", ".hidden", "-rf", "a/b", "a:b", ""}) {
+    absl::Status s = ValidateTenantPolicy(Policy(bad));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
+  }
+  EXPECT_FALSE(ValidateTenantPolicy(Policy(std::string(65, 'a'))).ok());
+  for (const char* good : {"a", "a.b", "a..b", "_x", "0", "acme-corp_2.eu"}) {
+    EXPECT_TRUE(ValidateTenantPolicy(Policy(good)).ok()) << good;
+  }
+  EXPECT_TRUE(ValidateTenantPolicy(Policy(std::string(64, 'a'))).ok());
+  TenantRegistry registry;
+  EXPECT_EQ(registry.Put(Policy("..")).code(), absl::StatusCode::kInvalidArgument);
+  // Model names in a tenant's list follow the model id limit: 64.
+  TenantPolicy p = Policy("acme");
+  p.models = {std::string(64, 'm')};
+  EXPECT_TRUE(ValidateTenantPolicy(p).ok());
+  p.models = {std::string(65, 'm')};
+  EXPECT_FALSE(ValidateTenantPolicy(p).ok());
+}
+
+TEST(TenantRegistryTest, RemovalListenersHearOnceTheLastRequestEnded) {
+  TenantRegistry registry;
+  std::vector<std::string> removed;
+  registry.OnRemoved([&](const std::string& name) { removed.push_back(name); });
+  ASSERT_TRUE(registry.Put(Policy("idle")).ok());
+  ASSERT_TRUE(registry.Put(Policy("busy")).ok());
+  auto ticket = registry.Admit("busy", 1);
+  ASSERT_TRUE(ticket.ok());
+
+  ASSERT_TRUE(registry.Remove("idle").ok());
+  EXPECT_EQ(removed, std::vector<std::string>{"idle"});
+  ASSERT_TRUE(registry.Remove("busy").ok());
+  EXPECT_EQ(removed, std::vector<std::string>{"idle"});  // a request still runs
+  ticket->reset();
+  EXPECT_EQ(removed, (std::vector<std::string>{"idle", "busy"}));
+
+  // Back under the same name before its last request ended: not removed.
+  ASSERT_TRUE(registry.Put(Policy("again")).ok());
+  auto held = registry.Admit("again", 1);
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE(registry.Remove("again").ok());
+  ASSERT_TRUE(registry.Put(Policy("again")).ok());
+  held->reset();
+  EXPECT_EQ(removed.size(), 2u);
+
+  // A config tenant a reload drops is removed too.
+  ASSERT_TRUE(registry.ReplaceConfigTenants({Policy("cfg", TenantSource::kConfig)}).ok());
+  ASSERT_TRUE(registry.ReplaceConfigTenants({}).ok());
+  EXPECT_EQ(removed.back(), "cfg");
+}
+
+}  // namespace
+}  // namespace tokenmill::tenants
