@@ -129,7 +129,13 @@ int main(int argc, char** argv) {
   step.device = "cpu";
   step.device_time = std::chrono::milliseconds(40);
   step.batch_size = kSeqs;
-  for (int i = 0; i < kSeqs; ++i) step.seqs.push_back({ids[i], names[i], 0, 0, 0, 1});
+  for (int i = 0; i < kSeqs; ++i) {
+    runtime::SequenceUsage u;
+    u.request_id = ids[i];
+    u.tenant = names[i];
+    u.generated_tokens = 1;
+    step.seqs.push_back(u);
+  }
   std::vector<double> times;
   for (int s = 0; s < kSteps; ++s) {
     step.at = std::chrono::system_clock::now();

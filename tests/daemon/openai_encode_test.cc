@@ -122,7 +122,9 @@ class OpenAiEncodeTest : public ::testing::Test {
     options.default_max_seqs = 4;
     options.default_max_batch_tokens = 64;
     options.cpu_threads = 1;
-    options.kv_arena_bytes = [](const devices::Device&) { return uint64_t{8} << 20; };
+    options.kv_memory = [](const devices::Device&) {
+      return devices::KvArenaBudget{.bytes = uint64_t{8} << 20};
+    };
     auto manager = runtime::InstanceManager::Create({&cpu_}, registry_, options);
     ASSERT_TRUE(manager.ok()) << manager.status();
     instances_ = std::move(*manager);
