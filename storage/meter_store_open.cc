@@ -1,5 +1,6 @@
 // MeterStore: opening the database, the check of its write-ahead log against
 // the WAL marker (meter_store.h, "Integrity at open") and accepted losses.
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <system_error>
@@ -71,6 +72,7 @@ std::vector<rocksdb::ColumnFamilyDescriptor> Families() {
       {std::string(kLedgerFamily), rocksdb::ColumnFamilyOptions()},
       {std::string(kStateFamily), rocksdb::ColumnFamilyOptions()},
       {std::string(kInflightFamily), inflight_options},
+      {std::string(kLedgerSeqFamily), rocksdb::ColumnFamilyOptions()},
   };
 }
 
@@ -78,9 +80,20 @@ std::vector<rocksdb::ColumnFamilyDescriptor> Families() {
 // read-only open that changes no file.
 rocksdb::Status ProbeSequence(const rocksdb::DBOptions& options, const std::string& path,
                               uint64_t* sequence) {
+  // A read-only open must name exactly the families the database has: a
+  // store from before a family was added lacks it until the next Open.
+  std::vector<std::string> present;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(options, path, &present);
+  if (!s.ok()) return s;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (rocksdb::ColumnFamilyDescriptor& d : Families()) {
+    if (std::find(present.begin(), present.end(), d.name) != present.end()) {
+      families.push_back(std::move(d));
+    }
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(options, path, Families(), &handles, &raw);
+  s = rocksdb::DB::OpenForReadOnly(options, path, families, &handles, &raw);
   if (!s.ok()) return s;
   *sequence = raw->GetLatestSequenceNumber();
   for (auto* h : handles) (void)raw->DestroyColumnFamilyHandle(h);
@@ -277,6 +290,7 @@ absl::StatusOr<std::unique_ptr<MeterStore>> MeterStore::Open(const MeterStoreOpt
   impl->ledger = impl->handles[2];
   impl->state = impl->handles[3];
   impl->inflight = impl->handles[4];
+  impl->ledger_seq = impl->handles[5];
 
   const uint64_t recovered = impl->db->GetLatestSequenceNumber();
   if (!finding && expected && recovered < expected->previous_sequence) {
@@ -332,6 +346,9 @@ absl::StatusOr<std::unique_ptr<MeterStore>> MeterStore::Open(const MeterStoreOpt
     impl->MarkWritten();
     impl->accepted_loss = std::move(loss);
   }
+  // The ledger in commit order: indexes a ledger from before ledger_seq
+  // once, and recovers the next sequence.
+  if (absl::Status indexed = impl->OpenLedgerIndex(); !indexed.ok()) return indexed;
   impl->resumer = std::thread([raw_impl] { raw_impl->ResumeLoop(); });
   return std::unique_ptr<MeterStore>(new MeterStore(std::move(impl)));
 }
