@@ -88,15 +88,20 @@ int LocalCommands::RunBench() const {
     return 1;
   }
   if (f.json) {
-    nlohmann::json j = {{"model", result->model},
-                        {"threads", result->threads},
-                        {"isa", result->isa},
-                        {"weight_bytes_per_token", result->weight_bytes_per_token},
-                        {"prompt_tokens_per_second", result->prompt_tokens_per_second},
-                        {"bandwidth_bytes_per_second", result->bandwidth_bytes_per_second},
-                        {"bandwidth_low_bytes_per_second", result->bandwidth_low_bytes_per_second},
-                        {"bound_tokens_per_second", result->bound_tokens_per_second},
-                        {"batch1_fraction_of_bound", result->batch1_fraction_of_bound}};
+    nlohmann::json j = {
+        {"model", result->model},
+        {"threads", result->threads},
+        {"isa", result->isa},
+        {"weight_bytes_per_token", result->weight_bytes_per_token},
+        {"prompt_tokens_per_second", result->prompt_tokens_per_second},
+        {"bandwidth_bytes_per_second", result->bandwidth_bytes_per_second},
+        {"bandwidth_low_bytes_per_second", result->bandwidth_low_bytes_per_second},
+        {"bandwidth_high_bytes_per_second", result->bandwidth_high_bytes_per_second},
+        {"bandwidth_samples", result->bandwidth_samples},
+        {"stream_copy_bytes_per_second", result->stream_copy_bytes_per_second},
+        {"stream_triad_bytes_per_second", result->stream_triad_bytes_per_second},
+        {"bound_tokens_per_second", result->bound_tokens_per_second},
+        {"batch1_fraction_of_bound", result->batch1_fraction_of_bound}};
     for (const auto& d : result->decode) {
       j["decode"].push_back({{"batch", d.batch},
                              {"tokens_per_second", d.tokens_per_second},

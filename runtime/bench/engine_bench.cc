@@ -93,11 +93,15 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
                         result.prompt_tokens_per_second));
   }
 
-  std::vector<double> probes;
+  devices::cpu::BandwidthSamples probes;
   auto probe = [&] {
     if (!options.measure_bandwidth) return;
-    probes.push_back(devices::cpu::MeasureReadBandwidth(result.threads).bytes_per_second);
-    say(absl::StrFormat("read bandwidth: %.2f GB/s", probes.back() / 1e9));
+    auto samples = devices::cpu::MeasureReadBandwidth(result.threads);
+    probes.bytes_per_second.insert(probes.bytes_per_second.end(), samples.bytes_per_second.begin(),
+                                   samples.bytes_per_second.end());
+    say(absl::StrFormat("read bandwidth: median %.2f GB/s (%.2f-%.2f over %zu repetitions)",
+                        samples.Median() / 1e9, samples.Min() / 1e9, samples.Max() / 1e9,
+                        samples.bytes_per_second.size()));
   };
   probe();
 
@@ -150,9 +154,16 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
       static_cast<double>(kv.n_layers) * 2 * kv.n_kv_heads * kv.head_dim * kv.ElementBytes();
   result.kv_bytes_per_token = kv_per_position * (1 + options.gen_tokens) / 2.0;
 
-  if (!probes.empty()) {
-    result.bandwidth_bytes_per_second = *std::max_element(probes.begin(), probes.end());
-    result.bandwidth_low_bytes_per_second = *std::min_element(probes.begin(), probes.end());
+  if (!probes.bytes_per_second.empty()) {
+    auto stream = devices::cpu::MeasureStream(result.threads);
+    result.stream_copy_bytes_per_second = stream.copy_bytes_per_second;
+    result.stream_triad_bytes_per_second = stream.triad_bytes_per_second;
+    say(absl::StrFormat("STREAM copy %.2f GB/s, triad %.2f GB/s",
+                        stream.copy_bytes_per_second / 1e9, stream.triad_bytes_per_second / 1e9));
+    result.bandwidth_bytes_per_second = probes.Median();
+    result.bandwidth_low_bytes_per_second = probes.Min();
+    result.bandwidth_high_bytes_per_second = probes.Max();
+    result.bandwidth_samples = static_cast<int>(probes.bytes_per_second.size());
     double bytes_per_token =
         static_cast<double>(result.weight_bytes_per_token) + result.kv_bytes_per_token;
     result.bound_tokens_per_second = result.bandwidth_bytes_per_second / bytes_per_token;
@@ -183,10 +194,15 @@ std::string FormatEngineBench(const EngineBenchResult& r) {
   }
   if (r.bandwidth_bytes_per_second > 0) {
     out += absl::StrFormat(
-        "bandwidth  %.2f GB/s read, best of the probes (lowest %.2f; %d threads)\n",
-        r.bandwidth_bytes_per_second / 1e9, r.bandwidth_low_bytes_per_second / 1e9, r.threads);
-    out += absl::StrFormat("bound      %.2f tokens/s at batch 1 (bandwidth / bytes per token)\n",
-                           r.bound_tokens_per_second);
+        "bandwidth  %.2f GB/s read, median of %d probes (%.2f-%.2f; %d threads)\n",
+        r.bandwidth_bytes_per_second / 1e9, r.bandwidth_samples,
+        r.bandwidth_low_bytes_per_second / 1e9, r.bandwidth_high_bytes_per_second / 1e9, r.threads);
+    out += absl::StrFormat("STREAM     copy %.2f GB/s, triad %.2f GB/s (best of 5)\n",
+                           r.stream_copy_bytes_per_second / 1e9,
+                           r.stream_triad_bytes_per_second / 1e9);
+    out += absl::StrFormat(
+        "bound      %.2f tokens/s at batch 1 (median bandwidth / bytes per token)\n",
+        r.bound_tokens_per_second);
     out += absl::StrFormat("batch 1    %.1f%% of the bound\n", r.batch1_fraction_of_bound * 100);
   }
   return out;

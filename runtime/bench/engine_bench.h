@@ -41,11 +41,19 @@ struct EngineBenchResult {
   double kv_bytes_per_token = 0.0;  // batch-1 decode, averaged over tgN
   double prompt_tokens_per_second = 0.0;
   std::vector<DecodeFigure> decode;
-  // Best of the probes taken before and after the decode runs (the machine
-  // is shared: the bound is what it reached at best); 0 when not measured.
+  // Read bandwidth (STREAM's access pattern): the median of every
+  // repetition of the probes taken before and after the decode runs, so no
+  // single outlier sets the bound; the lowest and highest show the spread.
+  // 0 when not measured.
   double bandwidth_bytes_per_second = 0.0;
-  double bandwidth_low_bytes_per_second = 0.0;  // the worst probe, to show the spread
-  double bound_tokens_per_second = 0.0;         // bandwidth / bytes read per token
+  double bandwidth_low_bytes_per_second = 0.0;
+  double bandwidth_high_bytes_per_second = 0.0;
+  int bandwidth_samples = 0;
+  // STREAM copy and triad, best of 5 as STREAM reports, for comparison with
+  // published STREAM figures of the machine.
+  double stream_copy_bytes_per_second = 0.0;
+  double stream_triad_bytes_per_second = 0.0;
+  double bound_tokens_per_second = 0.0;  // median bandwidth / bytes read per token
   double batch1_fraction_of_bound = 0.0;
 };
 

@@ -37,8 +37,15 @@ TEST(CliModelTest, SynthWritesALoadableModelAndBenchReportsFigures) {
   EXPECT_GT(j["decode"][0]["tokens_per_second"].get<double>(), 0.0);
   EXPECT_LE(j["decode"][0]["tokens_per_second_min"].get<double>(),
             j["decode"][0]["tokens_per_second_max"].get<double>());
+  // The bound is the median of both probes' repetitions (5 each), never the
+  // best one alone.
+  EXPECT_EQ(j["bandwidth_samples"].get<int>(), 10);
   EXPECT_LE(j["bandwidth_low_bytes_per_second"].get<double>(),
             j["bandwidth_bytes_per_second"].get<double>());
+  EXPECT_LE(j["bandwidth_bytes_per_second"].get<double>(),
+            j["bandwidth_high_bytes_per_second"].get<double>());
+  EXPECT_GT(j["stream_copy_bytes_per_second"].get<double>(), 1e8);
+  EXPECT_GT(j["stream_triad_bytes_per_second"].get<double>(), 1e8);
   EXPECT_GT(j["bandwidth_bytes_per_second"].get<double>(), 1e8);
   EXPECT_GT(j["batch1_fraction_of_bound"].get<double>(), 0.0);
   EXPECT_EQ(j["weight_bytes_per_token"].get<uint64_t>(), loaded->spec.WeightBytesPerToken());
