@@ -102,6 +102,9 @@ GPU_TEST(Embed, EveryTypeExact) {
 // x[s] += residual[s]; out[r] = RMSNorm(x[s]) x weight, with and without the
 // residual, with a gather (s = gather[r]), and with out == residual. The
 // add is exact f32 (x compared bit for bit); the norm within kTolF32Math.
+// Dims 32 to 16384 run the register-resident kernel (36: a row of 9 float4s
+// over one warp; 16384: 1024 threads of 4 float4s); 30 (not a multiple of 4)
+// and 16388 (over 16384) the generic one.
 GPU_TEST(AddRmsNorm, ResidualGatherAndAliasing) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
@@ -113,7 +116,7 @@ GPU_TEST(AddRmsNorm, ResidualGatherAndAliasing) {
     bool residual, gather, out_is_residual;
   };
   uint64_t seed = 40;
-  for (int64_t dim : {32, 64, 2048, 4096}) {
+  for (int64_t dim : {30, 32, 36, 64, 2048, 4096, 16384, 16388}) {
     for (Case c : {Case{false, false, false}, Case{true, false, false}, Case{true, false, true},
                    Case{true, true, false}, Case{false, true, false}}) {
       std::vector<float> x = RandomFloats(static_cast<size_t>(kSources * dim), 2.0f, ++seed);

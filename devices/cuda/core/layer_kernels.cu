@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "devices/cuda/core/launch_shapes.h"
 #include "devices/cuda/core/layer_kernels.h"
 
 namespace tokenmill::devices::cuda::core {
@@ -82,36 +83,88 @@ __device__ float WarpSum(float v) {
   return v;
 }
 
-// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every
-// thread gets the total. Contains __syncthreads: call from all threads.
-__device__ float BlockSum(float v) {
+// ---------------------------------------------------------------------------
+// Residual add + RMSNorm
+
+// Sum of `v` over the block with a single barrier: each warp's sum goes to
+// shared memory, and after the one __syncthreads every thread adds the warp
+// sums itself, in the same order, so all get the same total. Uses its shared
+// array once: call at most once per kernel, from all threads.
+__device__ float BlockSumOneBarrier(float v) {
   __shared__ float partial[kWarp];
-  __shared__ float total;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   v = WarpSum(v);
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x / kWarp;
-    float w = lane < warps ? partial[lane] : 0.0f;
-    w = WarpSum(w);
-    if (lane == 0) total = w;
-  }
-  __syncthreads();
+  const int warps = blockDim.x / kWarp;
+  float total = 0.0f;
+  for (int w = 0; w < warps; ++w) total += partial[w];
   return total;
 }
 
-// ---------------------------------------------------------------------------
-// Residual add + RMSNorm
+// The RMSNorm scale in f64 like the CPU's RmsNorm, from the f32 sum of squares.
+__device__ float RmsScale(float sum_squares, int64_t dim, float eps) {
+  return static_cast<float>(
+      1.0 / sqrt(static_cast<double>(sum_squares) / static_cast<double>(dim) + eps));
+}
 
+// One block of NormThreads(dim) threads per row (launch_shapes.h): thread i
+// holds float4s i, i + blockDim.x, ... (kNormVecsPerThread at most) of its row
+// in registers from the add to the scaled store, so x is read once and the
+// row takes one barrier. dim % 4 == 0 and every pointer 16-byte aligned.
+__global__ void __launch_bounds__(kMaxNormThreads)
+    AddRmsNormVecKernel(float* x, const float* residual, const float* __restrict__ weight,
+                        const int32_t* gather, int32_t dim, float eps, float* out) {
+  const int32_t r = blockIdx.x;
+  const int32_t s = gather != nullptr ? gather[r] : r;
+  const int32_t vecs = dim / 4;
+  // Not __restrict__: without gather out may be residual. Each thread reads
+  // and writes only its own float4s, so the alias never crosses threads.
+  float4* xs = reinterpret_cast<float4*>(x + static_cast<int64_t>(s) * dim);
+  const float4* res =
+      residual != nullptr
+          ? reinterpret_cast<const float4*>(residual + static_cast<int64_t>(s) * dim)
+          : nullptr;
+  float4 v[kNormVecsPerThread];
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kNormVecsPerThread; ++j) {
+    const int32_t i = static_cast<int32_t>(threadIdx.x) + j * static_cast<int32_t>(blockDim.x);
+    v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (i < vecs) {
+      v[j] = xs[i];
+      if (res != nullptr) {
+        const float4 b = res[i];
+        v[j].x += b.x;
+        v[j].y += b.y;
+        v[j].z += b.z;
+        v[j].w += b.w;
+        xs[i] = v[j];
+      }
+      sum += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+  }
+  const float inv = RmsScale(BlockSumOneBarrier(sum), dim, eps);
+  float4* o = reinterpret_cast<float4*>(out + static_cast<int64_t>(r) * dim);
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+#pragma unroll
+  for (int j = 0; j < kNormVecsPerThread; ++j) {
+    const int32_t i = static_cast<int32_t>(threadIdx.x) + j * static_cast<int32_t>(blockDim.x);
+    if (i < vecs) {
+      const float4 w = __ldg(w4 + i);
+      o[i] = make_float4(v[j].x * inv * w.x, v[j].y * inv * w.y, v[j].z * inv * w.z,
+                         v[j].w * inv * w.w);
+    }
+  }
+}
+
+// Any dim or alignment (what AddRmsNormVecKernel cannot take): one block of
+// kNormThreads per row, the row read from memory again for the store.
 __global__ void AddRmsNormKernel(float* x, const float* residual, const float* __restrict__ weight,
                                  const int32_t* gather, int64_t dim, float eps, float* out) {
   const int64_t r = blockIdx.x;
   const int64_t s = gather != nullptr ? gather[r] : r;
   float* xs = x + s * dim;
-  // x, residual and out are not __restrict__: without gather out may be
-  // residual. Each thread reads and writes only its own columns c, so the
-  // alias never crosses threads.
   float sum = 0.0f;
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
     float v = xs[c];
@@ -121,10 +174,7 @@ __global__ void AddRmsNormKernel(float* x, const float* residual, const float* _
     }
     sum += v * v;
   }
-  const float total = BlockSum(sum);
-  // The scale in f64 like the CPU's RmsNorm, from the f32 sum of squares.
-  const float inv =
-      static_cast<float>(1.0 / sqrt(static_cast<double>(total) / static_cast<double>(dim) + eps));
+  const float inv = RmsScale(BlockSumOneBarrier(sum), dim, eps);
   float* o = out + r * dim;
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) o[c] = xs[c] * inv * weight[c];
 }
@@ -612,8 +662,15 @@ void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, 
 void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, const int32_t* gather,
                       int64_t rows, int64_t dim, float eps, float* out, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
-  AddRmsNormKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, residual, weight,
-                                                                             gather, dim, eps, out);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const int threads = NormThreads(dim);
+  if (threads > 0 && aligned(x) && aligned(residual) && aligned(weight) && aligned(out)) {
+    AddRmsNormVecKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+        x, residual, weight, gather, static_cast<int32_t>(dim), eps, out);
+  } else {
+    AddRmsNormKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(
+        x, residual, weight, gather, dim, eps, out);
+  }
 }
 
 void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
