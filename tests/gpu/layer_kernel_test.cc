@@ -27,6 +27,8 @@ using devices::cuda::core::LaunchBiasRopeStoreKv;
 using devices::cuda::core::LaunchEmbed;
 using devices::cuda::core::LaunchPagedAttention;
 using devices::cuda::core::LaunchSiluMul;
+using devices::cuda::core::LaunchStepTables;
+using devices::cuda::core::StepTables;
 using devices::cuda::core::StepTokens;
 using devices::cuda::core::WeightTypeName;
 
@@ -284,7 +286,8 @@ float ReadKv(const std::vector<uint8_t>& bytes, size_t offset, bool f16) {
 // the token's block and slot of one layer, for a decode token and a prefill
 // chunk crossing a block boundary, KV f16 and f32. q (rewritten in qkv) and
 // K within kTolF32Math (K f16: kTolKvF16); V is bias + value, so its bytes
-// are exact; every other byte of the pool must still be poison.
+// are exact; every other byte of the pool must still be poison. The step
+// tables (LaunchStepTables) start poisoned and are checked entry by entry.
 GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
@@ -338,11 +341,40 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
     GPU_ASSERT_CUDA(UploadVector(bk, &dbk));
     GPU_ASSERT_CUDA(UploadVector(bv, &dbv));
     GPU_ASSERT_CUDA(UploadVector(inv_freq, &dinv));
+    // The step's tables, poisoned first: every entry must be written.
+    const size_t half = static_cast<size_t>(hd / 2);
+    DeviceBuffer drope, dblocks;
+    GPU_ASSERT_CUDA(drope.Allocate(static_cast<size_t>(tokens) * half * 8));
+    GPU_ASSERT_CUDA(drope.Fill(kPoisonByte));
+    GPU_ASSERT_CUDA(dblocks.Allocate(static_cast<size_t>(tokens) * 8));
+    GPU_ASSERT_CUDA(dblocks.Fill(kPoisonByte));
+    const StepTables tables{drope.as<float2>(), dblocks.as<uint64_t>()};
+    LaunchStepTables(dinv.as<float>(), hd, tokens, shape, step.tokens, tables, stream.get());
     LaunchBiasRopeStoreKv(
         dqkv.as<float>(), stride, tokens, c.n_heads, c.biases ? dbq.as<float>() : nullptr,
-        c.biases ? dbk.as<float>() : nullptr, c.biases ? dbv.as<float>() : nullptr,
-        dinv.as<float>(), c.halves, shape, c.layer, step.tokens, stream.get());
+        c.biases ? dbk.as<float>() : nullptr, c.biases ? dbv.as<float>() : nullptr, c.halves, shape,
+        c.layer, step.tokens, tables, stream.get());
     GPU_ASSERT_CUDA(Finish(stream.get()));
+    // The tables: (cos, sin) of the f64 angle rounded to f32 (within half an
+    // f32 ulp of the f64 value, plus the f64 functions' error), and each
+    // token's block.
+    std::vector<float> rope_got;
+    std::vector<uint64_t> blocks_got;
+    GPU_ASSERT_CUDA(DownloadVector(drope, static_cast<size_t>(tokens) * half * 2, &rope_got));
+    GPU_ASSERT_CUDA(DownloadVector(dblocks, static_cast<size_t>(tokens), &blocks_got));
+    size_t rope_wrong = 0, blocks_wrong = 0;
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int32_t p = pos[static_cast<size_t>(t)];
+      for (size_t i = 0; i < half; ++i) {
+        const double angle = p * static_cast<double>(inv_freq[i]);
+        const size_t at = (static_cast<size_t>(t) * half + i) * 2;
+        rope_wrong += !(std::abs(rope_got[at] - std::cos(angle)) <= 6e-8) ||
+                      !(std::abs(rope_got[at + 1] - std::sin(angle)) <= 6e-8);
+      }
+      const size_t entry =
+          static_cast<size_t>(table_start[static_cast<size_t>(t)] + p / c.block_tokens);
+      blocks_wrong += blocks_got[static_cast<size_t>(t)] != kv.block_addr[entry];
+    }
     std::vector<float> qkv_got;
     std::vector<uint8_t> pool;
     GPU_ASSERT_CUDA(DownloadVector(dqkv, qkv.size(), &qkv_got));
@@ -405,6 +437,8 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
     GPU_EXPECT_CHECK(CheckClose(q_got, q_want, kTolF32Math)) << what << ": q";
     GPU_EXPECT_CHECK(CheckClose(k_got, k_want, c.f16 ? kTolKvF16 : kTolF32Math)) << what << ": K";
     GPU_EXPECT_EQ(v_wrong, 0) << what << ": V elements not the exact bytes";
+    GPU_EXPECT_EQ(rope_wrong, 0) << what << ": rope table entries off";
+    GPU_EXPECT_EQ(blocks_wrong, 0) << what << ": KV store blocks wrong";
     GPU_EXPECT_EQ(stray, 0) << what << ": bytes written outside the tokens' K/V slots";
   }
 }

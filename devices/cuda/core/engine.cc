@@ -89,6 +89,9 @@ struct Engine::Impl {
   // kLogitsRowsPerPass rows).
   float *x = nullptr, *h = nullptr, *qkv = nullptr, *attn = nullptr;
   float *gate_up = nullptr, *act = nullptr, *final_norm = nullptr, *logits = nullptr;
+  // RoPE angles and KV store blocks of the step's tokens, filled once per
+  // step (layer_kernels.h StepTables).
+  StepTables step_tables;
   // Split-K attention records (layer_kernels.h AttentionScratch).
   float* attn_partials = nullptr;
   size_t attn_partial_floats = 0;
@@ -182,6 +185,14 @@ GpuStatus Engine::Impl::AllocateScratch() {
     *b.dst = static_cast<float*>(p);
   }
   void* p = nullptr;
+  if (GpuStatus s =
+          Allocate(rows * static_cast<size_t>(hp.head_dim / 2) * sizeof(float2), "rope table", &p);
+      !s.ok()) {
+    return s;
+  }
+  step_tables.rope = static_cast<float2*>(p);
+  if (GpuStatus s = Allocate(rows * sizeof(uint64_t), "KV store blocks", &p); !s.ok()) return s;
+  step_tables.kv_block = static_cast<uint64_t*>(p);
   if (GpuStatus s = Allocate(rows * sizeof(int32_t), "argmax", &p); !s.ok()) return s;
   argmax_dev = static_cast<int32_t*>(p);
   if (GpuStatus s =
@@ -410,14 +421,15 @@ GpuStatus Engine::Impl::EnqueueLayers(int64_t tokens) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
   const bool halves = hp.rope_style == RopeStyle::kHalves;
   LaunchEmbed(weights.embedding, step.ids, tokens, x, stream);
+  LaunchStepTables(inv_freq, hp.head_dim, tokens, kv, step, step_tables, stream);
   for (int32_t l = 0; l < hp.n_layers; ++l) {
     const DeviceLayer& w = weights.layers[static_cast<size_t>(l)];
     // The previous layer's FFN output (in h) joins the residual here.
     LaunchAddRmsNorm(x, l == 0 ? nullptr : h, w.attn_norm, nullptr, tokens, dim, hp.rms_norm_eps, h,
                      stream);
     if (GpuStatus s = matmul->MatMul(w.wqkv, h, dim, tokens, qkv, qkv_dim); !s.ok()) return s;
-    LaunchBiasRopeStoreKv(qkv, qkv_dim, tokens, hp.n_heads, w.bq, w.bk, w.bv, inv_freq, halves, kv,
-                          l, step, stream);
+    LaunchBiasRopeStoreKv(qkv, qkv_dim, tokens, hp.n_heads, w.bq, w.bk, w.bv, halves, kv, l, step,
+                          step_tables, stream);
     LaunchPagedAttention(qkv, qkv_dim, tokens, hp.n_heads, kv, l, step, scale, attn, stream,
                          AttentionScratch{attn_partials, attn_partial_floats});
     if (GpuStatus s = matmul->MatMul(w.wo, attn, q_dim, tokens, h, dim); !s.ok()) return s;
@@ -716,6 +728,8 @@ GpuStatus Engine::PoisonScratchForTesting() {
                  {e.final_norm, logit_rows * dim * 4},
                  {e.logits, logit_rows * static_cast<size_t>(hp_.vocab_size) * 4},
                  {e.argmax_dev, rows * 4},
+                 {e.step_tables.rope, rows * static_cast<size_t>(hp_.head_dim / 2) * 8},
+                 {e.step_tables.kv_block, rows * 8},
                  {e.attn_partials, e.attn_partial_floats * 4}};
   for (const auto& b : buffers) LaunchFillBytes(b.p, 0xFF, b.bytes, e.stream);
   TM_CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -215,50 +215,61 @@ __device__ float2 Rotate(float x0, float x1, float c, float s) {
                      __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
 }
 
+// Grid-stride over (token, pair index) items; item t x half (i == 0) also
+// resolves the token's KV block.
+__global__ void StepTablesKernel(const float* __restrict__ inv_freq, int32_t half, int32_t items,
+                                 int32_t block_tokens, StepTokens step, float2* __restrict__ rope,
+                                 uint64_t* __restrict__ kv_block) {
+  for (int32_t item = blockIdx.x * blockDim.x + threadIdx.x; item < items;
+       item += gridDim.x * blockDim.x) {
+    const int32_t t = item / half, i = item - t * half;
+    const int32_t pos = step.pos[t];
+    double s = 0.0, c = 0.0;
+    sincos(static_cast<double>(pos) * static_cast<double>(inv_freq[i]), &s, &c);
+    rope[item] = make_float2(static_cast<float>(c), static_cast<float>(s));
+    if (i == 0) kv_block[t] = step.block_addr[step.table_start[t] + pos / block_tokens];
+  }
+}
+
 // One block per token. Work items: the q pairs, then the k pairs, then the v
 // elements; each item owns its elements, so no two threads touch the same
-// float. head_dim / 2 <= kMaxHeadDim / 2.
+// float. The token's position, KV block and row are loaded once per block.
 template <typename KvT>
 __global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_stride, int32_t n_heads,
                                       const float* __restrict__ bq, const float* __restrict__ bk,
-                                      const float* __restrict__ bv,
-                                      const float* __restrict__ inv_freq, bool halves, KvShape kv,
-                                      int32_t layer, StepTokens step) {
-  __shared__ float cos_table[kMaxHeadDim / 2];
-  __shared__ float sin_table[kMaxHeadDim / 2];
-  const int64_t t = blockIdx.x;
-  const int32_t pos = step.pos[t];
+                                      const float* __restrict__ bv, bool halves, KvShape kv,
+                                      int32_t layer, const int32_t* __restrict__ positions,
+                                      const float2* __restrict__ rope,
+                                      const uint64_t* __restrict__ kv_block) {
+  const int32_t t = blockIdx.x;
+  const int32_t pos = positions[t];
   const int32_t hd = kv.head_dim, half = hd / 2;
-  // The angle in f64 like the CPU: pos x inv_freq reaches thousands of
-  // radians, where f32 would lose the phase. Once per pair index, shared by
-  // every head.
-  for (int32_t i = threadIdx.x; i < half; i += blockDim.x) {
-    double s = 0.0, c = 0.0;
-    sincos(static_cast<double>(pos) * static_cast<double>(inv_freq[i]), &s, &c);
-    cos_table[i] = static_cast<float>(c);
-    sin_table[i] = static_cast<float>(s);
-  }
-  __syncthreads();
+  const float2* cos_sin = rope + static_cast<int64_t>(t) * half;
+  const uint64_t block = kv_block[t];
+  KvT* k_slab0 = reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, 0, 0));
+  KvT* v_slab0 = reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, 1, 0));
+  // Heads of one (layer, which) are consecutive slabs of block_tokens rows.
+  const int32_t slab_elems = kv.block_tokens * hd;
+  const int32_t slot = (pos % kv.block_tokens) * hd;
 
   // Pair i of a head: adjacent (2i, 2i+1) or halves (i, i+half).
   const int32_t a_step = halves ? 1 : 2;
   const int32_t b_offset = halves ? half : 1;
-  const int64_t q_pairs = static_cast<int64_t>(n_heads) * half;
-  const int64_t k_pairs = static_cast<int64_t>(kv.n_kv_heads) * half;
-  const int64_t v_elems = static_cast<int64_t>(kv.n_kv_heads) * hd;
-  const int64_t q_dim = static_cast<int64_t>(n_heads) * hd;
-  const int64_t kv_dim = static_cast<int64_t>(kv.n_kv_heads) * hd;
-  const int64_t slot = static_cast<int64_t>(pos % kv.block_tokens) * hd;
-  float* row = qkv + t * qkv_stride;
+  const int32_t q_pairs = n_heads * half;
+  const int32_t k_pairs = kv.n_kv_heads * half;
+  const int32_t v_elems = kv.n_kv_heads * hd;
+  const int32_t q_dim = n_heads * hd;
+  const int32_t kv_dim = kv.n_kv_heads * hd;
+  float* row = qkv + static_cast<int64_t>(t) * qkv_stride;
 
-  for (int64_t item = threadIdx.x; item < q_pairs + k_pairs + v_elems; item += blockDim.x) {
+  for (int32_t item = threadIdx.x; item < q_pairs + k_pairs + v_elems; item += blockDim.x) {
     if (item < q_pairs + k_pairs) {
       const bool is_q = item < q_pairs;
-      const int64_t pair = is_q ? item : item - q_pairs;
-      const int32_t head = static_cast<int32_t>(pair / half);
-      const int32_t i = static_cast<int32_t>(pair % half);
+      const int32_t pair = is_q ? item : item - q_pairs;
+      const int32_t head = pair / half;
+      const int32_t i = pair - head * half;
       const int32_t a = i * a_step, b = a + b_offset;
-      const int64_t head_base = static_cast<int64_t>(head) * hd;
+      const int32_t head_base = head * hd;
       float* x = row + (is_q ? 0 : q_dim) + head_base;
       const float* bias = is_q ? bq : bk;
       float x0 = x[a], x1 = x[b];
@@ -266,22 +277,23 @@ __global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_strid
         x0 += bias[head_base + a];
         x1 += bias[head_base + b];
       }
-      const float2 r = Rotate(x0, x1, cos_table[i], sin_table[i]);
+      const float2 cs = cos_sin[i];
+      const float2 r = Rotate(x0, x1, cs.x, cs.y);
       if (is_q) {
         x[a] = r.x;
         x[b] = r.y;
       } else {
-        KvT* slab = KvSlab<KvT>(kv, step, t, pos, layer, 0, head);
+        KvT* slab = k_slab0 + head * slab_elems;
         StoreKv(slab, slot + a, r.x);
         StoreKv(slab, slot + b, r.y);
       }
     } else {
-      const int64_t e = item - q_pairs - k_pairs;
-      const int32_t head = static_cast<int32_t>(e / hd);
-      const int32_t d = static_cast<int32_t>(e % hd);
+      const int32_t e = item - q_pairs - k_pairs;
+      const int32_t head = e / hd;
+      const int32_t d = e - head * hd;
       float v = row[q_dim + kv_dim + e];
       if (bv != nullptr) v += bv[e];
-      StoreKv(KvSlab<KvT>(kv, step, t, pos, layer, 1, head), slot + d, v);
+      StoreKv(v_slab0 + head * slab_elems, slot + d, v);
     }
   }
 }
@@ -673,18 +685,32 @@ void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, cons
   }
 }
 
+void LaunchStepTables(const float* inv_freq, int32_t head_dim, int64_t tokens, const KvShape& kv,
+                      const StepTokens& step, const StepTables& tables, cudaStream_t stream) {
+  const int32_t half = head_dim / 2;
+  if (tokens <= 0 || half <= 0) return;
+  const int64_t items = tokens * half;
+  const int64_t blocks =
+      std::min((items + kElementwiseThreads - 1) / kElementwiseThreads, kMaxElementwiseBlocks);
+  StepTablesKernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(
+      inv_freq, half, static_cast<int32_t>(items), kv.block_tokens, step, tables.rope,
+      tables.kv_block);
+}
+
 void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
-                           const float* bq, const float* bk, const float* bv, const float* inv_freq,
-                           bool halves, const KvShape& kv, int32_t layer, const StepTokens& step,
-                           cudaStream_t stream) {
+                           const float* bq, const float* bk, const float* bv, bool halves,
+                           const KvShape& kv, int32_t layer, const StepTokens& step,
+                           const StepTables& tables, cudaStream_t stream) {
   if (tokens <= 0) return;
   const unsigned grid = static_cast<unsigned>(tokens);
   if (kv.f16) {
-    BiasRopeStoreKvKernel<__half><<<grid, kRopeThreads, 0, stream>>>(
-        qkv, qkv_stride, n_heads, bq, bk, bv, inv_freq, halves, kv, layer, step);
+    BiasRopeStoreKvKernel<__half>
+        <<<grid, kRopeThreads, 0, stream>>>(qkv, qkv_stride, n_heads, bq, bk, bv, halves, kv, layer,
+                                            step.pos, tables.rope, tables.kv_block);
   } else {
-    BiasRopeStoreKvKernel<float><<<grid, kRopeThreads, 0, stream>>>(
-        qkv, qkv_stride, n_heads, bq, bk, bv, inv_freq, halves, kv, layer, step);
+    BiasRopeStoreKvKernel<float>
+        <<<grid, kRopeThreads, 0, stream>>>(qkv, qkv_stride, n_heads, bq, bk, bv, halves, kv, layer,
+                                            step.pos, tables.rope, tables.kv_block);
   }
 }
 

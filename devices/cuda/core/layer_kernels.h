@@ -68,18 +68,34 @@ void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, 
 void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, const int32_t* gather,
                       int64_t rows, int64_t dim, float eps, float* out, cudaStream_t stream);
 
+// What every layer's LaunchBiasRopeStoreKv of a step shares, computed once
+// per step by LaunchStepTables (device memory the caller owns, T tokens;
+// half = head_dim / 2):
+//   rope[t * half + i] = (cos, sin) of pos[t] x inv_freq[i], the angle and
+//     both functions in f64 like the CPU (pos x inv_freq reaches thousands
+//     of radians, where f32 would lose the phase), rounded to f32;
+//   kv_block[t] = block_addr[table_start[t] + pos[t] / block_tokens], the
+//     block that receives token t's K and V.
+struct StepTables {
+  float2* rope = nullptr;        // T x half
+  uint64_t* kv_block = nullptr;  // T
+};
+void LaunchStepTables(const float* inv_freq, int32_t head_dim, int64_t tokens, const KvShape& kv,
+                      const StepTokens& step, const StepTables& tables, cudaStream_t stream);
+
 // qkv holds T rows of q_dim + 2 x kv_dim floats (q heads, then k heads, then
 // v heads; q_dim = n_heads x head_dim, kv_dim = n_kv_heads x head_dim),
 // qkv_stride apart. For each token: adds the biases (each may be null),
-// rotates q and k heads at the token's position (inv_freq: head_dim / 2 f32
-// inverse frequencies; angle pos x inv_freq computed in f64 like the CPU;
-// halves = RopeStyle::kHalves, else adjacent pairs), writes the rotated q
-// back into qkv, and stores k and v of layer `layer` into the token's KV block
-// at slot pos % block_tokens (converted to f16 when kv.f16).
+// rotates q and k heads at the token's position by tables.rope (halves =
+// RopeStyle::kHalves, else adjacent pairs), writes the rotated q back into
+// qkv, and stores k and v of layer `layer` into tables.kv_block[t] at slot
+// pos % block_tokens (converted to f16 when kv.f16). `tables` must have been
+// filled by LaunchStepTables for this step's tokens (earlier on the stream).
+// Indices within a token are 32-bit: n_heads x head_dim < 2^31.
 void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
-                           const float* bq, const float* bk, const float* bv, const float* inv_freq,
-                           bool halves, const KvShape& kv, int32_t layer, const StepTokens& step,
-                           cudaStream_t stream);
+                           const float* bq, const float* bk, const float* bv, bool halves,
+                           const KvShape& kv, int32_t layer, const StepTokens& step,
+                           const StepTables& tables, cudaStream_t stream);
 
 // Causal attention over the paged cache: for each token t and query head h,
 // out[t * n_heads * head_dim + h * head_dim + d] =
