@@ -650,9 +650,13 @@ GPU_TEST(SiluMul, AgainstF64) {
   }
 }
 
-// Greedy argmax per row: the lowest index on ties, NaN never wins unless the
-// whole row is NaN (then 0), infinities, and vocabularies of 1, 1000 and
-// 128256.
+// Greedy argmax per row: the lowest index on ties (also across the blocks
+// of a row, and -0 against +0), NaN never wins unless the whole row is NaN
+// (then 0), infinities, and vocabularies of 1, 1000, 128256 (32 blocks per
+// row) and 300001 (64 blocks; 4007 and 4008 tie across the first boundary of
+// 128256's blocks of 4008). One key scratch serves every launch and
+// starts poisoned (0xFF: a key above any real one), so a launch that does
+// not clear it gets the wrong answer.
 GPU_TEST(Argmax, TiesNaNAndLargeVocab) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
@@ -680,7 +684,17 @@ GPU_TEST(Argmax, TiesNaNAndLargeVocab) {
       {128256,
        {{{{128255, 20.0f}}, 0.0f, 128255}, {{{77777, 20.0f}, {128000, 20.0f}}, 0.0f, 77777}}},
       {1, {{{}, 0.0f, 0}, {{}, kNaN, 0}}},
+      {128256,
+       {{{{70000, -0.0f}, {90000, 0.0f}}, -inf, 70000},
+        {{{80000, 0.0f}, {100000, -0.0f}}, -inf, 80000},
+        {{{0, kNaN}, {5000, kNaN}, {127000, 3.0f}, {128255, kNaN}}, -inf, 127000},
+        {{{4007, 1.0f}, {4008, 1.0f}}, -inf, 4007}}},
+      {300001, {{{{299999, 20.0f}, {300000, 20.0f}}, 0.0f, 299999}, {{{3, 20.0f}}, 0.0f, 3}}},
   };
+  constexpr size_t kMaxRows = 8;
+  DeviceBuffer dscratch;
+  GPU_ASSERT_CUDA(dscratch.Allocate(kMaxRows * 2 * 8));
+  GPU_ASSERT_CUDA(dscratch.Fill(kPoisonByte));
   uint64_t seed = 120;
   for (const Case& c : cases) {
     const int64_t rows = static_cast<int64_t>(c.rows.size());
@@ -698,7 +712,9 @@ GPU_TEST(Argmax, TiesNaNAndLargeVocab) {
     GPU_ASSERT_CUDA(UploadVector(logits, &dlogits));
     GPU_ASSERT_CUDA(dout.Allocate((static_cast<size_t>(rows) + kTail) * 4));
     GPU_ASSERT_CUDA(dout.Fill(kPoisonByte));
-    LaunchArgmax(dlogits.as<float>(), rows, c.vocab, dout.as<int32_t>(), stream.get());
+    GPU_ASSERT(static_cast<size_t>(rows) <= kMaxRows);
+    LaunchArgmax(dlogits.as<float>(), rows, c.vocab, dout.as<int32_t>(), dscratch.as<uint64_t>(),
+                 stream.get());
     GPU_ASSERT_CUDA(Finish(stream.get()));
     std::vector<int32_t> got;
     GPU_ASSERT_CUDA(DownloadVector(dout, static_cast<size_t>(rows) + kTail, &got));

@@ -96,8 +96,9 @@ struct Engine::Impl {
   float* attn_partials = nullptr;
   size_t attn_partial_floats = 0;
   int32_t* argmax_dev = nullptr;
-  int32_t* argmax_host = nullptr;  // pinned
-  std::vector<void*> scratch;      // device allocations besides weights and KV
+  uint64_t* argmax_scratch = nullptr;  // LaunchArgmax's, 2 per logits row
+  int32_t* argmax_host = nullptr;      // pinned
+  std::vector<void*> scratch;          // device allocations besides weights and KV
   uint64_t scratch_bytes = 0;
 
   // KV: the engine's own region (no pages) or pages mapped into slots.
@@ -195,6 +196,10 @@ GpuStatus Engine::Impl::AllocateScratch() {
   step_tables.kv_block = static_cast<uint64_t*>(p);
   if (GpuStatus s = Allocate(rows * sizeof(int32_t), "argmax", &p); !s.ok()) return s;
   argmax_dev = static_cast<int32_t*>(p);
+  if (GpuStatus s = Allocate(logit_rows * 2 * sizeof(uint64_t), "argmax keys", &p); !s.ok()) {
+    return s;
+  }
+  argmax_scratch = static_cast<uint64_t*>(p);
   if (GpuStatus s =
           Allocate(static_cast<size_t>(hp.head_dim / 2) * sizeof(float), "rope frequencies", &p);
       !s.ok()) {
@@ -452,7 +457,9 @@ GpuStatus Engine::Impl::EnqueueLogits(int64_t first_row, int64_t rows, bool argm
       !s.ok()) {
     return s;
   }
-  if (argmax) LaunchArgmax(logits, rows, hp.vocab_size, argmax_dev + first_row, stream);
+  if (argmax) {
+    LaunchArgmax(logits, rows, hp.vocab_size, argmax_dev + first_row, argmax_scratch, stream);
+  }
   return CudaStatus("logits kernel launch", cudaGetLastError());
 }
 
@@ -728,6 +735,7 @@ GpuStatus Engine::PoisonScratchForTesting() {
                  {e.final_norm, logit_rows * dim * 4},
                  {e.logits, logit_rows * static_cast<size_t>(hp_.vocab_size) * 4},
                  {e.argmax_dev, rows * 4},
+                 {e.argmax_scratch, logit_rows * 16},
                  {e.step_tables.rope, rows * static_cast<size_t>(hp_.head_dim / 2) * 8},
                  {e.step_tables.kv_block, rows * 8},
                  {e.attn_partials, e.attn_partial_floats * 4}};

@@ -33,4 +33,37 @@ TM_SHAPE_FN int NormThreads(int64_t dim) {
   return threads <= kMaxNormThreads ? static_cast<int>(threads) : 0;
 }
 
+// ---------------------------------------------------------------------------
+// Argmax: ArgmaxBlocksPerRow(vocab) blocks per row, block b scanning
+// elements [b x per_block, min(vocab, (b + 1) x per_block)) with per_block =
+// ArgmaxPerBlock(vocab); each block folds its best into one packed 64-bit key
+// per row with atomicMax.
+inline constexpr int64_t kArgmaxMinPerBlock = 4096;
+inline constexpr int64_t kMaxArgmaxBlocksPerRow = 64;
+
+TM_SHAPE_FN int64_t ArgmaxBlocksPerRow(int64_t vocab) {
+  const int64_t blocks = (vocab + kArgmaxMinPerBlock - 1) / kArgmaxMinPerBlock;
+  return blocks < 1 ? 1 : blocks > kMaxArgmaxBlocksPerRow ? kMaxArgmaxBlocksPerRow : blocks;
+}
+TM_SHAPE_FN int64_t ArgmaxPerBlock(int64_t vocab) {
+  const int64_t blocks = ArgmaxBlocksPerRow(vocab);
+  return (vocab + blocks - 1) / blocks;
+}
+
+// The packed key of logit `float_bits` (an f32's bits) at `index` (< 2^31):
+// the high word orders values like floats (-0 counted as +0, so the two tie),
+// the low word is ~index, so a larger key is the larger value, then the lower
+// index. NaN gets 0, which every other value beats (-inf's key is above
+// 2^54), so NaN never wins and a row with no other value keeps 0: index 0.
+TM_SHAPE_FN uint64_t ArgmaxKey(uint32_t float_bits, uint32_t index) {
+  if ((float_bits & 0x7fffffffu) > 0x7f800000u) return 0;  // NaN
+  if (float_bits == 0x80000000u) float_bits = 0;           // -0 ties +0
+  const uint32_t ordered = (float_bits & 0x80000000u) != 0 ? ~float_bits : float_bits | 0x80000000u;
+  return (static_cast<uint64_t>(ordered) << 32) | (0xffffffffu - index);
+}
+// The index a key names; 0 for the key 0 (only NaN seen).
+TM_SHAPE_FN int32_t ArgmaxIndexOfKey(uint64_t key) {
+  return key == 0 ? 0 : static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key));
+}
+
 }  // namespace tokenmill::devices::cuda::core

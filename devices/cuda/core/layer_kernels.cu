@@ -23,7 +23,7 @@ constexpr int kEmbedThreads = 256;
 constexpr int kNormThreads = 256;
 constexpr int kRopeThreads = 128;
 constexpr int kElementwiseThreads = 256;
-constexpr int kArgmaxThreads = 1024;
+constexpr int kArgmaxThreads = 256;
 
 // Attention: 4 warps per (token, head); each lane holds up to 8 dims, so
 // head_dim <= 256 (the Engine refuses larger heads).
@@ -571,55 +571,43 @@ __global__ void SiluMulKernel(const float* __restrict__ gate_up, int64_t rows, i
   }
 }
 
-// (value, index) of the better candidate: the larger value, the lower index
-// on equal values; index < 0 means no candidate (only NaN seen).
-__device__ void Better(float& value, int32_t& index, float other_value, int32_t other_index) {
-  if (other_index < 0) return;
-  if (index < 0 || other_value > value || (other_value == value && other_index < index)) {
-    value = other_value;
-    index = other_index;
-  }
-}
-
-__global__ void ArgmaxKernel(const float* __restrict__ logits, int64_t vocab,
-                             int32_t* __restrict__ out) {
-  __shared__ float warp_value[kWarp];
-  __shared__ int32_t warp_index[kWarp];
-  const int64_t r = blockIdx.x;
-  const float* row = logits + r * vocab;
-  float value = -INFINITY;
-  int32_t index = -1;
-  // Increasing indices and a strict > keep each thread's lowest best index.
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = row[i];
-    if (!isnan(v) && (index < 0 || v > value)) {
-      value = v;
-      index = static_cast<int32_t>(i);
-    }
+// Grid (ArgmaxBlocksPerRow(vocab), rows). Each block reduces its range of
+// the row to one packed key (launch_shapes.h ArgmaxKey) and folds it into
+// scratch[2 r] with atomicMax; then counts itself done in scratch[2 r + 1],
+// and the row's last block reads the final key and writes out[r]. The fence
+// between a block's atomicMax and its count makes every block's key visible
+// to whichever block counts last (the CUDA threadFenceReduction pattern).
+__global__ void __launch_bounds__(kArgmaxThreads)
+    ArgmaxKernel(const float* __restrict__ logits, int64_t vocab, int64_t per_block,
+                 unsigned long long* scratch, int32_t* __restrict__ out) {
+  __shared__ unsigned long long warp_best[kArgmaxThreads / kWarp];
+  const int32_t r = blockIdx.y;
+  const float* row = logits + static_cast<int64_t>(r) * vocab;
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * per_block;
+  const int64_t end = begin + per_block < vocab ? begin + per_block : vocab;
+  unsigned long long best = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const unsigned long long key =
+        ArgmaxKey(__float_as_uint(__ldg(row + i)), static_cast<uint32_t>(i));
+    best = key > best ? key : best;
   }
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
 #pragma unroll
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    const float other_value = __shfl_xor_sync(kFullMask, value, offset);
-    const int32_t other_index = __shfl_xor_sync(kFullMask, index, offset);
-    Better(value, index, other_value, other_index);
+    const unsigned long long other = __shfl_xor_sync(kFullMask, best, offset);
+    best = other > best ? other : best;
   }
-  if (lane == 0) {
-    warp_value[warp] = value;
-    warp_index[warp] = index;
-  }
+  if (lane == 0) warp_best[warp] = best;
   __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x / kWarp;
-    value = lane < warps ? warp_value[lane] : -INFINITY;
-    index = lane < warps ? warp_index[lane] : -1;
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      const float other_value = __shfl_xor_sync(kFullMask, value, offset);
-      const int32_t other_index = __shfl_xor_sync(kFullMask, index, offset);
-      Better(value, index, other_value, other_index);
-    }
-    if (lane == 0) out[r] = index < 0 ? 0 : index;
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < kArgmaxThreads / kWarp; ++w) best = warp_best[w] > best ? warp_best[w] : best;
+  unsigned long long* row_best = scratch + 2 * static_cast<int64_t>(r);
+  if (best != 0) atomicMax(row_best, best);
+  __threadfence();
+  if (atomicAdd(row_best + 1, 1ull) == gridDim.x - 1) {
+    __threadfence();
+    // An atomic read: the value at L2, after every block's atomicMax.
+    out[r] = ArgmaxIndexOfKey(atomicMax(row_best, 0ull));
   }
 }
 
@@ -754,10 +742,15 @@ void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
                                                                                    ffn, out);
 }
 
-void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out,
+void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out, uint64_t* scratch,
                   cudaStream_t stream) {
-  if (rows <= 0) return;
-  ArgmaxKernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, stream>>>(logits, vocab, out);
+  if (rows <= 0 || vocab <= 0) return;
+  // A memset node (graph-capturable); its error, like the launch's, is left
+  // for the caller's cudaGetLastError.
+  (void)cudaMemsetAsync(scratch, 0, static_cast<size_t>(rows) * 2 * sizeof(uint64_t), stream);
+  const dim3 grid(static_cast<unsigned>(ArgmaxBlocksPerRow(vocab)), static_cast<unsigned>(rows));
+  ArgmaxKernel<<<grid, kArgmaxThreads, 0, stream>>>(
+      logits, vocab, ArgmaxPerBlock(vocab), reinterpret_cast<unsigned long long*>(scratch), out);
 }
 
 }  // namespace tokenmill::devices::cuda::core

@@ -141,9 +141,13 @@ void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
                    cudaStream_t stream);
 
 // out[r] = index of the largest of logits[r * vocab .. + vocab) (the lowest
-// index on ties; NaN never wins unless the row is all NaN, then 0). One block
-// per row.
-void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out,
+// index on ties, -0 and +0 tie; NaN never wins unless the row is all NaN,
+// then 0). vocab < 2^31. Several blocks per row (launch_shapes.h) fold
+// packed (value, index) keys with a 64-bit atomicMax into `scratch`
+// (2 x rows uint64 of device memory, cleared by the launch itself with a
+// memset node; not shared by launches that may run at the same time); the
+// row's last block to finish writes out[r].
+void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out, uint64_t* scratch,
                   cudaStream_t stream);
 
 }  // namespace tokenmill::devices::cuda::core
