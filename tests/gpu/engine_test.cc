@@ -388,5 +388,27 @@ GPU_TEST(EngineErrors, ImpossibleAllocation) {
   ExpectValidStepWorks(*engine, m, "after the refused allocation");
 }
 
+// The attention reads K/V in 16-byte chunks of 8 dims: head_dim 12 (and
+// 264, past 256) is refused as unimplemented, from a spec and synthetic.
+GPU_TEST(EngineErrors, HeadDimNotMultipleOf8Refused) {
+  for (int32_t head_dim : {12, 264}) {
+    SynthSpecOptions o = TinyModelOptions(Architecture::kLlama, TensorType::kF16);
+    o.hp.n_heads = 8;
+    o.hp.n_kv_heads = 4;
+    o.hp.head_dim = head_dim;
+    o.hp.dim = 8 * head_dim;  // 96 and 2112: multiples of 32
+    const devices::ModelSpec spec = MakeSynthSpec(o);
+    EngineOptions options;
+    options.kv_blocks = 8;
+    std::unique_ptr<Engine> engine;
+    GPU_EXPECT_CODE(Engine::Create(spec, options, &engine), GpuCode::kUnimplemented)
+        << "head_dim " << head_dim;
+    GPU_EXPECT_CODE(
+        Engine::CreateSynthetic(o.hp, devices::cuda::core::WeightType::kF16, 1, options, &engine),
+        GpuCode::kUnimplemented)
+        << "head_dim " << head_dim << ", synthetic";
+  }
+}
+
 }  // namespace
 }  // namespace tokenmill::gpu_test

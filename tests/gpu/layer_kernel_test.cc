@@ -449,9 +449,9 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
 // seeing only the positions up to its own. Slots past a sequence's last
 // position, the other layer and qkv's k/v part hold NaN, so reading any of
 // them fails. scratch_splits > 0 gives the launcher a poisoned split scratch
-// of exactly that many splits (force_splits as AttentionScratch says) whose
-// tail must stay poison; 0 gives none (the single pass). Tolerance
-// kTolAttention.
+// of exactly that many splits (force_splits and min_blocks as
+// AttentionScratch says) whose tail must stay poison; 0 gives none (the
+// single pass). Tolerance kTolAttention.
 struct AttentionCase {
   int32_t n_heads, n_kv_heads, head_dim, block_tokens;
   bool f16;
@@ -463,7 +463,7 @@ struct AttentionTokens {
 };
 
 void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tokens,
-                         int force_splits, int scratch_splits, uint64_t seed) {
+                         int force_splits, int scratch_splits, int min_blocks, uint64_t seed) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
   constexpr int32_t kLayers = 2, kLayer = 1;
@@ -525,7 +525,7 @@ void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tok
   if (scratch_splits > 0) {
     GPU_ASSERT_CUDA(dpartials.Allocate((partial_n + kTail) * 4));
     GPU_ASSERT_CUDA(dpartials.Fill(kPoisonByte));
-    scratch = AttentionScratch{dpartials.as<float>(), partial_n, force_splits};
+    scratch = AttentionScratch{dpartials.as<float>(), partial_n, force_splits, min_blocks};
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   LaunchPagedAttention(dqkv.as<float>(), stride, tokens, c.n_heads, shape, kLayer, step.tokens,
@@ -569,7 +569,8 @@ void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tok
       "heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " of " +
       std::to_string(hd) + ", block_tokens " + std::to_string(c.block_tokens) +
       (c.f16 ? ", KV f16" : ", KV f32") + ", force_splits " + std::to_string(force_splits) +
-      ", scratch for " + std::to_string(scratch_splits) + " splits";
+      ", scratch for " + std::to_string(scratch_splits) + " splits, min_blocks " +
+      std::to_string(min_blocks);
   GPU_EXPECT_CHECK(CheckClose(std::span<const float>(got).first(out_n), want, kTolAttention))
       << what;
   GPU_EXPECT_CHECK(CheckTail(got, out_n)) << what;
@@ -577,8 +578,11 @@ void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tok
 }
 
 // The single pass (no scratch): decodes at positions 0, 16 (a block
-// boundary) and 99, and a prefill chunk 20..31. GQA 4:1 and 1:1, head_dim 16
-// to 256, block_tokens 16 and 8, KV f16 and f32.
+// boundary) and 99, and a prefill chunk 20..31. GQA 4:1, 1:1, 6:1 (two
+// blocks of 3 query heads), 8:1 (two of 4) and 2:1; head_dim 8 (one lane per
+// position, 32 positions per warp load) to 256, 80 and 96 (lanes past
+// head_dim / 8 idle); block_tokens 16, 8 and 5 (loads past the block's
+// end); KV f16 and f32.
 GPU_TEST(PagedAttention, DecodeAndPrefillChunks) {
   // Tokens: three decodes, then the chunk of sequence 3.
   AttentionTokens tokens{{0, 16, 99}, {0, 1, 2}, {0, 16, 99, 31}};
@@ -590,16 +594,21 @@ GPU_TEST(PagedAttention, DecodeAndPrefillChunks) {
   for (const AttentionCase& c :
        {AttentionCase{8, 2, 128, 16, true}, AttentionCase{4, 4, 64, 8, true},
         AttentionCase{8, 2, 16, 8, false}, AttentionCase{4, 1, 64, 16, false},
-        AttentionCase{4, 1, 256, 16, true}}) {
-    CheckPagedAttention(c, tokens, 0, 0, seed += 10);
+        AttentionCase{4, 1, 256, 16, true}, AttentionCase{6, 1, 96, 5, true},
+        AttentionCase{8, 1, 80, 16, false}, AttentionCase{2, 1, 8, 16, true},
+        AttentionCase{4, 2, 256, 16, false}}) {
+    CheckPagedAttention(c, tokens, 0, 0, 0, seed += 10);
   }
 }
 
-// Split-K: forced 2, 3, 7 and 16 splits over decodes with 1, 2, 5, 17 and
-// 300 positions (fewer positions than splits leave some splits empty; one
-// position leaves all but split 0 empty) and a prefill chunk 3..12; then 16
-// forced with scratch for only 5 (lowered to fit) and the launcher's own
-// choice. The split scratch starts poisoned.
+// Split-K: grids of 2, 3, 7, 16 and 32 splits with one KV block per split
+// at least, over decodes with 1, 2, 5, 17 and 300 positions (a token of one
+// KV block writes its output directly; fewer blocks than splits leave the
+// token fewer splits, and rounding leaves its last ranges empty) and a
+// prefill chunk 3..12; 16 with scratch for only 5 (lowered to fit); 32 with
+// the launcher's own minimum (64 positions per split: 300 positions at
+// block_tokens 8 split 5 ways, the rest write directly); and the launcher's
+// own choice of everything. The split scratch starts poisoned.
 GPU_TEST(PagedAttention, SplitK) {
   AttentionTokens tokens{{0, 1, 4, 16, 299}, {0, 1, 2, 3, 4}, {0, 1, 4, 16, 299, 12}};
   for (int32_t p = 3; p <= 12; ++p) {
@@ -609,10 +618,13 @@ GPU_TEST(PagedAttention, SplitK) {
   uint64_t seed = 200;
   for (const AttentionCase& c :
        {AttentionCase{8, 2, 128, 16, true}, AttentionCase{4, 4, 16, 8, false},
-        AttentionCase{4, 1, 256, 16, true}}) {
-    for (int splits : {2, 3, 7, 16}) CheckPagedAttention(c, tokens, splits, splits, seed += 10);
-    CheckPagedAttention(c, tokens, 16, 5, seed += 10);
-    CheckPagedAttention(c, tokens, 0, 16, seed += 10);
+        AttentionCase{4, 1, 256, 16, true}, AttentionCase{12, 2, 64, 8, true}}) {
+    for (int splits : {2, 3, 7, 16, 32}) {
+      CheckPagedAttention(c, tokens, splits, splits, 1, seed += 10);
+    }
+    CheckPagedAttention(c, tokens, 16, 5, 1, seed += 10);
+    CheckPagedAttention(c, tokens, 32, 32, 0, seed += 10);
+    CheckPagedAttention(c, tokens, 0, 32, 0, seed += 10);
   }
 }
 

@@ -161,10 +161,9 @@ GpuStatus Engine::Impl::AllocateScratch() {
   const size_t rows = static_cast<size_t>(capacity);
   const size_t logit_rows = static_cast<size_t>(std::min(capacity, kLogitsRowsPerPass));
   const size_t dim = static_cast<size_t>(hp.dim), ffn = static_cast<size_t>(hp.ffn_dim);
-  // 16 splits of every (token, head) of the largest decode bucket: any bucket
-  // can split fully.
-  attn_partial_floats = 16 * static_cast<size_t>(std::min(capacity, kLargestGraphBucket)) *
-                        static_cast<size_t>(hp.n_heads) * static_cast<size_t>(hp.head_dim + 2);
+  // What the attention launcher would use at most for any step (only small
+  // steps split): a few MB even for an 8B model, not splits x capacity rows.
+  attn_partial_floats = AttentionScratchFloats(capacity, hp.n_heads, hp.n_kv_heads, hp.head_dim);
   struct {
     float** dst;
     size_t floats;
@@ -182,6 +181,9 @@ GpuStatus Engine::Impl::AllocateScratch() {
   };
   for (auto& b : buffers) {
     void* p = nullptr;
+    // No split scratch (no step would split, e.g. no SM count): null, which
+    // the attention launcher takes as "never split".
+    if (b.floats == 0) continue;
     if (GpuStatus s = Allocate(b.floats * sizeof(float), b.what, &p); !s.ok()) return s;
     *b.dst = static_cast<float*>(p);
   }
@@ -587,10 +589,11 @@ GpuStatus Engine::CreateSynthetic(const ModelHyperparams& hp, WeightType type, u
   ModelSpec shape;
   shape.hp = hp;
   if (std::string problem = HyperparamsProblem(hp); !problem.empty()) return Invalid(problem);
-  if (hp.head_dim > 256) {
-    return GpuStatus::Error(GpuCode::kUnimplemented,
-                            "head_dim " + std::to_string(hp.head_dim) +
-                                ": the CUDA attention takes head dims up to 256");
+  if (hp.head_dim > 256 || hp.head_dim % 8 != 0) {
+    return GpuStatus::Error(
+        GpuCode::kUnimplemented,
+        "head_dim " + std::to_string(hp.head_dim) +
+            ": the CUDA attention takes head dims that are multiples of 8 up to 256");
   }
   std::unique_ptr<Impl> impl;
   if (GpuStatus s = Start(hp, options, &impl); !s.ok()) return s;

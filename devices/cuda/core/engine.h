@@ -88,7 +88,7 @@ struct EngineStats {
 class Engine {
  public:
   // Checks the model (F32/F16/BF16/Q8_0 matrices; q/k/v and gate/up each of
-  // one type; head_dim even and <= 256; columns multiples of 32) and options,
+  // one type; head_dim a multiple of 8 and <= 256; columns multiples of 32) and options,
   // selects the device, uploads the weights and allocates scratch (and the
   // KV region without pages). kUnimplemented for a model it cannot run,
   // kInvalidArgument for bad options, kResourceExhausted when memory runs out

@@ -66,4 +66,72 @@ TM_SHAPE_FN int32_t ArgmaxIndexOfKey(uint64_t key) {
   return key == 0 ? 0 : static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key));
 }
 
+// ---------------------------------------------------------------------------
+// Paged attention (paged_attention.cu). A block serves one token, one KV
+// head and a chunk of that KV head's query heads (so the KV head is read
+// once for up to kMaxAttentionGroup query heads), and one split of the
+// token's KV blocks; each of its warps takes whole KV blocks (warp w: the
+// range's blocks w, w + kAttentionWarps, ...). Within a warp, AttentionLanes
+// lanes cover one position: lane l holds dims [8 c, 8 c + 8) with c = l %
+// lanes (one 16-byte load of f16) of position offset l / lanes, so a warp
+// load covers 32 / lanes positions.
+inline constexpr int kAttentionWarps = 4;
+inline constexpr int kMaxAttentionGroup = 4;
+inline constexpr int kMaxAttentionHeadDim = 256;
+inline constexpr int kAttentionDimsPerLane = 8;
+// At most this many splits of a token's KV blocks (the grid's z); each
+// token uses fewer when its context is short (AttentionTokenSplits).
+inline constexpr int kMaxAttentionSplits = 32;
+// Positions a split takes at least, unless the caller forces another value.
+inline constexpr int32_t kMinSplitPositions = 64;
+
+// Lanes per position: the power of two >= head_dim / 8 (1..32 for head_dim
+// a multiple of 8 up to 256).
+TM_SHAPE_FN int AttentionLanes(int32_t head_dim) {
+  const int32_t chunks = head_dim / kAttentionDimsPerLane;
+  int lanes = 1;
+  while (lanes < chunks) lanes *= 2;
+  return lanes;
+}
+
+// A KV head's `group` query heads in `chunks` blocks of `per_chunk` (the last
+// may have fewer): chunks = ceil(group / 4), per_chunk = ceil(group / chunks).
+struct AttentionHeadChunks {
+  int32_t chunks = 1;
+  int32_t per_chunk = 1;
+};
+TM_SHAPE_FN AttentionHeadChunks AttentionHeadChunksFor(int32_t group) {
+  AttentionHeadChunks c;
+  c.chunks = (group + kMaxAttentionGroup - 1) / kMaxAttentionGroup;
+  c.per_chunk = (group + c.chunks - 1) / c.chunks;
+  return c;
+}
+
+// Splits token t uses out of the grid's `splits`: one per min_blocks KV
+// blocks of its context (kv_blocks = ceil((pos[t] + 1) / block_tokens)), at
+// least 1, at most `splits`. The kernels compute it on the device from the
+// position, so a graph captured with a fixed grid adapts to each replay's
+// context lengths.
+TM_SHAPE_FN int32_t AttentionTokenSplits(int32_t kv_blocks, int32_t splits, int32_t min_blocks) {
+  const int32_t wanted = (kv_blocks + min_blocks - 1) / min_blocks;
+  return wanted < 1 ? 1 : wanted > splits ? splits : wanted;
+}
+
+// The KV blocks [first, last) of split `split` of token_splits: ranges of
+// ceil(kv_blocks / token_splits) blocks; the last ones may be empty
+// (first == last), split 0 never is.
+struct AttentionBlockRange {
+  int32_t first = 0;
+  int32_t last = 0;
+};
+TM_SHAPE_FN AttentionBlockRange AttentionSplitRange(int32_t kv_blocks, int32_t token_splits,
+                                                    int32_t split) {
+  const int32_t per = (kv_blocks + token_splits - 1) / token_splits;
+  const int64_t first = static_cast<int64_t>(split) * per;
+  AttentionBlockRange r;
+  r.first = static_cast<int32_t>(first < kv_blocks ? first : kv_blocks);
+  r.last = static_cast<int32_t>(first + per < kv_blocks ? first + per : kv_blocks);
+  return r;
+}
+
 }  // namespace tokenmill::devices::cuda::core

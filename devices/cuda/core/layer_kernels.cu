@@ -1,13 +1,12 @@
-// The CUDA kernels of layer_kernels.h: embedding, residual add + RMSNorm,
-// bias + RoPE + paged KV write, paged attention, SiLU-mul and argmax, with the
-// CPU executor's formulas (devices/cpu) so both backends agree within
-// rounding of the summation order.
+// The CUDA kernels of layer_kernels.h but paged attention (paged_attention.cu):
+// embedding, residual add + RMSNorm, bias + RoPE + paged KV write, SiLU-mul
+// and argmax, with the CPU executor's formulas (devices/cpu) so both backends
+// agree within rounding of the summation order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "devices/cuda/core/launch_shapes.h"
@@ -25,21 +24,6 @@ constexpr int kRopeThreads = 128;
 constexpr int kElementwiseThreads = 256;
 constexpr int kArgmaxThreads = 256;
 
-// Attention: 4 warps per (token, head); each lane holds up to 8 dims, so
-// head_dim <= 256 (the Engine refuses larger heads).
-constexpr int kAttnWarps = 4;
-constexpr int kAttnThreads = kAttnWarps * kWarp;
-constexpr int kMaxHeadDim = 256;
-constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
-// Split-K attention: at most 16 ranges per (token, head); the auto choice
-// aims at kSplitWaves blocks per SM. The merge pass uses 128 threads (head_dim
-// <= 256: two dims each).
-constexpr int kMaxSplits = 16;
-constexpr int64_t kSplitWaves = 2;
-constexpr int kCombineThreads = 128;
-// Most blocks in a grid's y dimension; kernels with tokens on y loop over the
-// rest.
-constexpr int64_t kMaxGridY = 65535;
 // Enough blocks of a grid-stride loop to fill the GPU several times over.
 constexpr int64_t kMaxElementwiseBlocks = 4096;
 
@@ -193,20 +177,6 @@ __device__ void StoreKv<float>(float* slab, int64_t elem, float v) {
   slab[elem] = v;
 }
 
-// The (layer, which, head) slab of the block holding `pos` of token t.
-template <typename KvT>
-__device__ KvT* KvSlab(const KvShape& kv, const StepTokens& step, int64_t t, int32_t pos,
-                       int32_t layer, int32_t which, int32_t head) {
-  const uint64_t block = step.block_addr[step.table_start[t] + pos / kv.block_tokens];
-  return reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, which, head));
-}
-
-template <typename KvT>
-__device__ const KvT* KvSlabConst(const KvShape& kv, const StepTokens& step, int64_t t, int32_t pos,
-                                  int32_t layer, int32_t which, int32_t head) {
-  return KvSlab<KvT>(kv, step, t, pos, layer, which, head);
-}
-
 // Rotation of pair (x0, x1) by (c, s), as devices/cpu/kernels.cc Rope:
 // x0' = x0 c - x1 s, x1' = x0 s + x1 c. Explicit roundings so nvcc does not
 // fuse into FMAs and the result matches the CPU bit for bit.
@@ -299,264 +269,6 @@ __global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_strid
 }
 
 // ---------------------------------------------------------------------------
-// Paged attention
-
-__device__ float LoadKv(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ float LoadKv(const float* p, int64_t i) { return p[i]; }
-
-// One warp's running softmax state over the positions it has seen: max m of
-// the scores, s = sum exp(score - m), acc[j] = sum exp(score - m) V[d].
-struct SoftmaxState {
-  float m = -INFINITY;
-  float s = 0.0f;
-  float acc[kDimsPerLane] = {};
-
-  __device__ void Add(float score, const float (&v)[kDimsPerLane]) {
-    if (score > m) {
-      // m = -inf before the first position: the factor is exp(-inf) = 0 and
-      // scales zeros.
-      const float factor = expf(m - score);
-      s *= factor;
-#pragma unroll
-      for (int j = 0; j < kDimsPerLane; ++j) acc[j] *= factor;
-      m = score;
-    }
-    // A -inf score adds nothing (and must not compute exp(-inf - -inf)); a
-    // NaN score makes s NaN, so unwritten (poisoned) KV shows in the output.
-    const float w = score == -INFINITY ? 0.0f : expf(score - m);
-    s += w;
-#pragma unroll
-    for (int j = 0; j < kDimsPerLane; ++j) acc[j] += w * v[j];
-  }
-};
-
-// Loads the lane's dims d = lane + 32 j (< hd) of one K or V row; 0 past hd.
-template <typename KvT>
-__device__ void LoadRow(const KvT* row, int lane, int32_t hd, float (&out)[kDimsPerLane]) {
-#pragma unroll
-  for (int j = 0; j < kDimsPerLane; ++j) {
-    const int d = lane + kWarp * j;
-    out[j] = d < hd ? LoadKv(row, d) : 0.0f;
-  }
-}
-
-__device__ float PartialDot(const float (&q)[kDimsPerLane], const float (&k)[kDimsPerLane]) {
-  float dot = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kDimsPerLane; ++j) dot += q[j] * k[j];
-  return dot;
-}
-
-// Warp `warp`'s online softmax over positions [begin, end) of token t, which
-// reads kv head g: positions begin + warp, begin + warp + 4, ... in order, two
-// per iteration (p and p + 4, both rows loaded before either is used) so each
-// warp has more loads in flight. No position (begin >= end) leaves the empty
-// state (m = -inf, s = 0, acc = 0).
-template <typename KvT>
-__device__ SoftmaxState AttendRange(const float (&q)[kDimsPerLane], const KvShape& kv,
-                                    int32_t layer, const StepTokens& step, int64_t t, int32_t g,
-                                    int32_t begin, int32_t end, float scale, int lane, int warp) {
-  const int32_t hd = kv.head_dim;
-  SoftmaxState state;
-  // p is warp-uniform, so every lane takes the same branches and the full
-  // shuffle mask is right.
-  for (int32_t p0 = begin + warp; p0 < end; p0 += 2 * kAttnWarps) {
-    const int32_t p1 = p0 + kAttnWarps;
-    const bool has1 = p1 < end;
-    float k0[kDimsPerLane], v0[kDimsPerLane], k1[kDimsPerLane], v1[kDimsPerLane];
-    const int64_t slot0 = static_cast<int64_t>(p0 % kv.block_tokens) * hd;
-    LoadRow(KvSlabConst<KvT>(kv, step, t, p0, layer, 0, g) + slot0, lane, hd, k0);
-    LoadRow(KvSlabConst<KvT>(kv, step, t, p0, layer, 1, g) + slot0, lane, hd, v0);
-    if (has1) {
-      const int64_t slot1 = static_cast<int64_t>(p1 % kv.block_tokens) * hd;
-      LoadRow(KvSlabConst<KvT>(kv, step, t, p1, layer, 0, g) + slot1, lane, hd, k1);
-      LoadRow(KvSlabConst<KvT>(kv, step, t, p1, layer, 1, g) + slot1, lane, hd, v1);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kDimsPerLane; ++j) k1[j] = v1[j] = 0.0f;
-    }
-    float dot0 = PartialDot(q, k0), dot1 = PartialDot(q, k1);
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      dot0 += __shfl_xor_sync(kFullMask, dot0, offset);
-      dot1 += __shfl_xor_sync(kFullMask, dot1, offset);
-    }
-    // Dot first, then the scale, like the CPU's AttendHead.
-    state.Add(dot0 * scale, v0);
-    if (has1) state.Add(dot1 * scale, v1);
-  }
-  return state;
-}
-
-// The block's 4 warp states, merged through shared memory: max_m is the
-// common max and factor[w] rescales warp w to it (0 for a warp that saw no
-// position, m = -inf), so the block's state is m = max_m,
-// s = sum = sum_w s_w factor_w, acc[d] = sum_w warp_acc[w][d] factor_w.
-struct MergedWarps {
-  float max_m = -INFINITY;
-  float sum = 0.0f;
-  float factor[kAttnWarps];
-};
-
-// Stores the calling warp's state into the shared arrays and merges all four.
-// Contains __syncthreads: call from all threads. The caller reads warp_acc
-// and then syncs before the arrays are written again.
-__device__ MergedWarps MergeWarps(const SoftmaxState& state, int lane, int warp, int32_t hd,
-                                  float (&warp_m)[kAttnWarps], float (&warp_s)[kAttnWarps],
-                                  float (&warp_acc)[kAttnWarps][kMaxHeadDim]) {
-  if (lane == 0) {
-    warp_m[warp] = state.m;
-    warp_s[warp] = state.s;
-  }
-#pragma unroll
-  for (int j = 0; j < kDimsPerLane; ++j) {
-    const int d = lane + kWarp * j;
-    if (d < hd) warp_acc[warp][d] = state.acc[j];
-  }
-  __syncthreads();
-  MergedWarps merged;
-#pragma unroll
-  for (int w = 0; w < kAttnWarps; ++w) merged.max_m = fmaxf(merged.max_m, warp_m[w]);
-#pragma unroll
-  for (int w = 0; w < kAttnWarps; ++w) {
-    merged.factor[w] = warp_m[w] == -INFINITY ? 0.0f : expf(warp_m[w] - merged.max_m);
-    merged.sum += warp_s[w] * merged.factor[w];
-  }
-  return merged;
-}
-
-// Grid (n_heads, tokens or kMaxGridY), 4 warps: each block attends all
-// positions 0..pos[t] of its (token, head), the warps' states merged at the
-// end.
-template <typename KvT>
-__global__ void __launch_bounds__(kAttnThreads)
-    PagedAttentionKernel(const float* __restrict__ qkv, int64_t qkv_stride, int64_t tokens,
-                         int32_t n_heads, KvShape kv, int32_t layer, StepTokens step, float scale,
-                         float* __restrict__ out) {
-  __shared__ float warp_m[kAttnWarps];
-  __shared__ float warp_s[kAttnWarps];
-  __shared__ float warp_acc[kAttnWarps][kMaxHeadDim];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int32_t h = blockIdx.x;
-  const int32_t hd = kv.head_dim;
-  const int32_t g = h / (n_heads / kv.n_kv_heads);
-
-  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
-    const int32_t pos = step.pos[t];
-    float q[kDimsPerLane];
-    LoadRow(qkv + t * qkv_stride + static_cast<int64_t>(h) * hd, lane, hd, q);
-    const SoftmaxState state =
-        AttendRange<KvT>(q, kv, layer, step, t, g, 0, pos + 1, scale, lane, warp);
-    // Position 0 always exists, so some warp has a finite m unless every
-    // score was -inf.
-    const MergedWarps merged = MergeWarps(state, lane, warp, hd, warp_m, warp_s, warp_acc);
-    const float inv = 1.0f / merged.sum;
-    float* o = out + (t * n_heads + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; ++w) v += warp_acc[w][d] * merged.factor[w];
-      o[d] = v * inv;
-    }
-    // The next token's iteration rewrites the shared arrays.
-    __syncthreads();
-  }
-}
-
-// Split-K, first pass. Grid (n_heads, tokens or kMaxGridY, splits), 4 warps:
-// block (h, t, split) attends positions [split x chunk, min(n, (split + 1) x
-// chunk)) of its (token, head), n = pos[t] + 1, chunk = ceil(n / splits),
-// and writes the range's unnormalized state (m, s, acc[0..hd)) as record
-// ((t x n_heads + h) x splits + split) of hd + 2 floats. A range past n is
-// empty and writes m = -inf, s = 0, acc = 0.
-template <typename KvT>
-__global__ void __launch_bounds__(kAttnThreads)
-    PagedAttentionSplitKernel(const float* __restrict__ qkv, int64_t qkv_stride, int64_t tokens,
-                              int32_t n_heads, KvShape kv, int32_t layer, StepTokens step,
-                              float scale, float* __restrict__ partials) {
-  __shared__ float warp_m[kAttnWarps];
-  __shared__ float warp_s[kAttnWarps];
-  __shared__ float warp_acc[kAttnWarps][kMaxHeadDim];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int32_t h = blockIdx.x;
-  const int32_t split = blockIdx.z, splits = gridDim.z;
-  const int32_t hd = kv.head_dim;
-  const int32_t g = h / (n_heads / kv.n_kv_heads);
-
-  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
-    const int32_t n = step.pos[t] + 1;
-    const int32_t chunk = (n + splits - 1) / splits;
-    // In int64: split x chunk may pass n (an empty range) by up to a chunk.
-    const int64_t begin = static_cast<int64_t>(split) * chunk;
-    const int32_t first = static_cast<int32_t>(begin < n ? begin : n);
-    const int32_t last = static_cast<int32_t>(begin + chunk < n ? begin + chunk : n);
-    float q[kDimsPerLane];
-    LoadRow(qkv + t * qkv_stride + static_cast<int64_t>(h) * hd, lane, hd, q);
-    const SoftmaxState state =
-        AttendRange<KvT>(q, kv, layer, step, t, g, first, last, scale, lane, warp);
-    const MergedWarps merged = MergeWarps(state, lane, warp, hd, warp_m, warp_s, warp_acc);
-    float* record = partials + ((t * n_heads + h) * splits + split) * (hd + 2);
-    if (threadIdx.x == 0) {
-      record[0] = merged.max_m;
-      record[1] = merged.sum;
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; ++w) v += warp_acc[w][d] * merged.factor[w];
-      record[2 + d] = v;
-    }
-    // The next token's iteration rewrites the shared arrays.
-    __syncthreads();
-  }
-}
-
-// Split-K, second pass. Grid (n_heads, tokens or kMaxGridY), one block per
-// (token, head) merges its `splits` records as MergeWarps merges warps:
-// M = max m_i, factor_i = exp(m_i - M) (0 for an empty range, m_i = -inf),
-// out[d] = sum_i acc_i[d] factor_i / sum_i s_i factor_i. Split 0 always holds
-// position 0, so some m_i is finite unless every score was -inf.
-__global__ void __launch_bounds__(kCombineThreads)
-    CombineAttentionSplitsKernel(const float* __restrict__ partials, int64_t tokens,
-                                 int32_t n_heads, int32_t hd, int32_t splits,
-                                 float* __restrict__ out) {
-  const int32_t h = blockIdx.x;
-  const int32_t record_floats = hd + 2;
-  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
-    const float* records = partials + (t * n_heads + h) * splits * record_floats;
-    // Every thread computes the (at most 16) factors itself: no shared
-    // memory, no barrier; the loops unroll over kMaxSplits so factor stays in
-    // registers.
-    float max_m = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kMaxSplits; ++i) {
-      if (i < splits) max_m = fmaxf(max_m, records[i * record_floats]);
-    }
-    float factor[kMaxSplits];
-    float sum = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kMaxSplits; ++i) {
-      factor[i] = 0.0f;
-      if (i < splits) {
-        const float m = records[i * record_floats];
-        factor[i] = m == -INFINITY ? 0.0f : expf(m - max_m);
-        sum += records[i * record_floats + 1] * factor[i];
-      }
-    }
-    const float inv = 1.0f / sum;
-    float* o = out + (t * n_heads + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-      float v = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kMaxSplits; ++i) {
-        if (i < splits) v += records[i * record_floats + 2 + d] * factor[i];
-      }
-      o[d] = v * inv;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
 // SiLU-mul and argmax
 
 __global__ void SiluMulKernel(const float* __restrict__ gate_up, int64_t rows, int64_t ffn,
@@ -611,46 +323,6 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   }
 }
 
-// SM count of each device ordinal, asked once (0 = not yet). Relaxed atomics:
-// two threads racing on the first launch both ask and store the same value.
-constexpr int kCachedDevices = 64;
-std::atomic<int> sm_counts[kCachedDevices];
-
-// The current device's SM count; 0 when the runtime cannot say (then the
-// launcher does not split).
-int64_t MultiprocessorCount() {
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 0;
-  const bool cached = device >= 0 && device < kCachedDevices;
-  if (cached) {
-    if (const int count = sm_counts[device].load(std::memory_order_relaxed); count > 0) {
-      return count;
-    }
-  }
-  int count = 0;
-  if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 0;
-  }
-  if (cached) sm_counts[device].store(count, std::memory_order_relaxed);
-  return count;
-}
-
-// The split count S of layer_kernels.h: from tokens, heads and the SM count
-// only (never positions: graphs capture S), about kSplitWaves blocks per SM,
-// then lowered until the records fit in the scratch.
-int AttentionSplits(int64_t tokens, int32_t n_heads, int32_t head_dim,
-                    const AttentionScratch& scratch) {
-  if (scratch.partials == nullptr) return 1;
-  // Blocks of the single pass: one per (token, head); positive here.
-  const int64_t blocks = tokens * n_heads;
-  int64_t splits = scratch.force_splits;
-  if (splits <= 0) splits = (kSplitWaves * MultiprocessorCount() + blocks - 1) / blocks;
-  splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
-  const uint64_t split_floats = static_cast<uint64_t>(blocks) * static_cast<uint64_t>(head_dim + 2);
-  while (splits > 1 && static_cast<uint64_t>(splits) * split_floats > scratch.floats) --splits;
-  return static_cast<int>(splits);
-}
-
 }  // namespace
 
 void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, float* x,
@@ -700,36 +372,6 @@ void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32
         <<<grid, kRopeThreads, 0, stream>>>(qkv, qkv_stride, n_heads, bq, bk, bv, halves, kv, layer,
                                             step.pos, tables.rope, tables.kv_block);
   }
-}
-
-void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
-                          const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
-                          float* out, cudaStream_t stream, const AttentionScratch& scratch) {
-  if (tokens <= 0 || n_heads <= 0) return;
-  const unsigned grid_y = static_cast<unsigned>(std::min(tokens, kMaxGridY));
-  const int splits = AttentionSplits(tokens, n_heads, kv.head_dim, scratch);
-  if (splits == 1) {
-    const dim3 grid(static_cast<unsigned>(n_heads), grid_y);
-    if (kv.f16) {
-      PagedAttentionKernel<__half><<<grid, kAttnThreads, 0, stream>>>(
-          qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, out);
-    } else {
-      PagedAttentionKernel<float><<<grid, kAttnThreads, 0, stream>>>(
-          qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, out);
-    }
-    return;
-  }
-  const dim3 split_grid(static_cast<unsigned>(n_heads), grid_y, static_cast<unsigned>(splits));
-  if (kv.f16) {
-    PagedAttentionSplitKernel<__half><<<split_grid, kAttnThreads, 0, stream>>>(
-        qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, scratch.partials);
-  } else {
-    PagedAttentionSplitKernel<float><<<split_grid, kAttnThreads, 0, stream>>>(
-        qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, scratch.partials);
-  }
-  const dim3 grid(static_cast<unsigned>(n_heads), grid_y);
-  CombineAttentionSplitsKernel<<<grid, kCombineThreads, 0, stream>>>(
-      scratch.partials, tokens, n_heads, kv.head_dim, splits, out);
 }
 
 void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,

@@ -102,21 +102,28 @@ void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32
 //   sum_p softmax_p(q . K[p] x scale) V[p][d] over positions p = 0..pos[t] of
 // the token's sequence, reading kv head h / (n_heads / n_kv_heads) of layer
 // `layer`. q is the rotated q at qkv + t * qkv_stride (its first n_heads x
-// head_dim floats). The same kernel serves decode (one token per sequence)
+// head_dim floats; qkv 16-byte aligned, qkv_stride a multiple of 4: q is
+// read as float4s). The same kernel serves decode (one token per sequence)
 // and chunked prefill (a chunk's tokens each see the positions before them,
-// including those written by this step's LaunchBiasRopeStoreKv). head_dim <=
-// 256. Online softmax in f32.
+// including those written by this step's LaunchBiasRopeStoreKv). head_dim a
+// multiple of 8, at most 256 (the Engine refuses others; the launcher
+// launches nothing for them). Online softmax in f32. The blocks and warps
+// are laid out as launch_shapes.h says: one block per (token, KV head, chunk
+// of up to 4 of its query heads), one warp per KV block, 16-byte K/V loads.
 //
-// Split-K ("flash-decoding"): when tokens x n_heads is small next to the
-// GPU's SM count (small decode batches), the launcher splits each (token,
-// head)'s positions 0..pos[t] into S contiguous ranges, attends each range in
-// its own block (writing the range's max, sum and unnormalized output to
-// scratch.partials) and merges the S partial results in a second kernel. S
-// is chosen on the host from tokens, n_heads and the SM count only (or is
-// scratch.force_splits), never from the positions, so a captured CUDA graph
-// stays valid when positions change; S <= 16, and S is lowered until
-// S x tokens x n_heads x (head_dim + 2) floats fit in scratch.floats. S == 1
-// (always so without scratch) runs the single-pass kernel. The split result
+// Split-K ("flash-decoding"): when tokens x KV heads is small next to the
+// GPU's SM count (small decode batches), the grid gets S > 1 splits: S is
+// chosen on the host from tokens, heads and the SM count only (or is
+// scratch.force_splits), never from the positions; S <= 32, lowered until
+// S x tokens x n_heads x (head_dim + 2) floats fit in scratch.floats. Each
+// token then uses S_t = AttentionTokenSplits(its KV blocks, S, min_blocks)
+// of them, computed on the device from pos[t] (min_blocks: one split per
+// 64 positions' blocks, or scratch.min_blocks_per_split): splits past S_t
+// exit at once, a token with S_t == 1 is written directly, and otherwise
+// each split writes its range's max, sum and unnormalized output to
+// scratch.partials and a second kernel merges the S_t records. A captured
+// graph therefore stays valid when positions change: the grid depends on
+// tokens only, the work on the positions read at replay. The split result
 // equals the single pass up to f32 rounding (the sums are grouped
 // differently).
 struct AttentionScratch {
@@ -126,13 +133,21 @@ struct AttentionScratch {
   // shared by launches that may run at the same time.
   float* partials = nullptr;
   size_t floats = 0;
-  // Tests: the exact split count (1..16, larger counts clamp to 16), still
+  // Tests: the grid's split count (1..32, larger counts clamp to 32), still
   // lowered to fit `floats`; 0 = chosen by the launcher from the SM count.
   int force_splits = 0;
+  // Tests: KV blocks per split at least (>= 1); 0 = 64 positions' worth.
+  int min_blocks_per_split = 0;
 };
 void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
                           const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
                           float* out, cudaStream_t stream, const AttentionScratch& scratch);
+
+// Floats of AttentionScratch::partials that let every step of 1..max_tokens
+// tokens split as LaunchPagedAttention would choose on the current device
+// (0 when none would split): a buffer of this size never lowers a split.
+size_t AttentionScratchFloats(int64_t max_tokens, int32_t n_heads, int32_t n_kv_heads,
+                              int32_t head_dim);
 
 // gate_up holds rows of 2 x ffn floats (gate, then up), rows apart by
 // 2 x ffn; out[t * ffn + i] = silu(gate[t][i]) x up[t][i], silu(g) =
