@@ -233,14 +233,157 @@ __global__ void __launch_bounds__(kGemvThreads)
   }
 }
 
+// Activation rows from which GemvStagedKernel takes over: at 5..8 tokens
+// (4 output rows per warp) GemvKernel holds R x T accumulators, the weights
+// in flight and T global activation pointers, up to 209 registers (Q8_0)
+// and one 256-thread block per SM.
+constexpr int kGemvStagedFromTokens = 5;
+
+// Blocks per SM GemvStagedKernel asks registers for (2: at most 128 per
+// thread): 2 for every type and token count but Q8_0 at 8 tokens, which
+// would spill (28 bytes per thread with nvcc 13 for sm_90a) and asks no
+// minimum (0; 159 registers, one block per SM).
+__host__ __device__ constexpr int GemvStagedBlocksPerSm(WeightType type, int tokens) {
+  return type == WeightType::kQ8_0 && tokens == 8 ? 0 : 2;
+}
+
+// acc[r][t] += dot(16-byte load wv[r] of row r, x tile of token t from
+// element k of the tile), the tile in shared memory (32-bit addresses, no
+// per-token global pointers).
+template <WeightType W, int T, int R, int kTileVecs>
+__device__ __forceinline__ void AccumulateStaged(const uint4 (&wv)[R], const float (&scale)[R],
+                                                 const float4 (&tile)[T][kTileVecs], int k,
+                                                 float (&acc)[R][T]) {
+#pragma unroll
+  for (int g = 0; g < ElementsPerLoad(W) / 4; ++g) {
+    float wf[R][4];
+#pragma unroll
+    for (int r = 0; r < R; ++r) UnpackGroup<W>(wv[r], g, scale[r], wf[r]);
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const float4 xv = tile[t][k / 4 + g];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float a = acc[r][t];
+        a = fmaf(wf[r][0], xv.x, a);
+        a = fmaf(wf[r][1], xv.y, a);
+        a = fmaf(wf[r][2], xv.z, a);
+        a = fmaf(wf[r][3], xv.w, a);
+        acc[r][t] = a;
+      }
+    }
+  }
+}
+
+// GemvKernel for 5..8 tokens with the activations staged in shared memory:
+// the block walks the columns in tiles of one chunk (U x 32 loads of each
+// row); per tile every warp first issues its weight loads, then the block
+// copies the T x tile activations into shared memory (zeros past cols),
+// and after the barrier each warp accumulates from the tile. Warps past the
+// last row still take part in the barriers (their loads re-read the last
+// row, their sums are not written). Same products and summation order per
+// lane as GemvKernel.
+template <WeightType W, int T, int R>
+__global__ void __launch_bounds__(kGemvThreads, GemvStagedBlocksPerSm(W, T))
+    GemvStagedKernel(const uint4* __restrict__ w, const uint16_t* __restrict__ scales, int64_t rows,
+                     int64_t cols, const float* __restrict__ x, int64_t x_stride,
+                     float* __restrict__ y, int64_t y_stride) {
+  constexpr int U = kGemvLoadsInFlight / R;
+  constexpr int kChunk = U * kWarpSize;                   // loads per row per tile
+  constexpr int kTileCols = kChunk * ElementsPerLoad(W);  // bf16: 512, Q8_0: 1024
+  constexpr int kTileVecs = kTileCols / 4;
+  __shared__ float4 tile[T][kTileVecs];  // Q8_0 at T = 8: 32 KiB
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * R;
+
+  const int64_t vectors = cols / ElementsPerLoad(W);
+  const uint4* w_row[R];
+  const uint16_t* s_row[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    int64_t row = row0 + r < rows ? row0 + r : rows - 1;
+    w_row[r] = w + row * vectors;
+    s_row[r] = W == WeightType::kQ8_0 ? scales + row * (cols / kQ8Block) : nullptr;
+  }
+  float acc[R][T];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
+  }
+
+  for (int64_t base = 0; base < vectors; base += kChunk) {
+    uint4 wv[U][R];
+    float scale[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = base + u * kWarpSize + lane;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (v < vectors) {
+          wv[u][r] = LoadWeights(w_row[r] + v);
+          scale[u][r] = LoadScale<W>(s_row[r], v);
+        } else {
+          wv[u][r] = make_uint4(0, 0, 0, 0);
+          scale[u][r] = 0.0f;
+        }
+      }
+    }
+    // The previous tile is consumed by every warp before it is overwritten.
+    __syncthreads();
+    const int64_t first_col = base * ElementsPerLoad(W);
+    for (int i = static_cast<int>(threadIdx.x); i < T * kTileVecs; i += kGemvThreads) {
+      const int t = i / kTileVecs, c = i - t * kTileVecs;
+      const int64_t col = first_col + 4 * c;
+      tile[t][c] = col < cols ? __ldg(reinterpret_cast<const float4*>(x + t * x_stride + col))
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (base + u * kWarpSize + lane < vectors) {
+        AccumulateStaged<W, T, R, kTileVecs>(wv[u], scale[u], tile,
+                                             (u * kWarpSize + lane) * ElementsPerLoad(W), acc);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      float sum = acc[r][t];
+#pragma unroll
+      for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+        sum += __shfl_xor_sync(kFullWarp, sum, offset);
+      }
+      acc[r][t] = sum;
+    }
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (row0 + r >= rows) break;
+#pragma unroll
+      for (int t = 0; t < T; ++t) y[t * y_stride + row0 + r] = acc[r][t];
+    }
+  }
+}
+
 template <WeightType W, int T>
 void LaunchGemvTyped(const DeviceMatrix& w, const float* x, int64_t x_stride, float* y,
                      int64_t y_stride, cudaStream_t stream) {
   constexpr int R = GemvRowsPerWarp(T);
   constexpr int64_t kRowsPerBlock = static_cast<int64_t>(kGemvWarps) * R;
   const int blocks = static_cast<int>((w.rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  GemvKernel<W, T, R><<<blocks, kGemvThreads, 0, stream>>>(
-      static_cast<const uint4*>(w.data), w.scales, w.rows, w.cols, x, x_stride, y, y_stride);
+  if constexpr (T >= kGemvStagedFromTokens) {
+    GemvStagedKernel<W, T, R><<<blocks, kGemvThreads, 0, stream>>>(
+        static_cast<const uint4*>(w.data), w.scales, w.rows, w.cols, x, x_stride, y, y_stride);
+  } else {
+    GemvKernel<W, T, R><<<blocks, kGemvThreads, 0, stream>>>(
+        static_cast<const uint4*>(w.data), w.scales, w.rows, w.cols, x, x_stride, y, y_stride);
+  }
 }
 
 template <WeightType W>

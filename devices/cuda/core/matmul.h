@@ -36,7 +36,9 @@ inline constexpr int kMaxGemvRowsQ8_0 = 32;
 // 16-byte aligned and x_stride a multiple of 4 (float4 loads). One warp per
 // 1, 2 or 4 output rows (more with more tokens, so each activation load
 // serves several rows), 16-byte weight loads, 8 per lane in flight before
-// the first is used.
+// the first is used. From 5 tokens on the block stages the activations in
+// shared memory one tile of columns at a time (fewer registers: two blocks
+// per SM instead of one).
 void LaunchGemv(const DeviceMatrix& w, const float* x, int64_t x_stride, int tokens, float* y,
                 int64_t y_stride, cudaStream_t stream);
 
