@@ -98,7 +98,13 @@ struct Engine::Impl {
   int32_t* argmax_dev = nullptr;
   uint64_t* argmax_scratch = nullptr;  // LaunchArgmax's, 2 per logits row
   int32_t* argmax_host = nullptr;      // pinned
-  std::vector<void*> scratch;          // device allocations besides weights and KV
+  // Logits rows copied back land here (staging_rows x vocab floats), or in
+  // logits_overflow when a step copies more rows (StepResult::logits).
+  float* logits_host = nullptr;  // pinned
+  int64_t staging_rows = 0;
+  std::vector<float> logits_overflow;
+  uint64_t pinned_bytes = 0;
+  std::vector<void*> scratch;  // device allocations besides weights and KV
   uint64_t scratch_bytes = 0;
 
   // KV: the engine's own region (no pages) or pages mapped into slots.
@@ -138,6 +144,7 @@ Engine::Impl::~Impl() {
   cudaFreeHost(plan_host);
   cudaFreeHost(blocks_host);
   cudaFreeHost(argmax_host);
+  cudaFreeHost(logits_host);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -222,6 +229,18 @@ GpuStatus Engine::Impl::AllocateScratch() {
   std::memset(plan_host, 0, plan_bytes);
   TM_CUDA_RETURN_IF_ERROR(
       cudaMallocHost(reinterpret_cast<void**>(&argmax_host), rows * sizeof(int32_t)));
+  // Pinned: the device-to-host copies run at full PCIe speed and stay
+  // asynchronous, with no allocation per step. Every decode bucket fits.
+  staging_rows = static_cast<int64_t>(logit_rows);
+  const size_t staging_bytes = logit_rows * static_cast<size_t>(hp.vocab_size) * sizeof(float);
+  const std::string call =
+      "cudaMallocHost(" + std::to_string(staging_bytes) + " bytes for the logits staging)";
+  if (GpuStatus s = CudaStatus(
+          call.c_str(), cudaMallocHost(reinterpret_cast<void**>(&logits_host), staging_bytes));
+      !s.ok()) {
+    return s;
+  }
+  pinned_bytes = plan_bytes + rows * sizeof(int32_t) + staging_bytes;
   return EnsureBlockEntries(kInitialBlockEntries);
 }
 
@@ -614,7 +633,7 @@ GpuStatus Engine::Step(const StepSequence* seqs, size_t n_seqs, bool copy_logits
   int64_t tokens = 0, rows = 0;
   size_t entries = 0;
   if (GpuStatus s = e.BuildPlan(seqs, n_seqs, &tokens, &rows, &entries); !s.ok()) return s;
-  result->logits.clear();
+  result->logits = {};
   result->argmax.clear();
   result->graph = false;
 
@@ -638,6 +657,7 @@ GpuStatus Engine::Step(const StepSequence* seqs, size_t n_seqs, bool copy_logits
     // pinned plan buffers it may still be reading.
     cudaStreamSynchronize(e.stream);
     cudaGetLastError();
+    result->logits = {};
     return s;
   }
   if (want_argmax) result->argmax.assign(e.argmax_host, e.argmax_host + rows);
@@ -659,18 +679,24 @@ GpuStatus Engine::Impl::EnqueueStep(bool graph, int64_t tokens, int64_t rows, in
       graph = false;
     }
   }
+  // Copied rows go to the pinned staging buffer when they fit (always for a
+  // graph: buckets <= staging_rows), else to the overflow vector.
+  const size_t copied_rows = copy_logits ? CopiedRows() : 0;
+  float* copied = logits_host;
+  if (copied_rows > static_cast<size_t>(staging_rows)) {
+    logits_overflow.resize(copied_rows * vocab);
+    copied = logits_overflow.data();
+  }
+  result->logits = std::span<const float>(copied, copied_rows * vocab);
   if (graph) {
     ++stats.graph_steps;
     result->graph = true;
     if (copy_logits) {
-      result->logits.resize(CopiedRows() * vocab);
-      if (GpuStatus s = CopyLogitRows(0, rows, result->logits.data()); !s.ok()) return s;
+      if (GpuStatus s = CopyLogitRows(0, rows, copied); !s.ok()) return s;
     }
   } else {
     ++stats.eager_steps;
     if (GpuStatus s = EnqueueLayers(tokens); !s.ok()) return s;
-    if (copy_logits) result->logits.resize(CopiedRows() * vocab);
-    float* copied = result->logits.data();
     for (int64_t first = 0; first < rows; first += kLogitsRowsPerPass) {
       const int64_t n = std::min(kLogitsRowsPerPass, rows - first);
       if (GpuStatus s = EnqueueLogits(first, n, want_argmax); !s.ok()) return s;
@@ -773,6 +799,7 @@ EngineStats Engine::Stats() const {
   EngineStats s = impl_->stats;
   s.weight_bytes = impl_->weights.bytes;
   s.scratch_bytes = impl_->scratch_bytes + impl_->block_entries * 8;
+  s.pinned_bytes = impl_->pinned_bytes + impl_->block_entries * 8;
   s.kv_bytes = impl_->kv_region != nullptr
                    ? static_cast<uint64_t>(options_.kv_blocks) * layout_.BlockBytes()
                    : 0;
