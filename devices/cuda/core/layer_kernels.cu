@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "devices/cuda/core/grid_dependency.cuh"
 #include "devices/cuda/core/launch_shapes.h"
 #include "devices/cuda/core/layer_kernels.h"
 
@@ -99,6 +100,7 @@ __device__ float RmsScale(float sum_squares, int64_t dim, float eps) {
 __global__ void __launch_bounds__(kMaxNormThreads)
     AddRmsNormVecKernel(float* x, const float* residual, const float* __restrict__ weight,
                         const int32_t* gather, int32_t dim, float eps, float* out) {
+  LetNextGridLaunch();  // a GEMV follows (grid_dependency.cuh)
   const int32_t r = blockIdx.x;
   const int32_t s = gather != nullptr ? gather[r] : r;
   const int32_t vecs = dim / 4;
@@ -146,6 +148,7 @@ __global__ void __launch_bounds__(kMaxNormThreads)
 // kNormThreads per row, the row read from memory again for the store.
 __global__ void AddRmsNormKernel(float* x, const float* residual, const float* __restrict__ weight,
                                  const int32_t* gather, int64_t dim, float eps, float* out) {
+  LetNextGridLaunch();  // a GEMV follows (grid_dependency.cuh)
   const int64_t r = blockIdx.x;
   const int64_t s = gather != nullptr ? gather[r] : r;
   float* xs = x + s * dim;
@@ -273,6 +276,7 @@ __global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_strid
 
 __global__ void SiluMulKernel(const float* __restrict__ gate_up, int64_t rows, int64_t ffn,
                               float* __restrict__ out) {
+  LetNextGridLaunch();  // the down GEMV follows (grid_dependency.cuh)
   const int64_t n = rows * ffn;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;

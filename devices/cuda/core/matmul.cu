@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
+#include "devices/cuda/core/grid_dependency.cuh"
 #include "devices/cuda/core/matmul.h"
 
 namespace tokenmill::devices::cuda::core {
@@ -52,6 +54,27 @@ __device__ __forceinline__ uint4 LoadWeights(const uint4* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
+}
+
+// The weights do not depend on the previous kernel: under Programmatic
+// Dependent Launch lane r of each warp asks the copy engine to pull row r's
+// first chunk (U x 32 16-byte loads, fewer for a shorter row) into L2 with
+// one bulk prefetch (sm_90) while that kernel finishes; then every thread
+// waits for it.
+template <int R, int U>
+__device__ __forceinline__ void PrefetchFirstChunkThenWait(const uint4* const (&w_row)[R],
+                                                           int64_t vectors, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int64_t loads = vectors < U * kWarpSize ? vectors : U * kWarpSize;
+  const uint32_t bytes = static_cast<uint32_t>(loads * 16);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (lane == r) {
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(w_row[r]), "r"(bytes));
+    }
+  }
+#endif
+  WaitForPreviousGrid();
 }
 
 __device__ __forceinline__ uint32_t Word(const uint4& v, int i) {
@@ -185,7 +208,10 @@ __global__ void __launch_bounds__(kGemvThreads)
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * R;
-  if (row0 >= rows) return;  // the whole warp: the shuffles below see all lanes
+  if (row0 >= rows) {  // the whole warp: the shuffles below see all lanes
+    WaitForPreviousGrid();
+    return;
+  }
 
   const int64_t vectors = cols / ElementsPerLoad(W);  // 16-byte loads per row
   const uint4* w_row[R];
@@ -197,6 +223,7 @@ __global__ void __launch_bounds__(kGemvThreads)
     w_row[r] = w + row * vectors;
     s_row[r] = W == WeightType::kQ8_0 ? scales + row * (cols / kQ8Block) : nullptr;
   }
+  PrefetchFirstChunkThenWait<R, U>(w_row, vectors, lane);
 
   float acc[R][T];
 #pragma unroll
@@ -240,11 +267,11 @@ __global__ void __launch_bounds__(kGemvThreads)
 constexpr int kGemvStagedFromTokens = 5;
 
 // Blocks per SM GemvStagedKernel asks registers for (2: at most 128 per
-// thread): 2 for every type and token count but Q8_0 at 8 tokens, which
-// would spill (28 bytes per thread with nvcc 13 for sm_90a) and asks no
-// minimum (0; 159 registers, one block per SM).
+// thread), as measured with nvcc 13 for sm_90a: 2 for every type and token
+// count but Q8_0 at 5, 7 and 8 tokens, where 2 spills (4, 28 and 28 bytes
+// per thread) and no minimum (0) is asked: 128, 159 and 191 registers.
 __host__ __device__ constexpr int GemvStagedBlocksPerSm(WeightType type, int tokens) {
-  return type == WeightType::kQ8_0 && tokens == 8 ? 0 : 2;
+  return type == WeightType::kQ8_0 && tokens != 6 ? 0 : 2;
 }
 
 // acc[r][t] += dot(16-byte load wv[r] of row r, x tile of token t from
@@ -306,6 +333,7 @@ __global__ void __launch_bounds__(kGemvThreads, GemvStagedBlocksPerSm(W, T))
     w_row[r] = w + row * vectors;
     s_row[r] = W == WeightType::kQ8_0 ? scales + row * (cols / kQ8Block) : nullptr;
   }
+  PrefetchFirstChunkThenWait<R, U>(w_row, vectors, lane);
   float acc[R][T];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -373,40 +401,42 @@ __global__ void __launch_bounds__(kGemvThreads, GemvStagedBlocksPerSm(W, T))
 
 template <WeightType W, int T>
 void LaunchGemvTyped(const DeviceMatrix& w, const float* x, int64_t x_stride, float* y,
-                     int64_t y_stride, cudaStream_t stream) {
+                     int64_t y_stride, cudaStream_t stream, bool programmatic) {
   constexpr int R = GemvRowsPerWarp(T);
   constexpr int64_t kRowsPerBlock = static_cast<int64_t>(kGemvWarps) * R;
   const int blocks = static_cast<int>((w.rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const auto* data = static_cast<const uint4*>(w.data);
+  const uint16_t* scales = w.scales;
   if constexpr (T >= kGemvStagedFromTokens) {
-    GemvStagedKernel<W, T, R><<<blocks, kGemvThreads, 0, stream>>>(
-        static_cast<const uint4*>(w.data), w.scales, w.rows, w.cols, x, x_stride, y, y_stride);
+    LaunchKernel(programmatic, GemvStagedKernel<W, T, R>, dim3(blocks), dim3(kGemvThreads), stream,
+                 data, scales, w.rows, w.cols, x, x_stride, y, y_stride);
   } else {
-    GemvKernel<W, T, R><<<blocks, kGemvThreads, 0, stream>>>(
-        static_cast<const uint4*>(w.data), w.scales, w.rows, w.cols, x, x_stride, y, y_stride);
+    LaunchKernel(programmatic, GemvKernel<W, T, R>, dim3(blocks), dim3(kGemvThreads), stream, data,
+                 scales, w.rows, w.cols, x, x_stride, y, y_stride);
   }
 }
 
 template <WeightType W>
 void LaunchGemvTokens(const DeviceMatrix& w, const float* x, int64_t x_stride, int tokens, float* y,
-                      int64_t y_stride, cudaStream_t stream) {
+                      int64_t y_stride, cudaStream_t stream, bool programmatic) {
   static_assert(kMaxGemvRows == 8, "one case per token count below");
   switch (tokens) {
     case 1:
-      return LaunchGemvTyped<W, 1>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 1>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 2:
-      return LaunchGemvTyped<W, 2>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 2>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 3:
-      return LaunchGemvTyped<W, 3>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 3>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 4:
-      return LaunchGemvTyped<W, 4>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 4>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 5:
-      return LaunchGemvTyped<W, 5>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 5>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 6:
-      return LaunchGemvTyped<W, 6>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 6>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 7:
-      return LaunchGemvTyped<W, 7>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 7>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 8:
-      return LaunchGemvTyped<W, 8>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 8>(w, x, x_stride, y, y_stride, stream, programmatic);
     default:
       return;
   }
@@ -543,19 +573,23 @@ void LaunchFillTyped(void* data, int64_t elements, float amplitude, uint64_t see
 }  // namespace
 
 void LaunchGemv(const DeviceMatrix& w, const float* x, int64_t x_stride, int tokens, float* y,
-                int64_t y_stride, cudaStream_t stream) {
+                int64_t y_stride, cudaStream_t stream, bool programmatic) {
   // MatMulRunner splits larger batches; a count outside 1..kMaxGemvRows
   // launches nothing.
   if (w.rows <= 0 || tokens < 1 || tokens > kMaxGemvRows) return;
   switch (w.type) {
     case WeightType::kF32:
-      return LaunchGemvTokens<WeightType::kF32>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kF32>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                programmatic);
     case WeightType::kF16:
-      return LaunchGemvTokens<WeightType::kF16>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kF16>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                programmatic);
     case WeightType::kBF16:
-      return LaunchGemvTokens<WeightType::kBF16>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kBF16>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                 programmatic);
     case WeightType::kQ8_0:
-      return LaunchGemvTokens<WeightType::kQ8_0>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kQ8_0>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                 programmatic);
   }
 }
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "devices/cuda/core/grid_dependency.cuh"
 #include "devices/cuda/core/launch_shapes.h"
 #include "devices/cuda/core/layer_kernels.h"
 
@@ -139,6 +140,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                          int32_t n_heads, KvShape kv, int32_t layer, StepTokens step, float scale,
                          AttentionLayout layout, float* __restrict__ out,
                          float* __restrict__ partials) {
+  LetNextGridLaunch();  // the wo GEMV follows (grid_dependency.cuh)
   constexpr int kSteps = RawChunk<KvT>::kSteps;
   __shared__ float warp_m[kAttentionWarps][kGroup];
   __shared__ float warp_s[kAttentionWarps][kGroup];
@@ -288,6 +290,7 @@ __global__ void __launch_bounds__(kCombineThreads)
                                  int32_t n_heads, int32_t hd, int32_t splits, int32_t block_tokens,
                                  int32_t min_blocks, const int32_t* __restrict__ positions,
                                  float* __restrict__ out) {
+  LetNextGridLaunch();  // the wo GEMV follows (grid_dependency.cuh)
   const int32_t h = blockIdx.x;
   const int32_t record_floats = hd + 2;
   for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
