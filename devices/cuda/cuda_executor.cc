@@ -119,7 +119,9 @@ absl::StatusOr<StepOutput> CudaExecutor::Forward(const Batch& batch) {
   }
   StepOutput out;
   out.vocab_size = spec_.hp.vocab_size;
-  out.logits = std::move(result_.logits);
+  // One host copy out of the engine's pinned staging (StepOutput owns its
+  // rows).
+  out.logits.assign(result_.logits.begin(), result_.logits.end());
   if (want_argmax) {
     // result_.argmax has one entry per computed row; keep the kArgmax rows'.
     size_t row = 0;

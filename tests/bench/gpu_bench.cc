@@ -212,9 +212,11 @@ bool RunShape(const std::string& shape, const BenchOptions& o, std::vector<Figur
     return false;
   }
   const auto stats = engine->Stats();
-  std::printf("%s: created in %.1f s: weights %.2f GB, KV %.2f GB (%u blocks), scratch %.2f GB\n",
-              name.c_str(), Seconds(start), stats.weight_bytes / 1e9, stats.kv_bytes / 1e9,
-              options.kv_blocks, stats.scratch_bytes / 1e9);
+  std::printf(
+      "%s: created in %.1f s: weights %.2f GB, KV %.2f GB (%u blocks), scratch %.2f GB, "
+      "pinned host %.3f GB\n",
+      name.c_str(), Seconds(start), stats.weight_bytes / 1e9, stats.kv_bytes / 1e9,
+      options.kv_blocks, stats.scratch_bytes / 1e9, stats.pinned_bytes / 1e9);
 
   // Block ids: sequence i owns [i x seq_blocks, (i + 1) x seq_blocks); the
   // timed prefill the last prefill_blocks.

@@ -388,5 +388,53 @@ GPU_TEST(EngineErrors, ImpossibleAllocation) {
   ExpectValidStepWorks(*engine, m, "after the refused allocation");
 }
 
+// Logits rows come back through the engine's pinned staging buffer of
+// min(256, max_batch_tokens) rows; a step copying more (a 300-token prompt
+// asking for every row, with max_batch_tokens 320) takes the overflow
+// vector. Both against the reference, in steps that mix the two (the other
+// sequences' rows fit the staging).
+GPU_TEST(EngineForward, LogitsPastTheStagingRows) {
+  SynthSpecOptions o = TinyModelOptions(Architecture::kLlama, TensorType::kF32);
+  o.seed = 1200;
+  o.hp.context_length = 512;
+  TestModel m;
+  PrepareModel(o, {300, 20}, 3, KvType::kF16, &m);
+  if (HasFailure()) return;
+  EngineOptions options = TestEngineOptions(m);
+  options.max_batch_tokens = 320;
+  std::unique_ptr<Engine> engine;
+  GPU_ASSERT_OK(Engine::Create(m.spec, options, &engine));
+  GPU_ASSERT_OK(engine->PoisonKvForTesting());
+  RunOptions run_options;
+  run_options.chunk = 300;  // sequence 0's whole prompt, all rows, in one step
+  ScenarioRun run;
+  RunScenario(*engine, m, run_options, &run);
+  if (HasFailure()) return;
+  GPU_EXPECT(run.seqs[0].positions.size() >= 300) << "the prompt's rows came back";
+  ExpectMatchesReference(run, m, ForwardTolerance(o.type, KvType::kF16), "staging overflow");
+}
+
+// The attention reads K/V in 16-byte chunks of 8 dims: head_dim 12 (and
+// 264, past 256) is refused as unimplemented, from a spec and synthetic.
+GPU_TEST(EngineErrors, HeadDimNotMultipleOf8Refused) {
+  for (int32_t head_dim : {12, 264}) {
+    SynthSpecOptions o = TinyModelOptions(Architecture::kLlama, TensorType::kF16);
+    o.hp.n_heads = 8;
+    o.hp.n_kv_heads = 4;
+    o.hp.head_dim = head_dim;
+    o.hp.dim = 8 * head_dim;  // 96 and 2112: multiples of 32
+    const devices::ModelSpec spec = MakeSynthSpec(o);
+    EngineOptions options;
+    options.kv_blocks = 8;
+    std::unique_ptr<Engine> engine;
+    GPU_EXPECT_CODE(Engine::Create(spec, options, &engine), GpuCode::kUnimplemented)
+        << "head_dim " << head_dim;
+    GPU_EXPECT_CODE(
+        Engine::CreateSynthetic(o.hp, devices::cuda::core::WeightType::kF16, 1, options, &engine),
+        GpuCode::kUnimplemented)
+        << "head_dim " << head_dim << ", synthetic";
+  }
+}
+
 }  // namespace
 }  // namespace tokenmill::gpu_test

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "devices/cuda/core/layer_kernels.h"
 #include "devices/cuda/core/matmul.h"
 #include "tests/gpu/gpu_test.h"
 #include "tests/gpu/test_util.h"
@@ -25,6 +26,7 @@ namespace tokenmill::gpu_test {
 namespace {
 
 using devices::cuda::core::kMaxGemvRows;
+using devices::cuda::core::LaunchAddRmsNorm;
 using devices::cuda::core::LaunchConvertRows;
 using devices::cuda::core::LaunchDequantizeQ8_0ToBf16;
 using devices::cuda::core::LaunchFillBytes;
@@ -122,7 +124,8 @@ CheckResult CheckBits16(const std::vector<uint16_t>& got, const std::vector<uint
 
 // GEMV, y = W x for 1..kMaxGemvRows tokens, every weight type, output rows
 // 1, 7, 96, 1000 and columns 32, 256, 608 (a multiple of 32, not of 256) and
-// 4096, strides wider than the rows. Tolerance: GemvTolerance (f32: 1e-4,
+// 4096, strides wider than the rows; each also launched with Programmatic
+// Dependent Launch. Tolerance: GemvTolerance (f32: 1e-4,
 // f16: 1e-3, bf16: 1e-2, Q8_0: 1e-3); the weights are exact, so only the
 // summation order differs from the f64 reference.
 GPU_TEST(Gemv, EveryTypeAndShape) {
@@ -142,20 +145,65 @@ GPU_TEST(Gemv, EveryTypeAndShape) {
         DeviceBuffer dx, dy;
         GPU_ASSERT_CUDA(UploadVector(x, &dx));
         GPU_ASSERT_CUDA(dy.Allocate(static_cast<size_t>(kMaxGemvRows * y_stride) * 4));
-        for (int tokens = 1; tokens <= kMaxGemvRows; ++tokens) {
+        for (int launch = 0; launch < 2 * kMaxGemvRows; ++launch) {
+          const int tokens = launch % kMaxGemvRows + 1;
+          const bool programmatic = launch >= kMaxGemvRows;
           GPU_ASSERT_CUDA(dy.Fill(kPoisonByte));
           LaunchGemv(dw.matrix, dx.as<float>(), x_stride, tokens, dy.as<float>(), y_stride,
-                     stream.get());
+                     stream.get(), programmatic);
           GPU_ASSERT_CUDA(Finish(stream.get()));
           std::vector<float> y;
           GPU_ASSERT_CUDA(DownloadVector(dy, static_cast<size_t>(tokens * y_stride), &y));
           const CheckResult check =
               CheckStrided(y, tokens, rows, y_stride, ref.y, GemvTolerance(type), ref.floor);
           GPU_EXPECT_CHECK(check) << WeightTypeName(type) << " " << rows << "x" << cols << ", "
-                                  << tokens << " tokens";
+                                  << tokens << " tokens"
+                                  << (programmatic ? ", programmatic launch" : "");
           if (!check.ok) break;  // one line per shape is enough
         }
       }
+    }
+  }
+}
+
+// Programmatic Dependent Launch: an RMSNorm (which lets the next kernel
+// launch early) writes the GEMV's activations into a poisoned buffer, and the
+// programmatic GEMV right after it must wait for it: its output equals, bit
+// for bit, the same pair launched without the attribute, and has no NaN.
+GPU_TEST(Gemv, ProgrammaticLaunchWaitsForThePreviousKernel) {
+  CudaStream stream;
+  GPU_ASSERT_CUDA(stream.Create());
+  constexpr int64_t kRows = 4096, kCols = 4096;
+  uint64_t seed = 900;
+  for (WeightType type : kAllTypes) {
+    const HostMatrix w = MakeHostMatrix(type, kRows, kCols, 0.03f, ++seed);
+    UploadedMatrix dw;
+    GPU_ASSERT_CUDA(UploadMatrix(w, &dw));
+    const std::vector<float> raw = Activations(kMaxGemvRows, kCols, kCols, ++seed);
+    const std::vector<float> ones(static_cast<size_t>(kCols), 1.0f);
+    DeviceBuffer draw, dones, dx, dy;
+    GPU_ASSERT_CUDA(UploadVector(raw, &draw));
+    GPU_ASSERT_CUDA(UploadVector(ones, &dones));
+    GPU_ASSERT_CUDA(dx.Allocate(raw.size() * 4));
+    GPU_ASSERT_CUDA(dy.Allocate(static_cast<size_t>(kMaxGemvRows * kRows) * 4));
+    for (int tokens : {1, 4, 5, 8}) {
+      std::vector<float> y[2];
+      for (int programmatic = 0; programmatic < 2; ++programmatic) {
+        GPU_ASSERT_CUDA(dx.Fill(kPoisonByte));
+        GPU_ASSERT_CUDA(dy.Fill(kPoisonByte));
+        LaunchAddRmsNorm(draw.as<float>(), nullptr, dones.as<float>(), nullptr, tokens, kCols,
+                         1e-5f, dx.as<float>(), stream.get());
+        LaunchGemv(dw.matrix, dx.as<float>(), kCols, tokens, dy.as<float>(), kRows, stream.get(),
+                   programmatic == 1);
+        GPU_ASSERT_CUDA(Finish(stream.get()));
+        GPU_ASSERT_CUDA(DownloadVector(dy, static_cast<size_t>(tokens * kRows), &y[programmatic]));
+      }
+      const bool finite =
+          std::all_of(y[1].begin(), y[1].end(), [](float v) { return std::isfinite(v); });
+      GPU_EXPECT(finite) << WeightTypeName(type) << ", " << tokens
+                         << " tokens: the GEMV read activations before the norm wrote them";
+      GPU_EXPECT(std::memcmp(y[0].data(), y[1].data(), y[0].size() * 4) == 0)
+          << WeightTypeName(type) << ", " << tokens << " tokens: differs from a plain launch";
     }
   }
 }

@@ -27,6 +27,8 @@ using devices::cuda::core::LaunchBiasRopeStoreKv;
 using devices::cuda::core::LaunchEmbed;
 using devices::cuda::core::LaunchPagedAttention;
 using devices::cuda::core::LaunchSiluMul;
+using devices::cuda::core::LaunchStepTables;
+using devices::cuda::core::StepTables;
 using devices::cuda::core::StepTokens;
 using devices::cuda::core::WeightTypeName;
 
@@ -102,6 +104,9 @@ GPU_TEST(Embed, EveryTypeExact) {
 // x[s] += residual[s]; out[r] = RMSNorm(x[s]) x weight, with and without the
 // residual, with a gather (s = gather[r]), and with out == residual. The
 // add is exact f32 (x compared bit for bit); the norm within kTolF32Math.
+// Dims 32 to 16384 run the register-resident kernel (36: a row of 9 float4s
+// over one warp; 16384: 1024 threads of 4 float4s); 30 (not a multiple of 4)
+// and 16388 (over 16384) the generic one.
 GPU_TEST(AddRmsNorm, ResidualGatherAndAliasing) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
@@ -113,7 +118,7 @@ GPU_TEST(AddRmsNorm, ResidualGatherAndAliasing) {
     bool residual, gather, out_is_residual;
   };
   uint64_t seed = 40;
-  for (int64_t dim : {32, 64, 2048, 4096}) {
+  for (int64_t dim : {30, 32, 36, 64, 2048, 4096, 16384, 16388}) {
     for (Case c : {Case{false, false, false}, Case{true, false, false}, Case{true, false, true},
                    Case{true, true, false}, Case{false, true, false}}) {
       std::vector<float> x = RandomFloats(static_cast<size_t>(kSources * dim), 2.0f, ++seed);
@@ -281,7 +286,8 @@ float ReadKv(const std::vector<uint8_t>& bytes, size_t offset, bool f16) {
 // the token's block and slot of one layer, for a decode token and a prefill
 // chunk crossing a block boundary, KV f16 and f32. q (rewritten in qkv) and
 // K within kTolF32Math (K f16: kTolKvF16); V is bias + value, so its bytes
-// are exact; every other byte of the pool must still be poison.
+// are exact; every other byte of the pool must still be poison. The step
+// tables (LaunchStepTables) start poisoned and are checked entry by entry.
 GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
@@ -335,11 +341,40 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
     GPU_ASSERT_CUDA(UploadVector(bk, &dbk));
     GPU_ASSERT_CUDA(UploadVector(bv, &dbv));
     GPU_ASSERT_CUDA(UploadVector(inv_freq, &dinv));
+    // The step's tables, poisoned first: every entry must be written.
+    const size_t half = static_cast<size_t>(hd / 2);
+    DeviceBuffer drope, dblocks;
+    GPU_ASSERT_CUDA(drope.Allocate(static_cast<size_t>(tokens) * half * 8));
+    GPU_ASSERT_CUDA(drope.Fill(kPoisonByte));
+    GPU_ASSERT_CUDA(dblocks.Allocate(static_cast<size_t>(tokens) * 8));
+    GPU_ASSERT_CUDA(dblocks.Fill(kPoisonByte));
+    const StepTables tables{drope.as<float2>(), dblocks.as<uint64_t>()};
+    LaunchStepTables(dinv.as<float>(), hd, tokens, shape, step.tokens, tables, stream.get());
     LaunchBiasRopeStoreKv(
         dqkv.as<float>(), stride, tokens, c.n_heads, c.biases ? dbq.as<float>() : nullptr,
-        c.biases ? dbk.as<float>() : nullptr, c.biases ? dbv.as<float>() : nullptr,
-        dinv.as<float>(), c.halves, shape, c.layer, step.tokens, stream.get());
+        c.biases ? dbk.as<float>() : nullptr, c.biases ? dbv.as<float>() : nullptr, c.halves, shape,
+        c.layer, step.tokens, tables, stream.get());
     GPU_ASSERT_CUDA(Finish(stream.get()));
+    // The tables: (cos, sin) of the f64 angle rounded to f32 (within half an
+    // f32 ulp of the f64 value, plus the f64 functions' error), and each
+    // token's block.
+    std::vector<float> rope_got;
+    std::vector<uint64_t> blocks_got;
+    GPU_ASSERT_CUDA(DownloadVector(drope, static_cast<size_t>(tokens) * half * 2, &rope_got));
+    GPU_ASSERT_CUDA(DownloadVector(dblocks, static_cast<size_t>(tokens), &blocks_got));
+    size_t rope_wrong = 0, blocks_wrong = 0;
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int32_t p = pos[static_cast<size_t>(t)];
+      for (size_t i = 0; i < half; ++i) {
+        const double angle = p * static_cast<double>(inv_freq[i]);
+        const size_t at = (static_cast<size_t>(t) * half + i) * 2;
+        rope_wrong += !(std::abs(rope_got[at] - std::cos(angle)) <= 6e-8) ||
+                      !(std::abs(rope_got[at + 1] - std::sin(angle)) <= 6e-8);
+      }
+      const size_t entry =
+          static_cast<size_t>(table_start[static_cast<size_t>(t)] + p / c.block_tokens);
+      blocks_wrong += blocks_got[static_cast<size_t>(t)] != kv.block_addr[entry];
+    }
     std::vector<float> qkv_got;
     std::vector<uint8_t> pool;
     GPU_ASSERT_CUDA(DownloadVector(dqkv, qkv.size(), &qkv_got));
@@ -402,6 +437,8 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
     GPU_EXPECT_CHECK(CheckClose(q_got, q_want, kTolF32Math)) << what << ": q";
     GPU_EXPECT_CHECK(CheckClose(k_got, k_want, c.f16 ? kTolKvF16 : kTolF32Math)) << what << ": K";
     GPU_EXPECT_EQ(v_wrong, 0) << what << ": V elements not the exact bytes";
+    GPU_EXPECT_EQ(rope_wrong, 0) << what << ": rope table entries off";
+    GPU_EXPECT_EQ(blocks_wrong, 0) << what << ": KV store blocks wrong";
     GPU_EXPECT_EQ(stray, 0) << what << ": bytes written outside the tokens' K/V slots";
   }
 }
@@ -412,9 +449,9 @@ GPU_TEST(BiasRopeStoreKv, EveryStyleAndKvType) {
 // seeing only the positions up to its own. Slots past a sequence's last
 // position, the other layer and qkv's k/v part hold NaN, so reading any of
 // them fails. scratch_splits > 0 gives the launcher a poisoned split scratch
-// of exactly that many splits (force_splits as AttentionScratch says) whose
-// tail must stay poison; 0 gives none (the single pass). Tolerance
-// kTolAttention.
+// of exactly that many splits (force_splits and min_blocks as
+// AttentionScratch says) whose tail must stay poison; 0 gives none (the
+// single pass). Tolerance kTolAttention.
 struct AttentionCase {
   int32_t n_heads, n_kv_heads, head_dim, block_tokens;
   bool f16;
@@ -426,7 +463,7 @@ struct AttentionTokens {
 };
 
 void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tokens,
-                         int force_splits, int scratch_splits, uint64_t seed) {
+                         int force_splits, int scratch_splits, int min_blocks, uint64_t seed) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
   constexpr int32_t kLayers = 2, kLayer = 1;
@@ -488,7 +525,7 @@ void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tok
   if (scratch_splits > 0) {
     GPU_ASSERT_CUDA(dpartials.Allocate((partial_n + kTail) * 4));
     GPU_ASSERT_CUDA(dpartials.Fill(kPoisonByte));
-    scratch = AttentionScratch{dpartials.as<float>(), partial_n, force_splits};
+    scratch = AttentionScratch{dpartials.as<float>(), partial_n, force_splits, min_blocks};
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   LaunchPagedAttention(dqkv.as<float>(), stride, tokens, c.n_heads, shape, kLayer, step.tokens,
@@ -532,7 +569,8 @@ void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tok
       "heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " of " +
       std::to_string(hd) + ", block_tokens " + std::to_string(c.block_tokens) +
       (c.f16 ? ", KV f16" : ", KV f32") + ", force_splits " + std::to_string(force_splits) +
-      ", scratch for " + std::to_string(scratch_splits) + " splits";
+      ", scratch for " + std::to_string(scratch_splits) + " splits, min_blocks " +
+      std::to_string(min_blocks);
   GPU_EXPECT_CHECK(CheckClose(std::span<const float>(got).first(out_n), want, kTolAttention))
       << what;
   GPU_EXPECT_CHECK(CheckTail(got, out_n)) << what;
@@ -540,8 +578,11 @@ void CheckPagedAttention(const AttentionCase& c, const AttentionTokens& step_tok
 }
 
 // The single pass (no scratch): decodes at positions 0, 16 (a block
-// boundary) and 99, and a prefill chunk 20..31. GQA 4:1 and 1:1, head_dim 16
-// to 256, block_tokens 16 and 8, KV f16 and f32.
+// boundary) and 99, and a prefill chunk 20..31. GQA 4:1, 1:1, 6:1 (two
+// blocks of 3 query heads), 8:1 (two of 4) and 2:1; head_dim 8 (one lane per
+// position, 32 positions per warp load) to 256, 80 and 96 (lanes past
+// head_dim / 8 idle); block_tokens 16, 8 and 5 (loads past the block's
+// end); KV f16 and f32.
 GPU_TEST(PagedAttention, DecodeAndPrefillChunks) {
   // Tokens: three decodes, then the chunk of sequence 3.
   AttentionTokens tokens{{0, 16, 99}, {0, 1, 2}, {0, 16, 99, 31}};
@@ -553,16 +594,21 @@ GPU_TEST(PagedAttention, DecodeAndPrefillChunks) {
   for (const AttentionCase& c :
        {AttentionCase{8, 2, 128, 16, true}, AttentionCase{4, 4, 64, 8, true},
         AttentionCase{8, 2, 16, 8, false}, AttentionCase{4, 1, 64, 16, false},
-        AttentionCase{4, 1, 256, 16, true}}) {
-    CheckPagedAttention(c, tokens, 0, 0, seed += 10);
+        AttentionCase{4, 1, 256, 16, true}, AttentionCase{6, 1, 96, 5, true},
+        AttentionCase{8, 1, 80, 16, false}, AttentionCase{2, 1, 8, 16, true},
+        AttentionCase{4, 2, 256, 16, false}}) {
+    CheckPagedAttention(c, tokens, 0, 0, 0, seed += 10);
   }
 }
 
-// Split-K: forced 2, 3, 7 and 16 splits over decodes with 1, 2, 5, 17 and
-// 300 positions (fewer positions than splits leave some splits empty; one
-// position leaves all but split 0 empty) and a prefill chunk 3..12; then 16
-// forced with scratch for only 5 (lowered to fit) and the launcher's own
-// choice. The split scratch starts poisoned.
+// Split-K: grids of 2, 3, 7, 16 and 32 splits with one KV block per split
+// at least, over decodes with 1, 2, 5, 17 and 300 positions (a token of one
+// KV block writes its output directly; fewer blocks than splits leave the
+// token fewer splits, and rounding leaves its last ranges empty) and a
+// prefill chunk 3..12; 16 with scratch for only 5 (lowered to fit); 32 with
+// the launcher's own minimum (64 positions per split: 300 positions at
+// block_tokens 8 split 5 ways, the rest write directly); and the launcher's
+// own choice of everything. The split scratch starts poisoned.
 GPU_TEST(PagedAttention, SplitK) {
   AttentionTokens tokens{{0, 1, 4, 16, 299}, {0, 1, 2, 3, 4}, {0, 1, 4, 16, 299, 12}};
   for (int32_t p = 3; p <= 12; ++p) {
@@ -572,10 +618,13 @@ GPU_TEST(PagedAttention, SplitK) {
   uint64_t seed = 200;
   for (const AttentionCase& c :
        {AttentionCase{8, 2, 128, 16, true}, AttentionCase{4, 4, 16, 8, false},
-        AttentionCase{4, 1, 256, 16, true}}) {
-    for (int splits : {2, 3, 7, 16}) CheckPagedAttention(c, tokens, splits, splits, seed += 10);
-    CheckPagedAttention(c, tokens, 16, 5, seed += 10);
-    CheckPagedAttention(c, tokens, 0, 16, seed += 10);
+        AttentionCase{4, 1, 256, 16, true}, AttentionCase{12, 2, 64, 8, true}}) {
+    for (int splits : {2, 3, 7, 16, 32}) {
+      CheckPagedAttention(c, tokens, splits, splits, 1, seed += 10);
+    }
+    CheckPagedAttention(c, tokens, 16, 5, 1, seed += 10);
+    CheckPagedAttention(c, tokens, 32, 32, 0, seed += 10);
+    CheckPagedAttention(c, tokens, 0, 32, 0, seed += 10);
   }
 }
 
@@ -613,9 +662,13 @@ GPU_TEST(SiluMul, AgainstF64) {
   }
 }
 
-// Greedy argmax per row: the lowest index on ties, NaN never wins unless the
-// whole row is NaN (then 0), infinities, and vocabularies of 1, 1000 and
-// 128256.
+// Greedy argmax per row: the lowest index on ties (also across the blocks
+// of a row, and -0 against +0), NaN never wins unless the whole row is NaN
+// (then 0), infinities, and vocabularies of 1, 1000, 128256 (32 blocks per
+// row) and 300001 (64 blocks; 4007 and 4008 tie across the first boundary of
+// 128256's blocks of 4008). One key scratch serves every launch and
+// starts poisoned (0xFF: a key above any real one), so a launch that does
+// not clear it gets the wrong answer.
 GPU_TEST(Argmax, TiesNaNAndLargeVocab) {
   CudaStream stream;
   GPU_ASSERT_CUDA(stream.Create());
@@ -643,7 +696,17 @@ GPU_TEST(Argmax, TiesNaNAndLargeVocab) {
       {128256,
        {{{{128255, 20.0f}}, 0.0f, 128255}, {{{77777, 20.0f}, {128000, 20.0f}}, 0.0f, 77777}}},
       {1, {{{}, 0.0f, 0}, {{}, kNaN, 0}}},
+      {128256,
+       {{{{70000, -0.0f}, {90000, 0.0f}}, -inf, 70000},
+        {{{80000, 0.0f}, {100000, -0.0f}}, -inf, 80000},
+        {{{0, kNaN}, {5000, kNaN}, {127000, 3.0f}, {128255, kNaN}}, -inf, 127000},
+        {{{4007, 1.0f}, {4008, 1.0f}}, -inf, 4007}}},
+      {300001, {{{{299999, 20.0f}, {300000, 20.0f}}, 0.0f, 299999}, {{{3, 20.0f}}, 0.0f, 3}}},
   };
+  constexpr size_t kMaxRows = 8;
+  DeviceBuffer dscratch;
+  GPU_ASSERT_CUDA(dscratch.Allocate(kMaxRows * 2 * 8));
+  GPU_ASSERT_CUDA(dscratch.Fill(kPoisonByte));
   uint64_t seed = 120;
   for (const Case& c : cases) {
     const int64_t rows = static_cast<int64_t>(c.rows.size());
@@ -661,7 +724,9 @@ GPU_TEST(Argmax, TiesNaNAndLargeVocab) {
     GPU_ASSERT_CUDA(UploadVector(logits, &dlogits));
     GPU_ASSERT_CUDA(dout.Allocate((static_cast<size_t>(rows) + kTail) * 4));
     GPU_ASSERT_CUDA(dout.Fill(kPoisonByte));
-    LaunchArgmax(dlogits.as<float>(), rows, c.vocab, dout.as<int32_t>(), stream.get());
+    GPU_ASSERT(static_cast<size_t>(rows) <= kMaxRows);
+    LaunchArgmax(dlogits.as<float>(), rows, c.vocab, dout.as<int32_t>(), dscratch.as<uint64_t>(),
+                 stream.get());
     GPU_ASSERT_CUDA(Finish(stream.get()));
     std::vector<int32_t> got;
     GPU_ASSERT_CUDA(DownloadVector(dout, static_cast<size_t>(rows) + kTail, &got));

@@ -11,6 +11,7 @@ add_library(tokenmill_cuda_core STATIC
   ${TOKENMILL_CUDA_CORE_DIR}/matmul.cu
   ${TOKENMILL_CUDA_CORE_DIR}/matmul_runner.cc
   ${TOKENMILL_CUDA_CORE_DIR}/layer_kernels.cu
+  ${TOKENMILL_CUDA_CORE_DIR}/paged_attention.cu
   ${TOKENMILL_CUDA_CORE_DIR}/engine.cc
   ${TOKENMILL_CUDA_CORE_DIR}/engine_weights.cc)
 target_include_directories(tokenmill_cuda_core PUBLIC ${TOKENMILL_ROOT})

@@ -89,12 +89,22 @@ struct Engine::Impl {
   // kLogitsRowsPerPass rows).
   float *x = nullptr, *h = nullptr, *qkv = nullptr, *attn = nullptr;
   float *gate_up = nullptr, *act = nullptr, *final_norm = nullptr, *logits = nullptr;
+  // RoPE angles and KV store blocks of the step's tokens, filled once per
+  // step (layer_kernels.h StepTables).
+  StepTables step_tables;
   // Split-K attention records (layer_kernels.h AttentionScratch).
   float* attn_partials = nullptr;
   size_t attn_partial_floats = 0;
   int32_t* argmax_dev = nullptr;
-  int32_t* argmax_host = nullptr;  // pinned
-  std::vector<void*> scratch;      // device allocations besides weights and KV
+  uint64_t* argmax_scratch = nullptr;  // LaunchArgmax's, 2 per logits row
+  int32_t* argmax_host = nullptr;      // pinned
+  // Logits rows copied back land here (staging_rows x vocab floats), or in
+  // logits_overflow when a step copies more rows (StepResult::logits).
+  float* logits_host = nullptr;  // pinned
+  int64_t staging_rows = 0;
+  std::vector<float> logits_overflow;
+  uint64_t pinned_bytes = 0;
+  std::vector<void*> scratch;  // device allocations besides weights and KV
   uint64_t scratch_bytes = 0;
 
   // KV: the engine's own region (no pages) or pages mapped into slots.
@@ -134,6 +144,7 @@ Engine::Impl::~Impl() {
   cudaFreeHost(plan_host);
   cudaFreeHost(blocks_host);
   cudaFreeHost(argmax_host);
+  cudaFreeHost(logits_host);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -157,10 +168,9 @@ GpuStatus Engine::Impl::AllocateScratch() {
   const size_t rows = static_cast<size_t>(capacity);
   const size_t logit_rows = static_cast<size_t>(std::min(capacity, kLogitsRowsPerPass));
   const size_t dim = static_cast<size_t>(hp.dim), ffn = static_cast<size_t>(hp.ffn_dim);
-  // 16 splits of every (token, head) of the largest decode bucket: any bucket
-  // can split fully.
-  attn_partial_floats = 16 * static_cast<size_t>(std::min(capacity, kLargestGraphBucket)) *
-                        static_cast<size_t>(hp.n_heads) * static_cast<size_t>(hp.head_dim + 2);
+  // What the attention launcher would use at most for any step (only small
+  // steps split): a few MB even for an 8B model, not splits x capacity rows.
+  attn_partial_floats = AttentionScratchFloats(capacity, hp.n_heads, hp.n_kv_heads, hp.head_dim);
   struct {
     float** dst;
     size_t floats;
@@ -178,12 +188,27 @@ GpuStatus Engine::Impl::AllocateScratch() {
   };
   for (auto& b : buffers) {
     void* p = nullptr;
+    // No split scratch (no step would split, e.g. no SM count): null, which
+    // the attention launcher takes as "never split".
+    if (b.floats == 0) continue;
     if (GpuStatus s = Allocate(b.floats * sizeof(float), b.what, &p); !s.ok()) return s;
     *b.dst = static_cast<float*>(p);
   }
   void* p = nullptr;
+  if (GpuStatus s =
+          Allocate(rows * static_cast<size_t>(hp.head_dim / 2) * sizeof(float2), "rope table", &p);
+      !s.ok()) {
+    return s;
+  }
+  step_tables.rope = static_cast<float2*>(p);
+  if (GpuStatus s = Allocate(rows * sizeof(uint64_t), "KV store blocks", &p); !s.ok()) return s;
+  step_tables.kv_block = static_cast<uint64_t*>(p);
   if (GpuStatus s = Allocate(rows * sizeof(int32_t), "argmax", &p); !s.ok()) return s;
   argmax_dev = static_cast<int32_t*>(p);
+  if (GpuStatus s = Allocate(logit_rows * 2 * sizeof(uint64_t), "argmax keys", &p); !s.ok()) {
+    return s;
+  }
+  argmax_scratch = static_cast<uint64_t*>(p);
   if (GpuStatus s =
           Allocate(static_cast<size_t>(hp.head_dim / 2) * sizeof(float), "rope frequencies", &p);
       !s.ok()) {
@@ -204,6 +229,18 @@ GpuStatus Engine::Impl::AllocateScratch() {
   std::memset(plan_host, 0, plan_bytes);
   TM_CUDA_RETURN_IF_ERROR(
       cudaMallocHost(reinterpret_cast<void**>(&argmax_host), rows * sizeof(int32_t)));
+  // Pinned: the device-to-host copies run at full PCIe speed and stay
+  // asynchronous, with no allocation per step. Every decode bucket fits.
+  staging_rows = static_cast<int64_t>(logit_rows);
+  const size_t staging_bytes = logit_rows * static_cast<size_t>(hp.vocab_size) * sizeof(float);
+  const std::string call =
+      "cudaMallocHost(" + std::to_string(staging_bytes) + " bytes for the logits staging)";
+  if (GpuStatus s = CudaStatus(
+          call.c_str(), cudaMallocHost(reinterpret_cast<void**>(&logits_host), staging_bytes));
+      !s.ok()) {
+    return s;
+  }
+  pinned_bytes = plan_bytes + rows * sizeof(int32_t) + staging_bytes;
   return EnsureBlockEntries(kInitialBlockEntries);
 }
 
@@ -410,14 +447,15 @@ GpuStatus Engine::Impl::EnqueueLayers(int64_t tokens) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
   const bool halves = hp.rope_style == RopeStyle::kHalves;
   LaunchEmbed(weights.embedding, step.ids, tokens, x, stream);
+  LaunchStepTables(inv_freq, hp.head_dim, tokens, kv, step, step_tables, stream);
   for (int32_t l = 0; l < hp.n_layers; ++l) {
     const DeviceLayer& w = weights.layers[static_cast<size_t>(l)];
     // The previous layer's FFN output (in h) joins the residual here.
     LaunchAddRmsNorm(x, l == 0 ? nullptr : h, w.attn_norm, nullptr, tokens, dim, hp.rms_norm_eps, h,
                      stream);
     if (GpuStatus s = matmul->MatMul(w.wqkv, h, dim, tokens, qkv, qkv_dim); !s.ok()) return s;
-    LaunchBiasRopeStoreKv(qkv, qkv_dim, tokens, hp.n_heads, w.bq, w.bk, w.bv, inv_freq, halves, kv,
-                          l, step, stream);
+    LaunchBiasRopeStoreKv(qkv, qkv_dim, tokens, hp.n_heads, w.bq, w.bk, w.bv, halves, kv, l, step,
+                          step_tables, stream);
     LaunchPagedAttention(qkv, qkv_dim, tokens, hp.n_heads, kv, l, step, scale, attn, stream,
                          AttentionScratch{attn_partials, attn_partial_floats});
     if (GpuStatus s = matmul->MatMul(w.wo, attn, q_dim, tokens, h, dim); !s.ok()) return s;
@@ -440,7 +478,9 @@ GpuStatus Engine::Impl::EnqueueLogits(int64_t first_row, int64_t rows, bool argm
       !s.ok()) {
     return s;
   }
-  if (argmax) LaunchArgmax(logits, rows, hp.vocab_size, argmax_dev + first_row, stream);
+  if (argmax) {
+    LaunchArgmax(logits, rows, hp.vocab_size, argmax_dev + first_row, argmax_scratch, stream);
+  }
   return CudaStatus("logits kernel launch", cudaGetLastError());
 }
 
@@ -568,10 +608,11 @@ GpuStatus Engine::CreateSynthetic(const ModelHyperparams& hp, WeightType type, u
   ModelSpec shape;
   shape.hp = hp;
   if (std::string problem = HyperparamsProblem(hp); !problem.empty()) return Invalid(problem);
-  if (hp.head_dim > 256) {
-    return GpuStatus::Error(GpuCode::kUnimplemented,
-                            "head_dim " + std::to_string(hp.head_dim) +
-                                ": the CUDA attention takes head dims up to 256");
+  if (hp.head_dim > 256 || hp.head_dim % 8 != 0) {
+    return GpuStatus::Error(
+        GpuCode::kUnimplemented,
+        "head_dim " + std::to_string(hp.head_dim) +
+            ": the CUDA attention takes head dims that are multiples of 8 up to 256");
   }
   std::unique_ptr<Impl> impl;
   if (GpuStatus s = Start(hp, options, &impl); !s.ok()) return s;
@@ -592,7 +633,7 @@ GpuStatus Engine::Step(const StepSequence* seqs, size_t n_seqs, bool copy_logits
   int64_t tokens = 0, rows = 0;
   size_t entries = 0;
   if (GpuStatus s = e.BuildPlan(seqs, n_seqs, &tokens, &rows, &entries); !s.ok()) return s;
-  result->logits.clear();
+  result->logits = {};
   result->argmax.clear();
   result->graph = false;
 
@@ -616,6 +657,7 @@ GpuStatus Engine::Step(const StepSequence* seqs, size_t n_seqs, bool copy_logits
     // pinned plan buffers it may still be reading.
     cudaStreamSynchronize(e.stream);
     cudaGetLastError();
+    result->logits = {};
     return s;
   }
   if (want_argmax) result->argmax.assign(e.argmax_host, e.argmax_host + rows);
@@ -637,18 +679,24 @@ GpuStatus Engine::Impl::EnqueueStep(bool graph, int64_t tokens, int64_t rows, in
       graph = false;
     }
   }
+  // Copied rows go to the pinned staging buffer when they fit (always for a
+  // graph: buckets <= staging_rows), else to the overflow vector.
+  const size_t copied_rows = copy_logits ? CopiedRows() : 0;
+  float* copied = logits_host;
+  if (copied_rows > static_cast<size_t>(staging_rows)) {
+    logits_overflow.resize(copied_rows * vocab);
+    copied = logits_overflow.data();
+  }
+  result->logits = std::span<const float>(copied, copied_rows * vocab);
   if (graph) {
     ++stats.graph_steps;
     result->graph = true;
     if (copy_logits) {
-      result->logits.resize(CopiedRows() * vocab);
-      if (GpuStatus s = CopyLogitRows(0, rows, result->logits.data()); !s.ok()) return s;
+      if (GpuStatus s = CopyLogitRows(0, rows, copied); !s.ok()) return s;
     }
   } else {
     ++stats.eager_steps;
     if (GpuStatus s = EnqueueLayers(tokens); !s.ok()) return s;
-    if (copy_logits) result->logits.resize(CopiedRows() * vocab);
-    float* copied = result->logits.data();
     for (int64_t first = 0; first < rows; first += kLogitsRowsPerPass) {
       const int64_t n = std::min(kLogitsRowsPerPass, rows - first);
       if (GpuStatus s = EnqueueLogits(first, n, want_argmax); !s.ok()) return s;
@@ -716,6 +764,9 @@ GpuStatus Engine::PoisonScratchForTesting() {
                  {e.final_norm, logit_rows * dim * 4},
                  {e.logits, logit_rows * static_cast<size_t>(hp_.vocab_size) * 4},
                  {e.argmax_dev, rows * 4},
+                 {e.argmax_scratch, logit_rows * 16},
+                 {e.step_tables.rope, rows * static_cast<size_t>(hp_.head_dim / 2) * 8},
+                 {e.step_tables.kv_block, rows * 8},
                  {e.attn_partials, e.attn_partial_floats * 4}};
   for (const auto& b : buffers) LaunchFillBytes(b.p, 0xFF, b.bytes, e.stream);
   TM_CUDA_RETURN_IF_ERROR(cudaGetLastError());
@@ -748,6 +799,7 @@ EngineStats Engine::Stats() const {
   EngineStats s = impl_->stats;
   s.weight_bytes = impl_->weights.bytes;
   s.scratch_bytes = impl_->scratch_bytes + impl_->block_entries * 8;
+  s.pinned_bytes = impl_->pinned_bytes + impl_->block_entries * 8;
   s.kv_bytes = impl_->kv_region != nullptr
                    ? static_cast<uint64_t>(options_.kv_blocks) * layout_.BlockBytes()
                    : 0;

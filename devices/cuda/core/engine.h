@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "devices/cuda/core/device_matrix.h"
@@ -66,8 +67,12 @@ struct StepSequence {
 
 struct StepResult {
   // Rows of vocab floats in sequence order (kLast: one, kAll: n_tokens,
-  // kNone and kArgmax: none), only when Step was asked to copy them.
-  std::vector<float> logits;
+  // kNone and kArgmax: none), only when Step was asked to copy them. A view
+  // of the engine's pinned staging buffer (allocated once, min(256,
+  // max_batch_tokens) rows; the device copies into it directly), or of an
+  // engine-owned host vector for a step that copies more rows (kAll over a
+  // long prompt). Valid until the next Step or the engine's destruction.
+  std::span<const float> logits;
   // The argmax of every computed row (kLast, kAll and kArgmax rows, in
   // sequence order), computed on the device, only when asked: greedy decoding
   // needs 4 bytes per row back, not vocab x 4.
@@ -79,6 +84,7 @@ struct StepResult {
 struct EngineStats {
   uint64_t weight_bytes = 0;   // device memory of the uploaded weights
   uint64_t scratch_bytes = 0;  // activations, plan buffers, cuBLAS workspace
+  uint64_t pinned_bytes = 0;   // pinned host memory (plan, logits staging)
   uint64_t kv_bytes = 0;       // the engine's own KV region (0 with pages)
   uint32_t graphs = 0;         // captured decode graphs
   uint64_t graph_steps = 0;    // steps that replayed a graph
@@ -88,7 +94,7 @@ struct EngineStats {
 class Engine {
  public:
   // Checks the model (F32/F16/BF16/Q8_0 matrices; q/k/v and gate/up each of
-  // one type; head_dim even and <= 256; columns multiples of 32) and options,
+  // one type; head_dim a multiple of 8 and <= 256; columns multiples of 32) and options,
   // selects the device, uploads the weights and allocates scratch (and the
   // KV region without pages). kUnimplemented for a model it cannot run,
   // kInvalidArgument for bad options, kResourceExhausted when memory runs out

@@ -159,9 +159,9 @@ GpuStatus CheckSpecForCuda(const ModelSpec& spec) {
   if (std::string problem = spec.Problem(); !problem.empty()) {
     return GpuStatus::Error(GpuCode::kInvalidArgument, problem);
   }
-  if (spec.hp.head_dim > 256) {
+  if (spec.hp.head_dim > 256 || spec.hp.head_dim % 8 != 0) {
     return Unimplemented("head_dim " + std::to_string(spec.hp.head_dim) +
-                         ": the CUDA attention takes head dims up to 256");
+                         ": the CUDA attention takes head dims that are multiples of 8 up to 256");
   }
   WeightType type;
   std::vector<const TensorView*> matrices = {&spec.token_embedding, &spec.output};

@@ -1,15 +1,16 @@
-// The CUDA kernels of layer_kernels.h: embedding, residual add + RMSNorm,
-// bias + RoPE + paged KV write, paged attention, SiLU-mul and argmax, with the
-// CPU executor's formulas (devices/cpu) so both backends agree within
-// rounding of the summation order.
+// The CUDA kernels of layer_kernels.h but paged attention (paged_attention.cu):
+// embedding, residual add + RMSNorm, bias + RoPE + paged KV write, SiLU-mul
+// and argmax, with the CPU executor's formulas (devices/cpu) so both backends
+// agree within rounding of the summation order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
+#include "devices/cuda/core/grid_dependency.cuh"
+#include "devices/cuda/core/launch_shapes.h"
 #include "devices/cuda/core/layer_kernels.h"
 
 namespace tokenmill::devices::cuda::core {
@@ -22,23 +23,8 @@ constexpr int kEmbedThreads = 256;
 constexpr int kNormThreads = 256;
 constexpr int kRopeThreads = 128;
 constexpr int kElementwiseThreads = 256;
-constexpr int kArgmaxThreads = 1024;
+constexpr int kArgmaxThreads = 256;
 
-// Attention: 4 warps per (token, head); each lane holds up to 8 dims, so
-// head_dim <= 256 (the Engine refuses larger heads).
-constexpr int kAttnWarps = 4;
-constexpr int kAttnThreads = kAttnWarps * kWarp;
-constexpr int kMaxHeadDim = 256;
-constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
-// Split-K attention: at most 16 ranges per (token, head); the auto choice
-// aims at kSplitWaves blocks per SM. The merge pass uses 128 threads (head_dim
-// <= 256: two dims each).
-constexpr int kMaxSplits = 16;
-constexpr int64_t kSplitWaves = 2;
-constexpr int kCombineThreads = 128;
-// Most blocks in a grid's y dimension; kernels with tokens on y loop over the
-// rest.
-constexpr int64_t kMaxGridY = 65535;
 // Enough blocks of a grid-stride loop to fill the GPU several times over.
 constexpr int64_t kMaxElementwiseBlocks = 4096;
 
@@ -82,36 +68,90 @@ __device__ float WarpSum(float v) {
   return v;
 }
 
-// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every
-// thread gets the total. Contains __syncthreads: call from all threads.
-__device__ float BlockSum(float v) {
+// ---------------------------------------------------------------------------
+// Residual add + RMSNorm
+
+// Sum of `v` over the block with a single barrier: each warp's sum goes to
+// shared memory, and after the one __syncthreads every thread adds the warp
+// sums itself, in the same order, so all get the same total. Uses its shared
+// array once: call at most once per kernel, from all threads.
+__device__ float BlockSumOneBarrier(float v) {
   __shared__ float partial[kWarp];
-  __shared__ float total;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   v = WarpSum(v);
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x / kWarp;
-    float w = lane < warps ? partial[lane] : 0.0f;
-    w = WarpSum(w);
-    if (lane == 0) total = w;
-  }
-  __syncthreads();
+  const int warps = blockDim.x / kWarp;
+  float total = 0.0f;
+  for (int w = 0; w < warps; ++w) total += partial[w];
   return total;
 }
 
-// ---------------------------------------------------------------------------
-// Residual add + RMSNorm
+// The RMSNorm scale in f64 like the CPU's RmsNorm, from the f32 sum of squares.
+__device__ float RmsScale(float sum_squares, int64_t dim, float eps) {
+  return static_cast<float>(
+      1.0 / sqrt(static_cast<double>(sum_squares) / static_cast<double>(dim) + eps));
+}
 
+// One block of NormThreads(dim) threads per row (launch_shapes.h): thread i
+// holds float4s i, i + blockDim.x, ... (kNormVecsPerThread at most) of its row
+// in registers from the add to the scaled store, so x is read once and the
+// row takes one barrier. dim % 4 == 0 and every pointer 16-byte aligned.
+__global__ void __launch_bounds__(kMaxNormThreads)
+    AddRmsNormVecKernel(float* x, const float* residual, const float* __restrict__ weight,
+                        const int32_t* gather, int32_t dim, float eps, float* out) {
+  LetNextGridLaunch();  // a GEMV follows (grid_dependency.cuh)
+  const int32_t r = blockIdx.x;
+  const int32_t s = gather != nullptr ? gather[r] : r;
+  const int32_t vecs = dim / 4;
+  // Not __restrict__: without gather out may be residual. Each thread reads
+  // and writes only its own float4s, so the alias never crosses threads.
+  float4* xs = reinterpret_cast<float4*>(x + static_cast<int64_t>(s) * dim);
+  const float4* res =
+      residual != nullptr
+          ? reinterpret_cast<const float4*>(residual + static_cast<int64_t>(s) * dim)
+          : nullptr;
+  float4 v[kNormVecsPerThread];
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kNormVecsPerThread; ++j) {
+    const int32_t i = static_cast<int32_t>(threadIdx.x) + j * static_cast<int32_t>(blockDim.x);
+    v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (i < vecs) {
+      v[j] = xs[i];
+      if (res != nullptr) {
+        const float4 b = res[i];
+        v[j].x += b.x;
+        v[j].y += b.y;
+        v[j].z += b.z;
+        v[j].w += b.w;
+        xs[i] = v[j];
+      }
+      sum += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    }
+  }
+  const float inv = RmsScale(BlockSumOneBarrier(sum), dim, eps);
+  float4* o = reinterpret_cast<float4*>(out + static_cast<int64_t>(r) * dim);
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+#pragma unroll
+  for (int j = 0; j < kNormVecsPerThread; ++j) {
+    const int32_t i = static_cast<int32_t>(threadIdx.x) + j * static_cast<int32_t>(blockDim.x);
+    if (i < vecs) {
+      const float4 w = __ldg(w4 + i);
+      o[i] = make_float4(v[j].x * inv * w.x, v[j].y * inv * w.y, v[j].z * inv * w.z,
+                         v[j].w * inv * w.w);
+    }
+  }
+}
+
+// Any dim or alignment (what AddRmsNormVecKernel cannot take): one block of
+// kNormThreads per row, the row read from memory again for the store.
 __global__ void AddRmsNormKernel(float* x, const float* residual, const float* __restrict__ weight,
                                  const int32_t* gather, int64_t dim, float eps, float* out) {
+  LetNextGridLaunch();  // a GEMV follows (grid_dependency.cuh)
   const int64_t r = blockIdx.x;
   const int64_t s = gather != nullptr ? gather[r] : r;
   float* xs = x + s * dim;
-  // x, residual and out are not __restrict__: without gather out may be
-  // residual. Each thread reads and writes only its own columns c, so the
-  // alias never crosses threads.
   float sum = 0.0f;
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) {
     float v = xs[c];
@@ -121,10 +161,7 @@ __global__ void AddRmsNormKernel(float* x, const float* residual, const float* _
     }
     sum += v * v;
   }
-  const float total = BlockSum(sum);
-  // The scale in f64 like the CPU's RmsNorm, from the f32 sum of squares.
-  const float inv =
-      static_cast<float>(1.0 / sqrt(static_cast<double>(total) / static_cast<double>(dim) + eps));
+  const float inv = RmsScale(BlockSumOneBarrier(sum), dim, eps);
   float* o = out + r * dim;
   for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) o[c] = xs[c] * inv * weight[c];
 }
@@ -143,20 +180,6 @@ __device__ void StoreKv<float>(float* slab, int64_t elem, float v) {
   slab[elem] = v;
 }
 
-// The (layer, which, head) slab of the block holding `pos` of token t.
-template <typename KvT>
-__device__ KvT* KvSlab(const KvShape& kv, const StepTokens& step, int64_t t, int32_t pos,
-                       int32_t layer, int32_t which, int32_t head) {
-  const uint64_t block = step.block_addr[step.table_start[t] + pos / kv.block_tokens];
-  return reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, which, head));
-}
-
-template <typename KvT>
-__device__ const KvT* KvSlabConst(const KvShape& kv, const StepTokens& step, int64_t t, int32_t pos,
-                                  int32_t layer, int32_t which, int32_t head) {
-  return KvSlab<KvT>(kv, step, t, pos, layer, which, head);
-}
-
 // Rotation of pair (x0, x1) by (c, s), as devices/cpu/kernels.cc Rope:
 // x0' = x0 c - x1 s, x1' = x0 s + x1 c. Explicit roundings so nvcc does not
 // fuse into FMAs and the result matches the CPU bit for bit.
@@ -165,50 +188,61 @@ __device__ float2 Rotate(float x0, float x1, float c, float s) {
                      __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c)));
 }
 
+// Grid-stride over (token, pair index) items; item t x half (i == 0) also
+// resolves the token's KV block.
+__global__ void StepTablesKernel(const float* __restrict__ inv_freq, int32_t half, int32_t items,
+                                 int32_t block_tokens, StepTokens step, float2* __restrict__ rope,
+                                 uint64_t* __restrict__ kv_block) {
+  for (int32_t item = blockIdx.x * blockDim.x + threadIdx.x; item < items;
+       item += gridDim.x * blockDim.x) {
+    const int32_t t = item / half, i = item - t * half;
+    const int32_t pos = step.pos[t];
+    double s = 0.0, c = 0.0;
+    sincos(static_cast<double>(pos) * static_cast<double>(inv_freq[i]), &s, &c);
+    rope[item] = make_float2(static_cast<float>(c), static_cast<float>(s));
+    if (i == 0) kv_block[t] = step.block_addr[step.table_start[t] + pos / block_tokens];
+  }
+}
+
 // One block per token. Work items: the q pairs, then the k pairs, then the v
 // elements; each item owns its elements, so no two threads touch the same
-// float. head_dim / 2 <= kMaxHeadDim / 2.
+// float. The token's position, KV block and row are loaded once per block.
 template <typename KvT>
 __global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_stride, int32_t n_heads,
                                       const float* __restrict__ bq, const float* __restrict__ bk,
-                                      const float* __restrict__ bv,
-                                      const float* __restrict__ inv_freq, bool halves, KvShape kv,
-                                      int32_t layer, StepTokens step) {
-  __shared__ float cos_table[kMaxHeadDim / 2];
-  __shared__ float sin_table[kMaxHeadDim / 2];
-  const int64_t t = blockIdx.x;
-  const int32_t pos = step.pos[t];
+                                      const float* __restrict__ bv, bool halves, KvShape kv,
+                                      int32_t layer, const int32_t* __restrict__ positions,
+                                      const float2* __restrict__ rope,
+                                      const uint64_t* __restrict__ kv_block) {
+  const int32_t t = blockIdx.x;
+  const int32_t pos = positions[t];
   const int32_t hd = kv.head_dim, half = hd / 2;
-  // The angle in f64 like the CPU: pos x inv_freq reaches thousands of
-  // radians, where f32 would lose the phase. Once per pair index, shared by
-  // every head.
-  for (int32_t i = threadIdx.x; i < half; i += blockDim.x) {
-    double s = 0.0, c = 0.0;
-    sincos(static_cast<double>(pos) * static_cast<double>(inv_freq[i]), &s, &c);
-    cos_table[i] = static_cast<float>(c);
-    sin_table[i] = static_cast<float>(s);
-  }
-  __syncthreads();
+  const float2* cos_sin = rope + static_cast<int64_t>(t) * half;
+  const uint64_t block = kv_block[t];
+  KvT* k_slab0 = reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, 0, 0));
+  KvT* v_slab0 = reinterpret_cast<KvT*>(block + kv.SlabOffset(layer, 1, 0));
+  // Heads of one (layer, which) are consecutive slabs of block_tokens rows.
+  const int32_t slab_elems = kv.block_tokens * hd;
+  const int32_t slot = (pos % kv.block_tokens) * hd;
 
   // Pair i of a head: adjacent (2i, 2i+1) or halves (i, i+half).
   const int32_t a_step = halves ? 1 : 2;
   const int32_t b_offset = halves ? half : 1;
-  const int64_t q_pairs = static_cast<int64_t>(n_heads) * half;
-  const int64_t k_pairs = static_cast<int64_t>(kv.n_kv_heads) * half;
-  const int64_t v_elems = static_cast<int64_t>(kv.n_kv_heads) * hd;
-  const int64_t q_dim = static_cast<int64_t>(n_heads) * hd;
-  const int64_t kv_dim = static_cast<int64_t>(kv.n_kv_heads) * hd;
-  const int64_t slot = static_cast<int64_t>(pos % kv.block_tokens) * hd;
-  float* row = qkv + t * qkv_stride;
+  const int32_t q_pairs = n_heads * half;
+  const int32_t k_pairs = kv.n_kv_heads * half;
+  const int32_t v_elems = kv.n_kv_heads * hd;
+  const int32_t q_dim = n_heads * hd;
+  const int32_t kv_dim = kv.n_kv_heads * hd;
+  float* row = qkv + static_cast<int64_t>(t) * qkv_stride;
 
-  for (int64_t item = threadIdx.x; item < q_pairs + k_pairs + v_elems; item += blockDim.x) {
+  for (int32_t item = threadIdx.x; item < q_pairs + k_pairs + v_elems; item += blockDim.x) {
     if (item < q_pairs + k_pairs) {
       const bool is_q = item < q_pairs;
-      const int64_t pair = is_q ? item : item - q_pairs;
-      const int32_t head = static_cast<int32_t>(pair / half);
-      const int32_t i = static_cast<int32_t>(pair % half);
+      const int32_t pair = is_q ? item : item - q_pairs;
+      const int32_t head = pair / half;
+      const int32_t i = pair - head * half;
       const int32_t a = i * a_step, b = a + b_offset;
-      const int64_t head_base = static_cast<int64_t>(head) * hd;
+      const int32_t head_base = head * hd;
       float* x = row + (is_q ? 0 : q_dim) + head_base;
       const float* bias = is_q ? bq : bk;
       float x0 = x[a], x1 = x[b];
@@ -216,280 +250,23 @@ __global__ void BiasRopeStoreKvKernel(float* __restrict__ qkv, int64_t qkv_strid
         x0 += bias[head_base + a];
         x1 += bias[head_base + b];
       }
-      const float2 r = Rotate(x0, x1, cos_table[i], sin_table[i]);
+      const float2 cs = cos_sin[i];
+      const float2 r = Rotate(x0, x1, cs.x, cs.y);
       if (is_q) {
         x[a] = r.x;
         x[b] = r.y;
       } else {
-        KvT* slab = KvSlab<KvT>(kv, step, t, pos, layer, 0, head);
+        KvT* slab = k_slab0 + head * slab_elems;
         StoreKv(slab, slot + a, r.x);
         StoreKv(slab, slot + b, r.y);
       }
     } else {
-      const int64_t e = item - q_pairs - k_pairs;
-      const int32_t head = static_cast<int32_t>(e / hd);
-      const int32_t d = static_cast<int32_t>(e % hd);
+      const int32_t e = item - q_pairs - k_pairs;
+      const int32_t head = e / hd;
+      const int32_t d = e - head * hd;
       float v = row[q_dim + kv_dim + e];
       if (bv != nullptr) v += bv[e];
-      StoreKv(KvSlab<KvT>(kv, step, t, pos, layer, 1, head), slot + d, v);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Paged attention
-
-__device__ float LoadKv(const __half* p, int64_t i) { return __half2float(p[i]); }
-__device__ float LoadKv(const float* p, int64_t i) { return p[i]; }
-
-// One warp's running softmax state over the positions it has seen: max m of
-// the scores, s = sum exp(score - m), acc[j] = sum exp(score - m) V[d].
-struct SoftmaxState {
-  float m = -INFINITY;
-  float s = 0.0f;
-  float acc[kDimsPerLane] = {};
-
-  __device__ void Add(float score, const float (&v)[kDimsPerLane]) {
-    if (score > m) {
-      // m = -inf before the first position: the factor is exp(-inf) = 0 and
-      // scales zeros.
-      const float factor = expf(m - score);
-      s *= factor;
-#pragma unroll
-      for (int j = 0; j < kDimsPerLane; ++j) acc[j] *= factor;
-      m = score;
-    }
-    // A -inf score adds nothing (and must not compute exp(-inf - -inf)); a
-    // NaN score makes s NaN, so unwritten (poisoned) KV shows in the output.
-    const float w = score == -INFINITY ? 0.0f : expf(score - m);
-    s += w;
-#pragma unroll
-    for (int j = 0; j < kDimsPerLane; ++j) acc[j] += w * v[j];
-  }
-};
-
-// Loads the lane's dims d = lane + 32 j (< hd) of one K or V row; 0 past hd.
-template <typename KvT>
-__device__ void LoadRow(const KvT* row, int lane, int32_t hd, float (&out)[kDimsPerLane]) {
-#pragma unroll
-  for (int j = 0; j < kDimsPerLane; ++j) {
-    const int d = lane + kWarp * j;
-    out[j] = d < hd ? LoadKv(row, d) : 0.0f;
-  }
-}
-
-__device__ float PartialDot(const float (&q)[kDimsPerLane], const float (&k)[kDimsPerLane]) {
-  float dot = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kDimsPerLane; ++j) dot += q[j] * k[j];
-  return dot;
-}
-
-// Warp `warp`'s online softmax over positions [begin, end) of token t, which
-// reads kv head g: positions begin + warp, begin + warp + 4, ... in order, two
-// per iteration (p and p + 4, both rows loaded before either is used) so each
-// warp has more loads in flight. No position (begin >= end) leaves the empty
-// state (m = -inf, s = 0, acc = 0).
-template <typename KvT>
-__device__ SoftmaxState AttendRange(const float (&q)[kDimsPerLane], const KvShape& kv,
-                                    int32_t layer, const StepTokens& step, int64_t t, int32_t g,
-                                    int32_t begin, int32_t end, float scale, int lane, int warp) {
-  const int32_t hd = kv.head_dim;
-  SoftmaxState state;
-  // p is warp-uniform, so every lane takes the same branches and the full
-  // shuffle mask is right.
-  for (int32_t p0 = begin + warp; p0 < end; p0 += 2 * kAttnWarps) {
-    const int32_t p1 = p0 + kAttnWarps;
-    const bool has1 = p1 < end;
-    float k0[kDimsPerLane], v0[kDimsPerLane], k1[kDimsPerLane], v1[kDimsPerLane];
-    const int64_t slot0 = static_cast<int64_t>(p0 % kv.block_tokens) * hd;
-    LoadRow(KvSlabConst<KvT>(kv, step, t, p0, layer, 0, g) + slot0, lane, hd, k0);
-    LoadRow(KvSlabConst<KvT>(kv, step, t, p0, layer, 1, g) + slot0, lane, hd, v0);
-    if (has1) {
-      const int64_t slot1 = static_cast<int64_t>(p1 % kv.block_tokens) * hd;
-      LoadRow(KvSlabConst<KvT>(kv, step, t, p1, layer, 0, g) + slot1, lane, hd, k1);
-      LoadRow(KvSlabConst<KvT>(kv, step, t, p1, layer, 1, g) + slot1, lane, hd, v1);
-    } else {
-#pragma unroll
-      for (int j = 0; j < kDimsPerLane; ++j) k1[j] = v1[j] = 0.0f;
-    }
-    float dot0 = PartialDot(q, k0), dot1 = PartialDot(q, k1);
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      dot0 += __shfl_xor_sync(kFullMask, dot0, offset);
-      dot1 += __shfl_xor_sync(kFullMask, dot1, offset);
-    }
-    // Dot first, then the scale, like the CPU's AttendHead.
-    state.Add(dot0 * scale, v0);
-    if (has1) state.Add(dot1 * scale, v1);
-  }
-  return state;
-}
-
-// The block's 4 warp states, merged through shared memory: max_m is the
-// common max and factor[w] rescales warp w to it (0 for a warp that saw no
-// position, m = -inf), so the block's state is m = max_m,
-// s = sum = sum_w s_w factor_w, acc[d] = sum_w warp_acc[w][d] factor_w.
-struct MergedWarps {
-  float max_m = -INFINITY;
-  float sum = 0.0f;
-  float factor[kAttnWarps];
-};
-
-// Stores the calling warp's state into the shared arrays and merges all four.
-// Contains __syncthreads: call from all threads. The caller reads warp_acc
-// and then syncs before the arrays are written again.
-__device__ MergedWarps MergeWarps(const SoftmaxState& state, int lane, int warp, int32_t hd,
-                                  float (&warp_m)[kAttnWarps], float (&warp_s)[kAttnWarps],
-                                  float (&warp_acc)[kAttnWarps][kMaxHeadDim]) {
-  if (lane == 0) {
-    warp_m[warp] = state.m;
-    warp_s[warp] = state.s;
-  }
-#pragma unroll
-  for (int j = 0; j < kDimsPerLane; ++j) {
-    const int d = lane + kWarp * j;
-    if (d < hd) warp_acc[warp][d] = state.acc[j];
-  }
-  __syncthreads();
-  MergedWarps merged;
-#pragma unroll
-  for (int w = 0; w < kAttnWarps; ++w) merged.max_m = fmaxf(merged.max_m, warp_m[w]);
-#pragma unroll
-  for (int w = 0; w < kAttnWarps; ++w) {
-    merged.factor[w] = warp_m[w] == -INFINITY ? 0.0f : expf(warp_m[w] - merged.max_m);
-    merged.sum += warp_s[w] * merged.factor[w];
-  }
-  return merged;
-}
-
-// Grid (n_heads, tokens or kMaxGridY), 4 warps: each block attends all
-// positions 0..pos[t] of its (token, head), the warps' states merged at the
-// end.
-template <typename KvT>
-__global__ void __launch_bounds__(kAttnThreads)
-    PagedAttentionKernel(const float* __restrict__ qkv, int64_t qkv_stride, int64_t tokens,
-                         int32_t n_heads, KvShape kv, int32_t layer, StepTokens step, float scale,
-                         float* __restrict__ out) {
-  __shared__ float warp_m[kAttnWarps];
-  __shared__ float warp_s[kAttnWarps];
-  __shared__ float warp_acc[kAttnWarps][kMaxHeadDim];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int32_t h = blockIdx.x;
-  const int32_t hd = kv.head_dim;
-  const int32_t g = h / (n_heads / kv.n_kv_heads);
-
-  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
-    const int32_t pos = step.pos[t];
-    float q[kDimsPerLane];
-    LoadRow(qkv + t * qkv_stride + static_cast<int64_t>(h) * hd, lane, hd, q);
-    const SoftmaxState state =
-        AttendRange<KvT>(q, kv, layer, step, t, g, 0, pos + 1, scale, lane, warp);
-    // Position 0 always exists, so some warp has a finite m unless every
-    // score was -inf.
-    const MergedWarps merged = MergeWarps(state, lane, warp, hd, warp_m, warp_s, warp_acc);
-    const float inv = 1.0f / merged.sum;
-    float* o = out + (t * n_heads + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; ++w) v += warp_acc[w][d] * merged.factor[w];
-      o[d] = v * inv;
-    }
-    // The next token's iteration rewrites the shared arrays.
-    __syncthreads();
-  }
-}
-
-// Split-K, first pass. Grid (n_heads, tokens or kMaxGridY, splits), 4 warps:
-// block (h, t, split) attends positions [split x chunk, min(n, (split + 1) x
-// chunk)) of its (token, head), n = pos[t] + 1, chunk = ceil(n / splits),
-// and writes the range's unnormalized state (m, s, acc[0..hd)) as record
-// ((t x n_heads + h) x splits + split) of hd + 2 floats. A range past n is
-// empty and writes m = -inf, s = 0, acc = 0.
-template <typename KvT>
-__global__ void __launch_bounds__(kAttnThreads)
-    PagedAttentionSplitKernel(const float* __restrict__ qkv, int64_t qkv_stride, int64_t tokens,
-                              int32_t n_heads, KvShape kv, int32_t layer, StepTokens step,
-                              float scale, float* __restrict__ partials) {
-  __shared__ float warp_m[kAttnWarps];
-  __shared__ float warp_s[kAttnWarps];
-  __shared__ float warp_acc[kAttnWarps][kMaxHeadDim];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  const int32_t h = blockIdx.x;
-  const int32_t split = blockIdx.z, splits = gridDim.z;
-  const int32_t hd = kv.head_dim;
-  const int32_t g = h / (n_heads / kv.n_kv_heads);
-
-  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
-    const int32_t n = step.pos[t] + 1;
-    const int32_t chunk = (n + splits - 1) / splits;
-    // In int64: split x chunk may pass n (an empty range) by up to a chunk.
-    const int64_t begin = static_cast<int64_t>(split) * chunk;
-    const int32_t first = static_cast<int32_t>(begin < n ? begin : n);
-    const int32_t last = static_cast<int32_t>(begin + chunk < n ? begin + chunk : n);
-    float q[kDimsPerLane];
-    LoadRow(qkv + t * qkv_stride + static_cast<int64_t>(h) * hd, lane, hd, q);
-    const SoftmaxState state =
-        AttendRange<KvT>(q, kv, layer, step, t, g, first, last, scale, lane, warp);
-    const MergedWarps merged = MergeWarps(state, lane, warp, hd, warp_m, warp_s, warp_acc);
-    float* record = partials + ((t * n_heads + h) * splits + split) * (hd + 2);
-    if (threadIdx.x == 0) {
-      record[0] = merged.max_m;
-      record[1] = merged.sum;
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; ++w) v += warp_acc[w][d] * merged.factor[w];
-      record[2 + d] = v;
-    }
-    // The next token's iteration rewrites the shared arrays.
-    __syncthreads();
-  }
-}
-
-// Split-K, second pass. Grid (n_heads, tokens or kMaxGridY), one block per
-// (token, head) merges its `splits` records as MergeWarps merges warps:
-// M = max m_i, factor_i = exp(m_i - M) (0 for an empty range, m_i = -inf),
-// out[d] = sum_i acc_i[d] factor_i / sum_i s_i factor_i. Split 0 always holds
-// position 0, so some m_i is finite unless every score was -inf.
-__global__ void __launch_bounds__(kCombineThreads)
-    CombineAttentionSplitsKernel(const float* __restrict__ partials, int64_t tokens,
-                                 int32_t n_heads, int32_t hd, int32_t splits,
-                                 float* __restrict__ out) {
-  const int32_t h = blockIdx.x;
-  const int32_t record_floats = hd + 2;
-  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
-    const float* records = partials + (t * n_heads + h) * splits * record_floats;
-    // Every thread computes the (at most 16) factors itself: no shared
-    // memory, no barrier; the loops unroll over kMaxSplits so factor stays in
-    // registers.
-    float max_m = -INFINITY;
-#pragma unroll
-    for (int i = 0; i < kMaxSplits; ++i) {
-      if (i < splits) max_m = fmaxf(max_m, records[i * record_floats]);
-    }
-    float factor[kMaxSplits];
-    float sum = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kMaxSplits; ++i) {
-      factor[i] = 0.0f;
-      if (i < splits) {
-        const float m = records[i * record_floats];
-        factor[i] = m == -INFINITY ? 0.0f : expf(m - max_m);
-        sum += records[i * record_floats + 1] * factor[i];
-      }
-    }
-    const float inv = 1.0f / sum;
-    float* o = out + (t * n_heads + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-      float v = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kMaxSplits; ++i) {
-        if (i < splits) v += records[i * record_floats + 2 + d] * factor[i];
-      }
-      o[d] = v * inv;
+      StoreKv(v_slab0 + head * slab_elems, slot + d, v);
     }
   }
 }
@@ -499,6 +276,7 @@ __global__ void __launch_bounds__(kCombineThreads)
 
 __global__ void SiluMulKernel(const float* __restrict__ gate_up, int64_t rows, int64_t ffn,
                               float* __restrict__ out) {
+  LetNextGridLaunch();  // the down GEMV follows (grid_dependency.cuh)
   const int64_t n = rows * ffn;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -509,96 +287,44 @@ __global__ void SiluMulKernel(const float* __restrict__ gate_up, int64_t rows, i
   }
 }
 
-// (value, index) of the better candidate: the larger value, the lower index
-// on equal values; index < 0 means no candidate (only NaN seen).
-__device__ void Better(float& value, int32_t& index, float other_value, int32_t other_index) {
-  if (other_index < 0) return;
-  if (index < 0 || other_value > value || (other_value == value && other_index < index)) {
-    value = other_value;
-    index = other_index;
-  }
-}
-
-__global__ void ArgmaxKernel(const float* __restrict__ logits, int64_t vocab,
-                             int32_t* __restrict__ out) {
-  __shared__ float warp_value[kWarp];
-  __shared__ int32_t warp_index[kWarp];
-  const int64_t r = blockIdx.x;
-  const float* row = logits + r * vocab;
-  float value = -INFINITY;
-  int32_t index = -1;
-  // Increasing indices and a strict > keep each thread's lowest best index.
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = row[i];
-    if (!isnan(v) && (index < 0 || v > value)) {
-      value = v;
-      index = static_cast<int32_t>(i);
-    }
+// Grid (ArgmaxBlocksPerRow(vocab), rows). Each block reduces its range of
+// the row to one packed key (launch_shapes.h ArgmaxKey) and folds it into
+// scratch[2 r] with atomicMax; then counts itself done in scratch[2 r + 1],
+// and the row's last block reads the final key and writes out[r]. The fence
+// between a block's atomicMax and its count makes every block's key visible
+// to whichever block counts last (the CUDA threadFenceReduction pattern).
+__global__ void __launch_bounds__(kArgmaxThreads)
+    ArgmaxKernel(const float* __restrict__ logits, int64_t vocab, int64_t per_block,
+                 unsigned long long* scratch, int32_t* __restrict__ out) {
+  __shared__ unsigned long long warp_best[kArgmaxThreads / kWarp];
+  const int32_t r = blockIdx.y;
+  const float* row = logits + static_cast<int64_t>(r) * vocab;
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * per_block;
+  const int64_t end = begin + per_block < vocab ? begin + per_block : vocab;
+  unsigned long long best = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const unsigned long long key =
+        ArgmaxKey(__float_as_uint(__ldg(row + i)), static_cast<uint32_t>(i));
+    best = key > best ? key : best;
   }
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
 #pragma unroll
   for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    const float other_value = __shfl_xor_sync(kFullMask, value, offset);
-    const int32_t other_index = __shfl_xor_sync(kFullMask, index, offset);
-    Better(value, index, other_value, other_index);
+    const unsigned long long other = __shfl_xor_sync(kFullMask, best, offset);
+    best = other > best ? other : best;
   }
-  if (lane == 0) {
-    warp_value[warp] = value;
-    warp_index[warp] = index;
-  }
+  if (lane == 0) warp_best[warp] = best;
   __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x / kWarp;
-    value = lane < warps ? warp_value[lane] : -INFINITY;
-    index = lane < warps ? warp_index[lane] : -1;
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      const float other_value = __shfl_xor_sync(kFullMask, value, offset);
-      const int32_t other_index = __shfl_xor_sync(kFullMask, index, offset);
-      Better(value, index, other_value, other_index);
-    }
-    if (lane == 0) out[r] = index < 0 ? 0 : index;
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < kArgmaxThreads / kWarp; ++w) best = warp_best[w] > best ? warp_best[w] : best;
+  unsigned long long* row_best = scratch + 2 * static_cast<int64_t>(r);
+  if (best != 0) atomicMax(row_best, best);
+  __threadfence();
+  if (atomicAdd(row_best + 1, 1ull) == gridDim.x - 1) {
+    __threadfence();
+    // An atomic read: the value at L2, after every block's atomicMax.
+    out[r] = ArgmaxIndexOfKey(atomicMax(row_best, 0ull));
   }
-}
-
-// SM count of each device ordinal, asked once (0 = not yet). Relaxed atomics:
-// two threads racing on the first launch both ask and store the same value.
-constexpr int kCachedDevices = 64;
-std::atomic<int> sm_counts[kCachedDevices];
-
-// The current device's SM count; 0 when the runtime cannot say (then the
-// launcher does not split).
-int64_t MultiprocessorCount() {
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 0;
-  const bool cached = device >= 0 && device < kCachedDevices;
-  if (cached) {
-    if (const int count = sm_counts[device].load(std::memory_order_relaxed); count > 0) {
-      return count;
-    }
-  }
-  int count = 0;
-  if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 0;
-  }
-  if (cached) sm_counts[device].store(count, std::memory_order_relaxed);
-  return count;
-}
-
-// The split count S of layer_kernels.h: from tokens, heads and the SM count
-// only (never positions: graphs capture S), about kSplitWaves blocks per SM,
-// then lowered until the records fit in the scratch.
-int AttentionSplits(int64_t tokens, int32_t n_heads, int32_t head_dim,
-                    const AttentionScratch& scratch) {
-  if (scratch.partials == nullptr) return 1;
-  // Blocks of the single pass: one per (token, head); positive here.
-  const int64_t blocks = tokens * n_heads;
-  int64_t splits = scratch.force_splits;
-  if (splits <= 0) splits = (kSplitWaves * MultiprocessorCount() + blocks - 1) / blocks;
-  splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
-  const uint64_t split_floats = static_cast<uint64_t>(blocks) * static_cast<uint64_t>(head_dim + 2);
-  while (splits > 1 && static_cast<uint64_t>(splits) * split_floats > scratch.floats) --splits;
-  return static_cast<int>(splits);
 }
 
 }  // namespace
@@ -612,53 +338,44 @@ void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, 
 void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, const int32_t* gather,
                       int64_t rows, int64_t dim, float eps, float* out, cudaStream_t stream) {
   if (rows <= 0 || dim <= 0) return;
-  AddRmsNormKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(x, residual, weight,
-                                                                             gather, dim, eps, out);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const int threads = NormThreads(dim);
+  if (threads > 0 && aligned(x) && aligned(residual) && aligned(weight) && aligned(out)) {
+    AddRmsNormVecKernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(
+        x, residual, weight, gather, static_cast<int32_t>(dim), eps, out);
+  } else {
+    AddRmsNormKernel<<<static_cast<unsigned>(rows), kNormThreads, 0, stream>>>(
+        x, residual, weight, gather, dim, eps, out);
+  }
+}
+
+void LaunchStepTables(const float* inv_freq, int32_t head_dim, int64_t tokens, const KvShape& kv,
+                      const StepTokens& step, const StepTables& tables, cudaStream_t stream) {
+  const int32_t half = head_dim / 2;
+  if (tokens <= 0 || half <= 0) return;
+  const int64_t items = tokens * half;
+  const int64_t blocks =
+      std::min((items + kElementwiseThreads - 1) / kElementwiseThreads, kMaxElementwiseBlocks);
+  StepTablesKernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0, stream>>>(
+      inv_freq, half, static_cast<int32_t>(items), kv.block_tokens, step, tables.rope,
+      tables.kv_block);
 }
 
 void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
-                           const float* bq, const float* bk, const float* bv, const float* inv_freq,
-                           bool halves, const KvShape& kv, int32_t layer, const StepTokens& step,
-                           cudaStream_t stream) {
+                           const float* bq, const float* bk, const float* bv, bool halves,
+                           const KvShape& kv, int32_t layer, const StepTokens& step,
+                           const StepTables& tables, cudaStream_t stream) {
   if (tokens <= 0) return;
   const unsigned grid = static_cast<unsigned>(tokens);
   if (kv.f16) {
-    BiasRopeStoreKvKernel<__half><<<grid, kRopeThreads, 0, stream>>>(
-        qkv, qkv_stride, n_heads, bq, bk, bv, inv_freq, halves, kv, layer, step);
+    BiasRopeStoreKvKernel<__half>
+        <<<grid, kRopeThreads, 0, stream>>>(qkv, qkv_stride, n_heads, bq, bk, bv, halves, kv, layer,
+                                            step.pos, tables.rope, tables.kv_block);
   } else {
-    BiasRopeStoreKvKernel<float><<<grid, kRopeThreads, 0, stream>>>(
-        qkv, qkv_stride, n_heads, bq, bk, bv, inv_freq, halves, kv, layer, step);
+    BiasRopeStoreKvKernel<float>
+        <<<grid, kRopeThreads, 0, stream>>>(qkv, qkv_stride, n_heads, bq, bk, bv, halves, kv, layer,
+                                            step.pos, tables.rope, tables.kv_block);
   }
-}
-
-void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
-                          const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
-                          float* out, cudaStream_t stream, const AttentionScratch& scratch) {
-  if (tokens <= 0 || n_heads <= 0) return;
-  const unsigned grid_y = static_cast<unsigned>(std::min(tokens, kMaxGridY));
-  const int splits = AttentionSplits(tokens, n_heads, kv.head_dim, scratch);
-  if (splits == 1) {
-    const dim3 grid(static_cast<unsigned>(n_heads), grid_y);
-    if (kv.f16) {
-      PagedAttentionKernel<__half><<<grid, kAttnThreads, 0, stream>>>(
-          qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, out);
-    } else {
-      PagedAttentionKernel<float><<<grid, kAttnThreads, 0, stream>>>(
-          qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, out);
-    }
-    return;
-  }
-  const dim3 split_grid(static_cast<unsigned>(n_heads), grid_y, static_cast<unsigned>(splits));
-  if (kv.f16) {
-    PagedAttentionSplitKernel<__half><<<split_grid, kAttnThreads, 0, stream>>>(
-        qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, scratch.partials);
-  } else {
-    PagedAttentionSplitKernel<float><<<split_grid, kAttnThreads, 0, stream>>>(
-        qkv, qkv_stride, tokens, n_heads, kv, layer, step, scale, scratch.partials);
-  }
-  const dim3 grid(static_cast<unsigned>(n_heads), grid_y);
-  CombineAttentionSplitsKernel<<<grid, kCombineThreads, 0, stream>>>(
-      scratch.partials, tokens, n_heads, kv.head_dim, splits, out);
 }
 
 void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
@@ -671,10 +388,15 @@ void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
                                                                                    ffn, out);
 }
 
-void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out,
+void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out, uint64_t* scratch,
                   cudaStream_t stream) {
-  if (rows <= 0) return;
-  ArgmaxKernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, stream>>>(logits, vocab, out);
+  if (rows <= 0 || vocab <= 0) return;
+  // A memset node (graph-capturable); its error, like the launch's, is left
+  // for the caller's cudaGetLastError.
+  (void)cudaMemsetAsync(scratch, 0, static_cast<size_t>(rows) * 2 * sizeof(uint64_t), stream);
+  const dim3 grid(static_cast<unsigned>(ArgmaxBlocksPerRow(vocab)), static_cast<unsigned>(rows));
+  ArgmaxKernel<<<grid, kArgmaxThreads, 0, stream>>>(
+      logits, vocab, ArgmaxPerBlock(vocab), reinterpret_cast<unsigned long long*>(scratch), out);
 }
 
 }  // namespace tokenmill::devices::cuda::core

@@ -68,39 +68,62 @@ void LaunchEmbed(const DeviceMatrix& table, const int32_t* ids, int64_t tokens, 
 void LaunchAddRmsNorm(float* x, const float* residual, const float* weight, const int32_t* gather,
                       int64_t rows, int64_t dim, float eps, float* out, cudaStream_t stream);
 
+// What every layer's LaunchBiasRopeStoreKv of a step shares, computed once
+// per step by LaunchStepTables (device memory the caller owns, T tokens;
+// half = head_dim / 2):
+//   rope[t * half + i] = (cos, sin) of pos[t] x inv_freq[i], the angle and
+//     both functions in f64 like the CPU (pos x inv_freq reaches thousands
+//     of radians, where f32 would lose the phase), rounded to f32;
+//   kv_block[t] = block_addr[table_start[t] + pos[t] / block_tokens], the
+//     block that receives token t's K and V.
+struct StepTables {
+  float2* rope = nullptr;        // T x half
+  uint64_t* kv_block = nullptr;  // T
+};
+void LaunchStepTables(const float* inv_freq, int32_t head_dim, int64_t tokens, const KvShape& kv,
+                      const StepTokens& step, const StepTables& tables, cudaStream_t stream);
+
 // qkv holds T rows of q_dim + 2 x kv_dim floats (q heads, then k heads, then
 // v heads; q_dim = n_heads x head_dim, kv_dim = n_kv_heads x head_dim),
 // qkv_stride apart. For each token: adds the biases (each may be null),
-// rotates q and k heads at the token's position (inv_freq: head_dim / 2 f32
-// inverse frequencies; angle pos x inv_freq computed in f64 like the CPU;
-// halves = RopeStyle::kHalves, else adjacent pairs), writes the rotated q
-// back into qkv, and stores k and v of layer `layer` into the token's KV block
-// at slot pos % block_tokens (converted to f16 when kv.f16).
+// rotates q and k heads at the token's position by tables.rope (halves =
+// RopeStyle::kHalves, else adjacent pairs), writes the rotated q back into
+// qkv, and stores k and v of layer `layer` into tables.kv_block[t] at slot
+// pos % block_tokens (converted to f16 when kv.f16). `tables` must have been
+// filled by LaunchStepTables for this step's tokens (earlier on the stream).
+// Indices within a token are 32-bit: n_heads x head_dim < 2^31.
 void LaunchBiasRopeStoreKv(float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
-                           const float* bq, const float* bk, const float* bv, const float* inv_freq,
-                           bool halves, const KvShape& kv, int32_t layer, const StepTokens& step,
-                           cudaStream_t stream);
+                           const float* bq, const float* bk, const float* bv, bool halves,
+                           const KvShape& kv, int32_t layer, const StepTokens& step,
+                           const StepTables& tables, cudaStream_t stream);
 
 // Causal attention over the paged cache: for each token t and query head h,
 // out[t * n_heads * head_dim + h * head_dim + d] =
 //   sum_p softmax_p(q . K[p] x scale) V[p][d] over positions p = 0..pos[t] of
 // the token's sequence, reading kv head h / (n_heads / n_kv_heads) of layer
 // `layer`. q is the rotated q at qkv + t * qkv_stride (its first n_heads x
-// head_dim floats). The same kernel serves decode (one token per sequence)
+// head_dim floats; qkv 16-byte aligned, qkv_stride a multiple of 4: q is
+// read as float4s). The same kernel serves decode (one token per sequence)
 // and chunked prefill (a chunk's tokens each see the positions before them,
-// including those written by this step's LaunchBiasRopeStoreKv). head_dim <=
-// 256. Online softmax in f32.
+// including those written by this step's LaunchBiasRopeStoreKv). head_dim a
+// multiple of 8, at most 256 (the Engine refuses others; the launcher
+// launches nothing for them). Online softmax in f32. The blocks and warps
+// are laid out as launch_shapes.h says: one block per (token, KV head, chunk
+// of up to 4 of its query heads), one warp per KV block, 16-byte K/V loads.
 //
-// Split-K ("flash-decoding"): when tokens x n_heads is small next to the
-// GPU's SM count (small decode batches), the launcher splits each (token,
-// head)'s positions 0..pos[t] into S contiguous ranges, attends each range in
-// its own block (writing the range's max, sum and unnormalized output to
-// scratch.partials) and merges the S partial results in a second kernel. S
-// is chosen on the host from tokens, n_heads and the SM count only (or is
-// scratch.force_splits), never from the positions, so a captured CUDA graph
-// stays valid when positions change; S <= 16, and S is lowered until
-// S x tokens x n_heads x (head_dim + 2) floats fit in scratch.floats. S == 1
-// (always so without scratch) runs the single-pass kernel. The split result
+// Split-K ("flash-decoding"): when tokens x KV heads is small next to the
+// GPU's SM count (small decode batches), the grid gets S > 1 splits: S is
+// chosen on the host from tokens, heads and the SM count only (or is
+// scratch.force_splits), never from the positions; S <= 32, lowered until
+// S x tokens x n_heads x (head_dim + 2) floats fit in scratch.floats. Each
+// token then uses S_t = AttentionTokenSplits(its KV blocks, S, min_blocks)
+// of them, computed on the device from pos[t] (min_blocks: one split per
+// 64 positions' blocks, or scratch.min_blocks_per_split): splits past S_t
+// exit at once, a token with S_t == 1 is written directly, and otherwise
+// each split writes its range's max, sum and unnormalized output to
+// scratch.partials and a second kernel merges the S_t records. A captured
+// graph therefore stays valid when positions change: the grid depends on
+// tokens only, the work on the positions read at replay. The split result
 // equals the single pass up to f32 rounding (the sums are grouped
 // differently).
 struct AttentionScratch {
@@ -110,13 +133,21 @@ struct AttentionScratch {
   // shared by launches that may run at the same time.
   float* partials = nullptr;
   size_t floats = 0;
-  // Tests: the exact split count (1..16, larger counts clamp to 16), still
+  // Tests: the grid's split count (1..32, larger counts clamp to 32), still
   // lowered to fit `floats`; 0 = chosen by the launcher from the SM count.
   int force_splits = 0;
+  // Tests: KV blocks per split at least (>= 1); 0 = 64 positions' worth.
+  int min_blocks_per_split = 0;
 };
 void LaunchPagedAttention(const float* qkv, int64_t qkv_stride, int64_t tokens, int32_t n_heads,
                           const KvShape& kv, int32_t layer, const StepTokens& step, float scale,
                           float* out, cudaStream_t stream, const AttentionScratch& scratch);
+
+// Floats of AttentionScratch::partials that let every step of 1..max_tokens
+// tokens split as LaunchPagedAttention would choose on the current device
+// (0 when none would split): a buffer of this size never lowers a split.
+size_t AttentionScratchFloats(int64_t max_tokens, int32_t n_heads, int32_t n_kv_heads,
+                              int32_t head_dim);
 
 // gate_up holds rows of 2 x ffn floats (gate, then up), rows apart by
 // 2 x ffn; out[t * ffn + i] = silu(gate[t][i]) x up[t][i], silu(g) =
@@ -125,9 +156,13 @@ void LaunchSiluMul(const float* gate_up, int64_t rows, int64_t ffn, float* out,
                    cudaStream_t stream);
 
 // out[r] = index of the largest of logits[r * vocab .. + vocab) (the lowest
-// index on ties; NaN never wins unless the row is all NaN, then 0). One block
-// per row.
-void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out,
+// index on ties, -0 and +0 tie; NaN never wins unless the row is all NaN,
+// then 0). vocab < 2^31. Several blocks per row (launch_shapes.h) fold
+// packed (value, index) keys with a 64-bit atomicMax into `scratch`
+// (2 x rows uint64 of device memory, cleared by the launch itself with a
+// memset node; not shared by launches that may run at the same time); the
+// row's last block to finish writes out[r].
+void LaunchArgmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out, uint64_t* scratch,
                   cudaStream_t stream);
 
 }  // namespace tokenmill::devices::cuda::core

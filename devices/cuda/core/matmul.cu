@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
+#include "devices/cuda/core/grid_dependency.cuh"
 #include "devices/cuda/core/matmul.h"
 
 namespace tokenmill::devices::cuda::core {
@@ -52,6 +54,27 @@ __device__ __forceinline__ uint4 LoadWeights(const uint4* p) {
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
+}
+
+// The weights do not depend on the previous kernel: under Programmatic
+// Dependent Launch lane r of each warp asks the copy engine to pull row r's
+// first chunk (U x 32 16-byte loads, fewer for a shorter row) into L2 with
+// one bulk prefetch (sm_90) while that kernel finishes; then every thread
+// waits for it.
+template <int R, int U>
+__device__ __forceinline__ void PrefetchFirstChunkThenWait(const uint4* const (&w_row)[R],
+                                                           int64_t vectors, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int64_t loads = vectors < U * kWarpSize ? vectors : U * kWarpSize;
+  const uint32_t bytes = static_cast<uint32_t>(loads * 16);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (lane == r) {
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(w_row[r]), "r"(bytes));
+    }
+  }
+#endif
+  WaitForPreviousGrid();
 }
 
 __device__ __forceinline__ uint32_t Word(const uint4& v, int i) {
@@ -185,7 +208,10 @@ __global__ void __launch_bounds__(kGemvThreads)
   const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
   const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * R;
-  if (row0 >= rows) return;  // the whole warp: the shuffles below see all lanes
+  if (row0 >= rows) {  // the whole warp: the shuffles below see all lanes
+    WaitForPreviousGrid();
+    return;
+  }
 
   const int64_t vectors = cols / ElementsPerLoad(W);  // 16-byte loads per row
   const uint4* w_row[R];
@@ -197,6 +223,7 @@ __global__ void __launch_bounds__(kGemvThreads)
     w_row[r] = w + row * vectors;
     s_row[r] = W == WeightType::kQ8_0 ? scales + row * (cols / kQ8Block) : nullptr;
   }
+  PrefetchFirstChunkThenWait<R, U>(w_row, vectors, lane);
 
   float acc[R][T];
 #pragma unroll
@@ -233,37 +260,183 @@ __global__ void __launch_bounds__(kGemvThreads)
   }
 }
 
+// Activation rows from which GemvStagedKernel takes over: at 5..8 tokens
+// (4 output rows per warp) GemvKernel holds R x T accumulators, the weights
+// in flight and T global activation pointers, up to 209 registers (Q8_0)
+// and one 256-thread block per SM.
+constexpr int kGemvStagedFromTokens = 5;
+
+// Blocks per SM GemvStagedKernel asks registers for (2: at most 128 per
+// thread), as measured with nvcc 13 for sm_90a: 2 for every type and token
+// count but Q8_0 at 5, 7 and 8 tokens, where 2 spills (4, 28 and 28 bytes
+// per thread) and no minimum (0) is asked: 128, 159 and 191 registers.
+__host__ __device__ constexpr int GemvStagedBlocksPerSm(WeightType type, int tokens) {
+  return type == WeightType::kQ8_0 && tokens != 6 ? 0 : 2;
+}
+
+// acc[r][t] += dot(16-byte load wv[r] of row r, x tile of token t from
+// element k of the tile), the tile in shared memory (32-bit addresses, no
+// per-token global pointers).
+template <WeightType W, int T, int R, int kTileVecs>
+__device__ __forceinline__ void AccumulateStaged(const uint4 (&wv)[R], const float (&scale)[R],
+                                                 const float4 (&tile)[T][kTileVecs], int k,
+                                                 float (&acc)[R][T]) {
+#pragma unroll
+  for (int g = 0; g < ElementsPerLoad(W) / 4; ++g) {
+    float wf[R][4];
+#pragma unroll
+    for (int r = 0; r < R; ++r) UnpackGroup<W>(wv[r], g, scale[r], wf[r]);
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      const float4 xv = tile[t][k / 4 + g];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float a = acc[r][t];
+        a = fmaf(wf[r][0], xv.x, a);
+        a = fmaf(wf[r][1], xv.y, a);
+        a = fmaf(wf[r][2], xv.z, a);
+        a = fmaf(wf[r][3], xv.w, a);
+        acc[r][t] = a;
+      }
+    }
+  }
+}
+
+// GemvKernel for 5..8 tokens with the activations staged in shared memory:
+// the block walks the columns in tiles of one chunk (U x 32 loads of each
+// row); per tile every warp first issues its weight loads, then the block
+// copies the T x tile activations into shared memory (zeros past cols),
+// and after the barrier each warp accumulates from the tile. Warps past the
+// last row still take part in the barriers (their loads re-read the last
+// row, their sums are not written). Same products and summation order per
+// lane as GemvKernel.
+template <WeightType W, int T, int R>
+__global__ void __launch_bounds__(kGemvThreads, GemvStagedBlocksPerSm(W, T))
+    GemvStagedKernel(const uint4* __restrict__ w, const uint16_t* __restrict__ scales, int64_t rows,
+                     int64_t cols, const float* __restrict__ x, int64_t x_stride,
+                     float* __restrict__ y, int64_t y_stride) {
+  constexpr int U = kGemvLoadsInFlight / R;
+  constexpr int kChunk = U * kWarpSize;                   // loads per row per tile
+  constexpr int kTileCols = kChunk * ElementsPerLoad(W);  // bf16: 512, Q8_0: 1024
+  constexpr int kTileVecs = kTileCols / 4;
+  __shared__ float4 tile[T][kTileVecs];  // Q8_0 at T = 8: 32 KiB
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * R;
+
+  const int64_t vectors = cols / ElementsPerLoad(W);
+  const uint4* w_row[R];
+  const uint16_t* s_row[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    int64_t row = row0 + r < rows ? row0 + r : rows - 1;
+    w_row[r] = w + row * vectors;
+    s_row[r] = W == WeightType::kQ8_0 ? scales + row * (cols / kQ8Block) : nullptr;
+  }
+  PrefetchFirstChunkThenWait<R, U>(w_row, vectors, lane);
+  float acc[R][T];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) acc[r][t] = 0.0f;
+  }
+
+  for (int64_t base = 0; base < vectors; base += kChunk) {
+    uint4 wv[U][R];
+    float scale[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = base + u * kWarpSize + lane;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (v < vectors) {
+          wv[u][r] = LoadWeights(w_row[r] + v);
+          scale[u][r] = LoadScale<W>(s_row[r], v);
+        } else {
+          wv[u][r] = make_uint4(0, 0, 0, 0);
+          scale[u][r] = 0.0f;
+        }
+      }
+    }
+    // The previous tile is consumed by every warp before it is overwritten.
+    __syncthreads();
+    const int64_t first_col = base * ElementsPerLoad(W);
+    for (int i = static_cast<int>(threadIdx.x); i < T * kTileVecs; i += kGemvThreads) {
+      const int t = i / kTileVecs, c = i - t * kTileVecs;
+      const int64_t col = first_col + 4 * c;
+      tile[t][c] = col < cols ? __ldg(reinterpret_cast<const float4*>(x + t * x_stride + col))
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (base + u * kWarpSize + lane < vectors) {
+        AccumulateStaged<W, T, R, kTileVecs>(wv[u], scale[u], tile,
+                                             (u * kWarpSize + lane) * ElementsPerLoad(W), acc);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      float sum = acc[r][t];
+#pragma unroll
+      for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+        sum += __shfl_xor_sync(kFullWarp, sum, offset);
+      }
+      acc[r][t] = sum;
+    }
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (row0 + r >= rows) break;
+#pragma unroll
+      for (int t = 0; t < T; ++t) y[t * y_stride + row0 + r] = acc[r][t];
+    }
+  }
+}
+
 template <WeightType W, int T>
 void LaunchGemvTyped(const DeviceMatrix& w, const float* x, int64_t x_stride, float* y,
-                     int64_t y_stride, cudaStream_t stream) {
+                     int64_t y_stride, cudaStream_t stream, bool programmatic) {
   constexpr int R = GemvRowsPerWarp(T);
   constexpr int64_t kRowsPerBlock = static_cast<int64_t>(kGemvWarps) * R;
   const int blocks = static_cast<int>((w.rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  GemvKernel<W, T, R><<<blocks, kGemvThreads, 0, stream>>>(
-      static_cast<const uint4*>(w.data), w.scales, w.rows, w.cols, x, x_stride, y, y_stride);
+  const auto* data = static_cast<const uint4*>(w.data);
+  const uint16_t* scales = w.scales;
+  if constexpr (T >= kGemvStagedFromTokens) {
+    LaunchKernel(programmatic, GemvStagedKernel<W, T, R>, dim3(blocks), dim3(kGemvThreads), stream,
+                 data, scales, w.rows, w.cols, x, x_stride, y, y_stride);
+  } else {
+    LaunchKernel(programmatic, GemvKernel<W, T, R>, dim3(blocks), dim3(kGemvThreads), stream, data,
+                 scales, w.rows, w.cols, x, x_stride, y, y_stride);
+  }
 }
 
 template <WeightType W>
 void LaunchGemvTokens(const DeviceMatrix& w, const float* x, int64_t x_stride, int tokens, float* y,
-                      int64_t y_stride, cudaStream_t stream) {
+                      int64_t y_stride, cudaStream_t stream, bool programmatic) {
   static_assert(kMaxGemvRows == 8, "one case per token count below");
   switch (tokens) {
     case 1:
-      return LaunchGemvTyped<W, 1>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 1>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 2:
-      return LaunchGemvTyped<W, 2>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 2>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 3:
-      return LaunchGemvTyped<W, 3>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 3>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 4:
-      return LaunchGemvTyped<W, 4>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 4>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 5:
-      return LaunchGemvTyped<W, 5>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 5>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 6:
-      return LaunchGemvTyped<W, 6>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 6>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 7:
-      return LaunchGemvTyped<W, 7>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 7>(w, x, x_stride, y, y_stride, stream, programmatic);
     case 8:
-      return LaunchGemvTyped<W, 8>(w, x, x_stride, y, y_stride, stream);
+      return LaunchGemvTyped<W, 8>(w, x, x_stride, y, y_stride, stream, programmatic);
     default:
       return;
   }
@@ -400,19 +573,23 @@ void LaunchFillTyped(void* data, int64_t elements, float amplitude, uint64_t see
 }  // namespace
 
 void LaunchGemv(const DeviceMatrix& w, const float* x, int64_t x_stride, int tokens, float* y,
-                int64_t y_stride, cudaStream_t stream) {
+                int64_t y_stride, cudaStream_t stream, bool programmatic) {
   // MatMulRunner splits larger batches; a count outside 1..kMaxGemvRows
   // launches nothing.
   if (w.rows <= 0 || tokens < 1 || tokens > kMaxGemvRows) return;
   switch (w.type) {
     case WeightType::kF32:
-      return LaunchGemvTokens<WeightType::kF32>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kF32>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                programmatic);
     case WeightType::kF16:
-      return LaunchGemvTokens<WeightType::kF16>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kF16>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                programmatic);
     case WeightType::kBF16:
-      return LaunchGemvTokens<WeightType::kBF16>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kBF16>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                 programmatic);
     case WeightType::kQ8_0:
-      return LaunchGemvTokens<WeightType::kQ8_0>(w, x, x_stride, tokens, y, y_stride, stream);
+      return LaunchGemvTokens<WeightType::kQ8_0>(w, x, x_stride, tokens, y, y_stride, stream,
+                                                 programmatic);
   }
 }
 

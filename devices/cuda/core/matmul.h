@@ -36,9 +36,15 @@ inline constexpr int kMaxGemvRowsQ8_0 = 32;
 // 16-byte aligned and x_stride a multiple of 4 (float4 loads). One warp per
 // 1, 2 or 4 output rows (more with more tokens, so each activation load
 // serves several rows), 16-byte weight loads, 8 per lane in flight before
-// the first is used.
+// the first is used. From 5 tokens on the block stages the activations in
+// shared memory one tile of columns at a time (fewer registers: two blocks
+// per SM instead of one).
+// programmatic: launched with Programmatic Dependent Launch (sm_90+; see
+// grid_dependency.cuh): the kernel may start while the previous kernel on
+// the stream runs, pulls its first weights into L2, then waits for that
+// kernel before it reads x or writes y. Results are the same either way.
 void LaunchGemv(const DeviceMatrix& w, const float* x, int64_t x_stride, int tokens, float* y,
-                int64_t y_stride, cudaStream_t stream);
+                int64_t y_stride, cudaStream_t stream, bool programmatic = false);
 
 // out (rows x cols, packed) = 16-bit copy of x (rows of `cols` f32, x_stride
 // apart) in `type` (kF16 or kBF16, round to nearest even).
@@ -109,6 +115,8 @@ class MatMulRunner {
   size_t dequant_elements_ = 0;
   int64_t max_rows_ = 0;
   int64_t max_cols_ = 0;
+  // GEMVs launch with Programmatic Dependent Launch: the device is sm_90+.
+  bool programmatic_ = false;
   Path path_ = Path::kAuto;
 };
 

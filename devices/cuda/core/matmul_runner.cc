@@ -41,6 +41,13 @@ GpuStatus MatMulRunner::Create(cudaStream_t stream, int64_t max_rows, int64_t ma
   runner->max_rows_ = max_rows;
   runner->max_cols_ = max_cols;
 
+  // Programmatic Dependent Launch needs compute capability 9.0 (Hopper).
+  int device = 0, major = 0;
+  TM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  TM_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  runner->programmatic_ = major >= 9;
+
   std::string load_error;
   runner->api_ = LoadCublas(&load_error);
   if (runner->api_ == nullptr) return GpuStatus::Error(GpuCode::kUnavailable, load_error);
@@ -114,7 +121,8 @@ GpuStatus MatMulRunner::MatMul(const DeviceMatrix& w, const float* x, int64_t x_
   if (path_ == Path::kGemv || (path_ == Path::kAuto && rows <= gemv_rows)) {
     for (int64_t t = 0; t < rows; t += kMaxGemvRows) {
       const int tokens = static_cast<int>(std::min<int64_t>(kMaxGemvRows, rows - t));
-      LaunchGemv(w, x + t * x_stride, x_stride, tokens, y + t * y_stride, y_stride, stream_);
+      LaunchGemv(w, x + t * x_stride, x_stride, tokens, y + t * y_stride, y_stride, stream_,
+                 programmatic_);
     }
     return CudaStatus("LaunchGemv", cudaGetLastError());
   }
