@@ -173,7 +173,9 @@ bool NormalizeNfc(std::string_view text, std::string* out) {
       break;
     }
   }
-  if (!maybe_changes) return false;
+  // ICU counts in int32_t and NFC may triple a run: past this size (far
+  // beyond any request body) the text is left as it is.
+  if (!maybe_changes || text.size() > (size_t{1} << 28)) return false;
   UErrorCode status = U_ZERO_ERROR;
   const UNormalizer2* nfc = unorm2_getNFCInstance(&status);
   if (U_FAILURE(status)) return false;  // no ICU data: leave the text as it is

@@ -51,7 +51,8 @@ void DecodeText(std::string_view text, std::vector<TextUnit>* units);
 // Hugging Face's NFC normaliser gives it. Invalid UTF-8 bytes are kept as
 // they are and split the text into runs normalised one by one. Returns false,
 // leaving *out empty, when text is already NFC (the common case; pure ASCII
-// and text below U+0300 are decided without ICU).
+// and text below U+0300 are decided without ICU), and for text over 256 MiB
+// (ICU's int32_t lengths; far beyond any request body).
 bool NormalizeNfc(std::string_view text, std::string* out);
 
 // Appends the UTF-8 encoding of a valid code point.
