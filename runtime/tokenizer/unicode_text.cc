@@ -176,6 +176,18 @@ bool NormalizeNfc(std::string_view text, std::string* out) {
   // ICU counts in int32_t and NFC may triple a run: past this size (far
   // beyond any request body) the text is left as it is.
   if (!maybe_changes || text.size() > (size_t{1} << 28)) return false;
+  // UAX #15 quick check, conservatively: text whose characters are all
+  // NFC_Quick_Check=Yes with combining class 0 is NFC (most text, CJK
+  // included), without converting it to UTF-16.
+  bool quick_yes = true;
+  for (size_t pos = 0; pos < text.size() && quick_yes;) {
+    int32_t cp = 0;
+    pos += static_cast<size_t>(DecodeUtf8(text, pos, &cp));
+    if (cp < 0x300) continue;  // below U+0300, and invalid bytes (kept as they are)
+    quick_yes = u_getCombiningClass(cp) == 0 &&
+                u_getIntPropertyValue(cp, UCHAR_NFC_QUICK_CHECK) == UNORM_YES;
+  }
+  if (quick_yes) return false;
   UErrorCode status = U_ZERO_ERROR;
   const UNormalizer2* nfc = unorm2_getNFCInstance(&status);
   if (U_FAILURE(status)) return false;  // no ICU data: leave the text as it is
