@@ -8,6 +8,8 @@ packages=(
   libuv1-dev libhttp-parser-dev libabsl-dev prometheus-cpp-dev librocksdb-dev
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsystemd-dev
   libcurl4-openssl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libicu-dev
+  # zlib: the tokenizer tests read gzip'd Hugging Face tokenizer files.
+  zlib1g-dev
   # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test,
   # lintian and man-db to check it, strace for the unit's system call filter.
   prometheus dpkg-dev systemd man-db lintian strace

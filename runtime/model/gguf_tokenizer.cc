@@ -9,6 +9,7 @@
 namespace tokenmill::model {
 namespace {
 
+using tokenizer::Normalizer;
 using tokenizer::PreTokenizer;
 using tokenizer::TokenizerKind;
 using tokenizer::TokenizerSpec;
@@ -62,6 +63,7 @@ absl::StatusOr<PreTokenizer> PreTokenizerFor(const TokenizerKeys& keys, const Gg
   if (v->type != GgufType::kString) return keys.Error("tokenizer.ggml.pre", "expected a string");
   if (v->s == "llama-bpe" || v->s == "llama3" || v->s == "smaug-bpe") return PreTokenizer::kLlama3;
   if (v->s == "qwen2") return PreTokenizer::kQwen2;
+  if (v->s == "deepseek-v3") return PreTokenizer::kDeepSeekV3;
   if (v->s == "gpt-2" || v->s == "default") return PreTokenizer::kGpt2;
   return absl::UnimplementedError(
       absl::StrCat(file.path().string(), ": metadata key 'tokenizer.ggml.pre': pre-tokenizer '",
@@ -83,6 +85,9 @@ absl::StatusOr<TokenizerSpec> TokenizerFromGguf(const GgufFile& file) {
     auto pre = PreTokenizerFor(keys, file);
     if (!pre.ok()) return pre.status();
     spec.pre = *pre;
+    // Qwen2 / Qwen3's tokenizer.json normalises to NFC; GGUF keeps no
+    // normaliser, so the pre-tokenizer name stands for it.
+    if (spec.pre == PreTokenizer::kQwen2) spec.normalizer = Normalizer::kNfc;
   } else if (model->s == "llama") {
     spec.kind = TokenizerKind::kSentencePieceBpe;
   } else {

@@ -280,14 +280,18 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
 
   auto tokenizer_json = ReadText(dir / "tokenizer.json");
   if (!tokenizer_json.ok()) return tokenizer_json.status();
-  std::string tokenizer_config;
-  std::error_code ec;
-  if (fs::exists(dir / "tokenizer_config.json", ec)) {
-    auto text = ReadText(dir / "tokenizer_config.json");
+  // tokenizer_config.json and generation_config.json are optional.
+  std::string optional_texts[2];
+  const char* optional_names[2] = {"tokenizer_config.json", "generation_config.json"};
+  for (int k = 0; k < 2; ++k) {
+    std::error_code ec;
+    if (!fs::exists(dir / optional_names[k], ec)) continue;
+    auto text = ReadText(dir / optional_names[k]);
     if (!text.ok()) return text.status();
-    tokenizer_config = *std::move(text);
+    optional_texts[k] = *std::move(text);
   }
-  auto tokenizer = tokenizer::ParseHfTokenizer(*tokenizer_json, tokenizer_config);
+  auto tokenizer =
+      tokenizer::ParseHfTokenizer(*tokenizer_json, optional_texts[0], optional_texts[1]);
   if (!tokenizer.ok()) {
     return absl::Status(tokenizer.status().code(),
                         absl::StrCat((dir / "tokenizer.json").string(), ": ",

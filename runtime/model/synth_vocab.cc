@@ -258,6 +258,8 @@ absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(int32_t vocab_size
   tokenizer::TokenizerSpec spec;
   spec.kind = tokenizer::TokenizerKind::kByteLevelBpe;
   spec.pre = pre;
+  // As a GGUF file with this pre-tokenizer loads (gguf_tokenizer.cc).
+  if (pre == tokenizer::PreTokenizer::kQwen2) spec.normalizer = tokenizer::Normalizer::kNfc;
   spec.tokens = vocab.tokens();
   spec.merges = vocab.merges();
   spec.token_types.assign(spec.tokens.size(), TokenType::kNormal);

@@ -68,13 +68,18 @@ PreTokenizer PreTokenizerFromPattern(const std::string& pattern) {
 }
 
 PreTokenizer DetectPreTokenizer(const Json& pre_tokenizer) {
-  std::string pattern;
+  std::vector<std::string> patterns;
   ForEachComponent(pre_tokenizer, [&](const Json& component) {
-    if (!pattern.empty() || StringField(component, "type") != "Split") return;
+    if (StringField(component, "type") != "Split") return;
     auto it = component.find("pattern");
-    if (it != component.end() && it->is_object()) pattern = StringField(*it, "Regex");
+    if (it != component.end() && it->is_object()) patterns.push_back(StringField(*it, "Regex"));
   });
-  return PreTokenizerFromPattern(pattern);
+  // DeepSeek-V3: digits, CJK runs, then letters with their combining marks.
+  if (patterns.size() == 3 && patterns[0] == "\\p{N}{1,3}" &&
+      patterns[2].find("[\\p{L}\\p{M}]+") != std::string::npos) {
+    return PreTokenizer::kDeepSeekV3;
+  }
+  return PreTokenizerFromPattern(patterns.empty() ? std::string() : patterns.front());
 }
 
 // Normalisers and pre-tokenizers that spell spaces "▁" mark SentencePiece
@@ -114,6 +119,27 @@ bool MentionsString(const Json& node, const std::string& text) {
     }
   }
   return false;
+}
+
+// generation_config.json's eos_token_id: a number, a list of numbers, or
+// absent / null (no ids).
+absl::StatusOr<std::vector<int32_t>> GenerationEosIds(std::string_view text, size_t vocab_size) {
+  absl::StatusOr<Json> config = ParseJson(text, "generation_config.json");
+  if (!config.ok()) return config.status();
+  std::vector<int32_t> ids;
+  auto it = config->find("eos_token_id");
+  if (it == config->end() || it->is_null()) return ids;
+  const Json list = it->is_array() ? *it : Json::array({*it});
+  for (const Json& id : list) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<int64_t>() >= static_cast<int64_t>(vocab_size)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("generation_config.json: eos_token_id ", id.dump(),
+                       " is not a token id of the vocabulary of ", vocab_size, " tokens"));
+    }
+    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return ids;
 }
 
 struct Vocabulary {
@@ -261,7 +287,8 @@ absl::StatusOr<Vocabulary> ParseVocabulary(const Json& doc, const Json& model) {
 }
 
 absl::StatusOr<TokenizerSpec> Parse(std::string_view tokenizer_json,
-                                    std::string_view tokenizer_config_json) {
+                                    std::string_view tokenizer_config_json,
+                                    std::string_view generation_config_json) {
   absl::StatusOr<Json> doc = ParseJson(tokenizer_json, "tokenizer.json");
   if (!doc.ok()) return doc.status();
   auto model_it = doc->find("model");
@@ -286,10 +313,14 @@ absl::StatusOr<TokenizerSpec> Parse(std::string_view tokenizer_json,
   const Json& decoder = doc->contains("decoder") ? (*doc)["decoder"] : null_json;
   const auto [metaspace, prefix] = DetectMetaspace(*doc);
   const bool byte_fallback = BoolField(model, "byte_fallback", false);
+  if (doc->contains("normalizer") && HasComponent((*doc)["normalizer"], "NFC")) {
+    spec.normalizer = Normalizer::kNfc;
+  }
   if (HasComponent(pre_tokenizer, "ByteLevel") || HasComponent(decoder, "ByteLevel")) {
     spec.kind = TokenizerKind::kByteLevelBpe;
     spec.pre = DetectPreTokenizer(pre_tokenizer);
     spec.merges = *std::move(merges);
+    spec.ignore_merges = BoolField(model, "ignore_merges", false);
   } else if (byte_fallback || metaspace) {
     spec.kind = TokenizerKind::kSentencePieceBpe;
     spec.add_space_prefix = prefix;
@@ -358,13 +389,27 @@ absl::StatusOr<TokenizerSpec> Parse(std::string_view tokenizer_json,
     spec.add_eos = spec.eos_id && BoolField(*config, "add_eos_token", false);
   }
 
-  // End-of-turn tokens of the supported families stop generation too.
-  for (const char* text : {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>",
-                           "<|endoftext|>", "</s>", "<|end|>"}) {
+  auto add_extra_eos = [&](int32_t id) {
+    if (spec.eos_id == id) return;
+    for (int32_t extra : spec.extra_eos_ids) {
+      if (extra == id) return;
+    }
+    spec.extra_eos_ids.push_back(id);
+  };
+  if (!generation_config_json.empty()) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        GenerationEosIds(generation_config_json, spec.tokens.size());
+    if (!ids.ok()) return ids.status();
+    for (int32_t id : *ids) add_extra_eos(id);
+  }
+  // End-of-turn tokens of the supported families stop generation too, for
+  // models that ship no generation_config.json.
+  for (const char* text :
+       {"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>", "</s>",
+        "<|end|>", "<eos>", "<end_of_turn>", "<｜end▁of▁sentence｜>"}) {
     auto id = vocab->ids.find(text);
-    if (id == vocab->ids.end() || (spec.eos_id && *spec.eos_id == id->second)) continue;
-    if (spec.token_types[id->second] == TokenType::kControl)
-      spec.extra_eos_ids.push_back(id->second);
+    if (id == vocab->ids.end()) continue;
+    if (spec.token_types[id->second] == TokenType::kControl) add_extra_eos(id->second);
   }
   return spec;
 }
@@ -372,11 +417,12 @@ absl::StatusOr<TokenizerSpec> Parse(std::string_view tokenizer_json,
 }  // namespace
 
 absl::StatusOr<TokenizerSpec> ParseHfTokenizer(std::string_view tokenizer_json,
-                                               std::string_view tokenizer_config_json) {
+                                               std::string_view tokenizer_config_json,
+                                               std::string_view generation_config_json) {
   // Every field is type-checked before use; this only turns a missed check
   // into an error instead of an exception crossing the module boundary.
   try {
-    return Parse(tokenizer_json, tokenizer_config_json);
+    return Parse(tokenizer_json, tokenizer_config_json, generation_config_json);
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer JSON: ", e.what()));
   }

@@ -11,6 +11,10 @@ class UnitScanner {
  public:
   explicit UnitScanner(const std::vector<TextUnit>& units)
       : units_(units.data()), size_(units.size()) {}
+  // units[begin, end) as a text of its own: a regex applied to one piece
+  // sees the piece's end as the end of the text.
+  UnitScanner(const std::vector<TextUnit>& units, size_t begin, size_t end)
+      : units_(units.data() + begin), size_(end - begin) {}
 
   size_t size() const { return size_; }
   int32_t cp(size_t i) const { return i < size_ ? units_[i].cp : kInvalidCodePoint; }
@@ -18,7 +22,25 @@ class UnitScanner {
   bool Number(size_t i) const { return i < size_ && (units_[i].cls & kNumber); }
   bool Space(size_t i) const { return i < size_ && (units_[i].cls & kSpace); }
   // [^\s\p{L}\p{N}]
-  bool Other(size_t i) const { return i < size_ && units_[i].cls == 0; }
+  bool Other(size_t i) const {
+    return i < size_ && (units_[i].cls & (kLetter | kNumber | kSpace)) == 0;
+  }
+  // [\p{L}\p{M}]
+  bool LetterOrMark(size_t i) const { return i < size_ && (units_[i].cls & (kLetter | kMark)); }
+  // [\p{P}\p{S}]
+  bool PunctOrSymbol(size_t i) const {
+    return i < size_ && (units_[i].cls & (kPunctuation | kSymbol));
+  }
+  bool AsciiLetter(size_t i) const {
+    const int32_t c = cp(i);
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  }
+  // [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]: ASCII punctuation and symbols.
+  bool AsciiPunct(size_t i) const {
+    const int32_t c = cp(i);
+    return (c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') ||
+           (c >= '{' && c <= '~');
+  }
   bool Newline(size_t i) const { return cp(i) == '\r' || cp(i) == '\n'; }
 
   size_t LetterRun(size_t i) const {
@@ -99,11 +121,115 @@ size_t MatchLlama3(const UnitScanner& s, size_t i, size_t max_digits) {
   return s.TrailingSpace(i);
 }
 
+// DeepSeek-V3's third rule at i: the end of the match, or 0 when no
+// alternative matches there.
+size_t MatchDeepSeekV3(const UnitScanner& s, size_t i) {
+  // [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+
+  if (s.AsciiPunct(i) && s.AsciiLetter(i + 1)) {
+    size_t end = i + 1;
+    while (s.AsciiLetter(end)) ++end;
+    return end;
+  }
+  // [^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+ : a mark taken as the optional
+  // prefix ends the match where the run from it would.
+  auto letter_marks = [&](size_t k) {
+    while (s.LetterOrMark(k)) ++k;
+    return k;
+  };
+  if (s.LetterOrMark(i)) return letter_marks(i);
+  if (i < s.size() && !s.Newline(i) && !s.PunctOrSymbol(i) && s.LetterOrMark(i + 1)) {
+    return letter_marks(i + 1);
+  }
+  // ` ?[\p{P}\p{S}]+[\r\n]*`
+  const size_t j = s.cp(i) == ' ' && s.PunctOrSymbol(i + 1) ? i + 1 : i;
+  if (s.PunctOrSymbol(j)) {
+    size_t end = j;
+    while (s.PunctOrSymbol(end)) ++end;
+    while (s.Newline(end)) ++end;
+    return end;
+  }
+  if (!s.Space(i)) return 0;
+  // \s*[\r\n]+|\s+(?!\S)|\s+
+  const size_t run_end = s.SpaceRun(i);
+  for (size_t k = run_end; k > i; --k) {
+    if (s.Newline(k - 1)) return k;
+  }
+  return s.TrailingSpace(i);
+}
+
+// Appends units[begin, end) as one word.
+void AppendWord(std::string_view text, const std::vector<TextUnit>& units, size_t begin, size_t end,
+                std::vector<std::string_view>* words) {
+  if (begin >= end) return;
+  const size_t begin_byte = units[begin].offset;
+  const size_t end_byte = end < units.size() ? units[end].offset : text.size();
+  words->push_back(text.substr(begin_byte, end_byte - begin_byte));
+}
+
+// The third rule over units[begin, end): matches and the text between them.
+void SplitDeepSeekV3Rest(std::string_view text, const std::vector<TextUnit>& units, size_t begin,
+                         size_t end, std::vector<std::string_view>* words) {
+  const UnitScanner s(units, begin, end);
+  size_t gap = 0;
+  for (size_t i = 0; i < s.size();) {
+    const size_t match_end = MatchDeepSeekV3(s, i);
+    if (match_end == 0) {
+      ++i;
+      continue;
+    }
+    AppendWord(text, units, begin + gap, begin + i, words);
+    AppendWord(text, units, begin + i, begin + match_end, words);
+    i = gap = match_end;
+  }
+  AppendWord(text, units, begin + gap, end, words);
+}
+
+bool IsDeepSeekCjk(int32_t cp) {
+  return (cp >= 0x4E00 && cp <= 0x9FA5) || (cp >= 0x3040 && cp <= 0x309F) ||
+         (cp >= 0x30A0 && cp <= 0x30FF);
+}
+
+void SplitDeepSeekV3(std::string_view text, const std::vector<TextUnit>& units,
+                     std::vector<std::string_view>* words) {
+  const size_t n = units.size();
+  auto is_number = [&](size_t i) { return (units[i].cls & kNumber) != 0; };
+  for (size_t i = 0; i < n;) {
+    if (is_number(i)) {  // \p{N}{1,3}
+      const size_t end = std::min(n, i + 3);
+      size_t k = i;
+      while (k < end && is_number(k)) ++k;
+      AppendWord(text, units, i, k, words);
+      i = k;
+      continue;
+    }
+    size_t stretch_end = i;  // up to the next number: the second rule's input
+    while (stretch_end < n && !is_number(stretch_end)) ++stretch_end;
+    for (size_t k = i; k < stretch_end;) {
+      size_t cjk_end = k;
+      while (cjk_end < stretch_end && IsDeepSeekCjk(units[cjk_end].cp)) ++cjk_end;
+      if (cjk_end > k) {
+        AppendWord(text, units, k, cjk_end, words);
+        k = cjk_end;
+        continue;
+      }
+      size_t rest_end = k;
+      while (rest_end < stretch_end && !IsDeepSeekCjk(units[rest_end].cp)) ++rest_end;
+      SplitDeepSeekV3Rest(text, units, k, rest_end, words);
+      k = rest_end;
+    }
+    i = stretch_end;
+  }
+}
+
 }  // namespace
 
 void SplitWords(std::string_view text, PreTokenizer kind, std::vector<TextUnit>* units,
                 std::vector<std::string_view>* words) {
   DecodeText(text, units);
+  if (kind == PreTokenizer::kDeepSeekV3) {
+    SplitDeepSeekV3(text, *units, words);
+    return;
+  }
   const UnitScanner scanner(*units);
   size_t i = 0;
   while (i < scanner.size()) {
@@ -118,6 +244,8 @@ void SplitWords(std::string_view text, PreTokenizer kind, std::vector<TextUnit>*
       case PreTokenizer::kQwen2:
         end = MatchLlama3(scanner, i, 1);
         break;
+      case PreTokenizer::kDeepSeekV3:
+        break;  // split above
     }
     end = std::max(end, i + 1);  // every alternative consumes; guard the loop anyway
     const size_t begin_byte = (*units)[i].offset;

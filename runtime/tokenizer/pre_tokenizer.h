@@ -21,6 +21,12 @@ namespace tokenmill::tokenizer {
 // kLlama3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //          ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 // kQwen2:  kLlama3 with \p{N} instead of \p{N}{1,3}.
+// kDeepSeekV3: three Hugging Face Split rules (behavior Isolated), each
+//   applied to every piece the one before left: \p{N}{1,3}, then
+//   [\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+, then
+//   [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|
+//    ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+//   Text between matches is a piece of its own.
 // The case-insensitive contractions fold ASCII letters only.
 void SplitWords(std::string_view text, PreTokenizer kind, std::vector<TextUnit>* units,
                 std::vector<std::string_view>* words);

@@ -51,6 +51,7 @@ std::string SentencePieceTextToBytes(std::string_view text) {
 struct Tokenizer::EncodeScratch {
   std::vector<TextUnit> units;
   std::vector<std::string_view> words;
+  std::string normalized;
   BpeScratch bpe;
   SentencePieceScratch sentencepiece;
 };
@@ -96,6 +97,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec
   t.add_eos_ = spec.add_eos;
   t.add_space_prefix_ = spec.kind == TokenizerKind::kSentencePieceBpe && spec.add_space_prefix;
   t.chat_template_ = spec.chat_template;
+  t.normalizer_ = spec.normalizer;
 
   t.token_ids_.reserve(n);
   for (size_t id = 0; id < n; ++id) {
@@ -116,8 +118,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec
   }
 
   if (spec.kind == TokenizerKind::kByteLevelBpe) {
-    auto bpe = ByteLevelBpe::Build(spec, t.token_ids_,
-                                   /*use_whole_words=*/spec.pre == PreTokenizer::kLlama3);
+    auto bpe = ByteLevelBpe::Build(
+        spec, t.token_ids_,
+        /*use_whole_words=*/spec.ignore_merges.value_or(spec.pre == PreTokenizer::kLlama3));
     if (!bpe.ok()) return bpe.status();
     t.byte_level_ = *std::move(bpe);
   } else {
@@ -133,7 +136,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const TokenizerSpec
     std::string& bytes = t.token_bytes_[id];
     if (IsSpecial(type)) continue;
     if (type == TokenType::kUserDefined) {
-      bytes = text;
+      // Hugging Face runs added tokens through the decoder too: Gemma's
+      // "▁▁▁▁" indentation tokens are spaces.
+      bytes = spec.kind == TokenizerKind::kSentencePieceBpe ? SentencePieceTextToBytes(text) : text;
     } else if (type == TokenType::kByte && ParseByteTokenText(text) >= 0) {
       bytes.assign(1, static_cast<char>(ParseByteTokenText(text)));
     } else if (spec.kind == TokenizerKind::kByteLevelBpe) {
@@ -195,6 +200,9 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
 
 void Tokenizer::EncodePlain(std::string_view text, EncodeScratch* scratch,
                             std::vector<int32_t>* ids) const {
+  if (normalizer_ == Normalizer::kNfc && NormalizeNfc(text, &scratch->normalized)) {
+    text = scratch->normalized;
+  }
   if (sentencepiece_) {
     // Plain text starts the input or follows a special token; either way it
     // gets the space prefix, as in SentencePiece and llama.cpp.
@@ -210,14 +218,19 @@ void Tokenizer::AppendDecoded(int32_t id, bool skip_special, bool* at_start,
                               std::string* out) const {
   if (id < 0 || id >= vocab_size()) return;
   const TokenType type = types_[id];
+  // As Hugging Face's Strip decoder after Fuse: only the very first
+  // character of the decoded text is dropped when it is the prefix space, so
+  // a special token written out first keeps the space after it ("<s> Hi").
   if (IsSpecial(type)) {
-    if (!skip_special) out->append(tokens_[id]);
+    if (!skip_special) {
+      out->append(tokens_[id]);
+      *at_start = false;
+    }
     return;
   }
   const std::string& bytes = token_bytes_[id];
   if (bytes.empty()) return;
-  const bool strip =
-      *at_start && add_space_prefix_ && type == TokenType::kNormal && bytes.front() == ' ';
+  const bool strip = *at_start && add_space_prefix_ && bytes.front() == ' ';
   *at_start = false;
   out->append(bytes, strip ? 1 : 0);
 }

@@ -47,16 +47,20 @@ class Tokenizer {
     bool parse_special = false;
   };
 
-  // Token ids of `text`. Never fails: byte-level vocabularies encode any
-  // bytes, SentencePiece ones fall back to byte tokens or the unknown token.
+  // Token ids of `text`, normalised first when the spec says so (NFC, each
+  // stretch between special tokens on its own). Never fails: byte-level
+  // vocabularies encode any bytes, SentencePiece ones fall back to byte
+  // tokens or the unknown token.
   std::vector<int32_t> Encode(std::string_view text, const EncodeOptions& options) const;
   std::vector<int32_t> Encode(std::string_view text) const;
 
-  // The exact bytes the ids spell. Control tokens (and unknown / unused ones)
-  // give their text unless skip_special; user-defined tokens always do. For
-  // SentencePiece with add_space_prefix, the space the prefix added to the
-  // first text-bearing token is removed. Ids outside the vocabulary (models
-  // may have more output rows than tokens) give nothing.
+  // The exact bytes the ids spell, as Hugging Face's decode gives them.
+  // Control tokens (and unknown / unused ones) give their text unless
+  // skip_special; user-defined tokens always do (SentencePiece: with "▁" as
+  // a space). For SentencePiece with add_space_prefix, a space that starts
+  // the decoded text is removed (so not the one after a "<s>" written out).
+  // Ids outside the vocabulary (models may have more output rows than
+  // tokens) give nothing.
   std::string Decode(std::span<const int32_t> ids, bool skip_special = false) const;
 
   // Raw bytes of one token: "" for control, unknown and unused tokens and for
@@ -98,6 +102,7 @@ class Tokenizer {
 
   TokenizerKind kind_ = TokenizerKind::kByteLevelBpe;
   PreTokenizer pre_ = PreTokenizer::kLlama3;
+  Normalizer normalizer_ = Normalizer::kNone;
   std::vector<std::string> tokens_;
   std::vector<TokenType> types_;
   std::vector<std::string> token_bytes_;  // per id, "" for control / unknown / unused

@@ -14,13 +14,17 @@ namespace tokenmill::tokenizer {
 // Code point of a unit made of one invalid byte.
 inline constexpr int32_t kInvalidCodePoint = -1;
 
-// Character class bits (Unicode general categories L* and N*, and the
-// White_Space property). A unit has at most one of them; none means "other"
-// (punctuation, symbols, controls that are not white space, invalid bytes).
+// Character class bits (Unicode general categories L*, N*, M*, P*, S*, and
+// the White_Space property, which no L/N/M/P/S character has). A unit has at
+// most one of them; none means a control, format, private-use or unassigned
+// character that is not white space, or an invalid byte.
 enum CharClass : uint8_t {
   kLetter = 1,
   kNumber = 2,
   kSpace = 4,
+  kMark = 8,
+  kPunctuation = 16,
+  kSymbol = 32,
 };
 
 // One code point of text (or one invalid byte) and where it lies.
@@ -42,6 +46,14 @@ uint8_t ClassifyCodePoint(int32_t cp);
 
 // Decodes all of `text` into `units` (cleared first; reused to save allocations).
 void DecodeText(std::string_view text, std::vector<TextUnit>* units);
+
+// Unicode Normalization Form C of `text` into *out (cleared first), as
+// Hugging Face's NFC normaliser gives it. Invalid UTF-8 bytes are kept as
+// they are and split the text into runs normalised one by one. Returns false,
+// leaving *out empty, when text is already NFC (the common case; pure ASCII
+// and text below U+0300 are decided without ICU), and for text over 256 MiB
+// (ICU's int32_t lengths; far beyond any request body).
+bool NormalizeNfc(std::string_view text, std::string* out);
 
 // Appends the UTF-8 encoding of a valid code point.
 void AppendUtf8(int32_t cp, std::string* out);

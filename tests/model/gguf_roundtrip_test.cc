@@ -79,6 +79,10 @@ TEST_P(GgufRoundTripTest, LoadGivesTheSynthesizedModel) {
   EXPECT_EQ(loaded->tokenizer.pre, c.arch == Architecture::kQwen2
                                        ? tokenizer::PreTokenizer::kQwen2
                                        : tokenizer::PreTokenizer::kLlama3);
+  // Qwen2's tokenizer.json normalises to NFC; GGUF says so by the pre name.
+  EXPECT_EQ(loaded->tokenizer.normalizer, c.arch == Architecture::kQwen2
+                                              ? tokenizer::Normalizer::kNfc
+                                              : tokenizer::Normalizer::kNone);
 
   // Every tensor (norms included: f32 in the file, 32-byte aligned) is a view
   // into the mapping, not a copy.

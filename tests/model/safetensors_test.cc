@@ -4,6 +4,7 @@
 #include <map>
 #include <string>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/model/mapped_file.h"
@@ -370,6 +371,19 @@ TEST_F(SafetensorsTest, MissingTokenizerIsNotFound) {
   const auto dir = Write(Checkpoint{});
   std::filesystem::remove(dir / "tokenizer.json");
   ExpectRefused(dir, absl::StatusCode::kNotFound, "tokenizer.json");
+}
+
+// generation_config.json's eos_token_id (a list in Gemma 3 and Llama 3.1)
+// names every token that ends generation.
+TEST_F(SafetensorsTest, GenerationConfigEndTokens) {
+  const auto dir = Write(Checkpoint{});
+  WriteText(dir / "generation_config.json", R"({"bos_token_id": 295, "eos_token_id": [296, 10]})");
+  auto model = LoadModel(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->tokenizer.eos_id, 296);
+  EXPECT_THAT(model->tokenizer.extra_eos_ids, ::testing::Contains(10));
+  WriteText(dir / "generation_config.json", R"({"eos_token_id": 300})");
+  ExpectRefused(dir, absl::StatusCode::kInvalidArgument, "generation_config.json");
 }
 
 TEST_F(SafetensorsTest, CorruptHeaders) {

@@ -175,6 +175,82 @@ TEST(HfTokenizerTest, PreTokenizerKindFromThePattern) {
   EXPECT_EQ(gpt2->chat_template, "");
 }
 
+TEST(HfTokenizerTest, DeepSeekV3PreTokenizerFromItsThreeSplits) {
+  Json doc = ByteLevelDocument(kLlama3Pattern);
+  Json& pretokenizers = doc["pre_tokenizer"]["pretokenizers"];
+  const Json byte_level = pretokenizers.back();
+  pretokenizers = Json::array();
+  for (const char* pattern : {R"(\p{N}{1,3})", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+                              R"([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^
+\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[
+]*|\s*[
+]+|\s+(?!\S)|\s+)"}) {
+    pretokenizers.push_back(
+        {{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"}});
+  }
+  pretokenizers.push_back(byte_level);
+  doc["model"].erase("ignore_merges");
+  absl::StatusOr<TokenizerSpec> spec = ParseHfTokenizer(doc.dump(), "");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->pre, PreTokenizer::kDeepSeekV3);
+  // DeepSeek-V3 does not set ignore_merges; Llama 3's file does.
+  EXPECT_EQ(spec->ignore_merges, false);
+  absl::StatusOr<TokenizerSpec> llama3 =
+      ParseHfTokenizer(ByteLevelDocument(kLlama3Pattern).dump(), "");
+  ASSERT_TRUE(llama3.ok()) << llama3.status();
+  EXPECT_EQ(llama3->ignore_merges, true);
+}
+
+// Qwen2 / Qwen3 normalise to NFC: decomposed input encodes as composed.
+TEST(HfTokenizerTest, NfcNormalizer) {
+  Json doc = ByteLevelDocument(kQwen2Pattern);
+  doc["normalizer"] = {{"type", "NFC"}};
+  absl::StatusOr<TokenizerSpec> spec = ParseHfTokenizer(doc.dump(), "");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->normalizer, Normalizer::kNfc);
+  absl::StatusOr<TokenizerPtr> t = Tokenizer::Create(*spec);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const Tokenizer::EncodeOptions parse{.add_bos = false, .add_eos = false, .parse_special = true};
+  EXPECT_EQ((*t)->Encode("cafe\u0301", parse), (*t)->Encode("caf\u00e9", parse));
+  EXPECT_EQ((*t)->Encode("\u212b<tool>e\u0301", parse), (*t)->Encode("\u00c5<tool>\u00e9", parse));
+  // Invalid bytes stay as they are around the normalised text.
+  EXPECT_EQ((*t)->Decode((*t)->Encode("\xFF"
+                                      "e\u0301\xC3",
+                                      parse)),
+            "\xFF\u00e9\xC3");
+
+  doc["normalizer"] = nullptr;
+  spec = ParseHfTokenizer(doc.dump(), "");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->normalizer, Normalizer::kNone);
+}
+
+TEST(HfTokenizerTest, GenerationConfigEosIdsEndGeneration) {
+  const std::string doc = ByteLevelDocument(kLlama3Pattern).dump();
+  absl::StatusOr<TokenizerSpec> list =
+      ParseHfTokenizer(doc, kLlama3Config.dump(), R"({"eos_token_id": [266, 268, 100]})");
+  ASSERT_TRUE(list.ok()) << list.status();
+  absl::StatusOr<TokenizerPtr> t = Tokenizer::Create(*list);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (int32_t id : {266, 267, 268, 100}) EXPECT_TRUE((*t)->IsEos(id)) << id;
+  EXPECT_FALSE((*t)->IsEos(101));
+
+  absl::StatusOr<TokenizerSpec> one =
+      ParseHfTokenizer(doc, kLlama3Config.dump(), R"({"eos_token_id": 100, "top_k": 20})");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_THAT(one->extra_eos_ids, ElementsAre(100, 267));
+  EXPECT_TRUE(ParseHfTokenizer(doc, "", R"({"eos_token_id": null})").ok());
+
+  for (const char* bad : {R"({"eos_token_id": 100000})", R"({"eos_token_id": ["x"]})",
+                          R"({"eos_token_id": -1})", "[1]", "{"}) {
+    absl::StatusOr<TokenizerSpec> spec = ParseHfTokenizer(doc, "", bad);
+    EXPECT_FALSE(spec.ok()) << bad;
+    if (!spec.ok()) {
+      EXPECT_THAT(std::string(spec.status().message()), HasSubstr("generation_config"));
+    }
+  }
+}
+
 TEST(HfTokenizerTest, MergesAsPairs) {
   absl::StatusOr<TokenizerSpec> strings =
       ParseHfTokenizer(ByteLevelDocument(kLlama3Pattern).dump(), "");

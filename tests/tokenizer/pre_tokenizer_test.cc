@@ -96,9 +96,36 @@ TEST(PreTokenizerTest, InvalidBytesAreOtherCharacters) {
   EXPECT_THAT(Split("\xE2\x82 x", PreTokenizer::kGpt2), ElementsAre("\xE2\x82", " x"));
 }
 
+// DeepSeek-V3 applies three split rules in turn; Llama 3's single regex
+// splits these differently.
+TEST(PreTokenizerTest, DeepSeekV3AppliesItsThreeRules) {
+  constexpr PreTokenizer kDeepSeek = PreTokenizer::kDeepSeekV3;
+  EXPECT_THAT(Split("O'Reilly's", kDeepSeek), ElementsAre("O", "'Reilly", "'s"));
+  EXPECT_THAT(Split("O'Reilly's", PreTokenizer::kLlama3), ElementsAre("O", "'Re", "illy", "'s"));
+  // Combining marks stay with their letters (Devanagari vowel signs, Arabic
+  // harakat, Thai vowels and tone marks are marks).
+  EXPECT_THAT(Split("cafe\u0301!", kDeepSeek), ElementsAre("cafe\u0301", "!"));
+  EXPECT_THAT(Split("नमस्ते दुनिया", kDeepSeek), ElementsAre("नमस्ते", " दुनिया"));
+  EXPECT_THAT(Split("مَرْحَبًا", kDeepSeek), ElementsAre("مَرْحَبًا"));
+  EXPECT_THAT(Split("น้ำ ที่", kDeepSeek), ElementsAre("น้ำ", " ที่"));
+  // Digits in threes first, then CJK / kana runs, then the rest.
+  EXPECT_THAT(Split("abc1234日本語のx", kDeepSeek),
+              ElementsAre("abc", "123", "4", "日本語の", "x"));
+  EXPECT_THAT(Split("a 12", kDeepSeek), ElementsAre("a", " ", "12"));
+  // ASCII punctuation takes the ASCII letters after it.
+  EXPECT_THAT(Split("x.foo()", kDeepSeek), ElementsAre("x", ".foo", "()"));
+  // What no alternative matches is a piece of its own; a format character
+  // may prefix letters.
+  EXPECT_THAT(Split("a \u200d", kDeepSeek), ElementsAre("a", " ", "\u200d"));
+  EXPECT_THAT(Split("x\u200dy", kDeepSeek), ElementsAre("x", "\u200dy"));
+  EXPECT_THAT(Split("line\r\n\r\n  next", kDeepSeek),
+              ElementsAre("line", "\r\n\r\n", " ", " next"));
+}
+
 TEST(PreTokenizerTest, WordsCoverAllBytesInOrder) {
   std::mt19937 rng(7);
-  for (PreTokenizer kind : {PreTokenizer::kGpt2, PreTokenizer::kLlama3, PreTokenizer::kQwen2}) {
+  for (PreTokenizer kind : {PreTokenizer::kGpt2, PreTokenizer::kLlama3, PreTokenizer::kQwen2,
+                            PreTokenizer::kDeepSeekV3}) {
     for (int i = 0; i < 500; ++i) {
       const std::string text = i % 2 ? testing::RandomBytes(rng, 40) : testing::RandomText(rng, 12);
       std::string joined;

@@ -44,7 +44,8 @@ TEST(SentencePieceTest, HelloWorld) {
   TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->Encode("hello world"), Ids(*t, {"<s>", " hello", " world"}));
-  EXPECT_EQ(t->Decode(t->Encode("hello world")), "<s>hello world");
+  // As Hugging Face decodes: only a space that starts the text is the prefix's.
+  EXPECT_EQ(t->Decode(t->Encode("hello world")), "<s> hello world");
   EXPECT_EQ(t->Decode(t->Encode("hello world"), /*skip_special=*/true), "hello world");
   EXPECT_EQ(t->Encode("the", kNoBos), Ids(*t, {" the"}));
 }
@@ -98,6 +99,49 @@ TEST(SentencePieceTest, SpecialTokensRestartTheSpacePrefix) {
   const std::vector<int32_t> plain = t->Encode("hello</s>", kNoBos);
   EXPECT_THAT(plain, ::testing::Not(::testing::Contains(*t->eos_id())));
   EXPECT_EQ(t->Decode(plain), "hello</s>");
+}
+
+// Hugging Face's Strip decoder removes the first character of the decoded
+// text when it is a space, whichever token it came from, and only then.
+TEST(SentencePieceTest, DecodeStripsOnlyTheSpaceThatStartsTheText) {
+  TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
+  ASSERT_NE(t, nullptr);
+  const int32_t space_byte = *t->TokenId("<0x20>");
+  const int32_t bos = *t->bos_id();
+  const std::vector<int32_t> lone = {space_byte};
+  EXPECT_EQ(t->Decode(lone), "");
+  const std::vector<int32_t> after_bos = {bos, space_byte};
+  EXPECT_EQ(t->Decode(after_bos), "<s> ");
+  EXPECT_EQ(t->Decode(after_bos, /*skip_special=*/true), "");
+  std::vector<int32_t> two_spaces = {space_byte};
+  for (int32_t id : Ids(*t, {" hello"})) two_spaces.push_back(id);
+  EXPECT_EQ(t->Decode(two_spaces), " hello");
+  std::vector<int32_t> bos_hello = {bos};
+  for (int32_t id : Ids(*t, {" ", " hello"})) bos_hello.push_back(id);
+  EXPECT_EQ(t->Decode(bos_hello), "<s>  hello");
+  StreamDecoder stream(*t);
+  std::string streamed;
+  for (int32_t id : bos_hello) streamed += stream.Push(id);
+  EXPECT_EQ(streamed + stream.Flush(), "<s>  hello");
+}
+
+// Gemma's indentation tokens ("▁▁" .. 31 "▁") are user-defined added tokens;
+// Hugging Face runs them through the decoder, which turns "▁" into spaces.
+TEST(SentencePieceTest, UserDefinedTokensDecodeMetaSpacesAsSpaces) {
+  TokenizerSpec spec = testing::SentencePieceSpec(kPieces, /*byte_tokens=*/true,
+                                                  /*add_space_prefix=*/false);
+  spec.tokens.push_back("\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81");
+  spec.token_types.push_back(TokenType::kUserDefined);
+  spec.scores.push_back(0.0f);
+  TokenizerPtr t = MustCreate(spec);
+  ASSERT_NE(t, nullptr);
+  const int32_t indent = t->vocab_size() - 1;
+  std::vector<int32_t> ids = {indent};
+  for (int32_t id : Ids(*t, {"hello"})) ids.push_back(id);
+  EXPECT_EQ(t->Decode(ids), "    hello");
+  EXPECT_EQ(t->TokenBytes(indent), "    ");
+  StreamDecoder stream(*t);
+  EXPECT_EQ(stream.Push(indent), "    ");
 }
 
 TEST(SentencePieceTest, RoundTripsWithByteFallback) {
