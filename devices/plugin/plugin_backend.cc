@@ -530,6 +530,40 @@ bool ValidKind(std::string_view kind) {
 
 }  // namespace
 
+namespace {
+
+// `start` and every directory above it: owned by a trusted owner, writable
+// by no one else. `file` says whether `start` is the library itself.
+absl::Status CheckChain(const std::filesystem::path& named, const std::filesystem::path& start,
+                        bool file, const std::vector<uid_t>& owners) {
+  for (std::filesystem::path p = start;; p = p.parent_path()) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) {
+      return absl::NotFoundError(
+          absl::StrCat("device plugin ", named.string(), ": cannot stat ", p.string()));
+    }
+    const char* what = file ? "file" : "directory";
+    if (file && !S_ISREG(st.st_mode)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("device plugin ", named.string(), " is not a regular file"));
+    }
+    if (std::find(owners.begin(), owners.end(), st.st_uid) == owners.end()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("device plugin ", named.string(), ": ", what, " ", p.string(),
+                       " is owned by uid ", st.st_uid, ", not root or the daemon's user"));
+    }
+    if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("device plugin ", named.string(), ": ", what, " ", p.string(),
+                       " is writable by ", (st.st_mode & S_IWOTH) ? "anyone" : "its group"));
+    }
+    file = false;
+    if (p == p.parent_path()) return absl::OkStatus();  // "/"
+  }
+}
+
+}  // namespace
+
 absl::Status CheckPluginPathTrusted(const std::filesystem::path& path,
                                     const std::vector<uid_t>& trusted_owners) {
   std::error_code ec;
@@ -539,32 +573,15 @@ absl::Status CheckPluginPathTrusted(const std::filesystem::path& path,
   }
   std::vector<uid_t> owners = trusted_owners;
   if (owners.empty()) owners = {0, geteuid()};
-  bool is_file = true;
-  for (std::filesystem::path p = resolved;; p = p.parent_path()) {
-    struct stat st {};
-    if (::stat(p.c_str(), &st) != 0) {
-      return absl::NotFoundError(
-          absl::StrCat("device plugin ", path.string(), ": cannot stat ", p.string()));
-    }
-    const char* what = is_file ? "file" : "directory";
-    if (is_file && !S_ISREG(st.st_mode)) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("device plugin ", resolved.string(), " is not a regular file"));
-    }
-    if (std::find(owners.begin(), owners.end(), st.st_uid) == owners.end()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("device plugin ", resolved.string(), ": ", what, " ", p.string(),
-                       " is owned by uid ", st.st_uid, ", not root or the daemon's user"));
-    }
-    if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0)) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("device plugin ", resolved.string(), ": ", what, " ", p.string(),
-                       " is writable by ", (st.st_mode & S_IWOTH) ? "anyone" : "its group"));
-    }
-    is_file = false;
-    if (p == p.parent_path()) break;  // "/"
+  // The library itself and its directories, then the directories holding
+  // the name the config gave (a symlink there could be re-pointed).
+  if (absl::Status s = CheckChain(path, resolved, /*file=*/true, owners); !s.ok()) return s;
+  const std::filesystem::path holder =
+      std::filesystem::canonical(std::filesystem::absolute(path).parent_path(), ec);
+  if (ec) {
+    return absl::NotFoundError(absl::StrCat("device plugin ", path.string(), ": ", ec.message()));
   }
-  return absl::OkStatus();
+  return CheckChain(path, holder, /*file=*/false, owners);
 }
 
 absl::StatusOr<DeviceBackendPtr> LoadDevicePlugin(const std::filesystem::path& path,

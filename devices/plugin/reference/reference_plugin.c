@@ -9,6 +9,7 @@
  *   REFERENCE_ABI_MAJOR=N        report another ABI major
  *   REFERENCE_NO_ENTRY_POINT     export no entry point
  *   REFERENCE_FAIL_FORWARD       every executor_forward fails (TM_INTERNAL)
+ *   REFERENCE_KIND="name"        name another device kind
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -22,6 +23,10 @@
 #include <unistd.h>
 
 #include "tokenmill_device.h"
+
+#ifndef REFERENCE_KIND
+#define REFERENCE_KIND "reference"
+#endif
 
 #ifndef REFERENCE_ABI_MAJOR
 #define REFERENCE_ABI_MAJOR TM_DEVICE_ABI_MAJOR
@@ -775,12 +780,27 @@ static void* get_proc_address(const char* name) {
 /* Entry point                                                         */
 
 static const tm_device_api api = {
-    sizeof(tm_device_api), REFERENCE_ABI_MAJOR, TM_DEVICE_ABI_MINOR, "reference",
-    "reference-1.0",       error_code,          error_message,       error_destroy,
-    plugin_create,         plugin_destroy,      device_count,        device_info,
-    device_sample,         kv_region_alloc,     kv_region_free,      executor_create,
-    executor_destroy,      executor_map_page,   executor_unmap_page, executor_forward,
-    get_proc_address,
+    .struct_size = sizeof(tm_device_api),
+    .abi_major = REFERENCE_ABI_MAJOR,
+    .abi_minor = TM_DEVICE_ABI_MINOR,
+    .kind = REFERENCE_KIND,
+    .plugin_version = "reference-1.0",
+    .error_code = error_code,
+    .error_message = error_message,
+    .error_destroy = error_destroy,
+    .plugin_create = plugin_create,
+    .plugin_destroy = plugin_destroy,
+    .device_count = device_count,
+    .device_info = device_info,
+    .device_sample = device_sample,
+    .kv_region_alloc = kv_region_alloc,
+    .kv_region_free = kv_region_free,
+    .executor_create = executor_create,
+    .executor_destroy = executor_destroy,
+    .executor_map_page = executor_map_page,
+    .executor_unmap_page = executor_unmap_page,
+    .executor_forward = executor_forward,
+    .get_proc_address = get_proc_address,
 };
 
 #ifndef REFERENCE_NO_ENTRY_POINT
