@@ -13,6 +13,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "devices/dynamic_library.h"
 #include "devices/plugin/tokenmill_device.h"
 #include "devices/power_meter.h"
@@ -146,10 +147,7 @@ class PluginDevice : public Device {
   // Free device memory now, for a fraction KV budget.
   uint64_t FreeBytes() const {
     tm_device_sample s{};
-    s.struct_size = sizeof(s);
-    if (!library_->Check(library_->api().device_sample(library_->plugin(), index_, &s)).ok()) {
-      return 0;
-    }
+    if (!ReadSample(s).ok()) return 0;
     if (s.present & TM_SAMPLE_MEMORY_FREE) return s.memory_free_bytes;
     const uint64_t total =
         s.memory_total_bytes != 0 ? s.memory_total_bytes : info_.memory_total_bytes;
@@ -163,11 +161,20 @@ class PluginDevice : public Device {
   const Claims& claims() const { return claims_; }
 
  private:
+  // The telemetry sampler and the arena (a fraction budget, on engine
+  // threads) both read samples; the ABI allows one caller per device.
+  absl::Status ReadSample(tm_device_sample& s) const {
+    s.struct_size = sizeof(s);
+    absl::MutexLock lock(&sample_mu_);
+    return library_->Check(library_->api().device_sample(library_->plugin(), index_, &s));
+  }
+
   PluginLibraryPtr library_;
   uint32_t index_;
   DeviceInfo info_;
   Claims claims_;
   std::optional<ConfiguredPowerMeter> configured_power_;
+  mutable absl::Mutex sample_mu_;
 };
 
 std::string LayerName(size_t layer, const char* suffix) {

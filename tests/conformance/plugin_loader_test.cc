@@ -71,6 +71,23 @@ TEST(PluginLoaderTest, LoadsTheReferencePluginAndDescribesItsDevice) {
   EXPECT_FALSE(sample.temperature_celsius.has_value());  // absent, not 0
 }
 
+TEST(PluginLoaderTest, TheRegistryFindsBackendsByKindAndRefusesATakenKind) {
+  BackendRegistry registry;
+  auto first = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
+  auto second = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_TRUE(registry.Add(std::move(*first)).ok());
+  EXPECT_EQ(registry.Add(std::move(*second)).code(), absl::StatusCode::kAlreadyExists);
+  auto found = registry.DiscoverAll(DiscoveryOptions{});
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->devices.size(), 1u);
+  EXPECT_EQ(registry.For(*found->devices[0]), registry.ForKind("reference"));
+  EXPECT_TRUE(registry.RunsModels(*found->devices[0]));
+  EXPECT_EQ(registry.ForKind("cpu"), nullptr);
+  EXPECT_EQ(KindOfDeviceId("acme:3"), "acme");
+  EXPECT_EQ(KindOfDeviceId("cpu"), "cpu");
+}
+
 TEST(PluginLoaderTest, AnotherAbiMajorIsRefusedNamingBothVersions) {
   auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN_ABI99);
   ASSERT_FALSE(backend.ok());
