@@ -105,6 +105,9 @@ void ReadNode(TableReader& r, NodeSection& node) {
   std::vector<std::string> roots;
   r.StringArray("model_roots", &roots, FromStatus(CheckAbsolutePath));
   if (has_roots) node.model_roots.emplace(roots.begin(), roots.end());
+  std::vector<std::string> plugins;
+  r.StringArray("device_plugins", &plugins, FromStatus(CheckAbsolutePath));
+  node.device_plugins.assign(plugins.begin(), plugins.end());
 }
 
 // "" (none) or the SHA-256 of a non-empty admin token.

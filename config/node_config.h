@@ -26,6 +26,13 @@ struct NodeSection {
   // ModelRoots(). [] allows no API load. [[model]] paths are not checked
   // (the operator wrote them). reload: no
   std::optional<std::vector<std::filesystem::path>> model_roots;
+  // Device plugins (absolute paths of shared libraries built on
+  // tokenmill_device.h) loaded at start; each adds the devices of its kind
+  // ("KIND:N"). A library that is not owned by root or the daemon's user,
+  // or that it or a directory above it lets others write, is refused, as is
+  // one built for another ABI major: logged, and the node starts without it.
+  // Default: none. reload: no
+  std::vector<std::filesystem::path> device_plugins;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const NodeSection&) const = default;
@@ -128,7 +135,7 @@ struct MemoryAmount {
 
 // [[device]]: settings for the devices a pattern matches.
 struct DeviceConfig {
-  std::string match;            // "cpu" | "cuda:0" | "cuda:*" | "plugin:NAME". reload: no
+  std::string match;            // "cpu" | "KIND:N" | "KIND:*" ("cuda:0", "acme:*"). reload: no
   double cost_weight = 1.0;     // share of fixed cost. reload: yes
   MemoryAmount kv_memory;       // "80%" or bytes ("8GiB", 8589934592). reload: no
   std::optional<double> watts;  // used when no power probe can be read. reload: yes

@@ -77,6 +77,7 @@ std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const 
   c.Compare("node.name", before.node.name, after.node.name);
   c.Compare("node.data_dir", before.node.data_dir, after.node.data_dir);
   c.Compare("node.model_roots", before.node.model_roots, after.node.model_roots);
+  c.Compare("node.device_plugins", before.node.device_plugins, after.node.device_plugins);
 
   c.Compare("api.socket", before.api.socket, after.api.socket);
   c.Compare("api.socket_mode", before.api.socket_mode, after.api.socket_mode);

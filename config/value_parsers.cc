@@ -58,9 +58,25 @@ bool IsOrdinal(std::string_view text) {
   });
 }
 
-bool IsPluginName(std::string_view text) {
-  return !text.empty() && text.size() <= 64 &&
-         std::all_of(text.begin(), text.end(), [](char c) { return IsNameChar(c, false); });
+// A device kind as a plugin names it: [a-z][a-z0-9_-]{0,31}.
+bool IsDeviceKind(std::string_view text) {
+  if (text.empty() || text.size() > 32 ||
+      !absl::ascii_islower(static_cast<unsigned char>(text[0]))) {
+    return false;
+  }
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return absl::ascii_islower(static_cast<unsigned char>(c)) ||
+           absl::ascii_isdigit(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+// "KIND:N" (or "KIND:*" when `star`) for any kind but "cpu" (the CPU is "cpu").
+bool IsKindIndex(std::string_view text, bool star) {
+  const size_t colon = text.find(':');
+  if (colon == std::string_view::npos) return false;
+  const std::string_view kind = text.substr(0, colon), index = text.substr(colon + 1);
+  if (!IsDeviceKind(kind) || kind == "cpu") return false;
+  return IsOrdinal(index) || (star && index == "*");
 }
 
 }  // namespace
@@ -198,17 +214,18 @@ absl::Status CheckListenAddress(std::string_view text) {
 }
 
 absl::Status CheckDevicePattern(std::string_view text) {
-  if (text == "cpu" || text == "cuda:*") return absl::OkStatus();
-  if (text.starts_with("cuda:") && IsOrdinal(text.substr(5))) return absl::OkStatus();
-  if (text.starts_with("plugin:") && IsPluginName(text.substr(7))) return absl::OkStatus();
-  return absl::InvalidArgumentError("must be \"cpu\", \"cuda:N\", \"cuda:*\" or \"plugin:NAME\"");
+  if (text == "cpu" || IsKindIndex(text, /*star=*/true)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      "must be \"cpu\", \"KIND:N\" or \"KIND:*\" (\"cuda:0\", \"cuda:*\", a plugin's "
+      "\"acme:1\")");
 }
 
 absl::Status CheckDeviceChoice(std::string_view text) {
-  if (text == "auto" || text == "cpu") return absl::OkStatus();
-  if (text.starts_with("cuda:") && IsOrdinal(text.substr(5))) return absl::OkStatus();
-  if (text.starts_with("plugin:") && IsPluginName(text.substr(7))) return absl::OkStatus();
-  return absl::InvalidArgumentError("must be \"auto\", \"cpu\", \"cuda:N\" or \"plugin:NAME\"");
+  if (text == "auto" || text == "cpu" || IsKindIndex(text, /*star=*/false)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      "must be \"auto\", \"cpu\" or \"KIND:N\" (\"cuda:0\", a plugin's \"acme:1\")");
 }
 
 absl::Status CheckName(std::string_view text, bool allow_colon) {

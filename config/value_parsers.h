@@ -42,10 +42,11 @@ absl::StatusOr<uint32_t> ParseSocketMode(std::string_view text);
 // "" for "off" check it first.
 absl::Status CheckListenAddress(std::string_view text);
 
-// A [[device]].match pattern: "cpu", "cuda:N", "cuda:*" or "plugin:NAME".
+// A [[device]].match pattern: "cpu", "KIND:N" or "KIND:*", KIND being
+// [a-z][a-z0-9_-]{0,31} ("cuda", or the kind a device plugin names).
 absl::Status CheckDevicePattern(std::string_view text);
 
-// A [[model]].device value: "auto", "cpu", "cuda:N" or "plugin:NAME".
+// A [[model]].device value: "auto", "cpu" or "KIND:N".
 absl::Status CheckDeviceChoice(std::string_view text);
 
 // 1-64 characters from [A-Za-z0-9._-] (node names) or, with allow_colon,

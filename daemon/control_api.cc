@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "daemon/api_errors.h"
+#include "devices/backend.h"
 #include "spdlog/spdlog.h"
 #include "tokenmill/version.h"
 
@@ -20,32 +21,14 @@ std::string Rfc3339(std::chrono::system_clock::time_point t) {
   return absl::FormatTime(absl::RFC3339_sec, absl::FromChrono(t), absl::UTCTimeZone());
 }
 
-json DeviceJson(const devices::DeviceInfo& info, const devices::DeviceSample* sample) {
+json DeviceJson(const devices::DeviceInfo& info, const json& details,
+                const devices::DeviceSample* sample) {
+  const std::string kind(devices::BackendKindOf(info));
   json d = {{"id", info.id},
-            {"kind", devices::DeviceKindName(info.kind)},
+            {"kind", kind},
             {"name", info.name},
             {"memory_total_bytes", info.memory_total_bytes}};
-  if (info.cpu) {
-    const auto& c = *info.cpu;
-    d["cpu"] = {{"vendor", c.vendor},
-                {"model", c.model_name},
-                {"sockets", c.sockets},
-                {"physical_cores", c.physical_cores},
-                {"logical_cpus", c.logical_cpus},
-                {"numa_nodes", c.numa_nodes},
-                {"simd", c.simd},
-                {"power_source", c.power_source}};
-  }
-  if (info.cuda) {
-    const auto& g = *info.cuda;
-    d["cuda"] = {{"ordinal", g.ordinal},
-                 {"compute_capability", absl::StrCat(g.compute_major, ".", g.compute_minor)},
-                 {"multiprocessors", g.multiprocessors},
-                 {"pci_bus_id", g.pci_bus_id},
-                 {"uuid", g.uuid},
-                 {"driver_version", g.driver_version},
-                 {"nvml", g.nvml}};
-  }
+  if (!details.is_null()) d[kind] = details;
   if (sample != nullptr) {
     json s = {{"memory_total_bytes", sample->memory_total_bytes},
               {"memory_used_bytes", sample->memory_used_bytes}};
@@ -80,7 +63,9 @@ json ControlApi::DevicesJson() const {
   if (samples_) samples = samples_();
   json list = json::array();
   for (size_t i = 0; i < devices_.size(); ++i) {
-    list.push_back(DeviceJson(devices_[i]->Info(), i < samples.size() ? &samples[i] : nullptr));
+    const json details = details_ ? details_(*devices_[i]) : json(nullptr);
+    list.push_back(
+        DeviceJson(devices_[i]->Info(), details, i < samples.size() ? &samples[i] : nullptr));
   }
   return list;
 }

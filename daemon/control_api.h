@@ -37,6 +37,11 @@ class ControlApi {
 
   // The "store" object of /control/v1/node (omitted when unset).
   void set_store_source(std::function<nlohmann::json()> source) { store_ = std::move(source); }
+  // A device's vendor facts (its backend's DetailsJson), shown under the
+  // device's kind ("cpu", "cuda", a plugin's kind); unset or null: omitted.
+  void set_details_source(std::function<nlohmann::json(const devices::Device&)> source) {
+    details_ = std::move(source);
+  }
 
   nlohmann::json NodeJson() const;
   nlohmann::json DevicesJson() const;
@@ -46,6 +51,7 @@ class ControlApi {
   std::vector<const devices::Device*> devices_;
   SampleSource samples_;
   std::function<nlohmann::json()> store_;
+  std::function<nlohmann::json(const devices::Device&)> details_;
 };
 
 // Answers a request no API took: 404 for unknown paths.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/api_errors.h"
+#include "daemon/device_setup.h"
 #include "daemon/runtime_setup.h"
 #include "devices/discovery.h"
 #include "prometheus/collectable.h"
@@ -178,7 +179,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
     const config::DeviceConfig* d = config::FindDeviceConfig(*cfg, id);
     return d != nullptr ? d->watts : std::nullopt;
   };
-  auto found = devices::Discover(discovery);
+  node->backends_ = MakeBackendRegistry(*cfg);
+  auto found = node->backends_->DiscoverAll(discovery);
   if (!found.ok()) return found.status();
   node->devices_ = std::move(found->devices);
   // No GPU is a normal case; say why once so an operator who expected one knows.
@@ -221,6 +223,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
                                                     [sampler] { return sampler->Latest(); });
   Node* self_for_store = node.get();
   node->control_api_->set_store_source([self_for_store] { return self_for_store->StoreJson(); });
+  const devices::BackendRegistry* backends = node->backends_.get();
+  node->control_api_->set_details_source(
+      [backends](const devices::Device& d) { return backends->DetailsJson(d); });
 
   // Tenants and model instances: the config's, then what the API made before.
   node->tenants_ = std::make_unique<tenants::TenantRegistry>();
@@ -286,6 +291,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
     return metering->ObserverFor(model, device);
   };
   manager_options.model_roots = config::ModelRoots(*cfg);
+  manager_options.backends = node->backends_.get();
   manager_options.observer = [raw](const runtime::InstanceEvent& event) {
     raw->OnInstanceEvent(event);
   };

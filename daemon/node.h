@@ -21,6 +21,7 @@
 #include "daemon/openai_api.h"
 #include "daemon/tenants_api.h"
 #include "daemon/usage_api.h"
+#include "devices/backend.h"
 #include "devices/device.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
@@ -80,6 +81,8 @@ class Node {
 
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;
+  // Outlives the devices and the instance manager, which use its backends.
+  std::unique_ptr<devices::BackendRegistry> backends_;
   std::vector<devices::DevicePtr> devices_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* store_errors_ = nullptr;

@@ -42,7 +42,7 @@ struct CudaDetails {
 
 // Static facts, read once at discovery.
 struct DeviceInfo {
-  std::string id;                     // "cpu", "cuda:0", "plugin:NAME"
+  std::string id;                     // "cpu", "cuda:0", a plugin's "KIND:N"
   DeviceKind kind = DeviceKind::kCpu;
   std::string name;                   // human name: CPU model or GPU name
   uint64_t memory_total_bytes = 0;

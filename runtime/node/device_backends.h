@@ -1,31 +1,24 @@
-// Device backends: the KV arena and the executor for a device of any kind, so
-// the instance manager places models without knowing which devices this
-// build can drive (CUDA only when built with nvcc).
+// The compiled-in device backends: the CPU always, CUDA when this build has
+// nvcc. The composition root adds them to its BackendRegistry
+// (devices/backend.h) next to the plugins it loads; the instance manager
+// places models through that registry without knowing any kind.
 #pragma once
 
-#include <cstddef>
-
-#include "absl/status/statusor.h"
-#include "devices/device.h"
-#include "devices/executor.h"
-#include "devices/kv_arena.h"
+#include "absl/status/status.h"
+#include "devices/backend.h"
 
 namespace tokenmill::runtime {
 
-// Whether this build has an executor for the device's kind (CPU always; CUDA
-// when built with CUDA).
-bool DeviceRunsModels(const devices::Device& device);
+// Host memory arena and the threaded CPU executor, for the device of kind
+// "cpu" (DeviceKind::kCpu).
+devices::DeviceBackendPtr MakeCpuBackend();
 
-// The device's KV arena, growing up to `budget`: host memory for the CPU, a
-// cudaMalloc per chunk on a GPU. kUnimplemented for a kind without a
-// backend.
-absl::StatusOr<devices::KvArenaPtr> CreateKvArenaFor(const devices::Device& device,
-                                                     devices::KvArenaBudget budget,
-                                                     size_t page_bytes);
+// CUDA GPUs ("cuda:N"): discovery through libcuda/NVML, a cudaMalloc per
+// arena chunk and the CUDA executor when built with CUDA; without CUDA the
+// GPUs are still discovered (and sampled) but run no models.
+devices::DeviceBackendPtr MakeCudaBackend();
 
-// An executor for `spec` on the device (options.kv_arena is the device's).
-absl::StatusOr<devices::ExecutorPtr> CreateExecutorFor(const devices::Device& device,
-                                                       const devices::ModelSpec& spec,
-                                                       const devices::ExecutorOptions& options);
+// Adds MakeCpuBackend() and MakeCudaBackend(), in that order.
+absl::Status AddBuiltinBackends(devices::BackendRegistry& registry);
 
 }  // namespace tokenmill::runtime

@@ -124,7 +124,14 @@ struct InstanceManager::Impl {
     Impl* impl ABSL_GUARDED_BY(mu) = nullptr;
   };
 
-  Impl(tenants::TenantRegistry& t, InstanceManagerOptions o) : tenants(t), options(std::move(o)) {}
+  Impl(tenants::TenantRegistry& t, InstanceManagerOptions o) : tenants(t), options(std::move(o)) {
+    if (options.backends == nullptr) {
+      // Only fails for a kind added twice, which two fixed kinds cannot be.
+      (void)AddBuiltinBackends(own_backends);
+      options.backends = &own_backends;
+    }
+  }
+  const devices::BackendRegistry& backends() const { return *options.backends; }
 
   DeviceSlot* FindDevice(const std::string& id) {
     for (auto& d : devices) {
@@ -146,6 +153,7 @@ struct InstanceManager::Impl {
 
   tenants::TenantRegistry& tenants;
   InstanceManagerOptions options;
+  devices::BackendRegistry own_backends;  // used when options.backends is null
   std::vector<DeviceSlot> devices;
   std::vector<std::string> unusable;  // devices left out at creation, with why
   std::shared_ptr<Liveness> liveness = std::make_shared<Liveness>();
@@ -268,7 +276,7 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
   eo.kv_blocks = static_cast<uint32_t>(std::min<uint64_t>(id_space, UINT32_MAX));
   eo.threads = options.cpu_threads;
   eo.max_batch_tokens = static_cast<int32_t>(max_batch_tokens);
-  absl::StatusOr<devices::ExecutorPtr> executor = CreateExecutorFor(*slot->device, ms, eo);
+  absl::StatusOr<devices::ExecutorPtr> executor = backends().CreateExecutor(*slot->device, ms, eo);
   if (!executor.ok()) return fail(executor.status());
 
   InstanceOptions io;
@@ -359,7 +367,7 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
   auto impl = std::make_unique<Impl>(tenants, std::move(options));
   for (devices::Device* device : devices) {
     if (device == nullptr) continue;
-    if (!DeviceRunsModels(*device)) {
+    if (!impl->backends().RunsModels(*device)) {
       impl->unusable.push_back(
           absl::StrCat(device->Info().id, ": this build has no executor for this device"));
       continue;
@@ -372,7 +380,7 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
     absl::StatusOr<devices::KvArenaPtr> arena =
         impl->options.create_kv_arena
             ? impl->options.create_kv_arena(*device, budget, impl->options.kv_page_bytes)
-            : CreateKvArenaFor(*device, budget, impl->options.kv_page_bytes);
+            : impl->backends().CreateKvArena(*device, budget, impl->options.kv_page_bytes);
     if (!arena.ok() && device->Info().kind != devices::DeviceKind::kCpu) {
       impl->unusable.push_back(absl::StrCat(device->Info().id, ": ", arena.status().ToString()));
       continue;

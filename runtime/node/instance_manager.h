@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "devices/backend.h"
 #include "devices/device.h"
 #include "devices/executor.h"
 #include "devices/kv_arena.h"
@@ -96,8 +97,12 @@ struct InstanceManagerOptions {
   // chunks of a GPU arena count as free in the fit check and are given back
   // before a model's weights load (a CPU's free pages hold no memory).
   std::function<devices::KvArenaBudget(const devices::Device&)> kv_memory;
-  // Makes a device's arena (budget, page bytes); unset: the device's backend
-  // (runtime/node/device_backends.h). Tests give a simulated device memory.
+  // The backends that make arenas and executors (the composition root's
+  // registry, which outlives the manager); null: the compiled-in CPU and
+  // CUDA backends (runtime/node/device_backends.h).
+  const devices::BackendRegistry* backends = nullptr;
+  // Makes a device's arena (budget, page bytes); unset: the device's backend.
+  // Tests give a simulated device memory.
   std::function<absl::StatusOr<devices::KvArenaPtr>(const devices::Device&, devices::KvArenaBudget,
                                                     size_t)>
       create_kv_arena;

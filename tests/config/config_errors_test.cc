@@ -186,7 +186,10 @@ const std::string kBadListen =
     "(\"[::1]:8080\") as host";
 const std::string kBadDuration =
     "must be a duration like \"30s\", \"500ms\" or \"2m\" (units ms, s, m, h)";
-const std::string kBadPattern = "must be \"cpu\", \"cuda:N\", \"cuda:*\" or \"plugin:NAME\"";
+const std::string kBadPattern =
+    "must be \"cpu\", \"KIND:N\" or \"KIND:*\" (\"cuda:0\", \"cuda:*\", a plugin's \"acme:1\")";
+const std::string kBadChoice =
+    "must be \"auto\", \"cpu\" or \"KIND:N\" (\"cuda:0\", a plugin's \"acme:1\")";
 const std::string kBadKv =
     "must be a percentage like \"80%\", a size like \"8GiB\" or a byte count";
 const std::string kDevice = "[[device]]\nmatch = \"cpu\"";
@@ -364,12 +367,9 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{"[[model]]\npath = \"/m\"", "id = \"" + std::string(65, 'm') + "\"",
                   "[[model]].id must be at most 64 characters long, got \"" + std::string(65, 'm') +
                       "\""},
-        ValueCase{kModel, "device = \"gpu0\"",
-                  "[[model]].device must be \"auto\", \"cpu\", \"cuda:N\" or \"plugin:NAME\", got "
-                  "\"gpu0\""},
+        ValueCase{kModel, "device = \"gpu0\"", "[[model]].device " + kBadChoice + ", got \"gpu0\""},
         ValueCase{kModel, "device = \"cuda:*\"",
-                  "[[model]].device must be \"auto\", \"cpu\", \"cuda:N\" or \"plugin:NAME\", got "
-                  "\"cuda:*\""},
+                  "[[model]].device " + kBadChoice + ", got \"cuda:*\""},
         ValueCase{kModel, "context = 0", "[[model]].context must be >= 1, got 0"},
         ValueCase{kModel, "max_seqs = 1.0", "[[model]].max_seqs must be an integer, got float 1"},
         ValueCase{kModel, "price_input_per_mtok = -2",

@@ -33,6 +33,18 @@ NodeConfig ParseOrDie(std::string_view text) {
   return config.ok() ? *config : NodeConfig{};
 }
 
+TEST(ParseConfigTest, DevicePluginsAreAbsolutePaths) {
+  EXPECT_THAT(ParseOrDie("").node.device_plugins, IsEmpty());
+  const NodeConfig c = ParseOrDie(
+      "[node]\ndevice_plugins = [\"/usr/lib/tokenmill/plugins/libacme.so\", \"/opt/x.so\"]\n");
+  ASSERT_EQ(c.node.device_plugins.size(), 2u);
+  EXPECT_EQ(c.node.device_plugins[0], "/usr/lib/tokenmill/plugins/libacme.so");
+  absl::StatusOr<NodeConfig> relative =
+      ParseConfig("[node]\ndevice_plugins = [\"plugins/libacme.so\"]\n", kSource);
+  ASSERT_FALSE(relative.ok());
+  EXPECT_THAT(std::string(relative.status().message()), ::testing::HasSubstr("device_plugins"));
+}
+
 TEST(ParseConfigTest, EmptyTextGivesDefaults) {
   const NodeConfig config = ParseOrDie("");
   EXPECT_EQ(config.node.name, HostName());
@@ -114,7 +126,7 @@ match = "cpu"
 kv_memory = "8GiB"
 
 [[device]]
-match = "plugin:acme-npu"
+match = "acme-npu:*"
 kv_memory = 4096
 
 [[model]]
@@ -210,7 +222,7 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
   EXPECT_EQ(c.devices[1].cost_weight, 1.0);
   EXPECT_EQ(c.devices[1].kv_memory.bytes, 8ull << 30);
   EXPECT_EQ(c.devices[1].watts, std::nullopt);
-  EXPECT_EQ(c.devices[2].match, "plugin:acme-npu");
+  EXPECT_EQ(c.devices[2].match, "acme-npu:*");
   EXPECT_EQ(c.devices[2].kv_memory.bytes, 4096u);
 
   ASSERT_EQ(c.models.size(), 2u);
@@ -382,6 +394,7 @@ TEST(RestartRequiredChangesTest, NamesEveryFixedSettingThatChanged) {
   const NodeConfig before = ParseOrDie(kFullConfig);
   NodeConfig after = before;
   after.node.name = "renamed";
+  after.node.device_plugins = {"/usr/lib/tokenmill/plugins/libacme.so"};
   after.api.socket = "/tmp/other.sock";
   after.api.idle_timeout = std::chrono::seconds(1);
   after.api.control_token_sha256 = std::string(64, 'b');
@@ -393,19 +406,19 @@ TEST(RestartRequiredChangesTest, NamesEveryFixedSettingThatChanged) {
   after.scheduler.vtc_output_weight = 8;
   after.devices[0].kv_memory.fraction = 0.5;       // cuda:*
   after.devices[1].kv_memory = MemoryAmount{};     // cpu: 8GiB -> 80%
-  after.devices.erase(after.devices.begin() + 2);  // plugin:acme-npu removed
+  after.devices.erase(after.devices.begin() + 2);  // acme-npu:* removed
   after.devices.emplace_back().match = "cuda:3";
   after.models[0].path = "/models/other.gguf";
   after.models[0].context = std::nullopt;
   after.models[1].id = "qwen2.5";  // removed one model, added another
-  EXPECT_THAT(
-      RestartRequiredChanges(before, after),
-      ElementsAre("node.name", "api.socket", "api.idle_timeout", "api.control_token_sha256",
-                  "api.socket_max_connections", "api.max_buffered_output_bytes", "metrics.listen",
-                  "storage.durability", "scheduler.block_tokens", "scheduler.vtc_output_weight",
-                  "device[cpu].kv_memory", "device[cuda:*].kv_memory", "device[plugin:acme-npu]",
-                  "device[cuda:3]", "model[llama3:8b].path", "model[llama3:8b].context",
-                  "model[qwen2]", "model[qwen2.5]"));
+  EXPECT_THAT(RestartRequiredChanges(before, after),
+              ElementsAre("node.name", "node.device_plugins", "api.socket", "api.idle_timeout",
+                          "api.control_token_sha256", "api.socket_max_connections",
+                          "api.max_buffered_output_bytes", "metrics.listen", "storage.durability",
+                          "scheduler.block_tokens", "scheduler.vtc_output_weight",
+                          "device[acme-npu:*]", "device[cpu].kv_memory", "device[cuda:*].kv_memory",
+                          "device[cuda:3]", "model[llama3:8b].path", "model[llama3:8b].context",
+                          "model[qwen2]", "model[qwen2.5]"));
 }
 
 TEST(DurabilityTest, ToStringNamesTheConfigValue) {
@@ -422,8 +435,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("model.price_output_per_mtok"));
   EXPECT_THAT(keys, ::testing::Contains("api.control_token_sha256"));
   EXPECT_THAT(keys, ::testing::Contains("node.model_roots"));
-  // One per field of the sections: 3 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 56u);
+  EXPECT_THAT(keys, ::testing::Contains("node.device_plugins"));
+  // One per field of the sections: 4 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 57u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {
@@ -442,6 +456,13 @@ TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {
   EXPECT_EQ(FindDeviceConfig(config, "cuda:0")->watts, 700.0);
   EXPECT_EQ(FindDeviceConfig(config, "cpu"), &config.devices[2]);
   EXPECT_EQ(FindDeviceConfig(config, "plugin:x"), nullptr);
+  // A plugin's devices match like any kind's.
+  DeviceConfig acme;
+  acme.match = "acme:*";
+  acme.watts = 50.0;
+  config.devices.push_back(acme);
+  ASSERT_NE(FindDeviceConfig(config, "acme:3"), nullptr);
+  EXPECT_EQ(FindDeviceConfig(config, "acme:3")->watts, 50.0);
   // "cuda:*" does not cover an id that merely starts with "cuda".
   EXPECT_EQ(FindDeviceConfig(config, "cudax:0"), nullptr);
 }

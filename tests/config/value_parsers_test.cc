@@ -103,17 +103,21 @@ TEST(CheckListenAddressTest, HostsAndPorts) {
 }
 
 TEST(DevicePatternTest, PatternsAndChoices) {
-  for (const char* ok : {"cpu", "cuda:0", "cuda:15", "cuda:*", "plugin:acme", "plugin:a.b_c-d"}) {
+  for (const char* ok :
+       {"cpu", "cuda:0", "cuda:15", "cuda:*", "acme:0", "acme:*", "a_b-c9:12", "reference:0"}) {
     EXPECT_TRUE(CheckDevicePattern(ok).ok()) << ok;
   }
   for (const char* bad : {"", "auto", "gpu", "cuda", "cuda:", "cuda:-1", "cuda:1234", "cuda:x",
-                          "plugin:", "plugin:a/b", "CPU", "cpu:0"}) {
+                          "plugin:", "plugin:a/b", "CPU", "cpu:0", "cpu:*", "acme", "Acme:0",
+                          "9x:0", "a.b:0", "acme:x"}) {
     EXPECT_FALSE(CheckDevicePattern(bad).ok()) << bad;
   }
-  for (const char* ok : {"auto", "cpu", "cuda:3", "plugin:acme"}) {
+  EXPECT_TRUE(CheckDevicePattern(std::string(32, 'a') + ":0").ok());  // kinds up to 32 characters
+  EXPECT_FALSE(CheckDevicePattern(std::string(33, 'a') + ":0").ok());
+  for (const char* ok : {"auto", "cpu", "cuda:3", "acme:0"}) {
     EXPECT_TRUE(CheckDeviceChoice(ok).ok()) << ok;
   }
-  for (const char* bad : {"", "cuda:*", "any", "cuda:", "plugin:"}) {
+  for (const char* bad : {"", "cuda:*", "acme:*", "any", "cuda:", "plugin:", "cpu:0"}) {
     EXPECT_FALSE(CheckDeviceChoice(bad).ok()) << bad;
   }
 }

@@ -1,0 +1,189 @@
+// The device plugin loader: the reference plugin loads and describes its
+// device; a library built for another ABI major, one without the entry
+// point, and one in a place others can write are refused with a message
+// that says why; a plugin's errors come back as Status with its message.
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "devices/plugin/plugin_backend.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/model/synth.h"
+
+namespace tokenmill::devices {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A fresh directory in the build tree (not /tmp, which anyone may write).
+class TrustedDir {
+ public:
+  TrustedDir() {
+    std::string pattern = std::string(TOKENMILL_BINARY_DIR) + "/plugin-loader-test-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
+    path_ = pattern;
+    ::chmod(path_.c_str(), 0755);
+  }
+  ~TrustedDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all, ec);
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path CopyInto(const std::filesystem::path& dir, const char* library) {
+  const std::filesystem::path to = dir / std::filesystem::path(library).filename();
+  std::filesystem::copy_file(library, to, std::filesystem::copy_options::overwrite_existing);
+  ::chmod(to.c_str(), 0755);
+  return to;
+}
+
+TEST(PluginLoaderTest, LoadsTheReferencePluginAndDescribesItsDevice) {
+  auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->kind(), "reference");
+  Discovery found;
+  DiscoveryOptions options;
+  options.watts_for = [](const std::string& id) -> std::optional<double> {
+    return id == "reference:0" ? std::optional<double>(42.0) : std::nullopt;
+  };
+  ASSERT_TRUE((*backend)->Discover(options, found).ok());
+  ASSERT_EQ(found.devices.size(), 1u);
+  Device& device = *found.devices[0];
+  EXPECT_EQ(device.Info().id, "reference:0");
+  EXPECT_EQ(device.Info().kind, DeviceKind::kPlugin);
+  EXPECT_GT(device.Info().memory_total_bytes, 0u);
+  EXPECT_TRUE((*backend)->RunsModels(device));
+  const nlohmann::json details = (*backend)->DetailsJson(device);
+  EXPECT_EQ(details["abi"], "1.0");
+  EXPECT_EQ(details["properties"]["implementation"], "naive f32 on the host");
+  // The plugin has no power probe: the configured [[device]] watts stand in.
+  const DeviceSample sample = device.Sample();
+  EXPECT_EQ(sample.power_watts, 42.0);
+  EXPECT_FALSE(sample.temperature_celsius.has_value());  // absent, not 0
+}
+
+TEST(PluginLoaderTest, TheRegistryFindsBackendsByKindAndRefusesATakenKind) {
+  BackendRegistry registry;
+  auto first = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
+  auto second = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_TRUE(registry.Add(std::move(*first)).ok());
+  EXPECT_EQ(registry.Add(std::move(*second)).code(), absl::StatusCode::kAlreadyExists);
+  auto found = registry.DiscoverAll(DiscoveryOptions{});
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->devices.size(), 1u);
+  EXPECT_EQ(registry.For(*found->devices[0]), registry.ForKind("reference"));
+  EXPECT_TRUE(registry.RunsModels(*found->devices[0]));
+  EXPECT_EQ(registry.ForKind("cpu"), nullptr);
+  EXPECT_EQ(KindOfDeviceId("acme:3"), "acme");
+  EXPECT_EQ(KindOfDeviceId("cpu"), "cpu");
+}
+
+TEST(PluginLoaderTest, AnotherAbiMajorIsRefusedNamingBothVersions) {
+  auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN_ABI99);
+  ASSERT_FALSE(backend.ok());
+  EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(backend.status().message()), HasSubstr("built for device ABI 99.0"));
+  EXPECT_THAT(std::string(backend.status().message()), HasSubstr("the major must match"));
+}
+
+TEST(PluginLoaderTest, ALibraryWithoutTheEntryPointIsRefused) {
+  auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN_NO_ENTRY);
+  ASSERT_FALSE(backend.ok());
+  EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(backend.status().message()),
+              HasSubstr("exports no tokenmill_device_plugin()"));
+}
+
+TEST(PluginLoaderTest, ALibraryOthersCanReplaceIsRefused) {
+  TrustedDir dir;
+  const std::filesystem::path plugin = CopyInto(dir.path(), TOKENMILL_REFERENCE_PLUGIN);
+  ASSERT_TRUE(LoadDevicePlugin(plugin).ok());  // the same copy loads where it is safe
+
+  ::chmod(plugin.c_str(), 0757);  // anyone may write the file
+  auto refused = LoadDevicePlugin(plugin);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("writable by anyone"));
+
+  ::chmod(plugin.c_str(), 0755);
+  ::chmod(dir.path().c_str(), 0777);  // anyone may swap the file
+  refused = LoadDevicePlugin(plugin);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("directory " + dir.path().string() + " is writable by anyone"));
+  ::chmod(dir.path().c_str(), 0755);
+
+  // A symlink is followed, and the directory holding the link is checked
+  // too: whoever can write there could point it at another library.
+  const std::filesystem::path link = dir.path() / "link.so";
+  std::filesystem::create_symlink(plugin, link);
+  EXPECT_TRUE(LoadDevicePlugin(link).ok());
+  char open_pattern[] = "/tmp/tokenmill-plugin-link-XXXXXX";
+  ASSERT_NE(::mkdtemp(open_pattern), nullptr);
+  const std::filesystem::path open_dir = open_pattern;
+  ::chmod(open_dir.c_str(), 0777);
+  std::filesystem::create_symlink(plugin, open_dir / "link.so");
+  refused = LoadDevicePlugin(open_dir / "link.so");
+  std::filesystem::remove_all(open_dir);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("is writable by anyone"));
+
+  // Owned by someone the daemon does not trust.
+  PluginLoadOptions only_other;
+  only_other.trusted_owners = {static_cast<uid_t>(geteuid() + 12345)};
+  refused = LoadDevicePlugin(plugin, only_other);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("not root or the daemon's user"));
+
+  EXPECT_EQ(LoadDevicePlugin(dir.path() / "missing.so").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(PluginLoaderTest, APluginsForwardErrorComesBackWithItsMessage) {
+  auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN_FAILING);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->kind(), "failing");
+  Discovery found;
+  ASSERT_TRUE((*backend)->Discover(DiscoveryOptions{}, found).ok());
+  ASSERT_EQ(found.devices.size(), 1u);
+  const Device& device = *found.devices[0];
+  model::SynthOptions shape;
+  shape.vocab_size = 300;
+  shape.context_length = 64;
+  auto model = model::SynthesizeModel(shape);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto arena = (*backend)->CreateKvArena(device, KvArenaBudget{.bytes = 1 << 20}, 16384);
+  ASSERT_TRUE(arena.ok()) << arena.status();
+  ExecutorOptions eo;
+  eo.block_tokens = 16;
+  eo.kv_blocks = 8;
+  eo.kv_arena = arena->get();
+  auto executor = (*backend)->CreateExecutor(device, model->spec, eo);
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  const uint32_t page = *(*arena)->TakePage();
+  ASSERT_TRUE((*executor)->MapKvPage(0, page).ok());
+  const std::vector<int32_t> tokens = {1, 2, 3};
+  const std::vector<uint32_t> table = {0};
+  Batch batch;
+  batch.seqs.push_back({.seq_id = 1, .tokens = tokens, .start_pos = 0, .block_table = table});
+  auto out = (*executor)->Forward(batch);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(out.status().message(),
+            "device plugin failing: reference plugin (failing build): the device lost its state");
+
+  (*executor)->UnmapKvPage(0).IgnoreError();
+  (*arena)->ReturnPage(page);
+}
+
+}  // namespace
+}  // namespace tokenmill::devices

@@ -1,0 +1,164 @@
+// Device plugins end to end: the real tokenmilld, configured with the
+// reference plugin, a plugin whose forward always fails, one built for
+// another ABI major and one without the entry point, serves a model on
+// "reference:0" through the OpenAI API next to a model on the CPU. Both are
+// metered and priced ([[device]] watts and cost_weight apply to the plugin
+// device), both show in /metrics and `tokenmill devices`; the refused
+// plugins are logged with the reason; the failing plugin's requests fail
+// with its message while the daemon keeps serving.
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model/synth.h"
+#include "runtime/tenants/tenant_registry.h"
+#include "tests/integration/daemon_process.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tiny_model.h"
+
+namespace tokenmill::testing {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+constexpr char kKey[] = "key-plugin-0123456789";
+
+// Whether some sample line of `name` carries every one of `labels`.
+bool HasSeries(const std::string& text, const std::string& name,
+               const std::vector<std::string>& labels) {
+  size_t pos = 0;
+  while ((pos = text.find("\n" + name + "{", pos)) != std::string::npos) {
+    const size_t end = text.find('\n', pos + 1);
+    const std::string line = text.substr(pos + 1, end - pos - 1);
+    bool all = true;
+    for (const std::string& l : labels) all = all && line.find(l) != std::string::npos;
+    if (all) return true;
+    pos = end;
+  }
+  return false;
+}
+
+class DevicePluginTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const model::SynthOptions shape =
+        TinyModelShape(devices::TensorType::kF16, /*vocab_size=*/300, /*context_length=*/256);
+    const std::filesystem::path model = dir_.path() / "tiny.gguf";
+    ASSERT_TRUE(model::WriteSynthGguf(shape, model).ok());
+
+    DaemonOptions options;
+    options.api_toml = "tcp = \"127.0.0.1:0\"\n";
+    // The plugins stay where the build put them: the build tree is owned by
+    // this user and writable by no one else (the test dir under /tmp is not).
+    options.node_toml =
+        absl::StrCat("device_plugins = [\"", TOKENMILL_REFERENCE_PLUGIN, "\", \"",
+                     TOKENMILL_REFERENCE_PLUGIN_FAILING, "\", \"", TOKENMILL_REFERENCE_PLUGIN_ABI99,
+                     "\", \"", TOKENMILL_REFERENCE_PLUGIN_NO_ENTRY, "\"]\n");
+    auto model_entry = [&](const char* id, const char* device) {
+      return absl::StrCat("[[model]]\nid = \"", id, "\"\npath = \"", model.string(),
+                          "\"\ndevice = \"", device, "\"\nmax_seqs = 4\n\n");
+    };
+    options.extra_toml = absl::StrCat(
+        "[cost]\ncapex = 100000\ndepreciation_years = 4\npower_usd_per_kwh = 0.2\npue = 1.2\n\n",
+        "[[device]]\nmatch = \"cpu\"\nwatts = 100\nkv_memory = \"64MiB\"\n\n",
+        "[[device]]\nmatch = \"reference:*\"\nwatts = 50\ncost_weight = 2\n"
+        "kv_memory = \"64MiB\"\n\n",
+        "[[device]]\nmatch = \"failing:0\"\nkv_memory = \"64MiB\"\n\n",
+        model_entry("tiny-cpu", "cpu"), model_entry("tiny-ref", "reference:0"),
+        model_entry("tiny-fail", "failing:0"),
+        "[[tenant]]\nname = \"alpha\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kKey),
+        "\"]\nprice_input_per_mtok = 1\nprice_output_per_mtok = 2\n");
+    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), options);
+    ASSERT_TRUE(daemon_->Start()) << daemon_->Stderr();
+    for (const char* id : {"tiny-cpu", "tiny-ref", "tiny-fail"}) {
+      ASSERT_TRUE(daemon_->WaitModelReady(id)) << id << "\n" << daemon_->Stderr();
+    }
+    port_ = daemon_->ApiTcpPort();
+    ASSERT_FALSE(port_.empty());
+  }
+
+  void TearDown() override {
+    if (daemon_) {
+      EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Stderr();
+    }
+  }
+
+  CurlResult Complete(const std::string& model) {
+    const json body = {
+        {"model", model}, {"prompt", "hello plugin"}, {"max_tokens", 4}, {"temperature", 0}};
+    return CurlRequest(
+        absl::StrCat("http://127.0.0.1:", port_, "/v1/completions"), "", "POST", body.dump(),
+        {"Content-Type: application/json", std::string("Authorization: Bearer ") + kKey}, 60000);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::string port_;
+};
+
+TEST_F(DevicePluginTest, ServesOnThePluginDeviceNextToTheCpuMeteredAndListed) {
+  // Refused plugins are named with the reason; the node started anyway.
+  const std::string log = daemon_->Stderr();
+  EXPECT_THAT(log, HasSubstr("device_plugin_loaded"));
+  EXPECT_THAT(log, HasSubstr("was built for device ABI 99.0"));
+  EXPECT_THAT(log, HasSubstr("exports no tokenmill_device_plugin()"));
+
+  for (const char* model : {"tiny-cpu", "tiny-ref"}) {
+    CurlResult r = Complete(model);
+    ASSERT_EQ(r.status, 200) << model << ": " << r.body;
+    json j = json::parse(r.body);
+    EXPECT_EQ(j["usage"]["completion_tokens"], 4) << r.body;
+  }
+
+  // The devices API and the CLI list the plugin device with its details.
+  CurlResult devices = daemon_->Control("GET", "/control/v1/devices");
+  ASSERT_EQ(devices.status, 200);
+  json list = json::parse(devices.body)["devices"];
+  json ref;
+  for (const json& d : list) {
+    if (d["id"] == "reference:0") ref = d;
+  }
+  ASSERT_FALSE(ref.is_null()) << devices.body;
+  EXPECT_EQ(ref["kind"], "reference");
+  EXPECT_EQ(ref["reference"]["abi"], "1.0");
+  EXPECT_EQ(ref["reference"]["properties"]["implementation"], "naive f32 on the host");
+  auto table =
+      RunCommand({TokenmillCliPath(), "--socket", daemon_->socket_path().string(), "devices"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("reference:0"));
+  EXPECT_THAT(table.out, HasSubstr("cpu"));
+
+  // Metered and priced on both devices; the plugin device's configured
+  // watts give it an energy counter.
+  CurlResult metrics =
+      CurlRequest(absl::StrCat("http://", daemon_->MetricsAddress(), "/metrics"), "");
+  ASSERT_EQ(metrics.status, 200);
+  for (const char* device : {"cpu", "reference:0"}) {
+    SCOPED_TRACE(device);
+    const std::string label = absl::StrCat("device=\"", device, "\"");
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_tokens_total", {label, "kind=\"generated\""}));
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_cost_usd_total", {label}));
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_step_duration_seconds_count", {label}));
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_energy_joules_total", {label}));
+  }
+  EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_device_power_watts", {"reference:0\"} 50"}))
+      << metrics.body.substr(0, 4000);
+}
+
+TEST_F(DevicePluginTest, AFailingForwardFailsItsRequestsAndTheDaemonStaysUp) {
+  CurlResult r = Complete("tiny-fail");
+  EXPECT_GE(r.status, 500) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("the device lost its state")) << r.body;
+  // The other devices keep serving, and the failing one answers again.
+  EXPECT_EQ(Complete("tiny-ref").status, 200);
+  EXPECT_EQ(Complete("tiny-cpu").status, 200);
+  EXPECT_GE(Complete("tiny-fail").status, 500);
+  EXPECT_EQ(daemon_->Control("GET", "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace tokenmill::testing
