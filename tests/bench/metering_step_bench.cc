@@ -12,16 +12,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <numeric>
 #include <string>
 #include <vector>
 
-#include "daemon/metering.h"
 #include "devices/cpu/cpu_executor.h"
+#include "metering/cost_model.h"
+#include "metering/metering.h"
 #include "prometheus/registry.h"
 #include "runtime/model/synth.h"
 #include "storage/meter_store.h"
-#include "telemetry/cost_model.h"
 #include "telemetry/runtime_metrics.h"
 #include "tests/bench/bench_stats.h"
 
@@ -94,7 +95,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "store: %s\n", std::string(store.status().message()).c_str());
     return 1;
   }
-  telemetry::CostInputs in;
+  metering::CostInputs in;
   in.capex = 320000;
   in.power_usd_per_kwh = 0.12;
   in.pue = 1.3;
@@ -102,21 +103,16 @@ int main(int argc, char** argv) {
   in.debt_service_usd_per_hour = 2.1;
   in.other_usd_per_hour = 0.5;
   in.devices.push_back({"cpu", 1.0, 150.0});
-  auto model = telemetry::CostModel::Create(in);
-  telemetry::CostLedger ledger(*model, Clock::now());
-  tenants::TenantRegistry tenants;
-  for (int t = 0; t < 4; ++t) {
-    tenants::TenantPolicy p;
-    p.name = "tenant" + std::to_string(t);
-    p.price_input_per_mtok = 0.2;
-    p.price_output_per_mtok = 0.6;
-    (void)tenants.Put(p);
-  }
+  auto model = metering::CostModel::Create(in);
+  metering::CostLedger ledger(*model, Clock::now());
+  std::map<std::string, metering::Prices> tenant_prices;
+  for (int t = 0; t < 4; ++t) tenant_prices["tenant" + std::to_string(t)] = {0.2, 0.6};
   prometheus::Registry registry;
   telemetry::RuntimeMetrics metrics(registry, [] { return telemetry::RuntimeSnapshot{}; });
-  daemon::MeteringSources sources;
+  metering::MeteringSources sources;
   sources.watts = [](const std::string&) { return std::optional<double>(150.0); };
-  daemon::Metering metering(**store, ledger, tenants, &metrics, sources);
+  metering::Metering metering(**store, ledger, &metrics, sources);
+  metering.SetTenantPrices(tenant_prices);
   auto observer = metering.ObserverFor("bench-model", "cpu");
 
   std::vector<std::string> ids(kSeqs), names(kSeqs);

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -240,6 +241,45 @@ TEST_F(MeteringTest, SighupChangesPricesFromThenOnNeverRetroactively) {
   const double tokens_out = before["generated_tokens"].get<double>();
   EXPECT_NEAR(r1, (tokens_in * 0.5 + tokens_out * 1.5) * 1e3, 1.0 * 10);
   EXPECT_NEAR(r2, (tokens_in * 5.0 + tokens_out * 15.0) * 1e3, 1.0 * 10);
+}
+
+// A tenant the control API makes or changes is priced from its next step on:
+// the daemon pushes every tenant change into metering (the engine thread no
+// longer reads the tenant registry). A request before and one after a PATCH
+// to tenfold prices earn revenue at exactly their prices.
+TEST_F(MeteringTest, TenantPricesSetThroughTheApiApplyToTheNextRequest) {
+  auto daemon = StartDaemon();
+  constexpr char kKeyD[] = "metering-key-d-0004";
+  auto put = daemon->Control(
+      "PUT", "/control/v1/tenants/d",
+      json({{"api_keys", {kKeyD}}, {"price_input_per_mtok", 0.5}, {"price_output_per_mtok", 1.5}})
+          .dump());
+  ASSERT_EQ(put.status, 200) << put.body;
+  const json body = {{"model", "tiny"},
+                     {"prompt", "price me"},
+                     {"max_tokens", 10},
+                     {"temperature", 0},
+                     {"ignore_eos", true}};
+  ASSERT_EQ(Post(body, kKeyD, "api-before").status, 200);
+  auto patch = daemon->Control(
+      "PATCH", "/control/v1/tenants/d",
+      json({{"price_input_per_mtok", 5.0}, {"price_output_per_mtok", 15.0}}).dump());
+  ASSERT_EQ(patch.status, 200) << patch.body;
+  ASSERT_EQ(Post(body, kKeyD, "api-after").status, 200);
+  ASSERT_EQ(daemon->Stop(), 0);
+  const StoreView store = ReadStore();
+  for (const auto& [id, in_pico, out_pico] :
+       {std::tuple<std::string, int64_t, int64_t>{"api-before", 500000, 1500000},
+        {"api-after", 5000000, 15000000}}) {
+    ASSERT_TRUE(store.ledger_by_client_id.contains(id)) << id;
+    const json& rec = store.ledger_by_client_id.at(id);
+    const int64_t prompt = rec["prompt_tokens"];
+    const int64_t generated = rec["generated_tokens"];
+    EXPECT_EQ(generated, 10);
+    EXPECT_EQ(rec["revenue_nusd"].get<int64_t>(),
+              (prompt * in_pico + generated * out_pico + 500) / 1000)
+        << id;
+  }
 }
 
 // Prices with more than three decimals per million tokens (0.0375 and
