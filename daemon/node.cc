@@ -267,8 +267,13 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
     }
     return out;
   };
-  node->metering_ = std::make_unique<metering::Metering>(
-      *node->store_, *node->cost_ledger_, node->runtime_metrics_.get(), std::move(sources));
+  // With durability = "power" every commit is an fsync: the steps of all
+  // instances go through one writer thread that commits them in groups.
+  metering::MeteringOptions metering_options;
+  metering_options.group_commit = cfg->storage.durability == config::Durability::kPower;
+  node->metering_ = std::make_unique<metering::Metering>(*node->store_, *node->cost_ledger_,
+                                                         node->runtime_metrics_.get(),
+                                                         std::move(sources), metering_options);
   // Prices are values Metering keeps: the models' now and on SIGHUP, the
   // tenants' now and on every change of a tenant (API or SIGHUP).
   node->metering_->SetModelPrices(ModelPricesFrom(*cfg));

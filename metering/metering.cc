@@ -206,7 +206,7 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
     ts.cost_usd += static_cast<double>(c.cost_nusd) / 1e9;
     ts.revenue_usd += static_cast<double>(c.revenue_nusd) / 1e9;
   }
-  if (absl::Status s = m_.store_.RecordStep(record_); !s.ok()) {
+  if (absl::Status s = m_.CommitStep(record_); !s.ok()) {
     spdlog::error("metering_record_failed model={} error=\"{}\"", model_, s.ToString());
     return s;
   }
@@ -268,8 +268,10 @@ void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
 }
 
 Metering::Metering(storage::MeterSink& store, CostLedger& ledger,
-                   telemetry::RuntimeMetrics* metrics, MeteringSources sources)
+                   telemetry::RuntimeMetrics* metrics, MeteringSources sources,
+                   MeteringOptions options)
     : store_(store),
+      committer_(options.group_commit ? std::make_unique<StepCommitter>(store) : nullptr),
       ledger_(ledger),
       metrics_(metrics),
       sources_(std::move(sources)),
@@ -292,6 +294,10 @@ void Metering::SetTenantPrices(std::map<std::string, Prices> prices) {
   absl::MutexLock lock(&prices_mu_);
   tenant_prices_ = std::move(prices);
   price_table_ = std::make_shared<const PriceTable>(model_prices_, tenant_prices_);
+}
+
+absl::Status Metering::CommitStep(const storage::StepRecord& step) {
+  return committer_ ? committer_->Commit(step) : store_.RecordStep(step);
 }
 
 std::shared_ptr<const PriceTable> Metering::prices() const {

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "metering/cost_model.h"
 #include "metering/prices.h"
+#include "metering/step_committer.h"
 #include "nlohmann/json.hpp"
 #include "runtime/instance/usage_observer.h"
 #include "storage/meter_sink.h"
@@ -41,12 +42,19 @@ struct MeteringSources {
   std::function<std::chrono::steady_clock::time_point()> steady_now;
 };
 
+struct MeteringOptions {
+  // Steps of every instance go through one writer thread that commits them
+  // in groups (StepCommitter): for durability = "power", where each commit
+  // is an fsync. Off: each engine thread writes its own step.
+  bool group_commit = false;
+};
+
 class Metering {
  public:
   // `store`, `ledger` and `metrics` (may be null) outlive it.
   Metering(storage::MeterSink& store, CostLedger& ledger, telemetry::RuntimeMetrics* metrics,
-           MeteringSources sources);
-  ~Metering();  // stops the ticker
+           MeteringSources sources, MeteringOptions options = {});
+  ~Metering();  // stops the ticker and the writer thread; observers must be gone
 
   // The observer of one instance (give it to InstanceManagerOptions).
   runtime::UsageObserverPtr ObserverFor(const std::string& model, const std::string& device);
@@ -81,6 +89,9 @@ class Metering {
   // GET /control/v1/cost.
   nlohmann::json CostJson();
 
+  // Steps waiting for the writer thread (0 without group_commit); tests.
+  size_t queued_steps() const { return committer_ ? committer_->queued() : 0; }
+
  private:
   friend class InstanceMeter;
   // A request end the store refused (unwritable): retried by the ticker once
@@ -96,7 +107,11 @@ class Metering {
   // The prices in force (a snapshot; replaced, never changed in place).
   std::shared_ptr<const PriceTable> prices() const;
 
+  // Writes a step: through the writer thread when there is one.
+  absl::Status CommitStep(const storage::StepRecord& step);
+
   storage::MeterSink& store_;
+  std::unique_ptr<StepCommitter> committer_;  // group_commit only
   CostLedger& ledger_;
   telemetry::RuntimeMetrics* metrics_;
   MeteringSources sources_;

@@ -317,7 +317,19 @@ TEST_F(MeteringTest, RevenueOfEveryRequestIsItsTokensTimesThePrice) {
   EXPECT_EQ(store.usage.revenue_nusd, store.ledger_sum.revenue_nusd);
 }
 
-TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
+class MeteringKillTest : public MeteringTest, public ::testing::WithParamInterface<const char*> {
+ protected:
+  void SetUp() override {
+    MeteringTest::SetUp();
+    options_.extra_toml += absl::StrCat("\n[storage]\ndurability = \"", GetParam(), "\"\n");
+  }
+};
+
+// With durability = "power" the steps go through the metering writer thread
+// (group commit); with "process" each engine thread writes its own.
+INSTANTIATE_TEST_SUITE_P(Durability, MeteringKillTest, ::testing::Values("process", "power"));
+
+TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
   auto daemon = StartDaemon();
   // Requests that finish before the kill: their ledger records must hold
   // exactly the tokens their clients received.
