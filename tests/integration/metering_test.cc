@@ -17,6 +17,7 @@
 #include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
 
@@ -84,31 +85,27 @@ class MeteringTest : public ::testing::Test {
     auto store = storage::MeterStore::Open(o);
     EXPECT_TRUE(store.ok()) << store.status();
     if (!store.ok()) return v;
-    EXPECT_TRUE((*store)
-                    ->ScanLedger([&](std::string_view id, std::string_view record) {
-                      json j = json::parse(record);
-                      v.ledger_by_id[std::string(id)] = j;
-                      ++v.ledger_records;
-                      v.ledger_sum.prompt_tokens += j["prompt_tokens"].get<uint64_t>();
-                      v.ledger_sum.cached_tokens += j["cached_tokens"].get<uint64_t>();
-                      v.ledger_sum.generated_tokens += j["generated_tokens"].get<uint64_t>();
-                      v.ledger_sum.cost_nusd += j["cost_nusd"].get<uint64_t>();
-                      v.ledger_sum.revenue_nusd += j["revenue_nusd"].get<uint64_t>();
-                      v.ledger_sum.requests += 1;
-                      if (j.contains("client_request_id")) {
-                        const std::string id = j["client_request_id"];
-                        EXPECT_FALSE(v.ledger_by_client_id.contains(id))
-                            << "twice in the ledger: " << id;
-                        v.ledger_by_client_id[id] = j;
-                      }
-                      return true;
-                    })
-                    .ok());
-    auto rows = (*store)->ScanUsage(storage::UsageQuery{});
-    EXPECT_TRUE(rows.ok());
-    if (rows.ok()) {
-      for (const auto& d : *rows) v.usage += d.counters;
-    }
+    EXPECT_TRUE(ForEachLedgerRecord(**store, [&](std::string_view id, std::string_view record) {
+                  json j = json::parse(record);
+                  v.ledger_by_id[std::string(id)] = j;
+                  ++v.ledger_records;
+                  v.ledger_sum.prompt_tokens += j["prompt_tokens"].get<uint64_t>();
+                  v.ledger_sum.cached_tokens += j["cached_tokens"].get<uint64_t>();
+                  v.ledger_sum.generated_tokens += j["generated_tokens"].get<uint64_t>();
+                  v.ledger_sum.cost_nusd += j["cost_nusd"].get<uint64_t>();
+                  v.ledger_sum.revenue_nusd += j["revenue_nusd"].get<uint64_t>();
+                  v.ledger_sum.requests += 1;
+                  if (j.contains("client_request_id")) {
+                    const std::string client_id = j["client_request_id"];
+                    EXPECT_FALSE(v.ledger_by_client_id.contains(client_id))
+                        << "twice in the ledger: " << client_id;
+                    v.ledger_by_client_id[client_id] = j;
+                  }
+                  return true;
+                }).ok());
+    auto usage = UsageTotal(**store);
+    EXPECT_TRUE(usage.ok()) << usage.status();
+    if (usage.ok()) v.usage = *usage;
     return v;
   }
 

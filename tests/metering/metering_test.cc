@@ -16,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/instance/usage_observer.h"
 #include "storage/meter_store.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 
 namespace tokenmill::metering {
@@ -94,20 +95,16 @@ class MeteringUnitTest : public ::testing::Test {
   }
 
   json Ledger(const std::string& id) {
-    auto record = store_->GetLedger(id);
+    auto record = ::tokenmill::testing::LedgerRecord(*store_, id);
     EXPECT_TRUE(record.ok() && record->has_value()) << id;
     if (!record.ok() || !record->has_value()) return json();
     return json::parse(**record);
   }
 
   uint64_t StoredCost() {
-    auto rows = store_->ScanUsage(storage::UsageQuery{});
-    EXPECT_TRUE(rows.ok());
-    uint64_t cost = 0;
-    if (rows.ok()) {
-      for (const auto& d : *rows) cost += d.counters.cost_nusd;
-    }
-    return cost;
+    auto total = ::tokenmill::testing::UsageTotal(*store_);
+    EXPECT_TRUE(total.ok()) << total.status();
+    return total.ok() ? total->cost_nusd : 0;
   }
 
   int64_t Attributed() {
@@ -180,11 +177,9 @@ TEST_F(MeteringUnitTest, RequestRevenueIsRoundedOncePerRequest) {
   }
   // The usage counters are the sum of the steps, which is the sum of the
   // requests' exact revenues.
-  auto rows = store_->ScanUsage(storage::UsageQuery{});
-  ASSERT_TRUE(rows.ok());
-  uint64_t stored = 0;
-  for (const auto& d : *rows) stored += d.counters.revenue_nusd;
-  EXPECT_EQ(stored, revenue_sum);
+  auto stored = ::tokenmill::testing::UsageTotal(*store_);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->revenue_nusd, revenue_sum);
 }
 
 // A step the store refuses is not sent (OnStep fails) and must not count as
