@@ -234,10 +234,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   }
 
   // Cost, metering and the serving families.
-  auto cost_model = telemetry::CostModel::Create(CostInputsFrom(*cfg, device_ptrs));
+  auto cost_model = metering::CostModel::Create(CostInputsFrom(*cfg, device_ptrs));
   if (!cost_model.ok()) return cost_model.status();
   node->cost_ledger_ =
-      std::make_unique<telemetry::CostLedger>(*cost_model, std::chrono::steady_clock::now());
+      std::make_unique<metering::CostLedger>(*cost_model, std::chrono::steady_clock::now());
   Node* raw = node.get();
   node->runtime_metrics_ = std::make_unique<telemetry::RuntimeMetrics>(
       *node->registry_, [raw] { return raw->Snapshot(); });
@@ -252,8 +252,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   }
   std::vector<std::string> device_ids;
   for (const devices::Device* d : device_ptrs) device_ids.push_back(d->Info().id);
-  MeteringSources sources;
-  telemetry::CostModelPtr model_now = *cost_model;
+  metering::MeteringSources sources;
+  metering::CostModelPtr model_now = *cost_model;
   sources.watts = [sampler, device_ids, model_now](const std::string& id) -> std::optional<double> {
     const auto samples = sampler->Latest();
     for (size_t i = 0; i < device_ids.size() && i < samples.size(); ++i) {
@@ -272,9 +272,18 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
     }
     return out;
   };
-  node->metering_ = std::make_unique<Metering>(*node->store_, *node->cost_ledger_, *node->tenants_,
-                                               node->runtime_metrics_.get(), std::move(sources));
+  // With durability = "power" every commit is an fsync: the steps of all
+  // instances go through one writer thread that commits them in groups.
+  metering::MeteringOptions metering_options;
+  metering_options.group_commit = cfg->storage.durability == config::Durability::kPower;
+  node->metering_ = std::make_unique<metering::Metering>(*node->store_, *node->cost_ledger_,
+                                                         node->runtime_metrics_.get(),
+                                                         std::move(sources), metering_options);
+  // Prices are values Metering keeps: the models' now and on SIGHUP, the
+  // tenants' now and on every change of a tenant (API or SIGHUP).
   node->metering_->SetModelPrices(ModelPricesFrom(*cfg));
+  node->tenants_->OnChange([raw] { raw->PushTenantPrices(); });
+  node->PushTenantPrices();
   auto recovered = node->metering_->RecoverInterrupted();
   if (!recovered.ok()) return recovered.status();
   if (*recovered > 0) {
@@ -286,7 +295,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   node->metering_->StartTicker(std::chrono::seconds(1));
 
   auto manager_options = InstanceManagerOptionsFrom(*cfg, device_ptrs, sampler);
-  Metering* metering = node->metering_.get();
+  metering::Metering* metering = node->metering_.get();
   manager_options.usage_observer = [metering](const std::string& model, const std::string& device) {
     return metering->ObserverFor(model, device);
   };
@@ -457,6 +466,13 @@ void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
   SendNotFound(request, *response);
 }
 
+void Node::PushTenantPrices() {
+  // Read and pushed under one lock, so that of two changes racing, the last
+  // push carries a list read after both.
+  absl::MutexLock lock(&tenant_prices_mu_);
+  if (metering_ && tenants_) metering_->SetTenantPrices(TenantPricesFrom(tenants_->List()));
+}
+
 void Node::Reload(config::NodeConfig next) {
   auto before = state_->config();
   std::vector<std::string> pending = config::RestartRequiredChanges(*before, next);
@@ -469,7 +485,7 @@ void Node::Reload(config::NodeConfig next) {
     // Rates and prices change from now on, never for time already closed.
     std::vector<devices::Device*> device_ptrs;
     for (const auto& d : devices_) device_ptrs.push_back(d.get());
-    auto model = telemetry::CostModel::Create(CostInputsFrom(next, device_ptrs));
+    auto model = metering::CostModel::Create(CostInputsFrom(next, device_ptrs));
     if (model.ok()) {
       metering_->SetCostModel(*model);  // closes the interval with the old prices first
       metering_->SetModelPrices(ModelPricesFrom(next));

@@ -9,13 +9,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "config/node_config.h"
 #include "daemon/api_access.h"
 #include "daemon/control_api.h"
 #include "daemon/encode_pool.h"
 #include "daemon/http/http_server.h"
 #include "daemon/ledger_api.h"
-#include "daemon/metering.h"
 #include "daemon/models_api.h"
 #include "daemon/node_state.h"
 #include "daemon/openai_api.h"
@@ -23,13 +23,14 @@
 #include "daemon/usage_api.h"
 #include "devices/backend.h"
 #include "devices/device.h"
+#include "metering/cost_model.h"
+#include "metering/metering.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "runtime/node/instance_manager.h"
 #include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
-#include "telemetry/cost_model.h"
 #include "telemetry/metrics.h"
 #include "telemetry/runtime_metrics.h"
 
@@ -95,9 +96,12 @@ class Node {
   std::unique_ptr<telemetry::MetricsServer> metrics_server_;
   std::unique_ptr<tenants::TenantRegistry> tenants_;
   // Metering outlives the instances whose observers point into it.
-  std::unique_ptr<telemetry::CostLedger> cost_ledger_;
+  std::unique_ptr<metering::CostLedger> cost_ledger_;
   std::unique_ptr<telemetry::RuntimeMetrics> runtime_metrics_;
-  std::unique_ptr<Metering> metering_;
+  std::unique_ptr<metering::Metering> metering_;
+  // Hands the tenants' prices to metering_ (at start, on every tenant change).
+  void PushTenantPrices();
+  absl::Mutex tenant_prices_mu_;
   std::unique_ptr<runtime::InstanceManager> instances_;
   std::unique_ptr<ApiAccess> access_;  // who reaches which API, per listener
   // Prepares data requests off the loop; its jobs hold instances, so it is

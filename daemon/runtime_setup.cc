@@ -74,9 +74,9 @@ runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
   return o;
 }
 
-telemetry::CostInputs CostInputsFrom(const config::NodeConfig& config,
-                                     const std::vector<devices::Device*>& devices) {
-  telemetry::CostInputs in;
+metering::CostInputs CostInputsFrom(const config::NodeConfig& config,
+                                    const std::vector<devices::Device*>& devices) {
+  metering::CostInputs in;
   in.currency = config.cost.currency;
   in.capex = config.cost.capex;
   in.depreciation_years = config.cost.depreciation_years;
@@ -87,7 +87,7 @@ telemetry::CostInputs CostInputsFrom(const config::NodeConfig& config,
   in.other_usd_per_hour = config.cost.other_usd_per_hour;
   in.prefill_token_weight = config.cost.prefill_token_weight;
   for (const devices::Device* d : devices) {
-    telemetry::CostInputs::Device device;
+    metering::CostInputs::Device device;
     device.id = d->Info().id;
     if (const config::DeviceConfig* c = config::FindDeviceConfig(config, device.id)) {
       device.cost_weight = c->cost_weight;
@@ -98,10 +98,19 @@ telemetry::CostInputs CostInputsFrom(const config::NodeConfig& config,
   return in;
 }
 
-std::map<std::string, Prices> ModelPricesFrom(const config::NodeConfig& config) {
-  std::map<std::string, Prices> prices;
+std::map<std::string, metering::Prices> ModelPricesFrom(const config::NodeConfig& config) {
+  std::map<std::string, metering::Prices> prices;
   for (const auto& m : config.models) {
-    prices[m.id] = Prices{m.price_input_per_mtok, m.price_output_per_mtok};
+    prices[m.id] = metering::Prices{m.price_input_per_mtok, m.price_output_per_mtok};
+  }
+  return prices;
+}
+
+std::map<std::string, metering::Prices> TenantPricesFrom(
+    const std::vector<tenants::TenantPolicy>& tenants) {
+  std::map<std::string, metering::Prices> prices;
+  for (const tenants::TenantPolicy& t : tenants) {
+    prices[t.name] = metering::Prices{t.price_input_per_mtok, t.price_output_per_mtok};
   }
   return prices;
 }

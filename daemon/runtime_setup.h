@@ -7,11 +7,11 @@
 
 #include "absl/status/status.h"
 #include "config/node_config.h"
-#include "daemon/metering.h"
+#include "metering/cost_model.h"
+#include "metering/metering.h"
 #include "runtime/node/instance_manager.h"
 #include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
-#include "telemetry/cost_model.h"
 #include "telemetry/metrics.h"
 
 namespace tokenmill::daemon {
@@ -28,10 +28,13 @@ runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
 
 // [cost] and the devices' [[device]] settings (cost_weight, watts) as cost
 // model inputs; a device no [[device]] names gets weight 1.
-telemetry::CostInputs CostInputsFrom(const config::NodeConfig& config,
-                                     const std::vector<devices::Device*>& devices);
+metering::CostInputs CostInputsFrom(const config::NodeConfig& config,
+                                    const std::vector<devices::Device*>& devices);
 // The [[model]] prices by model id.
-std::map<std::string, Prices> ModelPricesFrom(const config::NodeConfig& config);
+std::map<std::string, metering::Prices> ModelPricesFrom(const config::NodeConfig& config);
+// Every tenant's own prices by name (0: the model's), for Metering.
+std::map<std::string, metering::Prices> TenantPricesFrom(
+    const std::vector<tenants::TenantPolicy>& tenants);
 
 // Puts the config's tenants, then the API tenants kept in the store (a
 // stored tenant whose name the config now uses is dropped from the store).

@@ -45,6 +45,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,44 +53,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "storage/meter_sink.h"
+#include "storage/meter_types.h"
 
 namespace tokenmill::storage {
-
-// Integers so that sums are exact. Encoded as 8 little-endian u64 fields.
-// Sums are plain u64 adds: u64 nano-units hold 1.8e10 currency units per key
-// (tenant, model, device, hour), far beyond any node's hourly spend.
-struct UsageCounters {
-  uint64_t prompt_tokens = 0;
-  uint64_t cached_tokens = 0;
-  uint64_t generated_tokens = 0;
-  uint64_t requests = 0;
-  uint64_t device_ns = 0;
-  uint64_t energy_uj = 0;
-  uint64_t cost_nusd = 0;  // nano-units of the configured currency
-  uint64_t revenue_nusd = 0;
-
-  UsageCounters& operator+=(const UsageCounters& other);
-  bool operator==(const UsageCounters&) const = default;
-};
-
-struct UsageKey {
-  std::string tenant;
-  std::string model;
-  std::string device;
-  uint64_t hour = 0;  // unix seconds / 3600
-
-  bool operator==(const UsageKey&) const = default;
-};
-
-inline constexpr size_t kUsageValueBytes = 8 * 8;
-
-// Names must not contain 0x00 (config validation guarantees it). Keys sort by
-// tenant, model, device, then hour. Decoding rejects malformed bytes with
-// kDataLoss: they come from the store, so bad bytes mean corruption.
-std::string EncodeUsageKey(const UsageKey& key);
-absl::StatusOr<UsageKey> DecodeUsageKey(std::string_view bytes);
-std::string EncodeUsageCounters(const UsageCounters& counters);
-absl::StatusOr<UsageCounters> DecodeUsageCounters(std::string_view bytes);
 
 enum class Durability { kProcess, kPower };
 
@@ -142,12 +109,6 @@ struct StoreLoss {
   std::string saved_copy;           // a copy of the damaged file kept in the data dir, or ""
 };
 
-// One usage delta of a step.
-struct UsageDelta {
-  UsageKey key;
-  UsageCounters counters;
-};
-
 // Filter for ScanUsage; empty strings match all.
 struct UsageQuery {
   std::string tenant;
@@ -155,41 +116,6 @@ struct UsageQuery {
   std::string device;
   uint64_t hour_begin = 0;         // inclusive
   uint64_t hour_end = UINT64_MAX;  // exclusive
-};
-
-// One request's part of a step: what it added to its own running totals.
-struct RequestProgress {
-  std::string request_id;  // 1 to 256 bytes, unique per request (see FinishRequest)
-  std::string tenant;
-  std::string model;
-  std::string device;
-  std::string client_request_id;  // kept for the ledger record if a crash interrupts it
-  UsageCounters delta;  // requests stays 0 here: FinishRequest / recovery count the request
-  // The hour of the request's first step (unix seconds / 3600), kept by the
-  // entry for recovery's requests += 1. 0 takes the hour of the step's usage
-  // delta with the same tenant, model and device (else the step's first one,
-  // else the current hour), which is what the metering writer wants.
-  uint64_t hour = 0;
-};
-
-// Everything one engine step adds to the store, written atomically.
-struct StepRecord {
-  // The step's usage, aggregated by key (a few keys per step); its token and
-  // money counters should equal the sum of requests[].delta so that the
-  // ledger sums to usage.
-  std::vector<UsageDelta> usage;
-  std::vector<RequestProgress> requests;
-};
-
-// What RecoverInterrupted found of a request that never finished.
-struct InterruptedRequest {
-  std::string request_id;
-  std::string tenant;
-  std::string model;
-  std::string device;
-  std::string client_request_id;  // as its RecordStep calls gave it
-  UsageCounters counters;         // the sum of its RecordStep deltas
-  uint64_t hour = 0;       // the hour of its first step (unix seconds / 3600)
 };
 
 // One ledger record with its place in commit order.
@@ -222,13 +148,13 @@ struct UsageRow {
   bool operator==(const UsageRow&) const = default;
 };
 
-class MeterStore {
+class MeterStore final : public MeterSink {
  public:
   // Opens (creating if needed) and recovers the store. A data dir held by
   // another live process is kFailedPrecondition naming the dir and the pid.
   static absl::StatusOr<std::unique_ptr<MeterStore>> Open(const MeterStoreOptions& options);
 
-  ~MeterStore();  // flushes and closes
+  ~MeterStore() override;  // flushes and closes
   MeterStore(const MeterStore&) = delete;
   MeterStore& operator=(const MeterStore&) = delete;
 
@@ -251,7 +177,11 @@ class MeterStore {
   // request's first step. An invalid request id or a name with 0x00 is
   // kInvalidArgument and nothing is written. Synced under Durability::kPower.
   // The caller must not record steps of a request after its FinishRequest.
-  absl::Status RecordStep(const StepRecord& step);
+  absl::Status RecordStep(const StepRecord& step) override;
+  // RecordStep of several steps in ONE WriteBatch, synced once under
+  // Durability::kPower (the metering writer's group commit, MeterSink).
+  void RecordSteps(std::span<const StepRecord* const> steps,
+                   std::span<absl::Status> results) override;
 
   // Ends a request in ONE WriteBatch: puts the ledger record, deletes the
   // request's inflight entry and merges usage (the caller passes
@@ -269,7 +199,7 @@ class MeterStore {
   // holding the request's totals, i.e. the sum of its RecordStep deltas plus
   // the final counts passed here.
   absl::StatusOr<bool> FinishRequest(std::string_view request_id, std::string_view ledger_record,
-                                     const std::vector<UsageDelta>& usage);
+                                     const std::vector<UsageDelta>& usage) override;
 
   // Start-up recovery, before any RecordStep: for every inflight entry (a
   // request the previous process never finished), writes the ledger record
@@ -283,7 +213,7 @@ class MeterStore {
   // make_record runs on the calling thread while every ledger lock is held: it must not call into
   // the store. Run it alone (at start-up): it stops all other ledger writes while it runs.
   absl::StatusOr<size_t> RecoverInterrupted(
-      const std::function<std::string(const InterruptedRequest&)>& make_record);
+      const std::function<std::string(const InterruptedRequest&)>& make_record) override;
 
   // The sum of all inflight entries' counters (tests and diagnostics).
   absl::StatusOr<UsageCounters> SumInflight();
@@ -328,7 +258,7 @@ class MeterStore {
   // OkStatus while the store writes; else kUnavailable saying why (the disk
   // of the data dir is full, or another I/O error) until it resumed by
   // itself. Cheap: no I/O. Thread-safe.
-  absl::Status WriteHealth() const;
+  absl::Status WriteHealth() const override;
 
   // The loss this Open accepted (accept_loss), if there was one.
   const std::optional<StoreLoss>& accepted_loss() const;

@@ -114,6 +114,9 @@ struct MeterStore::Impl {
   // The result of a write: updates the marker when it succeeded; an I/O
   // error makes the store unwritable and is returned as kUnavailable.
   absl::Status Written(const rocksdb::Status& status, std::string_view op);
+  // Adds a validated step's merges (usage, inflight) to `batch`; `value` is
+  // scratch for the encoded entries (meter_store_inflight.cc).
+  rocksdb::Status AddStep(const StepRecord& step, rocksdb::WriteBatch& batch, std::string& value);
   void EnterUnwritable(const rocksdb::Status& status);
   void MarkWritten();
   // The resumer thread: while unwritable, every resume_interval, DB::Resume

@@ -36,9 +36,11 @@ uint64_t EntryHour(const StepRecord& step, const RequestProgress& request) {
 
 }  // namespace
 
-absl::Status MeterStore::RecordStep(const StepRecord& step) {
-  // Validated up front so that a bad argument writes nothing.
-  size_t bytes = 0;
+namespace {
+
+// A step's arguments, checked before anything is written; `bytes` grows by
+// the step's share of the WriteBatch.
+absl::Status ValidateStep(const StepRecord& step, size_t& bytes) {
   for (const UsageDelta& delta : step.usage) {
     if (absl::Status valid = ValidateUsageKey(delta.key); !valid.ok()) return valid;
     bytes += kBatchRecordOverhead + kUsageValueBytes + delta.key.tenant.size() +
@@ -54,25 +56,69 @@ absl::Status MeterStore::RecordStep(const StepRecord& step) {
              request.tenant.size() + request.model.size() + request.device.size() +
              request.client_request_id.size() + 3;
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+rocksdb::Status MeterStore::Impl::AddStep(const StepRecord& step, rocksdb::WriteBatch& batch,
+                                          std::string& value) {
+  for (const UsageDelta& delta : step.usage) {
+    const rocksdb::Status s =
+        batch.Merge(usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
+    if (!s.ok()) return s;
+  }
+  for (const RequestProgress& request : step.requests) {
+    EncodeInflightEntry(request.delta, EntryHour(step, request), request.tenant, request.model,
+                        request.device, request.client_request_id, value);
+    const rocksdb::Status s = batch.Merge(inflight, ToSlice(request.request_id), ToSlice(value));
+    if (!s.ok()) return s;
+  }
+  return rocksdb::Status::OK();
+}
+
+absl::Status MeterStore::RecordStep(const StepRecord& step) {
+  // Validated up front so that a bad argument writes nothing.
+  size_t bytes = 0;
+  if (absl::Status valid = ValidateStep(step, bytes); !valid.ok()) return valid;
   if (step.usage.empty() && step.requests.empty()) return absl::OkStatus();
 
   rocksdb::WriteBatch batch(bytes + 64);
   std::string value;  // reused: one allocation per step, not per request
   value.reserve(kInflightFixedBytes + 64);
-  for (const UsageDelta& delta : step.usage) {
-    const rocksdb::Status s =
-        batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
-    if (!s.ok()) return impl_->Check(s, "record_step");
-  }
-  for (const RequestProgress& request : step.requests) {
-    EncodeInflightEntry(request.delta, EntryHour(step, request), request.tenant, request.model,
-                        request.device, request.client_request_id, value);
-    const rocksdb::Status s =
-        batch.Merge(impl_->inflight, ToSlice(request.request_id), ToSlice(value));
-    if (!s.ok()) return impl_->Check(s, "record_step");
+  if (rocksdb::Status s = impl_->AddStep(step, batch, value); !s.ok()) {
+    return impl_->Check(s, "record_step");
   }
   if (absl::Status gate = impl_->WriteGate("record_step"); !gate.ok()) return gate;
   return impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
+}
+
+void MeterStore::RecordSteps(std::span<const StepRecord* const> steps,
+                             std::span<absl::Status> results) {
+  size_t bytes = 0;
+  bool any = false;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    results[i] = ValidateStep(*steps[i], bytes);
+    any = any || (results[i].ok() && !(steps[i]->usage.empty() && steps[i]->requests.empty()));
+  }
+  if (!any) return;
+  rocksdb::WriteBatch batch(bytes + 64);
+  std::string value;
+  value.reserve(kInflightFixedBytes + 64);
+  absl::Status written;
+  for (size_t i = 0; i < steps.size() && written.ok(); ++i) {
+    if (!results[i].ok()) continue;
+    if (rocksdb::Status s = impl_->AddStep(*steps[i], batch, value); !s.ok()) {
+      written = impl_->Check(s, "record_step");
+    }
+  }
+  if (written.ok()) written = impl_->WriteGate("record_step");
+  if (written.ok()) {
+    written = impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
+  }
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (results[i].ok()) results[i] = written;
+  }
 }
 
 absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
@@ -97,7 +143,8 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
     s = batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
   }
   if (!s.ok()) return impl_->Check(s, "finish_request");
-  if (absl::Status written = impl_->CommitLedger(request_id, ledger_record, batch, "finish_request");
+  if (absl::Status written =
+          impl_->CommitLedger(request_id, ledger_record, batch, "finish_request");
       !written.ok()) {
     return written;
   }

@@ -1,6 +1,6 @@
 // What a model instance reports for metering: every step's usage per
 // sequence, and every finished request. Plain values; the daemon prices them
-// (telemetry::CostModel), writes them to the store and exports metrics.
+// (metering::Metering), writes them to the store and exports metrics.
 #pragma once
 
 #include <chrono>

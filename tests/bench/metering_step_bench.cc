@@ -4,26 +4,53 @@
 // 256 decoding sequences from 4 tenants, next to a real 256-sequence decode
 // step of the CPU executor on a synthesized model, measured in the same run.
 //
-//   metering_step_bench [SHAPE_DIM=512] [THREADS=2]
+// Then durability = "power" with INSTANCES engine threads stepping at once
+// (64 sequences a step, no pause between steps: the worst case), old path
+// (each engine thread writes and syncs its own step) against the metering
+// writer thread (group commit), in the same run: OnStep time p50/p99 (what
+// a step waits before its tokens may go out) and fsyncs per second, counted
+// by this program's own fsync/fdatasync (they shadow libc's for RocksDB).
+// The store goes to DIR (default: the working directory; not a tmpfs, or
+// fsyncs cost nothing).
+//
+//   metering_step_bench [SHAPE_DIM=512] [THREADS=2] [INSTANCES=4] [DIR=.]
 //
 // Prints figures; never fails on time.
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "daemon/metering.h"
 #include "devices/cpu/cpu_executor.h"
+#include "metering/cost_model.h"
+#include "metering/metering.h"
 #include "prometheus/registry.h"
 #include "runtime/model/synth.h"
 #include "storage/meter_store.h"
-#include "telemetry/cost_model.h"
 #include "telemetry/runtime_metrics.h"
 #include "tests/bench/bench_stats.h"
+
+// Every fsync and fdatasync of the process (RocksDB's WAL syncs included),
+// counted and passed on to the kernel.
+std::atomic<uint64_t> g_syncs{0};
+extern "C" int fsync(int fd) {
+  g_syncs.fetch_add(1, std::memory_order_relaxed);
+  return static_cast<int>(::syscall(SYS_fsync, fd));
+}
+extern "C" int fdatasync(int fd) {
+  g_syncs.fetch_add(1, std::memory_order_relaxed);
+  return static_cast<int>(::syscall(SYS_fdatasync, fd));
+}
 
 namespace {
 
@@ -77,11 +104,104 @@ double DecodeStepMicros(int32_t dim, int32_t threads, int32_t seqs, int reps) {
   return Median(times);
 }
 
+metering::CostInputs BenchCostInputs() {
+  metering::CostInputs in;
+  in.capex = 320000;
+  in.power_usd_per_kwh = 0.12;
+  in.pue = 1.3;
+  in.network_usd_per_hour = 0.4;
+  in.debt_service_usd_per_hour = 2.1;
+  in.other_usd_per_hour = 0.5;
+  in.devices.push_back({"cpu", 1.0, 150.0});
+  return in;
+}
+
+struct PowerFigures {
+  bench::SampleFigures on_step;
+  double steps_per_s = 0;
+  double fsyncs_per_s = 0;
+  double steps_per_fsync = 0;
+};
+
+// `instances` engine threads, each metering `steps` steps of `seqs`
+// sequences back to back into one power-durability store in `dir`.
+PowerFigures RunPower(const std::filesystem::path& dir, int instances, bool group_commit, int steps,
+                      int seqs) {
+  PowerFigures f;
+  storage::MeterStoreOptions so;
+  so.dir = dir;
+  so.durability = storage::Durability::kPower;
+  auto store = storage::MeterStore::Open(so);
+  if (!store.ok()) {
+    std::fprintf(stderr, "store: %s\n", std::string(store.status().message()).c_str());
+    return f;
+  }
+  auto model = metering::CostModel::Create(BenchCostInputs());
+  metering::CostLedger ledger(*model, Clock::now());
+  metering::MeteringSources sources;
+  sources.watts = [](const std::string&) { return std::optional<double>(150.0); };
+  metering::MeteringOptions options;
+  options.group_commit = group_commit;
+  std::vector<std::vector<double>> times(instances);
+  std::vector<std::vector<std::string>> ids(instances);
+  {
+    metering::Metering metering(**store, ledger, nullptr, sources, options);
+    metering.SetModelPrices({{"bench-model", {0.2, 0.6}}});
+    std::vector<std::thread> threads;
+    const uint64_t syncs_before = g_syncs.load();
+    const auto t0 = Clock::now();
+    for (int i = 0; i < instances; ++i) {
+      threads.emplace_back([&, i] {
+        auto observer = metering.ObserverFor("bench-model", "cpu");
+        for (int s = 0; s < seqs; ++s) {
+          ids[i].push_back("01a2252c-5898-753e-" + std::to_string(1000 + i) + "-" +
+                           std::to_string(100000000000 + s));
+        }
+        runtime::StepUsage step;
+        step.model = "bench-model";
+        step.device = "cpu";
+        step.device_time = std::chrono::milliseconds(20);
+        step.batch_size = seqs;
+        for (int s = 0; s < seqs; ++s) {
+          runtime::SequenceUsage u;
+          u.request_id = ids[i][s];
+          u.tenant = "tenant" + std::to_string(s % 4);
+          u.generated_tokens = 1;
+          step.seqs.push_back(u);
+        }
+        times[i].reserve(steps);
+        for (int n = 0; n < steps; ++n) {
+          step.at = std::chrono::system_clock::now();
+          const auto a = Clock::now();
+          if (!observer->OnStep(step).ok()) return;
+          times[i].push_back(std::chrono::duration<double, std::micro>(Clock::now() - a).count());
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    const uint64_t syncs = g_syncs.load() - syncs_before;
+    std::vector<double> all;
+    for (auto& v : times) all.insert(all.end(), v.begin(), v.end());
+    f.on_step = bench::Summarize(all);
+    f.steps_per_s = static_cast<double>(all.size()) / wall;
+    f.fsyncs_per_s = static_cast<double>(syncs) / wall;
+    f.steps_per_fsync = syncs > 0 ? static_cast<double>(all.size()) / syncs : 0;
+  }
+  store->reset();
+  std::filesystem::remove_all(dir);
+  return f;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const int32_t dim = argc > 1 ? std::atoi(argv[1]) : 512;
   const int32_t threads = argc > 2 ? std::atoi(argv[2]) : 2;
+  const int instances = argc > 3 ? std::max(1, std::atoi(argv[3])) : 4;
+  const std::filesystem::path power_dir =
+      std::filesystem::absolute(argc > 4 ? argv[4] : ".") /
+      ("tokenmill-metering-power-bench-" + std::to_string(getpid()));
   constexpr int32_t kSeqs = 256;
   constexpr int kSteps = 3000;
 
@@ -94,7 +214,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "store: %s\n", std::string(store.status().message()).c_str());
     return 1;
   }
-  telemetry::CostInputs in;
+  metering::CostInputs in;
   in.capex = 320000;
   in.power_usd_per_kwh = 0.12;
   in.pue = 1.3;
@@ -102,21 +222,16 @@ int main(int argc, char** argv) {
   in.debt_service_usd_per_hour = 2.1;
   in.other_usd_per_hour = 0.5;
   in.devices.push_back({"cpu", 1.0, 150.0});
-  auto model = telemetry::CostModel::Create(in);
-  telemetry::CostLedger ledger(*model, Clock::now());
-  tenants::TenantRegistry tenants;
-  for (int t = 0; t < 4; ++t) {
-    tenants::TenantPolicy p;
-    p.name = "tenant" + std::to_string(t);
-    p.price_input_per_mtok = 0.2;
-    p.price_output_per_mtok = 0.6;
-    (void)tenants.Put(p);
-  }
+  auto model = metering::CostModel::Create(in);
+  metering::CostLedger ledger(*model, Clock::now());
+  std::map<std::string, metering::Prices> tenant_prices;
+  for (int t = 0; t < 4; ++t) tenant_prices["tenant" + std::to_string(t)] = {0.2, 0.6};
   prometheus::Registry registry;
   telemetry::RuntimeMetrics metrics(registry, [] { return telemetry::RuntimeSnapshot{}; });
-  daemon::MeteringSources sources;
+  metering::MeteringSources sources;
   sources.watts = [](const std::string&) { return std::optional<double>(150.0); };
-  daemon::Metering metering(**store, ledger, tenants, &metrics, sources);
+  metering::Metering metering(**store, ledger, &metrics, sources);
+  metering.SetTenantPrices(tenant_prices);
   auto observer = metering.ObserverFor("bench-model", "cpu");
 
   std::vector<std::string> ids(kSeqs), names(kSeqs);
@@ -162,5 +277,21 @@ int main(int argc, char** argv) {
   observer.reset();
   store->reset();
   std::filesystem::remove_all(dir);
+
+  // durability = "power", several instances at once: old path vs writer thread.
+  constexpr int kPowerSeqs = 64;
+  constexpr int kPowerSteps = 200;
+  std::printf("durability=power, %d instances stepping at once, %d sequences a step, in %s:\n",
+              instances, kPowerSeqs, power_dir.parent_path().c_str());
+  for (int round = 0; round < 2; ++round) {  // twice each, alternating, to see the spread
+    for (bool group : {false, true}) {
+      const PowerFigures f = RunPower(power_dir, instances, group, kPowerSteps, kPowerSeqs);
+      std::printf(
+          "  %-34s OnStep p50 %8.1f us  p99 %8.1f us  steps/s %8.0f  fsyncs/s %7.0f  "
+          "steps per fsync %5.2f\n",
+          group ? "writer thread (group commit):" : "engine threads sync (old path):",
+          f.on_step.p50_us, f.on_step.p99_us, f.steps_per_s, f.fsyncs_per_s, f.steps_per_fsync);
+    }
+  }
   return 0;
 }

@@ -141,7 +141,7 @@ class LedgerApiTest : public ::testing::Test {
     store_.reset();
   }
 
-  // A metering-shaped record (daemon/metering.cc LedgerRecordJson).
+  // A metering-shaped record (metering/metering.cc LedgerRecordJson).
   void Finish(const std::string& id, const std::string& tenant = "acme",
               const std::string& model = "llama", int64_t finished_ms = 1'780'000'000'000) {
     json record = {{"request_id", id},   {"tenant", tenant},

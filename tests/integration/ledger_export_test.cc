@@ -32,7 +32,7 @@ using nlohmann::json;
 
 constexpr char kKey[] = "ledger-export-key-0001";
 
-// A record shaped like the daemon's (daemon/metering.cc LedgerRecordJson).
+// A record shaped like the daemon's (metering/metering.cc LedgerRecordJson).
 std::string Record(const std::string& id) {
   return json{{"request_id", id},     {"tenant", "a"},
               {"model", "tiny"},      {"device", "cpu"},

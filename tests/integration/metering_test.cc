@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -16,6 +17,7 @@
 #include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
 
@@ -83,31 +85,27 @@ class MeteringTest : public ::testing::Test {
     auto store = storage::MeterStore::Open(o);
     EXPECT_TRUE(store.ok()) << store.status();
     if (!store.ok()) return v;
-    EXPECT_TRUE((*store)
-                    ->ScanLedger([&](std::string_view id, std::string_view record) {
-                      json j = json::parse(record);
-                      v.ledger_by_id[std::string(id)] = j;
-                      ++v.ledger_records;
-                      v.ledger_sum.prompt_tokens += j["prompt_tokens"].get<uint64_t>();
-                      v.ledger_sum.cached_tokens += j["cached_tokens"].get<uint64_t>();
-                      v.ledger_sum.generated_tokens += j["generated_tokens"].get<uint64_t>();
-                      v.ledger_sum.cost_nusd += j["cost_nusd"].get<uint64_t>();
-                      v.ledger_sum.revenue_nusd += j["revenue_nusd"].get<uint64_t>();
-                      v.ledger_sum.requests += 1;
-                      if (j.contains("client_request_id")) {
-                        const std::string id = j["client_request_id"];
-                        EXPECT_FALSE(v.ledger_by_client_id.contains(id))
-                            << "twice in the ledger: " << id;
-                        v.ledger_by_client_id[id] = j;
-                      }
-                      return true;
-                    })
-                    .ok());
-    auto rows = (*store)->ScanUsage(storage::UsageQuery{});
-    EXPECT_TRUE(rows.ok());
-    if (rows.ok()) {
-      for (const auto& d : *rows) v.usage += d.counters;
-    }
+    EXPECT_TRUE(ForEachLedgerRecord(**store, [&](std::string_view id, std::string_view record) {
+                  json j = json::parse(record);
+                  v.ledger_by_id[std::string(id)] = j;
+                  ++v.ledger_records;
+                  v.ledger_sum.prompt_tokens += j["prompt_tokens"].get<uint64_t>();
+                  v.ledger_sum.cached_tokens += j["cached_tokens"].get<uint64_t>();
+                  v.ledger_sum.generated_tokens += j["generated_tokens"].get<uint64_t>();
+                  v.ledger_sum.cost_nusd += j["cost_nusd"].get<uint64_t>();
+                  v.ledger_sum.revenue_nusd += j["revenue_nusd"].get<uint64_t>();
+                  v.ledger_sum.requests += 1;
+                  if (j.contains("client_request_id")) {
+                    const std::string client_id = j["client_request_id"];
+                    EXPECT_FALSE(v.ledger_by_client_id.contains(client_id))
+                        << "twice in the ledger: " << client_id;
+                    v.ledger_by_client_id[client_id] = j;
+                  }
+                  return true;
+                }).ok());
+    auto usage = UsageTotal(**store);
+    EXPECT_TRUE(usage.ok()) << usage.status();
+    if (usage.ok()) v.usage = *usage;
     return v;
   }
 
@@ -242,6 +240,45 @@ TEST_F(MeteringTest, SighupChangesPricesFromThenOnNeverRetroactively) {
   EXPECT_NEAR(r2, (tokens_in * 5.0 + tokens_out * 15.0) * 1e3, 1.0 * 10);
 }
 
+// A tenant the control API makes or changes is priced from its next step on:
+// the daemon pushes every tenant change into metering (the engine thread no
+// longer reads the tenant registry). A request before and one after a PATCH
+// to tenfold prices earn revenue at exactly their prices.
+TEST_F(MeteringTest, TenantPricesSetThroughTheApiApplyToTheNextRequest) {
+  auto daemon = StartDaemon();
+  constexpr char kKeyD[] = "metering-key-d-0004";
+  auto put = daemon->Control(
+      "PUT", "/control/v1/tenants/d",
+      json({{"api_keys", {kKeyD}}, {"price_input_per_mtok", 0.5}, {"price_output_per_mtok", 1.5}})
+          .dump());
+  ASSERT_EQ(put.status, 200) << put.body;
+  const json body = {{"model", "tiny"},
+                     {"prompt", "price me"},
+                     {"max_tokens", 10},
+                     {"temperature", 0},
+                     {"ignore_eos", true}};
+  ASSERT_EQ(Post(body, kKeyD, "api-before").status, 200);
+  auto patch = daemon->Control(
+      "PATCH", "/control/v1/tenants/d",
+      json({{"price_input_per_mtok", 5.0}, {"price_output_per_mtok", 15.0}}).dump());
+  ASSERT_EQ(patch.status, 200) << patch.body;
+  ASSERT_EQ(Post(body, kKeyD, "api-after").status, 200);
+  ASSERT_EQ(daemon->Stop(), 0);
+  const StoreView store = ReadStore();
+  for (const auto& [id, in_pico, out_pico] :
+       {std::tuple<std::string, int64_t, int64_t>{"api-before", 500000, 1500000},
+        {"api-after", 5000000, 15000000}}) {
+    ASSERT_TRUE(store.ledger_by_client_id.contains(id)) << id;
+    const json& rec = store.ledger_by_client_id.at(id);
+    const int64_t prompt = rec["prompt_tokens"];
+    const int64_t generated = rec["generated_tokens"];
+    EXPECT_EQ(generated, 10);
+    EXPECT_EQ(rec["revenue_nusd"].get<int64_t>(),
+              (prompt * in_pico + generated * out_pico + 500) / 1000)
+        << id;
+  }
+}
+
 // Prices with more than three decimals per million tokens (0.0375 and
 // 0.123456): each request's revenue is round(tokens x price) of its own
 // totals, to the nano-unit, not a sum of steps each rounded on its own.
@@ -277,7 +314,19 @@ TEST_F(MeteringTest, RevenueOfEveryRequestIsItsTokensTimesThePrice) {
   EXPECT_EQ(store.usage.revenue_nusd, store.ledger_sum.revenue_nusd);
 }
 
-TEST_F(MeteringTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
+class MeteringKillTest : public MeteringTest, public ::testing::WithParamInterface<const char*> {
+ protected:
+  void SetUp() override {
+    MeteringTest::SetUp();
+    options_.extra_toml += absl::StrCat("\n[storage]\ndurability = \"", GetParam(), "\"\n");
+  }
+};
+
+// With durability = "power" the steps go through the metering writer thread
+// (group commit); with "process" each engine thread writes its own.
+INSTANTIATE_TEST_SUITE_P(Durability, MeteringKillTest, ::testing::Values("process", "power"));
+
+TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
   auto daemon = StartDaemon();
   // Requests that finish before the kill: their ledger records must hold
   // exactly the tokens their clients received.

@@ -47,6 +47,15 @@ class Collector {
       }
     };
   }
+  // True when at least n tokens (or the final update) came within the timeout.
+  bool WaitForTokens(size_t n,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return tokens_.size() >= n || done_; };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::FromChrono(timeout)) &&
+           tokens_.size() >= n;
+  }
   // True when the final update came within the timeout.
   bool Wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
     absl::MutexLock lock(&mu_);

@@ -173,9 +173,7 @@ TEST(ModelInstanceTest, CancelEndsTheRequestAndFreesItsBlocks) {
   Collector c;
   auto handle = instance->Submit(Greedy("t", PromptOf(40, 5), 400), c.Sink());
   ASSERT_TRUE(handle.ok());
-  for (int i = 0; i < 2000 && c.tokens().size() < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  ASSERT_TRUE(c.WaitForTokens(3));
   (*handle)->Cancel();
   ASSERT_TRUE(c.Wait());
   EXPECT_EQ(c.reason(), FinishReason::kCancelled);
@@ -483,17 +481,11 @@ TEST(ModelInstanceTest, EveryTokenIsMeteredBeforeItIsSentAndEveryRequestOnce) {
                              })
                     .ok());
   }
-  for (int i = 0; i < 20000; ++i) {
-    bool all = true;
-    for (auto& c : clients) {
-      absl::MutexLock lock(&c->mu);
-      all = all && c->finished;
-    }
-    if (all) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
   for (auto& c : clients) {
     absl::MutexLock lock(&c->mu);
+    // Waits on the client's own flag (its sink sets it), with a generous
+    // deadline instead of polling.
+    c->mu.AwaitWithTimeout(absl::Condition(&c->finished), absl::Seconds(20));
     ASSERT_TRUE(c->finished) << c->id;
     EXPECT_TRUE(c->metered_first) << c->id << ": a token or the end was sent before it was metered";
     const auto m = seen->Get(c->id);

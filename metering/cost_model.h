@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 
-namespace tokenmill::telemetry {
+namespace tokenmill::metering {
 
 // The config's [cost] section and the devices' shares, as plain values.
 struct CostInputs {
@@ -65,6 +65,14 @@ struct TokenShare {
   int64_t generated_tokens = 0;
 };
 
+// Working memory of CostModel::SplitInto, kept by its caller across steps so
+// that a split allocates nothing once the buffers have grown to the batch.
+struct SplitScratch {
+  std::vector<double> weights;
+  std::vector<long double> fractions;
+  std::vector<size_t> order;
+};
+
 // Immutable once created; share it (CostModelPtr) across threads freely.
 class CostModel {
  public:
@@ -89,6 +97,11 @@ class CostModel {
   // exactly (largest remainder: each part is its exact quota rounded down or
   // up; shares of weight 0 get 0). All-zero shares split equally.
   std::vector<int64_t> Split(int64_t total_nano, std::span<const TokenShare> shares) const;
+  // Split into `parts` (resized to shares.size()) with the caller's scratch:
+  // the same parts, and no allocation once `parts` and `scratch` have held a
+  // batch this large (the engine thread's step path).
+  void SplitInto(int64_t total_nano, std::span<const TokenShare> shares,
+                 std::vector<int64_t>& parts, SplitScratch& scratch) const;
 
   // A per-million-token price as whole pico-units per token (price x 1e6,
   // rounded): prices are exact to 1e-6 of the currency per million tokens.
@@ -218,4 +231,4 @@ class CostLedger {
   std::map<std::string, double> open_step_energy_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace tokenmill::telemetry
+}  // namespace tokenmill::metering

@@ -1,4 +1,4 @@
-#include "telemetry/cost_model.h"
+#include "metering/cost_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace tokenmill::telemetry {
+namespace tokenmill::metering {
 namespace {
 
 constexpr double kSecondsPerYear = 365.25 * 86400.0;
@@ -41,19 +41,22 @@ int64_t PicoToNano(int64_t pico) { return pico / 1000 + (pico % 1000 >= 500 ? 1 
 // remainder: every part is its exact quota rounded down, and the nano-units
 // the rounding left over go one each to the largest fractional parts (ties:
 // larger weight, then earlier). The parts add up to `total` exactly. All-zero
-// (or unusable) weights split equally.
-std::vector<int64_t> Apportion(int64_t total, std::span<const double> weights) {
-  const size_t n = weights.size();
-  std::vector<int64_t> parts(n, 0);
-  if (n == 0 || total == 0) return parts;
+// (or unusable) weights split equally. `parts` is resized to the weights;
+// `fraction` and `order` are scratch, so nothing is allocated once they have
+// grown (std::sort with the index as last key: stable_sort's order, without
+// its temporary buffer). `weights` is modified (unusable values become 0).
+void Apportion(int64_t total, std::span<double> w, std::vector<int64_t>& parts,
+               std::vector<long double>& fraction, std::vector<size_t>& order) {
+  const size_t n = w.size();
+  parts.assign(n, 0);
+  if (n == 0 || total == 0) return;
   if (total < 0) {
     // Costs are not negative, but a negative total splits as its mirror image.
-    std::vector<int64_t> mirror =
-        Apportion(total == std::numeric_limits<int64_t>::min() ? kInt64Max : -total, weights);
-    for (int64_t& p : mirror) p = -p;
-    return mirror;
+    Apportion(total == std::numeric_limits<int64_t>::min() ? kInt64Max : -total, w, parts, fraction,
+              order);
+    for (int64_t& p : parts) p = -p;
+    return;
   }
-  std::vector<double> w(weights.begin(), weights.end());
   for (double& x : w) x = std::isfinite(x) && x > 0.0 ? x : 0.0;
   long double sum = 0;
   for (double x : w) sum += x;
@@ -62,7 +65,7 @@ std::vector<int64_t> Apportion(int64_t total, std::span<const double> weights) {
     sum = static_cast<long double>(n);
   }
 
-  std::vector<long double> fraction(n, 0);
+  fraction.assign(n, 0);
   int64_t assigned = 0;
   for (size_t i = 0; i < n; ++i) {
     const long double quota = static_cast<long double>(total) * w[i] / sum;
@@ -71,11 +74,12 @@ std::vector<int64_t> Apportion(int64_t total, std::span<const double> weights) {
     fraction[i] = quota - static_cast<long double>(parts[i]);
     assigned += parts[i];
   }
-  std::vector<size_t> order(n);
+  order.resize(n);
   std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (fraction[a] != fraction[b]) return fraction[a] > fraction[b];
-    return w[a] > w[b];
+    if (w[a] != w[b]) return w[a] > w[b];
+    return a < b;
   });
   // In exact arithmetic 0 <= left < n; the loops also absorb a nano-unit of
   // floating-point error either way without breaking the sum.
@@ -88,6 +92,14 @@ std::vector<int64_t> Apportion(int64_t total, std::span<const double> weights) {
       ++left;
     }
   }
+}
+
+std::vector<int64_t> Apportion(int64_t total, std::span<const double> weights) {
+  std::vector<double> w(weights.begin(), weights.end());
+  std::vector<int64_t> parts;
+  std::vector<long double> fraction;
+  std::vector<size_t> order;
+  Apportion(total, w, parts, fraction, order);
   return parts;
 }
 
@@ -171,14 +183,21 @@ int64_t CostModel::StepCostNano(const std::string& device, std::chrono::nanoseco
 
 std::vector<int64_t> CostModel::Split(int64_t total_nano,
                                       std::span<const TokenShare> shares) const {
-  std::vector<double> weights;
-  weights.reserve(shares.size());
+  std::vector<int64_t> parts;
+  SplitScratch scratch;
+  SplitInto(total_nano, shares, parts, scratch);
+  return parts;
+}
+
+void CostModel::SplitInto(int64_t total_nano, std::span<const TokenShare> shares,
+                          std::vector<int64_t>& parts, SplitScratch& scratch) const {
+  scratch.weights.clear();
   for (const TokenShare& s : shares) {
-    weights.push_back(static_cast<double>(std::max<int64_t>(0, s.prompt_tokens)) *
-                          inputs_.prefill_token_weight +
-                      static_cast<double>(std::max<int64_t>(0, s.generated_tokens)));
+    scratch.weights.push_back(static_cast<double>(std::max<int64_t>(0, s.prompt_tokens)) *
+                                  inputs_.prefill_token_weight +
+                              static_cast<double>(std::max<int64_t>(0, s.generated_tokens)));
   }
-  return Apportion(total_nano, weights);
+  Apportion(total_nano, scratch.weights, parts, scratch.fractions, scratch.order);
 }
 
 int64_t CostModel::PricePicoPerToken(double price_per_mtok) {
@@ -315,9 +334,11 @@ void CostLedger::CloseInterval(std::chrono::steady_clock::time_point now,
     }
     t.by_component_nano["energy"] += energy_nano;
   }
-  open_attributed_.clear();
-  open_busy_s_.clear();
-  open_step_energy_.clear();
+  // Zeroed, not cleared: the next interval's steps find their device's
+  // entries and allocate no map nodes on the engine thread.
+  for (auto& [_, v] : open_attributed_) v = 0;
+  for (auto& [_, v] : open_busy_s_) v = 0;
+  for (auto& [_, v] : open_step_energy_) v = 0;
 }
 
 std::map<std::string, DeviceCostTotals> CostLedger::Totals() const {
@@ -325,4 +346,4 @@ std::map<std::string, DeviceCostTotals> CostLedger::Totals() const {
   return totals_;
 }
 
-}  // namespace tokenmill::telemetry
+}  // namespace tokenmill::metering

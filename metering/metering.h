@@ -4,6 +4,9 @@
 // prices, writes usage and per-request progress to the store in one batch
 // and feeds the Prometheus families; for every finished request it writes
 // the ledger record. All of it on the engine thread, before tokens are sent.
+// Prices are values pushed in (SetModelPrices, SetTenantPrices); the step
+// path reads a snapshot of them and, once its buffers have grown to the
+// batch, allocates nothing per sequence.
 // A ticker closes the cost ledger's intervals with the devices' energy.
 #pragma once
 
@@ -11,26 +14,22 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "metering/cost_model.h"
+#include "metering/prices.h"
+#include "metering/step_committer.h"
 #include "nlohmann/json.hpp"
 #include "runtime/instance/usage_observer.h"
-#include "runtime/tenants/tenant_registry.h"
-#include "storage/meter_store.h"
-#include "telemetry/cost_model.h"
+#include "storage/meter_sink.h"
 #include "telemetry/runtime_metrics.h"
 
-namespace tokenmill::daemon {
-
-// Per-million-token prices of one tenant or model.
-struct Prices {
-  double input_per_mtok = 0.0;
-  double output_per_mtok = 0.0;
-};
+namespace tokenmill::metering {
 
 // Where Metering reads what changes under it. All callbacks thread-safe.
 struct MeteringSources {
@@ -43,19 +42,29 @@ struct MeteringSources {
   std::function<std::chrono::steady_clock::time_point()> steady_now;
 };
 
+struct MeteringOptions {
+  // Steps of every instance go through one writer thread that commits them
+  // in groups (StepCommitter): for durability = "power", where each commit
+  // is an fsync. Off: each engine thread writes its own step.
+  bool group_commit = false;
+};
+
 class Metering {
  public:
-  // `store`, `ledger`, `tenants` and `metrics` (may be null) outlive it.
-  Metering(storage::MeterStore& store, telemetry::CostLedger& ledger,
-           tenants::TenantRegistry& tenants, telemetry::RuntimeMetrics* metrics,
-           MeteringSources sources);
-  ~Metering();  // stops the ticker
+  // `store`, `ledger` and `metrics` (may be null) outlive it.
+  Metering(storage::MeterSink& store, CostLedger& ledger, telemetry::RuntimeMetrics* metrics,
+           MeteringSources sources, MeteringOptions options = {});
+  ~Metering();  // stops the ticker and the writer thread; observers must be gone
 
   // The observer of one instance (give it to InstanceManagerOptions).
   runtime::UsageObserverPtr ObserverFor(const std::string& model, const std::string& device);
 
-  // Model prices from the config (SIGHUP replaces them).
+  // Model prices from the config (at start and on SIGHUP).
   void SetModelPrices(std::map<std::string, Prices> prices);
+  // Every tenant's own prices (0: the model's), by tenant name: at start and
+  // whenever a tenant is put, removed or replaced. Steps from the next one on
+  // are priced with them.
+  void SetTenantPrices(std::map<std::string, Prices> prices);
   // Prices in force for a tenant on a model: the tenant's when > 0, else the model's.
   Prices PricesFor(const std::string& tenant, const std::string& model) const;
 
@@ -73,12 +82,15 @@ class Metering {
   void Tick();
   // Closes the interval with the old cost model (and the energy measured up
   // to now), then prices from now on with `model` (SIGHUP).
-  void SetCostModel(telemetry::CostModelPtr model);
+  void SetCostModel(CostModelPtr model);
 
   // Node cost, attributed and idle cost per device and in total (nano-units
   // since the daemon started), after closing the interval up to now; for
   // GET /control/v1/cost.
   nlohmann::json CostJson();
+
+  // Steps waiting for the writer thread (0 without group_commit); tests.
+  size_t queued_steps() const { return committer_ ? committer_->queued() : 0; }
 
  private:
   friend class InstanceMeter;
@@ -92,15 +104,22 @@ class Metering {
   static constexpr size_t kMaxPendingFinishes = 100000;
   void RetryFinishLater(PendingFinish finish);
   void RetryPendingFinishes();
+  // The prices in force (a snapshot; replaced, never changed in place).
+  std::shared_ptr<const PriceTable> prices() const;
 
-  storage::MeterStore& store_;
-  telemetry::CostLedger& ledger_;
-  tenants::TenantRegistry& tenants_;
+  // Writes a step: through the writer thread when there is one.
+  absl::Status CommitStep(const storage::StepRecord& step);
+
+  storage::MeterSink& store_;
+  std::unique_ptr<StepCommitter> committer_;  // group_commit only
+  CostLedger& ledger_;
   telemetry::RuntimeMetrics* metrics_;
   MeteringSources sources_;
 
   mutable absl::Mutex prices_mu_;
   std::map<std::string, Prices> model_prices_ ABSL_GUARDED_BY(prices_mu_);
+  std::map<std::string, Prices> tenant_prices_ ABSL_GUARDED_BY(prices_mu_);
+  std::shared_ptr<const PriceTable> price_table_ ABSL_GUARDED_BY(prices_mu_);
 
   // Energy each device used since the previous call (none on the first).
   std::map<std::string, double> EnergySinceLastTick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tick_mu_);
@@ -124,4 +143,4 @@ class Metering {
 nlohmann::json LedgerRecordJson(const runtime::RequestRecord& record,
                                 const storage::UsageCounters& totals);
 
-}  // namespace tokenmill::daemon
+}  // namespace tokenmill::metering

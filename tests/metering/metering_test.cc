@@ -1,24 +1,25 @@
 // Metering on its own, as the daemon builds it (a real MeterStore in a temp
-// dir, a CostLedger, the tenant registry) and as the engine thread drives it
+// dir, a CostLedger, prices pushed in as values) and as the engine thread drives it
 // (the instance's UsageObserver): revenue exact per request at any price,
 // cost attributed only once the store holds the step, and the client's
 // request id kept through a crash.
-#include "daemon/metering.h"
+#include "metering/metering.h"
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "metering/cost_model.h"
 #include "nlohmann/json.hpp"
 #include "runtime/instance/usage_observer.h"
-#include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
-#include "telemetry/cost_model.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 
-namespace tokenmill::daemon {
+namespace tokenmill::metering {
 namespace {
 
 using nlohmann::json;
@@ -28,8 +29,8 @@ using ::tokenmill::testing::TempDir;
 constexpr char kModel[] = "tiny";
 constexpr char kDevice[] = "cpu";
 
-telemetry::CostInputs Inputs() {
-  telemetry::CostInputs in;
+CostInputs Inputs() {
+  CostInputs in;
   in.capex = 320000.0;
   in.power_usd_per_kwh = 0.12;
   in.pue = 1.3;
@@ -48,13 +49,14 @@ class MeteringUnitTest : public ::testing::Test {
     auto store = storage::MeterStore::Open(o);
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    auto model = telemetry::CostModel::Create(Inputs());
+    auto model = CostModel::Create(Inputs());
     ASSERT_TRUE(model.ok()) << model.status();
-    ledger_ = std::make_unique<telemetry::CostLedger>(*model, now_);
+    ledger_ = std::make_unique<CostLedger>(*model, now_);
     MeteringSources sources;
     sources.watts = [](const std::string&) { return 200.0; };
     sources.steady_now = [this] { return now_; };
-    metering_ = std::make_unique<Metering>(*store_, *ledger_, tenants_, nullptr, sources);
+    metering_ = std::make_unique<Metering>(*store_, *ledger_, nullptr, sources);
+    metering_->SetTenantPrices(tenant_prices_);
     observer_ = metering_->ObserverFor(kModel, kDevice);
   }
 
@@ -65,12 +67,10 @@ class MeteringUnitTest : public ::testing::Test {
     store_.reset();
   }
 
+  // A tenant's prices, pushed as the daemon pushes them on a tenant change.
   void PutTenant(const std::string& name, double in, double out) {
-    tenants::TenantPolicy p;
-    p.name = name;
-    p.price_input_per_mtok = in;
-    p.price_output_per_mtok = out;
-    ASSERT_TRUE(tenants_.Put(p).ok());
+    tenant_prices_[name] = Prices{in, out};
+    metering_->SetTenantPrices(tenant_prices_);
   }
 
   runtime::StepUsage Step(std::vector<runtime::SequenceUsage> seqs) {
@@ -95,20 +95,16 @@ class MeteringUnitTest : public ::testing::Test {
   }
 
   json Ledger(const std::string& id) {
-    auto record = store_->GetLedger(id);
+    auto record = ::tokenmill::testing::LedgerRecord(*store_, id);
     EXPECT_TRUE(record.ok() && record->has_value()) << id;
     if (!record.ok() || !record->has_value()) return json();
     return json::parse(**record);
   }
 
   uint64_t StoredCost() {
-    auto rows = store_->ScanUsage(storage::UsageQuery{});
-    EXPECT_TRUE(rows.ok());
-    uint64_t cost = 0;
-    if (rows.ok()) {
-      for (const auto& d : *rows) cost += d.counters.cost_nusd;
-    }
-    return cost;
+    auto total = ::tokenmill::testing::UsageTotal(*store_);
+    EXPECT_TRUE(total.ok()) << total.status();
+    return total.ok() ? total->cost_nusd : 0;
   }
 
   int64_t Attributed() {
@@ -118,9 +114,9 @@ class MeteringUnitTest : public ::testing::Test {
 
   TempDir dir_;
   std::chrono::steady_clock::time_point now_{std::chrono::seconds(1000)};
-  tenants::TenantRegistry tenants_;
+  std::map<std::string, Prices> tenant_prices_;
   storage::MeterStorePtr store_;
-  std::unique_ptr<telemetry::CostLedger> ledger_;
+  std::unique_ptr<CostLedger> ledger_;
   std::unique_ptr<Metering> metering_;
   runtime::UsageObserverPtr observer_;
 };
@@ -181,11 +177,9 @@ TEST_F(MeteringUnitTest, RequestRevenueIsRoundedOncePerRequest) {
   }
   // The usage counters are the sum of the steps, which is the sum of the
   // requests' exact revenues.
-  auto rows = store_->ScanUsage(storage::UsageQuery{});
-  ASSERT_TRUE(rows.ok());
-  uint64_t stored = 0;
-  for (const auto& d : *rows) stored += d.counters.revenue_nusd;
-  EXPECT_EQ(stored, revenue_sum);
+  auto stored = ::tokenmill::testing::UsageTotal(*store_);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->revenue_nusd, revenue_sum);
 }
 
 // A step the store refuses is not sent (OnStep fails) and must not count as
@@ -244,4 +238,4 @@ TEST_F(MeteringUnitTest, InterruptedRequestKeepsTheClientRequestId) {
 }
 
 }  // namespace
-}  // namespace tokenmill::daemon
+}  // namespace tokenmill::metering

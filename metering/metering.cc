@@ -1,4 +1,4 @@
-#include "daemon/metering.h"
+#include "metering/metering.h"
 
 #include <cmath>
 #include <utility>
@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 
-namespace tokenmill::daemon {
+namespace tokenmill::metering {
 namespace {
 
 using nlohmann::json;
@@ -40,6 +40,29 @@ std::string OutcomeOf(runtime::FinishReason reason) {
 // Nonnegative int64 parts as u64 counters.
 uint64_t U(int64_t v) { return v < 0 ? 0 : static_cast<uint64_t>(v); }
 
+// Resizes a vector of string-holding values to n without freeing: elements
+// cut off move to `spare` (their string buffers with them) and come back
+// from it when the vector grows, so that once both have reached the largest
+// batch, resizing allocates nothing. New elements keep stale content: the
+// caller assigns every field.
+template <typename T>
+void ResizeKeeping(std::vector<T>& v, std::vector<T>& spare, size_t n) {
+  while (v.size() > n) {
+    spare.push_back(std::move(v.back()));
+    v.pop_back();
+  }
+  while (v.size() < n) {
+    if (spare.empty()) {
+      v.emplace_back();
+    } else {
+      v.push_back(std::move(spare.back()));
+      spare.pop_back();
+    }
+  }
+  // Room for every element in either vector, taken while the batch grows.
+  if (spare.capacity() < v.capacity()) spare.reserve(v.capacity());
+}
+
 }  // namespace
 
 json LedgerRecordJson(const runtime::RequestRecord& r, const storage::UsageCounters& t) {
@@ -66,7 +89,10 @@ json LedgerRecordJson(const runtime::RequestRecord& r, const storage::UsageCount
   return j;
 }
 
-// The observer of one instance: engine thread only, so its maps need no lock.
+// The observer of one instance: engine thread only, so its state needs no
+// lock. Its buffers are reused from step to step (ResizeKeeping, string
+// assign), so a step allocates nothing once they have grown to the batch;
+// only a request's first step adds its entry to `requests_`.
 class InstanceMeter final : public runtime::UsageObserver {
  public:
   InstanceMeter(Metering& m, std::string model, std::string device)
@@ -84,15 +110,19 @@ class InstanceMeter final : public runtime::UsageObserver {
     storage::UsageCounters counters;
     // Revenue in pico-units with the sub-nano remainder carried, so that the
     // request's revenue is round(tokens x price), not a sum of rounded steps.
-    telemetry::RequestRevenue revenue;
+    RequestRevenue revenue;
   };
   absl::flat_hash_map<std::string, RequestTotals> requests_;
   // Scratch reused every step.
-  std::vector<telemetry::TokenShare> shares_;
+  std::vector<TokenShare> shares_;
+  SplitScratch split_scratch_;
+  std::vector<int64_t> cost_parts_, ns_parts_, energy_parts_;
   storage::StepRecord record_;
-  std::vector<telemetry::RuntimeMetrics::TenantStep> tenant_steps_;
-  std::vector<Prices> step_prices_;                  // parallel to record_.usage
-  std::vector<telemetry::RequestRevenue> revenues_;  // parallel to record_.requests
+  std::vector<storage::UsageDelta> spare_usage_;
+  std::vector<storage::RequestProgress> spare_requests_;
+  std::vector<telemetry::RuntimeMetrics::TenantStep> tenant_steps_, spare_tenant_steps_;
+  std::vector<Prices> step_prices_;       // parallel to record_.usage
+  std::vector<RequestRevenue> revenues_;  // parallel to record_.requests
 };
 
 absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
@@ -103,9 +133,10 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
   }
   // Priced now, attributed only once the store holds the step: a step the
   // store refuses is neither sent nor counted as attributed cost.
-  const telemetry::PricedStep priced = m_.ledger_.PriceStep(device_, step.device_time, energy);
+  const PricedStep priced = m_.ledger_.PriceStep(device_, step.device_time, energy);
   const int64_t cost = priced.cost_nano;
-  const telemetry::CostModelPtr model = m_.ledger_.model();
+  const CostModelPtr model = m_.ledger_.model();
+  const std::shared_ptr<const PriceTable> prices = m_.prices();
 
   shares_.clear();
   int64_t step_tokens = 0;
@@ -113,44 +144,60 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
     shares_.push_back({u.prompt_tokens + u.recomputed_tokens, u.generated_tokens});
     step_tokens += u.prompt_tokens + u.recomputed_tokens + u.generated_tokens;
   }
-  const std::vector<int64_t> cost_parts = model->Split(cost, shares_);
-  const std::vector<int64_t> ns_parts = model->Split(step.device_time.count(), shares_);
-  const std::vector<int64_t> energy_parts = model->Split(std::llround(energy * 1e6), shares_);
+  model->SplitInto(cost, shares_, cost_parts_, split_scratch_);
+  model->SplitInto(step.device_time.count(), shares_, ns_parts_, split_scratch_);
+  model->SplitInto(std::llround(energy * 1e6), shares_, energy_parts_, split_scratch_);
 
   const uint64_t hour = HourOf(step.at);
-  record_.usage.clear();
-  record_.requests.clear();
-  tenant_steps_.clear();
+  size_t tenants = 0;
+  ResizeKeeping(record_.usage, spare_usage_, 0);
+  ResizeKeeping(tenant_steps_, spare_tenant_steps_, 0);
+  ResizeKeeping(record_.requests, spare_requests_, step.seqs.size());
   step_prices_.clear();
   revenues_.clear();
   for (size_t i = 0; i < step.seqs.size(); ++i) {
     const runtime::SequenceUsage& u = step.seqs[i];
-    const std::string tenant(u.tenant);
     // One usage key (tenant, model, device, hour) per tenant of the step, and
     // the tenant's prices looked up once per step, not once per sequence.
     size_t k = 0;
-    while (k < record_.usage.size() && record_.usage[k].key.tenant != tenant) ++k;
-    if (k == record_.usage.size()) {
-      record_.usage.push_back({storage::UsageKey{tenant, model_, device_, hour}, {}});
-      tenant_steps_.push_back({tenant, 0, 0, 0, 0.0, 0.0});
-      step_prices_.push_back(m_.PricesFor(tenant, model_));
+    while (k < tenants && record_.usage[k].key.tenant != u.tenant) ++k;
+    if (k == tenants) {
+      ++tenants;
+      ResizeKeeping(record_.usage, spare_usage_, tenants);
+      storage::UsageDelta& d = record_.usage[k];
+      d.key.tenant.assign(u.tenant);
+      d.key.model.assign(model_);
+      d.key.device.assign(device_);
+      d.key.hour = hour;
+      d.counters = {};
+      ResizeKeeping(tenant_steps_, spare_tenant_steps_, tenants);
+      telemetry::RuntimeMetrics::TenantStep& ts = tenant_steps_[k];
+      ts.tenant.assign(u.tenant);
+      ts.prompt_tokens = ts.cached_tokens = ts.generated_tokens = 0;
+      ts.cost_usd = ts.revenue_usd = 0.0;
+      step_prices_.push_back(prices->For(u.tenant, model_));
     }
-    const Prices& prices = step_prices_[k];
+    const Prices& p = step_prices_[k];
     storage::UsageCounters c;
     c.prompt_tokens = U(u.prompt_tokens + u.cached_tokens);
     c.cached_tokens = U(u.cached_tokens);
     c.generated_tokens = U(u.generated_tokens);
-    c.device_ns = U(ns_parts[i]);
-    c.energy_uj = U(energy_parts[i]);
-    c.cost_nusd = U(cost_parts[i]);
+    c.device_ns = U(ns_parts_[i]);
+    c.energy_uj = U(energy_parts_[i]);
+    c.cost_nusd = U(cost_parts_[i]);
     const auto known = requests_.find(absl::string_view(u.request_id.data(), u.request_id.size()));
-    revenues_.push_back(known != requests_.end() ? known->second.revenue
-                                                 : telemetry::RequestRevenue());
+    revenues_.push_back(known != requests_.end() ? known->second.revenue : RequestRevenue());
     c.revenue_nusd =
         U(revenues_.back().AddStep(u.prompt_tokens + u.cached_tokens, u.generated_tokens,
-                                   prices.input_per_mtok, prices.output_per_mtok));
-    record_.requests.push_back(
-        {std::string(u.request_id), tenant, model_, device_, std::string(u.client_request_id), c});
+                                   p.input_per_mtok, p.output_per_mtok));
+    storage::RequestProgress& progress = record_.requests[i];
+    progress.request_id.assign(u.request_id);
+    progress.tenant.assign(u.tenant);
+    progress.model.assign(model_);
+    progress.device.assign(device_);
+    progress.client_request_id.assign(u.client_request_id);
+    progress.delta = c;
+    progress.hour = 0;
     record_.usage[k].counters += c;
     auto& ts = tenant_steps_[k];
     ts.prompt_tokens += u.prompt_tokens;
@@ -159,15 +206,17 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
     ts.cost_usd += static_cast<double>(c.cost_nusd) / 1e9;
     ts.revenue_usd += static_cast<double>(c.revenue_nusd) / 1e9;
   }
-  if (absl::Status s = m_.store_.RecordStep(record_); !s.ok()) {
+  if (absl::Status s = m_.CommitStep(record_); !s.ok()) {
     spdlog::error("metering_record_failed model={} error=\"{}\"", model_, s.ToString());
     return s;
   }
   m_.ledger_.CommitStep(priced);
   for (size_t i = 0; i < record_.requests.size(); ++i) {
-    RequestTotals& totals = requests_[record_.requests[i].request_id];
-    totals.counters += record_.requests[i].delta;
-    totals.revenue = revenues_[i];
+    const std::string& id = record_.requests[i].request_id;
+    auto it = requests_.find(id);
+    if (it == requests_.end()) it = requests_.try_emplace(id).first;  // its first step
+    it->second.counters += record_.requests[i].delta;
+    it->second.revenue = revenues_[i];
   }
   if (m_.metrics_ != nullptr) {
     m_.metrics_->ObserveStep(model_, device_, step.batch_size, seconds,
@@ -218,14 +267,15 @@ void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
   }
 }
 
-Metering::Metering(storage::MeterStore& store, telemetry::CostLedger& ledger,
-                   tenants::TenantRegistry& tenants, telemetry::RuntimeMetrics* metrics,
-                   MeteringSources sources)
+Metering::Metering(storage::MeterSink& store, CostLedger& ledger,
+                   telemetry::RuntimeMetrics* metrics, MeteringSources sources,
+                   MeteringOptions options)
     : store_(store),
+      committer_(options.group_commit ? std::make_unique<StepCommitter>(store) : nullptr),
       ledger_(ledger),
-      tenants_(tenants),
       metrics_(metrics),
-      sources_(std::move(sources)) {}
+      sources_(std::move(sources)),
+      price_table_(std::make_shared<const PriceTable>()) {}
 
 Metering::~Metering() { StopTicker(); }
 
@@ -237,19 +287,26 @@ runtime::UsageObserverPtr Metering::ObserverFor(const std::string& model,
 void Metering::SetModelPrices(std::map<std::string, Prices> prices) {
   absl::MutexLock lock(&prices_mu_);
   model_prices_ = std::move(prices);
+  price_table_ = std::make_shared<const PriceTable>(model_prices_, tenant_prices_);
+}
+
+void Metering::SetTenantPrices(std::map<std::string, Prices> prices) {
+  absl::MutexLock lock(&prices_mu_);
+  tenant_prices_ = std::move(prices);
+  price_table_ = std::make_shared<const PriceTable>(model_prices_, tenant_prices_);
+}
+
+absl::Status Metering::CommitStep(const storage::StepRecord& step) {
+  return committer_ ? committer_->Commit(step) : store_.RecordStep(step);
+}
+
+std::shared_ptr<const PriceTable> Metering::prices() const {
+  absl::MutexLock lock(&prices_mu_);
+  return price_table_;
 }
 
 Prices Metering::PricesFor(const std::string& tenant, const std::string& model) const {
-  Prices out;
-  {
-    absl::MutexLock lock(&prices_mu_);
-    if (auto it = model_prices_.find(model); it != model_prices_.end()) out = it->second;
-  }
-  if (auto policy = tenants_.Get(tenant)) {
-    if (policy->price_input_per_mtok > 0) out.input_per_mtok = policy->price_input_per_mtok;
-    if (policy->price_output_per_mtok > 0) out.output_per_mtok = policy->price_output_per_mtok;
-  }
-  return out;
+  return prices()->For(tenant, model);
 }
 
 absl::StatusOr<size_t> Metering::RecoverInterrupted() {
@@ -323,7 +380,7 @@ void Metering::Tick() {
   ledger_.Tick(Now(), energy);
 }
 
-void Metering::SetCostModel(telemetry::CostModelPtr model) {
+void Metering::SetCostModel(CostModelPtr model) {
   absl::MutexLock lock(&tick_mu_);
   const std::map<std::string, double> energy = EnergySinceLastTick();
   ledger_.SetModel(std::move(model), Now(), energy);
@@ -386,4 +443,4 @@ json Metering::CostJson() {
           {"idle_nusd", idle}};
 }
 
-}  // namespace tokenmill::daemon
+}  // namespace tokenmill::metering

@@ -1,7 +1,7 @@
 // CostModel rates against hand-computed values, the exactness of the step
 // split and of revenue, and the CostLedger identity node = attributed + idle
 // over simulated runs with fake time.
-#include "telemetry/cost_model.h"
+#include "metering/cost_model.h"
 
 #include <chrono>
 #include <cmath>
@@ -14,7 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace tokenmill::telemetry {
+namespace tokenmill::metering {
 namespace {
 
 // Prices a step and commits it, as Metering does once the store took it.
@@ -444,4 +444,4 @@ TEST(CostLedgerTest, SetModelAddsItsNewDevices) {
 }
 
 }  // namespace
-}  // namespace tokenmill::telemetry
+}  // namespace tokenmill::metering
