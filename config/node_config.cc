@@ -155,6 +155,10 @@ void ReadApi(TableReader& r, ApiSection& api, ProblemList& problems) {
 void ReadMetrics(TableReader& r, MetricsSection& metrics) {
   r.String("listen", &metrics.listen, ListenCheck);
   r.Duration("device_sample_interval", &metrics.device_sample_interval);
+  r.String("compat", &metrics.compat, [](std::string_view v) -> std::string {
+    if (v.empty() || v == "vllm") return "";
+    return "must be \"\" (tokenmill names only) or \"vllm\" (also vLLM's metric names)";
+  });
 }
 
 void ReadStorage(TableReader& r, StorageSection& storage) {

@@ -66,6 +66,9 @@ struct ApiSection {
 struct MetricsSection {
   std::string listen = "127.0.0.1:9464";  // Prometheus /metrics; "" = off. reload: no
   std::chrono::milliseconds device_sample_interval{1000};  // device gauges. reload: no
+  // "" = tokenmill_* names only; "vllm" = also vLLM's names for the routing
+  // and token figures (telemetry::MetricNames). reload: no
+  std::string compat;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const MetricsSection&) const = default;

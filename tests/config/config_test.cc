@@ -81,6 +81,7 @@ max_buffered_output_bytes = "256MiB"
 [metrics]
 listen = "localhost:0"
 device_sample_interval = 250
+compat = "vllm"
 
 [storage]
 durability = "power"
@@ -182,6 +183,7 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
 
   EXPECT_EQ(c.metrics.listen, "localhost:0");
   EXPECT_EQ(c.metrics.device_sample_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.metrics.compat, "vllm");
   EXPECT_EQ(c.storage.durability, Durability::kPower);
 
   EXPECT_EQ(c.scheduler.block_tokens, 32u);
@@ -422,8 +424,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("model.price_output_per_mtok"));
   EXPECT_THAT(keys, ::testing::Contains("api.control_token_sha256"));
   EXPECT_THAT(keys, ::testing::Contains("node.model_roots"));
-  // One per field of the sections: 3 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 56u);
+  EXPECT_THAT(keys, ::testing::Contains("metrics.compat"));
+  // One per field of the sections: 3 + 12 + 3 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 57u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {
