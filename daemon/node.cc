@@ -57,7 +57,7 @@ class NodeStateCollector : public prometheus::Collectable {
     // The node's name ([node] name) for joins: target labels tell scrapes
     // apart, this tells which tokenmill node a target is.
     out.push_back(gauge("tokenmill_node_info", "The node's [node] name; the value is always 1", 1.0,
-                        {{"node", state_.config()->node.name}}));
+                        {{"node_name", state_.config()->node.name}}));
     return out;
   }
 

@@ -183,7 +183,7 @@ TEST_F(RoutingMetricsTest, TokenmillAndVllmNamesOnALiveScrape) {
   EXPECT_THAT(
       SeriesValue(text, R"(tokenmill_model_state{device="cpu",model="tiny",state="loading"})"),
       Optional(0.0));
-  EXPECT_THAT(SeriesValue(text, R"(tokenmill_node_info{node="rack7-node3"})"), Optional(1.0));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_node_info{node_name="rack7-node3"})"), Optional(1.0));
   EXPECT_THAT(SeriesValue(text, "tokenmill_node_draining"), Optional(0.0));
 
   // The capacity a scheduler reads, in the same bytes.
