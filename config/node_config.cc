@@ -105,6 +105,7 @@ void ReadNode(TableReader& r, NodeSection& node) {
   std::vector<std::string> roots;
   r.StringArray("model_roots", &roots, FromStatus(CheckAbsolutePath));
   if (has_roots) node.model_roots.emplace(roots.begin(), roots.end());
+  r.Duration("drain_timeout", &node.drain_timeout);
 }
 
 // "" (none) or the SHA-256 of a non-empty admin token.

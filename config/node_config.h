@@ -26,6 +26,9 @@ struct NodeSection {
   // ModelRoots(). [] allows no API load. [[model]] paths are not checked
   // (the operator wrote them). reload: no
   std::optional<std::vector<std::filesystem::path>> model_roots;
+  // On SIGTERM, how long running and queued requests may finish before the
+  // rest are cancelled. reload: yes (read when the stop begins)
+  std::chrono::milliseconds drain_timeout{30000};
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const NodeSection&) const = default;

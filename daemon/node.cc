@@ -683,6 +683,7 @@ nlohmann::json Node::CapacityJson() const {
   const auto totals = snap.node.value_or(telemetry::RuntimeSnapshot::NodeTotals{});
   return {{"draining", state_->draining()},
           {"ready", state_->ready()},
+          {"preparing", openai_api_ ? openai_api_->preparing() : 0},
           {"queue_depth", totals.waiting},
           {"running", totals.running},
           {"kv_bytes_total", total},

@@ -162,6 +162,14 @@ TEST(ParseConfigTest, ModelRootsWhenSet) {
   EXPECT_TRUE(ModelRoots(none).empty());
 }
 
+TEST(ParseConfigTest, DrainTimeoutDefaultsTo30sAndReloads) {
+  EXPECT_EQ(ParseOrDie("").node.drain_timeout, std::chrono::seconds(30));
+  const NodeConfig c = ParseOrDie("[node]\ndrain_timeout = \"90s\"\n");
+  EXPECT_EQ(c.node.drain_timeout, std::chrono::seconds(90));
+  // Read when a stop begins: a reload changes it without a restart.
+  EXPECT_TRUE(RestartRequiredChanges(ParseOrDie(""), c).empty());
+}
+
 TEST(ParseConfigTest, FullFileSetsEveryField) {
   const NodeConfig c = ParseOrDie(kFullConfig);
   EXPECT_EQ(c.node.name, "gpu-node-07");
@@ -425,8 +433,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("api.control_token_sha256"));
   EXPECT_THAT(keys, ::testing::Contains("node.model_roots"));
   EXPECT_THAT(keys, ::testing::Contains("metrics.compat"));
-  // One per field of the sections: 3 + 12 + 3 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 57u);
+  EXPECT_THAT(keys, ::testing::Contains("node.drain_timeout"));
+  // One per field of the sections: 4 + 12 + 3 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 58u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {
