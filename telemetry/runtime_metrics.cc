@@ -98,7 +98,7 @@ void AddVllmFamilies(const RuntimeSnapshot& s, std::vector<prometheus::MetricFam
                        MetricType::Gauge);
   auto gpu_kv =
       MakeFamily("vllm:gpu_cache_usage_perc",
-                 "KV cache usage of the model, 0..1 (vLLM's name before 0.10)", MetricType::Gauge);
+                 "KV cache usage of the model, 0..1 (vLLM's deprecated name)", MetricType::Gauge);
   auto prompt = MakeFamily("vllm:prompt_tokens_total",
                            "Prompt tokens of the model: computed and served from the prefix cache",
                            MetricType::Counter);
