@@ -108,6 +108,7 @@ void ReadNode(TableReader& r, NodeSection& node) {
   std::vector<std::string> plugins;
   r.StringArray("device_plugins", &plugins, FromStatus(CheckAbsolutePath));
   node.device_plugins.assign(plugins.begin(), plugins.end());
+  r.Duration("drain_timeout", &node.drain_timeout);
 }
 
 // "" (none) or the SHA-256 of a non-empty admin token.
@@ -158,6 +159,10 @@ void ReadApi(TableReader& r, ApiSection& api, ProblemList& problems) {
 void ReadMetrics(TableReader& r, MetricsSection& metrics) {
   r.String("listen", &metrics.listen, ListenCheck);
   r.Duration("device_sample_interval", &metrics.device_sample_interval);
+  r.String("compat", &metrics.compat, [](std::string_view v) -> std::string {
+    if (v.empty() || v == "vllm") return "";
+    return "must be \"\" (tokenmill names only) or \"vllm\" (also vLLM's metric names)";
+  });
 }
 
 void ReadStorage(TableReader& r, StorageSection& storage) {

@@ -33,6 +33,9 @@ struct NodeSection {
   // one built for another ABI major: logged, and the node starts without it.
   // Default: none. reload: no
   std::vector<std::filesystem::path> device_plugins;
+  // On SIGTERM, how long running and queued requests may finish before the
+  // rest are cancelled. reload: yes (read when the stop begins)
+  std::chrono::milliseconds drain_timeout{30000};
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const NodeSection&) const = default;
@@ -73,6 +76,9 @@ struct ApiSection {
 struct MetricsSection {
   std::string listen = "127.0.0.1:9464";  // Prometheus /metrics; "" = off. reload: no
   std::chrono::milliseconds device_sample_interval{1000};  // device gauges. reload: no
+  // "" = tokenmill_* names only; "vllm" = also vLLM's names for the routing
+  // and token figures (telemetry::MetricNames). reload: no
+  std::string compat;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const MetricsSection&) const = default;

@@ -99,6 +99,7 @@ std::vector<std::string> RestartRequiredChanges(const NodeConfig& before, const 
   c.Compare("metrics.listen", before.metrics.listen, after.metrics.listen);
   c.Compare("metrics.device_sample_interval", before.metrics.device_sample_interval,
             after.metrics.device_sample_interval);
+  c.Compare("metrics.compat", before.metrics.compat, after.metrics.compat);
 
   c.Compare("storage.durability", before.storage.durability, after.storage.durability);
 

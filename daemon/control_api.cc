@@ -119,6 +119,7 @@ bool ControlApi::Handle(const http::HttpRequest& request, const http::ResponseWr
     if (!get) return SendMethodNotAllowed(*response, {"GET", "HEAD"}), true;
     json node = NodeJson();
     if (store_) node["store"] = store_();
+    if (capacity_) node["capacity"] = capacity_();
     SendJson(*response, node.dump());
     return true;
   }

@@ -3,7 +3,10 @@
 //   GET    /healthz               200 while the process serves requests
 //   GET    /readyz                200 when ready for work, 503 while starting or draining
 //   GET    /control/v1/node       version, uptime, config source and digest, state, devices,
-//                                 store (writable, error, accepted losses and the last one)
+//                                 store (writable, error, accepted losses and the last one),
+//                                 capacity (for a scheduler: draining, queue depth, running,
+//                                 KV bytes total/used/cached/free per device and node, models
+//                                 with their state)
 //   GET    /control/v1/devices    every device with its static facts and latest sample
 //   GET    /control/v1/drain      drain state
 //   POST   /control/v1/drain      stop admitting new work (readyz turns 503)
@@ -42,6 +45,10 @@ class ControlApi {
   void set_details_source(std::function<nlohmann::json(const devices::Device&)> source) {
     details_ = std::move(source);
   }
+  // The "capacity" object of /control/v1/node (omitted when unset).
+  void set_capacity_source(std::function<nlohmann::json()> source) {
+    capacity_ = std::move(source);
+  }
 
   nlohmann::json NodeJson() const;
   nlohmann::json DevicesJson() const;
@@ -52,6 +59,7 @@ class ControlApi {
   SampleSource samples_;
   std::function<nlohmann::json()> store_;
   std::function<nlohmann::json(const devices::Device&)> details_;
+  std::function<nlohmann::json()> capacity_;
 };
 
 // Answers a request no API took: 404 for unknown paths.

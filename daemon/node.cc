@@ -35,14 +35,31 @@ class NodeStateCollector : public prometheus::Collectable {
  public:
   explicit NodeStateCollector(const NodeState& state) : state_(state) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
-    prometheus::MetricFamily family;
-    family.name = "tokenmill_node_ready";
-    family.help = "1 when the node admits new work, 0 while starting or draining";
-    family.type = prometheus::MetricType::Gauge;
-    prometheus::ClientMetric metric;
-    metric.gauge.value = state_.ready() ? 1.0 : 0.0;
-    family.metric.push_back(std::move(metric));
-    return {std::move(family)};
+    auto gauge = [](std::string name, std::string help, double value,
+                    std::vector<prometheus::ClientMetric::Label> labels = {}) {
+      prometheus::MetricFamily family;
+      family.name = std::move(name);
+      family.help = std::move(help);
+      family.type = prometheus::MetricType::Gauge;
+      prometheus::ClientMetric metric;
+      metric.label = std::move(labels);
+      metric.gauge.value = value;
+      family.metric.push_back(std::move(metric));
+      return family;
+    };
+    std::vector<prometheus::MetricFamily> out;
+    out.push_back(gauge("tokenmill_node_ready",
+                        "1 when the node admits new work, 0 while starting or draining",
+                        state_.ready() ? 1.0 : 0.0));
+    // Alerts on not-ready stay quiet during a planned drain by this one.
+    out.push_back(gauge("tokenmill_node_draining",
+                        "1 while the node drains (POST /control/v1/drain, tokenmill drain, stop)",
+                        state_.draining() ? 1.0 : 0.0));
+    // The node's name ([node] name) for joins: target labels tell scrapes
+    // apart, this tells which tokenmill node a target is.
+    out.push_back(gauge("tokenmill_node_info", "The node's [node] name; the value is always 1", 1.0,
+                        {{"node_name", state_.config()->node.name}}));
+    return out;
   }
 
  private:
@@ -226,6 +243,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   const devices::BackendRegistry* backends = node->backends_.get();
   node->control_api_->set_details_source(
       [backends](const devices::Device& d) { return backends->DetailsJson(d); });
+  node->control_api_->set_capacity_source(
+      [self_for_store] { return self_for_store->CapacityJson(); });
 
   // Tenants and model instances: the config's, then what the API made before.
   node->tenants_ = std::make_unique<tenants::TenantRegistry>();
@@ -240,7 +259,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
       std::make_unique<metering::CostLedger>(*cost_model, std::chrono::steady_clock::now());
   Node* raw = node.get();
   node->runtime_metrics_ = std::make_unique<telemetry::RuntimeMetrics>(
-      *node->registry_, [raw] { return raw->Snapshot(); });
+      *node->registry_, [raw] { return raw->Snapshot(); },
+      cfg->metrics.compat == "vllm" ? telemetry::MetricNames::kTokenmillAndVllm
+                                    : telemetry::MetricNames::kTokenmill);
   telemetry::RuntimeMetrics* metrics = node->runtime_metrics_.get();
   // A removed tenant's series go once its last request has ended.
   node->tenants_->OnRemoved([metrics](const std::string& name) {
@@ -580,37 +601,65 @@ void Node::OnInstanceEvent(const runtime::InstanceEvent& event) {
 telemetry::RuntimeSnapshot Node::Snapshot() const {
   telemetry::RuntimeSnapshot snap;
   if (instances_ == nullptr) return snap;
+  // Arena figures first: a model's KV capacity includes its device's free pages.
+  std::map<std::string, devices::KvArenaStats> arenas;
+  for (const auto& dev : instances_->DeviceStats()) arenas[dev.device] = dev.arena;
   std::map<std::string, telemetry::RuntimeSnapshot::DeviceKv> kv;
   std::map<std::string, uint64_t> block_bytes;  // a device's first instance's block size
   std::map<std::pair<std::string, std::string>, uint64_t> tenant_kv;
+  telemetry::RuntimeSnapshot::NodeTotals totals;
   for (const auto& info : instances_->List()) {
+    snap.model_states.push_back(
+        {info.spec.id, info.device, std::string(runtime::InstanceStateName(info.state))});
     if (info.state != runtime::InstanceState::kReady &&
         info.state != runtime::InstanceState::kDraining) {
       continue;
     }
-    snap.models.push_back({info.spec.id, info.device, info.stats.running, info.stats.waiting,
-                           info.stats.prefix_query_tokens, info.stats.prefix_hit_tokens});
+    const auto& st = info.stats;
+    const uint64_t bpb = info.kv_bytes_per_block;
+    const devices::KvArenaStats* arena = nullptr;
+    if (auto it = arenas.find(info.device); it != arenas.end()) arena = &it->second;
+    telemetry::RuntimeSnapshot::Model m;
+    m.model = info.spec.id;
+    m.device = info.device;
+    m.running = st.running;
+    m.waiting = st.waiting;
+    m.prefix_query_tokens = st.prefix_query_tokens;
+    m.prefix_hit_tokens = st.prefix_hit_tokens;
+    m.prompt_tokens = st.prompt_tokens + st.cached_tokens;
+    m.generated_tokens = st.generated_tokens;
+    m.kv_used_bytes = uint64_t{st.kv_blocks_used} * bpb;
+    if (arena != nullptr) {
+      m.kv_capacity_bytes = (uint64_t{st.kv_pages} + arena->pages_free) * arena->page_bytes;
+    }
+    snap.models.push_back(std::move(m));
+    totals.running += st.running;
+    totals.waiting += st.waiting;
     auto& d = kv[info.device];
     d.device = info.device;
-    d.used += info.stats.kv_blocks_used;
-    d.cached += info.stats.kv_blocks_cached;
-    d.free += info.stats.kv_blocks_free;
-    if (!block_bytes.contains(info.device)) block_bytes[info.device] = info.kv_bytes_per_block;
-    for (const auto& [tenant, blocks] : info.stats.tenant_kv_blocks) {
+    d.used += st.kv_blocks_used;
+    d.cached += st.kv_blocks_cached;
+    d.free += st.kv_blocks_free;
+    d.used_bytes += uint64_t{st.kv_blocks_used} * bpb;
+    d.cached_bytes += uint64_t{st.kv_blocks_cached} * bpb;
+    if (!block_bytes.contains(info.device)) block_bytes[info.device] = bpb;
+    for (const auto& [tenant, blocks] : st.tenant_kv_blocks) {
       tenant_kv[{tenant, info.device}] += blocks;
     }
   }
-  for (const auto& dev : instances_->DeviceStats()) {
-    auto& d = kv[dev.device];
-    d.device = dev.device;
+  for (const auto& [device, arena] : arenas) {
+    auto& d = kv[device];
+    d.device = device;
+    d.total_bytes = uint64_t{arena.pages_total} * arena.page_bytes;
     // Unused arena pages count as free blocks of the device's first model.
-    if (auto it = block_bytes.find(dev.device); it != block_bytes.end() && it->second > 0) {
-      d.free += uint64_t{dev.arena.pages_free} * (dev.arena.page_bytes / it->second);
+    if (auto it = block_bytes.find(device); it != block_bytes.end() && it->second > 0) {
+      d.free += uint64_t{arena.pages_free} * (arena.page_bytes / it->second);
     }
   }
   for (auto& [device, d] : kv) snap.kv.push_back(d);
   for (const auto& [key, blocks] : tenant_kv)
     snap.tenant_kv.push_back({key.first, key.second, blocks});
+  snap.node = totals;
   if (cost_ledger_) {
     for (const auto& [device, t] : cost_ledger_->Totals()) {
       telemetry::RuntimeSnapshot::DeviceCost c;
@@ -623,6 +672,48 @@ telemetry::RuntimeSnapshot Node::Snapshot() const {
     }
   }
   return snap;
+}
+
+nlohmann::json Node::CapacityJson() const {
+  const telemetry::RuntimeSnapshot snap = Snapshot();
+  nlohmann::json devices = nlohmann::json::array();
+  uint64_t total = 0, used = 0, cached = 0;
+  for (const auto& d : snap.kv) {
+    const uint64_t taken = d.used_bytes + d.cached_bytes;
+    const uint64_t free = d.total_bytes > taken ? d.total_bytes - taken : 0;
+    devices.push_back({{"id", d.device},
+                       {"kv_bytes_total", d.total_bytes},
+                       {"kv_bytes_used", d.used_bytes},
+                       {"kv_bytes_cached", d.cached_bytes},
+                       {"kv_bytes_free", free}});
+    total += d.total_bytes;
+    used += d.used_bytes;
+    cached += d.cached_bytes;
+  }
+  nlohmann::json models = nlohmann::json::array();
+  for (const auto& m : snap.model_states) {
+    nlohmann::json model = {{"id", m.model}, {"device", m.device}, {"state", m.state}};
+    for (const auto& live : snap.models) {
+      if (live.model != m.model) continue;
+      model["running"] = live.running;
+      model["waiting"] = live.waiting;
+      model["kv_bytes_used"] = live.kv_used_bytes;
+      model["kv_bytes_capacity"] = live.kv_capacity_bytes;
+    }
+    models.push_back(std::move(model));
+  }
+  const auto totals = snap.node.value_or(telemetry::RuntimeSnapshot::NodeTotals{});
+  return {{"draining", state_->draining()},
+          {"ready", state_->ready()},
+          {"preparing", openai_api_ ? openai_api_->preparing() : 0},
+          {"queue_depth", totals.waiting},
+          {"running", totals.running},
+          {"kv_bytes_total", total},
+          {"kv_bytes_used", used},
+          {"kv_bytes_cached", cached},
+          {"kv_bytes_free", total > used + cached ? total - used - cached : 0},
+          {"devices", std::move(devices)},
+          {"models", std::move(models)}};
 }
 
 bool Node::LoopResponsive(std::chrono::milliseconds max_age) {

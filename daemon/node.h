@@ -74,6 +74,8 @@ class Node {
   void Route(http::HttpRequest request, http::ResponseWriterPtr response);
   // What the runtime families show at scrape time.
   telemetry::RuntimeSnapshot Snapshot() const;
+  // The "capacity" object of /control/v1/node, for a scheduler (loop thread).
+  nlohmann::json CapacityJson() const;
   // The "store" object of /control/v1/node: writability and accepted losses.
   nlohmann::json StoreJson() const;
   // A model loaded, failed or unloaded (any thread): logged and stored by the

@@ -87,7 +87,7 @@ int Supervise(Node& node, const std::string& config_path) {
     }
     spdlog::info("stopping signal={}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     Notify("STOPPING=1\nSTATUS=draining");
-    node.Stop();
+    node.Stop(node.state().config()->node.drain_timeout);
     spdlog::info("stopped");
     return 0;
   }

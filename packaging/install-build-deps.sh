@@ -13,11 +13,15 @@ packages=(
   # Tests: a real Prometheus server and promtool; dpkg-dev for the .deb test,
   # lintian and man-db to check it, strace for the unit's system call filter.
   prometheus dpkg-dev systemd man-db lintian strace
+  # packaging.kubernetes reads the validated manifests with jq.
+  jq
   # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes.
   clang libclang-rt-14-dev
 )
 
-# Node.js runs a second GGUF reader in the tests; the image may ship its own.
+# Node.js runs a second GGUF reader in the tests and the Kubernetes manifest
+# validator (npm packages installed under the build dir); the image may ship
+# its own.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()

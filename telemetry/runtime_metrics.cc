@@ -3,6 +3,7 @@
 // only atomics and small maps; the snapshot families are built per scrape.
 #include "telemetry/runtime_metrics.h"
 
+#include <algorithm>
 #include <array>
 #include <set>
 #include <string>
@@ -76,11 +77,63 @@ prometheus::MetricFamily MakeFamily(std::string name, std::string help,
   return family;
 }
 
+// part / whole in 0..1; 0 when there is no whole.
+double Ratio(uint64_t part, uint64_t whole) {
+  if (whole == 0) return 0.0;
+  return std::min(1.0, static_cast<double>(part) / static_cast<double>(whole));
+}
+
+// vLLM's names for the figures a router, an autoscaler or a vLLM dashboard
+// reads (as vLLM's v1 engine exports them), labelled model_name.
+void AddVllmFamilies(const RuntimeSnapshot& s, std::vector<prometheus::MetricFamily>& out) {
+  using prometheus::MetricType;
+  auto running = MakeFamily("vllm:num_requests_running",
+                            "Requests in the model's batch (tokenmill_requests{state=\"running\"})",
+                            MetricType::Gauge);
+  auto waiting = MakeFamily(
+      "vllm:num_requests_waiting",
+      "Requests waiting for the model (tokenmill_requests{state=\"waiting\"})", MetricType::Gauge);
+  auto kv = MakeFamily("vllm:kv_cache_usage_perc",
+                       "KV cache usage of the model, 0..1 (tokenmill_kv_cache_usage_ratio)",
+                       MetricType::Gauge);
+  auto gpu_kv =
+      MakeFamily("vllm:gpu_cache_usage_perc",
+                 "KV cache usage of the model, 0..1 (vLLM's deprecated name)", MetricType::Gauge);
+  auto prompt = MakeFamily("vllm:prompt_tokens_total",
+                           "Prompt tokens of the model: computed and served from the prefix cache",
+                           MetricType::Counter);
+  auto generation =
+      MakeFamily("vllm:generation_tokens_total", "Tokens the model generated", MetricType::Counter);
+  auto queries = MakeFamily("vllm:prefix_cache_queries_total",
+                            "Prompt tokens looked up in the prefix cache", MetricType::Counter);
+  auto hits = MakeFamily("vllm:prefix_cache_hits_total", "Prompt tokens found in the prefix cache",
+                         MetricType::Counter);
+  for (const auto& m : s.models) {
+    const std::vector<prometheus::ClientMetric::Label> labels = {{"model_name", m.model}};
+    const double usage = Ratio(m.kv_used_bytes, m.kv_capacity_bytes);
+    running.metric.push_back(Sample(labels, MetricType::Gauge, m.running));
+    waiting.metric.push_back(Sample(labels, MetricType::Gauge, m.waiting));
+    kv.metric.push_back(Sample(labels, MetricType::Gauge, usage));
+    gpu_kv.metric.push_back(Sample(labels, MetricType::Gauge, usage));
+    prompt.metric.push_back(
+        Sample(labels, MetricType::Counter, static_cast<double>(m.prompt_tokens)));
+    generation.metric.push_back(
+        Sample(labels, MetricType::Counter, static_cast<double>(m.generated_tokens)));
+    queries.metric.push_back(
+        Sample(labels, MetricType::Counter, static_cast<double>(m.prefix_query_tokens)));
+    hits.metric.push_back(
+        Sample(labels, MetricType::Counter, static_cast<double>(m.prefix_hit_tokens)));
+  }
+  for (auto* family : {&running, &waiting, &kv, &gpu_kv, &prompt, &generation, &queries, &hits}) {
+    if (!family->metric.empty()) out.push_back(std::move(*family));
+  }
+}
+
 // The scrape-time families. Monotonic figures are counters, levels gauges.
 class SnapshotCollector : public prometheus::Collectable {
  public:
-  explicit SnapshotCollector(std::function<RuntimeSnapshot()> snapshot)
-      : snapshot_(std::move(snapshot)) {}
+  SnapshotCollector(std::function<RuntimeSnapshot()> snapshot, MetricNames names)
+      : snapshot_(std::move(snapshot)), names_(names) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     if (!snapshot_) return {};
@@ -93,7 +146,14 @@ class SnapshotCollector : public prometheus::Collectable {
                               "Prompt tokens looked up in the prefix cache", MetricType::Counter);
     auto hits = MakeFamily("tokenmill_prefix_cache_hits_total",
                            "Prompt tokens found in the prefix cache", MetricType::Counter);
+    auto usage = MakeFamily("tokenmill_kv_cache_usage_ratio",
+                            "Fraction of KV cache bytes referenced by live sequences: per device "
+                            "(of the arena's capacity) and per device and model (of what the "
+                            "model holds plus the arena's free pages); cached blocks count as free",
+                            MetricType::Gauge);
     for (const auto& m : s.models) {
+      usage.metric.push_back(Sample({{"device", m.device}, {"model", m.model}}, MetricType::Gauge,
+                                    Ratio(m.kv_used_bytes, m.kv_capacity_bytes)));
       requests.metric.push_back(
           Sample({{"model", m.model}, {"state", "running"}}, MetricType::Gauge, m.running));
       requests.metric.push_back(
@@ -107,7 +167,25 @@ class SnapshotCollector : public prometheus::Collectable {
                          "KV cache blocks of a device: used (referenced), free, cached (kept for "
                          "prefix reuse)",
                          MetricType::Gauge);
+    auto kv_bytes = MakeFamily("tokenmill_kv_cache_bytes",
+                               "KV cache bytes of a device: used (referenced), cached (kept for "
+                               "prefix reuse), free; they add up to the arena's capacity",
+                               MetricType::Gauge);
+    uint64_t node_used = 0;
+    uint64_t node_total = 0;
     for (const auto& d : s.kv) {
+      const uint64_t taken = d.used_bytes + d.cached_bytes;
+      const uint64_t free = d.total_bytes > taken ? d.total_bytes - taken : 0;
+      kv_bytes.metric.push_back(Sample({{"device", d.device}, {"state", "used"}}, MetricType::Gauge,
+                                       static_cast<double>(d.used_bytes)));
+      kv_bytes.metric.push_back(Sample({{"device", d.device}, {"state", "cached"}},
+                                       MetricType::Gauge, static_cast<double>(d.cached_bytes)));
+      kv_bytes.metric.push_back(Sample({{"device", d.device}, {"state", "free"}}, MetricType::Gauge,
+                                       static_cast<double>(free)));
+      usage.metric.push_back(
+          Sample({{"device", d.device}}, MetricType::Gauge, Ratio(d.used_bytes, d.total_bytes)));
+      node_used += d.used_bytes;
+      node_total += d.total_bytes;
       kv.metric.push_back(Sample({{"device", d.device}, {"state", "used"}}, MetricType::Gauge,
                                  static_cast<double>(d.used)));
       kv.metric.push_back(Sample({{"device", d.device}, {"state", "free"}}, MetricType::Gauge,
@@ -137,15 +215,45 @@ class SnapshotCollector : public prometheus::Collectable {
     for (const auto& [component, usd] : by_component) {
       node.metric.push_back(Sample({{"component", component}}, MetricType::Counter, usd));
     }
+    auto model_state =
+        MakeFamily("tokenmill_model_state",
+                   "1 for the state a model instance is in (loading, ready, draining, failed), 0 "
+                   "for the others",
+                   MetricType::Gauge);
+    for (const auto& m : s.model_states) {
+      for (const char* state : {"loading", "ready", "draining", "failed"}) {
+        model_state.metric.push_back(
+            Sample({{"device", m.device}, {"model", m.model}, {"state", state}}, MetricType::Gauge,
+                   m.state == state ? 1.0 : 0.0));
+      }
+    }
+    auto node_requests = MakeFamily("tokenmill_node_requests",
+                                    "Requests of every model on the node now running or waiting "
+                                    "(the node's queue depth)",
+                                    MetricType::Gauge);
+    auto node_usage = MakeFamily("tokenmill_node_kv_cache_usage_ratio",
+                                 "Fraction of the node's KV cache bytes (all devices) referenced "
+                                 "by live sequences",
+                                 MetricType::Gauge);
+    if (s.node) {
+      node_requests.metric.push_back(
+          Sample({{"state", "running"}}, MetricType::Gauge, s.node->running));
+      node_requests.metric.push_back(
+          Sample({{"state", "waiting"}}, MetricType::Gauge, s.node->waiting));
+      node_usage.metric.push_back(Sample({}, MetricType::Gauge, Ratio(node_used, node_total)));
+    }
     std::vector<prometheus::MetricFamily> out;
-    for (auto* family : {&requests, &queries, &hits, &kv, &tenant_kv, &idle, &node}) {
+    for (auto* family : {&requests, &node_requests, &queries, &hits, &kv, &kv_bytes, &usage,
+                         &node_usage, &tenant_kv, &model_state, &idle, &node}) {
       if (!family->metric.empty()) out.push_back(std::move(*family));
     }
+    if (names_ == MetricNames::kTokenmillAndVllm) AddVllmFamilies(s, out);
     return out;
   }
 
  private:
   std::function<RuntimeSnapshot()> snapshot_;
+  MetricNames names_;
 };
 
 }  // namespace
@@ -178,7 +286,7 @@ struct RuntimeMetrics::Impl {
   };
   using Key = std::tuple<std::string, std::string>;
 
-  Impl(prometheus::Registry& r, std::function<RuntimeSnapshot()> snapshot)
+  Impl(prometheus::Registry& r, std::function<RuntimeSnapshot()> snapshot, MetricNames names)
       : registry(r),
         tokens(prometheus::BuildCounter()
                    .Name("tokenmill_tokens_total")
@@ -233,7 +341,7 @@ struct RuntimeMetrics::Impl {
                        .Name("tokenmill_batch_size")
                        .Help("Sequences in one engine step")
                        .Register(r)),
-        collector(std::make_shared<SnapshotCollector>(std::move(snapshot))) {}
+        collector(std::make_shared<SnapshotCollector>(std::move(snapshot), names)) {}
 
   ~Impl() {
     for (auto* family :
@@ -360,8 +468,8 @@ struct RuntimeMetrics::Impl {
 };
 
 RuntimeMetrics::RuntimeMetrics(prometheus::Registry& registry,
-                               std::function<RuntimeSnapshot()> snapshot)
-    : impl_(std::make_unique<Impl>(registry, std::move(snapshot))) {}
+                               std::function<RuntimeSnapshot()> snapshot, MetricNames names)
+    : impl_(std::make_unique<Impl>(registry, std::move(snapshot), names)) {}
 
 RuntimeMetrics::~RuntimeMetrics() = default;
 

@@ -40,12 +40,35 @@ struct RuntimeSnapshot {
     uint32_t waiting = 0;
     uint64_t prefix_query_tokens = 0;  // monotonic
     uint64_t prefix_hit_tokens = 0;    // monotonic
+    // Monotonic over the instance's life (the vLLM-compatible token counters).
+    uint64_t prompt_tokens = 0;  // computed and served from the prefix cache
+    uint64_t generated_tokens = 0;
+    // KV bytes its live sequences reference, and the most it could hold now:
+    // the arena pages it holds plus the device arena's free pages.
+    uint64_t kv_used_bytes = 0;
+    uint64_t kv_capacity_bytes = 0;
   };
   struct DeviceKv {
     std::string device;
     uint64_t used = 0;    // blocks referenced, all instances
     uint64_t free = 0;    // blocks held empty + unused arena pages in blocks
     uint64_t cached = 0;  // unreferenced blocks kept for the prefix cache
+    // The same in bytes, one unit for every model on the device: used and
+    // cached as above, total the arena's capacity now (free = the rest).
+    uint64_t used_bytes = 0;
+    uint64_t cached_bytes = 0;
+    uint64_t total_bytes = 0;
+  };
+  // Every model instance the node knows, whatever its state.
+  struct ModelState {
+    std::string model;
+    std::string device;
+    std::string state;  // loading | ready | draining | failed
+  };
+  // Node-wide totals; unset: the node families are not exported.
+  struct NodeTotals {
+    uint32_t running = 0;
+    uint32_t waiting = 0;
   };
   struct TenantKv {
     std::string tenant;
@@ -61,6 +84,19 @@ struct RuntimeSnapshot {
   std::vector<DeviceKv> kv;
   std::vector<TenantKv> tenant_kv;
   std::vector<DeviceCost> costs;
+  std::vector<ModelState> model_states;
+  std::optional<NodeTotals> node;
+};
+
+// Which metric names the scrape-time families are exported under.
+enum class MetricNames {
+  kTokenmill,  // tokenmill_* only
+  // tokenmill_* and vLLM's names for the same figures (vllm:num_requests_running,
+  // vllm:num_requests_waiting, vllm:kv_cache_usage_perc, vllm:gpu_cache_usage_perc,
+  // vllm:prompt_tokens_total, vllm:generation_tokens_total,
+  // vllm:prefix_cache_queries_total, vllm:prefix_cache_hits_total; label
+  // model_name), for dashboards, autoscalers and routers made for vLLM.
+  kTokenmillAndVllm,
 };
 
 // One request's end, for the counters and histograms.
@@ -80,16 +116,21 @@ class RuntimeMetrics {
   // `snapshot` is called at scrape time (from the exposer's thread) by
   // snapshot_collectable(); it must be quick and thread-safe. It may be empty
   // (no snapshot families).
-  RuntimeMetrics(prometheus::Registry& registry, std::function<RuntimeSnapshot()> snapshot);
+  // `names` picks the names of the scrape-time families.
+  RuntimeMetrics(prometheus::Registry& registry, std::function<RuntimeSnapshot()> snapshot,
+                 MetricNames names = MetricNames::kTokenmill);
   ~RuntimeMetrics();
 
   RuntimeMetrics(const RuntimeMetrics&) = delete;
   RuntimeMetrics& operator=(const RuntimeMetrics&) = delete;
 
-  // The scrape-time families (tokenmill_requests, tokenmill_kv_blocks,
-  // tokenmill_kv_tenant_blocks, tokenmill_prefix_cache_{queries,hits}_total,
-  // tokenmill_idle_cost_usd_total, tokenmill_node_cost_usd_total) built from
-  // `snapshot`. A prometheus::Registry cannot hold a custom collectable, so
+  // The scrape-time families built from `snapshot`: tokenmill_requests,
+  // tokenmill_node_requests, tokenmill_kv_blocks, tokenmill_kv_cache_bytes,
+  // tokenmill_kv_cache_usage_ratio (per device, and per device and model),
+  // tokenmill_node_kv_cache_usage_ratio, tokenmill_kv_tenant_blocks,
+  // tokenmill_model_state, tokenmill_prefix_cache_{queries,hits}_total,
+  // tokenmill_idle_cost_usd_total, tokenmill_node_cost_usd_total (and the
+  // vLLM names, see MetricNames). A prometheus::Registry cannot hold a custom collectable, so
   // the daemon registers this one with MetricsServer::Register next to the
   // registry. It calls `snapshot`, so it must not be collected after the
   // snapshot's sources are gone; MetricsServer keeps only a weak reference,

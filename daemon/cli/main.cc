@@ -1,6 +1,7 @@
 // tokenmill: the command line for operators of a tokenmilld node.
 //
-//   tokenmill [--socket PATH | --url http://HOST:PORT] [--json] status | devices | drain [--cancel]
+//   tokenmill [--socket PATH | --url http://HOST:PORT] [--json] status | devices |
+//     drain [--cancel | --wait SECONDS]
 //   tokenmill model synth --out FILE [--shape tiny|small|1b|8b] [--type q8_0] ...
 //   tokenmill bench MODEL [--threads N] [--batches 1,4,16,32]
 //   tokenmill models list | load ID PATH [--device D] ... | unload ID [--wait]
@@ -14,10 +15,12 @@
 //
 // Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 // with an error, 2 for a bad command line.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "daemon/cli/control_client.h"
@@ -87,6 +90,39 @@ std::string StatusTable(const json& node) {
 
 }  // namespace
 
+// Polls /control/v1/node until its capacity shows no request running,
+// waiting or being prepared, or `seconds` pass. 0: drained; 1: not drained in
+// time or the daemon did not answer.
+static int WaitDrained(ControlClient& client, double seconds, bool as_json) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  for (;;) {
+    std::optional<json> node = FetchJson(client, "GET", "/control/v1/node");
+    if (!node) return 1;
+    const json capacity = node->value("capacity", json::object());
+    const int64_t running = capacity.value("running", int64_t{0});
+    const int64_t waiting = capacity.value("queue_depth", int64_t{0});
+    const int64_t preparing = capacity.value("preparing", int64_t{0});
+    if (running + waiting + preparing == 0) {
+      if (as_json) {
+        std::printf("%s\n", json{{"draining", true}, {"drained", true}}.dump(2).c_str());
+      } else {
+        std::printf("drained\n");
+      }
+      return 0;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::fprintf(stderr,
+                   "tokenmill: still busy after %.0f s: %lld running, %lld waiting, %lld being "
+                   "prepared\n",
+                   seconds, static_cast<long long>(running), static_cast<long long>(waiting),
+                   static_cast<long long>(preparing));
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"tokenmill: operate a tokenmilld node"};
   app.require_subcommand(1);
@@ -116,6 +152,13 @@ int main(int argc, char** argv) {
   auto* drain_cmd = app.add_subcommand("drain", "stop admitting new work (or --cancel)");
   bool cancel = false;
   drain_cmd->add_flag("--cancel", cancel, "admit work again");
+  double wait_seconds = 0;
+  drain_cmd
+      ->add_option("--wait", wait_seconds,
+                   "then wait up to SECONDS until no request runs, waits or is being prepared; "
+                   "exit 1 if some still do")
+      ->check(CLI::NonNegativeNumber)
+      ->excludes("--cancel");
   tokenmill::cli::LocalCommands local(app);
   tokenmill::cli::RuntimeCommands runtime(app);
   tokenmill::cli::UsageCommands usage(app);
@@ -150,6 +193,10 @@ int main(int argc, char** argv) {
     body = FetchJson(client, cancel ? "DELETE" : "POST", "/control/v1/drain");
     if (body && !as_json) {
       std::printf("%s\n", body->value("draining", false) ? "draining" : "serving");
+    }
+    if (body && wait_seconds > 0) {
+      std::fflush(stdout);
+      return WaitDrained(client, wait_seconds, as_json);
     }
   }
   if (!body) return 1;

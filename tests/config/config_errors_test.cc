@@ -297,6 +297,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "[metrics].listen " + kBadListen + ", got \"localhost\""},
         ValueCase{"[metrics]", "listen = \"[::1]8080\"",
                   "[metrics].listen " + kBadListen + ", got \"[::1]8080\""},
+        ValueCase{"[metrics]", "compat = \"prometheus\"",
+                  "[metrics].compat must be \"\" (tokenmill names only) or \"vllm\" (also "
+                  "vLLM's metric names), got \"prometheus\""},
         ValueCase{"[metrics]", "device_sample_interval = \"0.5ms\"",
                   "[metrics].device_sample_interval must be a whole number of milliseconds, got "
                   "\"0.5ms\""},

@@ -93,6 +93,7 @@ max_buffered_output_bytes = "256MiB"
 [metrics]
 listen = "localhost:0"
 device_sample_interval = 250
+compat = "vllm"
 
 [storage]
 durability = "power"
@@ -173,6 +174,14 @@ TEST(ParseConfigTest, ModelRootsWhenSet) {
   EXPECT_TRUE(ModelRoots(none).empty());
 }
 
+TEST(ParseConfigTest, DrainTimeoutDefaultsTo30sAndReloads) {
+  EXPECT_EQ(ParseOrDie("").node.drain_timeout, std::chrono::seconds(30));
+  const NodeConfig c = ParseOrDie("[node]\ndrain_timeout = \"90s\"\n");
+  EXPECT_EQ(c.node.drain_timeout, std::chrono::seconds(90));
+  // Read when a stop begins: a reload changes it without a restart.
+  EXPECT_TRUE(RestartRequiredChanges(ParseOrDie(""), c).empty());
+}
+
 TEST(ParseConfigTest, FullFileSetsEveryField) {
   const NodeConfig c = ParseOrDie(kFullConfig);
   EXPECT_EQ(c.node.name, "gpu-node-07");
@@ -194,6 +203,7 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
 
   EXPECT_EQ(c.metrics.listen, "localhost:0");
   EXPECT_EQ(c.metrics.device_sample_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.metrics.compat, "vllm");
   EXPECT_EQ(c.storage.durability, Durability::kPower);
 
   EXPECT_EQ(c.scheduler.block_tokens, 32u);
@@ -436,8 +446,10 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("api.control_token_sha256"));
   EXPECT_THAT(keys, ::testing::Contains("node.model_roots"));
   EXPECT_THAT(keys, ::testing::Contains("node.device_plugins"));
-  // One per field of the sections: 4 + 12 + 2 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 57u);
+  EXPECT_THAT(keys, ::testing::Contains("metrics.compat"));
+  EXPECT_THAT(keys, ::testing::Contains("node.drain_timeout"));
+  // One per field of the sections: 4 + 13 + 3 + 1 + 5 + 9 + 4 + 8 + 12.
+  EXPECT_EQ(keys.size(), 59u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {

@@ -22,11 +22,12 @@ DaemonProcess::DaemonProcess(const std::filesystem::path& dir, DaemonOptions opt
 }
 
 std::string DaemonProcess::BaseConfig() const {
-  return "[node]\nname = \"itest\"\ndata_dir = \"" + options_.data_dir.string() + "\"\n" +
-         options_.node_toml + "\n[api]\nsocket = \"" + options_.socket.string() +
+  return "[node]\nname = \"" + options_.name + "\"\ndata_dir = \"" + options_.data_dir.string() +
+         "\"\n" + options_.node_toml + "\n[api]\nsocket = \"" + options_.socket.string() +
          "\"\nidle_timeout = \"" + options_.idle_timeout + "\"\n" + options_.api_toml +
          "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
-         "device_sample_interval = \"200ms\"\n\n";
+         "device_sample_interval = \"200ms\"\n" +
+         options_.metrics_toml + "\n";
 }
 
 bool DaemonProcess::Start(std::chrono::milliseconds timeout) {

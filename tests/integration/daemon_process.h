@@ -17,7 +17,9 @@ std::string TokenmilldPath();    // the built daemon
 std::string TokenmillCliPath();  // the built CLI
 
 struct DaemonOptions {
+  std::string name = "itest";             // [node] name
   std::string node_toml = "";             // extra lines in [node]
+  std::string metrics_toml = "";          // extra lines in [metrics]
   std::string api_toml = "";              // extra lines in [api]
   std::string extra_toml = "";            // appended to the generated config
   std::chrono::microseconds watchdog{0};  // WATCHDOG_USEC when > 0
@@ -25,7 +27,7 @@ struct DaemonOptions {
   std::filesystem::path socket = {};      // default: <dir>/tokenmill.sock
   std::vector<std::string> extra_args = {};
   std::string idle_timeout = "1s";  // [api] idle_timeout
-  std::string binary = "";  // default: TokenmilldPath()
+  std::string binary = "";          // default: TokenmilldPath()
 };
 
 class DaemonProcess {

@@ -1,11 +1,14 @@
-// The packaged monitoring, end to end: tokenmilld serves a synthesized model
-// to two paying tenants while a real Prometheus (Debian's package) scrapes it
-// every second and evaluates packaging/prometheus's recording rules and
-// alerts; then every rule group is healthy and every query of the Grafana
-// dashboard (packaging/grafana) returns data.
+// The packaged monitoring, end to end, on a fleet of two: two tokenmilld
+// (two data dirs, two ports, node names node-a and node-b) serve a
+// synthesized model to two paying tenants while a real Prometheus (Debian's
+// package) scrapes both every second, with the target label node, and
+// evaluates packaging/prometheus's recording rules and alerts; then every
+// rule group is healthy and every query of the Grafana dashboard
+// (packaging/grafana) returns data for each node.
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <cstdio>
@@ -87,9 +90,34 @@ void CollectQueries(const json& panels, std::vector<std::pair<std::string, std::
   }
 }
 
-// Template variables as a user choosing "All" would send them.
-std::string SubstituteVariables(const std::string& expr) {
+constexpr std::array<const char*, 2> kNodes = {"node-a", "node-b"};
+
+// The device gauge a query reads if it reads one that only some hardware
+// reports (power, temperature, utilisation), else "".
+std::string HardwareGauge(const std::string& expr) {
+  for (const char* gauge : {"tokenmill_device_power_watts", "tokenmill_device_temperature_celsius",
+                            "tokenmill_device_utilization_ratio"}) {
+    if (expr.find(gauge) != std::string::npos) return gauge;
+  }
+  return "";
+}
+
+// Whether a daemon's /metrics has a sample of `family`.
+bool Exposes(const std::string& target, const std::string& family) {
+  auto r = CurlRequest("http://" + target + "/metrics", "");
+  std::istringstream lines(r.body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(family + "{", 0) == 0 || line.rfind(family + " ", 0) == 0) return true;
+  }
+  return false;
+}
+
+// Template variables as a user choosing one node and "All" of the rest would
+// send them.
+std::string SubstituteVariables(const std::string& expr, const std::string& node) {
   return absl::StrReplaceAll(expr, {{"$__rate_interval", "5m"},
+                                    {"${node}", node},
+                                    {"$node", node},
                                     {"${tenant}", ".*"},
                                     {"$tenant", ".*"},
                                     {"${model}", ".*"},
@@ -129,7 +157,16 @@ class MeteringPrometheusTest : public ::testing::Test {
     const std::filesystem::path model_path = dir_.path() / "tiny.gguf";
     ASSERT_TRUE(model::WriteSynthGguf(shape, model_path).ok());
 
+    for (const char* name : kNodes) {
+      ASSERT_NO_FATAL_FAILURE(StartNode(name, model_path));
+    }
+  }
+
+  void StartNode(const std::string& name, const std::filesystem::path& model_path) {
+    const std::filesystem::path node_dir = dir_.path() / name;
+    std::filesystem::create_directories(node_dir);
     DaemonOptions options;
+    options.name = name;
     options.api_toml = "tcp = \"127.0.0.1:0\"\n";
     // Prices and a [cost] section make cost, revenue and node cost non-zero;
     // configured watts give the CPU an energy counter where RAPL is closed.
@@ -145,12 +182,13 @@ class MeteringPrometheusTest : public ::testing::Test {
         "\"]\nprice_input_per_mtok = 0.5\nprice_output_per_mtok = 1.5\n\n",
         "[[tenant]]\nname = \"beta\"\napi_keys_sha256 = [\"", tenants::ApiKeySha256(kBetaKey),
         "\"]\nprice_input_per_mtok = 0.2\nprice_output_per_mtok = 0.6\n");
-    daemon_ = std::make_unique<DaemonProcess>(dir_.path(), options);
-    ASSERT_TRUE(daemon_->Start()) << daemon_->Stderr();
-    ASSERT_TRUE(daemon_->WaitModelReady("tiny")) << daemon_->Stderr();
-    api_port_ = daemon_->ApiTcpPort();
-    metrics_target_ = daemon_->MetricsAddress();
-    ASSERT_FALSE(metrics_target_.empty());
+    auto daemon = std::make_unique<DaemonProcess>(node_dir, options);
+    ASSERT_TRUE(daemon->Start()) << daemon->Stderr();
+    ASSERT_TRUE(daemon->WaitModelReady("tiny")) << daemon->Stderr();
+    api_ports_.push_back(daemon->ApiTcpPort());
+    metrics_targets_.push_back(daemon->MetricsAddress());
+    ASSERT_FALSE(metrics_targets_.back().empty());
+    daemons_.push_back(std::move(daemon));
   }
 
   void TearDown() override {
@@ -158,16 +196,23 @@ class MeteringPrometheusTest : public ::testing::Test {
       server_->Signal(SIGTERM);
       server_->Wait(std::chrono::seconds(10));
     }
-    if (daemon_) {
-      EXPECT_EQ(daemon_->Stop(), 0) << daemon_->Stderr();
+    for (auto& daemon : daemons_) {
+      EXPECT_EQ(daemon->Stop(), 0) << daemon->Stderr();
     }
   }
 
-  // Starts Prometheus on the packaged rule files, scraping and evaluating
-  // every second.
+  // Starts Prometheus on the packaged rule files, scraping both nodes and
+  // evaluating every second. Both listen on 127.0.0.1, so the packaged
+  // relabelling (node = the target's host) would name both "127.0.0.1": each
+  // target carries its node label, which that relabelling keeps.
   void StartPrometheus() {
     prom_port_ = FreeLoopbackPort();
     const std::filesystem::path config = dir_.path() / "prometheus.yml";
+    std::string targets;
+    for (size_t i = 0; i < metrics_targets_.size(); ++i) {
+      absl::StrAppend(&targets, "      - targets: ['", metrics_targets_[i], "']\n",
+                      "        labels: {node: ", kNodes[i], "}\n");
+    }
     WriteFile(config,
               absl::StrCat("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                            "  evaluation_interval: 1s\n"
@@ -175,8 +220,13 @@ class MeteringPrometheusTest : public ::testing::Test {
                            (kPackaging / "prometheus/tokenmill-rules.yml").string(), "\n  - ",
                            (kPackaging / "prometheus/tokenmill-alerts.yml").string(),
                            "\nscrape_configs:\n  - job_name: tokenmill\n"
-                           "    static_configs:\n      - targets: ['",
-                           metrics_target_, "']\n"));
+                           "    static_configs:\n",
+                           targets,
+                           "    relabel_configs:\n"
+                           "      - source_labels: [node, __address__]\n"
+                           "        regex: ';(.+?)(?::[0-9]+)?'\n"
+                           "        target_label: node\n"
+                           "        replacement: '$1'\n"));
     auto check = RunCommand({promtool_, "check", "config", config.string()});
     ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
     server_ = std::make_unique<Subprocess>(
@@ -205,7 +255,8 @@ class MeteringPrometheusTest : public ::testing::Test {
   }
 
   // Completions for one tenant until `stop`; counts the ones served.
-  void Drive(const std::string& key, int client, std::atomic<bool>& stop, std::atomic<int>& ok) {
+  void Drive(const std::string& api_port, const std::string& key, int client,
+             std::atomic<bool>& stop, std::atomic<int>& ok) {
     for (int i = 0; !stop.load(); ++i) {
       // A shared prefix so the prefix cache sees hits as well as misses.
       json body = {{"model", "tiny"},
@@ -214,16 +265,17 @@ class MeteringPrometheusTest : public ::testing::Test {
                    {"max_tokens", 8 + (i % 3) * 4},
                    {"ignore_eos", true}};
       auto r = CurlRequest(
-          absl::StrCat("http://127.0.0.1:", api_port_, "/v1/completions"), "", "POST", body.dump(),
+          absl::StrCat("http://127.0.0.1:", api_port, "/v1/completions"), "", "POST", body.dump(),
           {"Content-Type: application/json", "Authorization: Bearer " + key}, 30000);
       if (r.status == 200) ++ok;
     }
   }
 
   TempDir dir_;
-  std::unique_ptr<DaemonProcess> daemon_;
+  std::vector<std::unique_ptr<DaemonProcess>> daemons_;
   std::unique_ptr<Subprocess> server_;
-  std::string prometheus_, promtool_, api_port_, metrics_target_;
+  std::string prometheus_, promtool_;
+  std::vector<std::string> api_ports_, metrics_targets_;
   int prom_port_ = 0;
 };
 
@@ -240,21 +292,30 @@ TEST_F(MeteringPrometheusTest, RulesLoadAndEveryDashboardQueryReturnsDataUnderLo
   ASSERT_FALSE(dashboard.is_discarded()) << "the dashboard is not JSON";
   CollectQueries(dashboard["panels"], queries);
   ASSERT_GE(queries.size(), 15u);
+  // Every panel is per node (the node variable) or reads a fleet-wide rule:
+  // no panel adds up different nodes' devices by accident.
+  for (const auto& [title, expr] : queries) {
+    EXPECT_TRUE(expr.find("$node") != std::string::npos || expr.find("fleet") != std::string::npos)
+        << title << ": " << expr;
+  }
 
   ASSERT_NO_FATAL_FAILURE(StartPrometheus());
-  const bool up = WaitUntil([&] { return !Query("up{job=\"tokenmill\"} == 1").empty(); },
+  const bool up = WaitUntil([&] { return Query("up{job=\"tokenmill\"} == 1").size() == 2; },
                             std::chrono::seconds(30));
   ASSERT_TRUE(up) << "Prometheus never scraped the daemon\n"
                   << ReadFile(dir_.path() / "prometheus.err");
 
-  // Load: two clients per tenant, until every query has data (or a deadline).
+  // Load: one client per tenant and node, until every query has data for
+  // each node (or a deadline).
   std::atomic<bool> stop{false};
   std::atomic<int> served{0};
   std::vector<std::thread> clients;
   for (int c = 0; c < 4; ++c) {
-    clients.emplace_back([&, c] { Drive(c % 2 == 0 ? kAlphaKey : kBetaKey, c, stop, served); });
+    clients.emplace_back(
+        [&, c] { Drive(api_ports_[c / 2], c % 2 == 0 ? kAlphaKey : kBetaKey, c, stop, served); });
   }
   std::vector<std::string> empty;
+  std::set<std::string> unreported;
   const auto start = std::chrono::steady_clock::now();
   // At least 10 s of load: ten scrapes and rule evaluations while serving,
   // so the rule health checked below is not that of one lucky evaluation.
@@ -265,8 +326,24 @@ TEST_F(MeteringPrometheusTest, RulesLoadAndEveryDashboardQueryReturnsDataUnderLo
         std::this_thread::sleep_for(std::chrono::milliseconds(950));
         if (std::chrono::steady_clock::now() < min_load) return false;
         empty.clear();
+        unreported.clear();
         for (const auto& [title, expr] : queries) {
-          if (Query(SubstituteVariables(expr)).empty()) empty.push_back(title + ": " + expr);
+          for (size_t n = 0; n < kNodes.size(); ++n) {
+            const char* node = kNodes[n];
+            if (Query(SubstituteVariables(expr, node)).empty()) {
+              // A device gauge the hardware here does not report (no CPU
+              // temperature sensor in a VM) is absent from the node's own
+              // exposition too; every other query must have data.
+              const std::string gauge = HardwareGauge(expr);
+              if (!gauge.empty() && !Exposes(metrics_targets_[n], gauge)) {
+                unreported.insert(absl::StrCat(title, " (", gauge, ")"));
+                continue;
+              }
+              empty.push_back(absl::StrCat(title, " (node ", node, "): ", expr));
+            }
+            // A query without the node variable is the fleet's: once.
+            if (expr.find("$node") == std::string::npos) break;
+          }
         }
         return empty.empty();
       },
@@ -275,10 +352,14 @@ TEST_F(MeteringPrometheusTest, RulesLoadAndEveryDashboardQueryReturnsDataUnderLo
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   stop = true;
   for (auto& t : clients) t.join();
-  std::printf("%d completions served; %zu of %zu dashboard queries had data after %.1f s\n",
-              served.load(), queries.size() - empty.size(), queries.size(), waited);
+  std::printf(
+      "%d completions served on 2 nodes; %zu queries (per node) without data after %.1f s\n",
+      served.load(), empty.size(), waited);
   EXPECT_GT(served.load(), 0);
   for (const std::string& q : empty) ADD_FAILURE() << "no data for panel query " << q;
+  for (const std::string& q : unreported) {
+    std::printf("no data: %s: this machine's devices do not report it\n", q.c_str());
+  }
 
   // Every group of both files is loaded and every rule evaluates cleanly.
   std::set<std::string> expected = RuleGroupNames(rules);
@@ -308,15 +389,26 @@ TEST_F(MeteringPrometheusTest, RulesLoadAndEveryDashboardQueryReturnsDataUnderLo
   }
   EXPECT_EQ(loaded, expected);
 
-  // The headline ratios carry sensible values.
+  // The headline ratios carry sensible values, one series per node.
   for (const char* expr :
        {"tokenmill:cost_per_mtok:rate5m", "tokenmill:yield_tokens_per_usd:rate5m",
-        "tokenmill:node_cost_usd_per_hour:rate5m"}) {
+        "tokenmill:node_cost_usd_per_hour:rate5m",
+        "node:tokenmill_all_in_yield_tokens_per_usd:rate5m", "node:tokenmill_tokens:rate5m"}) {
     json result = Query(expr);
-    ASSERT_EQ(result.size(), 1u) << expr << ": " << result.dump();
-    EXPECT_GT(std::stod(result[0]["value"][1].get<std::string>()), 0.0) << expr;
+    ASSERT_EQ(result.size(), 2u) << expr << ": " << result.dump();
+    std::set<std::string> nodes;
+    for (const json& r : result) {
+      nodes.insert(r["metric"].value("node", ""));
+      EXPECT_GT(std::stod(r["value"][1].get<std::string>()), 0.0) << expr;
+    }
+    EXPECT_EQ(nodes, (std::set<std::string>{"node-a", "node-b"})) << expr;
   }
-  EXPECT_EQ(Query("tenant:tokenmill_margin_usd:rate5m").size(), 2u) << "one series per tenant";
+  EXPECT_EQ(Query("tenant:tokenmill_margin_usd:rate5m").size(), 4u) << "per tenant and node";
+  EXPECT_EQ(Query("fleet_tenant:tokenmill_margin_usd:rate5m").size(), 2u) << "per tenant";
+  // The fleet's tokens are the two nodes' tokens.
+  const json fleet = Query("fleet:tokenmill_tokens:rate5m - sum(node:tokenmill_tokens:rate5m)");
+  ASSERT_EQ(fleet.size(), 1u);
+  EXPECT_NEAR(std::stod(fleet[0]["value"][1].get<std::string>()), 0.0, 1e-9);
   // A healthy node under load fires nothing about readiness or the store.
   json alerts_now = PromGet("/api/v1/alerts")["data"]["alerts"];
   for (const json& a : alerts_now) {

@@ -16,6 +16,7 @@ namespace tokenmill::telemetry {
 namespace {
 
 using exposition::SeriesValue;
+using ::testing::DoubleNear;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Optional;
@@ -268,6 +269,99 @@ TEST(RuntimeMetricsTest, SnapshotFamiliesAreReadAtScrapeTime) {
               Optional(4.0));
   // The snapshot families are not in the registry (no duplicate exposition).
   EXPECT_THAT(Scrape(registry), Not(HasSubstr("tokenmill_kv_blocks")));
+}
+
+// Two models on one device with different block sizes: the ratio and bytes
+// families put them in one unit (the issue's 4 KiB vs 64 KiB blocks).
+RuntimeSnapshot RoutingSnapshot() {
+  RuntimeSnapshot s;
+  s.models.push_back({.model = "small",
+                      .device = "cuda:0",
+                      .running = 2,
+                      .waiting = 1,
+                      .prefix_query_tokens = 400,
+                      .prefix_hit_tokens = 100,
+                      .prompt_tokens = 500,
+                      .generated_tokens = 70,
+                      .kv_used_bytes = 100 * 4096,
+                      .kv_capacity_bytes = 1600 * 4096});
+  s.models.push_back({.model = "big",
+                      .device = "cuda:0",
+                      .running = 3,
+                      .waiting = 4,
+                      .kv_used_bytes = 10 * 65536,
+                      .kv_capacity_bytes = 40 * 65536});
+  s.kv.push_back({.device = "cuda:0",
+                  .used = 110,
+                  .free = 4692479,
+                  .cached = 5,
+                  .used_bytes = 100 * 4096 + 10 * 65536,
+                  .cached_bytes = 5 * 4096,
+                  .total_bytes = 4 << 20});
+  s.model_states.push_back({.model = "small", .device = "cuda:0", .state = "ready"});
+  s.model_states.push_back({.model = "big", .device = "cuda:0", .state = "draining"});
+  s.model_states.push_back({.model = "late", .device = "cpu", .state = "loading"});
+  s.node = RuntimeSnapshot::NodeTotals{.running = 5, .waiting = 5};
+  return s;
+}
+
+TEST(RuntimeMetricsTest, RoutingFamiliesShareOneUnitAcrossBlockSizes) {
+  prometheus::Registry registry;
+  RuntimeMetrics metrics(registry, RoutingSnapshot);
+  const std::string text = Scrape(*metrics.snapshot_collectable());
+  const double used = 100 * 4096 + 10 * 65536;
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_kv_cache_usage_ratio{device="cuda:0"})"),
+              Optional(DoubleNear(used / (4 << 20), 1e-12)));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_kv_cache_usage_ratio{device="cuda:0",model="small"})"),
+              Optional(DoubleNear(100.0 / 1600, 1e-12)));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_kv_cache_usage_ratio{device="cuda:0",model="big"})"),
+              Optional(DoubleNear(0.25, 1e-12)));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_node_kv_cache_usage_ratio)"),
+              Optional(DoubleNear(used / (4 << 20), 1e-12)));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_kv_cache_bytes{device="cuda:0",state="used"})"),
+              Optional(used));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_kv_cache_bytes{device="cuda:0",state="cached"})"),
+              Optional(5.0 * 4096));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_kv_cache_bytes{device="cuda:0",state="free"})"),
+              Optional((4 << 20) - used - 5.0 * 4096));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_node_requests{state="waiting"})"), Optional(5.0));
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_node_requests{state="running"})"), Optional(5.0));
+  EXPECT_THAT(
+      SeriesValue(text, R"(tokenmill_model_state{device="cuda:0",model="big",state="draining"})"),
+      Optional(1.0));
+  EXPECT_THAT(
+      SeriesValue(text, R"(tokenmill_model_state{device="cuda:0",model="big",state="ready"})"),
+      Optional(0.0));
+  EXPECT_THAT(
+      SeriesValue(text, R"(tokenmill_model_state{device="cpu",model="late",state="loading"})"),
+      Optional(1.0));
+  EXPECT_THAT(text, HasSubstr("# TYPE tokenmill_kv_cache_usage_ratio gauge"));
+  // Without the option there are no vLLM names.
+  EXPECT_THAT(text, Not(HasSubstr("vllm:")));
+}
+
+TEST(RuntimeMetricsTest, VllmNamesCarryTheSameFiguresPerModelName) {
+  prometheus::Registry registry;
+  RuntimeMetrics metrics(registry, RoutingSnapshot, MetricNames::kTokenmillAndVllm);
+  const std::string text = Scrape(*metrics.snapshot_collectable());
+  EXPECT_THAT(SeriesValue(text, R"(vllm:num_requests_running{model_name="big"})"), Optional(3.0));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:num_requests_waiting{model_name="big"})"), Optional(4.0));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:kv_cache_usage_perc{model_name="big"})"),
+              Optional(DoubleNear(0.25, 1e-12)));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:gpu_cache_usage_perc{model_name="small"})"),
+              Optional(DoubleNear(100.0 / 1600, 1e-12)));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:prompt_tokens_total{model_name="small"})"),
+              Optional(500.0));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:generation_tokens_total{model_name="small"})"),
+              Optional(70.0));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:prefix_cache_queries_total{model_name="small"})"),
+              Optional(400.0));
+  EXPECT_THAT(SeriesValue(text, R"(vllm:prefix_cache_hits_total{model_name="small"})"),
+              Optional(100.0));
+  EXPECT_THAT(text, HasSubstr("# TYPE vllm:prompt_tokens_total counter"));
+  // The tokenmill names stay.
+  EXPECT_THAT(SeriesValue(text, R"(tokenmill_requests{model="big",state="waiting"})"),
+              Optional(4.0));
 }
 
 TEST(RuntimeMetricsTest, WithoutSnapshotOrDataTheCollectableExportsNothing) {
