@@ -317,8 +317,9 @@ void ModelsApi::Observe(const runtime::InstanceEvent& event) {
     case runtime::InstanceEventKind::kLoaded:
       spdlog::info(
           "model_loaded model={} device={} architecture={} weight_bytes={} context={} "
-          "seconds={:.3f}",
-          spec.id, info.device, info.architecture, info.weight_bytes, info.context, seconds);
+          "chat_template={} seconds={:.3f}",
+          spec.id, info.device, info.architecture, info.weight_bytes, info.context,
+          info.chat_template, seconds);
       return;
     case runtime::InstanceEventKind::kUnloaded:
       spdlog::info("model_unloaded model={} device={}", spec.id, info.device);

@@ -122,7 +122,7 @@ Value Interpreter::ApplyFilter(const Value& operand, const Node* filter, const E
         return Value::MakeArray(std::move(sorted));
       }
       if (name == "join") {
-        TextBuilder out(limits_.max_string_bytes);
+        TextBuilder out = Builder();
         for (const Value& item : items) {
           if (item.is_string()) {
             out.Append(item);
@@ -279,7 +279,7 @@ Value Interpreter::ApplyFilter(const Value& operand, const Node* filter, const E
     Value separator = First({args.empty() ? Value() : args[0], Kw(kwargs, "separator")});
     if (separator.is_undefined()) separator = Value::String("");
     if (!separator.is_string()) Fail("separator must be a string", filter->pos);
-    TextBuilder out(limits_.max_string_bytes);
+    TextBuilder out = Builder();
     if (operand.is_string()) {
       std::vector<std::string> chars = CodePoints(operand.str());
       std::string joined;

@@ -48,6 +48,10 @@ void TextBuilder::Check(size_t more) const {
   if (text_.size() + more > max_bytes_) {
     throw JinjaError(absl::StrCat("resource limit: a string would exceed ", max_bytes_, " bytes"));
   }
+  *budget_ -= static_cast<int64_t>(more);
+  if (*budget_ < 0) {
+    throw JinjaError("resource limit: the render built too much text");
+  }
 }
 
 void TextBuilder::Append(const Value& v) {
@@ -107,15 +111,17 @@ Interpreter::~Interpreter() {
   for (Value& ns : namespaces_) ns.object().clear();
 }
 
-Value Interpreter::MakeString(std::string s, bool input) const {
+Value Interpreter::MakeString(std::string s, bool input) {
   if (s.size() > limits_.max_string_bytes) {
     Fail(
         absl::StrCat("resource limit: a string would exceed ", limits_.max_string_bytes, " bytes"));
   }
+  bytes_budget_ -= static_cast<int64_t>(s.size());
+  if (bytes_budget_ < 0) Fail("resource limit: the render built too much text");
   return input ? Value::InputString(std::move(s)) : Value::String(std::move(s));
 }
 
-Value Interpreter::Derived(std::string s, std::initializer_list<const Value*> sources) const {
+Value Interpreter::Derived(std::string s, std::initializer_list<const Value*> sources) {
   bool input = false;
   for (const Value* source : sources) input = input || ContainsInput(*source);
   return MakeString(std::move(s), input);
@@ -134,7 +140,7 @@ void Interpreter::Fail(std::string message, size_t pos) const {
 }
 
 Value Interpreter::RenderToString(const std::vector<NodePtr>& statements, const EnvPtr& env) {
-  TextBuilder out(limits_.max_string_bytes);
+  TextBuilder out = Builder();
   RenderBlock(statements, env, &out);
   return out.Take();
 }
@@ -345,7 +351,7 @@ Value Interpreter::Evaluate(const Node* node, const EnvPtr& env) {
         return Evaluate(node->x.get(), env);
       case NodeType::kIf:
       case NodeType::kFor: {
-        TextBuilder out(limits_.max_string_bytes);
+        TextBuilder out = Builder();
         if (node->type == NodeType::kIf) {
           RenderBlock(Evaluate(node->x.get(), env).Truthy() ? node->a : node->b, env, &out);
         } else {
@@ -442,7 +448,7 @@ Value Interpreter::EvaluateBinary(const Node* node, const EnvPtr& env) {
       return Value::Bool(op == "not in");
     }
     if (op == "~" && !left.is_null() && !right.is_null()) {
-      TextBuilder out(limits_.max_string_bytes);
+      TextBuilder out = Builder();
       if (!left.is_undefined())
         out.Append(left.is_string() ? left : Derived(left.JsString(), {&left}));
       if (!right.is_undefined()) {
@@ -454,7 +460,7 @@ Value Interpreter::EvaluateBinary(const Node* node, const EnvPtr& env) {
   } else if (left.is_null() || right.is_null()) {
     Fail("Cannot perform operation on null values", node->pos);
   } else if (op == "~") {
-    TextBuilder out(limits_.max_string_bytes);
+    TextBuilder out = Builder();
     out.Append(left.is_string() ? left : Derived(left.JsString(), {&left}));
     out.Append(right.is_string() ? right : Derived(right.JsString(), {&right}));
     return out.Take();
@@ -485,7 +491,7 @@ Value Interpreter::EvaluateBinary(const Node* node, const EnvPtr& env) {
     if (op == "not in") return Value::Bool(!member);
   }
   if ((left.is_string() || right.is_string()) && op == "+") {
-    TextBuilder out(limits_.max_string_bytes);
+    TextBuilder out = Builder();
     out.Append(left.is_string() ? left : Derived(left.JsString(), {&left}));
     out.Append(right.is_string() ? right : Derived(right.JsString(), {&right}));
     return out.Take();
@@ -706,7 +712,7 @@ void Interpreter::RenderFor(const Node* node, const EnvPtr& env, TextBuilder* ou
     };
     scope->Set("loop", Value::MakeObject(std::move(loop)));
     bind(items[i], *scope);
-    TextBuilder body(limits_.max_string_bytes - out->size());
+    TextBuilder body = Builder(limits_.max_string_bytes - out->size() + 1);
     try {
       RenderBlock(node->a, scope, &body);
     } catch (const ContinueSignal&) {

@@ -36,7 +36,8 @@ using EnvPtr = std::shared_ptr<Environment>;
 // A string under construction, with its input spans.
 class TextBuilder {
  public:
-  explicit TextBuilder(size_t max_bytes) : max_bytes_(max_bytes) {}
+  // `budget`: bytes the whole render may still copy (shared, decremented).
+  TextBuilder(size_t max_bytes, int64_t* budget) : max_bytes_(max_bytes), budget_(budget) {}
   void Append(const Value& string_value);
   void AppendPlain(std::string_view text);
   void AppendInput(std::string_view text);
@@ -46,13 +47,15 @@ class TextBuilder {
  private:
   void Check(size_t more) const;
   size_t max_bytes_;
+  int64_t* budget_;
   std::string text_;
   std::vector<InputSpan> spans_;
 };
 
 class Interpreter {
  public:
-  Interpreter(const JinjaLimits& limits, absl::Time now) : limits_(limits), now_(now) {}
+  Interpreter(const JinjaLimits& limits, absl::Time now)
+      : limits_(limits), now_(now), bytes_budget_(limits.max_total_bytes) {}
   // Empties the namespaces made during the render: only they are mutable, so
   // only they can form reference cycles (`{% set ns.self = ns %}`).
   ~Interpreter();
@@ -74,11 +77,15 @@ class Interpreter {
   std::vector<Value> EvaluateCallArguments(const std::vector<NodePtr>& args, const EnvPtr& env);
 
   // Strings built here go through these so that the size cap holds.
-  Value MakeString(std::string s, bool input) const;
+  Value MakeString(std::string s, bool input);
   // A string derived from `sources`: all input if any of them has input.
-  Value Derived(std::string s, std::initializer_list<const Value*> sources) const;
+  Value Derived(std::string s, std::initializer_list<const Value*> sources);
   void CountIterations(int64_t n);
   [[noreturn]] void Fail(std::string message, size_t pos = std::string::npos) const;
+  // A builder for a new string under the render's limits.
+  TextBuilder Builder(size_t max_bytes = 0) {
+    return TextBuilder(max_bytes > 0 ? max_bytes : limits_.max_string_bytes, &bytes_budget_);
+  }
   const JinjaLimits& limits() const { return limits_; }
   absl::Time now() const { return now_; }
 
@@ -99,6 +106,7 @@ class Interpreter {
   absl::Time now_;
   int depth_ = 0;
   int64_t iterations_ = 0;
+  int64_t bytes_budget_;
   std::vector<Value> namespaces_;
 };
 

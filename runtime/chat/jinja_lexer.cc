@@ -135,44 +135,55 @@ std::string LineColumn(std::string_view source, size_t pos) {
   return absl::StrCat("line ", line, ", column ", column);
 }
 
-std::string Preprocess(std::string_view source) {
+std::string Preprocess(std::string_view source, std::vector<size_t>* origin) {
+  // Each step copies kept bytes of `t` to `out` and their origins alongside.
   std::string t(source);
-  if (!t.empty() && t.back() == '\n') t.pop_back();
+  std::vector<size_t> at(t.size());
+  for (size_t i = 0; i < at.size(); ++i) at[i] = i;
+  std::string out;
+  std::vector<size_t> out_at;
+  auto keep = [&](size_t i) {
+    out.push_back(t[i]);
+    out_at.push_back(at[i]);
+  };
+  auto next_step = [&] {
+    t = std::move(out);
+    at = std::move(out_at);
+    out.clear();
+    out_at.clear();
+  };
+  if (!t.empty() && t.back() == '\n') {
+    t.pop_back();
+    at.pop_back();
+  }
   // lstrip_blocks: /^[ \t]*({[#%-])/gm -> "$1"
-  {
-    std::string out;
-    out.reserve(t.size());
-    for (size_t i = 0; i < t.size();) {
-      if (AtLineStart(t, i)) {
-        size_t j = i;
-        while (j < t.size() && (t[j] == ' ' || t[j] == '\t')) ++j;
-        if (j + 1 < t.size() && t[j] == '{' &&
-            (t[j + 1] == '#' || t[j + 1] == '%' || t[j + 1] == '-')) {
-          i = j;  // drop the blanks
-        }
+  for (size_t i = 0; i < t.size();) {
+    if (AtLineStart(t, i)) {
+      size_t j = i;
+      while (j < t.size() && (t[j] == ' ' || t[j] == '\t')) ++j;
+      if (j + 1 < t.size() && t[j] == '{' &&
+          (t[j + 1] == '#' || t[j + 1] == '%' || t[j + 1] == '-')) {
+        i = j;  // drop the blanks
       }
-      // Copy up to and including the next line terminator byte.
-      out.push_back(t[i]);
-      ++i;
     }
-    t = std::move(out);
+    keep(i);
+    ++i;
   }
+  next_step();
   // trim_blocks: /([#%-]})\n/g -> "$1"
-  {
-    std::string out;
-    out.reserve(t.size());
-    for (size_t i = 0; i < t.size(); ++i) {
-      out.push_back(t[i]);
-      if (t[i] == '}' && i > 0 && (t[i - 1] == '#' || t[i - 1] == '%' || t[i - 1] == '-') &&
-          i + 1 < t.size() && t[i + 1] == '\n' && out.size() >= 2) {
-        ++i;  // skip the newline
-      }
+  for (size_t i = 0; i < t.size(); ++i) {
+    keep(i);
+    if (t[i] == '}' && i > 0 && (t[i - 1] == '#' || t[i - 1] == '%' || t[i - 1] == '-') &&
+        i + 1 < t.size() && t[i + 1] == '\n') {
+      ++i;  // skip the newline
     }
-    t = std::move(out);
   }
+  next_step();
   // {%-? (end)?generation -?%} tags (transformers-only) are removed.
-  std::string result;
   size_t last = 0;
+  auto keep_range = [&](size_t from, size_t to) {
+    for (size_t k = from; k < to; ++k) keep(k);
+  };
   for (size_t i = t.find("{%"); i != std::string::npos; i = t.find("{%", i + 1)) {
     if (i < last) continue;
     size_t j = i + 2;
@@ -191,13 +202,18 @@ std::string Preprocess(std::string_view source) {
     while (after_end < t.size() && IsAsciiSpace(t[after_end])) ++after_end;
     size_t end_index = i;
     while (lstrip && end_index > last && IsAsciiSpace(t[end_index - 1])) --end_index;
-    result.append(t, last, end_index - last);
-    if (!rstrip) result.append(t, j, after_end - j);
+    keep_range(last, end_index);
+    if (!rstrip) keep_range(j, after_end);
     last = after_end;
     i = after_end - 1;
   }
-  result.append(t, last, std::string::npos);
-  return result;
+  keep_range(last, t.size());
+  next_step();
+  if (origin != nullptr) {
+    *origin = std::move(at);
+    origin->push_back(source.size());
+  }
+  return t;
 }
 
 std::vector<Token> Tokenize(const std::string& src) {

@@ -46,7 +46,9 @@ struct Token {
 };
 
 // The source after whitespace control (what token positions refer to).
-std::string Preprocess(std::string_view source);
+// `origin` (optional) gets, per byte of the result, its offset in `source`,
+// plus source.size() at the end, so that errors name the template's lines.
+std::string Preprocess(std::string_view source, std::vector<size_t>* origin = nullptr);
 
 // Tokens of `source` (already preprocessed). Throws JinjaError.
 std::vector<Token> Tokenize(const std::string& source);

@@ -1,5 +1,6 @@
 #include "runtime/chat/jinja_template.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,9 +11,10 @@
 namespace tokenmill::chat::jinja {
 namespace {
 
-std::string Where(const std::string& source, size_t pos) {
-  if (pos == std::string::npos) return "";
-  return absl::StrCat(" (at ", LineColumn(source, pos), ")");
+// " (at line L, column C)" of a preprocessed position, in the source.
+std::string Where(const std::string& source, const std::vector<size_t>& origin, size_t pos) {
+  if (pos == std::string::npos || origin.empty()) return "";
+  return absl::StrCat(" (at ", LineColumn(source, origin[std::min(pos, origin.size() - 1)]), ")");
 }
 
 bool IsLimit(const JinjaError& e) { return e.message().rfind("resource limit:", 0) == 0; }
@@ -25,13 +27,14 @@ absl::StatusOr<std::unique_ptr<JinjaTemplate>> JinjaTemplate::Parse(std::string_
                                                                     const JinjaLimits& limits) {
   auto tmpl = std::unique_ptr<JinjaTemplate>(new JinjaTemplate());
   tmpl->limits_ = limits;
-  tmpl->source_ = Preprocess(source);
+  tmpl->source_ = std::string(source);
+  const std::string preprocessed = Preprocess(source, &tmpl->origin_);
   try {
-    std::vector<Token> tokens = Tokenize(tmpl->source_);
+    std::vector<Token> tokens = Tokenize(preprocessed);
     tmpl->program_ = jinja::Parse(tokens, limits.max_depth);
   } catch (const JinjaError& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chat template syntax error: ", e.message(), Where(tmpl->source_, e.pos)));
+    return absl::InvalidArgumentError(absl::StrCat("chat template syntax error: ", e.message(),
+                                                   Where(tmpl->source_, tmpl->origin_, e.pos)));
   }
   return tmpl;
 }
@@ -42,12 +45,13 @@ absl::StatusOr<RenderedText> JinjaTemplate::Render(const Object& variables, absl
     auto env = std::make_shared<Environment>(nullptr);
     interpreter.SetupGlobals(*env);
     for (const auto& [name, value] : variables) env->Set(name, value);
-    TextBuilder out(limits_.max_string_bytes);
+    TextBuilder out = interpreter.Builder();
     interpreter.RenderBlock(program_->a, env, &out);
     Value text = out.Take();
     return RenderedText{text.str(), text.input()};
   } catch (const JinjaError& e) {
-    const std::string message = absl::StrCat("chat template: ", e.message(), Where(source_, e.pos));
+    const std::string message =
+        absl::StrCat("chat template: ", e.message(), Where(source_, origin_, e.pos));
     if (IsLimit(e)) return absl::ResourceExhaustedError(message);
     return absl::InvalidArgumentError(message);
   } catch (const std::bad_alloc&) {

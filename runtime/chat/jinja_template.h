@@ -31,9 +31,12 @@ struct JinjaLimits {
   // Syntax nesting (parse) and evaluation nesting incl. macro recursion.
   int max_depth = 200;
   // Loop iterations over the whole render (all loops, range() items).
-  int64_t max_loop_iterations = 1'000'000;
+  int64_t max_loop_iterations = 200'000;
   // Bytes of any string built, the output included.
   size_t max_string_bytes = 8 << 20;
+  // Bytes copied into strings over the whole render: bounds the CPU time a
+  // template can spend building text.
+  int64_t max_total_bytes = 64 << 20;
 };
 
 // The output: text, and the byte spans of it that came from input strings.
@@ -57,7 +60,8 @@ class JinjaTemplate {
 
  private:
   JinjaTemplate() = default;
-  std::string source_;  // preprocessed: what error positions refer to
+  std::string source_;          // as the model ships it
+  std::vector<size_t> origin_;  // per preprocessed byte: its offset in source_
   std::unique_ptr<Node> program_;
   JinjaLimits limits_;
 };
