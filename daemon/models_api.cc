@@ -147,6 +147,7 @@ json ModelJson(const runtime::InstanceInfo& info) {
                 {"load_progress", info.load_progress}};
   if (info.state == runtime::InstanceState::kFailed) model["error"] = info.error;
   model["architecture"] = info.architecture;
+  model["chat_template"] = info.chat_template;  // "model", "plain"; "" until ready
   model["weight_bytes"] = info.weight_bytes;
   model["kv_bytes_per_block"] = info.kv_bytes_per_block;
   model["context"] = info.context;

@@ -99,7 +99,11 @@ absl::StatusOr<ChatPrompt> ChatTemplate::Render(std::span<const ChatMessage> mes
   // Qwen 3 and others read it; transformers leaves it undefined (= thinking
   // on), and so do we.
   absl::StatusOr<jinja::RenderedText> rendered = jinja_->Render(variables, options.now);
-  if (!rendered.ok()) return rendered.status();
+  if (!rendered.ok()) {
+    // A render limit is this request's problem, not the node's capacity
+    // (which kResourceExhausted means to the API: 429).
+    return absl::InvalidArgumentError(rendered.status().message());
+  }
   ChatPrompt prompt;
   prompt.text = std::move(rendered->text);
   for (const jinja::InputSpan& span : rendered->input) {

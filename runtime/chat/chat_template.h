@@ -68,8 +68,8 @@ class ChatTemplate {
   std::string_view source() const { return jinja_ ? "model" : "plain"; }
 
   // The prompt text. kInvalidArgument: no messages, an unknown role, or the
-  // template refused the conversation (raise_exception, a runtime error);
-  // kResourceExhausted: the template hit a render limit.
+  // template refused the conversation (raise_exception, a runtime error, a
+  // render limit), with the template position.
   absl::StatusOr<ChatPrompt> Render(std::span<const ChatMessage> messages,
                                     const ChatRenderOptions& options = {}) const;
   // Token ids of the prompt. Control-token text is parsed where the

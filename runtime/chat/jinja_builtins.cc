@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "runtime/chat/jinja_interpreter.h"
 #include "runtime/chat/jinja_lexer.h"
 
@@ -419,6 +420,121 @@ Value Interpreter::Builtin(const Value& object, const std::string& name) {
     });
   }
   return Value();
+}
+
+// The globals HF sets up: the constants, raise_exception, range,
+// strftime_now (from the injected clock, in UTC) and namespace().
+void Interpreter::SetupGlobals(Environment& env) {
+  env.Set("false", Value::Bool(false));
+  env.Set("true", Value::Bool(true));
+  env.Set("none", Value::Null());
+  env.Set("False", Value::Bool(false));
+  env.Set("True", Value::Bool(true));
+  env.Set("None", Value::Null());
+  env.Set("raise_exception", Value::MakeFunction([this](std::vector<Value>& args, Environment&) {
+            std::string message = args.empty() ? "undefined" : args[0].JsString();
+            Fail(absl::StrCat("raise_exception: ", message));
+            return Value();
+          }));
+  env.Set("range", Value::MakeFunction([this](std::vector<Value>& args, Environment&) {
+            for (const Value& arg : args) {
+              if (!arg.is(Kind::kInt)) Fail("range() arguments must be integers");
+            }
+            int64_t start = 0, stop = 0, step = 1;
+            if (args.size() == 1) {
+              stop = args[0].integer();
+            } else if (args.size() >= 2) {
+              start = args[0].integer();
+              stop = args[1].integer();
+              if (args.size() >= 3) step = args[2].integer();
+            }
+            if (step == 0) Fail("range() step must not be zero");
+            Array items;
+            for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+              CountIterations(1);
+              items.push_back(Value::Int(i));
+            }
+            return Value::MakeArray(std::move(items));
+          }));
+  env.Set("strftime_now", Value::MakeFunction([this](std::vector<Value>& args, Environment&) {
+            if (args.empty() || !args[0].is_string()) Fail("strftime_now() expects a format");
+            static constexpr const char* kMonths[] = {
+                "January", "February", "March",     "April",   "May",      "June",
+                "July",    "August",   "September", "October", "November", "December"};
+            const absl::CivilSecond t = absl::ToCivilSecond(now_, absl::UTCTimeZone());
+            auto pad2 = [](int n) { return n < 10 ? absl::StrCat("0", n) : absl::StrCat(n); };
+            const std::string& format = args[0].str();
+            std::string out;
+            for (size_t i = 0; i < format.size(); ++i) {
+              if (format[i] != '%' || i + 1 >= format.size()) {
+                out += format[i];
+                continue;
+              }
+              const char c = format[i + 1];
+              const std::string month = kMonths[t.month() - 1];
+              switch (c) {
+                case 'Y':
+                  out += absl::StrCat(t.year());
+                  break;
+                case 'm':
+                  out += pad2(t.month());
+                  break;
+                case 'd':
+                  out += pad2(t.day());
+                  break;
+                case 'b':
+                  out += month.substr(0, 3);
+                  break;
+                case 'B':
+                  out += month;
+                  break;
+                case 'H':
+                  out += pad2(t.hour());
+                  break;
+                case 'M':
+                  out += pad2(t.minute());
+                  break;
+                case '%':
+                  out += '%';
+                  break;
+                default:
+                  out += format.substr(i, 2);
+              }
+              ++i;
+            }
+            return MakeString(std::move(out), false);
+          }));
+  env.Set(
+      "namespace", Value::MakeFunction([this](std::vector<Value>& args, Environment&) {
+        std::vector<Value> positional = args;
+        Value kwargs;
+        if (!positional.empty() && positional.back().is_kwargs()) {
+          kwargs = positional.back();
+          positional.pop_back();
+        }
+        if (positional.size() > 1) Fail("namespace expected at most 1 argument");
+        Value ns = Value::MakeNamespace({});
+        namespaces_.push_back(ns);
+        if (positional.size() == 1) {
+          const Value& source = positional[0];
+          if (source.is_object()) {
+            for (const auto& [key, value] : source.object()) ns.Set(key, value);
+          } else if (source.is_array()) {
+            for (const Value& pair : source.array()) {
+              if (!pair.is_array() || pair.array().size() != 2 || !pair.array()[0].is_string()) {
+                Fail("namespace expected an object or an iterable of [key, value] pairs");
+              }
+              ns.Set(pair.array()[0].str(), pair.array()[1]);
+            }
+          } else {
+            Fail(absl::StrCat("'", source.TypeName(), "' object is not iterable"));
+          }
+        }
+        if (kwargs.is_object()) {
+          for (const auto& [key, value] : kwargs.object()) ns.Set(key, value);
+        }
+        return ns;
+      }));
 }
 
 }  // namespace tokenmill::chat::jinja
