@@ -147,6 +147,7 @@ json ModelJson(const runtime::InstanceInfo& info) {
                 {"load_progress", info.load_progress}};
   if (info.state == runtime::InstanceState::kFailed) model["error"] = info.error;
   model["architecture"] = info.architecture;
+  model["chat_template"] = info.chat_template;  // "model", "plain"; "" until ready
   model["weight_bytes"] = info.weight_bytes;
   model["kv_bytes_per_block"] = info.kv_bytes_per_block;
   model["context"] = info.context;
@@ -317,8 +318,9 @@ void ModelsApi::Observe(const runtime::InstanceEvent& event) {
     case runtime::InstanceEventKind::kLoaded:
       spdlog::info(
           "model_loaded model={} device={} architecture={} weight_bytes={} context={} "
-          "seconds={:.3f}",
-          spec.id, info.device, info.architecture, info.weight_bytes, info.context, seconds);
+          "chat_template={} seconds={:.3f}",
+          spec.id, info.device, info.architecture, info.weight_bytes, info.context,
+          info.chat_template, seconds);
       return;
     case runtime::InstanceEventKind::kUnloaded:
       spdlog::info("model_unloaded model={} device={}", spec.id, info.device);

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "daemon/api_errors.h"
 #include "runtime/chat/chat_template.h"
 #include "spdlog/spdlog.h"
@@ -168,15 +169,18 @@ class ActiveGeneration {
   int64_t text_offset_ = 0;            // completions logprobs text_offset
 };
 
-// Encodes the request's prompt with the instance's tokenizer.
+// Encodes the request's prompt with the instance's tokenizer (chats through
+// the instance's compiled chat template; `now` is what strftime_now() reads).
 absl::StatusOr<std::vector<int32_t>> PromptTokens(const OpenAiRequest& request,
-                                                  const runtime::ModelInstance& instance) {
+                                                  const runtime::ModelInstance& instance,
+                                                  absl::Time now) {
   const tokenizer::Tokenizer& tokenizer = instance.tokenizer();
   std::vector<int32_t> tokens;
   if (request.endpoint == OpenAiEndpoint::kChatCompletions) {
-    chat::ChatTemplate chat_template = chat::ChatTemplate::FromJinja(tokenizer.chat_template());
+    chat::ChatRenderOptions options;
+    options.now = now;
     absl::StatusOr<std::vector<int32_t>> encoded =
-        chat_template.Encode(request.messages, tokenizer);
+        instance.chat_template().Encode(request.messages, tokenizer, options);
     if (!encoded.ok()) return WithErrorParam(encoded.status(), "messages");
     tokens = std::move(*encoded);
   } else if (request.prompt_text) {
@@ -292,7 +296,7 @@ void OpenAiApi::ListModels(const tenants::TenantPolicy& tenant, const std::strin
   json data = json::array();
   for (const runtime::InstanceInfo& info : instances_.List()) {
     if (info.state != runtime::InstanceState::kReady || !tenant.AllowsModel(info.spec.id)) continue;
-    json model = ModelObjectJson(info.spec.id, UnixSeconds(info.loaded_at));
+    json model = ModelObjectJson(info.spec.id, UnixSeconds(info.loaded_at), info.chat_template);
     if (!one_id.empty() && info.spec.id == one_id) {
       response.Send(200, "application/json", DumpJson(model), headers);
       return;
@@ -454,7 +458,8 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
 
   if (pending.abandoned.load()) return;  // the loop drops it
   if (on_encode_) on_encode_();
-  absl::StatusOr<std::vector<int32_t>> prompt = PromptTokens(req, *instance);
+  absl::StatusOr<std::vector<int32_t>> prompt =
+      PromptTokens(req, *instance, absl::FromChrono(clock_()));
   if (!prompt.ok()) return fail(prompt.status());
   req.prompt_text.reset();
   req.messages.clear();

@@ -252,6 +252,38 @@ absl::Status ParseCompletionFields(const Fields& f, OpenAiRequest& r) {
   return absl::OkStatus();
 }
 
+// An assistant message's tool_calls as templates read them: OpenAI's
+// [{id, type: "function", function: {name, arguments}}], with `arguments`
+// (a JSON text in OpenAI's API) parsed to an object when it is one, as vLLM
+// does, since templates print it with tojson.
+absl::Status ParseToolCalls(const json& calls, const std::string& at, nlohmann::ordered_json* out) {
+  if (!calls.is_array()) return Bad(at, absl::StrCat("'", at, "' must be an array"));
+  *out = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const std::string call_at = absl::StrCat(at, "[", i, "]");
+    const json& call = calls[i];
+    if (!call.is_object()) return Bad(call_at, absl::StrCat("'", call_at, "' must be an object"));
+    auto function = call.find("function");
+    if (function == call.end() || !function->is_object()) {
+      return Bad(call_at + ".function", absl::StrCat("'", call_at, ".function' must be an object"));
+    }
+    auto name = function->find("name");
+    if (name == function->end() || !name->is_string()) {
+      return Bad(call_at + ".function.name",
+                 absl::StrCat("'", call_at, ".function.name' must be a string"));
+    }
+    nlohmann::ordered_json entry = nlohmann::ordered_json::parse(call.dump());
+    auto arguments = function->find("arguments");
+    if (arguments != function->end() && arguments->is_string()) {
+      nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(
+          arguments->get<std::string>(), nullptr, /*allow_exceptions=*/false);
+      if (parsed.is_object()) entry["function"]["arguments"] = std::move(parsed);
+    }
+    out->push_back(std::move(entry));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& out) {
   std::string at = absl::StrCat("messages[", index, "]");
   if (!message.is_object()) return Bad(at, absl::StrCat("'", at, "' must be an object"));
@@ -262,17 +294,40 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
   }
   out.role = role->get<std::string>();
   if (out.role != "system" && out.role != "developer" && out.role != "user" &&
-      out.role != "assistant") {
+      out.role != "assistant" && out.role != "tool") {
     return Bad(f.Param("role"), absl::StrCat("'", f.Param("role"), "': role '", out.role,
                                              "' is not supported (system, developer, user, "
-                                             "assistant)"));
+                                             "assistant, tool)"));
   }
-  if (const json* calls = f.Find("tool_calls"); calls != nullptr && !calls->empty()) {
-    return Unsupported(f.Param("tool_calls"), "tool calls");
+  // Every other field goes to the chat template as sent (tool_call_id,
+  // name, reasoning_content, ...); the template decides what it reads.
+  out.fields = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : message.items()) {
+    if (key == "role" || key == "content" || key == "tool_calls") continue;
+    out.fields[key] = nlohmann::ordered_json::parse(value.dump());
+  }
+  if (const json* calls = f.Find("tool_calls"); calls != nullptr) {
+    if (out.role != "assistant") {
+      return Bad(f.Param("tool_calls"), absl::StrCat("'", f.Param("tool_calls"),
+                                                     "' is only allowed on assistant messages"));
+    }
+    TM_RETURN_IF_ERROR(ParseToolCalls(*calls, f.Param("tool_calls"), &out.fields["tool_calls"]));
+  }
+  if (out.role == "tool") {
+    const json* id = f.Find("tool_call_id");
+    if (id == nullptr || !id->is_string()) {
+      return Bad(f.Param("tool_call_id"),
+                 absl::StrCat("'", f.Param("tool_call_id"), "' must be a string"));
+    }
   }
   const json* content = f.Find("content");
-  if (content == nullptr) {
-    if (out.role == "assistant") return absl::OkStatus();  // OpenAI allows null there
+  if (content == nullptr || content->is_null()) {
+    // OpenAI allows a null content on assistant messages (with tool_calls,
+    // or a refusal).
+    if (out.role == "assistant") {
+      out.content_null = true;
+      return absl::OkStatus();
+    }
     return Bad(f.Param("content"), absl::StrCat("'", f.Param("content"), "' is required"));
   }
   if (content->is_string()) {
@@ -583,8 +638,12 @@ std::string UuidV7(std::chrono::system_clock::time_point now, uint64_t random_a,
                       hex.substr(16, 4), "-", hex.substr(20, 12));
 }
 
-json ModelObjectJson(const std::string& id, int64_t created) {
-  return {{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "tokenmill"}};
+json ModelObjectJson(const std::string& id, int64_t created, const std::string& chat_template) {
+  return {{"id", id},
+          {"object", "model"},
+          {"created", created},
+          {"owned_by", "tokenmill"},
+          {"chat_template", chat_template}};
 }
 
 }  // namespace tokenmill::daemon

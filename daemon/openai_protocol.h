@@ -141,7 +141,9 @@ bool IsClientRequestId(std::string_view id);
 // random words (the version and variant bits are set here).
 std::string UuidV7(std::chrono::system_clock::time_point now, uint64_t random_a, uint64_t random_b);
 
-// One entry of GET /v1/models.
-nlohmann::json ModelObjectJson(const std::string& id, int64_t created);
+// One entry of GET /v1/models. `chat_template` (an extension field): "model"
+// when chats render the model's own template, "plain" when it ships none.
+nlohmann::json ModelObjectJson(const std::string& id, int64_t created,
+                               const std::string& chat_template);
 
 }  // namespace tokenmill::daemon

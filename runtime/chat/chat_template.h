@@ -1,60 +1,93 @@
-// ChatTemplate: turns chat messages into the prompt text a model was trained
-// on. Models carry a Jinja template (GGUF tokenizer.chat_template,
-// tokenizer_config.json); tokenmill does not run Jinja. It recognises the
-// template families in use (Llama 3 headers, ChatML as in Qwen, Llama 2 /
-// Mistral [INST]) by their markers and renders those formats itself; any other
-// or no template gets a plain default ("role: content" lines).
+// ChatTemplate: turns chat messages into the prompt a model was trained on,
+// by rendering the Jinja chat template the model ships (GGUF
+// tokenizer.chat_template, tokenizer_config.json chat_template) with
+// tokenmill's Jinja interpreter (jinja_template.h), as Hugging Face does. A
+// model without a template gets the plain format:
+//   "<role>: <content>\n" per message, then "assistant:".
+//
+// Compiled once per model instance (Create), rendered on the encode threads;
+// immutable, so Render and Encode may run on many threads at once.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "runtime/chat/jinja_template.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace tokenmill::chat {
 
 struct ChatMessage {
-  std::string role = "";  // "system", "user", "assistant" ("developer" counts as system)
-  std::string content = "";
+  // "system", "developer" (rendered as "system"), "user", "assistant", "tool".
+  std::string role = "";
+  std::string content = "";   // content parts joined
+  bool content_null = false;  // content absent or null (assistant with tool_calls)
+  // The message's other fields as the client sent them (tool_calls with
+  // arguments parsed to objects where they are JSON, tool_call_id, name,
+  // reasoning_content, ...): an object, or null when there are none.
+  nlohmann::ordered_json fields = nullptr;
 };
 
-// A piece of a rendered prompt: template markup (may spell control tokens)
-// or message content (must not).
-struct ChatSegment {
+// What a render takes besides the messages.
+struct ChatRenderOptions {
+  bool add_generation_prompt = true;
+  // The `tools` variable (an array of OpenAI tool objects), or null: unset.
+  nlohmann::ordered_json tools = nullptr;
+  absl::Time now = absl::UnixEpoch();  // what strftime_now() formats
+};
+
+// A rendered prompt: the text, and the byte spans of it that came from the
+// messages (where control-token text is not parsed).
+struct ChatPrompt {
   std::string text;
-  bool markup = false;
+  std::vector<std::pair<size_t, size_t>> literal_spans;
 };
-
-enum class ChatFormat { kPlain, kLlama3, kChatMl, kLlama2 };
 
 class ChatTemplate {
  public:
-  // The format the template text belongs to (kPlain when unknown or empty).
-  static ChatTemplate FromJinja(std::string_view jinja);
-  explicit ChatTemplate(ChatFormat format) : format_(format) {}
+  // The template for `tokenizer`'s chat_template text; "" gives the plain
+  // format. kInvalidArgument: the template does not parse (the reason with
+  // line and column), so that a model is never served a silently different
+  // prompt.
+  static absl::StatusOr<std::shared_ptr<const ChatTemplate>> Create(
+      const tokenizer::Tokenizer& tokenizer);
+  // The same from template text and the bos/eos token texts it may print.
+  static absl::StatusOr<std::shared_ptr<const ChatTemplate>> Create(std::string_view jinja,
+                                                                    std::string bos_token,
+                                                                    std::string eos_token);
 
-  // The prompt for `messages` as segments, ending where the assistant's
-  // reply begins. Markup spells control tokens as text ("<|eot_id|>").
-  // kInvalidArgument: no messages, an unknown role.
-  absl::StatusOr<std::vector<ChatSegment>> RenderSegments(
-      std::span<const ChatMessage> messages) const;
-  // The segments joined (for display and tests).
-  absl::StatusOr<std::string> Render(std::span<const ChatMessage> messages) const;
-  // Token ids of the prompt: markup encoded with control tokens parsed,
-  // content with them not parsed (user text cannot forge a control token),
-  // BOS added once as the tokenizer's spec asks.
+  // "model" (the model's template) or "plain" (none shipped).
+  std::string_view source() const { return jinja_ ? "model" : "plain"; }
+
+  // The prompt text. kInvalidArgument: no messages, an unknown role, or the
+  // template refused the conversation (raise_exception, a runtime error, a
+  // render limit), with the template position.
+  absl::StatusOr<ChatPrompt> Render(std::span<const ChatMessage> messages,
+                                    const ChatRenderOptions& options = {}) const;
+  // Token ids of the prompt. Control-token text is parsed where the
+  // template wrote it and never inside message content (user text cannot
+  // forge a control token). A model's template writes its own BOS (as
+  // Hugging Face's apply_chat_template encodes without special tokens); the
+  // plain format gets the BOS the tokenizer's spec asks for.
   absl::StatusOr<std::vector<int32_t>> Encode(std::span<const ChatMessage> messages,
-                                              const tokenizer::Tokenizer& tokenizer) const;
-
-  ChatFormat format() const { return format_; }
-  std::string_view name() const;  // "plain", "llama3", "chatml", "llama2"
+                                              const tokenizer::Tokenizer& tokenizer,
+                                              const ChatRenderOptions& options = {}) const;
 
  private:
-  ChatFormat format_ = ChatFormat::kPlain;
+  ChatTemplate() = default;
+  std::unique_ptr<jinja::JinjaTemplate> jinja_;  // null: the plain format
+  std::string bos_token_;
+  std::string eos_token_;
 };
+
+using ChatTemplatePtr = std::shared_ptr<const ChatTemplate>;
 
 }  // namespace tokenmill::chat

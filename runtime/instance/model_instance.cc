@@ -99,6 +99,7 @@ struct ModelInstance::Impl {
   model::LoadedModel model;
   devices::ExecutorPtr executor;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  chat::ChatTemplatePtr chat_template;  // compiled once, rendered on encode threads
   devices::KvArena& arena;
   DeviceArbiter& arbiter;
   UsageObserverPtr observer;
@@ -502,10 +503,18 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
   }
   auto tok = tokenizer::Tokenizer::Create(model.tokenizer);
   if (!tok.ok()) return tok.status();
+  // A template that does not parse fails the load with the reason: serving
+  // the model a different prompt format would go unnoticed.
+  absl::StatusOr<chat::ChatTemplatePtr> chat_template = chat::ChatTemplate::Create(**tok);
+  if (!chat_template.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", options.id, ": ", chat_template.status().message()));
+  }
   const int32_t trained = executor->spec().hp.context_length;
   if (options.scheduler.context <= 0) options.scheduler.context = trained > 0 ? trained : 4096;
   auto impl = std::make_unique<Impl>(std::move(options), std::move(model), std::move(executor),
                                      std::move(*tok), arena, arbiter, std::move(observer));
+  impl->chat_template = *std::move(chat_template);
   Impl* raw = impl.get();
   impl->PublishStats();
   impl->thread = std::thread([raw] { raw->Run(); });
@@ -605,6 +614,8 @@ std::vector<std::pair<std::string, sched::TenantService>> ModelInstance::TenantS
 }
 const InstanceOptions& ModelInstance::options() const { return impl_->options; }
 const tokenizer::Tokenizer& ModelInstance::tokenizer() const { return *impl_->tokenizer; }
+
+const chat::ChatTemplate& ModelInstance::chat_template() const { return *impl_->chat_template; }
 const model::LoadedModel& ModelInstance::model() const { return impl_->model; }
 int32_t ModelInstance::context() const { return impl_->options.scheduler.context; }
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "devices/executor.h"
 #include "devices/kv_arena.h"
+#include "runtime/chat/chat_template.h"
 #include "runtime/instance/generation.h"
 #include "runtime/instance/usage_observer.h"
 #include "runtime/model/model_loader.h"
@@ -90,6 +91,9 @@ class ModelInstance {
   std::vector<std::pair<std::string, sched::TenantService>> TenantServices() const;
   const InstanceOptions& options() const;
   const tokenizer::Tokenizer& tokenizer() const;
+  // The model's chat template (or the plain format), compiled at Start;
+  // thread-safe to render.
+  const chat::ChatTemplate& chat_template() const;
   const model::LoadedModel& model() const;  // spec, metadata, chat template
   int32_t context() const;
 

@@ -206,6 +206,7 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
                                                             : tokenizer::PreTokenizer::kLlama3);
   if (!vocab.ok()) return vocab.status();
   model->tokenizer = *std::move(vocab);
+  if (options.chat_template) model->tokenizer.chat_template = *options.chat_template;
 
   LayoutOptions layout;
   layout.output = !options.tied_embeddings;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,14 +24,17 @@ struct SynthOptions {
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
   int32_t ffn_dim = 128;
-  int32_t vocab_size = 512;           // >= 256 bytes + special tokens
+  int32_t vocab_size = 512;  // >= 256 bytes + special tokens
   int32_t context_length = 2048;
   devices::TensorType weight_type = devices::TensorType::kF16;  // matrices; norms stay f32
   bool tied_embeddings = false;
   float rope_theta = 10000.0f;
-  bool llama3_rope_scaling = false;   // writes rope_freqs.weight (GGUF) / rope_scaling
+  bool llama3_rope_scaling = false;  // writes rope_freqs.weight (GGUF) / rope_scaling
   uint64_t seed = 1;
   std::string name = "tokenmill-synth";
+  // The chat template written to the file; unset: a Llama 3 style template
+  // over the synthetic vocabulary's control tokens; "": none.
+  std::optional<std::string> chat_template;
 };
 
 // Checks the shape (heads divide dim, kv heads divide heads, dims multiples of

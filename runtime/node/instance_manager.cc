@@ -310,6 +310,7 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
     entry->instance = shared;
     entry->info.state = InstanceState::kReady;
     entry->info.architecture = arch;
+    entry->info.chat_template = std::string(shared->chat_template().source());
     entry->info.weight_bytes = weight_bytes;
     entry->info.kv_bytes_per_block = layout.BlockBytes();
     entry->info.context = context;

@@ -60,6 +60,9 @@ struct InstanceInfo {
   double load_progress = 0.0;  // 0..1 while loading, 1 after
   std::string error;           // why it failed (kFailed)
   std::string architecture;    // "llama", "qwen2"
+  // "model": the model's own chat template renders chats; "plain": it ships
+  // none, chats get the plain "role: content" format. "" until ready.
+  std::string chat_template;
   uint64_t weight_bytes = 0;
   uint64_t kv_bytes_per_block = 0;
   int32_t context = 0;

@@ -171,13 +171,26 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
 
   EncodeScratch scratch;
   size_t plain_start = 0;
+  size_t next_literal = 0;  // first literal span that may reach past pos
   if (!specials_.empty()) {
     for (size_t pos = 0; pos < text.size();) {
       if (!specials_.MayStartWith(static_cast<uint8_t>(text[pos]))) {
         ++pos;
         continue;
       }
-      const SpecialTokenMatcher::Match match = specials_.MatchAt(text, pos, options.parse_special);
+      SpecialTokenMatcher::Match match = specials_.MatchAt(text, pos, options.parse_special);
+      if (match.id >= 0 && options.parse_special && !options.literal_spans.empty() &&
+          types_[match.id] == TokenType::kControl) {
+        // A control token overlapping literal text is not parsed there.
+        while (next_literal < options.literal_spans.size() &&
+               options.literal_spans[next_literal].second <= pos) {
+          ++next_literal;
+        }
+        if (next_literal < options.literal_spans.size() &&
+            options.literal_spans[next_literal].first < pos + match.length) {
+          match = specials_.MatchAt(text, pos, /*include_control=*/false);
+        }
+      }
       if (match.id < 0) {
         ++pos;
         continue;

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -45,6 +46,10 @@ class Tokenizer {
     // tokens. User-defined tokens are matched either way (as llama.cpp and
     // Hugging Face tokenizers do).
     bool parse_special = false;
+    // With parse_special: byte ranges [first, second) of the text (sorted,
+    // disjoint) where control-token text stays text, e.g. the message content
+    // inside a rendered chat template. Unused otherwise.
+    std::span<const std::pair<size_t, size_t>> literal_spans = {};
   };
 
   // Token ids of `text`, normalised first when the spec says so (NFC, each

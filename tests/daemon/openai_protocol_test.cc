@@ -231,6 +231,30 @@ TEST(OpenAiRequestTest, ChatMessagesAndFields) {
   EXPECT_EQ(r->sampling.logprobs, 4);
 }
 
+// Tool calls and tool results in the history reach the chat template: the
+// assistant's content may be null, JSON arguments become objects, and every
+// other field is kept as sent.
+TEST(OpenAiRequestTest, ToolMessagesPassThrough) {
+  json body = BaseChat();
+  body["messages"] = json::parse(R"([
+    {"role": "user", "content": "Weather?"},
+    {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+      "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "21C"}])");
+  auto r = Chat(body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->messages.size(), 3u);
+  EXPECT_TRUE(r->messages[1].content_null);
+  const auto& call = r->messages[1].fields["tool_calls"][0];
+  EXPECT_EQ(call["id"], "c1");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(call["function"]["arguments"]["location"], "Paris");
+  EXPECT_EQ(r->messages[2].role, "tool");
+  EXPECT_EQ(r->messages[2].content, "21C");
+  EXPECT_EQ(r->messages[2].fields["tool_call_id"], "c1");
+  EXPECT_EQ(r->messages[2].fields["name"], "get_weather");
+}
+
 TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
   auto with = [](const std::string& field, json value) {
     json body = BaseChat();
@@ -247,7 +271,10 @@ TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
       {with("messages", "hi"), "messages"},
       {message("hi"), "messages[0]"},
       {message({{"content", "x"}}), "messages[0].role"},
-      {message({{"role", "tool"}, {"content", "x"}}), "messages[0].role"},
+      {message({{"role", "critic"}, {"content", "x"}}), "messages[0].role"},
+      {message({{"role", "tool"}, {"content", "x"}}), "messages[0].tool_call_id"},
+      {message({{"role", "user"}, {"content", "x"}, {"tool_calls", json::array()}}),
+       "messages[0].tool_calls"},
       {message({{"role", "user"}}), "messages[0].content"},
       {message({{"role", "user"}, {"content", 5}}), "messages[0].content"},
       {message({{"role", "user"},
@@ -258,7 +285,7 @@ TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
        "messages[0].content[0].text"},
       {message(
            {{"role", "assistant"}, {"content", "x"}, {"tool_calls", json::array({{{"id", "1"}}})}}),
-       "messages[0].tool_calls"},
+       "messages[0].tool_calls[0].function"},
       {with("n", 3), "n"},
       {with("max_completion_tokens", 0), "max_completion_tokens"},
       {with("logprobs", 1), "logprobs"},
@@ -474,8 +501,8 @@ TEST(RequestIdTest, ClientIdsAndUuidV7) {
 }
 
 TEST(OpenAiModelsTest, ModelObject) {
-  EXPECT_EQ(ModelObjectJson("m", 5), json::parse(R"({"id":"m","object":"model","created":5,
-      "owned_by":"tokenmill"})"));
+  EXPECT_EQ(ModelObjectJson("m", 5, "model"), json::parse(R"({"id":"m","object":"model","created":5,
+      "owned_by":"tokenmill","chat_template":"model"})"));
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
-// Fuzzes chat templates: ChatTemplate::FromJinja on the template text (the
-// input up to its first NUL byte), then rendering and encoding the messages
-// that follow (separated by \x01; each "role:content") in the detected format
-// and in every fixed one, as /v1/chat/completions does. The tokenizer is a
-// small byte-level vocabulary with every format's control tokens.
+// Fuzzes chat templates: the input up to its first NUL byte is a Jinja chat
+// template (as a model file would carry it), compiled with
+// ChatTemplate::Create; the messages that follow (separated by \x01; each
+// "role:content") are rendered and encoded as /v1/chat/completions does.
+// Parse and render must fail cleanly, within the interpreter's limits, and
+// the rendered text and the encoding must agree. The tokenizer is a small
+// byte-level vocabulary with control tokens.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -15,7 +17,6 @@
 
 namespace {
 
-using tokenmill::chat::ChatFormat;
 using tokenmill::chat::ChatMessage;
 using tokenmill::chat::ChatTemplate;
 
@@ -52,16 +53,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (end == std::string_view::npos) break;
       rest = rest.substr(end + 1);
     }
+  } else {
+    messages.push_back(ChatMessage{.role = "user", .content = "hello <|eot_id|>"});
   }
-  const ChatTemplate detected = ChatTemplate::FromJinja(jinja);
-  for (const ChatTemplate& t :
-       {detected, ChatTemplate(ChatFormat::kPlain), ChatTemplate(ChatFormat::kLlama3),
-        ChatTemplate(ChatFormat::kChatMl), ChatTemplate(ChatFormat::kLlama2)}) {
-    auto text = t.Render(messages);
-    auto ids = t.Encode(messages, TestTokenizer());
-    // Both see the same messages: they fail together.
-    if (text.ok() != ids.ok()) __builtin_trap();
-    (void)t.name();
+  auto chat = ChatTemplate::Create(jinja, "<|begin_of_text|>", "<|eot_id|>");
+  if (!chat.ok()) return 0;
+  auto prompt = (*chat)->Render(messages);
+  auto ids = (*chat)->Encode(messages, TestTokenizer());
+  // Both see the same messages: they fail together.
+  if (prompt.ok() != ids.ok()) __builtin_trap();
+  if (prompt.ok()) {
+    // Literal spans are sorted, disjoint and inside the text.
+    size_t last = 0;
+    for (const auto& [begin, end] : prompt->literal_spans) {
+      if (begin < last || end < begin || end > prompt->text.size()) __builtin_trap();
+      last = end;
+    }
   }
   return 0;
 }
