@@ -540,9 +540,13 @@ bool ValidKind(std::string_view kind) {
 namespace {
 
 // `start` and every directory above it: owned by a trusted owner, writable
-// by no one else. `file` says whether `start` is the library itself.
+// by no one else. `file` says whether `start` is the library itself. A
+// sticky directory others may write (/tmp, where build trees and CI clones
+// often live) passes when the entry reached through it is trusted-owned:
+// the sticky bit keeps others from renaming or removing what they do not
+// own. `entry_trusted` says that of the entry inside a directory `start`.
 absl::Status CheckChain(const std::filesystem::path& named, const std::filesystem::path& start,
-                        bool file, const std::vector<uid_t>& owners) {
+                        bool file, bool entry_trusted, const std::vector<uid_t>& owners) {
   for (std::filesystem::path p = start;; p = p.parent_path()) {
     struct stat st {};
     if (::stat(p.c_str(), &st) != 0) {
@@ -559,12 +563,16 @@ absl::Status CheckChain(const std::filesystem::path& named, const std::filesyste
           absl::StrCat("device plugin ", named.string(), ": ", what, " ", p.string(),
                        " is owned by uid ", st.st_uid, ", not root or the daemon's user"));
     }
-    if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0)) {
+    const bool others_write =
+        (st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0);
+    const bool sticky_guards_entry = !file && (st.st_mode & S_ISVTX) != 0 && entry_trusted;
+    if (others_write && !sticky_guards_entry) {
       return absl::PermissionDeniedError(
           absl::StrCat("device plugin ", named.string(), ": ", what, " ", p.string(),
                        " is writable by ", (st.st_mode & S_IWOTH) ? "anyone" : "its group"));
     }
     file = false;
+    entry_trusted = true;                               // p passed the owner check
     if (p == p.parent_path()) return absl::OkStatus();  // "/"
   }
 }
@@ -582,13 +590,21 @@ absl::Status CheckPluginPathTrusted(const std::filesystem::path& path,
   if (owners.empty()) owners = {0, geteuid()};
   // The library itself and its directories, then the directories holding
   // the name the config gave (a symlink there could be re-pointed).
-  if (absl::Status s = CheckChain(path, resolved, /*file=*/true, owners); !s.ok()) return s;
-  const std::filesystem::path holder =
-      std::filesystem::canonical(std::filesystem::absolute(path).parent_path(), ec);
+  if (absl::Status s = CheckChain(path, resolved, /*file=*/true, /*entry_trusted=*/false, owners);
+      !s.ok()) {
+    return s;
+  }
+  const std::filesystem::path named = std::filesystem::absolute(path);
+  const std::filesystem::path holder = std::filesystem::canonical(named.parent_path(), ec);
   if (ec) {
     return absl::NotFoundError(absl::StrCat("device plugin ", path.string(), ": ", ec.message()));
   }
-  return CheckChain(path, holder, /*file=*/false, owners);
+  // The name itself (a symlink, say) must be trusted-owned for a sticky
+  // holder to protect it.
+  struct stat link {};
+  const bool name_trusted = ::lstat(named.c_str(), &link) == 0 &&
+                            std::find(owners.begin(), owners.end(), link.st_uid) != owners.end();
+  return CheckChain(path, holder, /*file=*/false, name_trusted, owners);
 }
 
 absl::StatusOr<DeviceBackendPtr> LoadDevicePlugin(const std::filesystem::path& path,

@@ -32,7 +32,10 @@ struct PluginLoadOptions {
 
 // OK when `path` resolves (symlinks followed) to a regular file that it and
 // every directory above it are owned by a trusted owner and writable by no
-// one else (not by others, nor by a group other than root's).
+// one else (not by others, nor by a group other than root's), except that a
+// sticky directory (such as /tmp) may be writable when the entry reached
+// through it is trusted-owned, since others cannot rename or remove it. The
+// directories holding the configured name are checked the same way.
 // kPermissionDenied naming the offending file or directory; kNotFound when
 // the path does not resolve.
 absl::Status CheckPluginPathTrusted(const std::filesystem::path& path,

@@ -120,6 +120,18 @@ TEST(PluginLoaderTest, ALibraryOthersCanReplaceIsRefused) {
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("directory " + dir.path().string() + " is writable by anyone"));
+  // Sticky, as /tmp is: others may add files but not rename or remove the
+  // trusted-owned library, so it loads (build trees and CI clones live there).
+  ::chmod(dir.path().c_str(), 01777);
+  EXPECT_TRUE(LoadDevicePlugin(plugin).ok()) << LoadDevicePlugin(plugin).status();
+  // ...but not a symlink someone untrusted owns in it: they could re-point it.
+  const std::filesystem::path theirs = dir.path() / "theirs.so";
+  std::filesystem::create_symlink(plugin, theirs);
+  ASSERT_EQ(::lchown(theirs.c_str(), geteuid() + 12345, static_cast<gid_t>(-1)), 0);
+  refused = LoadDevicePlugin(theirs);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("is writable by anyone"));
+  std::filesystem::remove(theirs);
   ::chmod(dir.path().c_str(), 0755);
 
   // A symlink is followed, and the directory holding the link is checked
