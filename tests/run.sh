@@ -35,12 +35,13 @@ echo "release build and tests: $(( $(date +%s) - start )) s"
 if [ "${TOKENMILL_TEST_SANITIZE:-1}" != "0" ]; then
   start=$(date +%s)
   # CUDA is compiled (and its tests run) in the release pass; nvcc takes no sanitizers.
-  # -O1, as ASan's own documentation advises for usable speed; asserts stay on. The benchmarks are not built (the release
+  # -O0 with line tables: -O1 ran the tests 27% faster but compiled 25% slower,
+  # a net loss of about 3 minutes here. The benchmarks are not built (the release
   # pass builds them; none is a test), and the packaging tests, which check
   # the release pass's package and binaries, run there only.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build/asan "-E ^packaging\." -DCMAKE_BUILD_TYPE=Debug \
-      "-DCMAKE_CXX_FLAGS_DEBUG=-O1 -g1" "-DCMAKE_C_FLAGS_DEBUG=-O1 -g1" \
+      "-DCMAKE_CXX_FLAGS_DEBUG=-O0 -g1" "-DCMAKE_C_FLAGS_DEBUG=-O0 -g1" \
       -DTOKENMILL_SANITIZE=address -DTOKENMILL_CUDA=OFF -DTOKENMILL_BUILD_BENCH=OFF
   echo "asan+ubsan build and tests: $(( $(date +%s) - start )) s"
 fi
