@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 
 #include "devices/cuda/core/engine.h"
@@ -47,6 +48,9 @@ struct BenchOptions {
   double peak_gbps = 0.0;  // 0: from the device (memory clock x bus width)
   std::string peak_source = "--peak-gbps";
   std::string csv;
+  // Brackets the last timed decode step of each batch size with
+  // cudaProfilerStart/Stop, so `ncu --profile-from-start off` sees one step.
+  bool profile_step = false;
 };
 
 // One line of the summary.
@@ -99,7 +103,9 @@ void Usage() {
       "         [--batches 1,8,32,128] [--context 256] [--steps 64] [--peak-gbps GBPS]\n"
       "  --peak-gbps: the bandwidth utilisation is measured against (default: the\n"
       "  device's memory clock x bus width)\n"
-      "         [--csv PATH]\n");
+      "         [--csv PATH] [--profile-step]\n"
+      "  --profile-step: profile (cudaProfilerStart/Stop) only the last timed decode\n"
+      "  step of each batch size, for ncu --profile-from-start off\n");
 }
 
 bool ParseInt(const std::string& text, int* out) {
@@ -117,6 +123,10 @@ bool ParseOptions(int argc, char** argv, BenchOptions* o) {
     if (arg == "--help" || arg == "-h") {
       Usage();
       std::exit(0);
+    }
+    if (arg == "--profile-step") {
+      o->profile_step = true;
+      continue;
     }
     if (const size_t eq = arg.find('='); eq != std::string::npos) {
       value = arg.substr(eq + 1);
@@ -292,10 +302,12 @@ bool RunShape(const std::string& shape, const BenchOptions& o, std::vector<Figur
         q.n_blocks = (pos + 1 + kBlockTokens - 1) / kBlockTokens;
         q.logits = LogitsMode::kLast;
       }
-      if (!Report(engine->Step(step.data(), step.size(), false, true, &result),
-                  name + ": decode at batch " + std::to_string(batch))) {
-        return false;
-      }
+      const bool profiled = o.profile_step && s == kWarmupSteps + o.steps - 1;
+      if (profiled) cudaProfilerStart();
+      const bool stepped = Report(engine->Step(step.data(), step.size(), false, true, &result),
+                                  name + ": decode at batch " + std::to_string(batch));
+      if (profiled) cudaProfilerStop();
+      if (!stepped) return false;
       if (result.argmax.size() != static_cast<size_t>(batch)) {
         std::printf("error: %s: %zu argmax values for a batch of %d\n", name.c_str(),
                     result.argmax.size(), batch);

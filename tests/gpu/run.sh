@@ -9,11 +9,19 @@
 #   TOKENMILL_GPU_DIRECT=1              # skip CMake: nvcc + g++ directly (also
 #                                       # the fallback when CMake fails)
 #   TOKENMILL_REQUIRE_GPU=1             # no GPU is a failure, not a skip
-#   TOKENMILL_GPU_{BUILD,TESTS,BENCH}_TIMEOUT  # seconds per stage (420, 300, 300)
+#   TOKENMILL_GPU_{BUILD,TESTS,BENCH,TOOLS}_TIMEOUT  # seconds per stage (420, 300, 300, 240)
+#
+# With a GPU, two more stages run when their tools are in the toolkit:
+# compute-sanitizer memcheck over the paged-attention tests (memcheck.log;
+# an error it reports fails the run) and Nsight Compute over the last
+# decode step of the 8B model at batch 1 (ncu_8b_decode.log: time per
+# kernel; a profiler that cannot run, e.g. without counter permissions,
+# is reported, not failed).
 #
 # OUT_DIR gets gpu_tests.log, gpu_bench.log and gpu_bench.csv. Exit status: 0
 # when the tests passed or were skipped (no GPU: both programs exit 77), 1
-# when a test failed, or when no GPU was found and TOKENMILL_REQUIRE_GPU=1
+# when a test failed or memcheck reported an error, or when no GPU was found
+# and TOKENMILL_REQUIRE_GPU=1
 # (set it on a machine that has one, so a skip cannot pass for green), 2 when
 # the tests passed but the benchmark failed.
 set -euo pipefail
@@ -37,6 +45,7 @@ arch=${TOKENMILL_CUDA_ARCH:-90a}
 build_timeout=${TOKENMILL_GPU_BUILD_TIMEOUT:-420}
 tests_timeout=${TOKENMILL_GPU_TESTS_TIMEOUT:-300}
 bench_timeout=${TOKENMILL_GPU_BENCH_TIMEOUT:-300}
+tools_timeout=${TOKENMILL_GPU_TOOLS_TIMEOUT:-240}
 
 # The engine dlopens libcublas.so.<major> (by soname, then beside
 # libcudart): find it before building, so that an image that keeps it
@@ -134,6 +143,42 @@ timeout "$bench_timeout" "$build/tokenmill_gpu_bench" --csv "$out/gpu_bench.csv"
   tee "$out/gpu_bench.log"
 bench_rc=${PIPESTATUS[0]}
 [ "$bench_rc" -ne 124 ] || echo "run.sh: the benchmark passed ${bench_timeout} s and was stopped"
+
+# A toolkit program by name: on PATH, else in the toolkit's bin.
+toolkit_tool() { command -v "$1" 2>/dev/null || { [ -x "$cuda_root/bin/$1" ] && echo "$cuda_root/bin/$1"; } || true; }
+memcheck_status="not run (no GPU)"
+ncu_status="not run (no GPU)"
+memcheck_rc=0
+if [ "$tests_rc" -ne 77 ]; then
+  sanitizer=$(toolkit_tool compute-sanitizer)
+  if [ -z "$sanitizer" ]; then
+    memcheck_status="not run: compute-sanitizer not found"
+  else
+    timeout "$tools_timeout" "$sanitizer" --tool memcheck --error-exitcode 3 \
+      "$build/tokenmill_gpu_tests" PagedAttention >"$out/memcheck.log" 2>&1
+    memcheck_rc=$?
+    case $memcheck_rc in
+      0) memcheck_status="clean ($(grep -m1 'ERROR SUMMARY' "$out/memcheck.log" || echo 'no summary'))" ;;
+      124) memcheck_status="stopped after ${tools_timeout} s" ;;
+      *) memcheck_status="FAILED (exit $memcheck_rc, see $out/memcheck.log)" ;;
+    esac
+  fi
+  ncu_bin=$(toolkit_tool ncu)
+  if [ -z "$ncu_bin" ]; then
+    ncu_status="not run: ncu not found"
+  else
+    timeout "$tools_timeout" "$ncu_bin" --profile-from-start off \
+      --metrics gpu__time_duration.sum --print-summary per-kernel \
+      "$build/tokenmill_gpu_bench" --shape 8b --batches 1 --steps 2 --profile-step \
+      >"$out/ncu_8b_decode.log" 2>&1
+    ncu_rc=$?
+    if [ "$ncu_rc" -eq 0 ]; then
+      ncu_status="per-kernel times of one 8B batch-1 decode step in $out/ncu_8b_decode.log"
+    else
+      ncu_status="did not complete (exit $ncu_rc): $(grep -m1 -i 'err' "$out/ncu_8b_decode.log" || true)"
+    fi
+  fi
+fi
 set -e
 
 echo
@@ -148,6 +193,8 @@ elif grep -q '^== tokenmill_gpu_bench summary' "$out/gpu_bench.log"; then
 else
   echo "benchmark: FAILED (exit $bench_rc, no summary; see $out/gpu_bench.log)"
 fi
+echo "memcheck (paged attention): $memcheck_status"
+echo "ncu: $ncu_status"
 if [ "$tests_rc" -eq 77 ]; then
   echo "gpu tests: 0 passed, 0 failed, all skipped: $(skip_reason "$out/gpu_tests.log")"
   exit 0
@@ -165,6 +212,6 @@ if [ -n "$summary" ]; then
 else
   echo "gpu tests: no summary, exit $tests_rc (crashed? see $out/gpu_tests.log)"
 fi
-if [ "$tests_rc" -ne 0 ]; then exit 1; fi
+if [ "$tests_rc" -ne 0 ] || [ "$memcheck_rc" -ne 0 ]; then exit 1; fi
 if [ "$bench_rc" -ne 0 ]; then exit 2; fi
 exit 0
