@@ -68,9 +68,11 @@ TEST(CliRuntimeTest, ModelsTenantsGenerateAndUsage) {
   EXPECT_EQ(fresh_json["weight"], 1.0) << fresh_json.dump();
   EXPECT_EQ(fresh_json["rate_limit_tokens_per_s"], 10.0) << fresh_json.dump();
 
-  // generate streams to stdout and sums up on stderr.
-  auto gen = cli(
-      {"generate", "--model", "second", "--key", "acme-key-123456", "--max-tokens", "6", "Hello"});
+  // generate streams to stdout and sums up on stderr. A fixed seed: unseeded,
+  // the random model once drew its end token as the sixth token (5 tokens,
+  // finish: stop) and failed the count.
+  auto gen = cli({"generate", "--model", "second", "--key", "acme-key-123456", "--max-tokens",
+                  "6", "--seed", "11", "Hello"});
   ASSERT_EQ(gen.exit_code, 0) << gen.out << gen.err;
   EXPECT_FALSE(gen.out.empty());
   EXPECT_NE(gen.err.find("6 tokens"), std::string::npos) << gen.err;
