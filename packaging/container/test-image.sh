@@ -367,7 +367,17 @@ if [[ -z $rootfs ]]; then
 fi
 
 # --- Stop ----------------------------------------------------------------------------------
-section "stop (SIGTERM, drain)"
+section "stop: the DaemonSet's preStop, then SIGTERM"
+# preStop exactly as packaging/kubernetes/daemonset.yaml runs it, with the
+# image's CLI on the socket volume.
+pre_stop=(tokenmill --socket /run/tokenmill/tokenmill.sock drain --wait 30)
+if [[ -n $rootfs ]]; then
+  check "preStop '${pre_stop[*]}' exits 0" in_image /usr/bin/env PATH=/usr/bin "${pre_stop[@]}"
+else
+  check "preStop '${pre_stop[*]}' exits 0" podman exec "$name" "${pre_stop[@]}"
+fi
+check "GET /readyz on the client port: 503 while draining" \
+  test "$(curl -s -o /dev/null -w '%{http_code}' "http://$api/readyz")" = 503
 if [[ -n $rootfs ]]; then
   kill -TERM "$daemon_pid"
   wait "$daemon_pid"
