@@ -4,8 +4,9 @@
 # capabilities, config, data and socket as volumes from this host), writes a
 # synthetic model with the image's own CLI, serves one /v1/completions
 # request through the published client port and one control call through the
-# socket volume, checks who can open that socket and what runs as root, then
-# stops it with SIGTERM and expects a clean exit. Exits non-zero on any
+# socket volume, checks who can open that socket and what runs as root, runs
+# the DaemonSet's preStop drain in it, then stops it with SIGTERM and expects
+# a clean exit. Exits non-zero on any
 # failure. Needs root; not part of CI.
 #
 #   bash packaging/container/test-image.sh [--image REF] [--keep]
