@@ -61,4 +61,14 @@ drain_s=$(sed -n 's/^drain_timeout = "\([0-9]*\)s"$/\1/p' "$work/tokenmill.toml"
 [ "$grace" -ge $((wait_s + drain_s)) ] ||
   { echo "FAIL: terminationGracePeriodSeconds $grace < $wait_s + $drain_s"; exit 1; }
 echo "grace $grace >= preStop $wait_s + drain $drain_s"
+echo "== the init container gives the daemon's host paths to its uid"
+uid=$(jq -r "$ds | .securityContext.runAsUser" "$manifests")
+init=$(jq -r "$ds | .initContainers[] | select(.name==\"host-paths\") | .command | join(\" \")" "$manifests")
+for v in data socket; do
+  path=$(jq -r "$ds | .containers[0].volumeMounts[] | select(.name==\"$v\") | .mountPath" "$manifests")
+  chown_args=" $(sed -n 's/.*chown \([^&;]*\).*/\1/p' <<<"$init") "
+  [[ $chown_args == " $uid:$uid "* && $chown_args == *" $path "* ]] ||
+    { echo "FAIL: init container '$init' does not chown $path to $uid"; exit 1; }
+done
+echo "host-paths: $init"
 echo "kubernetes manifests: 1 passed, 0 failed"
