@@ -60,6 +60,16 @@ std::string ErrorType(absl::StatusCode code) {
   return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
+absl::Status BadField(std::string_view field, std::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("field '", std::string(field), "' ", std::string(why)));
+}
+
+absl::Status BadParam(std::string_view param, std::string_view why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("parameter '", std::string(param), "' ", std::string(why)));
+}
+
 std::string ErrorBody(std::string_view type, std::string_view message) {
   nlohmann::json body = {{"error", {{"type", type}, {"message", message}}}};
   return DumpJson(body);

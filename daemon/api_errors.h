@@ -22,6 +22,11 @@ int HttpStatusFor(absl::StatusCode code);
 // "invalid_argument", "not_found", ... (the error "type" field).
 std::string ErrorType(absl::StatusCode code);
 
+// kInvalidArgument "field 'FIELD' WHY" (a JSON body's field) and
+// "parameter 'PARAM' WHY" (a query parameter).
+absl::Status BadField(std::string_view field, std::string_view why);
+absl::Status BadParam(std::string_view param, std::string_view why);
+
 // {"error":{"type":TYPE,"message":MESSAGE}}
 std::string ErrorBody(std::string_view type, std::string_view message);
 

@@ -24,7 +24,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kPath = "/control/v1/ledger";
+constexpr std::string_view kLedgerPath = "/control/v1/ledger";
 constexpr uint64_t kMaxLimit = 10'000'000;
 // The next page is read once the peer's queue is at most this long.
 constexpr uint64_t kLowWaterBytes = 1 << 20;
@@ -42,11 +42,6 @@ struct ExportQuery {
   Format format = Format::kJsonl;
   bool head = false;
 };
-
-absl::Status BadParam(std::string_view param, std::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("parameter '", std::string(param), "' ", std::string(why)));
-}
 
 std::string Cursor(uint64_t seq) { return absl::StrCat(seq); }
 
@@ -367,7 +362,7 @@ LedgerApi::LedgerApi(storage::MeterStore& store, std::string node_name, PostFn p
 LedgerApi::~LedgerApi() { shared_->reader.Stop(); }
 
 bool LedgerApi::Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response) {
-  if (request.path != kPath) return false;
+  if (request.path != kLedgerPath) return false;
   if (request.method != "GET" && request.method != "HEAD") {
     SendMethodNotAllowedError(*response, {"GET", "HEAD"});
     return true;

@@ -17,13 +17,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kCollection = "/control/v1/models";
-constexpr std::string_view kItemPrefix = "/control/v1/models/";
-
-absl::Status BadField(std::string_view field, std::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("field '", std::string(field), "' ", std::string(why)));
-}
+constexpr std::string_view kModelsPath = "/control/v1/models";
+constexpr std::string_view kModelPrefix = "/control/v1/models/";
 
 bool IsModelId(std::string_view id) {
   if (id.empty() || id.size() > runtime::kMaxModelIdLength) return false;
@@ -170,7 +165,7 @@ bool ModelsApi::Handle(const http::HttpRequest& request, const http::ResponseWri
   const std::string& path = request.path;
   const std::string& method = request.method;
   bool get = method == "GET" || method == "HEAD";
-  if (path == kCollection) {
+  if (path == kModelsPath) {
     if (method == "POST") {
       Load(request, *response);
     } else if (get) {
@@ -182,8 +177,8 @@ bool ModelsApi::Handle(const http::HttpRequest& request, const http::ResponseWri
     }
     return true;
   }
-  if (!path.starts_with(kItemPrefix)) return false;
-  std::string id = path.substr(kItemPrefix.size());
+  if (!path.starts_with(kModelPrefix)) return false;
+  std::string id = path.substr(kModelPrefix.size());
   if (get) {
     absl::StatusOr<runtime::InstanceInfo> info = instances_.Get(id);
     if (!info.ok()) return SendError(*response, info.status()), true;

@@ -14,13 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kCollection = "/control/v1/tenants";
-constexpr std::string_view kItemPrefix = "/control/v1/tenants/";
-
-absl::Status BadField(std::string_view field, std::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("field '", std::string(field), "' ", std::string(why)));
-}
+constexpr std::string_view kTenantsPath = "/control/v1/tenants";
+constexpr std::string_view kTenantPrefix = "/control/v1/tenants/";
 
 absl::Status ReadNumber(const json& v, std::string_view field, double* out) {
   if (!v.is_number()) return BadField(field, "must be a number");
@@ -175,15 +170,15 @@ bool TenantsApi::Handle(const http::HttpRequest& request, const http::ResponseWr
   const std::string& path = request.path;
   const std::string& method = request.method;
   bool get = method == "GET" || method == "HEAD";
-  if (path == kCollection) {
+  if (path == kTenantsPath) {
     if (!get) return SendMethodNotAllowedError(*response, {"GET", "HEAD"}), true;
     json list = json::array();
     for (const tenants::TenantPolicy& policy : registry_.List()) list.push_back(TenantJson(policy));
     SendJson(*response, DumpJson(json{{"tenants", std::move(list)}}));
     return true;
   }
-  if (!path.starts_with(kItemPrefix)) return false;
-  std::string name = path.substr(kItemPrefix.size());
+  if (!path.starts_with(kTenantPrefix)) return false;
+  std::string name = path.substr(kTenantPrefix.size());
   if (get) {
     std::optional<tenants::TenantPolicy> policy = registry_.Get(name);
     if (!policy) {

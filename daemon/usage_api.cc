@@ -21,7 +21,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kPath = "/control/v1/usage";
+constexpr std::string_view kUsagePath = "/control/v1/usage";
 constexpr uint64_t kHour = 3600;
 constexpr uint64_t kDay = 24 * kHour;
 constexpr uint64_t kMaxRangeDays = 366;
@@ -32,11 +32,6 @@ using Grouping = storage::UsageGrouping;
 using Row = storage::UsageRow;
 
 // ---- Parameters ----
-
-absl::Status BadParam(std::string_view param, std::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("parameter '", std::string(param), "' ", std::string(why)));
-}
 
 int HexDigit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -338,7 +333,7 @@ UsageApi::UsageApi(storage::MeterStore& store, tenants::TenantRegistry& registry
       clock_(std::move(clock)) {}
 
 bool UsageApi::Handle(const http::HttpRequest& request, const http::ResponseWriterPtr& response) {
-  if (request.path != kPath) return false;
+  if (request.path != kUsagePath) return false;
   if (request.method != "GET" && request.method != "HEAD") {
     SendMethodNotAllowedError(*response, {"GET", "HEAD"});
     return true;

@@ -34,6 +34,13 @@ namespace tokenmill::storage {
 
 inline constexpr size_t kMaxRequestIdBytes = 256;
 
+// Wall-clock milliseconds since the Unix epoch (ledger index, loss records).
+inline int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 inline rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 inline std::string_view ToView(const rocksdb::Slice& s) {
   return std::string_view(s.data(), s.size());

@@ -34,12 +34,6 @@ uint64_t DecodeU64(std::string_view bytes) {
   return v;
 }
 
-uint64_t NowUnixMs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
 std::string IndexValue(uint64_t unix_ms, std::string_view request_id) {
   std::string value = EncodeU64(unix_ms);
   value.append(request_id);
@@ -76,7 +70,8 @@ absl::Status MeterStore::Impl::CommitLedger(std::string_view request_id, std::st
   }
   rocksdb::Status s = batch.Put(ledger, ToSlice(request_id), ToSlice(record));
   if (s.ok()) {
-    s = batch.Put(ledger_seq, EncodeU64(seq), IndexValue(NowUnixMs(), request_id));
+    s = batch.Put(ledger_seq, EncodeU64(seq),
+                  IndexValue(static_cast<uint64_t>(NowUnixMs()), request_id));
   }
   if (s.ok()) {
     if (options.before_ledger_write) options.before_ledger_write(request_id);
@@ -113,7 +108,7 @@ absl::Status MeterStore::Impl::OpenLedgerIndex() {
         !s.ok()) {
       return s;
     }
-    const uint64_t now_ms = NowUnixMs();
+    const auto now_ms = static_cast<uint64_t>(NowUnixMs());
     uint64_t seq = 0;
     rocksdb::WriteBatch batch;
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), ledger));

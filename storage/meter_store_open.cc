@@ -102,12 +102,6 @@ rocksdb::Status ProbeSequence(const rocksdb::DBOptions& options, const std::stri
   return s;
 }
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string LossJson(const StoreLoss& l) {
   return json{{"at_unix_ms", l.at_unix_ms},
               {"file", l.file},

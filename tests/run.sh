@@ -24,10 +24,19 @@ run_suite() {
   ctest --test-dir "$dir" --output-on-failure --timeout 300 -j "$jobs" $ctest_args
 }
 
+# Unity builds (CMake merges up to 8 sources of a target into one
+# translation unit): the headers every file parses (gtest, nlohmann/json,
+# absl, spdlog) are parsed once per batch instead of once per file, which
+# halved the compile time of the batches measured (daemon library 72 -> 34 s,
+# meter store tests 48 -> 26 s, ASan -O0). A plain `cmake` build stays one
+# file per unit; file-local names must therefore not collide within a
+# target (a unity build here is what finds out).
+unity=-DCMAKE_UNITY_BUILD=ON
+
 start=$(date +%s)
 # Line tables (-g1) are all a failing test's backtrace needs; full -g made
 # compiles about a quarter slower (measured on ten of the heaviest files).
-run_suite build/release "" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+run_suite build/release "" "$unity" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" \
   "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
 echo "release build and tests: $(( $(date +%s) - start )) s"
@@ -40,7 +49,7 @@ if [ "${TOKENMILL_TEST_SANITIZE:-1}" != "0" ]; then
   # pass builds them; none is a test), and the packaging tests, which check
   # the release pass's package and binaries, run there only.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    run_suite build/asan "-E ^packaging\." -DCMAKE_BUILD_TYPE=Debug \
+    run_suite build/asan "-E ^packaging\." "$unity" -DCMAKE_BUILD_TYPE=Debug \
       "-DCMAKE_CXX_FLAGS_DEBUG=-O0 -g1" "-DCMAKE_C_FLAGS_DEBUG=-O0 -g1" \
       -DTOKENMILL_SANITIZE=address -DTOKENMILL_CUDA=OFF -DTOKENMILL_BUILD_BENCH=OFF
   echo "asan+ubsan build and tests: $(( $(date +%s) - start )) s"

@@ -38,6 +38,10 @@ JsonAnswer CallJson(ControlClient& client, const std::string& method, const std:
   return answer;
 }
 
+void PrintError(const char* command, const std::string& message) {
+  std::fprintf(stderr, "tokenmill: %s: %s\n", command, message.c_str());
+}
+
 std::optional<nlohmann::json> FetchJson(ControlClient& client, const std::string& method,
                                         const std::string& path, const std::string& body) {
   JsonAnswer answer = CallJson(client, method, path, body);

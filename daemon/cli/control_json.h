@@ -26,6 +26,9 @@ JsonAnswer CallJson(ControlClient& client, const std::string& method, const std:
 std::optional<nlohmann::json> FetchJson(ControlClient& client, const std::string& method,
                                         const std::string& path, const std::string& body = "");
 
+// Prints "tokenmill: COMMAND: MESSAGE" to stderr.
+void PrintError(const char* command, const std::string& message);
+
 // error.message of an OpenAI-style or control API error body, "" if none.
 std::string ErrorMessage(const nlohmann::json& body);
 

@@ -20,10 +20,6 @@
 namespace tokenmill::cli {
 namespace {
 
-void PrintError(const std::string& message) {
-  std::fprintf(stderr, "tokenmill: ledger export: %s\n", message.c_str());
-}
-
 // What the cursor file holds: the cursor, and stdout's length after the page
 // it ends (when stdout is a regular file).
 struct SavedCursor {
@@ -139,7 +135,7 @@ int LedgerCommands::Export(ControlClient& client) {
   SavedCursor saved;
   if (!cursor_file_.empty()) {
     std::optional<SavedCursor> read = ReadCursorFile(cursor_file_, error);
-    if (!read) return PrintError(error), 1;
+    if (!read) return PrintError("ledger export", error), 1;
     saved = *read;
   }
   const bool fresh = saved.cursor.empty();
@@ -148,10 +144,13 @@ int LedgerCommands::Export(ControlClient& client) {
   if (saved.stdout_bytes && out_bytes) {
     if (*out_bytes > *saved.stdout_bytes) {
       if (::ftruncate(STDOUT_FILENO, static_cast<off_t>(*saved.stdout_bytes)) != 0) {
-        return PrintError(std::string("cannot truncate stdout: ") + std::strerror(errno)), 1;
+        return PrintError("ledger export",
+                          std::string("cannot truncate stdout: ") + std::strerror(errno)),
+               1;
       }
     } else if (*out_bytes < *saved.stdout_bytes) {
-      PrintError("stdout is shorter than when the cursor was saved; appending from the cursor");
+      PrintError("ledger export",
+                 "stdout is shorter than when the cursor was saved; appending from the cursor");
     }
   }
   if (out_bytes) ::lseek(STDOUT_FILENO, 0, SEEK_END);
@@ -168,32 +167,40 @@ int LedgerCommands::Export(ControlClient& client) {
     if (!from_.empty()) path += "&from=" + PathSegment(from_);
     if (!to_.empty()) path += "&to=" + PathSegment(to_);
     ControlResponse response = client.Request("GET", path);
-    if (response.status == 0) return PrintError("cannot reach tokenmilld: " + response.error), 1;
+    if (response.status == 0)
+      return PrintError("ledger export", "cannot reach tokenmilld: " + response.error), 1;
     if (response.status != 200) {
       const nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);
       std::string message = response.body;
       if (body.is_object() && body.contains("error") && body["error"].is_object()) {
         message = body["error"].value("message", response.body);
       }
-      return PrintError("HTTP " + std::to_string(response.status) + ": " + message), 1;
+      return PrintError("ledger export",
+                        "HTTP " + std::to_string(response.status) + ": " + message),
+             1;
     }
     const std::string next = response.Header("x-tokenmill-next-cursor");
-    if (next.empty()) return PrintError("the answer has no X-Tokenmill-Next-Cursor"), 1;
+    if (next.empty())
+      return PrintError("ledger export", "the answer has no X-Tokenmill-Next-Cursor"), 1;
     std::string_view body = response.body;
     if (format_ == "csv" && !(fresh && first_page)) {
       const size_t eol = body.find('\n');
       body = eol == std::string_view::npos ? std::string_view() : body.substr(eol + 1);
     }
     if (!body.empty() && std::fwrite(body.data(), 1, body.size(), stdout) != body.size()) {
-      return PrintError(std::string("cannot write stdout: ") + std::strerror(errno)), 1;
+      return PrintError("ledger export",
+                        std::string("cannot write stdout: ") + std::strerror(errno)),
+             1;
     }
     if (std::fflush(stdout) != 0) {
-      return PrintError(std::string("cannot write stdout: ") + std::strerror(errno)), 1;
+      return PrintError("ledger export",
+                        std::string("cannot write stdout: ") + std::strerror(errno)),
+             1;
     }
     saved.cursor = next;
     saved.stdout_bytes = StdoutBytes();
     if (!cursor_file_.empty() && !WriteCursorFile(cursor_file_, saved, error)) {
-      return PrintError(error), 1;
+      return PrintError("ledger export", error), 1;
     }
     first_page = false;
     if (limit_ > 0) remaining -= page;

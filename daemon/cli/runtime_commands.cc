@@ -23,10 +23,6 @@ constexpr auto kPollInterval = std::chrono::milliseconds(200);
 
 void PrintJson(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
 
-void PrintError(const char* command, const std::string& message) {
-  std::fprintf(stderr, "tokenmill: %s: %s\n", command, message.c_str());
-}
-
 std::string ModelPath(const std::string& id) { return "/control/v1/models/" + PathSegment(id); }
 std::string TenantPath(const std::string& name) {
   return "/control/v1/tenants/" + PathSegment(name);

@@ -19,10 +19,6 @@ namespace {
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 
-void PrintError(const char* command, const std::string& message) {
-  std::fprintf(stderr, "tokenmill: %s: %s\n", command, message.c_str());
-}
-
 size_t Append(char* data, size_t size, size_t count, void* out) {
   static_cast<std::string*>(out)->append(data, size * count);
   return size * count;

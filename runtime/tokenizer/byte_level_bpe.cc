@@ -37,7 +37,7 @@ const ByteAlphabet& Alphabet() {
 }
 
 // Heap order: lowest rank first, then leftmost, as the reference BPE does.
-bool LaterCandidate(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) {
+bool LaterBpeCandidate(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) {
   if (a.rank != b.rank) return a.rank > b.rank;
   return a.left > b.left;
 }
@@ -128,7 +128,7 @@ void ByteLevelBpe::PushCandidate(int32_t left, BpeScratch* scratch) const {
   if (it == merges_.end()) return;
   scratch->heap.push_back(BpeScratch::Candidate{it->second.rank, left, symbols[left].id,
                                                 symbols[right].id, it->second.merged_id});
-  std::push_heap(scratch->heap.begin(), scratch->heap.end(), LaterCandidate);
+  std::push_heap(scratch->heap.begin(), scratch->heap.end(), LaterBpeCandidate);
 }
 
 void ByteLevelBpe::EncodeWord(std::string_view word, BpeScratch* scratch,
@@ -158,7 +158,7 @@ void ByteLevelBpe::EncodeWord(std::string_view word, BpeScratch* scratch,
   for (int32_t i = 0; i + 1 < n; ++i) PushCandidate(i, scratch);
 
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), LaterCandidate);
+    std::pop_heap(heap.begin(), heap.end(), LaterBpeCandidate);
     const BpeScratch::Candidate top = heap.back();
     heap.pop_back();
     // Stale when either side has merged since: ids only grow, so comparing

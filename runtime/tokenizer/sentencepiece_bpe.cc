@@ -16,8 +16,8 @@ int HexDigit(char c) {
 }
 
 // Heap order: highest score first, then leftmost.
-bool LaterCandidate(const SentencePieceScratch::Candidate& a,
-                    const SentencePieceScratch::Candidate& b) {
+bool LaterPieceCandidate(const SentencePieceScratch::Candidate& a,
+                         const SentencePieceScratch::Candidate& b) {
   if (a.score != b.score) return a.score < b.score;
   return a.left > b.left;
 }
@@ -87,7 +87,7 @@ void SentencePieceBpe::PushCandidate(int32_t left, SentencePieceScratch* scratch
   if (it == piece_ids_.end()) return;
   scratch->heap.push_back(
       SentencePieceScratch::Candidate{scores_[it->second], left, right, length});
-  std::push_heap(scratch->heap.begin(), scratch->heap.end(), LaterCandidate);
+  std::push_heap(scratch->heap.begin(), scratch->heap.end(), LaterPieceCandidate);
 }
 
 void SentencePieceBpe::AppendSymbol(std::string_view piece, std::vector<int32_t>* ids) const {
@@ -133,7 +133,7 @@ void SentencePieceBpe::EncodeFragment(std::string_view text, bool add_space_pref
   }
 
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), LaterCandidate);
+    std::pop_heap(heap.begin(), heap.end(), LaterPieceCandidate);
     const SentencePieceScratch::Candidate top = heap.back();
     heap.pop_back();
     SentencePieceScratch::Symbol& left = symbols[top.left];

@@ -9,9 +9,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using Clock = std::chrono::steady_clock;
-
-constexpr auto kTimeout = 5s;
 
 // The server still answers a fresh client.
 void ExpectServing(uint16_t port) {

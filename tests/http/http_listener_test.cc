@@ -15,9 +15,6 @@ namespace tokenmill::http::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using Clock = std::chrono::steady_clock;
-
-constexpr auto kTimeout = 5s;
 
 HttpServerOptions UnixOnly(const std::string& path, uint32_t mode = 0660) {
   HttpServerOptions options;

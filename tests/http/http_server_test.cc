@@ -16,8 +16,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-constexpr auto kTimeout = 5s;
-
 TEST_F(ServerTest, GetAndPostEchoOverUnixSocket) {
   StartServer();
   CurlResult get =

@@ -28,6 +28,10 @@ using ::tokenmill::testing::RawClient;
 using ::tokenmill::testing::RawResponse;
 
 using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// How long a test waits for a reply or a close before it fails.
+inline constexpr auto kTimeout = 5s;
 
 class ServerTest : public ::testing::Test {
  protected:

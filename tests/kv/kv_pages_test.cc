@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/kv/kv_block_manager.h"
+#include "tests/kv/kv_test_util.h"
 
 namespace tokenmill::kv {
 namespace {
@@ -13,8 +14,9 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
-constexpr int32_t kBlock = 4;
-constexpr uint32_t kPerPage = 4;
+using testing::kBlock;
+using testing::kPerPage;
+using testing::Tokens;
 
 // Starts a sequence of `tenant` with `prompt` and covers it with blocks.
 absl::Status Start(KvBlockManager& m, uint64_t id, const std::string& tenant,
@@ -22,12 +24,6 @@ absl::Status Start(KvBlockManager& m, uint64_t id, const std::string& tenant,
   absl::StatusOr<SeqAlloc> a = m.StartSequence(id, tenant, tenant, prompt);
   if (!a.ok()) return a.status();
   return m.EnsureCapacity(id, static_cast<int64_t>(prompt.size()));
-}
-
-std::vector<int32_t> Tokens(int n, int32_t first) {
-  std::vector<int32_t> t(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) t[static_cast<size_t>(i)] = first + i;
-  return t;
 }
 
 TEST(KvPagesTest, PagedManagerStartsWithNoBlocks) {

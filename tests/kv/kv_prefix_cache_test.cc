@@ -6,19 +6,15 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/kv/kv_block_manager.h"
+#include "tests/kv/kv_test_util.h"
 
 namespace tokenmill::kv {
 namespace {
 
 using ::testing::ElementsAreArray;
 
-constexpr int32_t kBlock = 4;
-
-std::vector<int32_t> Tokens(int n, int32_t first) {
-  std::vector<int32_t> v(n);
-  std::iota(v.begin(), v.end(), first);
-  return v;
-}
+using testing::kBlock;
+using testing::Tokens;
 
 std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
   a.insert(a.end(), b.begin(), b.end());

@@ -3,11 +3,12 @@
 
 #include "gtest/gtest.h"
 #include "runtime/kv/kv_block_manager.h"
+#include "tests/kv/kv_test_util.h"
 
 namespace tokenmill::kv {
 namespace {
 
-constexpr int32_t kBlock = 4;
+using testing::kBlock;
 
 // Starts a sequence of `tenant` holding `blocks` fresh blocks.
 absl::Status Hold(KvBlockManager& m, uint64_t id, const std::string& tenant, int blocks) {

@@ -12,11 +12,13 @@
 
 #include "gtest/gtest.h"
 #include "runtime/kv/kv_block_manager.h"
+#include "tests/kv/kv_test_util.h"
 
 namespace tokenmill::kv {
 namespace {
 
-constexpr int32_t kBlock = 4;
+using testing::kBlock;
+using testing::kPerPage;
 constexpr uint32_t kBlocks = 48;
 
 // Cuts the default hash to 3 bits so that collisions are everyday events.
@@ -37,8 +39,6 @@ struct Content {
   std::string salt;
   std::vector<int32_t> prefix;
 };
-
-constexpr uint32_t kPerPage = 4;
 
 void RunRandom(PrefixHashFn hash, uint32_t seed, bool paged) {
   std::unique_ptr<KvBlockManager> owned =

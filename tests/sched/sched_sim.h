@@ -20,6 +20,17 @@
 
 namespace tokenmill::sched::testing {
 
+inline constexpr int32_t kBlock = 4;  // tokens per KV block in the scheduler tests
+
+// Scheduler options of the tests: a token budget and a sequence cap per step.
+inline SchedulerOptions Options(int32_t max_batch_tokens, int32_t max_seqs, int32_t context = 256) {
+  SchedulerOptions o;
+  o.max_batch_tokens = max_batch_tokens;
+  o.max_seqs = max_seqs;
+  o.context = context;
+  return o;
+}
+
 // The token a sequence samples for position `pos`: a function of the
 // sequence and the position only, so a recompute samples the same tokens.
 inline int32_t SampledToken(uint64_t seq_id, int32_t pos) {

@@ -10,16 +10,6 @@
 namespace tokenmill::sched::testing {
 namespace {
 
-constexpr int32_t kBlock = 4;
-
-SchedulerOptions Options(int32_t max_batch_tokens, int32_t max_seqs, int32_t context = 256) {
-  SchedulerOptions o;
-  o.max_batch_tokens = max_batch_tokens;
-  o.max_seqs = max_seqs;
-  o.context = context;
-  return o;
-}
-
 TEST(SchedulerBatchingTest, ChunkedPrefillThenDecodesFirst) {
   SchedSim sim(64, kBlock, Options(10, 4));
   ASSERT_TRUE(sim.Add(1, "a", MakePrompt(25, 1), 3).ok());

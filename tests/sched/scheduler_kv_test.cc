@@ -14,16 +14,6 @@
 namespace tokenmill::sched::testing {
 namespace {
 
-constexpr int32_t kBlock = 4;
-
-SchedulerOptions Options(int32_t max_batch_tokens, int32_t max_seqs) {
-  SchedulerOptions o;
-  o.max_batch_tokens = max_batch_tokens;
-  o.max_seqs = max_seqs;
-  o.context = 256;
-  return o;
-}
-
 // (used - reserved) of every tenant, before a step.
 std::vector<std::pair<std::string, int64_t>> Overage(const kv::KvBlockManager& kv) {
   std::vector<std::pair<std::string, int64_t>> out;

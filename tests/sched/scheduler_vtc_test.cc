@@ -13,7 +13,6 @@
 namespace tokenmill::sched::testing {
 namespace {
 
-constexpr int32_t kBlock = 4;
 constexpr int32_t kMinPrompt = 16;
 constexpr int32_t kMaxPrompt = 64;
 constexpr int32_t kMinOutput = 8;

@@ -11,9 +11,13 @@
 #include "runtime/tokenizer/pre_tokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/tokenizer/test_vocab.h"
+#include "tests/tokenizer/tokenizer_test_util.h"
 
 namespace tokenmill::tokenizer {
 namespace {
+
+using testing::kNoBos;
+using testing::MustCreate;
 
 using testing::ByteLevelSpec;
 using testing::ByteLevelSpelling;
@@ -21,7 +25,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Ids of raw-text tokens, for readable expectations.
-std::vector<int32_t> Ids(const Tokenizer& tokenizer, const std::vector<std::string>& raw) {
+std::vector<int32_t> ByteLevelIds(const Tokenizer& tokenizer, const std::vector<std::string>& raw) {
   std::vector<int32_t> ids;
   for (const std::string& text : raw) {
     std::optional<int32_t> id = tokenizer.TokenId(ByteLevelSpelling(text));
@@ -30,12 +34,6 @@ std::vector<int32_t> Ids(const Tokenizer& tokenizer, const std::vector<std::stri
     ids.push_back(id.value_or(-1));
   }
   return ids;
-}
-
-TokenizerPtr MustCreate(const TokenizerSpec& spec) {
-  absl::StatusOr<TokenizerPtr> tokenizer = Tokenizer::Create(spec);
-  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-  return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
 }
 
 TokenizerSpec HelloWorldSpec(PreTokenizer pre) {
@@ -52,27 +50,25 @@ TokenizerSpec HelloWorldSpec(PreTokenizer pre) {
                        {"<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"}, {"<tool>"});
 }
 
-const Tokenizer::EncodeOptions kNoBos{.add_bos = false, .add_eos = true, .parse_special = false};
-
 TEST(ByteLevelTest, HelloWorld) {
   for (PreTokenizer pre : {PreTokenizer::kGpt2, PreTokenizer::kLlama3, PreTokenizer::kQwen2}) {
     TokenizerPtr t = MustCreate(HelloWorldSpec(pre));
     ASSERT_NE(t, nullptr);
-    EXPECT_EQ(t->Encode("hello world", kNoBos), Ids(*t, {"hello", " world"}));
-    EXPECT_EQ(t->Encode("hello world"), Ids(*t, {"<|begin_of_text|>", "hello", " world"}));
-    EXPECT_EQ(t->Encode(" hello", kNoBos), Ids(*t, {" ", "hello"}));
-    EXPECT_EQ(t->Encode("hellow", kNoBos), Ids(*t, {"hello", "w"}));
+    EXPECT_EQ(t->Encode("hello world", kNoBos), ByteLevelIds(*t, {"hello", " world"}));
+    EXPECT_EQ(t->Encode("hello world"), ByteLevelIds(*t, {"<|begin_of_text|>", "hello", " world"}));
+    EXPECT_EQ(t->Encode(" hello", kNoBos), ByteLevelIds(*t, {" ", "hello"}));
+    EXPECT_EQ(t->Encode("hellow", kNoBos), ByteLevelIds(*t, {"hello", "w"}));
   }
 }
 
 TEST(ByteLevelTest, LowestRankMergesFirstAndLeftmostOnTies) {
   TokenizerPtr t = MustCreate(ByteLevelSpec(PreTokenizer::kGpt2, {{"b", "c"}, {"a", "b"}}));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("abc", kNoBos), Ids(*t, {"a", "bc"}));
+  EXPECT_EQ(t->Encode("abc", kNoBos), ByteLevelIds(*t, {"a", "bc"}));
   TokenizerPtr aa = MustCreate(ByteLevelSpec(PreTokenizer::kGpt2, {{"a", "a"}}));
   ASSERT_NE(aa, nullptr);
-  EXPECT_EQ(aa->Encode("aaa", kNoBos), Ids(*aa, {"aa", "a"}));
-  EXPECT_EQ(aa->Encode("aaaaa", kNoBos), Ids(*aa, {"aa", "aa", "a"}));
+  EXPECT_EQ(aa->Encode("aaa", kNoBos), ByteLevelIds(*aa, {"aa", "a"}));
+  EXPECT_EQ(aa->Encode("aaaaa", kNoBos), ByteLevelIds(*aa, {"aa", "aa", "a"}));
 }
 
 TEST(ByteLevelTest, Llama3TakesWholeWordsThatAreTokens) {
@@ -86,8 +82,8 @@ TEST(ByteLevelTest, Llama3TakesWholeWordsThatAreTokens) {
   TokenizerPtr gpt2 = MustCreate(spec);
   ASSERT_NE(llama3, nullptr);
   ASSERT_NE(gpt2, nullptr);
-  EXPECT_EQ(llama3->Encode("abc", kNoBos), Ids(*llama3, {"abc"}));
-  EXPECT_EQ(gpt2->Encode("abc", kNoBos), Ids(*gpt2, {"ab", "c"}));
+  EXPECT_EQ(llama3->Encode("abc", kNoBos), ByteLevelIds(*llama3, {"abc"}));
+  EXPECT_EQ(gpt2->Encode("abc", kNoBos), ByteLevelIds(*gpt2, {"ab", "c"}));
 }
 
 TEST(ByteLevelTest, NumbersFollowThePreTokenizer) {
@@ -97,17 +93,17 @@ TEST(ByteLevelTest, NumbersFollowThePreTokenizer) {
   TokenizerPtr llama3 = MustCreate(ByteLevelSpec(PreTokenizer::kLlama3, merges));
   TokenizerPtr qwen2 = MustCreate(ByteLevelSpec(PreTokenizer::kQwen2, merges));
   ASSERT_TRUE(gpt2 && llama3 && qwen2);
-  EXPECT_EQ(gpt2->Encode("12345", kNoBos), Ids(*gpt2, {"12345"}));
-  EXPECT_EQ(llama3->Encode("12345", kNoBos), Ids(*llama3, {"123", "45"}));
-  EXPECT_EQ(qwen2->Encode("12345", kNoBos), Ids(*qwen2, {"1", "2", "3", "4", "5"}));
+  EXPECT_EQ(gpt2->Encode("12345", kNoBos), ByteLevelIds(*gpt2, {"12345"}));
+  EXPECT_EQ(llama3->Encode("12345", kNoBos), ByteLevelIds(*llama3, {"123", "45"}));
+  EXPECT_EQ(qwen2->Encode("12345", kNoBos), ByteLevelIds(*qwen2, {"1", "2", "3", "4", "5"}));
 }
 
 TEST(ByteLevelTest, ContractionsAndLineBreaks) {
   TokenizerPtr t = MustCreate(
       ByteLevelSpec(PreTokenizer::kLlama3, {{"'", "s"}, {"\r", "\n"}, {"\r\n", "\n"}, {"i", "t"}}));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("it's", kNoBos), Ids(*t, {"it", "'s"}));
-  EXPECT_EQ(t->Encode("it\r\n\nit", kNoBos), Ids(*t, {"it", "\r\n\n", "it"}));
+  EXPECT_EQ(t->Encode("it's", kNoBos), ByteLevelIds(*t, {"it", "'s"}));
+  EXPECT_EQ(t->Encode("it\r\n\nit", kNoBos), ByteLevelIds(*t, {"it", "\r\n\n", "it"}));
 }
 
 TEST(ByteLevelTest, SpecialTokensAreParsedOnlyWhenAsked) {
@@ -116,21 +112,22 @@ TEST(ByteLevelTest, SpecialTokensAreParsedOnlyWhenAsked) {
   const int32_t eot = *t->TokenId("<|eot_id|>");
   Tokenizer::EncodeOptions parse = kNoBos;
   parse.parse_special = true;
-  EXPECT_EQ(t->Encode("hello<|eot_id|>", parse), Ids(*t, {"hello", "<|eot_id|>"}));
+  EXPECT_EQ(t->Encode("hello<|eot_id|>", parse), ByteLevelIds(*t, {"hello", "<|eot_id|>"}));
 
   const std::vector<int32_t> plain = t->Encode("hello<|eot_id|>", kNoBos);
   EXPECT_THAT(plain, ::testing::Not(::testing::Contains(eot)));
   EXPECT_EQ(t->Decode(plain), "hello<|eot_id|>");
 
   // User-defined tokens match either way and decode to their text.
-  EXPECT_EQ(t->Encode("hello<tool>", kNoBos), Ids(*t, {"hello", "<tool>"}));
+  EXPECT_EQ(t->Encode("hello<tool>", kNoBos), ByteLevelIds(*t, {"hello", "<tool>"}));
   EXPECT_EQ(t->Decode(t->Encode("hello<tool>", kNoBos), /*skip_special=*/true), "hello<tool>");
 }
 
 TEST(ByteLevelTest, DecodeShowsOrSkipsControlTokens) {
   TokenizerPtr t = MustCreate(HelloWorldSpec(PreTokenizer::kLlama3));
   ASSERT_NE(t, nullptr);
-  const std::vector<int32_t> ids = Ids(*t, {"<|begin_of_text|>", "hello", " world", "<|eot_id|>"});
+  const std::vector<int32_t> ids =
+      ByteLevelIds(*t, {"<|begin_of_text|>", "hello", " world", "<|eot_id|>"});
   EXPECT_EQ(t->Decode(ids), "<|begin_of_text|>hello world<|eot_id|>");
   EXPECT_EQ(t->Decode(ids, /*skip_special=*/true), "hello world");
   EXPECT_EQ(t->TokenBytes(ids[0]), "");
@@ -155,14 +152,14 @@ TEST(ByteLevelTest, Accessors) {
   no_bos.add_eos = true;
   TokenizerPtr u = MustCreate(no_bos);
   ASSERT_NE(u, nullptr);
-  EXPECT_EQ(u->Encode("hello"), Ids(*u, {"hello", "<|end_of_text|>"}));
+  EXPECT_EQ(u->Encode("hello"), ByteLevelIds(*u, {"hello", "<|end_of_text|>"}));
 }
 
 TEST(ByteLevelTest, EmptyInput) {
   TokenizerPtr t = MustCreate(HelloWorldSpec(PreTokenizer::kGpt2));
   ASSERT_NE(t, nullptr);
   EXPECT_TRUE(t->Encode("", kNoBos).empty());
-  EXPECT_EQ(t->Encode(""), Ids(*t, {"<|begin_of_text|>"}));
+  EXPECT_EQ(t->Encode(""), ByteLevelIds(*t, {"<|begin_of_text|>"}));
   EXPECT_EQ(t->Decode({}), "");
 }
 

@@ -8,9 +8,13 @@
 #include "gtest/gtest.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/tokenizer/test_vocab.h"
+#include "tests/tokenizer/tokenizer_test_util.h"
 
 namespace tokenmill::tokenizer {
 namespace {
+
+using testing::kNoBos;
+using testing::MustCreate;
 
 using ::testing::HasSubstr;
 
@@ -19,10 +23,8 @@ const std::vector<std::string> kPieces = {" ",      "h",     "e",      "l",   "o
                                           "hell",   "hello", " hello", " w",  "or",   " wor", "ld",
                                           " world", "  ",    "日",     "本",  "日本"};
 
-const Tokenizer::EncodeOptions kNoBos{.add_bos = false, .add_eos = true, .parse_special = false};
-
 // Ids of pieces written with " " for "▁" (or of "<0xAB>" / special names).
-std::vector<int32_t> Ids(const Tokenizer& t, const std::vector<std::string>& pieces) {
+std::vector<int32_t> PieceIds(const Tokenizer& t, const std::vector<std::string>& pieces) {
   std::vector<int32_t> ids;
   for (std::string piece : pieces) {
     std::string text;
@@ -34,59 +36,53 @@ std::vector<int32_t> Ids(const Tokenizer& t, const std::vector<std::string>& pie
   return ids;
 }
 
-TokenizerPtr MustCreate(const TokenizerSpec& spec) {
-  absl::StatusOr<TokenizerPtr> tokenizer = Tokenizer::Create(spec);
-  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-  return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
-}
-
 TEST(SentencePieceTest, HelloWorld) {
   TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("hello world"), Ids(*t, {"<s>", " hello", " world"}));
+  EXPECT_EQ(t->Encode("hello world"), PieceIds(*t, {"<s>", " hello", " world"}));
   // As Hugging Face decodes: only a space that starts the text is the prefix's.
   EXPECT_EQ(t->Decode(t->Encode("hello world")), "<s> hello world");
   EXPECT_EQ(t->Decode(t->Encode("hello world"), /*skip_special=*/true), "hello world");
-  EXPECT_EQ(t->Encode("the", kNoBos), Ids(*t, {" the"}));
+  EXPECT_EQ(t->Encode("the", kNoBos), PieceIds(*t, {" the"}));
 }
 
 TEST(SentencePieceTest, HighestScoreMergesFirst) {
   // "▁h" scores above "he": "▁he" is not a token, so "▁h" + "e" stays apart.
   TokenizerPtr t = MustCreate(testing::SentencePieceSpec({" ", "h", "e", " h", "he"}));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("he", kNoBos), Ids(*t, {" h", "e"}));
+  EXPECT_EQ(t->Encode("he", kNoBos), PieceIds(*t, {" h", "e"}));
   TokenizerPtr u = MustCreate(testing::SentencePieceSpec({" ", "h", "e", "he", " h"}));
   ASSERT_NE(u, nullptr);
-  EXPECT_EQ(u->Encode("he", kNoBos), Ids(*u, {" ", "he"}));
+  EXPECT_EQ(u->Encode("he", kNoBos), PieceIds(*u, {" ", "he"}));
 }
 
 TEST(SentencePieceTest, LeadingSpaces) {
   TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode(" hello", kNoBos), Ids(*t, {" ", " hello"}));
+  EXPECT_EQ(t->Encode(" hello", kNoBos), PieceIds(*t, {" ", " hello"}));
   EXPECT_EQ(t->Decode(t->Encode(" hello", kNoBos)), " hello");
   EXPECT_EQ(t->Decode(t->Encode("  hello  ", kNoBos)), "  hello  ");
 
   TokenizerPtr no_prefix = MustCreate(testing::SentencePieceSpec(kPieces, true, false));
   ASSERT_NE(no_prefix, nullptr);
-  EXPECT_EQ(no_prefix->Encode("hello world", kNoBos), Ids(*no_prefix, {"hello", " world"}));
+  EXPECT_EQ(no_prefix->Encode("hello world", kNoBos), PieceIds(*no_prefix, {"hello", " world"}));
   EXPECT_EQ(no_prefix->Decode(no_prefix->Encode(" hello", kNoBos)), " hello");
 }
 
 TEST(SentencePieceTest, ByteFallback) {
   TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("hé", kNoBos), Ids(*t, {" ", "h", "<0xC3>", "<0xA9>"}));
+  EXPECT_EQ(t->Encode("hé", kNoBos), PieceIds(*t, {" ", "h", "<0xC3>", "<0xA9>"}));
   EXPECT_EQ(t->Decode(t->Encode("hé", kNoBos)), "hé");
-  EXPECT_EQ(t->Encode("日本", kNoBos), Ids(*t, {" ", "日本"}));
+  EXPECT_EQ(t->Encode("日本", kNoBos), PieceIds(*t, {" ", "日本"}));
   EXPECT_EQ(t->TokenBytes(*t->TokenId("<0x0A>")), "\n");
-  EXPECT_EQ(t->TokenBytes(Ids(*t, {" hello"})[0]), " hello");
+  EXPECT_EQ(t->TokenBytes(PieceIds(*t, {" hello"})[0]), " hello");
 }
 
 TEST(SentencePieceTest, UnknownWithoutByteTokens) {
   TokenizerPtr t = MustCreate(testing::SentencePieceSpec(kPieces, /*byte_tokens=*/false));
   ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->Encode("hé", kNoBos), Ids(*t, {" ", "h", "<unk>"}));
+  EXPECT_EQ(t->Encode("hé", kNoBos), PieceIds(*t, {" ", "h", "<unk>"}));
   EXPECT_EQ(t->Decode(t->Encode("hé", kNoBos), /*skip_special=*/true), "h");
 }
 
@@ -95,7 +91,7 @@ TEST(SentencePieceTest, SpecialTokensRestartTheSpacePrefix) {
   ASSERT_NE(t, nullptr);
   Tokenizer::EncodeOptions parse = kNoBos;
   parse.parse_special = true;
-  EXPECT_EQ(t->Encode("hello</s>hello", parse), Ids(*t, {" hello", "</s>", " hello"}));
+  EXPECT_EQ(t->Encode("hello</s>hello", parse), PieceIds(*t, {" hello", "</s>", " hello"}));
   const std::vector<int32_t> plain = t->Encode("hello</s>", kNoBos);
   EXPECT_THAT(plain, ::testing::Not(::testing::Contains(*t->eos_id())));
   EXPECT_EQ(t->Decode(plain), "hello</s>");
@@ -114,10 +110,10 @@ TEST(SentencePieceTest, DecodeStripsOnlyTheSpaceThatStartsTheText) {
   EXPECT_EQ(t->Decode(after_bos), "<s> ");
   EXPECT_EQ(t->Decode(after_bos, /*skip_special=*/true), "");
   std::vector<int32_t> two_spaces = {space_byte};
-  for (int32_t id : Ids(*t, {" hello"})) two_spaces.push_back(id);
+  for (int32_t id : PieceIds(*t, {" hello"})) two_spaces.push_back(id);
   EXPECT_EQ(t->Decode(two_spaces), " hello");
   std::vector<int32_t> bos_hello = {bos};
-  for (int32_t id : Ids(*t, {" ", " hello"})) bos_hello.push_back(id);
+  for (int32_t id : PieceIds(*t, {" ", " hello"})) bos_hello.push_back(id);
   EXPECT_EQ(t->Decode(bos_hello), "<s>  hello");
   StreamDecoder stream(*t);
   std::string streamed;
@@ -137,7 +133,7 @@ TEST(SentencePieceTest, UserDefinedTokensDecodeMetaSpacesAsSpaces) {
   ASSERT_NE(t, nullptr);
   const int32_t indent = t->vocab_size() - 1;
   std::vector<int32_t> ids = {indent};
-  for (int32_t id : Ids(*t, {"hello"})) ids.push_back(id);
+  for (int32_t id : PieceIds(*t, {"hello"})) ids.push_back(id);
   EXPECT_EQ(t->Decode(ids), "    hello");
   EXPECT_EQ(t->TokenBytes(indent), "    ");
   StreamDecoder stream(*t);

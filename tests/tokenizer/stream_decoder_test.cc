@@ -7,17 +7,13 @@
 #include "gtest/gtest.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/tokenizer/test_vocab.h"
+#include "tests/tokenizer/tokenizer_test_util.h"
 
 namespace tokenmill::tokenizer {
 namespace {
 
-TokenizerPtr MustCreate(const TokenizerSpec& spec) {
-  absl::StatusOr<TokenizerPtr> tokenizer = Tokenizer::Create(spec);
-  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
-  return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
-}
-
-const Tokenizer::EncodeOptions kNoBos{.add_bos = false, .add_eos = true, .parse_special = false};
+using testing::kNoBos;
+using testing::MustCreate;
 
 TEST(StreamDecoderTest, HoldsAnEmojiUntilItsLastByte) {
   // No merges: the emoji's four bytes are four tokens.
