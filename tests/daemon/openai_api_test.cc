@@ -100,7 +100,7 @@ class OpenAiApiTest : public ::testing::Test {
     options.kv_memory = [](const devices::Device&) {
       return devices::KvArenaBudget{.bytes = uint64_t{8} << 20};
     };
-    auto manager = runtime::InstanceManager::Create({&cpu_, &small_}, registry_, options);
+    auto manager = runtime::InstanceManager::Create({&cpu_, &small_}, registry_, clock_, options);
     ASSERT_TRUE(manager.ok()) << manager.status();
     instances_ = std::move(*manager);
 
@@ -149,6 +149,7 @@ class OpenAiApiTest : public ::testing::Test {
   tokenmill::testing::TempDir dir_;
   std::filesystem::path model_path_;
   storage::MeterStorePtr store_;
+  runtime::SteadyClock clock_;
   tenants::TenantRegistry registry_;
   fakes::FakeDevice cpu_{CpuInfo("cpu", uint64_t{8} << 30)};
   fakes::FakeDevice small_{CpuInfo("small", uint64_t{1} << 20)};
