@@ -16,17 +16,10 @@ namespace tokenmill::devices::cpu {
 
 class WorkerPool {
  public:
-  // Spin iterations before sleeping, by default. With a pause of ~20-60 ns
-  // this keeps a worker awake for ~50-100 us: longer than the gap between
-  // two loops of one forward, far shorter than the gap between steps, so
-  // idle pools sleep.
-  static constexpr int32_t kDefaultSpinIterations = 2000;
-
   // `threads` threads take part in each loop, the caller included, so
   // threads - 1 workers are started; threads <= 0 means one per hardware
-  // thread. Workers and the caller spin `spin_iterations` times before they
-  // sleep (0: they sleep at once, every time).
-  explicit WorkerPool(int32_t threads, int32_t spin_iterations = kDefaultSpinIterations);
+  // thread.
+  explicit WorkerPool(int32_t threads);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -56,7 +49,6 @@ class WorkerPool {
   void WorkerLoop(int32_t thread);
 
   const int32_t threads_;
-  const int32_t spin_iterations_;
   std::vector<std::thread> workers_;
 
   // The current job; written by the caller before it bumps generation_
