@@ -174,6 +174,7 @@ TEST(ModelInstanceTest, PreemptedSequencesFinishWithIdenticalTokens) {
 // arrives while the fourth step runs, so exactly its token is still sent.
 TEST(ModelInstanceTest, CancelEndsTheRequestAndFreesItsBlocks) {
   TestDevice device(TestDevice::FakeArena{64});
+  Collector c, next;  // outlive the instance, whose Stop may still call their sinks
   InstanceSetup setup;
   setup.fake_steps = std::make_shared<fakes::FakeStepControl>();
   fakes::FakeStepControl& steps = *setup.fake_steps;
@@ -181,7 +182,6 @@ TEST(ModelInstanceTest, CancelEndsTheRequestAndFreesItsBlocks) {
   auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
   ReleaseAtExit release(steps);
-  Collector c;
   auto handle = instance->Submit(Greedy("t", PromptOf(40, 5), 400), c.Sink());
   ASSERT_TRUE(handle.ok());
   steps.Allow(3);
@@ -195,7 +195,6 @@ TEST(ModelInstanceTest, CancelEndsTheRequestAndFreesItsBlocks) {
   // The engine published its stats when it went idle after the cancel; a
   // new request's first step (held) comes after that and publishes nothing
   // before it ends, so the stats read now are those of the idle instance.
-  Collector next;
   ASSERT_TRUE(instance->Submit(Greedy("t", PromptOf(8, 6), 2), next.Sink()).ok());
   ASSERT_TRUE(steps.AwaitStarted(5));
   EXPECT_EQ(instance->Stats().kv_blocks_used, 0u);
@@ -239,9 +238,9 @@ TEST(ModelInstanceTest, DeadlineEndsARequest) {
   InstanceSetup setup;
   setup.clock = &clock;
   setup.fake_steps = std::make_shared<fakes::FakeStepControl>();
+  Collector c;  // outlives the instance
   auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
-  Collector c;
   // A deadline that passed while the request was queued: it ends without
   // running a step.
   auto request = Greedy("t", PromptOf(20, 3), 450);
@@ -267,11 +266,11 @@ TEST(ModelInstanceTest, DeadlineEndsARequestMidStream) {
   fakes::FakeStepControl& steps = *setup.fake_steps;
   steps.SetStepTime(std::chrono::milliseconds(10), &clock);
   steps.Hold();
+  Collector c;  // outlives the instance
   auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
   ReleaseAtExit release(steps);
 
-  Collector c;
   const auto prompt = PromptOf(20, 3);
   auto request = Greedy("t", prompt, 400);
   request.deadline = clock.Now() + std::chrono::milliseconds(45);
