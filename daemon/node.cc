@@ -255,8 +255,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   // Cost, metering and the serving families.
   auto cost_model = metering::CostModel::Create(CostInputsFrom(*cfg, device_ptrs));
   if (!cost_model.ok()) return cost_model.status();
-  node->cost_ledger_ =
-      std::make_unique<metering::CostLedger>(*cost_model, std::chrono::steady_clock::now());
+  node->cost_ledger_ = std::make_unique<metering::CostLedger>(*cost_model, node->clock_.Now());
   Node* raw = node.get();
   node->runtime_metrics_ = std::make_unique<telemetry::RuntimeMetrics>(
       *node->registry_, [raw] { return raw->Snapshot(); },
@@ -298,7 +297,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   metering::MeteringOptions metering_options;
   metering_options.group_commit = cfg->storage.durability == config::Durability::kPower;
   node->metering_ = std::make_unique<metering::Metering>(*node->store_, *node->cost_ledger_,
-                                                         node->runtime_metrics_.get(),
+                                                         node->runtime_metrics_.get(), node->clock_,
                                                          std::move(sources), metering_options);
   // Prices are values Metering keeps: the models' now and on SIGHUP, the
   // tenants' now and on every change of a tenant (API or SIGHUP).
@@ -325,8 +324,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   manager_options.observer = [raw](const runtime::InstanceEvent& event) {
     raw->OnInstanceEvent(event);
   };
-  auto instances =
-      runtime::InstanceManager::Create(device_ptrs, *node->tenants_, std::move(manager_options));
+  auto instances = runtime::InstanceManager::Create(device_ptrs, *node->tenants_, node->clock_,
+                                                    std::move(manager_options));
   if (!instances.ok()) return instances.status();
   node->instances_ = std::move(*instances);
   for (const std::string& reason : node->instances_->unusable_devices()) {

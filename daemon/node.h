@@ -29,6 +29,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "runtime/node/instance_manager.h"
+#include "runtime/support/clock.h"
 #include "runtime/tenants/tenant_registry.h"
 #include "storage/meter_store.h"
 #include "telemetry/metrics.h"
@@ -82,6 +83,9 @@ class Node {
   // models API; an unloaded model's metric series go.
   void OnInstanceEvent(const runtime::InstanceEvent& event);
 
+  // What the instances and metering read time from (declared first: it
+  // outlives everything that holds it).
+  runtime::SteadyClock clock_;
   std::unique_ptr<NodeState> state_;
   storage::MeterStorePtr store_;
   // Outlives the devices and the instance manager, which use its backends.

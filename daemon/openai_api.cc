@@ -477,7 +477,8 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
               "X-Tokenmill-Timeout-Ms must be an integer in [1, ", kMaxTimeoutMs, "]")),
           "X-Tokenmill-Timeout-Ms"));
     }
-    out.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    // On the clock the instances read deadlines from.
+    out.deadline = instances_.clock().Now() + std::chrono::milliseconds(ms);
   }
 }
 

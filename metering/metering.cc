@@ -268,12 +268,13 @@ void InstanceMeter::OnFinish(const runtime::RequestRecord& record) {
 }
 
 Metering::Metering(storage::MeterSink& store, CostLedger& ledger,
-                   telemetry::RuntimeMetrics* metrics, MeteringSources sources,
-                   MeteringOptions options)
+                   telemetry::RuntimeMetrics* metrics, const runtime::Clock& clock,
+                   MeteringSources sources, MeteringOptions options)
     : store_(store),
       committer_(options.group_commit ? std::make_unique<StepCommitter>(store) : nullptr),
       ledger_(ledger),
       metrics_(metrics),
+      clock_(clock),
       sources_(std::move(sources)),
       price_table_(std::make_shared<const PriceTable>()) {}
 
@@ -377,17 +378,13 @@ void Metering::Tick() {
   // so intervals close in order and no energy delta is priced twice or lost.
   absl::MutexLock lock(&tick_mu_);
   const std::map<std::string, double> energy = EnergySinceLastTick();
-  ledger_.Tick(Now(), energy);
+  ledger_.Tick(clock_.Now(), energy);
 }
 
 void Metering::SetCostModel(CostModelPtr model) {
   absl::MutexLock lock(&tick_mu_);
   const std::map<std::string, double> energy = EnergySinceLastTick();
-  ledger_.SetModel(std::move(model), Now(), energy);
-}
-
-std::chrono::steady_clock::time_point Metering::Now() const {
-  return sources_.steady_now ? sources_.steady_now() : std::chrono::steady_clock::now();
+  ledger_.SetModel(std::move(model), clock_.Now(), energy);
 }
 
 void Metering::StartTicker(std::chrono::milliseconds period) {

@@ -26,6 +26,7 @@
 #include "metering/step_committer.h"
 #include "nlohmann/json.hpp"
 #include "runtime/instance/usage_observer.h"
+#include "runtime/support/clock.h"
 #include "storage/meter_sink.h"
 #include "telemetry/runtime_metrics.h"
 
@@ -38,8 +39,6 @@ struct MeteringSources {
   std::function<std::optional<double>(const std::string& device)> watts;
   // Energy counters of every device (joules, monotonic), for the ticker.
   std::function<std::map<std::string, double>()> energy_joules;
-  // The clock intervals are closed with; steady_clock::now when empty.
-  std::function<std::chrono::steady_clock::time_point()> steady_now;
 };
 
 struct MeteringOptions {
@@ -51,9 +50,11 @@ struct MeteringOptions {
 
 class Metering {
  public:
-  // `store`, `ledger` and `metrics` (may be null) outlive it.
+  // `store`, `ledger`, `metrics` (may be null) and `clock` outlive it. The
+  // ledger's intervals close at `clock`'s now (Tick, SetCostModel, CostJson);
+  // give the ledger the same clock's start.
   Metering(storage::MeterSink& store, CostLedger& ledger, telemetry::RuntimeMetrics* metrics,
-           MeteringSources sources, MeteringOptions options = {});
+           const runtime::Clock& clock, MeteringSources sources, MeteringOptions options = {});
   ~Metering();  // stops the ticker and the writer thread; observers must be gone
 
   // The observer of one instance (give it to InstanceManagerOptions).
@@ -114,6 +115,7 @@ class Metering {
   std::unique_ptr<StepCommitter> committer_;  // group_commit only
   CostLedger& ledger_;
   telemetry::RuntimeMetrics* metrics_;
+  const runtime::Clock& clock_;
   MeteringSources sources_;
 
   mutable absl::Mutex prices_mu_;
@@ -123,7 +125,6 @@ class Metering {
 
   // Energy each device used since the previous call (none on the first).
   std::map<std::string, double> EnergySinceLastTick() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tick_mu_);
-  std::chrono::steady_clock::time_point Now() const;
 
   absl::Mutex tick_mu_;
   std::map<std::string, double> last_energy_ ABSL_GUARDED_BY(tick_mu_);

@@ -107,33 +107,6 @@ MeterStore::MeterStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 MeterStore::~MeterStore() = default;
 
-const std::filesystem::path& MeterStore::dir() const { return impl_->options.dir; }
-
-absl::Status MeterStore::AddUsage(const std::vector<UsageDelta>& deltas) {
-  rocksdb::WriteBatch batch;
-  for (const UsageDelta& delta : deltas) {
-    if (absl::Status valid = ValidateUsageKey(delta.key); !valid.ok()) return valid;
-    const rocksdb::Status s =
-        batch.Merge(impl_->usage, EncodeUsageKey(delta.key), EncodeUsageCounters(delta.counters));
-    if (!s.ok()) return impl_->Check(s, "add_usage");
-  }
-  if (batch.Count() == 0) return absl::OkStatus();
-  if (absl::Status gate = impl_->WriteGate("add_usage"); !gate.ok()) return gate;
-  return impl_->Written(impl_->db->Write(impl_->write_options, &batch), "add_usage");
-}
-
-absl::StatusOr<std::optional<UsageCounters>> MeterStore::GetUsage(const UsageKey& key) {
-  if (absl::Status valid = ValidateUsageKey(key); !valid.ok()) return valid;
-  rocksdb::PinnableSlice value;
-  const rocksdb::Status s =
-      impl_->db->Get(rocksdb::ReadOptions(), impl_->usage, EncodeUsageKey(key), &value);
-  if (s.IsNotFound()) return std::nullopt;
-  if (!s.ok()) return impl_->Check(s, "get_usage");
-  auto counters = DecodeUsageCounters(ToView(value));
-  if (!counters.ok()) return impl_->Fail(counters.status(), "get_usage");
-  return *counters;
-}
-
 absl::StatusOr<std::vector<UsageDelta>> MeterStore::ScanUsage(const UsageQuery& query) {
   std::vector<UsageDelta> out;
   if (query.hour_begin >= query.hour_end) return out;
@@ -177,37 +150,6 @@ absl::StatusOr<std::vector<UsageDelta>> MeterStore::ScanUsage(const UsageQuery& 
   return out;
 }
 
-absl::StatusOr<bool> MeterStore::PutLedger(std::string_view request_id, std::string_view record) {
-  if (absl::Status valid = ValidateRequestId(request_id); !valid.ok()) return valid;
-  absl::MutexLock hold(&impl_->LedgerStripe(request_id));
-  auto found = impl_->LedgerHas(request_id, "put_ledger");
-  if (!found.ok()) return found.status();
-  if (*found) return false;
-  if (absl::Status gate = impl_->WriteGate("put_ledger"); !gate.ok()) return gate;
-  rocksdb::WriteBatch batch;
-  absl::Status written = impl_->CommitLedger(request_id, record, batch, "put_ledger");
-  if (!written.ok()) return written;
-  return true;
-}
-
-absl::StatusOr<std::optional<std::string>> MeterStore::GetLedger(std::string_view request_id) {
-  if (absl::Status valid = ValidateRequestId(request_id); !valid.ok()) return valid;
-  std::string record;
-  const rocksdb::Status s =
-      impl_->db->Get(rocksdb::ReadOptions(), impl_->ledger, ToSlice(request_id), &record);
-  if (s.IsNotFound()) return std::nullopt;
-  if (!s.ok()) return impl_->Check(s, "get_ledger");
-  return record;
-}
-
-absl::Status MeterStore::ScanLedger(
-    const std::function<bool(std::string_view id, std::string_view record)>& fn) {
-  return impl_->ScanPrefix(impl_->ledger, "", "", "scan_ledger",
-                           [&](std::string_view id, std::string_view record) {
-                             return fn(id, record) ? absl::OkStatus() : absl::CancelledError();
-                           });
-}
-
 absl::Status MeterStore::PutState(std::string_view key, std::string_view value) {
   if (absl::Status valid = ValidateStateKey(key); !valid.ok()) return valid;
   if (absl::Status gate = impl_->WriteGate("put_state"); !gate.ok()) return gate;
@@ -221,16 +163,6 @@ absl::Status MeterStore::DeleteState(std::string_view key) {
   if (absl::Status gate = impl_->WriteGate("delete_state"); !gate.ok()) return gate;
   return impl_->Written(impl_->db->Delete(impl_->write_options, impl_->state, ToSlice(key)),
                         "delete_state");
-}
-
-absl::StatusOr<std::optional<std::string>> MeterStore::GetState(std::string_view key) {
-  if (absl::Status valid = ValidateStateKey(key); !valid.ok()) return valid;
-  std::string value;
-  const rocksdb::Status s =
-      impl_->db->Get(rocksdb::ReadOptions(), impl_->state, ToSlice(key), &value);
-  if (s.IsNotFound()) return std::nullopt;
-  if (!s.ok()) return impl_->Check(s, "get_state");
-  return value;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> MeterStore::ListState(

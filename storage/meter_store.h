@@ -71,14 +71,13 @@ struct MeterStoreOptions {
   std::filesystem::path dir;  // created if missing (mode 0750)
   Durability durability = Durability::kProcess;
   // Called once per operation that failed in the store (RocksDB errors, data
-  // that does not decode), with the operation's name: "open", "add_usage",
-  // "get_usage", "scan_usage", "put_ledger", "get_ledger", "scan_ledger",
-  // "put_state", "delete_state", "get_state", "list_state", "flush",
+  // that does not decode), with the operation's name: "open", "scan_usage",
+  // "scan_ledger", "put_state", "delete_state", "list_state", "flush",
   // "record_step", "finish_request", "recover", "sum_inflight". Not called
   // for arguments rejected with kInvalidArgument. Runs on the calling thread,
   // so it must be thread-safe; it must not call back into the store. Optional.
   std::function<void(std::string_view op)> on_error;
-  // Test hook: called by FinishRequest, PutLedger and RecoverInterrupted with
+  // Test hook: called by FinishRequest and RecoverInterrupted with
   // the request id while they hold that id's ledger lock, just before the
   // write, so that a test can hold one writer mid-write. Optional.
   std::function<void(std::string_view request_id)> before_ledger_write;
@@ -109,7 +108,7 @@ struct StoreLoss {
   std::string saved_copy;           // a copy of the damaged file kept in the data dir, or ""
 };
 
-// Filter for ScanUsage; empty strings match all.
+// Filter for QueryUsage; empty strings match all.
 struct UsageQuery {
   std::string tenant;
   std::string model;
@@ -158,21 +157,16 @@ class MeterStore final : public MeterSink {
   MeterStore(const MeterStore&) = delete;
   MeterStore& operator=(const MeterStore&) = delete;
 
-  // Adds all deltas in one atomic WriteBatch (merge operands). A name that
-  // contains 0x00 is kInvalidArgument and nothing is written.
-  absl::Status AddUsage(const std::vector<UsageDelta>& deltas);
-  absl::StatusOr<std::optional<UsageCounters>> GetUsage(const UsageKey& key);
-  absl::StatusOr<std::vector<UsageDelta>> ScanUsage(const UsageQuery& query);
-
-  // ScanUsage summed per period (hour, UTC day or all), tenant, model and,
-  // when by_device, device. Rows are ordered by period_start, tenant, model,
-  // device. Errors as ScanUsage.
+  // The usage keys `query` selects, summed per period (hour, UTC day or all),
+  // tenant, model and, when by_device, device. Rows are ordered by
+  // period_start, tenant, model, device. A malformed key or value is
+  // kDataLoss (reported as "scan_usage").
   absl::StatusOr<std::vector<UsageRow>> QueryUsage(const UsageQuery& query, UsageGrouping grouping,
                                                    bool by_device = false);
   // Whether any usage key of tenant exists (whatever its counters).
   absl::StatusOr<bool> HasTenantUsage(std::string_view tenant);
 
-  // Writes a step in ONE WriteBatch: each usage delta (as AddUsage) and each
+  // Writes a step in ONE WriteBatch: each usage delta (a merge operand) and each
   // request's delta merged into its inflight entry, which it creates on the
   // request's first step. An invalid request id or a name with 0x00 is
   // kInvalidArgument and nothing is written. Synced under Durability::kPower.
@@ -218,11 +212,6 @@ class MeterStore final : public MeterSink {
   // The sum of all inflight entries' counters (tests and diagnostics).
   absl::StatusOr<UsageCounters> SumInflight();
 
-  // Writes the record unless the id exists; returns true when written, false
-  // when a record was already there (the first one is kept). Request ids are
-  // opaque, 1 to 256 bytes; others are kInvalidArgument.
-  absl::StatusOr<bool> PutLedger(std::string_view request_id, std::string_view record);
-  absl::StatusOr<std::optional<std::string>> GetLedger(std::string_view request_id);
   // The ledger in commit order, for exports. Every ledger write takes the
   // next sequence number; writes run concurrently, so they may commit out of
   // sequence order. The watermark is the lowest sequence still being written
@@ -240,15 +229,10 @@ class MeterStore final : public MeterSink {
   // reported as "scan_ledger"; an index entry without its record is kDataLoss.
   absl::StatusOr<LedgerPage> ReadLedgerPage(uint64_t after, uint64_t through, size_t max_records);
 
-  // Visits ledger records in key order; stops early when fn returns false.
-  absl::Status ScanLedger(
-      const std::function<bool(std::string_view id, std::string_view record)>& fn);
-
   // Desired state by key; an empty key is kInvalidArgument. ListState returns
   // the pairs whose key starts with prefix, in key order.
   absl::Status PutState(std::string_view key, std::string_view value);
   absl::Status DeleteState(std::string_view key);
-  absl::StatusOr<std::optional<std::string>> GetState(std::string_view key);
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListState(
       std::string_view prefix);
 
@@ -266,9 +250,10 @@ class MeterStore final : public MeterSink {
   // under "store/loss/").
   absl::StatusOr<std::vector<StoreLoss>> AcceptedLosses();
 
-  const std::filesystem::path& dir() const;
-
  private:
+  // Every usage key `query` selects with its counters, in key order.
+  absl::StatusOr<std::vector<UsageDelta>> ScanUsage(const UsageQuery& query);
+
   struct Impl;
   explicit MeterStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -70,7 +70,7 @@ struct MeterStore::Impl {
   rocksdb::ColumnFamilyHandle* inflight = nullptr;
   rocksdb::ColumnFamilyHandle* ledger_seq = nullptr;
   rocksdb::WriteOptions write_options;
-  // Make the ledger's read-then-write (PutLedger, FinishRequest) atomic per
+  // Make the ledger's read-then-write (FinishRequest, RecoverInterrupted) atomic per
   // request id: an id's stripe is LedgerStripe(id). Different ids mostly
   // take different stripes, so their synced writes overlap and group-commit.
   // Recovery takes all of them.

@@ -41,6 +41,7 @@ struct GenerationRequest {
   // without penalties takes its tokens from the executor's argmax (a GPU
   // sends back token ids, not logits) and GeneratedToken::logprob stays 0.
   bool wants_logprobs = true;
+  // On the instance's clock (ModelInstance::Start, InstanceManager::clock).
   std::optional<SteadyTime> deadline;
 };
 

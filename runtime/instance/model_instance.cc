@@ -14,7 +14,7 @@
 namespace tokenmill::runtime {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
 
 // What other threads hand to the engine thread. Shared with request handles,
 // which may outlive the instance.
@@ -61,13 +61,14 @@ class Handle final : public RequestHandle {
 struct ModelInstance::Impl {
   Impl(InstanceOptions opts, model::LoadedModel loaded, devices::ExecutorPtr exec,
        std::unique_ptr<tokenizer::Tokenizer> tok, devices::KvArena& kv_arena,
-       DeviceArbiter& device_arbiter, UsageObserverPtr usage_observer)
+       DeviceArbiter& device_arbiter, const Clock& instance_clock, UsageObserverPtr usage_observer)
       : options(std::move(opts)),
         model(std::move(loaded)),
         executor(std::move(exec)),
         tokenizer(std::move(tok)),
         arena(kv_arena),
         arbiter(device_arbiter),
+        clock(instance_clock),
         observer(std::move(usage_observer)),
         blocks_per_page(executor->kv_blocks_per_page()),
         kv(kv::KvBlockManager::Paged(executor->kv_blocks(), executor->kv_layout().block_tokens,
@@ -89,7 +90,7 @@ struct ModelInstance::Impl {
   void FinishSeq(uint64_t seq_id, std::optional<FinishReason> reason,
                  absl::Status error = absl::OkStatus());
   void ExpireDeadlines();
-  Clock::time_point Now() const { return options.clock ? options.clock() : Clock::now(); }
+  TimePoint Now() const { return clock.Now(); }
   bool GrowKv();
   void ReleasePages(bool include_cached);
   void PublishStats();
@@ -102,6 +103,7 @@ struct ModelInstance::Impl {
   chat::ChatTemplatePtr chat_template;  // compiled once, rendered on encode threads
   devices::KvArena& arena;
   DeviceArbiter& arbiter;
+  const Clock& clock;
   UsageObserverPtr observer;
   uint32_t client = 0;
   uint32_t blocks_per_page = 0;
@@ -138,7 +140,6 @@ struct ModelInstance::Impl {
   mutable absl::Mutex stats_mu;
   InstanceStats stats ABSL_GUARDED_BY(stats_mu);
   std::vector<std::pair<std::string, sched::TenantService>> services ABSL_GUARDED_BY(stats_mu);
-  std::atomic<bool> idle{true};
 };
 
 bool ModelInstance::Impl::TakeMail(bool wait) {
@@ -160,7 +161,7 @@ bool ModelInstance::Impl::TakeMail(bool wait) {
     tenant_weight[tenant] = share.weight;
     (void)scheduler.SetTenant(tenant, share);
   }
-  const Clock::time_point now = Now();
+  const TimePoint now = Now();
   for (auto& sub : submissions) {
     auto stream = std::make_unique<RequestStream>(std::move(sub.request), std::move(sub.sink),
                                                   *tokenizer, executor->spec().hp.vocab_size,
@@ -219,7 +220,7 @@ void ModelInstance::Impl::FinishSeq(uint64_t seq_id, std::optional<FinishReason>
 }
 
 void ModelInstance::Impl::ExpireDeadlines() {
-  const Clock::time_point now = Now();
+  const TimePoint now = Now();
   finished.clear();
   for (const auto& [seq_id, stream] : streams) {
     if (stream->request().deadline && *stream->request().deadline <= now)
@@ -284,7 +285,6 @@ void ModelInstance::Impl::PublishStats() {
   for (const kv::TenantKvUsage& t : kv->TenantUsage()) {
     if (t.used_blocks > 0) s.tenant_kv_blocks.emplace_back(t.tenant, t.used_blocks);
   }
-  idle.store(streams.empty());
   std::vector<std::pair<std::string, sched::TenantService>> per_tenant;
   for (const std::string& tenant : scheduler.Tenants()) {
     per_tenant.emplace_back(tenant, scheduler.Service(tenant));
@@ -315,8 +315,7 @@ void ModelInstance::Impl::Step() {
     }
     return;
   }
-  const Clock::time_point step_at = Now();         // requests' clock
-  const Clock::time_point started = Clock::now();  // the step's device time
+  const TimePoint step_at = Now();
   // Greedy sequences without logprobs take the executor's argmax: on a GPU
   // only their token ids come back.
   batch.seqs.assign(plan.batch.seqs.begin(), plan.batch.seqs.end());
@@ -331,7 +330,7 @@ void ModelInstance::Impl::Step() {
     }
   }
   absl::StatusOr<devices::StepOutput> out = executor->Forward(batch);
-  const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started);
+  const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(Now() - step_at);
   const auto device_time = out.ok() && out->device_time.count() > 0 ? out->device_time : wall;
   step_charge = device_time;
   ++totals.steps;
@@ -347,7 +346,7 @@ void ModelInstance::Impl::Step() {
     return;
   }
 
-  const Clock::time_point now = Now();
+  const TimePoint now = Now();
   const size_t vocab = static_cast<size_t>(out->vocab_size);
   size_t row = 0, argmax_row = 0;
   results.clear();
@@ -495,7 +494,8 @@ ModelInstance::ModelInstance(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
     InstanceOptions options, model::LoadedModel model, devices::ExecutorPtr executor,
-    devices::KvArena& arena, DeviceArbiter& arbiter, UsageObserverPtr observer) {
+    devices::KvArena& arena, DeviceArbiter& arbiter, const Clock& clock,
+    UsageObserverPtr observer) {
   if (executor == nullptr) return absl::InvalidArgumentError("no executor");
   if (executor->kv_blocks_per_page() == 0) {
     return absl::InvalidArgumentError(
@@ -513,7 +513,7 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Start(
   const int32_t trained = executor->spec().hp.context_length;
   if (options.scheduler.context <= 0) options.scheduler.context = trained > 0 ? trained : 4096;
   auto impl = std::make_unique<Impl>(std::move(options), std::move(model), std::move(executor),
-                                     std::move(*tok), arena, arbiter, std::move(observer));
+                                     std::move(*tok), arena, arbiter, clock, std::move(observer));
   impl->chat_template = *std::move(chat_template);
   Impl* raw = impl.get();
   impl->PublishStats();
@@ -549,7 +549,6 @@ absl::StatusOr<RequestHandlePtr> ModelInstance::Submit(GenerationRequest request
   }
   box.submissions.push_back({seq_id, std::move(request), std::move(sink)});
   ++box.live;
-  impl_->idle.store(false);
   box.cv.Signal();
   return std::make_shared<Handle>(impl_->mailbox, seq_id);
 }

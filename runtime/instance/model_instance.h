@@ -21,6 +21,7 @@
 #include "runtime/instance/usage_observer.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/sched/scheduler.h"
+#include "runtime/support/clock.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace tokenmill::runtime {
@@ -31,11 +32,6 @@ struct InstanceOptions {
   std::string id;                     // model id on the node ("llama-1b")
   std::string device;                 // device id ("cpu", "cuda:0")
   sched::SchedulerOptions scheduler;  // max_seqs, max_batch_tokens, context, VTC weights
-  // What requests' times and deadlines are read from (queued, first token,
-  // finished; GenerationRequest::deadline is on this clock). Empty:
-  // steady_clock::now. A step's device time is always measured on the
-  // steady clock: it is what the step is charged.
-  std::function<std::chrono::steady_clock::time_point()> clock;
 };
 
 // A point-in-time view for the APIs and metrics. Thread-safe to take.
@@ -61,12 +57,16 @@ struct InstanceStats {
 class ModelInstance {
  public:
   // Takes the loaded model and an executor made for it (whose KV lives in
-  // `arena` pages), and starts the engine thread. `arbiter` and `arena`
-  // outlive the instance. `observer` (may be null) meters every step and
-  // request on the engine thread.
+  // `arena` pages), and starts the engine thread. `arbiter`, `arena` and
+  // `clock` outlive the instance. Every time the instance reads comes from
+  // `clock`: requests' times and deadlines (GenerationRequest::deadline is
+  // on it), and a step's time when the executor reports none (what the step
+  // and the arbiter are charged). `observer` (may be null) meters every step
+  // and request on the engine thread.
   static absl::StatusOr<std::unique_ptr<ModelInstance>> Start(
       InstanceOptions options, model::LoadedModel model, devices::ExecutorPtr executor,
-      devices::KvArena& arena, DeviceArbiter& arbiter, UsageObserverPtr observer = nullptr);
+      devices::KvArena& arena, DeviceArbiter& arbiter, const Clock& clock,
+      UsageObserverPtr observer = nullptr);
   ~ModelInstance();  // Stop()s
 
   // Queues a request. Thread-safe. kInvalidArgument (empty prompt, token

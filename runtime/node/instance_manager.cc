@@ -114,7 +114,7 @@ struct InstanceManager::Impl {
     std::atomic<double> progress{0.0};
     std::atomic<bool> cancel{false};
     ModelInstancePtr instance;
-    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    Clock::time_point started;  // when Load was called
   };
 
   // Guards listeners registered with the tenant registry against a manager
@@ -124,7 +124,8 @@ struct InstanceManager::Impl {
     Impl* impl ABSL_GUARDED_BY(mu) = nullptr;
   };
 
-  Impl(tenants::TenantRegistry& t, InstanceManagerOptions o) : tenants(t), options(std::move(o)) {
+  Impl(tenants::TenantRegistry& t, const Clock& c, InstanceManagerOptions o)
+      : tenants(t), clock(c), options(std::move(o)) {
     if (options.backends == nullptr) {
       // Only fails for a kind added twice, which two fixed kinds cannot be.
       (void)AddBuiltinBackends(own_backends);
@@ -152,6 +153,7 @@ struct InstanceManager::Impl {
   }
 
   tenants::TenantRegistry& tenants;
+  const Clock& clock;
   InstanceManagerOptions options;
   devices::BackendRegistry own_backends;  // used when options.backends is null
   std::vector<DeviceSlot> devices;
@@ -231,8 +233,7 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
       if (entry->cancel.load()) return;
       info = InfoOf(*entry);
     }
-    Emit(InstanceEventKind::kLoadFailed, std::move(info),
-         std::chrono::steady_clock::now() - entry->started);
+    Emit(InstanceEventKind::kLoadFailed, std::move(info), clock.Now() - entry->started);
   };
   const ModelLoadSpec spec = entry->info.spec;
   absl::StatusOr<model::LoadedModel> loaded = model::LoadModel(spec.path);
@@ -296,7 +297,7 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
       options.usage_observer ? options.usage_observer(spec.id, slot->device->Info().id) : nullptr;
   absl::StatusOr<std::unique_ptr<ModelInstance>> instance =
       ModelInstance::Start(std::move(io), std::move(*loaded), std::move(*executor), *slot->arena,
-                           *slot->arbiter, std::move(observer));
+                           *slot->arbiter, clock, std::move(observer));
   if (!instance.ok()) return fail(instance.status());
   ModelInstancePtr shared(std::move(*instance));
   {
@@ -325,8 +326,7 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
     absl::MutexLock lock(&mu);
     info = InfoOf(*entry);
   }
-  Emit(InstanceEventKind::kLoaded, std::move(info),
-       std::chrono::steady_clock::now() - entry->started);
+  Emit(InstanceEventKind::kLoaded, std::move(info), clock.Now() - entry->started);
 }
 
 void InstanceManager::Impl::DrainWorker(std::shared_ptr<Entry> entry) {
@@ -363,9 +363,9 @@ void InstanceManager::Impl::DrainWorker(std::shared_ptr<Entry> entry) {
 InstanceManager::InstanceManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
-    std::vector<devices::Device*> devices, tenants::TenantRegistry& tenants,
+    std::vector<devices::Device*> devices, tenants::TenantRegistry& tenants, const Clock& clock,
     InstanceManagerOptions options) {
-  auto impl = std::make_unique<Impl>(tenants, std::move(options));
+  auto impl = std::make_unique<Impl>(tenants, clock, std::move(options));
   for (devices::Device* device : devices) {
     if (device == nullptr) continue;
     if (!impl->backends().RunsModels(*device)) {
@@ -407,6 +407,7 @@ absl::StatusOr<std::unique_ptr<InstanceManager>> InstanceManager::Create(
 InstanceManager::~InstanceManager() { Stop(); }
 
 std::vector<std::string> InstanceManager::unusable_devices() const { return impl_->unusable; }
+const Clock& InstanceManager::clock() const { return impl_->clock; }
 
 absl::StatusOr<ModelLoadSpec> InstanceManager::Resolve(ModelLoadSpec spec) const {
   const Impl& m = *impl_;
@@ -494,6 +495,7 @@ absl::StatusOr<InstanceInfo> InstanceManager::Load(ModelLoadSpec requested) {
     entry->info.spec = spec;
     entry->info.device = slot->device->Info().id;
     entry->info.state = InstanceState::kLoading;
+    entry->started = m.clock.Now();
     m.entries[spec.id] = entry;  // replaces a failed entry
     m.StartWorker([&m, entry, slot] { m.LoadWorker(entry, slot); });
     info = m.InfoOf(*entry);

@@ -135,13 +135,15 @@ struct DeviceRuntimeStats {
 
 class InstanceManager {
  public:
-  // `devices` and `tenants` outlive the manager. Creates an arena and an
+  // `devices`, `tenants` and `clock` outlive the manager; `clock` is what
+  // every instance reads time from (ModelInstance::Start) and what load
+  // times are measured on. Creates an arena and an
   // arbiter per device this build can run models on (kResourceExhausted when
   // the CPU's arena cannot be made). A GPU whose arena cannot be made (driver
   // too old for the CUDA runtime, memory taken) is left out and listed in
   // unusable_devices(), so the node still serves on its other devices.
   static absl::StatusOr<std::unique_ptr<InstanceManager>> Create(
-      std::vector<devices::Device*> devices, tenants::TenantRegistry& tenants,
+      std::vector<devices::Device*> devices, tenants::TenantRegistry& tenants, const Clock& clock,
       InstanceManagerOptions options);
   ~InstanceManager();  // Stop()s
 
@@ -175,6 +177,8 @@ class InstanceManager {
   ModelInstancePtr Find(const std::string& id) const;
 
   std::vector<DeviceRuntimeStats> DeviceStats() const;
+  // The clock given to Create: GenerationRequest::deadline is on it.
+  const Clock& clock() const;
   // "device id: reason" for each device left out at creation.
   std::vector<std::string> unusable_devices() const;
 

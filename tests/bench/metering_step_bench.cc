@@ -137,7 +137,8 @@ PowerFigures RunPower(const std::filesystem::path& dir, int instances, bool grou
     return f;
   }
   auto model = metering::CostModel::Create(BenchCostInputs());
-  metering::CostLedger ledger(*model, Clock::now());
+  runtime::SteadyClock clock;
+  metering::CostLedger ledger(*model, clock.Now());
   metering::MeteringSources sources;
   sources.watts = [](const std::string&) { return std::optional<double>(150.0); };
   metering::MeteringOptions options;
@@ -145,7 +146,7 @@ PowerFigures RunPower(const std::filesystem::path& dir, int instances, bool grou
   std::vector<std::vector<double>> times(instances);
   std::vector<std::vector<std::string>> ids(instances);
   {
-    metering::Metering metering(**store, ledger, nullptr, sources, options);
+    metering::Metering metering(**store, ledger, nullptr, clock, sources, options);
     metering.SetModelPrices({{"bench-model", {0.2, 0.6}}});
     std::vector<std::thread> threads;
     const uint64_t syncs_before = g_syncs.load();
@@ -223,14 +224,15 @@ int main(int argc, char** argv) {
   in.other_usd_per_hour = 0.5;
   in.devices.push_back({"cpu", 1.0, 150.0});
   auto model = metering::CostModel::Create(in);
-  metering::CostLedger ledger(*model, Clock::now());
+  runtime::SteadyClock clock;
+  metering::CostLedger ledger(*model, clock.Now());
   std::map<std::string, metering::Prices> tenant_prices;
   for (int t = 0; t < 4; ++t) tenant_prices["tenant" + std::to_string(t)] = {0.2, 0.6};
   prometheus::Registry registry;
   telemetry::RuntimeMetrics metrics(registry, [] { return telemetry::RuntimeSnapshot{}; });
   metering::MeteringSources sources;
   sources.watts = [](const std::string&) { return std::optional<double>(150.0); };
-  metering::Metering metering(**store, ledger, &metrics, sources);
+  metering::Metering metering(**store, ledger, &metrics, clock, sources);
   metering.SetTenantPrices(tenant_prices);
   auto observer = metering.ObserverFor("bench-model", "cpu");
 

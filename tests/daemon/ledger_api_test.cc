@@ -26,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "storage/meter_store.h"
 #include "tests/daemon/fake_response.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 
 namespace tokenmill::daemon {
@@ -423,7 +424,7 @@ TEST(LedgerApiPacingTest, WaitsForThePeerBetweenPages) {
   auto store = storage::MeterStore::Open(options);
   ASSERT_TRUE(store.ok());
   for (int i = 0; i < 12; ++i) {
-    ASSERT_TRUE((*store)->PutLedger(absl::StrCat("r", i), "{\"n\":1}").ok());
+    ASSERT_TRUE(::tokenmill::testing::PutLedger(*(*store), absl::StrCat("r", i), "{\"n\":1}").ok());
   }
   ManualLoop loop;
   auto api = std::make_unique<LedgerApi>(

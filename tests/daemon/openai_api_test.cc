@@ -20,6 +20,7 @@
 #include "storage/meter_store.h"
 #include "tests/fakes/fake_device.h"
 #include "tests/support/http_client.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
 
@@ -100,7 +101,7 @@ class OpenAiApiTest : public ::testing::Test {
     options.kv_memory = [](const devices::Device&) {
       return devices::KvArenaBudget{.bytes = uint64_t{8} << 20};
     };
-    auto manager = runtime::InstanceManager::Create({&cpu_, &small_}, registry_, options);
+    auto manager = runtime::InstanceManager::Create({&cpu_, &small_}, registry_, clock_, options);
     ASSERT_TRUE(manager.ok()) << manager.status();
     instances_ = std::move(*manager);
 
@@ -149,6 +150,7 @@ class OpenAiApiTest : public ::testing::Test {
   tokenmill::testing::TempDir dir_;
   std::filesystem::path model_path_;
   storage::MeterStorePtr store_;
+  runtime::SteadyClock clock_;
   tenants::TenantRegistry registry_;
   fakes::FakeDevice cpu_{CpuInfo("cpu", uint64_t{8} << 30)};
   fakes::FakeDevice small_{CpuInfo("small", uint64_t{1} << 20)};
@@ -371,7 +373,7 @@ TEST_F(OpenAiApiTest, ModelsApiLoadListUnload) {
   EXPECT_TRUE(tiny["stats"].contains("device_seconds"));
   EXPECT_FALSE(tiny.contains("error"));
 
-  auto stored = store_->GetState("model/tiny");
+  auto stored = ::tokenmill::testing::StateValue(*store_, "model/tiny");
   ASSERT_TRUE(stored.ok() && stored->has_value());
   auto spec = ParseModelBody(**stored);
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -395,14 +397,14 @@ TEST_F(OpenAiApiTest, ModelsApiLoadListUnload) {
       Call("POST", "/control/v1/models",
            json{{"id", "m3"}, {"path", model_path_.string()}, {"device", "small"}}.dump());
   EXPECT_EQ(too_big.status, 507) << too_big.body;
-  stored = store_->GetState("model/m3");
+  stored = ::tokenmill::testing::StateValue(*store_, "model/m3");
   ASSERT_TRUE(stored.ok());
   EXPECT_FALSE(stored->has_value());
 
   CurlResult unload = Call("DELETE", "/control/v1/models/tiny");
   ASSERT_EQ(unload.status, 202) << unload.body;
   EXPECT_EQ(json::parse(unload.body)["state"], "draining");
-  stored = store_->GetState("model/tiny");
+  stored = ::tokenmill::testing::StateValue(*store_, "model/tiny");
   ASSERT_TRUE(stored.ok());
   EXPECT_FALSE(stored->has_value());
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

@@ -125,7 +125,7 @@ class OpenAiEncodeTest : public ::testing::Test {
     options.kv_memory = [](const devices::Device&) {
       return devices::KvArenaBudget{.bytes = uint64_t{8} << 20};
     };
-    auto manager = runtime::InstanceManager::Create({&cpu_}, registry_, options);
+    auto manager = runtime::InstanceManager::Create({&cpu_}, registry_, clock_, options);
     ASSERT_TRUE(manager.ok()) << manager.status();
     instances_ = std::move(*manager);
     LoadModel();
@@ -189,6 +189,7 @@ class OpenAiEncodeTest : public ::testing::Test {
 
   tokenmill::testing::TempDir dir_;
   std::filesystem::path model_path_;
+  runtime::SteadyClock clock_;
   tenants::TenantRegistry registry_;
   fakes::FakeDevice cpu_{CpuInfo()};
   std::unique_ptr<runtime::InstanceManager> instances_;

@@ -5,6 +5,7 @@
 #include "gtest/gtest.h"
 #include "storage/meter_store.h"
 #include "tests/daemon/fake_response.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 
 namespace tokenmill::daemon {
@@ -74,7 +75,7 @@ TEST_F(TenantsApiTest, PutGetListDelete) {
   ASSERT_TRUE(registry_.FindByApiKey("secret-2").has_value());
 
   // Persisted with hashes only; the stored form reads back to the same policy.
-  auto stored = store_->GetState("tenant/acme");
+  auto stored = ::tokenmill::testing::StateValue(*store_, "tenant/acme");
   ASSERT_TRUE(stored.ok() && stored->has_value());
   EXPECT_EQ((*stored)->find("secret-1"), std::string::npos);
   auto restored = ParseTenantBody("acme", **stored);
@@ -99,7 +100,7 @@ TEST_F(TenantsApiTest, PutGetListDelete) {
   auto deleted = Call("DELETE", "/control/v1/tenants/acme");
   EXPECT_EQ(deleted->status, 200);
   EXPECT_FALSE(registry_.Get("acme").has_value());
-  stored = store_->GetState("tenant/acme");
+  stored = ::tokenmill::testing::StateValue(*store_, "tenant/acme");
   ASSERT_TRUE(stored.ok());
   EXPECT_FALSE(stored->has_value());
   EXPECT_EQ(Call("GET", "/control/v1/tenants/acme")->status, 404);
@@ -146,7 +147,7 @@ TEST_F(TenantsApiTest, DuplicateKeyIsConflict) {
   ASSERT_EQ(Call("PUT", "/control/v1/tenants/a", R"({"api_keys":["k"]})")->status, 200);
   auto dup = Call("PUT", "/control/v1/tenants/b", R"({"api_keys":["k"]})");
   EXPECT_EQ(dup->status, 409);
-  auto stored = store_->GetState("tenant/b");
+  auto stored = ::tokenmill::testing::StateValue(*store_, "tenant/b");
   ASSERT_TRUE(stored.ok());
   EXPECT_FALSE(stored->has_value());
 }
@@ -176,7 +177,7 @@ TEST_F(TenantsApiTest, PatchChangesOnlyTheGivenFieldsPutReplacesAll) {
   EXPECT_EQ(tenant["max_queue"], 9);
   EXPECT_TRUE(registry_.FindByApiKey("acme-secret").has_value());
   // Persisted as patched: a restart restores the same tenant.
-  auto stored = store_->GetState("tenant/acme");
+  auto stored = ::tokenmill::testing::StateValue(*store_, "tenant/acme");
   ASSERT_TRUE(stored.ok() && stored->has_value());
   auto restored = ParseTenantBody("acme", **stored);
   ASSERT_TRUE(restored.ok()) << restored.status();

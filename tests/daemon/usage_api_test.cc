@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "storage/meter_store.h"
 #include "tests/daemon/fake_response.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 
 namespace tokenmill::daemon {
@@ -63,10 +64,11 @@ class UsageApiTest : public ::testing::Test {
         {{"beta", "llama", "cpu0", kHour0 + 24 + 3}, Counters(30, 20, 100'000'000, 0)},
         {{"gone", "llama", "cpu0", kHour0 + 10}, Counters(7, 3, 10'000'000, 0)},
     };
-    ASSERT_TRUE(store_->AddUsage(deltas).ok());
+    ASSERT_TRUE(::tokenmill::testing::AddUsage(*store_, deltas).ok());
     // A second delta on the same key adds up.
-    ASSERT_TRUE(
-        store_->AddUsage({{{"acme", "llama", "cpu0", kHour0 + 10}, Counters(100, 50, 0, 0)}}).ok());
+    ASSERT_TRUE(::tokenmill::testing::AddUsage(
+                    *store_, {{{"acme", "llama", "cpu0", kHour0 + 10}, Counters(100, 50, 0, 0)}})
+                    .ok());
     api_ = std::make_unique<UsageApi>(*store_, registry_, "USD", [this] { return now_; });
   }
 
@@ -236,8 +238,8 @@ TEST_F(UsageApiTest, UnknownTenantIs404ButRemovedTenantWithUsageIsNot) {
 TEST_F(UsageApiTest, Csv) {
   // A tenant and model whose names need quoting.
   ASSERT_TRUE(
-      store_
-          ->AddUsage({{{"we, \"the\" people", "m\nx", "cpu0", kHour0 + 10}, Counters(1, 1, 3, 5)}})
+      ::tokenmill::testing::AddUsage(
+          *store_, {{{"we, \"the\" people", "m\nx", "cpu0", kHour0 + 10}, Counters(1, 1, 3, 5)}})
           .ok());
   auto response =
       Get("from=2026-11-29T10:00:00Z&to=2026-11-29T11:00:00Z&format=csv&tenant=we%2C+%22the%22+"

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "devices/device.h"
 
 namespace tokenmill::fakes {
@@ -50,6 +51,13 @@ class FakeDevice : public devices::Device {
   uint64_t sample_calls() const {
     absl::MutexLock lock(&mu_);
     return sample_calls_;
+  }
+
+  // Until Sample() has run n times; false when `timeout` passed first.
+  bool AwaitSampleCalls(uint64_t n, absl::Duration timeout) const {
+    absl::MutexLock lock(&mu_);
+    auto reached = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return sample_calls_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
   }
 
  private:

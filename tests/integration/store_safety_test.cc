@@ -27,6 +27,7 @@
 #include "runtime/model/synth.h"
 #include "storage/meter_store.h"
 #include "tests/integration/daemon_process.h"
+#include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
 
@@ -371,12 +372,11 @@ TEST_F(StoreSafetyTest, FullDiskEndsStreamsWithAnErrorRefusesNewWorkAndRecovers)
   auto store = storage::MeterStore::Open(o);
   ASSERT_TRUE(store.ok()) << store.status();
   std::map<std::string, json> ledger;
-  ASSERT_TRUE((*store)
-                  ->ScanLedger([&](std::string_view id, std::string_view record) {
-                    ledger[std::string(id)] = json::parse(record);
-                    return true;
-                  })
-                  .ok());
+  ASSERT_TRUE(::tokenmill::testing::ForEachLedgerRecord(*(*store), [&](std::string_view id,
+                                                                       std::string_view record) {
+                ledger[std::string(id)] = json::parse(record);
+                return true;
+              }).ok());
   for (int i = 0; i < kClients; ++i) {
     const int64_t received = TokensReceived(bodies[i]);
     if (received == 0) continue;

@@ -91,14 +91,14 @@ class MeteringAllocTest : public ::testing::TestWithParam<bool> {
   void SetUp() override {
     auto model = CostModel::Create(Inputs());
     ASSERT_TRUE(model.ok());
-    ledger_ = std::make_unique<CostLedger>(*model, std::chrono::steady_clock::now());
+    ledger_ = std::make_unique<CostLedger>(*model, clock_.Now());
     if (GetParam()) {
       metrics_ = std::make_unique<telemetry::RuntimeMetrics>(
           registry_, [] { return telemetry::RuntimeSnapshot{}; });
     }
     MeteringSources sources;
     sources.watts = [](const std::string&) { return std::optional<double>(700.0); };
-    metering_ = std::make_unique<Metering>(sink_, *ledger_, metrics_.get(), sources);
+    metering_ = std::make_unique<Metering>(sink_, *ledger_, metrics_.get(), clock_, sources);
     metering_->SetModelPrices({{"llama", Prices{0.1, 0.3}}});
     std::map<std::string, Prices> tenants;
     for (int t = 0; t < 4; ++t) tenants["tenant-" + std::to_string(t)] = Prices{0.0375, 0.123456};
@@ -133,6 +133,7 @@ class MeteringAllocTest : public ::testing::TestWithParam<bool> {
   }
 
   static constexpr int kSeqs = 256;
+  runtime::SteadyClock clock_;
   UncountedSink sink_;
   prometheus::Registry registry_;
   std::unique_ptr<telemetry::RuntimeMetrics> metrics_;

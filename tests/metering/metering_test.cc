@@ -16,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/instance/usage_observer.h"
 #include "storage/meter_store.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 
@@ -51,11 +52,10 @@ class MeteringUnitTest : public ::testing::Test {
     store_ = std::move(*store);
     auto model = CostModel::Create(Inputs());
     ASSERT_TRUE(model.ok()) << model.status();
-    ledger_ = std::make_unique<CostLedger>(*model, now_);
+    ledger_ = std::make_unique<CostLedger>(*model, clock_.Now());
     MeteringSources sources;
     sources.watts = [](const std::string&) { return 200.0; };
-    sources.steady_now = [this] { return now_; };
-    metering_ = std::make_unique<Metering>(*store_, *ledger_, nullptr, sources);
+    metering_ = std::make_unique<Metering>(*store_, *ledger_, nullptr, clock_, sources);
     metering_->SetTenantPrices(tenant_prices_);
     observer_ = metering_->ObserverFor(kModel, kDevice);
   }
@@ -113,7 +113,7 @@ class MeteringUnitTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  std::chrono::steady_clock::time_point now_{std::chrono::seconds(1000)};
+  fakes::FakeClock clock_;
   std::map<std::string, Prices> tenant_prices_;
   storage::MeterStorePtr store_;
   std::unique_ptr<CostLedger> ledger_;
@@ -205,10 +205,28 @@ TEST_F(MeteringUnitTest, CostIsAttributedOnlyOnceTheStoreCommits) {
   EXPECT_EQ(static_cast<uint64_t>(Attributed()), StoredCost())
       << "cost of a step the store refused was attributed";
   // The refused step is idle cost, not lost: node = attributed + idle.
-  now_ += std::chrono::seconds(2);
+  clock_.Advance(std::chrono::seconds(2));
   metering_->Tick();
   const auto t = ledger_->Totals().at(kDevice);
   EXPECT_EQ(t.attributed_nano + t.idle_nano, t.node_nano);
+}
+
+// The ledger's intervals close at the injected clock's now: ten seconds on
+// the fake clock are ten seconds of wall time, all of it idle without steps,
+// however long the test itself took.
+TEST_F(MeteringUnitTest, IntervalsCloseAtTheInjectedClocksNow) {
+  metering_->Tick();
+  const DeviceCostTotals before = ledger_->Totals().at(kDevice);
+  EXPECT_EQ(before.wall_seconds, 0.0);
+  clock_.Advance(std::chrono::seconds(10));
+  metering_->Tick();
+  const DeviceCostTotals after = ledger_->Totals().at(kDevice);
+  EXPECT_EQ(after.wall_seconds, 10.0);
+  EXPECT_GT(after.node_nano, 0);
+  EXPECT_EQ(after.idle_nano, after.node_nano);
+  // Another tick without time passing closes an empty interval.
+  metering_->Tick();
+  EXPECT_EQ(ledger_->Totals().at(kDevice).wall_seconds, 10.0);
 }
 
 // A request a crash interrupts keeps the client's X-Request-Id in its ledger

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "metering/cost_model.h"
 #include "metering/metering.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_meter_sink.h"
 
 namespace tokenmill::metering {
@@ -67,13 +68,15 @@ class StepCommitterTest : public ::testing::Test {
   void SetUp() override {
     auto model = CostModel::Create(Inputs());
     ASSERT_TRUE(model.ok());
-    ledger_ = std::make_unique<CostLedger>(*model, std::chrono::steady_clock::now());
+    ledger_ = std::make_unique<CostLedger>(*model, clock_.Now());
     MeteringOptions options;
     options.group_commit = true;
-    metering_ = std::make_unique<Metering>(sink_, *ledger_, nullptr, MeteringSources{}, options);
+    metering_ =
+        std::make_unique<Metering>(sink_, *ledger_, nullptr, clock_, MeteringSources{}, options);
     metering_->SetModelPrices({{"llama", Prices{1.0, 2.0}}, {"qwen", Prices{1.0, 2.0}}});
   }
 
+  fakes::FakeClock clock_;
   fakes::FakeMeterSink sink_;
   std::unique_ptr<CostLedger> ledger_;
   std::unique_ptr<Metering> metering_;

@@ -42,7 +42,8 @@ TEST(InstanceManagerDevicesTest, DevicesWithoutAnExecutorAreListedNotFatal) {
   options.kv_memory = [](const devices::Device&) {
     return devices::KvArenaBudget{.bytes = uint64_t{8} << 20};
   };
-  auto manager = InstanceManager::Create({&cpu, &gpu, &plugin}, registry, options);
+  SteadyClock clock;
+  auto manager = InstanceManager::Create({&cpu, &gpu, &plugin}, registry, clock, options);
   ASSERT_TRUE(manager.ok()) << manager.status();
 
   const std::vector<std::string> unusable = (*manager)->unusable_devices();

@@ -98,7 +98,8 @@ std::vector<uint32_t> TakeAll(devices::KvArena& arena) {
 TEST(InstanceManagerKvMemoryTest, DefaultOnA80GiBDeviceLoads16GiBOfWeightsThenGrowsTo80Percent) {
   SimulatedDevice gpu("gpu-sim", 80 * kGiB, /*real_memory=*/false);
   tenants::TenantRegistry registry;
-  auto manager = InstanceManager::Create({&gpu.device}, registry, gpu.Options());
+  SteadyClock clock;
+  auto manager = InstanceManager::Create({&gpu.device}, registry, clock, gpu.Options());
   ASSERT_TRUE(manager.ok()) << manager.status();
   ASSERT_NE(gpu.arena, nullptr);
   EXPECT_LT(gpu.memory.used_bytes(), kGiB) << "the arena took memory before any weights";
@@ -135,7 +136,8 @@ TEST(InstanceManagerKvMemoryTest, IdleArenaChunksAreGivenBackForALoad) {
   options.kv_memory = [](const devices::Device&) {
     return devices::KvArenaBudget{.bytes = uint64_t{1536} << 20};  // 1.5 GiB
   };
-  auto manager = InstanceManager::Create({&gpu.device}, registry, options);
+  SteadyClock clock;
+  auto manager = InstanceManager::Create({&gpu.device}, registry, clock, options);
   ASSERT_TRUE(manager.ok()) << manager.status();
   ASSERT_NE(gpu.arena, nullptr);
 
@@ -176,7 +178,8 @@ TEST(InstanceManagerKvMemoryTest, LoaderTrimsIdleChunksBeforeTheWeights) {
   options.kv_memory = [](const devices::Device&) {
     return devices::KvArenaBudget{.bytes = uint64_t{64} << 20};
   };
-  auto manager = InstanceManager::Create({&dev.device}, registry, options);
+  SteadyClock clock;
+  auto manager = InstanceManager::Create({&dev.device}, registry, clock, options);
   ASSERT_TRUE(manager.ok()) << manager.status();
   ASSERT_NE(dev.arena, nullptr);
   for (uint32_t p : TakeAll(*dev.arena)) dev.arena->ReturnPage(p);

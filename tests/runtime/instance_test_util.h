@@ -1,5 +1,6 @@
 // Helpers for the runtime tests: a tiny synthesized model on a host KV arena
-// with a device arbiter, and a collector of a request's streamed updates.
+// (or a fake executor on a fake arena) with a device arbiter, and a
+// collector of a request's streamed updates.
 #pragma once
 
 #include <chrono>
@@ -15,6 +16,9 @@
 #include "runtime/instance/model_instance.h"
 #include "runtime/model/synth.h"
 #include "runtime/node/device_arbiter.h"
+#include "runtime/support/clock.h"
+#include "tests/fakes/fake_executor.h"
+#include "tests/fakes/fake_kv_arena.h"
 #include "tests/support/tiny_model.h"
 
 namespace tokenmill::runtime::testing {
@@ -102,15 +106,23 @@ class Collector {
   GenerationUsage usage_;
 };
 
-// One device: a host KV arena and its arbiter.
+// One device: a KV arena (host memory, or a fake one of `pages` pages that
+// holds no memory) and its arbiter.
 struct TestDevice {
   explicit TestDevice(size_t arena_bytes, size_t page_bytes = 16 << 10) : arbiter("cpu") {
     auto a = devices::CreateHostKvArena(arena_bytes, page_bytes);
     EXPECT_TRUE(a.ok()) << a.status();
     if (a.ok()) arena = std::move(*a);
   }
+  struct FakeArena {
+    uint32_t pages;
+    size_t page_bytes = 16 << 10;
+  };
+  explicit TestDevice(FakeArena fake)
+      : arena(std::make_unique<fakes::FakeKvArena>(fake.pages, fake.page_bytes)), arbiter("cpu") {}
   devices::KvArenaPtr arena;
   DeviceArbiter arbiter;
+  SteadyClock steady;  // the instances' clock unless InstanceSetup names one
 };
 
 struct InstanceSetup {
@@ -121,7 +133,11 @@ struct InstanceSetup {
   int32_t context = 512;
   uint32_t kv_blocks = 256;  // block id space
   int32_t threads = 2;
-  std::function<std::chrono::steady_clock::time_point()> clock;  // empty: steady_clock
+  const Clock* clock = nullptr;  // null: the device's steady clock
+  // Set: the instance runs a FakeExecutor (named `id`) steered by it instead
+  // of the CPU executor: the same model spec and tokenizer, tokens by
+  // FakeExecutor::NextToken.
+  std::shared_ptr<fakes::FakeStepControl> fake_steps;
 };
 
 inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const InstanceSetup& s,
@@ -136,7 +152,10 @@ inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const In
   eo.kv_blocks = s.kv_blocks;
   eo.threads = s.threads;
   eo.max_batch_tokens = s.max_batch_tokens;
-  absl::StatusOr<devices::ExecutorPtr> exec = devices::cpu::CreateCpuExecutor(m->spec, eo);
+  absl::StatusOr<devices::ExecutorPtr> exec =
+      s.fake_steps ? std::make_unique<fakes::FakeExecutor>(s.id, m->spec, *device.arena,
+                                                           s.kv_blocks, s.fake_steps)
+                   : devices::cpu::CreateCpuExecutor(m->spec, eo);
   EXPECT_TRUE(exec.ok()) << exec.status();
   if (!exec.ok()) return nullptr;
   InstanceOptions io;
@@ -145,12 +164,27 @@ inline std::unique_ptr<ModelInstance> StartInstance(TestDevice& device, const In
   io.scheduler.max_seqs = s.max_seqs;
   io.scheduler.max_batch_tokens = s.max_batch_tokens;
   io.scheduler.context = s.context;
-  io.clock = s.clock;
-  auto instance = ModelInstance::Start(std::move(io), std::move(*m), std::move(*exec),
-                                       *device.arena, device.arbiter, std::move(observer));
+  auto instance =
+      ModelInstance::Start(std::move(io), std::move(*m), std::move(*exec), *device.arena,
+                           device.arbiter, s.clock ? *s.clock : device.steady, std::move(observer));
   EXPECT_TRUE(instance.ok()) << instance.status();
   return instance.ok() ? std::move(*instance) : nullptr;
 }
+
+// Lets every held step go when the scope ends: declared after an instance
+// whose steps a test holds, it runs first, so the instance's Stop (which
+// joins the engine thread) never waits on a held step, even when an
+// assertion returned early.
+class ReleaseAtExit {
+ public:
+  explicit ReleaseAtExit(fakes::FakeStepControl& steps) : steps_(steps) {}
+  ~ReleaseAtExit() { steps_.ReleaseAll(); }
+  ReleaseAtExit(const ReleaseAtExit&) = delete;
+  ReleaseAtExit& operator=(const ReleaseAtExit&) = delete;
+
+ private:
+  fakes::FakeStepControl& steps_;
+};
 
 inline GenerationRequest Greedy(std::string tenant, std::vector<int32_t> prompt,
                                 int32_t max_tokens) {

@@ -7,10 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <string>
 #include <thread>
 
 #include "devices/cpu/cpu_executor.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/fake_executor.h"
 #include "tests/runtime/instance_test_util.h"
 
 namespace tokenmill::runtime {
@@ -20,6 +24,7 @@ using testing::Collector;
 using testing::Greedy;
 using testing::InstanceSetup;
 using testing::PromptOf;
+using testing::ReleaseAtExit;
 using testing::StartInstance;
 using testing::TestDevice;
 
@@ -166,24 +171,37 @@ TEST(ModelInstanceTest, PreemptedSequencesFinishWithIdenticalTokens) {
   EXPECT_GT(preempted_requests, 0);
 }
 
+// Steps are held and let go one at a time (fake executor): the cancel
+// arrives while the fourth step runs, so exactly its token is still sent.
 TEST(ModelInstanceTest, CancelEndsTheRequestAndFreesItsBlocks) {
-  TestDevice device(4 << 20);
-  auto instance = StartInstance(device, InstanceSetup{});
+  TestDevice device(TestDevice::FakeArena{64});
+  Collector c, next;  // outlive the instance, whose Stop may still call their sinks
+  InstanceSetup setup;
+  setup.fake_steps = std::make_shared<fakes::FakeStepControl>();
+  fakes::FakeStepControl& steps = *setup.fake_steps;
+  steps.Hold();
+  auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
-  Collector c;
+  ReleaseAtExit release(steps);
   auto handle = instance->Submit(Greedy("t", PromptOf(40, 5), 400), c.Sink());
   ASSERT_TRUE(handle.ok());
-  ASSERT_TRUE(c.WaitForTokens(3));
+  steps.Allow(3);
+  ASSERT_TRUE(steps.AwaitStarted(4));  // three tokens sent, the fourth step held
+  EXPECT_EQ(c.tokens().size(), 3u);
   (*handle)->Cancel();
+  steps.Allow(1);
   ASSERT_TRUE(c.Wait());
   EXPECT_EQ(c.reason(), FinishReason::kCancelled);
-  EXPECT_LT(c.tokens().size(), 400u);
-  for (int i = 0; i < 200 && instance->Stats().kv_blocks_used > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  EXPECT_EQ(c.tokens().size(), 4u) << "the step under way when the cancel came still sends";
+  // The engine published its stats when it went idle after the cancel; a
+  // new request's first step (held) comes after that and publishes nothing
+  // before it ends, so the stats read now are those of the idle instance.
+  ASSERT_TRUE(instance->Submit(Greedy("t", PromptOf(8, 6), 2), next.Sink()).ok());
+  ASSERT_TRUE(steps.AwaitStarted(5));
   EXPECT_EQ(instance->Stats().kv_blocks_used, 0u);
   EXPECT_EQ(instance->Stats().running, 0u);
-  EXPECT_TRUE(instance->idle());
+  EXPECT_EQ(instance->Stats().waiting, 0u);
+  EXPECT_EQ(steps.steps().size(), 5u) << "no step ran after the cancel";
 }
 
 // Tenants with one salt share a computed prefix; another salt never sees it.
@@ -216,75 +234,64 @@ TEST(ModelInstanceTest, PrefixIsSharedWithinACacheGroupOnly) {
 }
 
 TEST(ModelInstanceTest, DeadlineEndsARequest) {
-  TestDevice device(4 << 20);
-  auto instance = StartInstance(device, InstanceSetup{});
+  TestDevice device(TestDevice::FakeArena{64});
+  fakes::FakeClock clock;
+  InstanceSetup setup;
+  setup.clock = &clock;
+  setup.fake_steps = std::make_shared<fakes::FakeStepControl>();
+  Collector c;  // outlives the instance
+  auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
-  Collector c;
   // A deadline that passed while the request was queued: it ends without
-  // running (the tiny model would otherwise finish any length in moments).
+  // running a step.
   auto request = Greedy("t", PromptOf(20, 3), 450);
-  request.deadline = std::chrono::steady_clock::now() - std::chrono::milliseconds(1);
+  request.deadline = clock.Now() - std::chrono::milliseconds(1);
   ASSERT_TRUE(instance->Submit(std::move(request), c.Sink()).ok());
   ASSERT_TRUE(c.Wait());
   EXPECT_EQ(c.reason(), FinishReason::kDeadline);
+  EXPECT_TRUE(c.tokens().empty());
+  EXPECT_EQ(setup.fake_steps->started(), 0u);
 }
 
 // A deadline that passes while the request streams ends it there, with the
-// tokens it had. The instance reads time from an injected clock, and the
-// sink holds the engine thread after the third token until the test has
-// moved the clock past the deadline: no race with a fast tiny model, no sleep.
+// tokens it had. The instance reads time from a fake clock that each step
+// moves by its device time (10 ms), and steps are let go one at a time: the
+// deadline, 45 ms after submission, passes during the fifth step, so the
+// request ends with exactly five tokens, whatever the machine's speed.
 TEST(ModelInstanceTest, DeadlineEndsARequestMidStream) {
-  TestDevice device(4 << 20);
-  absl::Mutex clock_mu;
-  std::chrono::steady_clock::time_point now{std::chrono::hours(100000)};
+  TestDevice device(TestDevice::FakeArena{64});
+  fakes::FakeClock clock;
   InstanceSetup setup;
-  setup.clock = [&] {
-    absl::MutexLock lock(&clock_mu);
-    return now;
-  };
+  setup.clock = &clock;
+  setup.fake_steps = std::make_shared<fakes::FakeStepControl>();
+  fakes::FakeStepControl& steps = *setup.fake_steps;
+  steps.SetStepTime(std::chrono::milliseconds(10), &clock);
+  steps.Hold();
+  Collector c;  // outlives the instance
   auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
+  ReleaseAtExit release(steps);
 
-  absl::Mutex mu;
-  std::vector<int32_t> tokens;
-  bool holding = false, released = false, done = false;
-  FinishReason reason = FinishReason::kStop;
-  GenerationSink sink = [&](GenerationUpdate u) {
-    absl::MutexLock lock(&mu);
-    for (const auto& t : u.tokens) tokens.push_back(t.id);
-    if (u.finished) {
-      done = true;
-      reason = u.finish_reason;
-      return;
-    }
-    if (tokens.size() >= 3 && !released) {
-      holding = true;  // the engine thread waits here for the test
-      mu.Await(absl::Condition(&released));
-    }
-  };
-  auto request = Greedy("t", PromptOf(20, 3), 400);
-  request.deadline = setup.clock() + std::chrono::seconds(10);
-  ASSERT_TRUE(instance->Submit(std::move(request), sink).ok());
-  {
-    absl::MutexLock lock(&mu);
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&holding), absl::Seconds(60)));
-  }
-  {
-    absl::MutexLock lock(&clock_mu);
-    now += std::chrono::seconds(11);
-  }
-  size_t tokens_at_deadline;
-  {
-    absl::MutexLock lock(&mu);
-    tokens_at_deadline = tokens.size();
-    released = true;
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)));
-  }
-  EXPECT_EQ(reason, FinishReason::kDeadline);
-  EXPECT_GE(tokens_at_deadline, 3u);
-  EXPECT_LT(tokens.size(), 400u);
-  // At most the step in flight when the clock moved adds tokens.
-  EXPECT_LE(tokens.size(), tokens_at_deadline + 1);
+  const auto prompt = PromptOf(20, 3);
+  auto request = Greedy("t", prompt, 400);
+  request.deadline = clock.Now() + std::chrono::milliseconds(45);
+  ASSERT_TRUE(instance->Submit(std::move(request), c.Sink()).ok());
+  // Four steps: 40 ms, before the deadline; each sends its token.
+  steps.Allow(4);
+  ASSERT_TRUE(steps.AwaitStarted(5));
+  EXPECT_EQ(c.tokens().size(), 4u);
+  EXPECT_FALSE(c.done());
+  // The fifth step ends at 50 ms: its token is sent, then the deadline ends
+  // the request before a sixth step.
+  steps.Allow(1);
+  ASSERT_TRUE(c.Wait());
+  EXPECT_EQ(c.reason(), FinishReason::kDeadline);
+  std::vector<int32_t> want;
+  int32_t last = prompt.back();
+  for (int i = 0; i < 5; ++i) want.push_back(last = fakes::FakeExecutor::NextToken(last, 300));
+  EXPECT_EQ(c.tokens(), want);
+  EXPECT_EQ(steps.started(), 5u);
+  EXPECT_EQ(c.usage().completion_tokens, 5);
 }
 
 TEST(ModelInstanceTest, SubmitValidatesAndDrainRefuses) {
@@ -329,16 +336,22 @@ TEST(ModelInstanceTest, StopCancelsWhatIsLeft) {
 // Two backlogged tenants with weights 2:1 on one instance: weighted service
 // (w_in x prompt + w_out x generated tokens) splits 2:1 within 10%, and the
 // normalized difference stays within the VTC bound at every observation.
+// The fake executor lets the steps go one at a time, and the test reads the
+// tenants' service between every two steps, so every step is observed.
 TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
-  TestDevice device(8 << 20);
+  TestDevice device(TestDevice::FakeArena{256});
   // Declared before the instance so they outlive its engine thread even when
   // an assertion returns early.
   std::vector<std::unique_ptr<Collector>> cs;
   InstanceSetup setup;
   setup.max_seqs = 4;
   setup.max_batch_tokens = 64;
+  setup.fake_steps = std::make_shared<fakes::FakeStepControl>();
+  fakes::FakeStepControl& steps = *setup.fake_steps;
+  steps.Hold();
   auto instance = StartInstance(device, setup);
   ASSERT_NE(instance, nullptr);
+  ReleaseAtExit release(steps);
   sched::TenantShare heavy;
   heavy.weight = 2.0;
   heavy.cache_salt = "tenant:a";
@@ -365,7 +378,11 @@ TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
   double worst_gap = 0.0;
   double wa = 0.0, wb = 0.0;
   int observations = 0;
-  for (int i = 0; i < 60000; ++i) {
+  // The engine publishes the tenants' service after each step, before it
+  // starts the next: while step n + 1 is held, what it shows is step n's.
+  steps.Allow(1);
+  for (uint64_t n = 1;; ++n) {
+    ASSERT_TRUE(steps.AwaitStarted(n + 1)) << "step " << n + 1 << " never came";
     const auto services = instance->TenantServices();
     const sched::TenantService* a = nullptr;
     const sched::TenantService* b = nullptr;
@@ -373,8 +390,7 @@ TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
       if (name == "a") a = &service;
       if (name == "b") b = &service;
     }
-    // Observe while both are backlogged (each has work waiting): from when
-    // both first are (submissions reach the engine in batches) until one
+    // Observe while both are backlogged (each has work waiting), until one
     // runs out.
     const bool backlogged = a != nullptr && b != nullptr && a->waiting > 0 && b->waiting > 0;
     if (!backlogged && observations > 0) break;
@@ -384,12 +400,15 @@ TEST(ModelInstanceTest, BackloggedTenantsShareByWeightWithinTheVtcBound) {
       worst_gap = std::max(worst_gap, std::abs(wa / 2.0 - wb / 1.0));
       ++observations;
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    steps.Allow(1);
   }
-  ASSERT_GT(observations, 20);
+  steps.ReleaseAll();
+  ASSERT_GT(observations, 100);
   ASSERT_GT(wb, 100.0);
-  std::printf("weighted service a %.0f b %.0f ratio %.3f, worst gap %.1f (bound %.0f)\n", wa, wb,
-              wa / wb, worst_gap, bound);
+  std::printf(
+      "%d steps observed: weighted service a %.0f b %.0f ratio %.3f, worst gap %.1f "
+      "(bound %.0f)\n",
+      observations, wa, wb, wa / wb, worst_gap, bound);
   EXPECT_NEAR(wa / wb, 2.0, 0.2) << "a " << wa << " b " << wb;
   EXPECT_LE(worst_gap, bound);
   for (auto& c : cs) ASSERT_TRUE(c->Wait());
@@ -498,39 +517,67 @@ TEST(ModelInstanceTest, EveryTokenIsMeteredBeforeItIsSentAndEveryRequestOnce) {
   EXPECT_GT(instance->Stats().preemptions, 0u);
 }
 
-// Two models on one device, both backlogged: both make progress, and the
-// arbiter splits the device between them.
-TEST(ModelInstanceTest, TwoInstancesOnOneDeviceBothProgress) {
-  TestDevice device(8 << 20);
+// Two models on one device, both backlogged: the arbiter grants the device
+// to each in turn. Both instances run fake executors that share one step
+// control, so their steps form one sequence in grant order. The first step
+// is held until the other instance waits for the device; from then on both
+// always hold or wait, and as each step charges the same device time,
+// grants must alternate strictly until one runs out of work, whatever the
+// threads' timing.
+TEST(ModelInstanceTest, TwoInstancesOnOneDeviceAlternate) {
+  TestDevice device(TestDevice::FakeArena{256});
+  auto steps = std::make_shared<fakes::FakeStepControl>();
+  steps->Hold();
+  std::vector<std::unique_ptr<Collector>> ca, cb;
   InstanceSetup one;
   one.id = "one";
+  one.fake_steps = steps;
   InstanceSetup two;
   two.id = "two";
-  two.shape = testing::TinyShape(devices::TensorType::kF16, 12);
+  two.fake_steps = steps;
   auto a = StartInstance(device, one);
   auto b = StartInstance(device, two);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
-  std::vector<std::unique_ptr<Collector>> ca, cb;
+  ReleaseAtExit release(*steps);
+  constexpr int kTokens = 60;
   for (int i = 0; i < 4; ++i) {
     ca.push_back(std::make_unique<Collector>());
     cb.push_back(std::make_unique<Collector>());
-    ASSERT_TRUE(a->Submit(Greedy("x", PromptOf(16, i), 120), ca.back()->Sink()).ok());
-    ASSERT_TRUE(b->Submit(Greedy("y", PromptOf(16, 50 + i), 120), cb.back()->Sink()).ok());
+    ASSERT_TRUE(a->Submit(Greedy("x", PromptOf(16, i), kTokens), ca.back()->Sink()).ok());
+    ASSERT_TRUE(b->Submit(Greedy("y", PromptOf(16, 50 + i), kTokens), cb.back()->Sink()).ok());
   }
-  // Midway, both must have produced tokens (neither starves the other).
-  bool both = false;
-  for (int i = 0; i < 4000 && !both; ++i) {
-    both = a->Stats().generated_tokens > 20 && b->Stats().generated_tokens > 20;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(steps->AwaitStarted(1));  // one instance holds the device, its step held
+  // Until the other blocks in the arbiter. The arbiter has no notification
+  // for it: its state is polled (a condition, not a time window); the
+  // deadline only turns a hang into a failure.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto other_waits = [&] {
+    for (const auto& s : device.arbiter.Stats()) {
+      if (s.waiting) return true;
+    }
+    return false;
+  };
+  while (!other_waits()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the second instance never waited";
+    std::this_thread::yield();
   }
-  EXPECT_TRUE(both);
+  steps->ReleaseAll();
   for (auto& c : ca) ASSERT_TRUE(c->Wait());
   for (auto& c : cb) ASSERT_TRUE(c->Wait());
-  const auto stats = device.arbiter.Stats();
-  ASSERT_EQ(stats.size(), 2u);
-  EXPECT_GT(stats[0].grants, 10u);
-  EXPECT_GT(stats[1].grants, 10u);
+  std::string order;
+  for (const auto& step : steps->steps()) order += step.executor == "one" ? 'a' : 'b';
+  ASSERT_NE(order.find('a'), std::string::npos) << order;
+  ASSERT_NE(order.find('b'), std::string::npos) << order;
+  const size_t end = std::min(order.rfind('a'), order.rfind('b'));
+  for (size_t i = 0; i < end; ++i) {
+    ASSERT_NE(order[i], order[i + 1]) << "grants " << i << " and " << i + 1 << " of " << order;
+  }
+  for (auto& c : ca) EXPECT_EQ(c->tokens().size(), static_cast<size_t>(kTokens));
+  for (auto& c : cb) EXPECT_EQ(c->tokens().size(), static_cast<size_t>(kTokens));
+  uint64_t grants = 0;
+  for (const auto& s : device.arbiter.Stats()) grants += s.grants;
+  EXPECT_EQ(grants, order.size());
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 //   store_crash_writer DIR process|power REPORT_FD MAX_BATCHES [usage|steps]
 //
 // usage (default): every batch adds kBatchDelta to each of the keys of
-// CrashWriterKeys() in one AddUsage call.
+// CrashWriterKeys() in one step of usage only (RecordStep).
 // steps: every batch is a RecordStep of kStepRequests requests (crash_writer.h),
 // then a FinishRequest for each request that reached its length, whose ledger
 // record holds its totals (ledger_json.h).
@@ -23,6 +23,7 @@
 #include "storage/meter_store.h"
 #include "tests/storage/crash_writer.h"
 #include "tests/storage/ledger_json.h"
+#include "tests/support/store_reads.h"
 
 namespace {
 
@@ -42,7 +43,8 @@ int WriteUsage(MeterStore& store, int report_fd, uint64_t max_batches) {
   for (const UsageKey& key : testing::CrashWriterKeys())
     batch.push_back({key, testing::kBatchDelta});
   for (uint64_t written = 1; written <= max_batches; ++written) {
-    if (absl::Status s = store.AddUsage(batch); !s.ok()) return Fail("add_usage", s);
+    if (absl::Status s = ::tokenmill::testing::AddUsage(store, batch); !s.ok())
+      return Fail("record_step", s);
     if (!Report(report_fd, written)) return 4;
   }
   return 0;

@@ -20,6 +20,7 @@
 #include "storage/usage_merge_operator.h"
 #include "tests/storage/ledger_json.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/support/store_reads.h"
 
 namespace tokenmill::storage {
 namespace {
@@ -118,7 +119,7 @@ TEST_F(LedgerTest, ReadsStopBelowTheLowestWriteInProgress) {
   };
   MeterStorePtr store = OpenStore();
   ASSERT_NE(store, nullptr);
-  ASSERT_TRUE(store->PutLedger("first", "{}").ok());
+  ASSERT_TRUE(::tokenmill::testing::PutLedger(*store, "first", "{}").ok());
   std::thread a_thread([&] { EXPECT_TRUE(store->FinishRequest("a", "{}", {}).ok()); });
   ASSERT_TRUE(a_writing.WaitForNotificationWithTimeout(kDeadline));
   std::string b = "b";
@@ -156,9 +157,10 @@ TEST_F(LedgerTest, PagesCoverTheLedgerOnceInCommitOrder) {
   MeterStorePtr store = OpenStore();
   ASSERT_NE(store, nullptr);
   for (const char* id : {"z", "y", "x", "w", "v"}) {
-    ASSERT_TRUE(store->PutLedger(id, std::string("rec-") + id).ok());
+    ASSERT_TRUE(::tokenmill::testing::PutLedger(*store, id, std::string("rec-") + id).ok());
   }
-  ASSERT_FALSE(*store->PutLedger("y", "again"));  // a duplicate takes no sequence
+  ASSERT_FALSE(
+      *::tokenmill::testing::PutLedger(*store, "y", "again"));  // a duplicate takes no sequence
   auto first = store->ReadLedgerPage(0, UINT64_MAX, 2);
   ASSERT_TRUE(first.ok());
   EXPECT_THAT(Ids(*first), ElementsAre("z", "y"));

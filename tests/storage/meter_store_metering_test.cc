@@ -15,6 +15,7 @@
 #include "storage/usage_merge_operator.h"
 #include "tests/storage/ledger_json.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/support/store_reads.h"
 
 namespace tokenmill::storage {
 namespace {
@@ -104,7 +105,7 @@ RequestProgress Progress(std::string id, std::string tenant, const UsageCounters
 
 UsageCounters SumUsage(MeterStore& store) {
   UsageCounters sum;
-  auto all = store.ScanUsage({});
+  auto all = ::tokenmill::testing::UsageDeltas(store, {});
   EXPECT_TRUE(all.ok()) << all.status();
   if (all.ok()) {
     for (const UsageDelta& d : *all) sum += d.counters;
@@ -114,12 +115,11 @@ UsageCounters SumUsage(MeterStore& store) {
 
 UsageCounters SumLedger(MeterStore& store) {
   UsageCounters sum;
-  EXPECT_TRUE(store
-                  .ScanLedger([&](std::string_view, std::string_view record) {
-                    sum += LedgerCounters(record);
-                    return true;
-                  })
-                  .ok());
+  EXPECT_TRUE(::tokenmill::testing::ForEachLedgerRecord(store, [&](std::string_view,
+                                                                   std::string_view record) {
+                sum += LedgerCounters(record);
+                return true;
+              }).ok());
   return sum;
 }
 
@@ -137,7 +137,7 @@ TEST_F(MeteringTest, RecordStepAddsUsageAndInflightInOneWrite) {
                                      Progress("c", "globex", Delta(0, 1, 9, 18))},
                                     kHour))
                   .ok());
-  auto acme = store->GetUsage({"acme", "llama", "cuda:0", kHour});
+  auto acme = ::tokenmill::testing::UsageAt(*store, {"acme", "llama", "cuda:0", kHour});
   ASSERT_TRUE(acme.ok() && acme->has_value()) << acme.status();
   UsageCounters want = Delta(12, 3, 220, 440);
   want.device_ns = 2000;
@@ -169,10 +169,10 @@ TEST_F(MeteringTest, FinishRequestMovesTheRequestToTheLedgerOnce) {
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_FALSE(*second);
 
-  auto ledger = store->GetLedger("a");
+  auto ledger = ::tokenmill::testing::LedgerRecord(*store, "a");
   ASSERT_TRUE(ledger.ok() && ledger->has_value());
   EXPECT_EQ(**ledger, record);
-  auto usage = store->GetUsage(key);
+  auto usage = ::tokenmill::testing::UsageAt(*store, key);
   ASSERT_TRUE(usage.ok() && usage->has_value());
   EXPECT_EQ((*usage)->requests, 1u);
   EXPECT_EQ((*usage)->generated_tokens, 3u);  // 2 steps' tokens + the final one, not doubled
@@ -194,7 +194,7 @@ TEST_F(MeteringTest, BadArgumentsAreRejectedAndWriteNothing) {
   }
   EXPECT_EQ(store->FinishRequest(std::string(257, 'x'), "{}", {}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  auto usage = store->ScanUsage({});
+  auto usage = ::tokenmill::testing::UsageDeltas(*store, {});
   ASSERT_TRUE(usage.ok());
   EXPECT_THAT(*usage, IsEmpty());
   auto inflight = store->SumInflight();
@@ -242,7 +242,7 @@ TEST_F(MeteringTest, RecoveryAfterReopenLedgersEveryInterruptedRequestOnce) {
   EXPECT_EQ(seen[1].request_id, "r3");
   EXPECT_EQ(seen[1].counters, Delta(6, 3, 33, 39));
 
-  auto r1 = store->GetLedger("r1");
+  auto r1 = ::tokenmill::testing::LedgerRecord(*store, "r1");
   ASSERT_TRUE(r1.ok() && r1->has_value());
   EXPECT_THAT(**r1, HasSubstr("interrupted"));
   // The invariants: the ledger sums to usage, requests count the records.
@@ -274,9 +274,9 @@ TEST_F(MeteringTest, RecoveryCountsTheRequestInTheHourOfItsFirstStep) {
       [](const InterruptedRequest& r) { return LedgerJson(r.request_id, r.counters, "x"); });
   ASSERT_TRUE(recovered.ok());
   EXPECT_EQ(*recovered, 2u);
-  auto first_hour = store->GetUsage({"acme", "llama", "cuda:0", kHour});
-  auto second_hour = store->GetUsage({"acme", "llama", "cuda:0", kHour + 1});
-  auto given_hour = store->GetUsage({"acme", "llama", "cuda:0", kHour - 5});
+  auto first_hour = ::tokenmill::testing::UsageAt(*store, {"acme", "llama", "cuda:0", kHour});
+  auto second_hour = ::tokenmill::testing::UsageAt(*store, {"acme", "llama", "cuda:0", kHour + 1});
+  auto given_hour = ::tokenmill::testing::UsageAt(*store, {"acme", "llama", "cuda:0", kHour - 5});
   ASSERT_TRUE(first_hour.ok() && first_hour->has_value());
   ASSERT_TRUE(second_hour.ok() && second_hour->has_value());
   ASSERT_TRUE(given_hour.ok() && given_hour->has_value());
@@ -289,7 +289,8 @@ TEST_F(MeteringTest, RecoveryCountsTheRequestInTheHourOfItsFirstStep) {
 TEST_F(MeteringTest, RecoveryOnlyDeletesEntriesWhoseIdIsInTheLedger) {
   MeterStorePtr store = OpenStore();
   ASSERT_NE(store, nullptr);
-  auto put = store->PutLedger("dup", LedgerJson("dup", Delta(1, 1, 1, 1), "stop"));
+  auto put =
+      ::tokenmill::testing::PutLedger(*store, "dup", LedgerJson("dup", Delta(1, 1, 1, 1), "stop"));
   ASSERT_TRUE(put.ok() && *put);
   ASSERT_TRUE(store->RecordStep(Step({Progress("dup", "acme", Delta(2, 2, 2, 2))}, kHour)).ok());
   bool called = false;
@@ -300,7 +301,7 @@ TEST_F(MeteringTest, RecoveryOnlyDeletesEntriesWhoseIdIsInTheLedger) {
   ASSERT_TRUE(recovered.ok());
   EXPECT_EQ(*recovered, 0u);
   EXPECT_FALSE(called);
-  auto record = store->GetLedger("dup");
+  auto record = ::tokenmill::testing::LedgerRecord(*store, "dup");
   ASSERT_TRUE(record.ok() && record->has_value());
   EXPECT_EQ(LedgerCounters(**record), [] {
     UsageCounters c = Delta(1, 1, 1, 1);
@@ -367,7 +368,7 @@ TEST_F(MeteringTest, RecoveryAddsFlushedAndUnflushedProgress) {
       [](const InterruptedRequest& r) { return LedgerJson(r.request_id, r.counters, "x"); });
   ASSERT_TRUE(recovered.ok()) << recovered.status();
   EXPECT_EQ(*recovered, 4u);
-  auto q2 = store->GetLedger("q2");
+  auto q2 = ::tokenmill::testing::LedgerRecord(*store, "q2");
   ASSERT_TRUE(q2.ok() && q2->has_value());
   UsageCounters want = Delta(10, 40, 40 * 102, 40 * 202);
   want.requests = 1;

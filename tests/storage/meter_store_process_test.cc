@@ -17,6 +17,7 @@
 #include "tests/storage/crash_writer.h"
 #include "tests/storage/ledger_json.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/support/store_reads.h"
 
 namespace tokenmill::storage {
 namespace {
@@ -170,7 +171,7 @@ TEST_P(CrashRecoveryTest, KilledWriterLosesNoAcknowledgedBatch) {
   ASSERT_TRUE(store.ok()) << store.status();
   std::vector<UsageDelta> all;
   for (const UsageKey& key : testing::CrashWriterKeys()) {
-    auto usage = (*store)->GetUsage(key);
+    auto usage = ::tokenmill::testing::UsageAt(*(*store), key);
     ASSERT_TRUE(usage.ok() && usage->has_value()) << usage.status();
     const uint64_t batches = (*usage)->requests;
     // Every key of a batch or none (atomic batch), whole deltas only, and at
@@ -210,26 +211,25 @@ TEST_P(CrashRecoveryTest, KilledStepWriterRecoversEveryRequestOnce) {
   EXPECT_LE(*recovered, testing::kStepRequests);
 
   UsageCounters usage;
-  auto rows = store.ScanUsage({});
+  auto rows = ::tokenmill::testing::UsageDeltas(store, {});
   ASSERT_TRUE(rows.ok()) << rows.status();
   for (const UsageDelta& row : *rows) usage += row.counters;
   UsageCounters ledger;
   size_t records = 0;
   size_t interrupted = 0;
-  ASSERT_TRUE(store
-                  .ScanLedger([&](std::string_view id, std::string_view record) {
-                    const UsageCounters c = testing::LedgerCounters(record);
-                    EXPECT_EQ(c.requests, 1u) << id << ": " << record;
-                    // A request's tokens never exceed its length: none counted twice.
-                    const uint64_t n = std::stoull(std::string(id.substr(4)));
-                    EXPECT_LE(c.generated_tokens, testing::StepRequestLength(n)) << id;
-                    EXPECT_GE(c.generated_tokens, 1u) << id;
-                    if (record.find("interrupted") != std::string_view::npos) ++interrupted;
-                    ledger += c;
-                    ++records;
-                    return true;
-                  })
-                  .ok());
+  ASSERT_TRUE(::tokenmill::testing::ForEachLedgerRecord(store, [&](std::string_view id,
+                                                                   std::string_view record) {
+                const UsageCounters c = testing::LedgerCounters(record);
+                EXPECT_EQ(c.requests, 1u) << id << ": " << record;
+                // A request's tokens never exceed its length: none counted twice.
+                const uint64_t n = std::stoull(std::string(id.substr(4)));
+                EXPECT_LE(c.generated_tokens, testing::StepRequestLength(n)) << id;
+                EXPECT_GE(c.generated_tokens, 1u) << id;
+                if (record.find("interrupted") != std::string_view::npos) ++interrupted;
+                ledger += c;
+                ++records;
+                return true;
+              }).ok());
   EXPECT_EQ(interrupted, *recovered);
   EXPECT_EQ(usage.requests, records);
   EXPECT_EQ(testing::LedgerFields(usage), ledger);

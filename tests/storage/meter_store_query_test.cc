@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "storage/meter_store.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/support/store_reads.h"
 
 namespace tokenmill::storage {
 namespace {
@@ -44,13 +45,13 @@ class QueryUsageTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     // Written out of order on purpose: rows must come back sorted.
-    ASSERT_TRUE(store_
-                    ->AddUsage({{{"zeta", "qwen", "cuda:0", kDay0 + 1}, Generated(1)},
-                                {{"acme", "llama", "cuda:1", kDay0 + 1}, Generated(2)},
-                                {{"acme", "llama", "cuda:0", kDay0 + 1}, Generated(4)},
-                                {{"acme", "llama", "cuda:0", kDay0}, Generated(8)},
-                                {{"acme", "qwen", "cpu", kDay0 + 25}, Generated(16)},
-                                {{"acme", "llama", "cuda:0", kDay0 + 30}, Generated(32)}})
+    ASSERT_TRUE(::tokenmill::testing::AddUsage(
+                    *store_, {{{"zeta", "qwen", "cuda:0", kDay0 + 1}, Generated(1)},
+                              {{"acme", "llama", "cuda:1", kDay0 + 1}, Generated(2)},
+                              {{"acme", "llama", "cuda:0", kDay0 + 1}, Generated(4)},
+                              {{"acme", "llama", "cuda:0", kDay0}, Generated(8)},
+                              {{"acme", "qwen", "cpu", kDay0 + 25}, Generated(16)},
+                              {{"acme", "llama", "cuda:0", kDay0 + 30}, Generated(32)}})
                     .ok());
   }
 

@@ -13,6 +13,7 @@
 #include "storage/store_integrity.h"
 #include "storage/store_layout.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/support/store_reads.h"
 
 namespace tokenmill::storage {
 namespace {
@@ -22,7 +23,7 @@ std::string ReadBytes(const std::filesystem::path& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// The live WAL's bytes after `batches` AddUsage calls of `keys` keys each,
+// The live WAL's bytes after `batches` usage-only steps of `keys` keys each,
 // read while the store is open (RocksDB has written them, not flushed them).
 // Open itself writes a few records first (a new store's ledger index);
 // `opened` gets the WAL's records and last sequence as Open left them.
@@ -51,7 +52,7 @@ std::string LiveWal(const std::filesystem::path& dir, int batches, int keys,
       deltas.push_back({{std::string(200 + 40 * k, 't'), "m", "cpu", static_cast<uint64_t>(b)},
                         {.generated_tokens = 1}});
     }
-    EXPECT_TRUE((*store)->AddUsage(deltas).ok());
+    EXPECT_TRUE(::tokenmill::testing::AddUsage(*(*store), deltas).ok());
   }
   auto wals = ScanWalFiles(dir / kDbDirName);
   EXPECT_TRUE(wals.ok());
