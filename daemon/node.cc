@@ -587,6 +587,20 @@ nlohmann::json Node::StoreJson() const {
                                  {"saved_copy", l.saved_copy},
                                  {"detail", l.detail}};
   }
+  // Metered tokens of requests still running (or cut by a crash and not yet
+  // recovered): in usage already, in the ledger once they end.
+  out["in_flight"] = nullptr;
+  if (store_) {
+    if (auto inflight = store_->SumInflight(); !inflight.ok()) {
+      out["in_flight_error"] = std::string(inflight.status().message());
+    } else {
+      out["in_flight"] = {{"prompt_tokens", inflight->prompt_tokens},
+                          {"cached_tokens", inflight->cached_tokens},
+                          {"generated_tokens", inflight->generated_tokens},
+                          {"cost_nusd", inflight->cost_nusd},
+                          {"revenue_nusd", inflight->revenue_nusd}};
+    }
+  }
   return out;
 }
 

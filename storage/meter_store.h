@@ -209,7 +209,8 @@ class MeterStore final : public MeterSink {
   absl::StatusOr<size_t> RecoverInterrupted(
       const std::function<std::string(const InterruptedRequest&)>& make_record) override;
 
-  // The sum of all inflight entries' counters (tests and diagnostics).
+  // The sum of all inflight entries' counters: what running requests (or ones a crash cut, until
+  // recovery) have metered so far (store.in_flight of GET /control/v1/node).
   absl::StatusOr<UsageCounters> SumInflight();
 
   // The ledger in commit order, for exports. Every ledger write takes the

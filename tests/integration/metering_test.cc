@@ -372,6 +372,13 @@ TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
     if (!j.is_discarded() && j["stats"].value("generated_tokens", 0) >= 3600) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  // The node reports what the running streams have metered so far.
+  const json before_kill =
+      json::parse(daemon->Control("GET", "/control/v1/node").body, nullptr, false);
+  EXPECT_FALSE(before_kill.is_discarded()) << daemon->Control("GET", "/control/v1/node").body;
+  ASSERT_TRUE(before_kill["store"]["in_flight"].is_object()) << before_kill["store"].dump();
+  EXPECT_GT(before_kill["store"]["in_flight"].value("generated_tokens", 0), 0)
+      << before_kill["store"].dump();
   ASSERT_TRUE(daemon->process().Signal(SIGKILL));
   daemon->process().Wait(std::chrono::seconds(10));
   for (auto& t : threads) t.join();
@@ -381,6 +388,12 @@ TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
   auto restarted = StartDaemon();
   EXPECT_NE(restarted->Stderr().find("requests_interrupted"), std::string::npos)
       << restarted->Stderr();
+  // Recovery moved every interrupted request into the ledger: nothing in flight.
+  const json after_restart =
+      json::parse(restarted->Control("GET", "/control/v1/node").body, nullptr, false);
+  ASSERT_FALSE(after_restart.is_discarded());
+  EXPECT_EQ(after_restart["store"]["in_flight"].value("generated_tokens", -1), 0)
+      << after_restart["store"].dump();
   ASSERT_EQ(restarted->Stop(), 0);
 
   const StoreView store = ReadStore();
