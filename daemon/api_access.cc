@@ -68,7 +68,9 @@ ApiAccess::Verdict ApiAccess::Check(const http::HttpRequest& request) const {
   return Verdict::kNotFound;
 }
 
-bool IsDataPath(std::string_view path) { return path == "/v1" || path.starts_with("/v1/"); }
+bool IsDataPath(std::string_view path) {
+  return path == "/v1" || path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize";
+}
 
 bool IsHealthPath(std::string_view path) { return path == "/healthz" || path == "/readyz"; }
 

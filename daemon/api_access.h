@@ -2,8 +2,9 @@
 //
 // - The unix socket (Listener::Role::kLocal) serves every API; who may use it
 //   is the socket file's owner, group and mode.
-// - A client port ([api] tcp, kClient) serves the OpenAI API (/v1, /v1/...)
-//   and the health probes (/healthz, /readyz) only. Every other path, the
+// - A client port ([api] tcp, kClient) serves the OpenAI API (/v1, /v1/...,
+//   and the tokenizer's /tokenize and /detokenize, which need a tenant's key
+//   as /v1 does) and the health probes (/healthz, /readyz) only. Every other path, the
 //   whole control API included, is 404 there, as if it did not exist.
 // - A control port ([api] control_tcp, kControl) serves the control API to
 //   requests carrying "Authorization: Bearer TOKEN" whose SHA-256 is the
@@ -39,7 +40,7 @@ class ApiAccess {
   std::optional<std::array<unsigned char, 32>> token_sha256_;
 };
 
-// /v1 and /v1/...: the OpenAI-compatible data API.
+// /v1, /v1/..., /tokenize and /detokenize: the OpenAI-compatible data API.
 bool IsDataPath(std::string_view path);
 // /healthz and /readyz.
 bool IsHealthPath(std::string_view path);

@@ -467,6 +467,11 @@ void Node::Route(http::HttpRequest request, http::ResponseWriterPtr response) {
   if (tenants_api_->Handle(request, response)) return;
   if (usage_api_->Handle(request, response)) return;
   if (ledger_api_->Handle(request, response)) return;
+  // The tokenizer endpoints generate nothing: served while draining and
+  // while the store cannot write.
+  if (request.path == "/tokenize" || request.path == "/detokenize") {
+    if (openai_api_->Handle(request, response)) return;
+  }
   if (request.path.starts_with("/v1/")) {
     if (state_->draining() && request.method == "POST") {
       SendOpenAiError(*response, absl::UnavailableError(

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "daemon/api_errors.h"
+#include "daemon/tokenize.h"
 #include "runtime/chat/chat_template.h"
 #include "spdlog/spdlog.h"
 
@@ -251,7 +252,8 @@ absl::StatusOr<tenants::TenantPolicy> OpenAiApi::Authenticate(
 
 bool OpenAiApi::Handle(http::HttpRequest& request, const http::ResponseWriterPtr& response) {
   const std::string& path = request.path;
-  if (path != "/v1" && !absl::StartsWith(path, "/v1/")) return false;
+  const bool tokenize = path == "/tokenize" || path == "/detokenize";
+  if (!tokenize && path != "/v1" && !absl::StartsWith(path, "/v1/")) return false;
   const std::string& method = request.method;
   bool get = method == "GET" || method == "HEAD";
 
@@ -269,12 +271,12 @@ bool OpenAiApi::Handle(http::HttpRequest& request, const http::ResponseWriterPtr
   if (path == "/v1/completions") endpoint = OpenAiEndpoint::kCompletions;
   if (path == "/v1/chat/completions") endpoint = OpenAiEndpoint::kChatCompletions;
   bool models = path == "/v1/models" || absl::StartsWith(path, "/v1/models/");
-  if (!endpoint && !models) {
+  if (!endpoint && !models && !tokenize) {
     SendOpenAiError(*response, absl::NotFoundError(absl::StrCat("Unknown endpoint ", path)),
                     headers);
     return true;
   }
-  if (endpoint && method != "POST") return method_not_allowed("POST");
+  if ((endpoint || tokenize) && method != "POST") return method_not_allowed("POST");
   if (models && !get) return method_not_allowed("GET, HEAD");
 
   absl::StatusOr<tenants::TenantPolicy> tenant = Authenticate(request);
@@ -285,6 +287,8 @@ bool OpenAiApi::Handle(http::HttpRequest& request, const http::ResponseWriterPtr
   if (models) {
     std::string id = path == "/v1/models" ? "" : path.substr(std::string("/v1/models/").size());
     ListModels(*tenant, id, *response, headers);
+  } else if (tokenize) {
+    Tokenize(path == "/detokenize", *tenant, request, response, std::move(headers));
   } else {
     Generate(*endpoint, *tenant, request_id, request, response, std::move(headers));
   }
@@ -420,6 +424,61 @@ void OpenAiApi::Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& t
     }
     SendOpenAiError(*response, status, pending->headers);
   }
+}
+
+void OpenAiApi::Tokenize(bool detokenize, const tenants::TenantPolicy& tenant,
+                         http::HttpRequest& request, const http::ResponseWriterPtr& response,
+                         HttpHeaders headers) {
+  struct Job {
+    bool detokenize = false;
+    tenants::TenantPolicy tenant;
+    std::string body;
+    http::ResponseWriterPtr response;
+    HttpHeaders headers;
+  };
+  auto job = std::make_shared<Job>(
+      Job{detokenize, tenant, std::move(request.body), response, std::move(headers)});
+  // Encoding is the work: on the pool, in the tenant's share of it, like a
+  // generation's prompt (no admission slot: nothing is generated or billed).
+  absl::Status queued = encoder_.Submit(tenant.name, [this, job](bool dropped) {
+    absl::StatusOr<json> answer = absl::UnavailableError("the node is stopping");
+    if (!dropped) answer = RunTokenizeJob(job->detokenize, job->tenant, job->body);
+    std::string().swap(job->body);
+    post_([job, answer = std::move(answer)] {
+      if (!answer.ok()) return SendOpenAiError(*job->response, answer.status(), job->headers);
+      job->response->Send(200, "application/json", DumpJson(*answer), job->headers);
+    });
+  });
+  if (!queued.ok()) {
+    SendOpenAiError(
+        *response,
+        RetryLater(queued.code(), std::string(queued.message()), std::chrono::seconds(1)),
+        job->headers);
+  }
+}
+
+absl::StatusOr<json> OpenAiApi::RunTokenizeJob(bool detokenize, const tenants::TenantPolicy& tenant,
+                                               std::string_view body) const {
+  absl::StatusOr<TokenizeRequest> parsed = ParseTokenizeRequest(detokenize, body);
+  if (!parsed.ok()) return parsed.status();
+  std::string model = parsed->model;
+  if (model.empty()) {
+    for (const runtime::InstanceInfo& info : instances_.List()) {
+      if (info.state == runtime::InstanceState::kReady && tenant.AllowsModel(info.spec.id)) {
+        model = info.spec.id;
+        break;
+      }
+    }
+    if (model.empty()) {
+      return WithErrorParam(absl::NotFoundError("no ready model this key may use"), "model");
+    }
+  }
+  if (!tenant.AllowsModel(model)) return ModelNotFound(model);
+  runtime::ModelInstancePtr instance = instances_.Find(model);
+  if (instance == nullptr) return ModelNotFound(model);
+  absl::StatusOr<json> answer = RunTokenize(*parsed, *instance, absl::FromChrono(clock_()));
+  if (answer.ok()) (*answer)["model"] = model;
+  return answer;
 }
 
 void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) const {

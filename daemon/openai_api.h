@@ -6,6 +6,9 @@
 // - GET /v1/models/{id}: MODEL, or 404 model_not_found.
 // - POST /v1/completions: a text completion, JSON or an SSE stream.
 // - POST /v1/chat/completions: a chat completion, JSON or an SSE stream.
+// - POST /tokenize, POST /detokenize: the model's tokenizer
+//   (daemon/tokenize.h), encoded on the EncodePool like a prompt, neither
+//   admitted nor metered.
 //
 // Auth: "Authorization: Bearer KEY" names the tenant (TenantRegistry::
 // FindByApiKey); an unknown or missing key is 401 invalid_api_key. While the
@@ -83,8 +86,9 @@ class OpenAiApi {
       std::function<void(const std::string& tenant, const std::string& model)>;
   void set_rejection_observer(RejectionObserver fn) { on_rejected_ = std::move(fn); }
 
-  // Handles every /v1/ path (unknown ones are 404 in OpenAI's shape) and
-  // returns true; false for other paths (the request is then untouched).
+  // Handles every /v1/ path (unknown ones are 404 in OpenAI's shape),
+  // /tokenize and /detokenize, and returns true; false for other paths (the
+  // request is then untouched).
   // When it returns true it may have moved request.body away.
   bool Handle(http::HttpRequest& request, const http::ResponseWriterPtr& response);
 
@@ -107,6 +111,13 @@ class OpenAiApi {
   void Generate(OpenAiEndpoint endpoint, const tenants::TenantPolicy& tenant,
                 const std::string& request_id, http::HttpRequest& request,
                 const http::ResponseWriterPtr& response, HttpHeaders headers);
+  // Queues a /tokenize or /detokenize request on the pool (loop thread).
+  void Tokenize(bool detokenize, const tenants::TenantPolicy& tenant, http::HttpRequest& request,
+                const http::ResponseWriterPtr& response, HttpHeaders headers);
+  // Parses it, finds the model and runs the tokenizer (pool thread).
+  absl::StatusOr<nlohmann::json> RunTokenizeJob(bool detokenize,
+                                                const tenants::TenantPolicy& tenant,
+                                                std::string_view body) const;
   struct PendingGeneration;
   struct PreparedGeneration;
   // Parses, looks up the model, pre-admits and encodes (pool thread).

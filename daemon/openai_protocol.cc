@@ -134,6 +134,38 @@ absl::Status ParseStop(const Fields& f, sampling::SamplingParams& sampling) {
   return absl::OkStatus();
 }
 
+// OpenAI's logit_bias: {"<token id>": bias, ...}, ids as decimal strings.
+absl::Status ParseLogitBias(const json& v, sampling::SamplingParams& sampling) {
+  if (!v.is_object()) return Bad("logit_bias", "'logit_bias' must be an object");
+  if (v.size() > static_cast<size_t>(sampling::kMaxLogitBias)) {
+    return Bad("logit_bias", absl::StrCat("'logit_bias' has ", v.size(), " tokens; at most ",
+                                          sampling::kMaxLogitBias));
+  }
+  std::vector<std::pair<int32_t, float>> bias;
+  bias.reserve(v.size());
+  for (const auto& [key, value] : v.items()) {
+    int32_t id = -1;
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        key.find_first_not_of("0123456789") == std::string::npos;
+    if (digits && std::stoll(key) <= std::numeric_limits<int32_t>::max()) {
+      id = static_cast<int32_t>(std::stoll(key));
+    }
+    if (id < 0) {
+      return Bad("logit_bias", absl::StrCat("'logit_bias' keys must be token ids, got '",
+                                            key.substr(0, 32), "'"));
+    }
+    if (!value.is_number() || !(value.get<double>() >= -sampling::kLogitBiasLimit &&
+                                value.get<double>() <= sampling::kLogitBiasLimit)) {
+      return Bad(
+          "logit_bias",
+          absl::StrCat("'logit_bias' values must be numbers in [-100, 100] (token ", id, ")"));
+    }
+    bias.emplace_back(id, static_cast<float>(value.get<double>()));
+  }
+  sampling.logit_bias = std::move(bias);
+  return absl::OkStatus();
+}
+
 // Fields both endpoints share.
 absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
   const json* model = f.Find("model");
@@ -193,8 +225,7 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
     }
   }
   if (const json* bias = f.Find("logit_bias")) {
-    if (!bias->is_object()) return Bad("logit_bias", "'logit_bias' must be an object");
-    if (!bias->empty()) return Unsupported("logit_bias", "logit bias");
+    TM_RETURN_IF_ERROR(ParseLogitBias(*bias, s));
   }
   return absl::OkStatus();
 }
@@ -361,13 +392,10 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
 
 absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
   const json* messages = f.Find("messages");
-  if (messages == nullptr || !messages->is_array() || messages->empty()) {
+  if (messages == nullptr) {
     return Bad("messages", "'messages' is required and must be a non-empty array");
   }
-  r.messages.resize(messages->size());
-  for (size_t i = 0; i < messages->size(); ++i) {
-    TM_RETURN_IF_ERROR(ParseMessage((*messages)[i], i, r.messages[i]));
-  }
+  TM_RETURN_IF_ERROR(ParseChatMessages(*messages, r.messages));
   TM_RETURN_IF_ERROR(f.Bool("logprobs", &r.logprobs));
   if (f.Find("top_logprobs") != nullptr) {
     TM_RETURN_IF_ERROR(f.Int32("top_logprobs", 0, sampling::kMaxLogprobs, &r.sampling.logprobs));
@@ -400,6 +428,17 @@ absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
 }
 
 }  // namespace
+
+absl::Status ParseChatMessages(const json& messages, std::vector<chat::ChatMessage>& out) {
+  if (!messages.is_array() || messages.empty()) {
+    return Bad("messages", "'messages' is required and must be a non-empty array");
+  }
+  out.resize(messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    TM_RETURN_IF_ERROR(ParseMessage(messages[i], i, out[i]));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
   json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);

@@ -59,6 +59,10 @@ struct OpenAiRequest {
 // values.
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body);
 
+// A chat's "messages" array (roles, content parts joined, tool calls), as
+// /v1/chat/completions reads it; errors name the field ("messages[2].role").
+absl::Status ParseChatMessages(const nlohmann::json& messages, std::vector<chat::ChatMessage>& out);
+
 // The max_tokens to generate for a prompt of `prompt_tokens` in `context`:
 // the request's, or the endpoint's default. kInvalidArgument (param
 // max_tokens, or prompt/messages when the prompt alone fills the context)

@@ -533,6 +533,12 @@ absl::StatusOr<RequestHandlePtr> ModelInstance::Submit(GenerationRequest request
           absl::StrCat("prompt token ", id, " is outside the vocabulary (", vocab, " tokens)"));
     }
   }
+  for (const auto& [id, bias] : request.sampling.logit_bias) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias token ", id, " is outside the vocabulary (", vocab, " tokens)"));
+    }
+  }
   const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.sampling.max_tokens;
   if (total > impl_->options.scheduler.context) {
     return absl::InvalidArgumentError(

@@ -48,7 +48,8 @@ absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const floa
 bool RequestStream::GreedyOnDevice() const {
   const sampling::SamplingParams& p = request_.sampling;
   return p.temperature == 0.0f && p.logprobs == 0 && !request_.wants_logprobs &&
-         p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f;
+         p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
+         p.presence_penalty == 0.0f && p.logit_bias.empty();
 }
 
 absl::StatusOr<RequestStream::Next> RequestStream::OnToken(int32_t token, SteadyTime now) {

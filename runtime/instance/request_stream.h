@@ -36,7 +36,7 @@ class RequestStream {
   // the context). The finish is sent by Finish().
   absl::StatusOr<Next> OnLogits(std::span<const float> logits, SteadyTime now);
   // Whether the executor may pick the next token (LogitsWanted::kArgmax):
-  // greedy (temperature 0), no penalties, no logprobs wanted. What the
+  // greedy (temperature 0), no penalties or logit bias, no logprobs wanted. What the
   // Sampler would pick from the logits is then exactly the argmax.
   bool GreedyOnDevice() const;
   // Records the token the executor picked, as OnLogits does after sampling.

@@ -80,6 +80,9 @@ absl::StatusOr<std::span<const float>> Sampler::ProcessLogits(std::span<const fl
   for (size_t i = 0; i < logits.size(); ++i) {
     processed_[i] = std::isnan(logits[i]) ? kMinusInf : logits[i];
   }
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id >= 0 && id < vocab_size_) processed_[static_cast<size_t>(id)] += bias;
+  }
   const float repetition = params_.repetition_penalty;
   for (int32_t id : seen_ids_) {
     float x = processed_[id];

@@ -54,6 +54,16 @@ absl::Status SamplingParams::Validate() const {
           absl::StrCat("stop strings must be 1..", kMaxStopStringBytes, " bytes, got ", s.size()));
     }
   }
+  if (logit_bias.size() > static_cast<size_t>(kMaxLogitBias)) {
+    return absl::InvalidArgumentError(absl::StrCat("logit_bias may hold at most ", kMaxLogitBias,
+                                                   " tokens, got ", logit_bias.size()));
+  }
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0) return absl::InvalidArgumentError(absl::StrCat("logit_bias token ", id, " < 0"));
+    if (!InClosed(bias, -kLogitBiasLimit, kLogitBiasLimit)) {
+      return OutOfRange("logit_bias", bias, "[-100, 100]");
+    }
+  }
   return absl::OkStatus();
 }
 

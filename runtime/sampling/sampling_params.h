@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -17,9 +18,14 @@ inline constexpr int kMaxLogprobs = 20;
 inline constexpr int kMaxStopStrings = 16;
 // Longest stop string in bytes; bounds how much text StopMatcher holds back.
 inline constexpr int kMaxStopStringBytes = 256;
+// Most logit_bias entries per request; bounds the per-step work they add.
+inline constexpr int kMaxLogitBias = 1024;
+// A logit bias lies in [-kLogitBiasLimit, kLogitBiasLimit] (OpenAI's range).
+inline constexpr float kLogitBiasLimit = 100.0f;
 
 // How one sequence picks its next tokens. Defaults sample from the full softmax at temperature 1.
-// Processing order in Sampler: penalties -> temperature -> top-k -> top-p -> min-p -> draw.
+// Processing order in Sampler: logit bias -> penalties -> temperature -> top-k -> top-p -> min-p
+// -> draw.
 struct SamplingParams {
   // Divides logits; 0 means greedy (argmax, lowest id on ties). Range [0, 2].
   float temperature = 1.0f;
@@ -49,6 +55,10 @@ struct SamplingParams {
   // Generation ends before any of these strings (see StopMatcher). Non-empty, at most
   // kMaxStopStrings of at most kMaxStopStringBytes each.
   std::vector<std::string> stop;
+  // Added to the named tokens' logits before everything else (OpenAI logit_bias): -100 keeps a
+  // token from being drawn in practice, +100 makes it all but certain. Each id >= 0 (the instance
+  // checks it against the model's vocabulary), each bias in [-100, 100], at most kMaxLogitBias.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 
   // kInvalidArgument naming the first field out of range and the allowed range; OK otherwise.
   absl::Status Validate() const;

@@ -179,7 +179,12 @@ TEST(OpenAiRequestTest, BadCompletionValuesNameTheParam) {
       {"echo", true, "echo"},
       {"best_of", 3, "best_of"},
       {"suffix", "tail", "suffix"},
-      {"logit_bias", {{"5", 10}}, "logit_bias"},
+      {"logit_bias", json::array({1}), "logit_bias"},
+      {"logit_bias", {{"x5", 10}}, "logit_bias"},
+      {"logit_bias", {{"-1", 10}}, "logit_bias"},
+      {"logit_bias", {{"4294967296", 10}}, "logit_bias"},
+      {"logit_bias", {{"5", 100.5}}, "logit_bias"},
+      {"logit_bias", {{"5", "10"}}, "logit_bias"},
   };
   for (const BadCase& c : cases) {
     json body = BaseCompletion();
@@ -190,6 +195,23 @@ TEST(OpenAiRequestTest, BadCompletionValuesNameTheParam) {
     EXPECT_EQ(ErrorParam(r.status()), c.param)
         << c.field << "=" << c.value.dump() << ": " << r.status();
   }
+}
+
+TEST(OpenAiRequestTest, LogitBiasMapsTokenIdsToBiases) {
+  json body = BaseCompletion();
+  body["logit_bias"] = {{"7", 100}, {"0", -100}, {"2147483647", 0.5}};
+  auto r = Completion(body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto bias = r->sampling.logit_bias;
+  std::sort(bias.begin(), bias.end());
+  EXPECT_EQ(bias, (std::vector<std::pair<int32_t, float>>{
+                      {0, -100.0f}, {7, 100.0f}, {2147483647, 0.5f}}));
+
+  json many = BaseCompletion();
+  for (int i = 0; i <= sampling::kMaxLogitBias; ++i) many["logit_bias"][std::to_string(i)] = 1;
+  auto refused = Completion(many);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ErrorParam(refused.status()), "logit_bias");
 }
 
 TEST(OpenAiRequestTest, MissingRequiredFields) {

@@ -37,7 +37,6 @@ using devices::cuda::core::WeightTypeName;
 
 constexpr WeightType kAllTypes[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16,
                                     WeightType::kQ8_0};
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // y = W x for `tokens` rows of x (x_stride apart), in f64, packed tokens x
 // rows; `floor` is the largest L2 norm of one sum's terms (the comparison's

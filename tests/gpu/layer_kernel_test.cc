@@ -32,7 +32,6 @@ using devices::cuda::core::StepTables;
 using devices::cuda::core::StepTokens;
 using devices::cuda::core::WeightTypeName;
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr size_t kTail = 16;  // poisoned elements after every output
 // Paged attention: f32 online softmax against f64 (exp and the running
 // rescale round in f32).

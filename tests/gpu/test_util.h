@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
@@ -18,6 +19,9 @@
 #include "tests/gpu/gpu_test.h"
 
 namespace tokenmill::gpu_test {
+
+// A quiet NaN, for poisoning outputs the kernels must overwrite.
+inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 using devices::cuda::core::DeviceMatrix;
 using devices::cuda::core::GpuCode;

@@ -128,6 +128,8 @@ TEST(ApiListenersTest, ControlPortNeedsTheAdminToken) {
   EXPECT_EQ(daemon.Control("GET", "/readyz").status, 503) << "the drain ran";
   // The OpenAI API lives on the client port, not here; the probes need no token.
   EXPECT_EQ(CurlRequest(Url(control, "/v1/models"), "", "GET", "", {good}).status, 404);
+  EXPECT_EQ(CurlRequest(Url(control, "/tokenize"), "", "POST", R"({"prompt":"a"})", {good}).status,
+            404);
   EXPECT_EQ(CurlRequest(Url(control, "/healthz"), "").status, 200);
   // The client port still serves no control path, token or not.
   EXPECT_EQ(CurlRequest(Url(tcp, "/control/v1/node"), "", "GET", "", {good}).status, 404);

@@ -1,5 +1,7 @@
-// Streams one chat completion through the official openai client and prints
-// {models, chunks, text, finish_reason, usage} as JSON. Exits 1 on any error.
+// Streams one chat completion through the official openai client, then asks
+// for a completion with a logit_bias of +100 on token 300 (sampled at
+// temperature 1), and prints {models, chunks, text, finish_reason, usage,
+// biased: {text, usage}} as JSON. Exits 1 on any error.
 const OpenAI = require('openai');
 
 async function main() {
@@ -31,7 +33,18 @@ async function main() {
       if (choice.finish_reason) finish = choice.finish_reason;
     }
   }
-  console.log(JSON.stringify({ models, chunks, text, finish_reason: finish, usage }));
+  const biased = await client.completions.create({
+    model,
+    prompt: 'Token factories',
+    max_tokens: 6,
+    temperature: 1,
+    logit_bias: { 300: 100 },
+    ignore_eos: true,
+  });
+  console.log(JSON.stringify({
+    models, chunks, text, finish_reason: finish, usage,
+    biased: { text: biased.choices[0].text, usage: biased.usage },
+  }));
 }
 
 main().catch((err) => {

@@ -193,6 +193,95 @@ TEST_F(ServingTest, OpenAiNodeClientStreamsAChatCompletion) {
   EXPECT_GT(result["usage"]["prompt_tokens"].get<int>(), 5);
   EXPECT_EQ(result["finish_reason"], "length");
   EXPECT_EQ(result["models"][0], "tiny");
+  // +100 on one token: every one of the 6 sampled tokens is that token, so
+  // the text is one piece six times over.
+  const std::string biased = result["biased"].value("text", "");
+  EXPECT_EQ(result["biased"]["usage"]["completion_tokens"], 6);
+  ASSERT_FALSE(biased.empty());
+  ASSERT_EQ(biased.size() % 6, 0u) << biased;
+  const std::string piece = biased.substr(0, biased.size() / 6);
+  EXPECT_EQ(biased, absl::StrCat(piece, piece, piece, piece, piece, piece)) << biased;
+}
+
+TEST_F(ServingTest, TokenizeAndDetokenizeRoundTripInBothServersShapes) {
+  const std::string text = "Token factories sell tokens by the million.";
+  // vLLM's shape, without the tokenizer's BOS: decoding gives the text back.
+  CurlResult plain = Post(
+      "/tokenize", {{"model", "tiny"}, {"prompt", text}, {"add_special_tokens", false}}, kAlphaKey);
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json tokens = json::parse(plain.body);
+  ASSERT_TRUE(tokens["tokens"].is_array()) << plain.body;
+  EXPECT_GT(tokens["tokens"].size(), 3u);
+  EXPECT_EQ(tokens["count"], tokens["tokens"].size());
+  EXPECT_EQ(tokens["max_model_len"], 1024);
+  EXPECT_EQ(tokens["model"], "tiny");
+  CurlResult back =
+      Post("/detokenize", {{"model", "tiny"}, {"tokens", tokens["tokens"]}}, kAlphaKey);
+  ASSERT_EQ(back.status, 200) << back.body;
+  EXPECT_EQ(json::parse(back.body)["prompt"], text);
+  EXPECT_EQ(json::parse(back.body)["content"], text);
+
+  // llama.cpp's shape, no model named: the tenant's first ready model; the
+  // same ids as a completion's prompt (usage.prompt_tokens counts them).
+  CurlResult llama = Post("/tokenize", {{"content", text}}, kAlphaKey);
+  ASSERT_EQ(llama.status, 200) << llama.body;
+  CurlResult completion =
+      Post("/v1/completions", {{"model", "tiny"}, {"prompt", text}, {"max_tokens", 1}}, kAlphaKey);
+  ASSERT_EQ(completion.status, 200) << completion.body;
+  EXPECT_EQ(json::parse(llama.body)["count"],
+            json::parse(completion.body)["usage"]["prompt_tokens"]);
+
+  // A chat: as many tokens as the same chat's completion prompt.
+  const json messages = json::array({{{"role", "user"}, {"content", text}}});
+  CurlResult chat = Post("/tokenize", {{"model", "tiny"}, {"messages", messages}}, kAlphaKey);
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  CurlResult chat_completion =
+      Post("/v1/chat/completions", {{"model", "tiny"}, {"messages", messages}, {"max_tokens", 1}},
+           kAlphaKey);
+  ASSERT_EQ(chat_completion.status, 200) << chat_completion.body;
+  EXPECT_EQ(json::parse(chat.body)["count"],
+            json::parse(chat_completion.body)["usage"]["prompt_tokens"]);
+
+  // Refusals: no key, a model the key may not use, ids outside the vocabulary.
+  EXPECT_EQ(Post("/tokenize", {{"prompt", text}}, "wrong-key").status, 401);
+  EXPECT_EQ(Post("/tokenize", {{"model", "nope"}, {"prompt", text}}, kAlphaKey).status, 404);
+  CurlResult outside = Post("/detokenize", {{"tokens", {1, 512}}}, kAlphaKey);
+  EXPECT_EQ(outside.status, 400) << outside.body;
+  EXPECT_NE(outside.body.find("\"param\":\"tokens\""), std::string::npos) << outside.body;
+  CurlResult get = CurlRequest(absl::StrCat("http://127.0.0.1:", port_, "/tokenize"), "", "GET", "",
+                               {"Authorization: Bearer " + std::string(kAlphaKey)});
+  EXPECT_EQ(get.status, 405) << get.body;
+}
+
+TEST_F(ServingTest, LogitBiasSteersSamplingAndTokensOutsideTheVocabularyAreRefused) {
+  auto complete = [&](const json& bias, uint64_t seed) {
+    return Post("/v1/completions",
+                {{"model", "tiny"},
+                 {"prompt", "Token factories"},
+                 {"max_tokens", 5},
+                 {"temperature", 1.0},
+                 {"seed", seed},
+                 {"ignore_eos", true},
+                 {"logit_bias", bias}},
+                kAlphaKey);
+  };
+  // Different seeds, same +100 bias: the same token every time.
+  CurlResult a = complete({{"300", 100}}, 1);
+  CurlResult b = complete({{"300", 100}}, 2);
+  ASSERT_EQ(a.status, 200) << a.body;
+  ASSERT_EQ(b.status, 200) << b.body;
+  const std::string text_a = json::parse(a.body)["choices"][0]["text"];
+  const std::string text_b = json::parse(b.body)["choices"][0]["text"];
+  EXPECT_EQ(text_a, text_b);
+  ASSERT_EQ(text_a.size() % 5, 0u) << text_a;
+  // Another token forced: another text.
+  CurlResult c = complete({{"301", 100}}, 1);
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_NE(json::parse(c.body)["choices"][0]["text"], text_a);
+  // The vocabulary has 512 tokens.
+  CurlResult outside = complete({{"512", 1}}, 1);
+  EXPECT_EQ(outside.status, 400) << outside.body;
+  EXPECT_NE(outside.body.find("logit_bias"), std::string::npos) << outside.body;
 }
 
 }  // namespace

@@ -69,6 +69,35 @@ TEST(SamplerTest, GreedyPicksArgmaxAndLowestIdOnTies) {
   EXPECT_EQ(SampleToken(sampler, {5.0f, 5.0f, 5.0f, 5.0f, 5.0f, 5.0f}), 0);
 }
 
+TEST(SamplerTest, LogitBiasIsAddedBeforeEverythingElse) {
+  const std::vector<float> logits = RandomLogits(300, 3);
+  // +100 on one token: drawn every time at temperature 1, and greedy picks it.
+  SamplingParams forced = Seeded(1.0f, 11);
+  forced.logit_bias = {{123, 100.0f}};
+  Sampler sampler(forced, 300);
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(SampleToken(sampler, logits), 123) << "draw " << i;
+  forced.temperature = 0.0f;
+  Sampler greedy(forced, 300);
+  EXPECT_EQ(SampleToken(greedy, logits), 123);
+
+  // -100 on the argmax: greedy takes the runner-up; a small bias moves the logit by exactly it.
+  const int32_t best = static_cast<int32_t>(
+      std::max_element(logits.begin(), logits.end()) - logits.begin());
+  SamplingParams banned = Seeded(0.0f);
+  banned.logit_bias = {{best, -100.0f}, {7, 0.5f}};
+  Sampler ban(banned, 300);
+  std::vector<float> runner_up = logits;
+  runner_up[static_cast<size_t>(best)] = -1e9f;
+  runner_up[7] += 0.5f;
+  const int32_t second = static_cast<int32_t>(
+      std::max_element(runner_up.begin(), runner_up.end()) - runner_up.begin());
+  EXPECT_EQ(SampleToken(ban, logits), second);
+  auto processed = ban.ProcessLogits(logits);
+  ASSERT_TRUE(processed.ok());
+  EXPECT_FLOAT_EQ((*processed)[7], logits[7] + 0.5f);
+  EXPECT_FLOAT_EQ((*processed)[static_cast<size_t>(best)], logits[static_cast<size_t>(best)] - 100.0f);
+}
+
 TEST(SamplerTest, TinyTemperatureMatchesGreedy) {
   for (uint64_t seed = 0; seed < 20; ++seed) {
     const std::vector<float> logits = RandomLogits(300, seed);
