@@ -476,7 +476,9 @@ absl::StatusOr<json> OpenAiApi::RunTokenizeJob(bool detokenize, const tenants::T
   if (!tenant.AllowsModel(model)) return ModelNotFound(model);
   runtime::ModelInstancePtr instance = instances_.Find(model);
   if (instance == nullptr) return ModelNotFound(model);
-  absl::StatusOr<json> answer = RunTokenize(*parsed, *instance, absl::FromChrono(clock_()));
+  absl::StatusOr<json> answer =
+      RunTokenize(*parsed, instance->tokenizer(), instance->chat_template(), instance->context(),
+                  absl::FromChrono(clock_()));
   if (answer.ok()) (*answer)["model"] = model;
   return answer;
 }

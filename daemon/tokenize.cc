@@ -81,8 +81,9 @@ absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(bool detokenize, std::strin
 }
 
 absl::StatusOr<json> RunTokenize(const TokenizeRequest& request,
-                                 const runtime::ModelInstance& instance, absl::Time now) {
-  const tokenizer::Tokenizer& tokenizer = instance.tokenizer();
+                                 const tokenizer::Tokenizer& tokenizer,
+                                 const chat::ChatTemplate& chat_template, int32_t context,
+                                 absl::Time now) {
   if (request.detokenize) {
     for (int32_t id : request.tokens) {
       if (id >= tokenizer.vocab_size()) {
@@ -106,13 +107,12 @@ absl::StatusOr<json> RunTokenize(const TokenizeRequest& request,
     options.add_generation_prompt = request.add_generation_prompt;
     options.now = now;
     absl::StatusOr<std::vector<int32_t>> encoded =
-        instance.chat_template().Encode(request.messages, tokenizer, options);
+        chat_template.Encode(request.messages, tokenizer, options);
     if (!encoded.ok()) return WithErrorParam(encoded.status(), "messages");
     tokens = std::move(*encoded);
   }
   const size_t count = tokens.size();
-  return json{
-      {"tokens", std::move(tokens)}, {"count", count}, {"max_model_len", instance.context()}};
+  return json{{"tokens", std::move(tokens)}, {"count", count}, {"max_model_len", context}};
 }
 
 }  // namespace tokenmill::daemon

@@ -24,7 +24,7 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "runtime/chat/chat_template.h"
-#include "runtime/instance/model_instance.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace tokenmill::daemon {
 
@@ -44,10 +44,13 @@ struct TokenizeRequest {
 // kInvalidArgument with the OpenAI "param" attached for a malformed body.
 absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(bool detokenize, std::string_view body);
 
-// The answer for `request` on `instance` (see the top of the file);
+// The answer for `request` with a model's tokenizer, chat template and
+// context (see the top of the file; "model" is the caller's to add);
 // kInvalidArgument for token ids outside the vocabulary or a chat the
 // template refuses. `now` is what the template's strftime_now() formats.
 absl::StatusOr<nlohmann::json> RunTokenize(const TokenizeRequest& request,
-                                           const runtime::ModelInstance& instance, absl::Time now);
+                                           const tokenizer::Tokenizer& tokenizer,
+                                           const chat::ChatTemplate& chat_template, int32_t context,
+                                           absl::Time now);
 
 }  // namespace tokenmill::daemon

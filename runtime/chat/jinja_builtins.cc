@@ -198,10 +198,9 @@ Value Interpreter::Builtin(const Value& object, const std::string& name) {
   if (object.is_string()) {
     if (name == "length") return Value::Int(Utf16Length(object.str()));
     auto method = [&](auto body) {
-      return Value::MakeFunction(
-          [this, object, body](std::vector<Value>& args, Environment&) -> Value {
-            return body(object, args);
-          });
+      return Value::MakeFunction([object, body](std::vector<Value>& args, Environment&) -> Value {
+        return body(object, args);
+      });
     };
     if (name == "upper") {
       return method([this](const Value& s, std::vector<Value>&) {
