@@ -7,21 +7,18 @@
 // better on a shared machine). A figure, not a test.
 //
 // Usage: tokenizer_bench [hf_fixtures_dir [family]]   (a family: only its figure)
-#include <zlib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <sstream>
 #include <string>
 
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/hf_tokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "tests/tokenizer/hf_fixture_files.h"
 #include "tests/tokenizer/test_vocab.h"
 
 namespace tokenmill::tokenizer {
@@ -55,41 +52,18 @@ Throughput Measure(size_t bytes, const std::function<void()>& fn) {
           static_cast<double>(bytes) / best_cpu / 1e6};
 }
 
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::string ReadGzip(const fs::path& path) {
-  std::string text;
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) return text;
-  char buffer[1 << 16];
-  for (int n; (n = gzread(file, buffer, sizeof(buffer))) > 0;) text.append(buffer, n);
-  gzclose(file);
-  return text;
-}
-
 // only: one family's name, or "" for all.
 int RunFamilies(const fs::path& fixtures, const std::string& only) {
-  const nlohmann::json corpus =
-      nlohmann::json::parse(ReadFile(fixtures.parent_path() / "corpus" / "corpus.json"));
+  const nlohmann::json corpus = nlohmann::json::parse(
+      testing::ReadFixtureFile(fixtures.parent_path() / "corpus" / "corpus.json"));
   std::string text;
   while (text.size() < (1u << 20)) {
     for (const auto& line : corpus) text += line.get<std::string>() + "\n";
   }
   for (const char* family : {"qwen3", "gemma3", "llama3", "deepseek_v3", "llama2"}) {
     if (!only.empty() && only != family) continue;
-    const fs::path dir = fixtures / family;
-    absl::StatusOr<TokenizerSpec> spec = ParseHfTokenizer(ReadGzip(dir / "tokenizer.json.gz"),
-                                                          ReadFile(dir / "tokenizer_config.json"));
-    if (!spec.ok()) {
-      std::fprintf(stderr, "%s: %s\n", family, std::string(spec.status().message()).c_str());
-      return 1;
-    }
-    absl::StatusOr<TokenizerPtr> tokenizer = Tokenizer::Create(*spec);
+    absl::StatusOr<TokenizerPtr> tokenizer =
+        testing::LoadHfFixtureTokenizer(fixtures / family, /*generation_config=*/false);
     if (!tokenizer.ok()) {
       std::fprintf(stderr, "%s: %s\n", family, std::string(tokenizer.status().message()).c_str());
       return 1;

@@ -3,12 +3,8 @@
 // decodes the library gave for every line of corpus/corpus.json (written by
 // make_hf_fixtures.js, which records the versions). Each family must agree on
 // every line; the test prints the agreement rates.
-#include <zlib.h>
-
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/tokenizer/hf_tokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "tests/tokenizer/hf_fixture_files.h"
 
 namespace tokenmill::tokenizer {
 namespace {
@@ -25,23 +22,6 @@ namespace fs = std::filesystem;
 
 const fs::path kTokenizerTests = fs::path(TOKENMILL_SOURCE_DIR) / "tests" / "tokenizer";
 
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::string ReadGzip(const fs::path& path) {
-  std::string text;
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) return text;
-  char buffer[1 << 16];
-  for (int n; (n = gzread(file, buffer, sizeof(buffer))) > 0;) text.append(buffer, n);
-  gzclose(file);
-  return text;
-}
-
 // Printable form of a string for failure messages.
 std::string Quoted(const std::string& text) { return Json(text).dump(); }
 
@@ -50,14 +30,8 @@ std::string IdList(const std::vector<int32_t>& ids) { return Json(ids).dump(); }
 // A family's tokenizer as the safetensors loader builds it from these files.
 // generation_config: whether to pass generation_config.json.
 absl::StatusOr<TokenizerPtr> LoadFamily(const std::string& family, bool generation_config) {
-  const fs::path dir = kTokenizerTests / "hf_fixtures" / family;
-  const std::string tokenizer_json = ReadGzip(dir / "tokenizer.json.gz");
-  if (tokenizer_json.empty()) return absl::NotFoundError(dir.string());
-  absl::StatusOr<TokenizerSpec> spec = ParseHfTokenizer(
-      tokenizer_json, ReadFile(dir / "tokenizer_config.json"),
-      generation_config ? ReadFile(dir / "generation_config.json") : std::string());
-  if (!spec.ok()) return spec.status();
-  return Tokenizer::Create(*spec);
+  return testing::LoadHfFixtureTokenizer(kTokenizerTests / "hf_fixtures" / family,
+                                         generation_config);
 }
 
 class HfParityTest : public ::testing::TestWithParam<std::string> {};
@@ -69,13 +43,14 @@ TEST_P(HfParityTest, EncodeAndDecodeMatchHuggingFace) {
   const Tokenizer& t = **tokenizer;
 
   // Every id generation_config.json names ends generation.
-  const Json generation = Json::parse(ReadFile(dir / "generation_config.json"));
+  const Json generation = Json::parse(testing::ReadFixtureFile(dir / "generation_config.json"));
   for (int32_t id : generation.at("eos_token_id").get<std::vector<int32_t>>()) {
     EXPECT_TRUE(t.IsEos(id)) << GetParam() << " " << t.TokenText(id);
   }
 
-  const Json corpus = Json::parse(ReadFile(kTokenizerTests / "corpus" / "corpus.json"));
-  const Json expected = Json::parse(ReadFile(dir / "expected.json"));
+  const Json corpus =
+      Json::parse(testing::ReadFixtureFile(kTokenizerTests / "corpus" / "corpus.json"));
+  const Json expected = Json::parse(testing::ReadFixtureFile(dir / "expected.json"));
   const Json& lines = expected.at("lines");
   ASSERT_EQ(lines.size(), corpus.size()) << "fixtures are stale: rerun make_hf_fixtures.js";
 
