@@ -138,7 +138,7 @@ constexpr const char* kCsvColumns[] = {"cursor",        "request_id",
                                        "cost_nusd",     "revenue_nusd",
                                        "preemptions",   "duration_s",
                                        "ttft_s",        "client_request_id",
-                                       "error"};
+                                       "user",          "error"};
 
 std::string CsvHeader() {
   std::string out;

@@ -26,10 +26,11 @@
 // jsonl: one record per line, the ledger record (JSON) with "cursor" added.
 // csv (RFC 4180, CRLF): a header line, then one line per record: cursor,
 // request_id, time (RFC 3339, ms), tenant, model, device, outcome, the token,
-// time, energy and nano-currency integers, client_request_id, error. Fields
-// are quoted as RFC 4180 says, not defused for spreadsheets: the
-// client_request_id is the client's X-Request-Id text (printable ASCII), so
-// one starting with '=' reads as a formula if opened in a spreadsheet.
+// time, energy and nano-currency integers, client_request_id, user, error.
+// Fields are quoted as RFC 4180 says, not defused for spreadsheets: the
+// client_request_id is the client's X-Request-Id text (printable ASCII) and
+// user the request's OpenAI `user` (any text), so one starting with '=' reads
+// as a formula if opened in a spreadsheet.
 // cloudevents: one CloudEvents 1.0 structured-mode JSON event per line: id
 // the request id (re-delivery is idempotent), source tokenmill://NODE, type
 // io.tokenmill.request.metered, time, subject the tenant, datacontenttype

@@ -594,17 +594,15 @@ nlohmann::json Node::StoreJson() const {
   }
   // Metered tokens of requests still running (or cut by a crash and not yet
   // recovered): in usage already, in the ledger once they end.
+  // A running total the store keeps: no store I/O on the loop thread.
   out["in_flight"] = nullptr;
   if (store_) {
-    if (auto inflight = store_->SumInflight(); !inflight.ok()) {
-      out["in_flight_error"] = std::string(inflight.status().message());
-    } else {
-      out["in_flight"] = {{"prompt_tokens", inflight->prompt_tokens},
-                          {"cached_tokens", inflight->cached_tokens},
-                          {"generated_tokens", inflight->generated_tokens},
-                          {"cost_nusd", inflight->cost_nusd},
-                          {"revenue_nusd", inflight->revenue_nusd}};
-    }
+    const storage::UsageCounters inflight = store_->InflightTotal();
+    out["in_flight"] = {{"prompt_tokens", inflight.prompt_tokens},
+                        {"cached_tokens", inflight.cached_tokens},
+                        {"generated_tokens", inflight.generated_tokens},
+                        {"cost_nusd", inflight.cost_nusd},
+                        {"revenue_nusd", inflight.revenue_nusd}};
   }
   return out;
 }

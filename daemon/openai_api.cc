@@ -597,6 +597,7 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
     generation.request_id = UuidV7(clock_(), a, b);
   }
   generation.tenant = pending.tenant.name;
+  generation.user = req.user;
   generation.prompt = std::move(prepared.prompt);
   generation.sampling = req.sampling;
   generation.sampling.max_tokens = prepared.max_tokens;

@@ -212,6 +212,10 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
   }
   TM_RETURN_IF_ERROR(ParseStop(f, s));
   TM_RETURN_IF_ERROR(f.String("user", &r.user));
+  if (r.user.size() > kMaxUserBytes) {
+    return Bad("user", absl::StrCat("'user' is ", r.user.size(), " bytes; at most ", kMaxUserBytes,
+                                    " are kept in the ledger"));
+  }
   TM_RETURN_IF_ERROR(f.Bool("ignore_eos", &r.ignore_eos));
 
   if (const json* ids = f.Find("stop_token_ids")) {

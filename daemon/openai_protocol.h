@@ -51,8 +51,12 @@ struct OpenAiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // extension: EOS does not end generation
+  // The client's end-user id, at most kMaxUserBytes; kept in the request's
+  // ledger record.
   std::string user;
 };
+
+inline constexpr size_t kMaxUserBytes = 256;
 
 // kInvalidArgument with the OpenAI "param" attached (WithErrorParam) naming
 // the field, for malformed JSON, wrong types, out-of-range or unsupported

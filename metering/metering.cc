@@ -84,6 +84,7 @@ json LedgerRecordJson(const runtime::RequestRecord& r, const storage::UsageCount
                                         .count()},
             {"duration_s", Seconds(r.queued_at, r.finished_at)}};
   if (!r.client_request_id.empty()) j["client_request_id"] = r.client_request_id;
+  if (!r.user.empty()) j["user"] = r.user;
   if (r.first_token_at) j["ttft_s"] = Seconds(r.queued_at, *r.first_token_at);
   if (!r.error.empty()) j["error"] = r.error;
   return j;
@@ -196,6 +197,7 @@ absl::Status InstanceMeter::OnStep(const runtime::StepUsage& step) {
     progress.model.assign(model_);
     progress.device.assign(device_);
     progress.client_request_id.assign(u.client_request_id);
+    progress.user.assign(u.user);
     progress.delta = c;
     progress.hour = 0;
     record_.usage[k].counters += c;
@@ -318,6 +320,7 @@ absl::StatusOr<size_t> Metering::RecoverInterrupted() {
     record.model = r.model;
     record.device = r.device;
     record.client_request_id = r.client_request_id;
+    record.user = r.user;
     record.outcome = runtime::FinishReason::kError;
     record.error = "interrupted: the daemon stopped without finishing the request";
     json j = LedgerRecordJson(record, r.counters);

@@ -31,7 +31,8 @@ void AddEncodedCounters(const char* from, char* into) {
 
 void EncodeInflightEntry(const UsageCounters& counters, uint64_t hour, std::string_view tenant,
                          std::string_view model, std::string_view device,
-                         std::string_view client_request_id, std::string& out) {
+                         std::string_view client_request_id, std::string_view user,
+                         std::string& out) {
   out.resize(kInflightFixedBytes);
   const uint64_t fields[] = {counters.prompt_tokens,    counters.cached_tokens,
                              counters.generated_tokens, counters.requests,
@@ -43,7 +44,10 @@ void EncodeInflightEntry(const UsageCounters& counters, uint64_t hour, std::stri
   out.append(tenant).push_back(kSeparator);
   out.append(model).push_back(kSeparator);
   out.append(device);
-  if (!client_request_id.empty()) out.append(1, kSeparator).append(client_request_id);
+  if (!client_request_id.empty() || !user.empty()) {
+    out.append(1, kSeparator).append(client_request_id);
+  }
+  if (!user.empty()) out.append(1, kSeparator).append(user);
 }
 
 absl::StatusOr<InflightEntry> DecodeInflightEntry(std::string_view bytes) {
@@ -65,8 +69,13 @@ absl::StatusOr<InflightEntry> DecodeInflightEntry(std::string_view bytes) {
         "inflight value names do not have the form tenant 0x00 model 0x00 device");
   }
   const size_t third = names.find(kSeparator, second + 1);
-  if (third != std::string_view::npos && third + 1 == names.size()) {
+  const size_t fourth = third == std::string_view::npos ? third : names.find(kSeparator, third + 1);
+  if (third != std::string_view::npos && fourth == std::string_view::npos &&
+      third + 1 == names.size()) {
     return absl::DataLossError("inflight value has an empty client request id");
+  }
+  if (fourth != std::string_view::npos && fourth + 1 == names.size()) {
+    return absl::DataLossError("inflight value has an empty user");
   }
   entry.tenant.assign(names.substr(0, first));
   entry.model.assign(names.substr(first + 1, second - first - 1));
@@ -74,7 +83,9 @@ absl::StatusOr<InflightEntry> DecodeInflightEntry(std::string_view bytes) {
     entry.device.assign(names.substr(second + 1));
   } else {
     entry.device.assign(names.substr(second + 1, third - second - 1));
-    entry.client_request_id.assign(names.substr(third + 1));
+    const size_t id_end = fourth == std::string_view::npos ? names.size() : fourth;
+    entry.client_request_id.assign(names.substr(third + 1, id_end - third - 1));
+    if (fourth != std::string_view::npos) entry.user.assign(names.substr(fourth + 1));
   }
   return entry;
 }

@@ -22,22 +22,26 @@ struct InflightEntry {
   std::string model;
   std::string device;
   std::string client_request_id;  // the client's X-Request-Id, "" when none
+  std::string user;               // the client's end-user id, "" when none
 };
 
 // Layout: counters (kUsageValueBytes, as EncodeUsageCounters) | hour (u64 LE)
-// | tenant 0x00 model 0x00 device [0x00 client_request_id]. The fixed part
-// comes first so that the merge operator adds counters without parsing the
-// names. Every merge operand is a whole value: the request's identity and one
-// step's delta. The client's request id is present only when not empty; it
-// is everything after the third separator (names never hold 0x00, the
-// client's id may), so entries written before it existed decode unchanged.
+// | tenant 0x00 model 0x00 device [0x00 client_request_id [0x00 user]]. The
+// fixed part comes first so that the merge operator adds counters without
+// parsing the names. Every merge operand is a whole value: the request's
+// identity and one step's delta. The client's request id is present when it
+// or the user is not empty (names and the client's id never hold 0x00); the
+// user is everything after the fourth separator (it may hold 0x00) and is
+// present only when not empty, so entries written before either existed
+// decode unchanged.
 inline constexpr size_t kInflightFixedBytes = kUsageValueBytes + 8;
 
 // Appends the encoding to out (cleared first), reusing its capacity: called
 // per request per step.
 void EncodeInflightEntry(const UsageCounters& counters, uint64_t hour, std::string_view tenant,
                          std::string_view model, std::string_view device,
-                         std::string_view client_request_id, std::string& out);
+                         std::string_view client_request_id, std::string_view user,
+                         std::string& out);
 // Malformed bytes are kDataLoss (they come from the store).
 absl::StatusOr<InflightEntry> DecodeInflightEntry(std::string_view bytes);
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -106,6 +108,21 @@ struct MeterStore::Impl {
   std::chrono::steady_clock::time_point unwritable_since ABSL_GUARDED_BY(health_mu);
   bool stopping ABSL_GUARDED_BY(health_mu) = false;
   std::thread resumer;
+
+  // The inflight entries' counters, per request and summed, kept as steps,
+  // ends and recovery write them (scanned once at open), so that reading the
+  // sum does no store I/O. The family is never read while serving: its
+  // vector memtable sorts itself on every read (meter_store_open.cc).
+  mutable absl::Mutex inflight_total_mu;
+  UsageCounters inflight_total ABSL_GUARDED_BY(inflight_total_mu);
+  absl::flat_hash_map<std::string, UsageCounters> inflight_by_request
+      ABSL_GUARDED_BY(inflight_total_mu);
+  void AddInflight(const StepRecord& step);
+  void RemoveInflight(std::string_view request_id);
+  // Calls fn(request id, counters) for every inflight entry (a prefix scan):
+  // kDataLoss on a malformed one unless skip_malformed, which leaves it out.
+  absl::Status ScanInflight(bool skip_malformed,
+                            const std::function<void(std::string_view, const UsageCounters&)>& fn);
 
   ~Impl() {
     StopResumer();

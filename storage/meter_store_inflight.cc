@@ -52,9 +52,12 @@ absl::Status ValidateStep(const StepRecord& step, size_t& bytes) {
         !valid.ok()) {
       return valid;
     }
+    if (request.client_request_id.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("a client request id must not hold a 0x00 byte");
+    }
     bytes += kBatchRecordOverhead + kInflightFixedBytes + request.request_id.size() +
              request.tenant.size() + request.model.size() + request.device.size() +
-             request.client_request_id.size() + 3;
+             request.client_request_id.size() + request.user.size() + 4;
   }
   return absl::OkStatus();
 }
@@ -70,7 +73,7 @@ rocksdb::Status MeterStore::Impl::AddStep(const StepRecord& step, rocksdb::Write
   }
   for (const RequestProgress& request : step.requests) {
     EncodeInflightEntry(request.delta, EntryHour(step, request), request.tenant, request.model,
-                        request.device, request.client_request_id, value);
+                        request.device, request.client_request_id, request.user, value);
     const rocksdb::Status s = batch.Merge(inflight, ToSlice(request.request_id), ToSlice(value));
     if (!s.ok()) return s;
   }
@@ -90,7 +93,10 @@ absl::Status MeterStore::RecordStep(const StepRecord& step) {
     return impl_->Check(s, "record_step");
   }
   if (absl::Status gate = impl_->WriteGate("record_step"); !gate.ok()) return gate;
-  return impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
+  absl::Status written =
+      impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
+  if (written.ok()) impl_->AddInflight(step);
+  return written;
 }
 
 void MeterStore::RecordSteps(std::span<const StepRecord* const> steps,
@@ -117,7 +123,9 @@ void MeterStore::RecordSteps(std::span<const StepRecord* const> steps,
     written = impl_->Written(impl_->db->Write(impl_->write_options, &batch), "record_step");
   }
   for (size_t i = 0; i < steps.size(); ++i) {
-    if (results[i].ok()) results[i] = written;
+    if (!results[i].ok()) continue;
+    results[i] = written;
+    if (written.ok()) impl_->AddInflight(*steps[i]);
   }
 }
 
@@ -148,6 +156,7 @@ absl::StatusOr<bool> MeterStore::FinishRequest(std::string_view request_id,
       !written.ok()) {
     return written;
   }
+  impl_->RemoveInflight(request_id);
   return true;
 }
 
@@ -184,6 +193,7 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
           request.model = entry->model;
           request.device = entry->device;
           request.client_request_id = entry->client_request_id;
+          request.user = entry->user;
           request.counters = entry->counters;
           request.hour = entry->hour;
           const std::string record = make_record(request);
@@ -199,6 +209,7 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
           if (absl::Status gate = impl_->WriteGate(""); !gate.ok()) return gate;
           // Errors unreported here: ScanPrefix reports them once.
           if (absl::Status w = impl_->CommitLedger(id, record, batch, ""); !w.ok()) return w;
+          impl_->RemoveInflight(id);
           ++recovered;
           return absl::OkStatus();
         }
@@ -210,24 +221,54 @@ absl::StatusOr<size_t> MeterStore::RecoverInterrupted(
           return FromRocks(s, "recover");
         }
         impl_->MarkWritten();
+        impl_->RemoveInflight(id);
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
   return recovered;
 }
 
+void MeterStore::Impl::AddInflight(const StepRecord& step) {
+  absl::MutexLock hold(&inflight_total_mu);
+  for (const RequestProgress& request : step.requests) {
+    inflight_total += request.delta;
+    inflight_by_request[request.request_id] += request.delta;
+  }
+}
+
+void MeterStore::Impl::RemoveInflight(std::string_view request_id) {
+  absl::MutexLock hold(&inflight_total_mu);
+  auto it = inflight_by_request.find(absl::string_view(request_id.data(), request_id.size()));
+  if (it == inflight_by_request.end()) return;
+  inflight_total.SubtractSaturating(it->second);
+  inflight_by_request.erase(it);
+}
+
+absl::Status MeterStore::Impl::ScanInflight(
+    bool skip_malformed, const std::function<void(std::string_view, const UsageCounters&)>& fn) {
+  return ScanPrefix(inflight, "", "", "sum_inflight",
+                    [&](std::string_view id, std::string_view value) -> absl::Status {
+                      auto entry = DecodeInflightEntry(value);
+                      if (entry.ok()) {
+                        fn(id, entry->counters);
+                      } else if (!skip_malformed) {
+                        return entry.status();
+                      }
+                      return absl::OkStatus();
+                    });
+}
+
 absl::StatusOr<UsageCounters> MeterStore::SumInflight() {
   UsageCounters sum;
-  absl::Status status =
-      impl_->ScanPrefix(impl_->inflight, "", "", "sum_inflight",
-                        [&](std::string_view, std::string_view value) -> absl::Status {
-                          auto entry = DecodeInflightEntry(value);
-                          if (!entry.ok()) return entry.status();
-                          sum += entry->counters;
-                          return absl::OkStatus();
-                        });
+  absl::Status status = impl_->ScanInflight(
+      /*skip_malformed=*/false, [&](std::string_view, const UsageCounters& c) { sum += c; });
   if (!status.ok()) return status;
   return sum;
+}
+
+UsageCounters MeterStore::InflightTotal() const {
+  absl::MutexLock hold(&impl_->inflight_total_mu);
+  return impl_->inflight_total;
 }
 
 }  // namespace tokenmill::storage

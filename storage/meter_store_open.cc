@@ -343,6 +343,19 @@ absl::StatusOr<std::unique_ptr<MeterStore>> MeterStore::Open(const MeterStoreOpt
   // The ledger in commit order: indexes a ledger from before ledger_seq
   // once, and recovers the next sequence.
   if (absl::Status indexed = impl->OpenLedgerIndex(); !indexed.ok()) return indexed;
+  // Entries a crash left (until recovery turns them into ledger records)
+  // start the running in-flight total. A malformed one is recovery's to
+  // report (kDataLoss); it is left out of the total.
+  {
+    absl::MutexLock hold(&impl->inflight_total_mu);
+    absl::Status scanned = impl->ScanInflight(
+        /*skip_malformed=*/true,
+        [&](std::string_view id, const UsageCounters& counters) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          impl->inflight_total += counters;
+          impl->inflight_by_request[std::string(id)] += counters;
+        });
+    if (!scanned.ok()) return scanned;
+  }
   impl->resumer = std::thread([raw_impl] { raw_impl->ResumeLoop(); });
   return std::unique_ptr<MeterStore>(new MeterStore(std::move(impl)));
 }

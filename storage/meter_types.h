@@ -26,6 +26,8 @@ struct UsageCounters {
   uint64_t revenue_nusd = 0;
 
   UsageCounters& operator+=(const UsageCounters& other);
+  // Field by field, stopping at 0 (a running total never goes negative).
+  UsageCounters& SubtractSaturating(const UsageCounters& other);
   bool operator==(const UsageCounters&) const = default;
 };
 
@@ -60,7 +62,8 @@ struct RequestProgress {
   std::string tenant;
   std::string model;
   std::string device;
-  std::string client_request_id;  // kept for the ledger record if a crash interrupts it
+  std::string client_request_id;  // kept for the ledger record if a crash interrupts it; no 0x00
+  std::string user;               // the client's end-user id, kept likewise
   UsageCounters delta;  // requests stays 0 here: FinishRequest / recovery count the request
   // The hour of the request's first step (unix seconds / 3600), kept by the
   // entry for recovery's requests += 1. 0 takes the hour of the step's usage
@@ -85,6 +88,7 @@ struct InterruptedRequest {
   std::string model;
   std::string device;
   std::string client_request_id;  // as its RecordStep calls gave it
+  std::string user;               // likewise
   UsageCounters counters;         // the sum of its RecordStep deltas
   uint64_t hour = 0;              // the hour of its first step (unix seconds / 3600)
 };

@@ -1,5 +1,6 @@
 // Byte layout of usage keys and values (declared in meter_store.h). Written
 // byte by byte so that the encoding does not depend on the host's byte order.
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -64,6 +65,13 @@ UsageCounters& UsageCounters::operator+=(const UsageCounters& other) {
   const auto mine = Fields(*this);
   const auto theirs = Fields(other);
   for (size_t i = 0; i < kFields; ++i) *mine[i] += *theirs[i];
+  return *this;
+}
+
+UsageCounters& UsageCounters::SubtractSaturating(const UsageCounters& other) {
+  const auto mine = Fields(*this);
+  const auto theirs = Fields(other);
+  for (size_t i = 0; i < kFields; ++i) *mine[i] -= std::min(*mine[i], *theirs[i]);
   return *this;
 }
 

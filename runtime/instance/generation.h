@@ -33,6 +33,7 @@ std::string_view FinishReasonName(FinishReason reason);
 struct GenerationRequest {
   std::string request_id;         // unique per node: the ledger key
   std::string client_request_id;  // the client's X-Request-Id, "" when none
+  std::string user;               // the client's end-user id (OpenAI `user`), "" when none
   std::string tenant;
   std::vector<int32_t> prompt;        // token ids, >= 1
   sampling::SamplingParams sampling;  // validated by the caller

@@ -196,6 +196,7 @@ void ModelInstance::Impl::FinishSeq(uint64_t seq_id, std::optional<FinishReason>
     RequestRecord record;
     record.request_id = stream.request().request_id;
     record.client_request_id = stream.request().client_request_id;
+    record.user = stream.request().user;
     record.tenant = stream.request().tenant;
     record.model = options.id;
     record.device = options.device;
@@ -416,6 +417,7 @@ void ModelInstance::Impl::Step() {
       SequenceUsage u;
       u.request_id = it->second->request().request_id;
       u.client_request_id = it->second->request().client_request_id;
+      u.user = it->second->request().user;
       u.tenant = it->second->request().tenant;
       const int32_t tokens = step_tokens[i];
       if (step_prefill[i] == 1) u.prompt_tokens = tokens;

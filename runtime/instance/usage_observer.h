@@ -21,6 +21,7 @@ namespace tokenmill::runtime {
 struct SequenceUsage {
   std::string_view request_id;
   std::string_view client_request_id;  // the client's X-Request-Id, "" when none
+  std::string_view user;               // the client's end-user id, "" when none
   std::string_view tenant;
   int32_t prompt_tokens = 0;      // prompt tokens computed this step (first pass only)
   int32_t recomputed_tokens = 0;  // tokens recomputed after a preemption (cost, no charge)
@@ -43,6 +44,7 @@ struct StepUsage {
 struct RequestRecord {
   std::string request_id;
   std::string client_request_id;
+  std::string user;
   std::string tenant;
   std::string model;
   std::string device;

@@ -231,11 +231,11 @@ TEST_F(LedgerApiTest, CsvHasAHeaderAndQuotesFields) {
   EXPECT_EQ(lines[0],
             "cursor,request_id,time,tenant,model,device,outcome,prompt_tokens,cached_tokens,"
             "generated_tokens,device_ns,energy_uj,cost_nusd,revenue_nusd,preemptions,"
-            "duration_s,ttft_s,client_request_id,error\r");
+            "duration_s,ttft_s,client_request_id,user,error\r");
   EXPECT_EQ(lines[1],
-            "1,plain,2026-05-28T20:26:40.000Z,acme,llama,cpu,stop,3,0,5,100,7,12,40,0,,,,\r");
+            "1,plain,2026-05-28T20:26:40.000Z,acme,llama,cpu,stop,3,0,5,100,7,12,40,0,,,,,\r");
   EXPECT_EQ(lines[2], "2,\"with,comma\",2026-05-28T20:26:40.000Z,\"say \"\"hi\"\"\",\"m");
-  EXPECT_EQ(lines[3], "x\",cpu,stop,3,0,5,100,7,12,40,0,,,,\r");
+  EXPECT_EQ(lines[3], "x\",cpu,stop,3,0,5,100,7,12,40,0,,,,,\r");
 }
 
 TEST_F(LedgerApiTest, FiltersByTenantModelAndTime) {

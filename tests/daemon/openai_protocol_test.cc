@@ -169,6 +169,7 @@ TEST(OpenAiRequestTest, BadCompletionValuesNameTheParam) {
       {"presence_penalty", 3, "presence_penalty"},
       {"frequency_penalty", -2.5, "frequency_penalty"},
       {"user", 1, "user"},
+      {"user", std::string(257, 'u'), "user"},
       {"top_k", -2, "top_k"},
       {"min_p", 1.5, "min_p"},
       {"repetition_penalty", 0, "repetition_penalty"},

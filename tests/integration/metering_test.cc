@@ -338,6 +338,7 @@ TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
       short_ones.emplace_back([&, i] {
         finished_bodies[i] = Post({{"model", "tiny"},
                                    {"prompt", absl::StrCat("short one ", i)},
+                                   {"user", absl::StrCat("done user ", i)},
                                    {"max_tokens", 12 + 5 * i},
                                    {"ignore_eos", true},
                                    {"logprobs", 1},
@@ -357,6 +358,7 @@ TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
       ++started;
       CurlResult r = Post({{"model", "tiny"},
                            {"prompt", absl::StrCat("crash test ", i)},
+                           {"user", absl::StrCat("end user \u00e9 ", i)},
                            {"max_tokens", 900},
                            {"ignore_eos", true},
                            {"logprobs", 1},
@@ -406,6 +408,7 @@ TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
     EXPECT_EQ(rec["generated_tokens"].get<int64_t>(), TokensReceived(finished_bodies[i]))
         << id << " was metered other than what its client received";
     EXPECT_EQ(rec["generated_tokens"].get<int64_t>(), 12 + 5 * i) << id;
+    EXPECT_EQ(rec.value("user", ""), absl::StrCat("done user ", i)) << id;
   }
   // A token is metered before it is sent, so a request the kill cut holds
   // what its client received plus the tokens metered but not yet written to
@@ -430,6 +433,8 @@ TEST_P(MeteringKillTest, KillNineMidStreamLosesNoTokenAndCountsNoneTwice) {
         << id << " holds more than its client received plus the tokens in flight";
     EXPECT_EQ(rec.value("client_request_id", ""), absl::StrCat("crash-", i))
         << "the client's X-Request-Id must survive the crash";
+    EXPECT_EQ(rec.value("user", ""), absl::StrCat("end user \u00e9 ", i))
+        << "the request's user must survive the crash";
     interrupted += rec["outcome"] == "interrupted";
   }
   EXPECT_GT(streams_with_tokens, kClients / 2);

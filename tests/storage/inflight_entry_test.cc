@@ -21,7 +21,7 @@ UsageCounters Counters(uint64_t base) {
 
 TEST(InflightEntryTest, RoundTrips) {
   std::string bytes;
-  EncodeInflightEntry(Counters(10), 480'000, "acme", "llama-3", "cuda:0", "", bytes);
+  EncodeInflightEntry(Counters(10), 480'000, "acme", "llama-3", "cuda:0", "", "", bytes);
   EXPECT_EQ(bytes.size(), kInflightFixedBytes + 4 + 1 + 7 + 1 + 6);
   auto entry = DecodeInflightEntry(bytes);
   ASSERT_TRUE(entry.ok()) << entry.status();
@@ -31,7 +31,7 @@ TEST(InflightEntryTest, RoundTrips) {
   EXPECT_EQ(entry->model, "llama-3");
   EXPECT_EQ(entry->device, "cuda:0");
   // Empty names are representable.
-  EncodeInflightEntry({}, 1, "", "", "", "", bytes);
+  EncodeInflightEntry({}, 1, "", "", "", "", "", bytes);
   entry = DecodeInflightEntry(bytes);
   ASSERT_TRUE(entry.ok()) << entry.status();
   EXPECT_EQ(entry->tenant, "");
@@ -40,7 +40,7 @@ TEST(InflightEntryTest, RoundTrips) {
 
 TEST(InflightEntryTest, MalformedBytesAreDataLoss) {
   std::string bytes;
-  EncodeInflightEntry(Counters(1), 2, "t", "m", "d", "", bytes);
+  EncodeInflightEntry(Counters(1), 2, "t", "m", "d", "", "", bytes);
   EXPECT_EQ(DecodeInflightEntry(bytes.substr(0, kInflightFixedBytes - 1)).status().code(),
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(DecodeInflightEntry(bytes.substr(0, kInflightFixedBytes + 2)).status().code(),
@@ -49,29 +49,47 @@ TEST(InflightEntryTest, MalformedBytesAreDataLoss) {
             absl::StatusCode::kDataLoss);  // a third separator with no client id after it
 }
 
-// The client's X-Request-Id travels with the entry (any bytes, NUL too), so
-// a request a crash interrupts keeps it in its ledger record; an entry
-// without one (as written before the field existed) decodes as before.
-TEST(InflightEntryTest, KeepsTheClientRequestId) {
+// The client's X-Request-Id and end-user id travel with the entry (the user
+// may hold any bytes, NUL too), so a request a crash interrupts keeps them in
+// its ledger record; an entry without them (as written before the fields
+// existed) decodes as before.
+TEST(InflightEntryTest, KeepsTheClientRequestIdAndUser) {
   std::string bytes;
-  const std::string client_id = std::string("order-17\0x", 10);
-  EncodeInflightEntry(Counters(3), 7, "acme", "llama", "cpu", client_id, bytes);
+  const std::string user = std::string("user\0-17", 9);
+  EncodeInflightEntry(Counters(3), 7, "acme", "llama", "cpu", "order-17", user, bytes);
   auto entry = DecodeInflightEntry(bytes);
   ASSERT_TRUE(entry.ok()) << entry.status();
   EXPECT_EQ(entry->device, "cpu");
-  EXPECT_EQ(entry->client_request_id, client_id);
-  EncodeInflightEntry(Counters(3), 7, "acme", "llama", "cpu", "", bytes);
+  EXPECT_EQ(entry->client_request_id, "order-17");
+  EXPECT_EQ(entry->user, user);
+  EXPECT_EQ(entry->counters, Counters(3));
+
+  EncodeInflightEntry(Counters(3), 7, "acme", "llama", "cpu", "order-17", "", bytes);
+  entry = DecodeInflightEntry(bytes);
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(entry->client_request_id, "order-17");
+  EXPECT_EQ(entry->user, "");
+
+  EncodeInflightEntry(Counters(3), 7, "acme", "llama", "cpu", "", user, bytes);
   entry = DecodeInflightEntry(bytes);
   ASSERT_TRUE(entry.ok()) << entry.status();
   EXPECT_EQ(entry->device, "cpu");
   EXPECT_EQ(entry->client_request_id, "");
+  EXPECT_EQ(entry->user, user);
+
+  EncodeInflightEntry(Counters(3), 7, "acme", "llama", "cpu", "", "", bytes);
+  entry = DecodeInflightEntry(bytes);
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(entry->device, "cpu");
+  EXPECT_EQ(entry->client_request_id, "");
+  EXPECT_EQ(entry->user, "");
 }
 
 TEST(InflightEntryTest, MergeAddsCountersAndKeepsTheOlderIdentity) {
   InflightAddOperator op;
   std::string first, second, merged, twice;
-  EncodeInflightEntry(Counters(1), 100, "acme", "llama", "cuda:0", "", first);
-  EncodeInflightEntry(Counters(5), 101, "acme", "llama", "cuda:0", "", second);
+  EncodeInflightEntry(Counters(1), 100, "acme", "llama", "cuda:0", "", "", first);
+  EncodeInflightEntry(Counters(5), 101, "acme", "llama", "cuda:0", "", "", second);
   const rocksdb::Slice first_slice(first);
   ASSERT_TRUE(op.Merge("id", nullptr, first_slice, &merged, nullptr));
   EXPECT_EQ(merged, first);
@@ -96,7 +114,7 @@ TEST(InflightEntryTest, MergeAddsCountersAndKeepsTheOlderIdentity) {
 TEST(InflightEntryTest, MergeRejectsShortValues) {
   InflightAddOperator op;
   std::string good, out;
-  EncodeInflightEntry(Counters(1), 1, "t", "m", "d", "", good);
+  EncodeInflightEntry(Counters(1), 1, "t", "m", "d", "", "", good);
   const rocksdb::Slice good_slice(good);
   const rocksdb::Slice short_slice("abc");
   EXPECT_FALSE(op.Merge("id", &good_slice, short_slice, &out, nullptr));

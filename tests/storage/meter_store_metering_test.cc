@@ -144,6 +144,7 @@ TEST_F(MeteringTest, RecordStepAddsUsageAndInflightInOneWrite) {
   EXPECT_EQ(**acme, want);
   auto inflight = store->SumInflight();
   ASSERT_TRUE(inflight.ok()) << inflight.status();
+  EXPECT_EQ(store->InflightTotal(), *inflight);  // the running total agrees with a scan
   EXPECT_EQ(*inflight, Delta(15, 5, 319, 638));
   EXPECT_EQ(LedgerFields(SumUsage(*store)), *inflight);
   EXPECT_THAT(errors(), IsEmpty());
@@ -178,7 +179,8 @@ TEST_F(MeteringTest, FinishRequestMovesTheRequestToTheLedgerOnce) {
   EXPECT_EQ((*usage)->generated_tokens, 3u);  // 2 steps' tokens + the final one, not doubled
   auto inflight = store->SumInflight();
   ASSERT_TRUE(inflight.ok());
-  EXPECT_EQ(*inflight, Delta(7, 1, 110, 220));  // only b is left
+  EXPECT_EQ(store->InflightTotal(), *inflight);  // the running total agrees with a scan
+  EXPECT_EQ(*inflight, Delta(7, 1, 110, 220));   // only b is left
 }
 
 TEST_F(MeteringTest, BadArgumentsAreRejectedAndWriteNothing) {
@@ -199,6 +201,7 @@ TEST_F(MeteringTest, BadArgumentsAreRejectedAndWriteNothing) {
   EXPECT_THAT(*usage, IsEmpty());
   auto inflight = store->SumInflight();
   ASSERT_TRUE(inflight.ok());
+  EXPECT_EQ(store->InflightTotal(), *inflight);  // the running total agrees with a scan
   EXPECT_EQ(*inflight, UsageCounters{});
   EXPECT_TRUE(store->RecordStep({}).ok());  // an empty step is a no-op
   EXPECT_THAT(errors(), IsEmpty());
@@ -225,6 +228,10 @@ TEST_F(MeteringTest, RecoveryAfterReopenLedgersEveryInterruptedRequestOnce) {
 
   MeterStorePtr store = OpenStore();
   ASSERT_NE(store, nullptr);
+  // Seeded at open from what the "crash" left: r1 and r3.
+  UsageCounters left = Delta(9, 5, 510, 1510);
+  left += Delta(6, 3, 33, 39);
+  EXPECT_EQ(store->InflightTotal(), left);
   std::vector<InterruptedRequest> seen;
   auto recovered = store->RecoverInterrupted([&](const InterruptedRequest& r) {
     seen.push_back(r);
@@ -252,6 +259,7 @@ TEST_F(MeteringTest, RecoveryAfterReopenLedgersEveryInterruptedRequestOnce) {
   EXPECT_EQ(LedgerFields(usage), ledger);
   auto inflight = store->SumInflight();
   ASSERT_TRUE(inflight.ok());
+  EXPECT_EQ(store->InflightTotal(), *inflight);  // the running total agrees with a scan
   EXPECT_EQ(*inflight, UsageCounters{});
 
   auto again = store->RecoverInterrupted([](const InterruptedRequest&) { return "{}"; });
@@ -310,6 +318,7 @@ TEST_F(MeteringTest, RecoveryOnlyDeletesEntriesWhoseIdIsInTheLedger) {
   }());
   auto inflight = store->SumInflight();
   ASSERT_TRUE(inflight.ok());
+  EXPECT_EQ(store->InflightTotal(), *inflight);  // the running total agrees with a scan
   EXPECT_EQ(*inflight, UsageCounters{});
   EXPECT_EQ(SumUsage(*store).requests, 0u);
 }
@@ -363,6 +372,7 @@ TEST_F(MeteringTest, RecoveryAddsFlushedAndUnflushedProgress) {
   ASSERT_NE(store, nullptr);
   auto inflight = store->SumInflight();
   ASSERT_TRUE(inflight.ok()) << inflight.status();
+  EXPECT_EQ(store->InflightTotal(), *inflight);  // the running total agrees with a scan
   EXPECT_EQ(inflight->generated_tokens, 4u * 40u);
   auto recovered = store->RecoverInterrupted(
       [](const InterruptedRequest& r) { return LedgerJson(r.request_id, r.counters, "x"); });
