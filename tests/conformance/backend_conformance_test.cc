@@ -8,12 +8,15 @@
 // invalid batches are refused with nothing changed.
 //
 // Runs on the CPU backend, on the reference plugin (loaded from its shared
-// library like any vendor's) and on CUDA when this build and machine have a
-// GPU. A backend this build lacks is listed as skipped by name, never
-// counted as passed; the CPU and the reference plugin are always present.
+// library like any vendor's), on the OpenCL plugin when the build found
+// OpenCL (then an OpenCL device must be there: CI has PoCL's CPU device) and
+// on CUDA when this build and machine have a GPU. A backend this build lacks
+// is listed as skipped by name, never counted as passed; the CPU and the
+// reference plugin are always present.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -69,8 +72,8 @@ class Backends {
   // members and `why` set.
   Target Find(const std::string& kind, std::string* why) {
     Target t{kind};
-    if (!load_error_.empty() && kind == "reference") {
-      *why = load_error_;
+    if (auto e = load_errors_.find(kind); e != load_errors_.end()) {
+      *why = e->second;
       return t;
     }
     t.backend = registry_.ForKind(kind);
@@ -92,20 +95,30 @@ class Backends {
  private:
   Backends() {
     EXPECT_TRUE(runtime::AddBuiltinBackends(registry_).ok());
-    auto plugin = devices::LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
-    if (plugin.ok()) {
-      EXPECT_TRUE(registry_.Add(std::move(*plugin)).ok());
-    } else {
-      load_error_ = plugin.status().ToString();
-    }
+    Load("reference", TOKENMILL_REFERENCE_PLUGIN);
+#ifdef TOKENMILL_OPENCL_PLUGIN
+    // PoCL compiles kernels with LLVM and caches the result: keep the cache
+    // in the build tree (CI keeps it between the suite's runs).
+    setenv("POCL_CACHE_DIR", TOKENMILL_BINARY_DIR "/pocl-cache", /*overwrite=*/0);
+    Load("opencl", TOKENMILL_OPENCL_PLUGIN);
+#endif
     auto found = registry_.DiscoverAll(devices::DiscoveryOptions{});
     EXPECT_TRUE(found.ok()) << found.status();
     if (found.ok()) discovery_ = std::move(*found);
   }
 
+  void Load(const std::string& kind, const char* path) {
+    auto plugin = devices::LoadDevicePlugin(path);
+    if (plugin.ok()) {
+      EXPECT_TRUE(registry_.Add(std::move(*plugin)).ok());
+    } else {
+      load_errors_[kind] = plugin.status().ToString();
+    }
+  }
+
   devices::BackendRegistry registry_;
   devices::Discovery discovery_;
-  std::string load_error_;
+  std::map<std::string, std::string> load_errors_;
 };
 
 struct Combination {
@@ -237,7 +250,11 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
     std::string why;
     target_ = Backends::Get().Find(GetParam(), &why);
     if (target_.backend == nullptr) {
-      // Only CUDA may be absent (no GPU or a build without nvcc).
+#ifndef TOKENMILL_OPENCL_PLUGIN
+      if (GetParam() == "opencl") GTEST_SKIP() << "this build found no OpenCL";
+#endif
+      // Only CUDA may be absent (no GPU or a build without nvcc); a built
+      // OpenCL plugin must find a device.
       ASSERT_EQ(GetParam(), "cuda") << why;
       GTEST_SKIP() << why;
     }
@@ -439,7 +456,8 @@ TEST_P(ConformanceTest, PageMappingChecksItsInput) {
   EXPECT_EQ(e.UnmapKvPage(0).code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::Values("cpu", "reference", "cuda"),
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
+                         ::testing::Values("cpu", "reference", "opencl", "cuda"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
