@@ -87,7 +87,9 @@ class Backends {
         return t;
       }
     }
-    *why = "no " + kind + " device runs models here (" + discovery_.cuda_unavailable_reason + ")";
+    *why = "no " + kind + " device runs models here";
+    if (kind == "cuda") *why += " (" + discovery_.cuda_unavailable_reason + ")";
+    if (kind == "opencl") *why += " (the plugin found no OpenCL device: install pocl-opencl-icd)";
     t.backend = nullptr;
     return t;
   }
