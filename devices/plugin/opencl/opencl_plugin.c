@@ -439,15 +439,19 @@ struct tm_executor {
   tm_executor_options options;
   size_t element_bytes, block_bytes, wg;
   uint32_t slot_count;
-  uint64_t* slots; /* pool byte offset of each slot's page; UINT64_MAX = unmapped */
-  uint64_t weight_bytes;
+  uint64_t* slots;       /* pool byte offset of each slot's page; UINT64_MAX = unmapped */
+  uint64_t device_bytes; /* weights and activations, counted in used_bytes */
   cl_program program;
   cl_kernel kernels[KERNEL_COUNT];
   weight embedding, output_norm, output;
   layer_weights* layers;
   cl_mem inv_freq;
   /* Activations for max_batch_tokens tokens. */
-  cl_mem x, h, q, k, v, attn, gate, up, logits;
+  cl_mem x, h, q, k, v, attn, gate, up;
+  /* Logits of the rows a step wants, grown on demand: sized for every token
+   * of a full batch they could take gigabytes with a large vocabulary. */
+  cl_mem logits;
+  size_t logits_rows;
   /* Step inputs: token ids, positions, table starts, identity rows, logits
    * rows, argmax rows, block tables (grown on demand), argmax ids. */
   cl_mem tokens, positions, table_start, all_rows, out_rows, argmax_rows, tables, ids;
@@ -496,7 +500,7 @@ static void executor_destroy(tm_executor* e) {
   }
   if (e->program != NULL) clReleaseProgram(e->program);
   pthread_mutex_lock(&e->device->mu);
-  e->device->used_bytes -= e->weight_bytes;
+  e->device->used_bytes -= e->device_bytes;
   pthread_mutex_unlock(&e->device->mu);
   free(e->slots);
   free(e->host_tokens), free(e->host_positions), free(e->host_table_start);
@@ -560,7 +564,7 @@ static tm_error* upload(tm_executor* e, const tm_model* m, const char* name, int
                                (size_t)bytes, (void*)t->data, &rc);
   if (rc != CL_SUCCESS) return cl_failure(rc, "uploading a weight");
   dst->type = t->type;
-  e->weight_bytes += bytes;
+  e->device_bytes += bytes;
   return NULL;
 }
 
@@ -620,7 +624,7 @@ static tm_error* scratch(tm_executor* e, cl_mem* m, size_t bytes) {
   cl_int rc;
   *m = clCreateBuffer(e->device->context, CL_MEM_READ_WRITE, bytes > 0 ? bytes : 4, NULL, &rc);
   if (rc != CL_SUCCESS) return cl_failure(rc, "clCreateBuffer (activations)");
-  e->weight_bytes += bytes;
+  e->device_bytes += bytes;
   return NULL;
 }
 
@@ -752,7 +756,8 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
   SCRATCH(attn, tokens * q_dim * 4);
   SCRATCH(gate, tokens * ffn * 4);
   SCRATCH(up, tokens * ffn * 4);
-  SCRATCH(logits, tokens * (size_t)m->vocab_size * 4);
+  e->logits_rows = 1; /* grows to the most rows a step has wanted */
+  SCRATCH(logits, e->logits_rows * (size_t)m->vocab_size * 4);
   SCRATCH(tokens, tokens * 4);
   SCRATCH(positions, tokens * 4);
   SCRATCH(table_start, tokens * 4);
@@ -784,7 +789,7 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
     if (rc != CL_SUCCESS) err = cl_failure(rc, "clEnqueueWriteBuffer");
   }
   pthread_mutex_lock(&e->device->mu);
-  e->device->used_bytes += e->weight_bytes;
+  e->device->used_bytes += e->device_bytes;
   pthread_mutex_unlock(&e->device->mu);
   if (err != NULL) {
     executor_destroy(e);
@@ -1021,10 +1026,10 @@ static tm_error* stage_batch(tm_executor* e, const tm_batch* batch, size_t* n_to
 static tm_error* executor_forward(tm_executor* e, const tm_batch* batch, tm_step_output* output) {
   tm_error* err = check_batch(e, batch, output);
   if (err != NULL) return err;
-  const uint64_t start = now_ns();
   size_t tokens = 0, tables = 0, rows = 0, argmax = 0, a;
   ocl_device* d = e->device;
   pthread_mutex_lock(&d->mu);
+  const uint64_t start = now_ns(); /* the device is this step's from here */
   err = stage_batch(e, batch, &tokens, &tables, &rows, &argmax);
   if (err != NULL) {
     pthread_mutex_unlock(&d->mu);
@@ -1046,6 +1051,21 @@ static tm_error* executor_forward(tm_executor* e, const tm_batch* batch, tm_step
       e->tables_capacity = tables;
     } else {
       st.what = "clCreateBuffer (block tables)";
+    }
+  }
+  if (st.rc == CL_SUCCESS && out_rows > e->logits_rows) {
+    const size_t row_bytes = (size_t)e->hp.vocab_size * sizeof(float);
+    release_mem(&e->logits);
+    d->used_bytes -= e->logits_rows * row_bytes;
+    e->device_bytes -= e->logits_rows * row_bytes;
+    e->logits_rows = 0;
+    e->logits = clCreateBuffer(d->context, CL_MEM_READ_WRITE, out_rows * row_bytes, NULL, &st.rc);
+    if (st.rc == CL_SUCCESS) {
+      e->logits_rows = out_rows;
+      d->used_bytes += out_rows * row_bytes;
+      e->device_bytes += out_rows * row_bytes;
+    } else {
+      st.what = "clCreateBuffer (logits)";
     }
   }
   write_buffer(s, e->tokens, tokens * 4, e->host_tokens);
