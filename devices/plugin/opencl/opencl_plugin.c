@@ -239,9 +239,16 @@ static tm_error* plugin_create(const tm_plugin_options* options, tm_plugin** out
     }
     p->devices = grown;
     clGetDeviceIDs(platforms[i], CL_DEVICE_TYPE_ALL, n, ids, NULL);
-    for (j = 0; j < n && err == NULL; ++j) {
-      err = open_device(platforms[i], ids[j], &p->devices[p->count]);
-      if (err == NULL) ++p->count;
+    for (j = 0; j < n; ++j) {
+      /* A device that cannot be opened is left out; the others serve. */
+      tm_error* skipped = open_device(platforms[i], ids[j], &p->devices[p->count]);
+      if (skipped == NULL) {
+        ++p->count;
+      } else {
+        plugin_log(p, TM_LOG_WARN, "opencl plugin: leaving a device of platform %u out: %s", i,
+                   skipped->message);
+        error_destroy(skipped);
+      }
     }
     free(ids);
   }
