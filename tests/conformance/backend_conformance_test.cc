@@ -468,6 +468,41 @@ TEST_P(ConformanceTest, PageMappingChecksItsInput) {
   EXPECT_EQ(e.UnmapKvPage(0).code(), absl::StatusCode::kInvalidArgument);
 }
 
+#ifdef TOKENMILL_OPENCL_PLUGIN
+// The OpenCL plugin keeps a device's KV regions in one pool buffer that it
+// grows by copying into a larger one: a second arena's region makes the pool
+// grow while the first arena's pages hold a sequence's KV, which must come
+// through the copy (a decode after it still matches the reference).
+TEST(OpenClPlugin, KvSurvivesThePoolGrowing) {
+  std::string why;
+  const Target target = Backends::Get().Find("opencl", &why);
+  ASSERT_NE(target.backend, nullptr) << why;
+  const Combination c{Architecture::kLlama, TensorType::kF16, KvType::kF16, 4};
+  Rig rig(target, c);
+  ASSERT_TRUE(rig.ok());
+  reference::ReferenceModel ref(rig.spec(), rig.reference_options());
+  std::vector<int32_t> a = Tokens(9, 5);
+  const auto table = rig.Blocks(0, 3);
+  Batch prefill;
+  prefill.seqs.push_back(Step(1, a, 0, 9, table, LogitsWanted::kLast));
+  ASSERT_TRUE(rig.executor().Forward(prefill).ok());
+  ref.Forward(a, 0);
+
+  auto second = target.backend->CreateKvArena(*target.device,
+                                              devices::KvArenaBudget{.bytes = 1 << 20}, kPageBytes);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->TakePage().has_value());  // allocates a region: the pool grows
+
+  a.push_back(11);
+  Batch decode;
+  decode.seqs.push_back(Step(1, a, 9, 1, table, LogitsWanted::kLast));
+  auto out = rig.executor().Forward(decode);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_LE(RelativeError(out->logits, ref.Forward(std::span<const int32_t>(a).subspan(9), 9)),
+            kPlainTolerance);
+}
+#endif
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
                          ::testing::Values("cpu", "reference", "opencl", "cuda"),
                          [](const auto& info) { return info.param; });
