@@ -57,40 +57,56 @@ __kernel void rms_norm(__global const float* x, __global const int* rows, __glob
   for (int i = lid; i < dim; i += WG) out[(long)r * dim + i] = in[i] * scale * weight[i];
 }
 
-/* y[t][r] = (accumulate ? y[t][r] : 0) + W[r] . x[t] (+ bias[r]);
- * W is rows x cols of `type`; global (WG * rows, tokens), local (WG, 1). */
+/* y[t][r] = (accumulate ? y[t][r] : 0) + W[r] . x[t] (+ bias[r]) for the
+ * `tokens` rows of x; W is rows x cols of `type`. A work-group takes one row
+ * of W and TT tokens, so each weight read serves TT dot products.
+ * global (WG * rows, ceil(tokens / TT)), local (WG, 1). */
+#define TT 8
 __kernel void matmul(__global const uchar* w, int type, int rows, int cols, __global const float* x,
-                     __global const float* bias, int accumulate, __global float* y) {
-  __local float partial[WG];
-  const int lid = get_local_id(0), r = get_group_id(0), t = get_global_id(1);
-  __global const float* in = x + (long)t * cols;
-  float sum = 0.0f;
+                     int tokens, __global const float* bias, int accumulate, __global float* y) {
+  __local float partial[TT][WG];
+  const int lid = get_local_id(0), r = get_group_id(0), t0 = get_group_id(1) * TT;
+  const int nt = min(TT, tokens - t0);
+  __global const float* in = x + (long)t0 * cols;
+  float sum[TT];
+  for (int j = 0; j < TT; ++j) sum[j] = 0.0f;
   if (type == TYPE_F32) {
     __global const float* row = (__global const float*)w + (long)r * cols;
-    for (int c = lid; c < cols; c += WG) sum += row[c] * in[c];
+    for (int c = lid; c < cols; c += WG) {
+      const float wv = row[c];
+      for (int j = 0; j < nt; ++j) sum[j] += wv * in[(long)j * cols + c];
+    }
   } else if (type == TYPE_F16) {
     __global const half* row = (__global const half*)w + (long)r * cols;
-    for (int c = lid; c < cols; c += WG) sum += vload_half(c, row) * in[c];
+    for (int c = lid; c < cols; c += WG) {
+      const float wv = vload_half(c, row);
+      for (int j = 0; j < nt; ++j) sum[j] += wv * in[(long)j * cols + c];
+    }
   } else { /* Q8_0: work-item lid takes blocks lid, lid + WG, ... */
     __global const uchar* row = w + (long)r * (cols / 32) * 34;
     for (int b = lid; b < cols / 32; b += WG) {
       __global const uchar* block = row + b * 34;
       __global const char* q = (__global const char*)(block + 2);
-      __global const float* xb = in + b * 32;
-      float dot = 0.0f;
-      for (int j = 0; j < 32; ++j) dot += (float)q[j] * xb[j];
-      sum += vload_half(0, (__global const half*)block) * dot;
+      const float d = vload_half(0, (__global const half*)block);
+      for (int j = 0; j < nt; ++j) {
+        __global const float* xb = in + (long)j * cols + b * 32;
+        float dot = 0.0f;
+        for (int i = 0; i < 32; ++i) dot += (float)q[i] * xb[i];
+        sum[j] += d * dot;
+      }
     }
   }
-  partial[lid] = sum;
+  for (int j = 0; j < TT; ++j) partial[j][lid] = sum[j];
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int s = WG / 2; s > 0; s >>= 1) {
-    if (lid < s) partial[lid] += partial[lid + s];
+    if (lid < s) {
+      for (int j = 0; j < TT; ++j) partial[j][lid] += partial[j][lid + s];
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
   }
-  if (lid == 0) {
-    float value = partial[0] + (bias != 0 ? bias[r] : 0.0f);
-    __global float* out = y + (long)t * rows + r;
+  if (lid < nt) {
+    const float value = partial[lid][0] + (bias != 0 ? bias[r] : 0.0f);
+    __global float* out = y + (long)(t0 + lid) * rows + r;
     *out = accumulate ? *out + value : value;
   }
 }

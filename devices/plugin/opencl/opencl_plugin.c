@@ -32,6 +32,7 @@
 #define KV_HANDLE_BASE ((uint64_t)1 << 40) /* region handles: base + pool offset */
 #define REGION_ALIGN 256u
 #define MAX_WG 64
+#define MATMUL_TOKENS 8 /* TT in kernels.cl: tokens per matmul work-group */
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -676,6 +677,11 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
                    (size_t)m->head_dim * e->element_bytes;
   e->wg = MAX_WG;
   while (e->wg > 1 && e->wg > e->device->max_work_group) e->wg /= 2;
+  if (e->wg < MATMUL_TOKENS) {
+    free(e);
+    return make_error(TM_UNIMPLEMENTED, "opencl plugin: work-groups of %zu items are too small",
+                      p->devices[device].max_work_group);
+  }
   if (e->block_bytes * options->blocks_per_page > options->page_bytes) {
     free(e);
     return make_error(TM_INVALID_ARGUMENT, "opencl plugin: %u blocks do not fit a page",
@@ -942,10 +948,11 @@ static void matmul(enqueue_state* s, const tm_executor* e, const weight* w, cons
   ARG_INT(s, k, 2, rows);
   ARG_INT(s, k, 3, cols);
   ARG_MEM(s, k, 4, x);
-  ARG_MEM(s, k, 5, b);
-  ARG_INT(s, k, 6, accumulate);
-  ARG_MEM(s, k, 7, y);
-  run(s, k, e->wg * (size_t)rows, tokens, e->wg, "matmul");
+  ARG_INT(s, k, 5, tokens);
+  ARG_MEM(s, k, 6, b);
+  ARG_INT(s, k, 7, accumulate);
+  ARG_MEM(s, k, 8, y);
+  run(s, k, e->wg * (size_t)rows, (tokens + MATMUL_TOKENS - 1) / MATMUL_TOKENS, e->wg, "matmul");
 }
 
 static void rms_norm(enqueue_state* s, const tm_executor* e, cl_mem x, cl_mem rows, const weight* w,
