@@ -111,7 +111,7 @@ typedef struct ocl_device {
   uint64_t pool_bytes;
   kv_region* regions; /* sorted by offset */
   size_t region_count, region_capacity;
-  uint64_t used_bytes; /* KV regions and weights */
+  uint64_t used_bytes; /* KV regions, executors' weights and activations */
 } ocl_device;
 
 struct tm_plugin {
@@ -774,7 +774,6 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
   SCRATCH(tokens, tokens * 4);
   SCRATCH(positions, tokens * 4);
   SCRATCH(table_start, tokens * 4);
-  SCRATCH(all_rows, tokens * 4);
   SCRATCH(out_rows, tokens * 4);
   SCRATCH(argmax_rows, tokens * 4);
   SCRATCH(ids, tokens * 4);
@@ -797,9 +796,11 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
     /* all_rows = 0, 1, ..., tokens - 1: the rows every layer's norm reads. */
     size_t i;
     for (i = 0; i < tokens; ++i) e->host_out_rows[i] = (int32_t)i;
-    cl_int rc = clEnqueueWriteBuffer(e->device->queue, e->all_rows, CL_TRUE, 0, tokens * 4,
-                                     e->host_out_rows, 0, NULL, NULL);
-    if (rc != CL_SUCCESS) err = cl_failure(rc, "clEnqueueWriteBuffer");
+    cl_int rc;
+    e->all_rows = clCreateBuffer(e->device->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                 tokens * 4, e->host_out_rows, &rc);
+    if (rc != CL_SUCCESS) err = cl_failure(rc, "clCreateBuffer (rows)");
+    e->device_bytes += tokens * 4;
   }
   pthread_mutex_lock(&e->device->mu);
   e->device->used_bytes += e->device_bytes;
