@@ -30,12 +30,12 @@
 #include "tests/reference/reference_model.h"
 
 #ifdef TOKENMILL_OPENCL_PLUGIN
-// ASan builds: PoCL, CI's OpenCL device, keeps a few hundred bytes of its
-// kernel compiler's state for the life of the process. LeakSanitizer reads
-// this at start (an environment variable set by the test would come too
-// late); only leaks with a libpocl frame are suppressed, as in
-// tests/conformance/pocl_lsan.supp, which the daemon started by the
-// integration test reads.
+// ASan builds: PoCL, CI's OpenCL device, leaves a few hundred bytes of its
+// kernel compiler's state unreachable at exit (measured: 496 bytes in 9
+// allocations, every stack in libpocl). LeakSanitizer reads this at start
+// (an environment variable set by the test would come too late); only leaks
+// with a libpocl frame are suppressed. (The daemon the integration test
+// starts showed none, so it carries no suppression.)
 extern "C" const char* __lsan_default_suppressions() { return "leak:libpocl.so\n"; }
 #endif
 

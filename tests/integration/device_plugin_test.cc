@@ -173,14 +173,6 @@ class OpenClPluginTest : public ::testing::Test {
   void SetUp() override {
     // PoCL compiles the kernels with LLVM once and caches them here.
     setenv("POCL_CACHE_DIR", TOKENMILL_BINARY_DIR "/pocl-cache", /*overwrite=*/0);
-    // ASan builds: the daemon inherits this; PoCL keeps some compiler state
-    // to the end of the process, and only leaks in libpocl are suppressed.
-    const char* lsan = std::getenv("LSAN_OPTIONS");
-    setenv("LSAN_OPTIONS",
-           absl::StrCat(lsan != nullptr ? lsan : "", lsan != nullptr && *lsan ? ":" : "",
-                        "suppressions=", TOKENMILL_SOURCE_DIR, "/tests/conformance/pocl_lsan.supp")
-               .c_str(),
-           /*overwrite=*/1);
     const std::filesystem::path cpu_model = dir_.path() / "tiny-f16.gguf";
     const std::filesystem::path cl_model = dir_.path() / "tiny-q8.gguf";
     ASSERT_TRUE(
