@@ -17,6 +17,9 @@ packages=(
   jq
   # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes.
   clang libclang-rt-14-dev
+  # The OpenCL device plugin: headers and the ICD loader to build it, PoCL's
+  # CPU device to run its conformance and end-to-end tests, clinfo to look.
+  ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
 )
 
 # Node.js runs a second GGUF reader in the tests and the Kubernetes manifest

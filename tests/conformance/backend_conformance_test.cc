@@ -8,12 +8,15 @@
 // invalid batches are refused with nothing changed.
 //
 // Runs on the CPU backend, on the reference plugin (loaded from its shared
-// library like any vendor's) and on CUDA when this build and machine have a
-// GPU. A backend this build lacks is listed as skipped by name, never
-// counted as passed; the CPU and the reference plugin are always present.
+// library like any vendor's), on the OpenCL plugin when the build found
+// OpenCL (then an OpenCL device must be there: CI has PoCL's CPU device) and
+// on CUDA when this build and machine have a GPU. A backend this build lacks
+// is listed as skipped by name, never counted as passed; the CPU and the
+// reference plugin are always present.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,6 +28,16 @@
 #include "runtime/model/synth.h"
 #include "runtime/node/device_backends.h"
 #include "tests/reference/reference_model.h"
+
+#ifdef TOKENMILL_OPENCL_PLUGIN
+// ASan builds: PoCL, CI's OpenCL device, leaves a few hundred bytes of its
+// kernel compiler's state unreachable at exit (measured: 496 bytes in 9
+// allocations, every stack in libpocl). LeakSanitizer reads this at start
+// (an environment variable set by the test would come too late); only leaks
+// with a libpocl frame are suppressed. (The daemon the integration test
+// starts showed none, so it carries no suppression.)
+extern "C" const char* __lsan_default_suppressions() { return "leak:libpocl.so\n"; }
+#endif
 
 namespace tokenmill::conformance {
 namespace {
@@ -69,8 +82,8 @@ class Backends {
   // members and `why` set.
   Target Find(const std::string& kind, std::string* why) {
     Target t{kind};
-    if (!load_error_.empty() && kind == "reference") {
-      *why = load_error_;
+    if (auto e = load_errors_.find(kind); e != load_errors_.end()) {
+      *why = e->second;
       return t;
     }
     t.backend = registry_.ForKind(kind);
@@ -84,7 +97,9 @@ class Backends {
         return t;
       }
     }
-    *why = "no " + kind + " device runs models here (" + discovery_.cuda_unavailable_reason + ")";
+    *why = "no " + kind + " device runs models here";
+    if (kind == "cuda") *why += " (" + discovery_.cuda_unavailable_reason + ")";
+    if (kind == "opencl") *why += " (the plugin found no OpenCL device: install pocl-opencl-icd)";
     t.backend = nullptr;
     return t;
   }
@@ -92,20 +107,30 @@ class Backends {
  private:
   Backends() {
     EXPECT_TRUE(runtime::AddBuiltinBackends(registry_).ok());
-    auto plugin = devices::LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
-    if (plugin.ok()) {
-      EXPECT_TRUE(registry_.Add(std::move(*plugin)).ok());
-    } else {
-      load_error_ = plugin.status().ToString();
-    }
+    Load("reference", TOKENMILL_REFERENCE_PLUGIN);
+#ifdef TOKENMILL_OPENCL_PLUGIN
+    // PoCL compiles kernels with LLVM and caches the result: keep the cache
+    // in the build tree (CI keeps it between the suite's runs).
+    setenv("POCL_CACHE_DIR", TOKENMILL_BINARY_DIR "/pocl-cache", /*overwrite=*/0);
+    Load("opencl", TOKENMILL_OPENCL_PLUGIN);
+#endif
     auto found = registry_.DiscoverAll(devices::DiscoveryOptions{});
     EXPECT_TRUE(found.ok()) << found.status();
     if (found.ok()) discovery_ = std::move(*found);
   }
 
+  void Load(const std::string& kind, const char* path) {
+    auto plugin = devices::LoadDevicePlugin(path);
+    if (plugin.ok()) {
+      EXPECT_TRUE(registry_.Add(std::move(*plugin)).ok());
+    } else {
+      load_errors_[kind] = plugin.status().ToString();
+    }
+  }
+
   devices::BackendRegistry registry_;
   devices::Discovery discovery_;
-  std::string load_error_;
+  std::map<std::string, std::string> load_errors_;
 };
 
 struct Combination {
@@ -237,7 +262,11 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
     std::string why;
     target_ = Backends::Get().Find(GetParam(), &why);
     if (target_.backend == nullptr) {
-      // Only CUDA may be absent (no GPU or a build without nvcc).
+#ifndef TOKENMILL_OPENCL_PLUGIN
+      if (GetParam() == "opencl") GTEST_SKIP() << "this build found no OpenCL";
+#endif
+      // Only CUDA may be absent (no GPU or a build without nvcc); a built
+      // OpenCL plugin must find a device.
       ASSERT_EQ(GetParam(), "cuda") << why;
       GTEST_SKIP() << why;
     }
@@ -439,7 +468,43 @@ TEST_P(ConformanceTest, PageMappingChecksItsInput) {
   EXPECT_EQ(e.UnmapKvPage(0).code(), absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest, ::testing::Values("cpu", "reference", "cuda"),
+#ifdef TOKENMILL_OPENCL_PLUGIN
+// The OpenCL plugin keeps a device's KV regions in one pool buffer that it
+// grows by copying into a larger one: a second arena's region makes the pool
+// grow while the first arena's pages hold a sequence's KV, which must come
+// through the copy (a decode after it still matches the reference).
+TEST(OpenClPlugin, KvSurvivesThePoolGrowing) {
+  std::string why;
+  const Target target = Backends::Get().Find("opencl", &why);
+  ASSERT_NE(target.backend, nullptr) << why;
+  const Combination c{Architecture::kLlama, TensorType::kF16, KvType::kF16, 4};
+  Rig rig(target, c);
+  ASSERT_TRUE(rig.ok());
+  reference::ReferenceModel ref(rig.spec(), rig.reference_options());
+  std::vector<int32_t> a = Tokens(9, 5);
+  const auto table = rig.Blocks(0, 3);
+  Batch prefill;
+  prefill.seqs.push_back(Step(1, a, 0, 9, table, LogitsWanted::kLast));
+  ASSERT_TRUE(rig.executor().Forward(prefill).ok());
+  ref.Forward(a, 0);
+
+  auto second = target.backend->CreateKvArena(*target.device,
+                                              devices::KvArenaBudget{.bytes = 1 << 20}, kPageBytes);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->TakePage().has_value());  // allocates a region: the pool grows
+
+  a.push_back(11);
+  Batch decode;
+  decode.seqs.push_back(Step(1, a, 9, 1, table, LogitsWanted::kLast));
+  auto out = rig.executor().Forward(decode);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_LE(RelativeError(out->logits, ref.Forward(std::span<const int32_t>(a).subspan(9), 9)),
+            kPlainTolerance);
+}
+#endif
+
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
+                         ::testing::Values("cpu", "reference", "opencl", "cuda"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
