@@ -51,11 +51,14 @@ struct TensorView {
   }
 };
 
-enum class Architecture { kLlama, kQwen2 };
-const char* ArchitectureName(Architecture arch);  // "llama", "qwen2"
+// kQwen3 is Qwen3 dense: no attention biases, and an RMSNorm over each head
+// of q and k (weights of head_dim, shared by all heads) after the projection
+// and before RoPE; its head_dim is usually not dim / n_heads.
+enum class Architecture { kLlama, kQwen2, kQwen3 };
+const char* ArchitectureName(Architecture arch);  // "llama", "qwen2", "qwen3"
 
 // How RoPE pairs dimensions of a head: GGUF `llama` rotates adjacent pairs
-// (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2` rotate halves
+// (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2`/`qwen3` rotate halves
 // (i, i + head_dim/2).
 enum class RopeStyle { kAdjacentPairs, kHalves };
 
@@ -103,11 +106,14 @@ struct LayerWeights {
   TensorView wk;          // {n_kv_heads * head_dim, dim}
   TensorView wv;          // {n_kv_heads * head_dim, dim}
   TensorView bq, bk, bv;  // qwen2 attention biases (f32), empty for llama
-  TensorView wo;          // {dim, n_heads * head_dim}
-  TensorView ffn_norm;    // {dim}
-  TensorView w_gate;      // {ffn_dim, dim}
-  TensorView w_up;        // {ffn_dim, dim}
-  TensorView w_down;      // {dim, ffn_dim}
+  // qwen3 per-head RMSNorm weights of q and k (f32 {head_dim}), each applied
+  // to every head after the projection and before RoPE; empty otherwise.
+  TensorView q_norm, k_norm;
+  TensorView wo;        // {dim, n_heads * head_dim}
+  TensorView ffn_norm;  // {dim}
+  TensorView w_gate;    // {ffn_dim, dim}
+  TensorView w_up;      // {ffn_dim, dim}
+  TensorView w_down;    // {dim, ffn_dim}
 };
 
 struct ModelSpec {
@@ -126,9 +132,10 @@ struct ModelSpec {
   std::shared_ptr<const void> backing;
 
   // What is wrong with the spec for any executor, or "" when nothing is:
-  // HyperparamsProblem(hp); every tensor present (biases optional)
-  // with the shape hp implies, enough bytes, and norms, biases and
-  // rope_freq_factors in f32. Which weight types run is each executor's call.
+  // HyperparamsProblem(hp); every tensor present (biases optional; q/k
+  // norms required for qwen3 and absent otherwise) with the shape hp
+  // implies, enough bytes, and norms, biases and rope_freq_factors in f32. Which weight types run
+  // is each executor's call.
   std::string Problem() const;
 
   // Bytes of all weights an executor reads per decoded token (every tensor

@@ -42,11 +42,14 @@ int LocalCommands::RunSynth() const {
       {"q8_0", devices::TensorType::kQ8_0},
       {"q4_0", devices::TensorType::kQ4_0}};
   o.weight_type = kTypes.at(f.type);
-  o.arch = f.arch == "qwen2" ? devices::Architecture::kQwen2 : devices::Architecture::kLlama;
+  o.arch = f.arch == "qwen3"   ? devices::Architecture::kQwen3
+           : f.arch == "qwen2" ? devices::Architecture::kQwen2
+                               : devices::Architecture::kLlama;
   if (f.dim) o.dim = f.dim;
   if (f.layers) o.n_layers = f.layers;
   if (f.heads) o.n_heads = f.heads;
   if (f.kv_heads) o.n_kv_heads = f.kv_heads;
+  if (f.head_dim) o.head_dim = f.head_dim;
   if (f.ffn) o.ffn_dim = f.ffn;
   if (f.vocab) o.vocab_size = f.vocab;
   if (f.context) o.context_length = f.context;
@@ -129,13 +132,14 @@ LocalCommands::LocalCommands(CLI::App& app) {
   synth_cmd_->add_option("--type", s.type, "weight type")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
       ->capture_default_str();
-  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2")
-      ->check(CLI::IsMember({"llama", "qwen2"}))
+  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2 | qwen3")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}))
       ->capture_default_str();
   synth_cmd_->add_option("--dim", s.dim, "hidden size");
   synth_cmd_->add_option("--layers", s.layers, "layers");
   synth_cmd_->add_option("--heads", s.heads, "attention heads");
   synth_cmd_->add_option("--kv-heads", s.kv_heads, "key/value heads");
+  synth_cmd_->add_option("--head-dim", s.head_dim, "head size (default: dim / heads)");
   synth_cmd_->add_option("--ffn", s.ffn, "feed-forward size");
   synth_cmd_->add_option("--vocab", s.vocab, "vocabulary size");
   synth_cmd_->add_option("--context", s.context, "context length");

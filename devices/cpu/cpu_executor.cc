@@ -277,14 +277,25 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
       {&w.wq, h, q, q_dim}, {&w.wk, h, k, kv_dim}, {&w.wv, h, v, kv_dim}};
   MatMulGroup(qkv_tasks, tokens);
 
-  // Biases, RoPE at each token's own position, K/V into the paged cache.
+  // Biases, per-head q/k norms, RoPE at each token's own position, K/V into
+  // the paged cache: one pass over each token's q/k/v while they are in cache.
   const float* inv_freq = inv_freq_.as<float>();
+  const float* q_norm = static_cast<const float*>(w.q_norm.data);
+  const float* k_norm = static_cast<const float*>(w.k_norm.data);
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
     for (int64_t t = begin; t < end; ++t) {
       float *qt = q + t * q_dim, *kt = k + t * kv_dim, *vt = v + t * kv_dim;
       if (!w.bq.empty()) Add(isa_, qt, static_cast<const float*>(w.bq.data), q_dim);
       if (!w.bk.empty()) Add(isa_, kt, static_cast<const float*>(w.bk.data), kv_dim);
       if (!w.bv.empty()) Add(isa_, vt, static_cast<const float*>(w.bv.data), kv_dim);
+      if (q_norm != nullptr) {
+        for (int64_t i = 0; i < q_dim; i += hd)
+          RmsNorm(isa_, qt + i, q_norm, hd, hp.rms_norm_eps, qt + i);
+      }
+      if (k_norm != nullptr) {
+        for (int64_t i = 0; i < kv_dim; i += hd)
+          RmsNorm(isa_, kt + i, k_norm, hd, hp.rms_norm_eps, kt + i);
+      }
       const int32_t pos = plan_.position(t);
       Rope(qt, hp.n_heads, hp.head_dim, pos, inv_freq, hp.rope_style);
       Rope(kt, hp.n_kv_heads, hp.head_dim, pos, inv_freq, hp.rope_style);

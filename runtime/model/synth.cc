@@ -165,7 +165,7 @@ Metadata SynthMetadata(const SynthOptions& options, const devices::ModelHyperpar
   add(arch + ".rope.dimension_count", u32(hp.head_dim));
   add("tokenizer.ggml.model", GgufValue::String("gpt2"));
   add("tokenizer.ggml.pre",
-      GgufValue::String(options.arch == Architecture::kQwen2 ? "qwen2" : "llama-bpe"));
+      GgufValue::String(options.arch == Architecture::kLlama ? "llama-bpe" : "qwen2"));
   add("tokenizer.ggml.tokens", GgufValue::StringArray(vocab.tokens));
   std::vector<int64_t> types;
   types.reserve(vocab.token_types.size());
@@ -193,17 +193,17 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   hp.n_layers = options.n_layers;
   hp.n_heads = options.n_heads;
   hp.n_kv_heads = options.n_kv_heads;
-  hp.head_dim = options.dim / options.n_heads;
+  hp.head_dim = options.head_dim > 0 ? options.head_dim : options.dim / options.n_heads;
   hp.ffn_dim = options.ffn_dim;
   hp.vocab_size = options.vocab_size;
   hp.context_length = options.context_length;
   hp.rms_norm_eps = 1e-5f;
   hp.rope_theta = options.rope_theta;
-  hp.rope_style = options.arch == Architecture::kQwen2 ? devices::RopeStyle::kHalves
-                                                       : devices::RopeStyle::kAdjacentPairs;
-  auto vocab = BuildSynthVocabulary(options.vocab_size, options.arch == Architecture::kQwen2
-                                                            ? tokenizer::PreTokenizer::kQwen2
-                                                            : tokenizer::PreTokenizer::kLlama3);
+  const bool llama = options.arch == Architecture::kLlama;
+  hp.rope_style = llama ? devices::RopeStyle::kAdjacentPairs : devices::RopeStyle::kHalves;
+  // Qwen3 uses Qwen2's tokenizer (GGUF tokenizer.ggml.pre "qwen2").
+  auto vocab = BuildSynthVocabulary(options.vocab_size, llama ? tokenizer::PreTokenizer::kLlama3
+                                                              : tokenizer::PreTokenizer::kQwen2);
   if (!vocab.ok()) return vocab.status();
   model->tokenizer = *std::move(vocab);
   if (options.chat_template) model->tokenizer.chat_template = *options.chat_template;
@@ -212,6 +212,7 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   layout.output = !options.tied_embeddings;
   layout.rope_factors = options.llama3_rope_scaling;
   layout.qkv_bias = options.arch == Architecture::kQwen2;
+  layout.qk_norm = options.arch == Architecture::kQwen3;
   *slots = ModelTensorSlots(layout, &spec);
   for (const TensorSlot& slot : *slots) {
     slot.view->name = slot.gguf_name;
@@ -236,8 +237,16 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
   if (o.dim <= 0 || o.dim % 32 != 0)
     return bad("dim ", o.dim, " must be a positive multiple of 32");
   if (o.n_layers <= 0 || o.n_layers > 1024) return bad("n_layers ", o.n_layers, " must be 1..1024");
-  if (o.n_heads <= 0 || o.dim % o.n_heads != 0 || (o.dim / o.n_heads) % 2 != 0) {
+  if (o.head_dim < 0 || o.head_dim % 2 != 0 || o.head_dim > 1024) {
+    return bad("head_dim ", o.head_dim, " must be 0 (dim / n_heads) or even, at most 1024");
+  }
+  if (o.head_dim == 0 &&
+      (o.n_heads <= 0 || o.dim % o.n_heads != 0 || (o.dim / o.n_heads) % 2 != 0)) {
     return bad("n_heads ", o.n_heads, " must divide dim ", o.dim, " into even head sizes");
+  }
+  if (o.n_heads <= 0 || o.n_heads > 1024 || (o.head_dim * o.n_heads) % 32 != 0) {
+    return bad("n_heads ", o.n_heads, " x head_dim ", o.head_dim,
+               " must be a multiple of 32 (1..1024 heads)");
   }
   if (o.n_kv_heads <= 0 || o.n_heads % o.n_kv_heads != 0) {
     return bad("n_kv_heads ", o.n_kv_heads, " must divide n_heads ", o.n_heads);

@@ -23,6 +23,7 @@ struct SynthOptions {
   int32_t n_layers = 2;
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
+  int32_t head_dim = 0;  // 0: dim / n_heads (qwen3 files usually set a larger one)
   int32_t ffn_dim = 128;
   int32_t vocab_size = 512;  // >= 256 bytes + special tokens
   int32_t context_length = 2048;
@@ -37,8 +38,9 @@ struct SynthOptions {
   std::optional<std::string> chat_template;
 };
 
-// Checks the shape (heads divide dim, kv heads divide heads, dims multiples of
-// 32 so every weight type can hold them, vocab large enough).
+// Checks the shape (heads divide dim unless head_dim is set, even head_dim,
+// kv heads divide heads, dim, ffn and heads x head_dim multiples of 32 so
+// every weight type can hold them, vocab large enough).
 absl::Status ValidateSynthOptions(const SynthOptions& options);
 
 // The model in memory: spec.backing owns the weights.

@@ -147,6 +147,7 @@ class Rig {
     o.context_length = 64;
     o.weight_type = c.type;
     o.seed = 11;
+    if (c.arch == Architecture::kQwen3) o.head_dim = 32;  // heads x head_dim != dim, as in Qwen3
     auto m = model::SynthesizeModel(o);
     EXPECT_TRUE(m.ok()) << m.status();
     if (!m.ok()) return;

@@ -156,7 +156,7 @@ TEST_P(CpuExecutorVsReferenceTest, PromptLogitsMatchReference) {
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2}) {
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
     for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16,
                             TensorType::kQ8_0, TensorType::kQ4_0}) {
       for (KvType kv : {KvType::kF32, KvType::kF16}) {
@@ -214,7 +214,7 @@ TEST_P(CpuExecutorGreedyTest, SameTokensAsReference) {
 
 std::vector<Case> GreedyCases() {
   std::vector<Case> cases;
-  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2}) {
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
     for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16,
                             TensorType::kQ8_0, TensorType::kQ4_0}) {
       Case c;

@@ -159,6 +159,10 @@ GpuStatus CheckSpecForCuda(const ModelSpec& spec) {
   if (std::string problem = spec.Problem(); !problem.empty()) {
     return GpuStatus::Error(GpuCode::kInvalidArgument, problem);
   }
+  if (spec.arch != Architecture::kLlama && spec.arch != Architecture::kQwen2) {
+    return Unimplemented(std::string("architecture ") + ArchitectureName(spec.arch) +
+                         " has no CUDA executor yet (llama and qwen2 do); run it on the CPU");
+  }
   if (spec.hp.head_dim > 256 || spec.hp.head_dim % 8 != 0) {
     return Unimplemented("head_dim " + std::to_string(spec.hp.head_dim) +
                          ": the CUDA attention takes head dims that are multiples of 8 up to 256");
