@@ -19,6 +19,12 @@ const char* TensorTypeName(TensorType type) {
       return "q4_0";
     case TensorType::kQ8_0:
       return "q8_0";
+    case TensorType::kQ4_K:
+      return "q4_k";
+    case TensorType::kQ5_K:
+      return "q5_k";
+    case TensorType::kQ6_K:
+      return "q6_k";
     case TensorType::kBF16:
       return "bf16";
   }
@@ -26,7 +32,17 @@ const char* TensorTypeName(TensorType type) {
 }
 
 size_t TensorTypeBlockElements(TensorType type) {
-  return type == TensorType::kQ8_0 || type == TensorType::kQ4_0 ? 32 : 1;
+  switch (type) {
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_0:
+      return 32;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return 256;
+    default:
+      return 1;
+  }
 }
 
 size_t TensorTypeBlockBytes(TensorType type) {
@@ -41,6 +57,12 @@ size_t TensorTypeBlockBytes(TensorType type) {
       return 2 + 32;
     case TensorType::kQ4_0:
       return 2 + 16;
+    case TensorType::kQ4_K:
+      return 2 + 2 + 12 + 128;
+    case TensorType::kQ5_K:
+      return 2 + 2 + 12 + 32 + 128;
+    case TensorType::kQ6_K:
+      return 128 + 64 + 16 + 2;
   }
   return 0;
 }

@@ -19,11 +19,22 @@ enum class TensorType : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,  // blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8)
   kQ8_0 = 8,  // blocks of 32: f16 scale d, 32 int8 q; x = d * q
+  // K-quants: super-blocks of 256 in sub-blocks with their own scales.
+  // Q4_K (144 bytes): f16 d, f16 dmin, 12 bytes of eight 6-bit scales and
+  // mins, 128 bytes of 4-bit q; sub-block s of 32: x = d*sc[s]*q - dmin*m[s].
+  kQ4_K = 12,
+  // Q5_K (176 bytes): as Q4_K, plus 32 bytes holding the fifth bit of q.
+  kQ5_K = 13,
+  // Q6_K (210 bytes): 128 bytes of q's low 4 bits, 64 of its high 2 bits,
+  // sixteen int8 scales, f16 d; sub-block s of 16: x = d*sc[s]*(q - 32).
+  kQ6_K = 14,
   kBF16 = 30,
 };
 
-const char* TensorTypeName(TensorType type);  // "f32", "f16", "q4_0", "q8_0", "bf16"
-// Elements per block (1 for plain types, 32 for Q8_0/Q4_0) and bytes per block.
+// "f32", "f16", "q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "bf16"
+const char* TensorTypeName(TensorType type);
+// Elements per block (1 for plain types, 32 for Q8_0/Q4_0, 256 for K-quants)
+// and bytes per block.
 size_t TensorTypeBlockElements(TensorType type);
 size_t TensorTypeBlockBytes(TensorType type);
 // Bytes of `elements` elements; elements must be a multiple of the block size.

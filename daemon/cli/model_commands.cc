@@ -36,12 +36,13 @@ int LocalCommands::RunSynth() const {
   const SynthFlags& f = synth_;
   model::SynthOptions o = ShapePreset(f.shape);
   static const std::map<std::string, devices::TensorType> kTypes = {
-      {"f32", devices::TensorType::kF32},
-      {"f16", devices::TensorType::kF16},
-      {"bf16", devices::TensorType::kBF16},
-      {"q8_0", devices::TensorType::kQ8_0},
-      {"q4_0", devices::TensorType::kQ4_0}};
+      {"f32", devices::TensorType::kF32},     {"f16", devices::TensorType::kF16},
+      {"bf16", devices::TensorType::kBF16},   {"q8_0", devices::TensorType::kQ8_0},
+      {"q4_0", devices::TensorType::kQ4_0},   {"q4_k", devices::TensorType::kQ4_K},
+      {"q5_k", devices::TensorType::kQ5_K},   {"q6_k", devices::TensorType::kQ6_K},
+      {"q4_k_m", devices::TensorType::kQ4_K}, {"q5_k_m", devices::TensorType::kQ5_K}};
   o.weight_type = kTypes.at(f.type);
+  o.k_mix = f.type == "q4_k_m" || f.type == "q5_k_m";
   o.arch = f.arch == "qwen3"   ? devices::Architecture::kQwen3
            : f.arch == "qwen2" ? devices::Architecture::kQwen2
                                : devices::Architecture::kLlama;
@@ -129,8 +130,11 @@ LocalCommands::LocalCommands(CLI::App& app) {
   synth_cmd_->add_option("--shape", s.shape, "tiny | small | 1b | 8b (then overridden by flags)")
       ->check(CLI::IsMember({"tiny", "small", "1b", "8b"}))
       ->capture_default_str();
-  synth_cmd_->add_option("--type", s.type, "weight type")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
+  synth_cmd_
+      ->add_option("--type", s.type,
+                   "weight type (q4_k_m / q5_k_m: attn_v, ffn_down, output in q6_k)")
+      ->check(CLI::IsMember(
+          {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"}))
       ->capture_default_str();
   synth_cmd_->add_option("--arch", s.arch, "llama | qwen2 | qwen3")
       ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}))

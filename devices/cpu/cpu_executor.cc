@@ -18,7 +18,22 @@ namespace {
 // kernel's tile (kernels_internal.h's kQ8BatchTileRows).
 constexpr int64_t kRowGranule = 16;
 
-// The two weight types whose matmuls want activations quantized to Q8_0.
+// Weight types whose matmuls want activations quantized to Q8_0, and which
+// of the two scratch buffers (act_q8_0_, act_q4_0_) holds them; -1: none.
+// The K-quants share Q8_0's.
+int QuantizedBuffer(TensorType type) {
+  switch (type) {
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return 0;
+    case TensorType::kQ4_0:
+      return 1;
+    default:
+      return -1;
+  }
+}
 constexpr TensorType kQuantized[] = {TensorType::kQ8_0, TensorType::kQ4_0};
 
 StepLimits LimitsFor(const ModelSpec& spec, const ExecutorOptions& options) {
@@ -138,8 +153,9 @@ absl::Status CpuExecutor::Allocate() {
   AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
   size_t act_bytes[] = {0, 0};
   for (int i = 0; i < 2; ++i) {
-    const bool used = std::any_of(weights.begin(), weights.end(),
-                                  [&](const TensorView* w) { return w->type == kQuantized[i]; });
+    const bool used = std::any_of(weights.begin(), weights.end(), [&](const TensorView* w) {
+      return QuantizedBuffer(w->type) == i;
+    });
     if (used) {
       act_bytes[i] = ActivationScratchBytes(kQuantized[i], static_cast<int64_t>(rows), widest);
     }
@@ -210,8 +226,9 @@ void CpuExecutor::PrepareRows(std::span<const TensorView* const> consumers, cons
                               int64_t x_cols, int64_t begin, int64_t end) {
   AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
   for (int i = 0; i < 2; ++i) {
-    const bool wanted = std::any_of(consumers.begin(), consumers.end(),
-                                    [&](const TensorView* w) { return w->type == kQuantized[i]; });
+    const bool wanted = std::any_of(consumers.begin(), consumers.end(), [&](const TensorView* w) {
+      return QuantizedBuffer(w->type) == i;
+    });
     if (wanted) PrepareActivationRows(isa_, kQuantized[i], x, x_cols, begin, end, act[i]->data());
   }
 }
@@ -222,9 +239,10 @@ void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
   int64_t total = 0;
   for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
     const TensorView& w = *tasks[i].w;
-    const uint8_t* scratch = w.type == TensorType::kQ8_0   ? act_q8_0_.data()
-                             : w.type == TensorType::kQ4_0 ? act_q4_0_.data()
-                                                           : nullptr;
+    const int buffer = QuantizedBuffer(w.type);
+    const uint8_t* scratch = buffer == 0   ? act_q8_0_.data()
+                             : buffer == 1 ? act_q4_0_.data()
+                                           : nullptr;
     acts[i] = BindActivations(w.type, tasks[i].x, rows, w.cols(), scratch);
     total += (w.rows() + kRowGranule - 1) / kRowGranule;
   }

@@ -125,12 +125,19 @@ absl::StatusOr<TensorType> WeightType(const GgufFile& file, const GgufTensorInfo
       return TensorType::kQ4_0;
     case 8:
       return TensorType::kQ8_0;
+    case 12:
+      return TensorType::kQ4_K;
+    case 13:
+      return TensorType::kQ5_K;
+    case 14:
+      return TensorType::kQ6_K;
     case 30:
       return TensorType::kBF16;
     default:
-      return absl::UnimplementedError(absl::StrCat(
-          file.path().string(), ": tensor '", info.name, "': ggml type ",
-          GgmlType(info.ggml_type).name, " is not supported (f32, f16, bf16, q8_0, q4_0 are)"));
+      return absl::UnimplementedError(
+          absl::StrCat(file.path().string(), ": tensor '", info.name, "': ggml type ",
+                       GgmlType(info.ggml_type).name,
+                       " is not supported (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k are)"));
   }
 }
 

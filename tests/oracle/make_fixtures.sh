@@ -58,13 +58,17 @@ c++ -std=c++17 -O2 -o "$work/llama_oracle" tests/oracle/llama_oracle.cc \
 prompts="17;300,42,7,256,99;5,411,87,23,160,333,64,2,498,71,129,250"
 steps=10
 top_k=6
-# The shape every fixture uses; qwen3 with heads x head_dim != dim.
-shape=(--dim 128 --layers 2 --heads 4 --kv-heads 2 --ffn 256 --vocab 512 --context 256)
+# The shapes: dim 128 (qwen3: heads x head_dim 256 != dim), and for K-quants
+# (rows of whole 256-value super-blocks) dim 256 (qwen3: 4 x 128).
+dim=128
+ffn=256
 
 fixture() {  # name arch type head_dim seed extra-flags...
   local name=$1 arch=$2 type=$3 head_dim=$4 seed=$5
   shift 5
-  local file="$work/$name.gguf" flags=("${shape[@]}" --arch "$arch" --type "$type" --seed "$seed")
+  local file="$work/$name.gguf"
+  local flags=(--dim "$dim" --layers 2 --heads 4 --kv-heads 2 --ffn "$ffn" --vocab 512
+               --context 256 --arch "$arch" --type "$type" --seed "$seed")
   [ "$head_dim" = 0 ] || flags+=(--head-dim "$head_dim")
   "$tokenmill" model synth -o "$file" "${flags[@]}" "$@" >/dev/null
   "$work/llama_oracle" "$file" --prompts "$prompts" --steps "$steps" --top-k "$top_k" \
@@ -79,8 +83,8 @@ import json, sys
 out = json.load(open(sys.argv[1]))
 fixture = {
   "llama_cpp_commit": "$commit",
-  "model": {"arch": "$arch", "type": "$type", "dim": 128, "layers": 2, "heads": 4,
-            "kv_heads": 2, "head_dim": $head_dim, "ffn": 256, "vocab": 512, "context": 256,
+  "model": {"arch": "$arch", "type": "$type", "dim": $dim, "layers": 2, "heads": 4,
+            "kv_heads": 2, "head_dim": $head_dim, "ffn": $ffn, "vocab": 512, "context": 256,
             "seed": $seed, "tied": $tied, "llama3_rope": $rope},
   "file_fnv1a64": out["file_fnv1a64"],
   "kv_type": "f32",
@@ -107,4 +111,12 @@ for arch in llama qwen2 qwen3; do
   done
 done
 fixture llama_f16_tied_llama3rope llama f16 0 4 --tied --llama3-rope
+dim=256
+ffn=512
+for type in q4_k q5_k q6_k q4_k_m; do
+  fixture "llama_$type" llama "$type" 0 5
+done
+fixture qwen2_q5_k_m qwen2 q5_k_m 0 5
+fixture qwen3_q4_k_m qwen3 q4_k_m 128 5
+fixture qwen3_q6_k qwen3 q6_k 128 5
 echo "llama.cpp $commit"

@@ -48,8 +48,17 @@ Tolerance ToleranceFor(TensorType type) {
       // llama.cpp rounds activations to f16 for f16 matmuls, we keep f32
       // (measured <= 1e-2).
       return {4e-2, 4e-2, 0.0};
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      // llama.cpp multiplies K-quant weights with activations quantized to
+      // Q8_K (blocks of 256, f32 scale), we with Q8_0 (blocks of 32, f16
+      // scale): about 1% per matmul either side (measured <= 8.3e-2 over
+      // the top 6, logits span +-4). A misread format is off by ~1 (see
+      // the commit that added these).
+      return {0.25, 0.25, 0.0};
     default:
-      // Quantized: both sides quantize activations to the same Q8_0 blocks,
+      // Q8_0/Q4_0: both sides quantize activations to the same Q8_0 blocks,
       // so most steps agree to float rounding (measured <= 1e-6); a last-bit
       // difference now and then moves an activation across a rounding
       // boundary (measured <= 2.4e-2); in a prompt token that stays in the
@@ -80,10 +89,16 @@ absl::StatusOr<model::SynthOptions> OptionsOf(const Json& m) {
   } else {
     return absl::InvalidArgumentError("unknown arch " + arch);
   }
-  const std::string type = m.at("type");
+  std::string type = m.at("type");
+  // q4_k_m / q5_k_m: the K mix (attn_v, ffn_down, output in Q6_K).
+  if (type == "q4_k_m" || type == "q5_k_m") {
+    o.k_mix = true;
+    type.resize(4);
+  }
   bool known = false;
-  for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
-                       TensorType::kQ4_0}) {
+  for (TensorType t :
+       {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+        TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     if (type == TensorTypeName(t)) {
       o.weight_type = t;
       known = true;
@@ -191,6 +206,10 @@ std::vector<std::string> Fixtures() {
     }
   }
   names.push_back("llama_f16_tied_llama3rope");
+  for (const char* name : {"llama_q4_k", "llama_q5_k", "llama_q6_k", "llama_q4_k_m", "qwen2_q5_k_m",
+                           "qwen3_q4_k_m", "qwen3_q6_k"}) {
+    names.push_back(name);
+  }
   return names;
 }
 

@@ -36,7 +36,9 @@ std::vector<float> RoundThroughQ8_0(const float* x, int64_t n) {
 ReferenceModel::Matrix ReferenceModel::MatrixOf(const devices::TensorView& t) {
   Matrix m;
   m.w = DequantizeTensor(t);
-  m.quantized = t.type == devices::TensorType::kQ8_0 || t.type == devices::TensorType::kQ4_0;
+  m.quantized = t.type == devices::TensorType::kQ8_0 || t.type == devices::TensorType::kQ4_0 ||
+                t.type == devices::TensorType::kQ4_K || t.type == devices::TensorType::kQ5_K ||
+                t.type == devices::TensorType::kQ6_K;
   return m;
 }
 

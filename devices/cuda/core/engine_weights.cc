@@ -150,6 +150,9 @@ bool WeightTypeOf(TensorType type, WeightType* out) {
       *out = WeightType::kQ8_0;
       return true;
     case TensorType::kQ4_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       return false;
   }
   return false;
