@@ -137,9 +137,12 @@ void QuantizeQ6K(const float* x, uint8_t* out) {
 
 // One super-block as int8 values, a scale per 16 and a min per 32 (0 for
 // Q6_K): x[i] = scale16[i / 16] * q[i] - min32[i / 32].
-__attribute__((always_inline)) inline void UnpackSuper(TensorType type, const uint8_t* block,
-                                                       int8_t* q, float* scale16, float* min32) {
-  if (type == TensorType::kQ6_K) {
+// Templated on the type so that the unpacking loops vectorize with constant
+// shifts and masks.
+template <TensorType kType>
+__attribute__((always_inline)) inline void UnpackSuper(const uint8_t* block, int8_t* q,
+                                                       float* scale16, float* min32) {
+  if constexpr (kType == TensorType::kQ6_K) {
     const uint8_t* ql = block;
     const uint8_t* qh = block + 128;
     const auto* sc = reinterpret_cast<const int8_t*>(block + 192);
@@ -166,7 +169,7 @@ __attribute__((always_inline)) inline void UnpackSuper(TensorType type, const ui
     scale16[2 * s] = scale16[2 * s + 1] = d * static_cast<float>(sc);
     min32[s] = dmin * static_cast<float>(m);
   }
-  const bool five = type == TensorType::kQ5_K;
+  constexpr bool five = kType == TensorType::kQ5_K;
   const uint8_t* qh = block + 16;
   const uint8_t* qs = five ? block + 48 : block + 16;
   for (int j = 0; j < 4; ++j) {
@@ -194,10 +197,10 @@ inline float ActSum(const uint8_t* row, int64_t cols, int64_t block) {
 // The loop both ISAs share: each weight row unpacked a chunk of super-blocks
 // at a time, then dot(q, scale16, min32, supers, activation row, cols, first
 // Q8_0 block) for every activation row adds the chunk's contribution.
-template <typename DotChunk>
-__attribute__((always_inline)) inline void MatMulK(const TensorView& w, int64_t row_begin,
-                                                   int64_t row_end, const Activations& x, float* y,
-                                                   int64_t y_stride, DotChunk dot) {
+template <TensorType kType, typename DotChunk>
+__attribute__((always_inline)) inline void MatMulKTyped(const TensorView& w, int64_t row_begin,
+                                                        int64_t row_end, const Activations& x,
+                                                        float* y, int64_t y_stride, DotChunk dot) {
   const int64_t supers = x.cols / kSuper;
   const size_t super_bytes = TensorTypeBlockBytes(w.type);
   const int64_t x_row_bytes = Q8RowBytes(x.cols);
@@ -213,8 +216,8 @@ __attribute__((always_inline)) inline void MatMulK(const TensorView& w, int64_t 
       for (int64_t c = 0; c < supers; c += kChunkSupers) {
         const int64_t count = std::min(kChunkSupers, supers - c);
         for (int64_t b = 0; b < count; ++b) {
-          UnpackSuper(w.type, row + static_cast<size_t>(c + b) * super_bytes, q + b * kSuper,
-                      scale16 + b * 16, min32 + b * 8);
+          UnpackSuper<kType>(row + static_cast<size_t>(c + b) * super_bytes, q + b * kSuper,
+                             scale16 + b * 16, min32 + b * 8);
         }
         for (int64_t m = m0; m < m1; ++m) {
           y[m * y_stride + n] +=
@@ -222,6 +225,20 @@ __attribute__((always_inline)) inline void MatMulK(const TensorView& w, int64_t 
         }
       }
     }
+  }
+}
+
+template <typename DotChunk>
+__attribute__((always_inline)) inline void MatMulK(const TensorView& w, int64_t row_begin,
+                                                   int64_t row_end, const Activations& x, float* y,
+                                                   int64_t y_stride, DotChunk dot) {
+  switch (w.type) {
+    case TensorType::kQ4_K:
+      return MatMulKTyped<TensorType::kQ4_K>(w, row_begin, row_end, x, y, y_stride, dot);
+    case TensorType::kQ5_K:
+      return MatMulKTyped<TensorType::kQ5_K>(w, row_begin, row_end, x, y, y_stride, dot);
+    default:
+      return MatMulKTyped<TensorType::kQ6_K>(w, row_begin, row_end, x, y, y_stride, dot);
   }
 }
 
@@ -247,7 +264,18 @@ void DequantizeKQuant(TensorType type, const uint8_t* row, int64_t n, float* out
   float scale16[16], min32[8];
   const size_t bytes = TensorTypeBlockBytes(type);
   for (int64_t b = 0; b < n / kSuper; ++b) {
-    UnpackSuper(type, row + static_cast<size_t>(b) * bytes, q, scale16, min32);
+    const uint8_t* block = row + static_cast<size_t>(b) * bytes;
+    switch (type) {
+      case TensorType::kQ4_K:
+        UnpackSuper<TensorType::kQ4_K>(block, q, scale16, min32);
+        break;
+      case TensorType::kQ5_K:
+        UnpackSuper<TensorType::kQ5_K>(block, q, scale16, min32);
+        break;
+      default:
+        UnpackSuper<TensorType::kQ6_K>(block, q, scale16, min32);
+        break;
+    }
     for (int i = 0; i < kSuper; ++i) {
       out[b * kSuper + i] = scale16[i / 16] * static_cast<float>(q[i]) - min32[i / 32];
     }
@@ -299,24 +327,47 @@ struct Avx2KDot {
                                                             const uint8_t* xrow, int64_t cols,
                                                             int64_t first_block) const {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc = _mm256_setzero_ps();
-    float min_total = 0.0f;
-    for (int64_t s = 0; s < supers * 8; ++s) {
-      const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + s * 32));
-      const __m256i a = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(xrow + (first_block + s) * kQ8BlockBytes + 2));
-      const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
-      // int32 lanes 0..3 sum values 0..15, lanes 4..7 values 16..31.
-      const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-      const __m256 scale =
-          _mm256_setr_m128(_mm_set1_ps(scale16[2 * s]), _mm_set1_ps(scale16[2 * s + 1]));
-      const float da = ActScale(xrow, cols, first_block + s);
-      acc = _mm256_fmadd_ps(_mm256_mul_ps(sums, scale), _mm256_set1_ps(da), acc);
-      min_total += da * min32[s] * ActSum(xrow, cols, first_block + s);
+    const __m256i halves = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const int64_t blocks = supers * 8;
+    const float* act_scale =
+        reinterpret_cast<const float*>(xrow + Q8ScalesOffset(cols)) + first_block;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t s = 0; s < blocks; s += 2) {
+      // Two blocks per step, into two accumulators (blocks come in eights).
+      for (int64_t k = 0; k < 2; ++k) {
+        const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + (s + k) * 32));
+        const __m256i a = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(xrow + (first_block + s + k) * kQ8BlockBytes + 2));
+        const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+        // int32 lanes 0..3 sum values 0..15, lanes 4..7 values 16..31.
+        const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        const __m256 pair = _mm256_castps128_ps256(
+            _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scale16 + 2 * (s + k)))));
+        const __m256 scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(pair, halves),
+                                           _mm256_broadcast_ss(act_scale + s + k));
+        if (k == 0) {
+          acc0 = _mm256_fmadd_ps(sums, scale, acc0);
+        } else {
+          acc1 = _mm256_fmadd_ps(sums, scale, acc1);
+        }
+      }
     }
+    // The mins: sum over blocks of min * d_a * sum(a), eight blocks a step.
+    const auto* corrections =
+        reinterpret_cast<const int32_t*>(xrow + Q8CorrectionsOffset(cols)) + first_block;
+    const __m256 minus_128th = _mm256_set1_ps(-1.0f / 128.0f);
+    for (int64_t s = 0; s < blocks; s += 8) {
+      const __m256 asum = _mm256_mul_ps(
+          _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(corrections + s))),
+          minus_128th);
+      const __m256 weighted =
+          _mm256_mul_ps(_mm256_loadu_ps(min32 + s), _mm256_loadu_ps(act_scale + s));
+      acc1 = _mm256_fnmadd_ps(weighted, asum, acc1);
+    }
+    const __m256 acc = _mm256_add_ps(acc0, acc1);
     const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2))) - min_total;
+    return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
   }
 };
 
