@@ -331,8 +331,9 @@ class PluginBackend : public DeviceBackend {
     for (Architecture a : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
       if (c.architectures & (1u << PluginArchitecture(a))) out.architectures.push_back(a);
     }
-    for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
-                         TensorType::kQ4_0}) {
+    for (TensorType t :
+         {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
+          TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
       if (c.weight_types & (uint64_t{1} << static_cast<uint32_t>(t))) out.weight_types.push_back(t);
     }
     if (c.kv_types & (1u << TM_KV_F16)) out.kv_types.push_back(KvType::kF16);

@@ -86,6 +86,14 @@ typedef enum tm_tensor_type {
   TM_TENSOR_F16 = 1,
   TM_TENSOR_Q4_0 = 2, /* blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8) */
   TM_TENSOR_Q8_0 = 8, /* blocks of 32: f16 scale d, 32 int8 q; x = d * q */
+  /* K-quants (since 1.1), super-blocks of 256 as GGUF stores them:
+   * Q4_K 144 bytes (f16 d, f16 dmin, 12 bytes of 6-bit sub-block scales and
+   * mins, 128 of 4-bit q), Q5_K 176 (the same plus 32 bytes of fifth bits),
+   * Q6_K 210 (128 bytes of low 4 bits, 64 of high 2 bits, 16 int8 scales,
+   * f16 d). A model may mix them (Q4_K_M). */
+  TM_TENSOR_Q4_K = 12,
+  TM_TENSOR_Q5_K = 13,
+  TM_TENSOR_Q6_K = 14,
   TM_TENSOR_BF16 = 30
 } tm_tensor_type;
 
