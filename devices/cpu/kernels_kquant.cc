@@ -195,8 +195,8 @@ inline float ActSum(const uint8_t* row, int64_t cols, int64_t block) {
 }
 
 // The loop both ISAs share: each weight row unpacked a chunk of super-blocks
-// at a time, then dot(q, scale16, min32, supers, activation row, cols, first
-// Q8_0 block) for every activation row adds the chunk's contribution.
+// at a time, then dot.Rows<type, R>(...) adds the chunk's contribution to R
+// activation rows at a time (4, then the rest one by one).
 template <TensorType kType, typename DotChunk>
 __attribute__((always_inline)) inline void MatMulKTyped(const TensorView& w, int64_t row_begin,
                                                         int64_t row_end, const Activations& x,
@@ -219,9 +219,14 @@ __attribute__((always_inline)) inline void MatMulKTyped(const TensorView& w, int
           UnpackSuper<kType>(row + static_cast<size_t>(c + b) * super_bytes, q + b * kSuper,
                              scale16 + b * 16, min32 + b * 8);
         }
-        for (int64_t m = m0; m < m1; ++m) {
-          y[m * y_stride + n] +=
-              dot(q, scale16, min32, count, x.q8 + m * x_row_bytes, x.cols, c * 8);
+        int64_t m = m0;
+        for (; m + 4 <= m1; m += 4) {
+          dot.template Rows<kType, 4>(q, scale16, min32, count, x.q8 + m * x_row_bytes, x_row_bytes,
+                                      x.cols, c * 8, y + m * y_stride + n, y_stride);
+        }
+        for (; m < m1; ++m) {
+          dot.template Rows<kType, 1>(q, scale16, min32, count, x.q8 + m * x_row_bytes, x_row_bytes,
+                                      x.cols, c * 8, y + m * y_stride + n, y_stride);
         }
       }
     }
@@ -303,6 +308,15 @@ struct ScalarKDot {
     }
     return total;
   }
+
+  template <TensorType, int kRows>
+  void Rows(const int8_t* q, const float* scale16, const float* min32, int64_t supers,
+            const uint8_t* xrow, int64_t x_stride, int64_t cols, int64_t first_block, float* y,
+            int64_t y_stride) const {
+    for (int r = 0; r < kRows; ++r) {
+      y[r * y_stride] += (*this)(q, scale16, min32, supers, xrow + r * x_stride, cols, first_block);
+    }
+  }
 };
 
 }  // namespace
@@ -319,55 +333,68 @@ namespace avx2 {
 
 namespace {
 
-// vpmaddubsw takes unsigned x signed bytes: |q| times a with q's sign, exact
-// (|q| <= 32, |a| <= 127: pair sums fit int16).
+// vpmaddubsw takes unsigned x signed bytes: Q4_K/Q5_K values are unsigned
+// already; Q6_K's go in as |q| with a taking q's sign. Exact either way
+// (|q| <= 32, |a| <= 127: pair sums fit int16). Each weight block is loaded
+// once for kRows activation rows.
 struct Avx2KDot {
-  __attribute__((target("avx2,fma,f16c"))) float operator()(const int8_t* q, const float* scale16,
-                                                            const float* min32, int64_t supers,
-                                                            const uint8_t* xrow, int64_t cols,
-                                                            int64_t first_block) const {
+  template <TensorType kType, int kRows>
+  __attribute__((target("avx2,fma,f16c"))) void Rows(const int8_t* q, const float* scale16,
+                                                     const float* min32, int64_t supers,
+                                                     const uint8_t* xrow, int64_t x_stride,
+                                                     int64_t cols, int64_t first_block, float* y,
+                                                     int64_t y_stride) const {
+    constexpr bool kSigned = kType == TensorType::kQ6_K;
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i halves = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const int64_t blocks = supers * 8;
-    const float* act_scale =
-        reinterpret_cast<const float*>(xrow + Q8ScalesOffset(cols)) + first_block;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int64_t s = 0; s < blocks; s += 2) {
-      // Two blocks per step, into two accumulators (blocks come in eights).
-      for (int64_t k = 0; k < 2; ++k) {
-        const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + (s + k) * 32));
-        const __m256i a = _mm256_loadu_si256(
-            reinterpret_cast<const __m256i*>(xrow + (first_block + s + k) * kQ8BlockBytes + 2));
-        const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
-        // int32 lanes 0..3 sum values 0..15, lanes 4..7 values 16..31.
-        const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        const __m256 pair = _mm256_castps128_ps256(
-            _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scale16 + 2 * (s + k)))));
-        const __m256 scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(pair, halves),
-                                           _mm256_broadcast_ss(act_scale + s + k));
-        if (k == 0) {
-          acc0 = _mm256_fmadd_ps(sums, scale, acc0);
-        } else {
-          acc1 = _mm256_fmadd_ps(sums, scale, acc1);
-        }
+    const float* act_scale[kRows];
+    __m256 acc[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      act_scale[r] =
+          reinterpret_cast<const float*>(xrow + r * x_stride + Q8ScalesOffset(cols)) + first_block;
+      acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t s = 0; s < blocks; ++s) {
+      const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(q + s * 32));
+      const __m256i v_unsigned = kSigned ? _mm256_sign_epi8(v, v) : v;
+      // int32 lanes 0..3 take values 0..15, lanes 4..7 values 16..31: Q6_K's
+      // two sub-blocks of 16 have scales of their own.
+      const __m256 w_scale =
+          kSigned ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_setr_ps(
+                                                 scale16[2 * s], scale16[2 * s + 1], 0.0f, 0.0f)),
+                                             halves)
+                  : _mm256_set1_ps(scale16[2 * s]);
+      for (int r = 0; r < kRows; ++r) {
+        __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+            xrow + r * x_stride + (first_block + s) * kQ8BlockBytes + 2));
+        if (kSigned) a = _mm256_sign_epi8(a, v);
+        const __m256 sums =
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(v_unsigned, a), ones));
+        acc[r] = _mm256_fmadd_ps(
+            sums, _mm256_mul_ps(w_scale, _mm256_broadcast_ss(act_scale[r] + s)), acc[r]);
       }
     }
-    // The mins: sum over blocks of min * d_a * sum(a), eight blocks a step.
-    const auto* corrections =
-        reinterpret_cast<const int32_t*>(xrow + Q8CorrectionsOffset(cols)) + first_block;
     const __m256 minus_128th = _mm256_set1_ps(-1.0f / 128.0f);
-    for (int64_t s = 0; s < blocks; s += 8) {
-      const __m256 asum = _mm256_mul_ps(
-          _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(corrections + s))),
-          minus_128th);
-      const __m256 weighted =
-          _mm256_mul_ps(_mm256_loadu_ps(min32 + s), _mm256_loadu_ps(act_scale + s));
-      acc1 = _mm256_fnmadd_ps(weighted, asum, acc1);
+    for (int r = 0; r < kRows; ++r) {
+      if (!kSigned) {
+        // The mins: min * d_a * sum(a) per block, eight blocks a step.
+        const auto* corrections =
+            reinterpret_cast<const int32_t*>(xrow + r * x_stride + Q8CorrectionsOffset(cols)) +
+            first_block;
+        for (int64_t s = 0; s < blocks; s += 8) {
+          const __m256 asum = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(
+                                                reinterpret_cast<const __m256i*>(corrections + s))),
+                                            minus_128th);
+          const __m256 weighted =
+              _mm256_mul_ps(_mm256_loadu_ps(min32 + s), _mm256_loadu_ps(act_scale[r] + s));
+          acc[r] = _mm256_fnmadd_ps(weighted, asum, acc[r]);
+        }
+      }
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      y[r * y_stride] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
     }
-    const __m256 acc = _mm256_add_ps(acc0, acc1);
-    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
   }
 };
 
