@@ -19,6 +19,12 @@ const char* TensorTypeName(TensorType type) {
       return "q4_0";
     case TensorType::kQ8_0:
       return "q8_0";
+    case TensorType::kQ4_K:
+      return "q4_k";
+    case TensorType::kQ5_K:
+      return "q5_k";
+    case TensorType::kQ6_K:
+      return "q6_k";
     case TensorType::kBF16:
       return "bf16";
   }
@@ -26,7 +32,17 @@ const char* TensorTypeName(TensorType type) {
 }
 
 size_t TensorTypeBlockElements(TensorType type) {
-  return type == TensorType::kQ8_0 || type == TensorType::kQ4_0 ? 32 : 1;
+  switch (type) {
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_0:
+      return 32;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return 256;
+    default:
+      return 1;
+  }
 }
 
 size_t TensorTypeBlockBytes(TensorType type) {
@@ -41,6 +57,12 @@ size_t TensorTypeBlockBytes(TensorType type) {
       return 2 + 32;
     case TensorType::kQ4_0:
       return 2 + 16;
+    case TensorType::kQ4_K:
+      return 2 + 2 + 12 + 128;
+    case TensorType::kQ5_K:
+      return 2 + 2 + 12 + 32 + 128;
+    case TensorType::kQ6_K:
+      return 128 + 64 + 16 + 2;
   }
   return 0;
 }
@@ -57,7 +79,15 @@ int64_t TensorView::elements() const {
 }
 
 const char* ArchitectureName(Architecture arch) {
-  return arch == Architecture::kQwen2 ? "qwen2" : "llama";
+  switch (arch) {
+    case Architecture::kLlama:
+      return "llama";
+    case Architecture::kQwen2:
+      return "qwen2";
+    case Architecture::kQwen3:
+      return "qwen3";
+  }
+  return "unknown";
 }
 
 namespace {
@@ -153,8 +183,20 @@ std::string ModelSpec::Problem() const {
         {&w.bq, p + "bq", {q_dim}, true, true},
         {&w.bk, p + "bk", {kv_dim}, true, true},
         {&w.bv, p + "bv", {kv_dim}, true, true},
+        // qwen3 only; checked for presence below
+        {&w.q_norm, p + "q_norm", {hp.head_dim}, true, true},
+        {&w.k_norm, p + "k_norm", {hp.head_dim}, true, true},
     };
     expected.insert(expected.end(), std::begin(layer), std::end(layer));
+    const bool qk_norm = arch == Architecture::kQwen3;
+    for (const TensorView* t : {&w.q_norm, &w.k_norm}) {
+      if (t->empty() == qk_norm) {
+        return p + (t == &w.q_norm ? "q_norm" : "k_norm") +
+               (qk_norm
+                    ? " is missing (qwen3 normalizes q and k per head)"
+                    : " is set, but " + std::string(ArchitectureName(arch)) + " has no q/k norm");
+      }
+    }
   }
   for (const Expected& e : expected) {
     if (e.optional && e.t->empty()) continue;
@@ -168,8 +210,8 @@ std::string ModelSpec::Problem() const {
 uint64_t ModelSpec::WeightBytesPerToken() const {
   uint64_t bytes = token_embedding.row_bytes() + output_norm.bytes + output.bytes;
   for (const auto& l : layers) {
-    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.wo,
-                                &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                                &l.k_norm, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       bytes += t->bytes;
     }
   }
@@ -180,8 +222,8 @@ uint64_t ModelSpec::WeightBytes() const {
   uint64_t bytes = token_embedding.bytes + output_norm.bytes;
   if (!tied_embeddings) bytes += output.bytes;
   for (const auto& l : layers) {
-    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.wo,
-                                &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                                &l.k_norm, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       bytes += t->bytes;
     }
   }

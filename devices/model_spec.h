@@ -19,11 +19,22 @@ enum class TensorType : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,  // blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8)
   kQ8_0 = 8,  // blocks of 32: f16 scale d, 32 int8 q; x = d * q
+  // K-quants: super-blocks of 256 in sub-blocks with their own scales.
+  // Q4_K (144 bytes): f16 d, f16 dmin, 12 bytes of eight 6-bit scales and
+  // mins, 128 bytes of 4-bit q; sub-block s of 32: x = d*sc[s]*q - dmin*m[s].
+  kQ4_K = 12,
+  // Q5_K (176 bytes): as Q4_K, plus 32 bytes holding the fifth bit of q.
+  kQ5_K = 13,
+  // Q6_K (210 bytes): 128 bytes of q's low 4 bits, 64 of its high 2 bits,
+  // sixteen int8 scales, f16 d; sub-block s of 16: x = d*sc[s]*(q - 32).
+  kQ6_K = 14,
   kBF16 = 30,
 };
 
-const char* TensorTypeName(TensorType type);  // "f32", "f16", "q4_0", "q8_0", "bf16"
-// Elements per block (1 for plain types, 32 for Q8_0/Q4_0) and bytes per block.
+// "f32", "f16", "q4_0", "q8_0", "q4_k", "q5_k", "q6_k", "bf16"
+const char* TensorTypeName(TensorType type);
+// Elements per block (1 for plain types, 32 for Q8_0/Q4_0, 256 for K-quants)
+// and bytes per block.
 size_t TensorTypeBlockElements(TensorType type);
 size_t TensorTypeBlockBytes(TensorType type);
 // Bytes of `elements` elements; elements must be a multiple of the block size.
@@ -51,11 +62,14 @@ struct TensorView {
   }
 };
 
-enum class Architecture { kLlama, kQwen2 };
-const char* ArchitectureName(Architecture arch);  // "llama", "qwen2"
+// kQwen3 is Qwen3 dense: no attention biases, and an RMSNorm over each head
+// of q and k (weights of head_dim, shared by all heads) after the projection
+// and before RoPE; its head_dim is usually not dim / n_heads.
+enum class Architecture { kLlama, kQwen2, kQwen3 };
+const char* ArchitectureName(Architecture arch);  // "llama", "qwen2", "qwen3"
 
 // How RoPE pairs dimensions of a head: GGUF `llama` rotates adjacent pairs
-// (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2` rotate halves
+// (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2`/`qwen3` rotate halves
 // (i, i + head_dim/2).
 enum class RopeStyle { kAdjacentPairs, kHalves };
 
@@ -103,11 +117,14 @@ struct LayerWeights {
   TensorView wk;          // {n_kv_heads * head_dim, dim}
   TensorView wv;          // {n_kv_heads * head_dim, dim}
   TensorView bq, bk, bv;  // qwen2 attention biases (f32), empty for llama
-  TensorView wo;          // {dim, n_heads * head_dim}
-  TensorView ffn_norm;    // {dim}
-  TensorView w_gate;      // {ffn_dim, dim}
-  TensorView w_up;        // {ffn_dim, dim}
-  TensorView w_down;      // {dim, ffn_dim}
+  // qwen3 per-head RMSNorm weights of q and k (f32 {head_dim}), each applied
+  // to every head after the projection and before RoPE; empty otherwise.
+  TensorView q_norm, k_norm;
+  TensorView wo;        // {dim, n_heads * head_dim}
+  TensorView ffn_norm;  // {dim}
+  TensorView w_gate;    // {ffn_dim, dim}
+  TensorView w_up;      // {ffn_dim, dim}
+  TensorView w_down;    // {dim, ffn_dim}
 };
 
 struct ModelSpec {
@@ -126,9 +143,10 @@ struct ModelSpec {
   std::shared_ptr<const void> backing;
 
   // What is wrong with the spec for any executor, or "" when nothing is:
-  // HyperparamsProblem(hp); every tensor present (biases optional)
-  // with the shape hp implies, enough bytes, and norms, biases and
-  // rope_freq_factors in f32. Which weight types run is each executor's call.
+  // HyperparamsProblem(hp); every tensor present (biases optional; q/k
+  // norms required for qwen3 and absent otherwise) with the shape hp
+  // implies, enough bytes, and norms, biases and rope_freq_factors in f32. Which weight types run
+  // is each executor's call.
   std::string Problem() const;
 
   // Bytes of all weights an executor reads per decoded token (every tensor

@@ -36,17 +36,21 @@ int LocalCommands::RunSynth() const {
   const SynthFlags& f = synth_;
   model::SynthOptions o = ShapePreset(f.shape);
   static const std::map<std::string, devices::TensorType> kTypes = {
-      {"f32", devices::TensorType::kF32},
-      {"f16", devices::TensorType::kF16},
-      {"bf16", devices::TensorType::kBF16},
-      {"q8_0", devices::TensorType::kQ8_0},
-      {"q4_0", devices::TensorType::kQ4_0}};
+      {"f32", devices::TensorType::kF32},     {"f16", devices::TensorType::kF16},
+      {"bf16", devices::TensorType::kBF16},   {"q8_0", devices::TensorType::kQ8_0},
+      {"q4_0", devices::TensorType::kQ4_0},   {"q4_k", devices::TensorType::kQ4_K},
+      {"q5_k", devices::TensorType::kQ5_K},   {"q6_k", devices::TensorType::kQ6_K},
+      {"q4_k_m", devices::TensorType::kQ4_K}, {"q5_k_m", devices::TensorType::kQ5_K}};
   o.weight_type = kTypes.at(f.type);
-  o.arch = f.arch == "qwen2" ? devices::Architecture::kQwen2 : devices::Architecture::kLlama;
+  o.k_mix = f.type == "q4_k_m" || f.type == "q5_k_m";
+  o.arch = f.arch == "qwen3"   ? devices::Architecture::kQwen3
+           : f.arch == "qwen2" ? devices::Architecture::kQwen2
+                               : devices::Architecture::kLlama;
   if (f.dim) o.dim = f.dim;
   if (f.layers) o.n_layers = f.layers;
   if (f.heads) o.n_heads = f.heads;
   if (f.kv_heads) o.n_kv_heads = f.kv_heads;
+  if (f.head_dim) o.head_dim = f.head_dim;
   if (f.ffn) o.ffn_dim = f.ffn;
   if (f.vocab) o.vocab_size = f.vocab;
   if (f.context) o.context_length = f.context;
@@ -126,16 +130,20 @@ LocalCommands::LocalCommands(CLI::App& app) {
   synth_cmd_->add_option("--shape", s.shape, "tiny | small | 1b | 8b (then overridden by flags)")
       ->check(CLI::IsMember({"tiny", "small", "1b", "8b"}))
       ->capture_default_str();
-  synth_cmd_->add_option("--type", s.type, "weight type")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}))
+  synth_cmd_
+      ->add_option("--type", s.type,
+                   "weight type (q4_k_m / q5_k_m: attn_v, ffn_down, output in q6_k)")
+      ->check(CLI::IsMember(
+          {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"}))
       ->capture_default_str();
-  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2")
-      ->check(CLI::IsMember({"llama", "qwen2"}))
+  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2 | qwen3")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}))
       ->capture_default_str();
   synth_cmd_->add_option("--dim", s.dim, "hidden size");
   synth_cmd_->add_option("--layers", s.layers, "layers");
   synth_cmd_->add_option("--heads", s.heads, "attention heads");
   synth_cmd_->add_option("--kv-heads", s.kv_heads, "key/value heads");
+  synth_cmd_->add_option("--head-dim", s.head_dim, "head size (default: dim / heads)");
   synth_cmd_->add_option("--ffn", s.ffn, "feed-forward size");
   synth_cmd_->add_option("--vocab", s.vocab, "vocabulary size");
   synth_cmd_->add_option("--context", s.context, "context length");

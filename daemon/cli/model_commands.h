@@ -25,7 +25,7 @@ class LocalCommands {
     std::string shape = "tiny";
     std::string type = "f16";
     std::string arch = "llama";
-    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0, context = 0;
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, vocab = 0, context = 0;
     bool tied = false;
     bool llama3_rope = false;
     uint64_t seed = 1;

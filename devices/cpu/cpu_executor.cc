@@ -18,7 +18,22 @@ namespace {
 // kernel's tile (kernels_internal.h's kQ8BatchTileRows).
 constexpr int64_t kRowGranule = 16;
 
-// The two weight types whose matmuls want activations quantized to Q8_0.
+// Weight types whose matmuls want activations quantized to Q8_0, and which
+// of the two scratch buffers (act_q8_0_, act_q4_0_) holds them; -1: none.
+// The K-quants share Q8_0's.
+int QuantizedBuffer(TensorType type) {
+  switch (type) {
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return 0;
+    case TensorType::kQ4_0:
+      return 1;
+    default:
+      return -1;
+  }
+}
 constexpr TensorType kQuantized[] = {TensorType::kQ8_0, TensorType::kQ4_0};
 
 StepLimits LimitsFor(const ModelSpec& spec, const ExecutorOptions& options) {
@@ -138,8 +153,9 @@ absl::Status CpuExecutor::Allocate() {
   AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
   size_t act_bytes[] = {0, 0};
   for (int i = 0; i < 2; ++i) {
-    const bool used = std::any_of(weights.begin(), weights.end(),
-                                  [&](const TensorView* w) { return w->type == kQuantized[i]; });
+    const bool used = std::any_of(weights.begin(), weights.end(), [&](const TensorView* w) {
+      return QuantizedBuffer(w->type) == i;
+    });
     if (used) {
       act_bytes[i] = ActivationScratchBytes(kQuantized[i], static_cast<int64_t>(rows), widest);
     }
@@ -210,8 +226,9 @@ void CpuExecutor::PrepareRows(std::span<const TensorView* const> consumers, cons
                               int64_t x_cols, int64_t begin, int64_t end) {
   AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
   for (int i = 0; i < 2; ++i) {
-    const bool wanted = std::any_of(consumers.begin(), consumers.end(),
-                                    [&](const TensorView* w) { return w->type == kQuantized[i]; });
+    const bool wanted = std::any_of(consumers.begin(), consumers.end(), [&](const TensorView* w) {
+      return QuantizedBuffer(w->type) == i;
+    });
     if (wanted) PrepareActivationRows(isa_, kQuantized[i], x, x_cols, begin, end, act[i]->data());
   }
 }
@@ -222,9 +239,10 @@ void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
   int64_t total = 0;
   for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
     const TensorView& w = *tasks[i].w;
-    const uint8_t* scratch = w.type == TensorType::kQ8_0   ? act_q8_0_.data()
-                             : w.type == TensorType::kQ4_0 ? act_q4_0_.data()
-                                                           : nullptr;
+    const int buffer = QuantizedBuffer(w.type);
+    const uint8_t* scratch = buffer == 0   ? act_q8_0_.data()
+                             : buffer == 1 ? act_q4_0_.data()
+                                           : nullptr;
     acts[i] = BindActivations(w.type, tasks[i].x, rows, w.cols(), scratch);
     total += (w.rows() + kRowGranule - 1) / kRowGranule;
   }
@@ -277,14 +295,25 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
       {&w.wq, h, q, q_dim}, {&w.wk, h, k, kv_dim}, {&w.wv, h, v, kv_dim}};
   MatMulGroup(qkv_tasks, tokens);
 
-  // Biases, RoPE at each token's own position, K/V into the paged cache.
+  // Biases, per-head q/k norms, RoPE at each token's own position, K/V into
+  // the paged cache: one pass over each token's q/k/v while they are in cache.
   const float* inv_freq = inv_freq_.as<float>();
+  const float* q_norm = static_cast<const float*>(w.q_norm.data);
+  const float* k_norm = static_cast<const float*>(w.k_norm.data);
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
     for (int64_t t = begin; t < end; ++t) {
       float *qt = q + t * q_dim, *kt = k + t * kv_dim, *vt = v + t * kv_dim;
       if (!w.bq.empty()) Add(isa_, qt, static_cast<const float*>(w.bq.data), q_dim);
       if (!w.bk.empty()) Add(isa_, kt, static_cast<const float*>(w.bk.data), kv_dim);
       if (!w.bv.empty()) Add(isa_, vt, static_cast<const float*>(w.bv.data), kv_dim);
+      if (q_norm != nullptr) {
+        for (int64_t i = 0; i < q_dim; i += hd)
+          RmsNorm(isa_, qt + i, q_norm, hd, hp.rms_norm_eps, qt + i);
+      }
+      if (k_norm != nullptr) {
+        for (int64_t i = 0; i < kv_dim; i += hd)
+          RmsNorm(isa_, kt + i, k_norm, hd, hp.rms_norm_eps, kt + i);
+      }
       const int32_t pos = plan_.position(t);
       Rope(qt, hp.n_heads, hp.head_dim, pos, inv_freq, hp.rope_style);
       Rope(kt, hp.n_kv_heads, hp.head_dim, pos, inv_freq, hp.rope_style);

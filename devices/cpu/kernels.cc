@@ -110,6 +110,15 @@ const char* IsaName(Isa isa) {
 void MatMulRows(Isa isa, const TensorView& w, int64_t row_begin, int64_t row_end,
                 const Activations& x, float* y, int64_t y_stride) {
   if (row_begin >= row_end || x.rows <= 0) return;
+  if (internal::IsKQuant(w.type)) {
+#if defined(TOKENMILL_KERNELS_X86)
+    // AVX-512 machines take the AVX2 body (no K-quant VNNI kernel yet).
+    if (Usable(isa) != Isa::kScalar) {
+      return internal::avx2::MatMulKQuant(w, row_begin, row_end, x, y, y_stride);
+    }
+#endif
+    return internal::scalar::MatMulKQuant(w, row_begin, row_end, x, y, y_stride);
+  }
 #if defined(TOKENMILL_KERNELS_X86)
   const bool quantized = w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0;
   if (quantized && Usable(isa) == Isa::kAvx512 && internal::HostCpuFeatures().avx512_vnni) {

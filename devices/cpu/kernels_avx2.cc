@@ -251,6 +251,10 @@ void MatMulRows(const TensorView& w, int64_t row_begin, int64_t row_end, const A
       return MatMulTyped<TensorType::kQ8_0>(w, row_begin, row_end, x, y, y_stride);
     case TensorType::kQ4_0:
       return MatMulTyped<TensorType::kQ4_0>(w, row_begin, row_end, x, y, y_stride);
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return MatMulKQuant(w, row_begin, row_end, x, y, y_stride);
   }
 }
 

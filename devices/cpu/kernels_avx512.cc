@@ -231,6 +231,9 @@ void MatMulRows(const TensorView& w, int64_t row_begin, int64_t row_end, const A
       return MatMulTyped<TensorType::kBF16>(w, row_begin, row_end, x, y, y_stride);
     case TensorType::kQ8_0:
     case TensorType::kQ4_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       return avx2::MatMulRows(w, row_begin, row_end, x, y, y_stride);
   }
 }

@@ -53,6 +53,23 @@ inline int64_t Q8RowBytes(int64_t cols) {
 // f16), q = round-half-away-from-zero(x / d) computed as x * (1 / d).
 void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
 
+// K-quants (kernels_kquant.cc): rows of n values (n % 256 == 0) quantized
+// into / dequantized from the type's GGUF super-blocks.
+bool IsKQuant(TensorType type);
+void QuantizeKQuant(TensorType type, const float* x, int64_t n, uint8_t* out);
+void DequantizeKQuant(TensorType type, const uint8_t* row, int64_t n, float* out);
+// MatMulRows for K-quant weights against prepared Q8_0 activations.
+namespace scalar {
+void MatMulKQuant(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                  float* y, int64_t y_stride);
+}  // namespace scalar
+#if defined(__x86_64__) || defined(__i386__)
+namespace avx2 {
+void MatMulKQuant(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                  float* y, int64_t y_stride);
+}  // namespace avx2
+#endif
+
 // One set of kernels per ISA, same contracts as the public functions in
 // kernels.h (minus the isa argument).
 #define TOKENMILL_DECLARE_ISA_KERNELS(ns)                                                        \

@@ -21,7 +21,10 @@ float BitsToFloat(uint32_t u) {
   return f;
 }
 
-bool IsQuantized(TensorType t) { return t == TensorType::kQ8_0 || t == TensorType::kQ4_0; }
+// Weight types whose matmuls take Q8_0 activations.
+bool IsQuantized(TensorType t) {
+  return t == TensorType::kQ8_0 || t == TensorType::kQ4_0 || internal::IsKQuant(t);
+}
 
 void StoreU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, sizeof(v)); }
 
@@ -132,6 +135,11 @@ void QuantizeRow(TensorType type, const float* x, int64_t n, void* out) {
     case TensorType::kQ4_0:
       QuantizeQ4_0(x, n, dst);
       return;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      internal::QuantizeKQuant(type, x, n, dst);
+      return;
   }
 }
 
@@ -166,6 +174,11 @@ void DequantizeRow(const TensorView& w, int64_t r, float* out) {
           out[b * 32 + j + 16] = d * static_cast<float>((block[2 + j] >> 4) - 8);
         }
       }
+      return;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      internal::DequantizeKQuant(w.type, row, cols, out);
       return;
   }
 }

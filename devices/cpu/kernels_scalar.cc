@@ -100,7 +100,9 @@ void MatMulQuantWeights(const TensorView& w, int64_t row_begin, int64_t row_end,
 
 void MatMulRows(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                 float* y, int64_t y_stride) {
-  if (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0) {
+  if (IsKQuant(w.type)) {
+    MatMulKQuant(w, row_begin, row_end, x, y, y_stride);
+  } else if (w.type == TensorType::kQ8_0 || w.type == TensorType::kQ4_0) {
     MatMulQuantWeights(w, row_begin, row_end, x, y, y_stride);
   } else {
     MatMulFloatWeights(w, row_begin, row_end, x, y, y_stride);

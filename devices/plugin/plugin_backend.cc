@@ -25,6 +25,18 @@ namespace {
 // executor_forward (get_proc_address is optional).
 constexpr size_t kMinApiSize = offsetof(tm_device_api, get_proc_address);
 
+uint32_t PluginArchitecture(Architecture arch) {
+  switch (arch) {
+    case Architecture::kLlama:
+      return TM_ARCH_LLAMA;
+    case Architecture::kQwen2:
+      return TM_ARCH_QWEN2;
+    case Architecture::kQwen3:
+      return TM_ARCH_QWEN3;
+  }
+  return TM_ARCH_LLAMA;
+}
+
 // A loaded plugin: the library, its table and its state. Shared by the
 // backend, its devices, arenas and executors, so the library stays mapped
 // while anything of it lives.
@@ -316,13 +328,12 @@ class PluginBackend : public DeviceBackend {
     const PluginDevice* d = Own(device);
     if (d == nullptr) return out;
     const Claims& c = d->claims();
-    for (Architecture a : {Architecture::kLlama, Architecture::kQwen2}) {
-      if (c.architectures & (1u << (a == Architecture::kQwen2 ? TM_ARCH_QWEN2 : TM_ARCH_LLAMA))) {
-        out.architectures.push_back(a);
-      }
+    for (Architecture a : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
+      if (c.architectures & (1u << PluginArchitecture(a))) out.architectures.push_back(a);
     }
-    for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
-                         TensorType::kQ4_0}) {
+    for (TensorType t :
+         {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
+          TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
       if (c.weight_types & (uint64_t{1} << static_cast<uint32_t>(t))) out.weight_types.push_back(t);
     }
     if (c.kv_types & (1u << TM_KV_F16)) out.kv_types.push_back(KvType::kF16);
@@ -395,6 +406,8 @@ class PluginBackend : public DeviceBackend {
       add(LayerName(l, "attn_q.bias"), w.bq);
       add(LayerName(l, "attn_k.bias"), w.bk);
       add(LayerName(l, "attn_v.bias"), w.bv);
+      add(LayerName(l, "attn_q_norm.weight"), w.q_norm);
+      add(LayerName(l, "attn_k_norm.weight"), w.k_norm);
       add(LayerName(l, "attn_output.weight"), w.wo);
       add(LayerName(l, "ffn_norm.weight"), w.ffn_norm);
       add(LayerName(l, "ffn_gate.weight"), w.w_gate);
@@ -416,7 +429,7 @@ class PluginBackend : public DeviceBackend {
     tm_model m{};
     m.struct_size = sizeof(m);
     m.name = spec.name.c_str();
-    m.architecture = spec.arch == Architecture::kQwen2 ? TM_ARCH_QWEN2 : TM_ARCH_LLAMA;
+    m.architecture = PluginArchitecture(spec.arch);
     m.rope_style = hp.rope_style == RopeStyle::kHalves ? TM_ROPE_HALVES : TM_ROPE_ADJACENT_PAIRS;
     m.dim = hp.dim;
     m.n_layers = hp.n_layers;
@@ -484,7 +497,7 @@ class PluginBackend : public DeviceBackend {
                                   const ExecutorOptions& options) {
     const std::string& id = d.Info().id;
     const Claims& c = d.claims();
-    const uint32_t arch = spec.arch == Architecture::kQwen2 ? TM_ARCH_QWEN2 : TM_ARCH_LLAMA;
+    const uint32_t arch = PluginArchitecture(spec.arch);
     if ((c.architectures & (1u << arch)) == 0) {
       return absl::UnimplementedError(
           absl::StrCat("device ", id, " does not run architecture ", ArchitectureName(spec.arch)));

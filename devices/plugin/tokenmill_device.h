@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 #define TM_DEVICE_ABI_MAJOR 1
-#define TM_DEVICE_ABI_MINOR 0
+#define TM_DEVICE_ABI_MINOR 1
 
 /* The one exported entry point's name, for dlsym. */
 #define TM_DEVICE_ENTRY_POINT "tokenmill_device_plugin"
@@ -86,15 +86,29 @@ typedef enum tm_tensor_type {
   TM_TENSOR_F16 = 1,
   TM_TENSOR_Q4_0 = 2, /* blocks of 32: f16 scale d, 16 bytes of 4-bit q; x = d * (q - 8) */
   TM_TENSOR_Q8_0 = 8, /* blocks of 32: f16 scale d, 32 int8 q; x = d * q */
+  /* K-quants (since 1.1), super-blocks of 256 as GGUF stores them:
+   * Q4_K 144 bytes (f16 d, f16 dmin, 12 bytes of 6-bit sub-block scales and
+   * mins, 128 of 4-bit q), Q5_K 176 (the same plus 32 bytes of fifth bits),
+   * Q6_K 210 (128 bytes of low 4 bits, 64 of high 2 bits, 16 int8 scales,
+   * f16 d). A model may mix them (Q4_K_M). */
+  TM_TENSOR_Q4_K = 12,
+  TM_TENSOR_Q5_K = 13,
+  TM_TENSOR_Q6_K = 14,
   TM_TENSOR_BF16 = 30
 } tm_tensor_type;
 
 typedef enum tm_kv_type { TM_KV_F16 = 0, TM_KV_F32 = 1 } tm_kv_type;
 
-typedef enum tm_architecture { TM_ARCH_LLAMA = 0, TM_ARCH_QWEN2 = 1 } tm_architecture;
+/* ABI 1.1 added TM_ARCH_QWEN3: the daemon hands a plugin only architectures
+ * whose bit it claims, so a 1.0 plugin never sees it. */
+typedef enum tm_architecture {
+  TM_ARCH_LLAMA = 0,
+  TM_ARCH_QWEN2 = 1,
+  TM_ARCH_QWEN3 = 2 /* since 1.1 */
+} tm_architecture;
 
 /* How RoPE pairs the dimensions of a head: adjacent (2i, 2i+1), GGUF llama;
- * halves (i, i + head_dim/2), Hugging Face and GGUF qwen2. */
+ * halves (i, i + head_dim/2), Hugging Face and GGUF qwen2 / qwen3. */
 typedef enum tm_rope_style { TM_ROPE_ADJACENT_PAIRS = 0, TM_ROPE_HALVES = 1 } tm_rope_style;
 
 /* ------------------------------------------------------------------ */
@@ -162,8 +176,9 @@ typedef struct tm_tensor {
   uint64_t bytes;
 } tm_tensor;
 
-/* A Llama-family model (Llama 2/3, Mistral, Qwen2): y = embed, per layer
- * attention (RMSNorm, Q/K/V (+ Qwen2 biases), RoPE, causal grouped-query
+/* A Llama-family model (Llama 2/3, Mistral, Qwen2, Qwen3): y = embed, per
+ * layer attention (RMSNorm, Q/K/V (+ Qwen2 biases), Qwen3's RMSNorm of each
+ * head of Q and K (eps rms_norm_eps), RoPE, causal grouped-query
  * attention, output projection, residual) and SwiGLU FFN (RMSNorm,
  * silu(gate) * up, down, residual), then RMSNorm and the output projection.
  *
@@ -174,6 +189,8 @@ typedef struct tm_tensor {
  * blk.N.attn_q.weight {heads * head_dim, dim}, blk.N.attn_k.weight and
  * blk.N.attn_v.weight {kv_heads * head_dim, dim}, blk.N.attn_q.bias,
  * blk.N.attn_k.bias, blk.N.attn_v.bias (Qwen2 only, f32),
+ * blk.N.attn_q_norm.weight and blk.N.attn_k_norm.weight {head_dim} (Qwen3
+ * only, f32: one weight vector applied to every head),
  * blk.N.attn_output.weight {dim, heads * head_dim}, blk.N.ffn_norm.weight
  * {dim}, blk.N.ffn_gate.weight and blk.N.ffn_up.weight {ffn_dim, dim},
  * blk.N.ffn_down.weight {dim, ffn_dim}. Norms and biases are f32.

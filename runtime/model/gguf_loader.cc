@@ -125,12 +125,19 @@ absl::StatusOr<TensorType> WeightType(const GgufFile& file, const GgufTensorInfo
       return TensorType::kQ4_0;
     case 8:
       return TensorType::kQ8_0;
+    case 12:
+      return TensorType::kQ4_K;
+    case 13:
+      return TensorType::kQ5_K;
+    case 14:
+      return TensorType::kQ6_K;
     case 30:
       return TensorType::kBF16;
     default:
-      return absl::UnimplementedError(absl::StrCat(
-          file.path().string(), ": tensor '", info.name, "': ggml type ",
-          GgmlType(info.ggml_type).name, " is not supported (f32, f16, bf16, q8_0, q4_0 are)"));
+      return absl::UnimplementedError(
+          absl::StrCat(file.path().string(), ": tensor '", info.name, "': ggml type ",
+                       GgmlType(info.ggml_type).name,
+                       " is not supported (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k are)"));
   }
 }
 
@@ -149,13 +156,17 @@ absl::StatusOr<LoadedModel> ModelFromGguf(const GgufFile& file) {
     spec.arch = Architecture::kLlama;
   } else if (arch == "qwen2") {
     spec.arch = Architecture::kQwen2;
+  } else if (arch == "qwen3") {
+    spec.arch = Architecture::kQwen3;
   } else {
-    return absl::UnimplementedError(
-        absl::StrCat(path, ": architecture '", arch, "' is not supported (llama, qwen2 are)"));
+    return absl::UnimplementedError(absl::StrCat(path, ": architecture '", arch,
+                                                 "' is not supported (llama, qwen2, qwen3 are)"));
   }
   TM_ASSIGN(spec.hp, ReadHyperparams(file, arch));
-  spec.hp.rope_style = spec.arch == Architecture::kQwen2 ? devices::RopeStyle::kHalves
-                                                         : devices::RopeStyle::kAdjacentPairs;
+  // GGUF llama files have their q/k rows permuted for adjacent pairs; qwen
+  // files keep Hugging Face's order.
+  spec.hp.rope_style = spec.arch == Architecture::kLlama ? devices::RopeStyle::kAdjacentPairs
+                                                         : devices::RopeStyle::kHalves;
   TM_ASSIGN(model.tokenizer, TokenizerFromGguf(file));
 
   const GgufTensorInfo* embedding = file.FindTensor("token_embd.weight");
@@ -175,6 +186,7 @@ absl::StatusOr<LoadedModel> ModelFromGguf(const GgufFile& file) {
   layout.rope_factors = file.FindTensor("rope_freqs.weight") != nullptr;
   layout.qkv_bias =
       spec.arch == Architecture::kQwen2 || file.FindTensor("blk.0.attn_q.bias") != nullptr;
+  layout.qk_norm = spec.arch == Architecture::kQwen3;
   auto backing = std::make_shared<ModelBacking>();
   backing->files.push_back(file.mapping());
   absl::flat_hash_set<std::string> used;

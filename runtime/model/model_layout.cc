@@ -52,6 +52,12 @@ std::vector<TensorSlot> ModelTensorSlots(const LayoutOptions& options, devices::
       add(blk + "attn_k.bias", hf + "self_attn.k_proj.bias", {kv_dim}, TensorRole::kBias, &l.bk);
       add(blk + "attn_v.bias", hf + "self_attn.v_proj.bias", {kv_dim}, TensorRole::kBias, &l.bv);
     }
+    if (options.qk_norm) {
+      add(blk + "attn_q_norm.weight", hf + "self_attn.q_norm.weight", {hp.head_dim},
+          TensorRole::kNorm, &l.q_norm);
+      add(blk + "attn_k_norm.weight", hf + "self_attn.k_norm.weight", {hp.head_dim},
+          TensorRole::kNorm, &l.k_norm);
+    }
     add(blk + "attn_output.weight", hf + "self_attn.o_proj.weight", {dim, q_dim},
         TensorRole::kMatrix, &l.wo);
     add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight", {dim}, TensorRole::kNorm,

@@ -16,7 +16,7 @@ namespace tokenmill::model {
 enum class TensorRole {
   kEmbedding,    // token_embd: {vocab, dim}
   kMatrix,       // a linear layer's weight {out, in}: any weight type
-  kNorm,         // f32 in the spec (loaders convert f16/bf16)
+  kNorm,         // f32 in the spec (loaders convert f16/bf16); also qwen3's q/k norms
   kBias,         // f32 in the spec
   kRopeFactors,  // GGUF rope_freqs.weight: f32 {head_dim / 2}
 };
@@ -35,6 +35,7 @@ struct LayoutOptions {
   bool output = true;         // output.weight / lm_head.weight (false: tied)
   bool rope_factors = false;  // rope_freqs.weight
   bool qkv_bias = false;      // attention q/k/v biases
+  bool qk_norm = false;       // per-head q/k RMSNorm weights (qwen3)
 };
 
 // The slots in GGUF file order: token_embd, output_norm, output, rope_freqs,

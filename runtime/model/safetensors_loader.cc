@@ -194,10 +194,13 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
     spec.arch = Architecture::kLlama;
   } else if (arch_name == "Qwen2ForCausalLM") {
     spec.arch = Architecture::kQwen2;
+  } else if (arch_name == "Qwen3ForCausalLM") {
+    spec.arch = Architecture::kQwen3;
   } else {
-    return absl::UnimplementedError(absl::StrCat(config_file, ": key 'architectures': '", arch_name,
-                                                 "' is not supported (LlamaForCausalLM, "
-                                                 "MistralForCausalLM, Qwen2ForCausalLM are)"));
+    return absl::UnimplementedError(
+        absl::StrCat(config_file, ": key 'architectures': '", arch_name,
+                     "' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                     "Qwen3ForCausalLM are)"));
   }
   devices::ModelHyperparams& hp = spec.hp;
   TM_ASSIGN(hp.dim, r.Int("hidden_size", std::nullopt));
@@ -245,6 +248,7 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   LayoutOptions layout;
   layout.output = !tie && tensors.contains("lm_head.weight");
   layout.qkv_bias = spec.arch == Architecture::kQwen2;
+  layout.qk_norm = spec.arch == Architecture::kQwen3;
   absl::flat_hash_set<std::string> used;
   for (const TensorSlot& slot : ModelTensorSlots(layout, &spec)) {
     auto it = tensors.find(slot.hf_name);

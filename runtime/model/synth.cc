@@ -46,10 +46,21 @@ float UniformSigned(uint64_t& state) {
   return static_cast<float>(bits) * (2.0f / 16777216.0f) - 1.0f;
 }
 
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 TensorType SlotType(const SynthOptions& options, const TensorSlot& slot) {
-  return slot.role == TensorRole::kEmbedding || slot.role == TensorRole::kMatrix
-             ? options.weight_type
-             : TensorType::kF32;
+  if (slot.role != TensorRole::kEmbedding && slot.role != TensorRole::kMatrix) {
+    return TensorType::kF32;
+  }
+  if (options.k_mix &&
+      (EndsWith(slot.gguf_name, "attn_v.weight") || EndsWith(slot.gguf_name, "ffn_down.weight") ||
+       slot.gguf_name == "output.weight")) {
+    return TensorType::kQ6_K;
+  }
+  return options.weight_type;
 }
 
 int64_t SlotRows(const TensorSlot& slot) { return slot.shape.size() < 2 ? 1 : slot.shape[0]; }
@@ -117,14 +128,24 @@ void EncodeRow(TensorType type, const float* x, int64_t n, uint8_t* out) {
       return;
     case TensorType::kQ8_0:
     case TensorType::kQ4_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       devices::cpu::QuantizeRow(type, x, n, out);
       return;
   }
 }
 
-uint32_t FileType(TensorType type) {
-  // llama.cpp's general.file_type (LLAMA_FTYPE_*) for a uniform weight type.
+uint32_t FileType(TensorType type, bool k_mix) {
+  // llama.cpp's general.file_type (LLAMA_FTYPE_*): a uniform weight type, or
+  // Q4_K_M / Q5_K_M for the K mix.
   switch (type) {
+    case TensorType::kQ4_K:
+      return k_mix ? 15 : 14;
+    case TensorType::kQ5_K:
+      return k_mix ? 17 : 16;
+    case TensorType::kQ6_K:
+      return 18;
     case TensorType::kF32:
       return 0;
     case TensorType::kF16:
@@ -150,7 +171,7 @@ Metadata SynthMetadata(const SynthOptions& options, const devices::ModelHyperpar
   add("general.architecture", GgufValue::String(arch));
   add("general.name", GgufValue::String(options.name));
   add("general.alignment", GgufValue::U32(kGgufDefaultAlignment));
-  add("general.file_type", GgufValue::U32(FileType(options.weight_type)));
+  add("general.file_type", GgufValue::U32(FileType(options.weight_type, options.k_mix)));
   add(arch + ".vocab_size", u32(hp.vocab_size));
   add(arch + ".context_length", u32(hp.context_length));
   add(arch + ".embedding_length", u32(hp.dim));
@@ -165,7 +186,7 @@ Metadata SynthMetadata(const SynthOptions& options, const devices::ModelHyperpar
   add(arch + ".rope.dimension_count", u32(hp.head_dim));
   add("tokenizer.ggml.model", GgufValue::String("gpt2"));
   add("tokenizer.ggml.pre",
-      GgufValue::String(options.arch == Architecture::kQwen2 ? "qwen2" : "llama-bpe"));
+      GgufValue::String(options.arch == Architecture::kLlama ? "llama-bpe" : "qwen2"));
   add("tokenizer.ggml.tokens", GgufValue::StringArray(vocab.tokens));
   std::vector<int64_t> types;
   types.reserve(vocab.token_types.size());
@@ -193,17 +214,17 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   hp.n_layers = options.n_layers;
   hp.n_heads = options.n_heads;
   hp.n_kv_heads = options.n_kv_heads;
-  hp.head_dim = options.dim / options.n_heads;
+  hp.head_dim = options.head_dim > 0 ? options.head_dim : options.dim / options.n_heads;
   hp.ffn_dim = options.ffn_dim;
   hp.vocab_size = options.vocab_size;
   hp.context_length = options.context_length;
   hp.rms_norm_eps = 1e-5f;
   hp.rope_theta = options.rope_theta;
-  hp.rope_style = options.arch == Architecture::kQwen2 ? devices::RopeStyle::kHalves
-                                                       : devices::RopeStyle::kAdjacentPairs;
-  auto vocab = BuildSynthVocabulary(options.vocab_size, options.arch == Architecture::kQwen2
-                                                            ? tokenizer::PreTokenizer::kQwen2
-                                                            : tokenizer::PreTokenizer::kLlama3);
+  const bool llama = options.arch == Architecture::kLlama;
+  hp.rope_style = llama ? devices::RopeStyle::kAdjacentPairs : devices::RopeStyle::kHalves;
+  // Qwen3 uses Qwen2's tokenizer (GGUF tokenizer.ggml.pre "qwen2").
+  auto vocab = BuildSynthVocabulary(options.vocab_size, llama ? tokenizer::PreTokenizer::kLlama3
+                                                              : tokenizer::PreTokenizer::kQwen2);
   if (!vocab.ok()) return vocab.status();
   model->tokenizer = *std::move(vocab);
   if (options.chat_template) model->tokenizer.chat_template = *options.chat_template;
@@ -212,6 +233,7 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   layout.output = !options.tied_embeddings;
   layout.rope_factors = options.llama3_rope_scaling;
   layout.qkv_bias = options.arch == Architecture::kQwen2;
+  layout.qk_norm = options.arch == Architecture::kQwen3;
   *slots = ModelTensorSlots(layout, &spec);
   for (const TensorSlot& slot : *slots) {
     slot.view->name = slot.gguf_name;
@@ -236,8 +258,16 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
   if (o.dim <= 0 || o.dim % 32 != 0)
     return bad("dim ", o.dim, " must be a positive multiple of 32");
   if (o.n_layers <= 0 || o.n_layers > 1024) return bad("n_layers ", o.n_layers, " must be 1..1024");
-  if (o.n_heads <= 0 || o.dim % o.n_heads != 0 || (o.dim / o.n_heads) % 2 != 0) {
+  if (o.head_dim < 0 || o.head_dim % 2 != 0 || o.head_dim > 1024) {
+    return bad("head_dim ", o.head_dim, " must be 0 (dim / n_heads) or even, at most 1024");
+  }
+  if (o.head_dim == 0 &&
+      (o.n_heads <= 0 || o.dim % o.n_heads != 0 || (o.dim / o.n_heads) % 2 != 0)) {
     return bad("n_heads ", o.n_heads, " must divide dim ", o.dim, " into even head sizes");
+  }
+  if (o.n_heads <= 0 || o.n_heads > 1024 || (o.head_dim * o.n_heads) % 32 != 0) {
+    return bad("n_heads ", o.n_heads, " x head_dim ", o.head_dim,
+               " must be a multiple of 32 (1..1024 heads)");
   }
   if (o.n_kv_heads <= 0 || o.n_heads % o.n_kv_heads != 0) {
     return bad("n_kv_heads ", o.n_kv_heads, " must divide n_heads ", o.n_heads);
@@ -259,9 +289,22 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
     case TensorType::kBF16:
     case TensorType::kQ8_0:
     case TensorType::kQ4_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       break;
     default:
       return bad("unknown weight type ", static_cast<uint32_t>(o.weight_type));
+  }
+  if (o.k_mix && o.weight_type != TensorType::kQ4_K && o.weight_type != TensorType::kQ5_K) {
+    return bad("the K mix takes weight type q4_k or q5_k");
+  }
+  const int64_t block =
+      o.k_mix ? 256 : static_cast<int64_t>(devices::TensorTypeBlockElements(o.weight_type));
+  const int64_t q_dim = int64_t{o.n_heads} * (o.head_dim > 0 ? o.head_dim : o.dim / o.n_heads);
+  if (o.dim % block != 0 || o.ffn_dim % block != 0 || q_dim % block != 0) {
+    return bad("dim ", o.dim, ", ffn_dim ", o.ffn_dim, " and heads x head_dim ", q_dim,
+               " must be multiples of ", block, " for ", devices::TensorTypeName(o.weight_type));
   }
   if (o.name.empty()) return bad("name must not be empty");
   return absl::OkStatus();

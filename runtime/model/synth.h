@@ -23,10 +23,14 @@ struct SynthOptions {
   int32_t n_layers = 2;
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
+  int32_t head_dim = 0;  // 0: dim / n_heads (qwen3 files usually set a larger one)
   int32_t ffn_dim = 128;
   int32_t vocab_size = 512;  // >= 256 bytes + special tokens
   int32_t context_length = 2048;
   devices::TensorType weight_type = devices::TensorType::kF16;  // matrices; norms stay f32
+  // With weight_type Q4_K or Q5_K: attn_v, ffn_down and output in Q6_K, the
+  // rest in weight_type, as llama.cpp's Q4_K_M / Q5_K_M files mix them.
+  bool k_mix = false;
   bool tied_embeddings = false;
   float rope_theta = 10000.0f;
   bool llama3_rope_scaling = false;  // writes rope_freqs.weight (GGUF) / rope_scaling
@@ -37,8 +41,10 @@ struct SynthOptions {
   std::optional<std::string> chat_template;
 };
 
-// Checks the shape (heads divide dim, kv heads divide heads, dims multiples of
-// 32 so every weight type can hold them, vocab large enough).
+// Checks the shape (heads divide dim unless head_dim is set, even head_dim,
+// kv heads divide heads, dim, ffn and heads x head_dim multiples of 32, or of
+// 256 for K-quants, so every weight row holds whole blocks, vocab large
+// enough).
 absl::Status ValidateSynthOptions(const SynthOptions& options);
 
 // The model in memory: spec.backing owns the weights.

@@ -288,10 +288,9 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
   io.scheduler.context = context;
   io.scheduler.vtc_input_weight = options.vtc_input_weight;
   io.scheduler.vtc_output_weight = options.vtc_output_weight;
-  const std::string arch =
-      loaded->metadata.count("general.architecture")
-          ? loaded->metadata.at("general.architecture")
-          : std::string(ms.arch == devices::Architecture::kQwen2 ? "qwen2" : "llama");
+  const std::string arch = loaded->metadata.count("general.architecture")
+                               ? loaded->metadata.at("general.architecture")
+                               : std::string(devices::ArchitectureName(ms.arch));
   const uint64_t weight_bytes = ms.WeightBytes();
   UsageObserverPtr observer =
       options.usage_observer ? options.usage_observer(spec.id, slot->device->Info().id) : nullptr;

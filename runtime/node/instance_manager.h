@@ -59,7 +59,7 @@ struct InstanceInfo {
   InstanceState state = InstanceState::kLoading;
   double load_progress = 0.0;  // 0..1 while loading, 1 after
   std::string error;           // why it failed (kFailed)
-  std::string architecture;    // "llama", "qwen2"
+  std::string architecture;    // "llama", "qwen2", "qwen3"
   // "model": the model's own chat template renders chats; "plain": it ships
   // none, chats get the plain "role: content" format. "" until ready.
   std::string chat_template;

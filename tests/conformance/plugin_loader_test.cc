@@ -63,7 +63,7 @@ TEST(PluginLoaderTest, LoadsTheReferencePluginAndDescribesItsDevice) {
   EXPECT_GT(device.Info().memory_total_bytes, 0u);
   EXPECT_TRUE((*backend)->RunsModels(device));
   const nlohmann::json details = (*backend)->DetailsJson(device);
-  EXPECT_EQ(details["abi"], "1.0");
+  EXPECT_EQ(details["abi"], "1.1");
   EXPECT_EQ(details["properties"]["implementation"], "naive f32 on the host");
   // The plugin has no power probe: the configured [[device]] watts stand in.
   const DeviceSample sample = device.Sample();
@@ -92,7 +92,7 @@ TEST(PluginLoaderTest, AnotherAbiMajorIsRefusedNamingBothVersions) {
   auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN_ABI99);
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(backend.status().message()), HasSubstr("built for device ABI 99.0"));
+  EXPECT_THAT(std::string(backend.status().message()), HasSubstr("built for device ABI 99.1"));
   EXPECT_THAT(std::string(backend.status().message()), HasSubstr("the major must match"));
 }
 

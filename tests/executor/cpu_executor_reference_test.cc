@@ -39,6 +39,12 @@ constexpr double kQuantizedFlipTolerance = 5e-2;
 // (measured: at most 4 of 23 prompt rows, and the decode after them, in 4 of
 // 20 quantized cases).
 constexpr double kQuantizedFlipRows = 0.25;
+// K-quants: the kernels' f32 block sums carry each sub-block's offset (Q4_K
+// and Q5_K store w + min unsigned), so their last bits differ from the f64
+// reference more often and a flip in an early prompt token reaches every
+// later row through the KV cache (measured: up to 21 of 23 rows over the KV
+// bound, all within 1.5e-2 of the flip bound; greedy ids still agree).
+constexpr double kKQuantFlipRows = 1.0;
 // Q8_0/Q4_0 against the plain f32 reference, which does not quantize
 // activations: ~1e-2 relative error per matmul (measured <= 2.5e-2).
 constexpr double kQuantizedVsPlainTolerance = 0.1;
@@ -59,14 +65,25 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
          (c.tied ? "_tied" : "") + (c.llama3_rope ? "_llama3rope" : "");
 }
 
+bool KQuant(TensorType type) { return TensorTypeBlockElements(type) == 256; }
+
 model::SynthOptions OptionsFor(const Case& c) {
   model::SynthOptions o = TinyModel(c.arch, c.type);
+  if (KQuant(c.type)) {
+    // Rows of whole 256-value super-blocks (qwen3: 4 x 128 != 256).
+    o.dim = 256;
+    o.ffn_dim = 512;
+    if (c.arch == Architecture::kQwen3) o.head_dim = 128;
+  }
   o.tied_embeddings = c.tied;
   o.llama3_rope_scaling = c.llama3_rope;
   return o;
 }
 
-bool Quantized(TensorType type) { return type == TensorType::kQ8_0 || type == TensorType::kQ4_0; }
+bool Quantized(TensorType type) {
+  return type == TensorType::kQ8_0 || type == TensorType::kQ4_0 ||
+         TensorTypeBlockElements(type) == 256;
+}
 
 // The reference that rounds where the executor rounds: K/V to f16 with an
 // f16 cache, matmul inputs to Q8_0 for quantized weights.
@@ -105,8 +122,8 @@ std::pair<double, int> CheckRows(const Case& c, std::span<const float> got,
   }
   if (Quantized(c.type)) {
     EXPECT_LE(worst, kQuantizedFlipTolerance);
-    EXPECT_LE(over,
-              static_cast<int>(std::ceil(kQuantizedFlipRows * static_cast<double>(errors.size()))));
+    const double share = KQuant(c.type) ? kKQuantFlipRows : kQuantizedFlipRows;
+    EXPECT_LE(over, static_cast<int>(std::ceil(share * static_cast<double>(errors.size()))));
   } else {
     EXPECT_LE(worst, ToleranceFor(c));
   }
@@ -156,9 +173,10 @@ TEST_P(CpuExecutorVsReferenceTest, PromptLogitsMatchReference) {
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2}) {
-    for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16,
-                            TensorType::kQ8_0, TensorType::kQ4_0}) {
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
+    for (TensorType type :
+         {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
+          TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
       for (KvType kv : {KvType::kF32, KvType::kF16}) {
         for (int32_t bt : {16, 4}) {
           Case c;
@@ -214,9 +232,10 @@ TEST_P(CpuExecutorGreedyTest, SameTokensAsReference) {
 
 std::vector<Case> GreedyCases() {
   std::vector<Case> cases;
-  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2}) {
-    for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16,
-                            TensorType::kQ8_0, TensorType::kQ4_0}) {
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
+    for (TensorType type :
+         {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
+          TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
       Case c;
       c.arch = arch;
       c.type = type;

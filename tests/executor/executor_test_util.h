@@ -31,6 +31,8 @@ inline model::SynthOptions TinyModel(Architecture arch, TensorType type) {
   o.context_length = 256;
   o.weight_type = type;
   o.seed = 7;
+  // Qwen3 checkpoints have heads x head_dim != dim; so does the tiny one.
+  if (arch == Architecture::kQwen3) o.head_dim = 32;
   return o;
 }
 

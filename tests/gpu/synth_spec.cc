@@ -47,6 +47,9 @@ void EncodeRow(TensorType type, const float* x, int64_t cols, uint8_t* out) {
       return;
     }
     case TensorType::kQ4_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       return;  // not a type the CUDA engine runs: left zero
   }
 }

@@ -66,9 +66,14 @@ TEST(CliModelTest, BadInputsAreRefusedWithReasons) {
                                (dir.path() / "x.gguf").string()});
   EXPECT_EQ(bad_shape.exit_code, 1);
   EXPECT_FALSE(bad_shape.err.empty());
-  auto bad_type = RunCommand({TokenmillCliPath(), "model", "synth", "--type", "q5_k", "--out",
+  auto bad_type = RunCommand({TokenmillCliPath(), "model", "synth", "--type", "q2_k", "--out",
                               (dir.path() / "x.gguf").string()});
   EXPECT_EQ(bad_type.exit_code, 2);
+  // K-quant rows hold whole super-blocks: the tiny shape (dim 64) cannot.
+  auto k_shape = RunCommand({TokenmillCliPath(), "model", "synth", "--type", "q4_k_m", "--out",
+                             (dir.path() / "x.gguf").string()});
+  EXPECT_EQ(k_shape.exit_code, 1);
+  EXPECT_THAT(k_shape.err, HasSubstr("multiples of 256"));
 }
 
 }  // namespace

@@ -284,5 +284,62 @@ TEST_F(ServingTest, LogitBiasSteersSamplingAndTokensOutsideTheVocabularyAreRefus
   EXPECT_NE(outside.body.find("logit_bias"), std::string::npos) << outside.body;
 }
 
+// One daemon serving a synthesized model of every architecture (Qwen3 with
+// heads x head_dim != dim, as its checkpoints have): each loads, reports its
+// architecture, and answers a greedy completion whose usage is counted.
+TEST(ServingArchitectures, EveryArchitectureServes) {
+  struct Served {
+    const char* id;
+    devices::Architecture arch;
+    devices::TensorType type;
+  };
+  const Served served[] = {{"m-llama", devices::Architecture::kLlama, devices::TensorType::kF16},
+                           {"m-qwen2", devices::Architecture::kQwen2, devices::TensorType::kQ8_0},
+                           {"m-qwen3", devices::Architecture::kQwen3, devices::TensorType::kQ4_0}};
+  TempDir dir;
+  std::string models_toml;
+  for (const Served& m : served) {
+    model::SynthOptions o = TinyModelShape(m.type);
+    o.arch = m.arch;
+    if (m.arch == devices::Architecture::kQwen3) o.head_dim = 32;
+    const std::filesystem::path path = dir.path() / (std::string(m.id) + ".gguf");
+    ASSERT_TRUE(model::WriteSynthGguf(o, path).ok());
+    models_toml +=
+        absl::StrCat("[[model]]\nid = \"", m.id, "\"\npath = \"", path.string(), "\"\n\n");
+  }
+  DaemonOptions options;
+  options.api_toml = "tcp = \"127.0.0.1:0\"\n";
+  options.extra_toml =
+      absl::StrCat(models_toml, "[[tenant]]\nname = \"alpha\"\napi_keys_sha256 = [\"",
+                   tenants::ApiKeySha256(kAlphaKey), "\"]\n");
+  DaemonProcess daemon(dir.path(), options);
+  ASSERT_TRUE(daemon.Start()) << daemon.Stderr();
+  const std::string port = daemon.ApiTcpPort();
+  for (const Served& m : served) {
+    SCOPED_TRACE(m.id);
+    ASSERT_TRUE(daemon.WaitModelReady(m.id)) << daemon.Stderr();
+    const json info = json::parse(
+        daemon.Control("GET", absl::StrCat("/control/v1/models/", m.id)).body, nullptr, false);
+    EXPECT_EQ(info.value("architecture", ""), devices::ArchitectureName(m.arch));
+    const json body = {{"model", m.id},
+                       {"prompt", "the quick brown fox"},
+                       {"max_tokens", 5},
+                       {"temperature", 0},
+                       {"ignore_eos", true}};
+    CurlResult r = CurlRequest(
+        absl::StrCat("http://127.0.0.1:", port, "/v1/completions"), "", "POST", body.dump(),
+        {"Content-Type: application/json", absl::StrCat("Authorization: Bearer ", kAlphaKey)},
+        60000);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json result = json::parse(r.body, nullptr, false);
+    EXPECT_EQ(result["usage"]["completion_tokens"], 5) << r.body;
+    EXPECT_FALSE(result["choices"][0]["text"].get<std::string>().empty()) << r.body;
+    const json after = json::parse(
+        daemon.Control("GET", absl::StrCat("/control/v1/models/", m.id)).body, nullptr, false);
+    EXPECT_EQ(after["stats"]["generated_tokens"], 5) << after.dump();
+  }
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Stderr();
+}
+
 }  // namespace
 }  // namespace tokenmill::testing

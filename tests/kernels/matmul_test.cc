@@ -176,6 +176,76 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
                            return std::string(TensorTypeName(info.param));
                          });
 
+// K-quant weights (rows of whole 256-value super-blocks) on every ISA against
+// the naive dot of the naively dequantized weights and the dequantized Q8_0
+// activations: the int8 dots are exact; what is left is f32 rounding of the
+// per-block scale x sum terms, which carry each sub-block's offset (Q4_K/Q5_K
+// store w + min as unsigned values), so the bound is on the sum of |w x| plus
+// |x| (measured <= 3e-8 of it).
+constexpr double kKQuantTol = 1e-6;
+
+class KQuantMatMulTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(KQuantMatMulTest, MatchesNaiveOnEveryIsaAndShape) {
+  const TensorType type = GetParam();
+  uint32_t seed = 100;
+  double worst = 0.0;
+  // 2304 = 9 super-blocks: one more than the kernels unpack at a time.
+  for (int64_t cols : {256, 512, 2304}) {
+    for (int64_t rows : {1, 7, 33}) {
+      for (int64_t m : {1, 3, 16}) {
+        SCOPED_TRACE("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) +
+                     " m=" + std::to_string(m));
+        const TestWeights w = MakeWeights(type, rows, cols, seed++);
+        const std::vector<float> wf = reference::DequantizeTensor(w.view);
+        const std::vector<float> x = RandomFloats(m * cols, seed++, -2.0f, 2.0f);
+        std::vector<float> xq(x.size());
+        for (int64_t i = 0; i < m; ++i) {
+          std::vector<uint8_t> q8 = reference::QuantizeQ8_0Naive(x.data() + i * cols, cols);
+          TensorView view{.name = "x",
+                          .type = TensorType::kQ8_0,
+                          .shape = {1, cols},
+                          .data = q8.data(),
+                          .bytes = q8.size()};
+          reference::DequantizeRowNaive(view, 0, xq.data() + i * cols);
+        }
+        for (Isa isa : IsasToTest()) {
+          SCOPED_TRACE(IsaName(isa));
+          std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
+          ASSERT_FALSE(scratch.empty());
+          PrepareActivationRows(isa, type, x.data(), cols, 0, m, scratch.data());
+          const Activations act = BindActivations(type, x.data(), m, cols, scratch.data());
+          std::vector<float> y(static_cast<size_t>(m * rows), kPoison);
+          MatMulRows(isa, w.view, 0, rows, act, y.data(), rows);
+          for (int64_t i = 0; i < m; ++i) {
+            const float* xi = xq.data() + i * cols;
+            const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
+            const std::vector<double> l1 = L1(wf, xi, rows, cols);
+            for (int64_t n = 0; n < rows; ++n) {
+              double offset = 0.0;
+              for (int64_t k = 0; k < cols; ++k) {
+                offset += std::fabs(static_cast<double>(xi[k]));
+              }
+              const double scale = l1[static_cast<size_t>(n)] + offset;
+              const double err =
+                  std::fabs(y[static_cast<size_t>(i * rows + n)] - want[static_cast<size_t>(n)]);
+              worst = std::max(worst, err / scale);
+              ASSERT_LE(err, kKQuantTol * scale) << "m=" << i << " n=" << n;
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("[ measured ] %s: max error %.3g of sum |w x| + |x|\n", TensorTypeName(type), worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(KQuants, KQuantMatMulTest,
+                         ::testing::Values(TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TensorTypeName(info.param));
+                         });
+
 // Threads prepare disjoint row ranges of one Activations: the result is the
 // same as preparing all rows at once, and float weights need no scratch.
 TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {

@@ -169,8 +169,8 @@ TEST_F(GgufCorruptionTest, UnknownAndUnsupportedGgmlTypes) {
   ExpectRefused(b, absl::StatusCode::kUnimplemented, {"blk.0.ffn_up.weight", "iq2_xxs"});
 }
 
-TEST_F(GgufCorruptionTest, KQuantTypeIsUnimplemented) {
-  // A file valid in itself whose weights use q4_K (256-element blocks).
+TEST_F(GgufCorruptionTest, UnsupportedKQuantTypeIsUnimplemented) {
+  // A file valid in itself whose weights use q3_K (256-element blocks).
   SynthOptions o;
   o.dim = 256;
   o.n_layers = 1;
@@ -183,8 +183,8 @@ TEST_F(GgufCorruptionTest, KQuantTypeIsUnimplemented) {
   ASSERT_TRUE(WriteSynthGguf(o, path).ok());
   std::string b = ReadBytes(path);
   const auto at = FindTensorInfo(b, "blk.0.ffn_up.weight");
-  Poke<uint32_t>(b, at.type, 12);  // q4_K: 144 bytes per 256, fits in the q8_0 space
-  ExpectRefused(b, absl::StatusCode::kUnimplemented, {"blk.0.ffn_up.weight", "q4_K"});
+  Poke<uint32_t>(b, at.type, 11);  // q3_K: 110 bytes per 256, fits in the q8_0 space
+  ExpectRefused(b, absl::StatusCode::kUnimplemented, {"blk.0.ffn_up.weight", "q3_K"});
 }
 
 TEST_F(GgufCorruptionTest, TooManyDimsAndOverflowingSizes) {

@@ -31,6 +31,7 @@ SynthOptions Tiny(Architecture arch, TensorType type, bool tied) {
   o.weight_type = type;
   o.tied_embeddings = tied;
   o.seed = 7;
+  if (arch == Architecture::kQwen3) o.head_dim = 32;  // heads x head_dim != dim
   return o;
 }
 
@@ -58,31 +59,42 @@ TEST_P(GgufRoundTripTest, LoadGivesTheSynthesizedModel) {
 
   const devices::ModelSpec& spec = loaded->spec;
   EXPECT_EQ(spec.arch, c.arch);
-  EXPECT_EQ(spec.hp.rope_style, c.arch == Architecture::kQwen2
-                                    ? devices::RopeStyle::kHalves
-                                    : devices::RopeStyle::kAdjacentPairs);
+  const bool qwen = c.arch != Architecture::kLlama;
+  EXPECT_EQ(spec.hp.rope_style,
+            qwen ? devices::RopeStyle::kHalves : devices::RopeStyle::kAdjacentPairs);
   EXPECT_EQ(spec.token_embedding.type, c.type);
   EXPECT_EQ(spec.layers[1].w_down.type, c.type);
   EXPECT_EQ(spec.layers[0].attn_norm.type, TensorType::kF32);
-  EXPECT_EQ(spec.layers[0].wk.shape, (std::vector<int64_t>{32, 64}));
+  const int64_t head_dim = c.arch == Architecture::kQwen3 ? 32 : 16;
+  EXPECT_EQ(spec.hp.head_dim, head_dim);
+  EXPECT_EQ(spec.layers[0].wq.shape, (std::vector<int64_t>{4 * head_dim, 64}));
+  EXPECT_EQ(spec.layers[0].wk.shape, (std::vector<int64_t>{2 * head_dim, 64}));
+  EXPECT_EQ(spec.layers[0].wo.shape, (std::vector<int64_t>{64, 4 * head_dim}));
   EXPECT_EQ(spec.layers[0].w_down.shape, (std::vector<int64_t>{64, 128}));
-  EXPECT_EQ(spec.layers[0].bq.empty(), c.arch == Architecture::kLlama);
+  EXPECT_EQ(spec.layers[0].bq.empty(), c.arch != Architecture::kQwen2);
+  // Qwen3's per-head q/k norms: f32 {head_dim}, named as llama.cpp names them.
+  EXPECT_EQ(spec.layers[1].q_norm.empty(), c.arch != Architecture::kQwen3);
+  EXPECT_EQ(spec.layers[1].k_norm.empty(), c.arch != Architecture::kQwen3);
+  if (c.arch == Architecture::kQwen3) {
+    EXPECT_EQ(spec.layers[1].q_norm.name, "blk.1.attn_q_norm.weight");
+    EXPECT_EQ(spec.layers[1].k_norm.name, "blk.1.attn_k_norm.weight");
+    EXPECT_EQ(spec.layers[1].k_norm.shape, (std::vector<int64_t>{head_dim}));
+    EXPECT_EQ(spec.layers[1].k_norm.type, TensorType::kF32);
+  }
   EXPECT_EQ(spec.tied_embeddings, c.tied);
   if (c.tied) {
     EXPECT_EQ(spec.output.data, spec.token_embedding.data);
   } else {
     EXPECT_NE(spec.output.data, spec.token_embedding.data);
   }
-  EXPECT_EQ(loaded->metadata.at("general.architecture"),
-            c.arch == Architecture::kQwen2 ? "qwen2" : "llama");
+  EXPECT_EQ(loaded->metadata.at("general.architecture"), devices::ArchitectureName(c.arch));
   EXPECT_EQ(loaded->metadata.at("general.name"), "tokenmill-synth");
-  EXPECT_EQ(loaded->tokenizer.pre, c.arch == Architecture::kQwen2
-                                       ? tokenizer::PreTokenizer::kQwen2
-                                       : tokenizer::PreTokenizer::kLlama3);
+  // Qwen3 uses Qwen2's tokenizer.
+  EXPECT_EQ(loaded->tokenizer.pre,
+            qwen ? tokenizer::PreTokenizer::kQwen2 : tokenizer::PreTokenizer::kLlama3);
   // Qwen2's tokenizer.json normalises to NFC; GGUF says so by the pre name.
-  EXPECT_EQ(loaded->tokenizer.normalizer, c.arch == Architecture::kQwen2
-                                              ? tokenizer::Normalizer::kNfc
-                                              : tokenizer::Normalizer::kNone);
+  EXPECT_EQ(loaded->tokenizer.normalizer,
+            qwen ? tokenizer::Normalizer::kNfc : tokenizer::Normalizer::kNone);
 
   // Every tensor (norms included: f32 in the file, 32-byte aligned) is a view
   // into the mapping, not a copy.
@@ -110,7 +122,12 @@ INSTANTIATE_TEST_SUITE_P(
                       RoundTripCase{Architecture::kQwen2, TensorType::kF16, true},
                       RoundTripCase{Architecture::kQwen2, TensorType::kBF16, false},
                       RoundTripCase{Architecture::kQwen2, TensorType::kQ8_0, false},
-                      RoundTripCase{Architecture::kQwen2, TensorType::kQ4_0, true}));
+                      RoundTripCase{Architecture::kQwen2, TensorType::kQ4_0, true},
+                      RoundTripCase{Architecture::kQwen3, TensorType::kF32, false},
+                      RoundTripCase{Architecture::kQwen3, TensorType::kF16, true},
+                      RoundTripCase{Architecture::kQwen3, TensorType::kBF16, false},
+                      RoundTripCase{Architecture::kQwen3, TensorType::kQ8_0, false},
+                      RoundTripCase{Architecture::kQwen3, TensorType::kQ4_0, true}));
 
 TEST(GgufRoundTrip, Llama3RopeFactorsTravelAsRopeFreqs) {
   SynthOptions options = Tiny(Architecture::kLlama, TensorType::kF16, false);

@@ -91,6 +91,8 @@ inline std::vector<std::pair<std::string, const devices::TensorView*>> Views(
              {"bq", &l.bq},
              {"bk", &l.bk},
              {"bv", &l.bv},
+             {"q_norm", &l.q_norm},
+             {"k_norm", &l.k_norm},
              {"wo", &l.wo},
              {"ffn_norm", &l.ffn_norm},
              {"w_gate", &l.w_gate},

@@ -86,15 +86,28 @@ struct Checkpoint {
   int shards = 1;
 };
 
+const char* ArchitectureClass(Architecture arch) {
+  switch (arch) {
+    case Architecture::kLlama:
+      return "LlamaForCausalLM";
+    case Architecture::kQwen2:
+      return "Qwen2ForCausalLM";
+    case Architecture::kQwen3:
+      return "Qwen3ForCausalLM";
+  }
+  return "";
+}
+
 class SafetensorsTest : public ::testing::Test {
  protected:
-  devices::ModelHyperparams Shape() const {
+  // Qwen3 checkpoints set head_dim (heads x head_dim != hidden size).
+  devices::ModelHyperparams Shape(Architecture arch = Architecture::kLlama) const {
     devices::ModelHyperparams hp;
     hp.dim = 64;
     hp.n_layers = 2;
     hp.n_heads = 4;
     hp.n_kv_heads = 2;
-    hp.head_dim = 16;
+    hp.head_dim = arch == Architecture::kQwen3 ? 32 : 16;
     hp.ffn_dim = 128;
     hp.vocab_size = 300;
     hp.context_length = 4096;
@@ -103,10 +116,11 @@ class SafetensorsTest : public ::testing::Test {
 
   std::vector<StTensor> Tensors(const Checkpoint& c) const {
     devices::ModelSpec spec;
-    spec.hp = Shape();
+    spec.hp = Shape(c.arch);
     LayoutOptions layout;
     layout.output = c.lm_head_present;
     layout.qkv_bias = c.arch == Architecture::kQwen2;
+    layout.qk_norm = c.arch == Architecture::kQwen3;
     std::vector<StTensor> tensors;
     for (const TensorSlot& slot : ModelTensorSlots(layout, &spec)) {
       StTensor t;
@@ -126,9 +140,8 @@ class SafetensorsTest : public ::testing::Test {
   std::filesystem::path Write(const Checkpoint& c, const std::string& name = "ckpt") {
     const std::filesystem::path dir = tmp_.path() / name;
     std::filesystem::create_directories(dir);
-    const devices::ModelHyperparams hp = Shape();
-    json config = {{"architectures",
-                    {c.arch == Architecture::kQwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+    const devices::ModelHyperparams hp = Shape(c.arch);
+    json config = {{"architectures", {ArchitectureClass(c.arch)}},
                    {"hidden_size", hp.dim},
                    {"num_hidden_layers", hp.n_layers},
                    {"num_attention_heads", hp.n_heads},
@@ -141,6 +154,7 @@ class SafetensorsTest : public ::testing::Test {
                    {"tie_word_embeddings", c.tied},
                    {"torch_dtype", "bfloat16"},
                    {"rope_scaling", c.rope_scaling}};
+    if (c.arch == Architecture::kQwen3) config["head_dim"] = hp.head_dim;
     WriteText(dir / "config.json", config.dump(2));
     std::vector<StTensor> tensors = Tensors(c);
     if (c.shards == 1) {
@@ -312,6 +326,42 @@ TEST_F(SafetensorsTest, Qwen2HasBiasesAndF16Weights) {
   }
   EXPECT_EQ(spec.layers[1].bq.shape, (std::vector<int64_t>{64}));
   EXPECT_EQ(spec.layers[1].bk.shape, (std::vector<int64_t>{32}));
+}
+
+TEST_F(SafetensorsTest, Qwen3HasPerHeadQkNormsAndNoBiases) {
+  Checkpoint c;
+  c.arch = Architecture::kQwen3;
+  auto model = LoadModel(Write(c));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const devices::ModelSpec& spec = model->spec;
+  EXPECT_EQ(spec.arch, Architecture::kQwen3);
+  EXPECT_EQ(spec.hp.head_dim, 32);
+  EXPECT_EQ(spec.hp.rope_style, devices::RopeStyle::kHalves);
+  EXPECT_EQ(spec.layers[0].wq.shape, (std::vector<int64_t>{128, 64}));
+  EXPECT_EQ(spec.layers[0].wo.shape, (std::vector<int64_t>{64, 128}));
+  EXPECT_TRUE(spec.layers[0].bq.empty());
+  for (const devices::TensorView* n : {&spec.layers[1].q_norm, &spec.layers[1].k_norm}) {
+    ASSERT_FALSE(n->empty());
+    EXPECT_EQ(n->type, TensorType::kF32);  // BF16 in the file
+    EXPECT_EQ(n->shape, (std::vector<int64_t>{32}));
+    for (int k = 0; k < 32; ++k) {
+      EXPECT_EQ(static_cast<const float*>(n->data)[k], Value(TensorRole::kNorm, k));
+    }
+  }
+  EXPECT_EQ(spec.layers[1].q_norm.name, "model.layers.1.self_attn.q_norm.weight");
+  EXPECT_EQ(model->metadata.at("general.architecture"), "qwen3");
+}
+
+TEST_F(SafetensorsTest, Qwen3WithoutKNormIsRefused) {
+  Checkpoint c;
+  c.arch = Architecture::kQwen3;
+  const auto dir = Write(c);
+  std::vector<StTensor> tensors = Tensors(c);
+  std::erase_if(tensors, [](const StTensor& t) {
+    return t.name == "model.layers.1.self_attn.k_norm.weight";
+  });
+  testing::WriteBytes(dir / "model.safetensors", EncodeSafetensors(tensors));
+  ExpectRefused(dir, absl::StatusCode::kInvalidArgument, "model.layers.1.self_attn.k_norm.weight");
 }
 
 TEST_F(SafetensorsTest, ShardedCheckpoint) {

@@ -2,7 +2,8 @@
 // must find in it (JSON), derived from the in-memory model rather than from
 // the file. Used by gguf_compat_test.sh with another GGUF implementation.
 //
-//   model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2 f32|f16|bf16|q8_0|q4_0 tied|untied
+//   model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2|qwen3 f32|f16|bf16|q8_0|q4_0
+//   tied|untied
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -17,7 +18,7 @@ using tokenmill::devices::TensorType;
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2 "
+               "usage: model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2|qwen3 "
                "f32|f16|bf16|q8_0|q4_0 tied|untied\n");
   return 2;
 }
@@ -38,8 +39,11 @@ int main(int argc, char** argv) {
   const std::string arch = argv[3];
   const std::string type = argv[4];
   const std::string tied = argv[5];
-  if (arch != "llama" && arch != "qwen2") return Usage();
-  o.arch = arch == "qwen2" ? Architecture::kQwen2 : Architecture::kLlama;
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3") return Usage();
+  o.arch = arch == "qwen3"   ? Architecture::kQwen3
+           : arch == "qwen2" ? Architecture::kQwen2
+                             : Architecture::kLlama;
+  if (o.arch == Architecture::kQwen3) o.head_dim = 32;  // heads x head_dim != dim
   bool known = false;
   for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
                        TensorType::kQ4_0}) {
@@ -73,8 +77,8 @@ int main(int argc, char** argv) {
   add(spec.output_norm);
   if (!spec.tied_embeddings) add(spec.output);
   for (const auto& l : spec.layers) {
-    for (const auto* v : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.wo,
-                          &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const auto* v : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                          &l.k_norm, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       add(*v);
     }
   }
@@ -98,7 +102,7 @@ int main(int argc, char** argv) {
       {arch + ".rope.dimension_count", {{"value", hp.head_dim}, {"type", 4}}},
       {arch + ".vocab_size", {{"value", hp.vocab_size}, {"type", 4}}},
       {"tokenizer.ggml.model", {{"value", "gpt2"}, {"type", 8}}},
-      {"tokenizer.ggml.pre", {{"value", arch == "qwen2" ? "qwen2" : "llama-bpe"}, {"type", 8}}},
+      {"tokenizer.ggml.pre", {{"value", arch == "llama" ? "llama-bpe" : "qwen2"}, {"type", 8}}},
       {"tokenizer.ggml.tokens", {{"value", tok.tokens}, {"type", 9}, {"subType", 8}}},
       {"tokenizer.ggml.token_type", {{"value", token_types}, {"type", 9}, {"subType", 5}}},
       {"tokenizer.ggml.merges", {{"value", tok.merges}, {"type", 9}, {"subType", 8}}},

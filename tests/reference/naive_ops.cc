@@ -152,6 +152,49 @@ void DequantizeRowNaive(const TensorView& w, int64_t r, float* out) {
         }
       }
       return;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+      // Element i of a super-block: chunk c = i / 64 of the 4-bit bytes, the
+      // low nibble for the first 32, the high for the second; Q5_K's fifth
+      // bit is bit (2c + half) of qh[i % 32].
+      for (int64_t b = 0; b < cols / 256; ++b) {
+        const bool five = w.type == TensorType::kQ5_K;
+        const uint8_t* block = row + (five ? 176 : 144) * b;
+        const float d = HalfToFloatNaive(ReadU16(block));
+        const float dmin = HalfToFloatNaive(ReadU16(block + 2));
+        const uint8_t* packed = block + 4;
+        const uint8_t* qh = block + 16;
+        const uint8_t* qs = five ? block + 48 : block + 16;
+        for (int i = 0; i < 256; ++i) {
+          const int s = i / 32, c = i / 64, half = (i / 32) % 2, l = i % 32;
+          const int sc =
+              s < 4 ? packed[s] & 63 : (packed[s + 4] & 15) | ((packed[s - 4] >> 6) << 4);
+          const int m = s < 4 ? packed[s + 4] & 63 : (packed[s + 4] >> 4) | ((packed[s] >> 6) << 4);
+          int q = half == 0 ? qs[32 * c + l] & 15 : qs[32 * c + l] >> 4;
+          if (five && (qh[l] >> (2 * c + half)) & 1) q += 16;
+          out[256 * b + i] =
+              d * static_cast<float>(sc) * static_cast<float>(q) - dmin * static_cast<float>(m);
+        }
+      }
+      return;
+    case TensorType::kQ6_K:
+      // Element i: half n = i / 128, quarter k = (i % 128) / 32, l = i % 32;
+      // low 4 bits in ql[64n + l + 32 (k odd)], nibble k / 2; high 2 bits in
+      // qh[32n + l] at bit 2k; scale of sub-block i / 16.
+      for (int64_t b = 0; b < cols / 256; ++b) {
+        const uint8_t* block = row + 210 * b;
+        const float d = HalfToFloatNaive(ReadU16(block + 208));
+        for (int i = 0; i < 256; ++i) {
+          const int n = i / 128, k = (i % 128) / 32, l = i % 32;
+          const uint8_t lowbyte = block[64 * n + l + 32 * (k % 2)];
+          const int low = k < 2 ? lowbyte & 15 : lowbyte >> 4;
+          const int high = (block[128 + 32 * n + l] >> (2 * k)) & 3;
+          const auto sc = static_cast<int8_t>(block[192 + i / 16]);
+          out[256 * b + i] =
+              d * static_cast<float>(sc) * static_cast<float>((low | (high << 4)) - 32);
+        }
+      }
+      return;
   }
 }
 

@@ -36,7 +36,9 @@ std::vector<float> RoundThroughQ8_0(const float* x, int64_t n) {
 ReferenceModel::Matrix ReferenceModel::MatrixOf(const devices::TensorView& t) {
   Matrix m;
   m.w = DequantizeTensor(t);
-  m.quantized = t.type == devices::TensorType::kQ8_0 || t.type == devices::TensorType::kQ4_0;
+  m.quantized = t.type == devices::TensorType::kQ8_0 || t.type == devices::TensorType::kQ4_0 ||
+                t.type == devices::TensorType::kQ4_K || t.type == devices::TensorType::kQ5_K ||
+                t.type == devices::TensorType::kQ6_K;
   return m;
 }
 
@@ -69,6 +71,8 @@ ReferenceModel::ReferenceModel(const devices::ModelSpec& spec, ReferenceOptions 
     l.bq = Dequantized(w.bq);
     l.bk = Dequantized(w.bk);
     l.bv = Dequantized(w.bv);
+    l.q_norm = Dequantized(w.q_norm);
+    l.k_norm = Dequantized(w.k_norm);
     l.wo = MatrixOf(w.wo);
     l.ffn_norm = DequantizeTensor(w.ffn_norm);
     l.w_gate = MatrixOf(w.w_gate);
@@ -106,6 +110,17 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
     Linear(l.wq, l.bq, q_dim, dim, h.data(), q.data());
     Linear(l.wk, l.bk, kv_dim, dim, h.data(), k.data());
     Linear(l.wv, l.bv, kv_dim, dim, h.data(), v.data());
+    // Qwen3: RMSNorm over each head of q and k, one weight vector per kind.
+    if (!l.q_norm.empty()) {
+      for (int64_t i = 0; i < q_dim; i += hd) {
+        RmsNormNaive(q.data() + i, l.q_norm.data(), hd, hp_.rms_norm_eps, q.data() + i);
+      }
+    }
+    if (!l.k_norm.empty()) {
+      for (int64_t i = 0; i < kv_dim; i += hd) {
+        RmsNormNaive(k.data() + i, l.k_norm.data(), hd, hp_.rms_norm_eps, k.data() + i);
+      }
+    }
     RopeNaive(q.data(), hp_.n_heads, hp_.head_dim, pos, hp_, freq_factors, hp_.rope_style);
     RopeNaive(k.data(), hp_.n_kv_heads, hp_.head_dim, pos, hp_, freq_factors, hp_.rope_style);
     if (options_.round_kv_to_f16) {

@@ -1,4 +1,4 @@
-// ReferenceModel: the Llama-family forward (Llama 2/3, Mistral, Qwen2) in
+// ReferenceModel: the Llama-family forward (Llama 2/3, Mistral, Qwen2, Qwen3) in
 // plain f32 storage and f64 sums, built only on the naive ops, for checking
 // every executor against one slow, obvious implementation. One sequence at a
 // time; K/V of every position are kept in plain vectors. For tests only.
@@ -49,7 +49,7 @@ class ReferenceModel {
     bool quantized = false;
   };
   struct Layer {
-    std::vector<float> attn_norm, bq, bk, bv, ffn_norm;
+    std::vector<float> attn_norm, bq, bk, bv, q_norm, k_norm, ffn_norm;
     Matrix wq, wk, wv, wo, w_gate, w_up, w_down;
     std::vector<float> k_cache, v_cache;  // positions x (n_kv_heads * head_dim)
   };

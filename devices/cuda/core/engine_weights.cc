@@ -150,6 +150,9 @@ bool WeightTypeOf(TensorType type, WeightType* out) {
       *out = WeightType::kQ8_0;
       return true;
     case TensorType::kQ4_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
       return false;
   }
   return false;
@@ -158,6 +161,10 @@ bool WeightTypeOf(TensorType type, WeightType* out) {
 GpuStatus CheckSpecForCuda(const ModelSpec& spec) {
   if (std::string problem = spec.Problem(); !problem.empty()) {
     return GpuStatus::Error(GpuCode::kInvalidArgument, problem);
+  }
+  if (spec.arch != Architecture::kLlama && spec.arch != Architecture::kQwen2) {
+    return Unimplemented(std::string("architecture ") + ArchitectureName(spec.arch) +
+                         " has no CUDA executor yet (llama and qwen2 do); run it on the CPU");
   }
   if (spec.hp.head_dim > 256 || spec.hp.head_dim % 8 != 0) {
     return Unimplemented("head_dim " + std::to_string(spec.hp.head_dim) +

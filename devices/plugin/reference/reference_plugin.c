@@ -241,7 +241,7 @@ static tm_error* device_info(const tm_plugin* p, uint32_t device, tm_device_info
   full.weight_types = (1ull << TM_TENSOR_F32) | (1ull << TM_TENSOR_F16) | (1ull << TM_TENSOR_BF16) |
                       (1ull << TM_TENSOR_Q8_0) | (1ull << TM_TENSOR_Q4_0);
   full.kv_types = (1u << TM_KV_F16) | (1u << TM_KV_F32);
-  full.architectures = (1u << TM_ARCH_LLAMA) | (1u << TM_ARCH_QWEN2);
+  full.architectures = (1u << TM_ARCH_LLAMA) | (1u << TM_ARCH_QWEN2) | (1u << TM_ARCH_QWEN3);
   full.max_block_tokens = 0;
   TM_COPY_SIZED(info, full);
   return NULL;
@@ -292,6 +292,7 @@ static void kv_region_free(tm_plugin* p, uint32_t device, void* base, uint64_t b
 
 typedef struct layer_weights {
   float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+  float *q_norm, *k_norm; /* qwen3 per-head norms, NULL otherwise */
 } layer_weights;
 
 struct tm_executor {
@@ -366,6 +367,7 @@ static void executor_destroy(tm_executor* e) {
       layer_weights* w = &e->layers[l];
       free(w->attn_norm), free(w->wq), free(w->wk), free(w->wv), free(w->bq), free(w->bk);
       free(w->bv), free(w->wo), free(w->ffn_norm), free(w->w_gate), free(w->w_up), free(w->w_down);
+      free(w->q_norm), free(w->k_norm);
     }
   }
   free(e->layers);
@@ -409,7 +411,8 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
     return make_error(TM_INVALID_ARGUMENT, "reference plugin: model or options missing or too old");
   }
   const tm_model* m = model;
-  if (m->architecture != TM_ARCH_LLAMA && m->architecture != TM_ARCH_QWEN2) {
+  if (m->architecture != TM_ARCH_LLAMA && m->architecture != TM_ARCH_QWEN2 &&
+      m->architecture != TM_ARCH_QWEN3) {
     return make_error(TM_UNIMPLEMENTED, "reference plugin: architecture %u not supported",
                       m->architecture);
   }
@@ -477,6 +480,8 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
     LAYER("attn_q.bias", 0, q_dim, 1, &w->bq);
     LAYER("attn_k.bias", 0, kv_dim, 1, &w->bk);
     LAYER("attn_v.bias", 0, kv_dim, 1, &w->bv);
+    LAYER("attn_q_norm.weight", 0, m->head_dim, m->architecture != TM_ARCH_QWEN3, &w->q_norm);
+    LAYER("attn_k_norm.weight", 0, m->head_dim, m->architecture != TM_ARCH_QWEN3, &w->k_norm);
     LAYER("attn_output.weight", dim, q_dim, 0, &w->wo);
     LAYER("ffn_norm.weight", 0, dim, 0, &w->ffn_norm);
     LAYER("ffn_gate.weight", ffn, dim, 0, &w->w_gate);
@@ -627,6 +632,12 @@ static void forward_token(tm_executor* e, const uint32_t* table, int32_t token, 
     linear(w->wq, w->bq, q_dim, dim, e->h, e->q);
     linear(w->wk, w->bk, kv_dim, dim, e->h, e->k);
     linear(w->wv, w->bv, kv_dim, dim, e->h, e->v);
+    if (w->q_norm != NULL) {
+      for (i = 0; i < q_dim; i += hd) rms_norm(e->q + i, w->q_norm, hd, m->rms_norm_eps, e->q + i);
+    }
+    if (w->k_norm != NULL) {
+      for (i = 0; i < kv_dim; i += hd) rms_norm(e->k + i, w->k_norm, hd, m->rms_norm_eps, e->k + i);
+    }
     rope(e, e->q, m->n_heads, pos);
     rope(e, e->k, m->n_kv_heads, pos);
     for (i = 0; i < kv_heads; ++i) {
