@@ -122,22 +122,8 @@ if [[ -z $deb ]]; then
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" \
     "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" >"$work/cmake.log"
   cmake --build "$build_dir" -j "$(nproc)" --target tokenmilld tokenmill
-  # As tests/packaging/deb_test.sh does: cpack from the build's config, its
-  # staging kept out of the build directory.
   rm -rf "$work/deb"
-  if ! cpack --config "$build_dir/CPackConfig.cmake" -G DEB -B "$work/deb" >"$work/cpack.log" 2>&1; then
-    cat "$work/cpack.log" >&2
-    echo "build-image.sh: cpack failed" >&2
-    exit 1
-  fi
-  shopt -s nullglob
-  debs=("$work"/deb/*.deb)
-  shopt -u nullglob
-  if [[ ${#debs[@]} -ne 1 ]]; then
-    echo "build-image.sh: expected one .deb in $work/deb, got: ${debs[*]:-none}" >&2
-    exit 1
-  fi
-  deb=${debs[0]}
+  deb=$(bash "$source_dir/packaging/build-deb.sh" "$build_dir" "$work/deb")
 fi
 package=$(dpkg-deb -f "$deb" Package)
 version=$(dpkg-deb -f "$deb" Version)

@@ -37,17 +37,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-failures=0
-pass() { echo "  ok:   $*"; }
-fail() {
-  echo "  FAIL: $*"
-  failures=$((failures + 1))
-}
-check() {
-  local what=$1
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# shellcheck source=SCRIPTDIR/../checks.sh
+source "$(dirname "$0")/../checks.sh"
 section() { printf '== %s\n' "$*"; }
 die() {
   echo "FAIL: $*" >&2

@@ -17,18 +17,8 @@ fi
 build_dir=$(cd "$1" && pwd) || exit 2
 source_dir=$(cd "$2" && pwd) || exit 2
 
-failures=0
-pass() { echo "  ok:   $*"; }
-fail() {
-  echo "  FAIL: $*"
-  failures=$((failures + 1))
-}
-# check DESCRIPTION COMMAND...: passes when the command succeeds.
-check() {
-  local what=$1
-  shift
-  if "$@"; then pass "$what"; else fail "$what"; fi
-}
+# shellcheck source=SCRIPTDIR/../../packaging/checks.sh
+source "$(dirname "$0")/../../packaging/checks.sh"
 section() { echo "== $*"; }
 # quiet COMMAND...: runs the command with its output discarded.
 quiet() { "$@" >/dev/null 2>&1; }
@@ -47,24 +37,10 @@ trap 'rm -rf "$tmp"' EXIT
 
 # --- Build the package ---------------------------------------------------------
 section "cpack in $build_dir"
-if [[ ! -f $build_dir/CPackConfig.cmake ]]; then
-  echo "FAIL: $build_dir/CPackConfig.cmake missing: configure the build first" >&2
+deb=$(bash "$(dirname "$0")/../../packaging/build-deb.sh" "$build_dir" "$tmp/out") || {
+  echo "FAIL: no .deb" >&2
   exit 1
-fi
-# -B keeps cpack's staging (_CPack_Packages) out of the build directory too.
-if ! cpack --config "$build_dir/CPackConfig.cmake" -G DEB -B "$tmp/out" >"$tmp/cpack.log" 2>&1; then
-  cat "$tmp/cpack.log"
-  echo "FAIL: cpack failed (are tokenmilld and tokenmill built?)" >&2
-  exit 1
-fi
-shopt -s nullglob
-debs=("$tmp"/out/*.deb)
-shopt -u nullglob
-if [[ ${#debs[@]} -ne 1 ]]; then
-  echo "FAIL: expected one .deb, got: ${debs[*]:-none}" >&2
-  exit 1
-fi
-deb=${debs[0]}
+}
 pass "built $(basename "$deb")"
 
 # --- lintian -------------------------------------------------------------------------
