@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "devices/plugin/tokenmill_device.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -106,7 +107,7 @@ TEST_F(DevicePluginTest, ServesOnThePluginDeviceNextToTheCpuMeteredAndListed) {
   // Refused plugins are named with the reason; the node started anyway.
   const std::string log = daemon_->Stderr();
   EXPECT_THAT(log, HasSubstr("device_plugin_loaded"));
-  EXPECT_THAT(log, HasSubstr("was built for device ABI 99.0"));
+  EXPECT_THAT(log, HasSubstr(absl::StrCat("was built for device ABI 99.", TM_DEVICE_ABI_MINOR)));
   EXPECT_THAT(log, HasSubstr("exports no tokenmill_device_plugin()"));
 
   for (const char* model : {"tiny-cpu", "tiny-ref"}) {
@@ -126,7 +127,7 @@ TEST_F(DevicePluginTest, ServesOnThePluginDeviceNextToTheCpuMeteredAndListed) {
   }
   ASSERT_FALSE(ref.is_null()) << devices.body;
   EXPECT_EQ(ref["kind"], "reference");
-  EXPECT_EQ(ref["reference"]["abi"], "1.0");
+  EXPECT_EQ(ref["reference"]["abi"], absl::StrCat(TM_DEVICE_ABI_MAJOR, ".", TM_DEVICE_ABI_MINOR));
   EXPECT_EQ(ref["reference"]["properties"]["implementation"], "naive f32 on the host");
   auto table =
       RunCommand({TokenmillCliPath(), "--socket", daemon_->socket_path().string(), "devices"});
