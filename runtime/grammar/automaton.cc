@@ -82,10 +82,16 @@ NfaBuilder::Frag NfaBuilder::Optional(Frag f) {
 }
 
 NfaBuilder::Frag NfaBuilder::Star(Frag f) {
+  // Fresh entry and exit: a fragment's exit must have no edge back into it
+  // (nor its entry an edge in from it), or Optional / Seq around it would
+  // open paths that skip or repeat the wrong parts.
   const int32_t a = NewState();
+  const int32_t b = NewState();
   AddEdge(a, {Edge::kEpsilon, 0, 0, -1, f.start});
-  AddEdge(f.end, {Edge::kEpsilon, 0, 0, -1, a});
-  return {a, a};
+  AddEdge(a, {Edge::kEpsilon, 0, 0, -1, b});
+  AddEdge(f.end, {Edge::kEpsilon, 0, 0, -1, f.start});
+  AddEdge(f.end, {Edge::kEpsilon, 0, 0, -1, b});
+  return {a, b};
 }
 
 NfaBuilder::Frag NfaBuilder::Repeat(const std::function<Frag()>& make, int32_t min, int32_t max) {
@@ -226,7 +232,7 @@ absl::StatusOr<ByteAutomaton> BuildAutomaton(const NfaBuilder& nfa,
     }
     call_edges.push_back(std::move(calls));
   }
-  const int32_t n = static_cast<int32_t>(sets.size());
+  int32_t n = static_cast<int32_t>(sets.size());
   a.accepting.assign(n, 0);
   for (int32_t d = 0; d < n; ++d) {
     a.accepting[d] =
@@ -266,6 +272,71 @@ absl::StatusOr<ByteAutomaton> BuildAutomaton(const NfaBuilder& nfa,
     std::erase_if(call_edges[d], [&](const std::pair<int32_t, int32_t>& e) {
       return !can_end[a.rule_start[e.first]] || !can_end[e.second];
     });
+  }
+  // Minimise (Moore's partition refinement): states of one rule that agree
+  // on acceptance, on the class of every byte's successor and on their calls
+  // become one. Repeated copies of a value (a string per property) collapse.
+  {
+    std::vector<int32_t> cls(n);
+    {
+      absl::flat_hash_map<std::pair<int32_t, int32_t>, int32_t> initial;
+      for (int32_t d = 0; d < n; ++d) {
+        auto [it, inserted] =
+            initial.try_emplace(std::make_pair(a.state_rule[d], int32_t{a.accepting[d]}),
+                                static_cast<int32_t>(initial.size()));
+        cls[d] = it->second;
+      }
+    }
+    size_t num_classes = 0;
+    std::vector<int32_t> signature;
+    while (true) {
+      absl::flat_hash_map<std::vector<int32_t>, int32_t> ids_of;
+      std::vector<int32_t> next_cls(n);
+      for (int32_t d = 0; d < n; ++d) {
+        signature.clear();
+        signature.push_back(cls[d]);
+        for (int32_t c = 0; c < a.num_classes; ++c) {
+          const int32_t t = a.next[d * a.num_classes + c];
+          signature.push_back(t < 0 ? -1 : cls[t]);
+        }
+        for (const auto& [callee, ret] : call_edges[d]) {
+          signature.push_back(callee);
+          signature.push_back(cls[ret]);
+        }
+        auto [it, inserted] = ids_of.try_emplace(signature, static_cast<int32_t>(ids_of.size()));
+        next_cls[d] = it->second;
+      }
+      cls = std::move(next_cls);
+      if (ids_of.size() == num_classes) break;
+      num_classes = ids_of.size();
+    }
+    const int32_t m = static_cast<int32_t>(num_classes);
+    std::vector<int32_t> new_next(static_cast<size_t>(m) * a.num_classes, -1);
+    std::vector<uint8_t> new_accepting(m, 0);
+    std::vector<int32_t> new_rule(m, 0);
+    std::vector<uint8_t> new_can_end(m, 0);
+    std::vector<std::vector<std::pair<int32_t, int32_t>>> new_calls(m);
+    std::vector<uint8_t> done(m, 0);
+    for (int32_t d = 0; d < n; ++d) {
+      const int32_t k = cls[d];
+      if (done[k]) continue;
+      done[k] = 1;
+      for (int32_t c = 0; c < a.num_classes; ++c) {
+        const int32_t t = a.next[d * a.num_classes + c];
+        new_next[static_cast<size_t>(k) * a.num_classes + c] = t < 0 ? -1 : cls[t];
+      }
+      new_accepting[k] = a.accepting[d];
+      new_rule[k] = a.state_rule[d];
+      new_can_end[k] = can_end[d];
+      for (const auto& [callee, ret] : call_edges[d]) new_calls[k].emplace_back(callee, cls[ret]);
+    }
+    for (int32_t& start : a.rule_start) start = cls[start];
+    a.next = std::move(new_next);
+    a.accepting = std::move(new_accepting);
+    a.state_rule = std::move(new_rule);
+    can_end = std::move(new_can_end);
+    call_edges = std::move(new_calls);
+    n = m;
   }
   // Reachability from the root through bytes, calls and returns.
   a.live.assign(n, 0);

@@ -30,7 +30,8 @@ struct GrammarLimits {
 };
 
 // Builds one NFA shared by every rule. Fragments have one entry and one exit
-// state; combinators join them with epsilon edges. States past
+// state, the entry with no edge into it and the exit with no edge out of it
+// from inside the fragment; combinators join them with epsilon edges. States past
 // max_nfa_states are not created (overflow() turns true and fragments become
 // meaningless), so callers check overflow() before using the result.
 class NfaBuilder {

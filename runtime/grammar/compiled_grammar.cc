@@ -30,7 +30,7 @@ std::shared_ptr<const CompiledGrammar> CompiledGrammar::Create(
   TokenWalker walker(a, max_stack_depth);
   const std::span<const int32_t> ids(v.sorted_ids());
   const std::span<const uint16_t> lcps(v.sorted_lcp());
-  const auto bytes = [&](int32_t id) { return v.bytes(id); };
+  const auto bytes = [&](size_t i) { return v.sorted_bytes(i); };
   std::vector<uint32_t> mask(words);
   StackSet start;
   for (int32_t s = 0; s < n; ++s) {
@@ -54,7 +54,7 @@ std::shared_ptr<const CompiledGrammar> CompiledGrammar::Create(
             last_undecided = id;
           }
         },
-        &max_depth);
+        [&](size_t i, size_t depth) { return v.SkipSubtree(i, depth); }, &max_depth);
     g->max_push_[s] = max_depth;
     std::string key(reinterpret_cast<const char*>(mask.data()), words * 4);
     auto [it, inserted] =

@@ -57,39 +57,54 @@ int32_t GrammarMatcher::MinBytesToComplete() const {
   return best;
 }
 
-void GrammarMatcher::FillNextTokenBitmask(std::span<uint32_t> words) {
-  std::fill(words.begin(), words.end(), 0);
-  if (finished_) return;
+void GrammarMatcher::MaskFromStack(std::span<const int32_t> stack, std::span<uint32_t> words) {
   const TokenVocabulary& v = grammar_->vocabulary();
-  const auto bytes = [&](int32_t id) { return v.bytes(id); };
   const auto set_bits = [&](std::span<const int32_t> ids) {
     return [&words, ids](size_t i, TokenFate fate) {
       if (fate == TokenFate::kAccepted) words[ids[i] >> 5] |= 1u << (ids[i] & 31);
     };
   };
-  int32_t last_top = -1;
+  const int32_t top = stack.back();
+  single_.Clear();
+  single_.Add(stack);
+  if (static_cast<int32_t>(stack.size()) - 1 + grammar_->max_push(top) >
+      grammar_->max_stack_depth()) {
+    // Too close to the stack limit for the precomputed mask: walk the whole
+    // vocabulary from this stack.
+    const std::span<const int32_t> ids(v.sorted_ids());
+    walker_.Walk(
+        single_, false, ids, v.sorted_lcp(), [&](size_t i) { return v.sorted_bytes(i); },
+        set_bits(ids), [&](size_t i, size_t depth) { return v.SkipSubtree(i, depth); });
+    return;
+  }
+  if (std::find(masked_tops_.begin(), masked_tops_.end(), top) == masked_tops_.end()) {
+    const std::span<const uint32_t> mask = grammar_->AcceptedMask(top);
+    for (size_t w = 0; w < words.size(); ++w) words[w] |= mask[w];
+    masked_tops_.push_back(top);
+  }
+  const std::span<const int32_t> undecided = grammar_->UndecidedTokens(top);
+  if (!undecided.empty()) {
+    walker_.Walk(
+        single_, false, undecided, grammar_->UndecidedLcp(top),
+        [&](size_t i) { return v.bytes(undecided[i]); }, set_bits(undecided));
+  }
+}
+
+void GrammarMatcher::FillNextTokenBitmask(std::span<uint32_t> words) {
+  std::fill(words.begin(), words.end(), 0);
+  if (finished_) return;
+  const TokenVocabulary& v = grammar_->vocabulary();
+  const ByteAutomaton& a = grammar_->automaton();
+  masked_tops_.clear();
   for (size_t i = 0; i < stacks_.size(); ++i) {
-    const std::span<const int32_t> stack = stacks_.stack(i);
-    const int32_t top = stack.back();
-    single_.Clear();
-    single_.Add(stack);
-    if (static_cast<int32_t>(stack.size()) - 1 + grammar_->max_push(top) >
-        grammar_->max_stack_depth()) {
-      // Too close to the stack limit for the precomputed mask: walk the
-      // whole vocabulary from this stack.
-      const std::span<const int32_t> ids(v.sorted_ids());
-      walker_.Walk(single_, false, ids, v.sorted_lcp(), bytes, set_bits(ids));
-      continue;
-    }
-    if (top != last_top) {
-      const std::span<const uint32_t> mask = grammar_->AcceptedMask(top);
-      for (size_t w = 0; w < words.size(); ++w) words[w] |= mask[w];
-      last_top = top;
-    }
-    const std::span<const int32_t> undecided = grammar_->UndecidedTokens(top);
-    if (!undecided.empty()) {
-      walker_.Walk(single_, false, undecided, grammar_->UndecidedLcp(top), bytes,
-                   set_bits(undecided));
+    std::span<const int32_t> stack = stacks_.stack(i);
+    // The stack itself and, while its top may return, its caller's frames:
+    // tokens that start after a return are masked from the caller's state.
+    while (true) {
+      MaskFromStack(stack, words);
+      const int32_t top = stack.back();
+      if (stack.size() == 1 || !a.accepting[top]) break;
+      stack = stack.first(stack.size() - 1);
     }
   }
   if (IsComplete()) {
@@ -140,15 +155,26 @@ absl::Status GrammarMatcher::AcceptBytes(std::string_view bytes) {
 
 void ApplyBitmask(std::span<float> logits, std::span<const uint32_t> words) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  uint32_t neg_inf_bits;
+  std::memcpy(&neg_inf_bits, &kNegInf, sizeof(neg_inf_bits));
   const size_t covered = std::min(logits.size(), words.size() * 32);
   size_t w = 0;
   for (; (w + 1) * 32 <= covered; ++w) {
     const uint32_t m = words[w];
     if (m == 0xFFFFFFFFu) continue;
     float* row = logits.data() + w * 32;
-    for (int b = 0; b < 32; ++b) {
-      if (((m >> b) & 1u) == 0) row[b] = kNegInf;
+    if (m == 0) {
+      std::fill(row, row + 32, kNegInf);
+      continue;
     }
+    // Branch-free select on the float bits, so the compiler can vectorise.
+    uint32_t bits[32];
+    std::memcpy(bits, row, sizeof(bits));
+    for (int b = 0; b < 32; ++b) {
+      const uint32_t keep = 0u - ((m >> b) & 1u);
+      bits[b] = (bits[b] & keep) | (neg_inf_bits & ~keep);
+    }
+    std::memcpy(row, bits, sizeof(bits));
   }
   for (size_t i = w * 32; i < covered; ++i) {
     if (((words[i >> 5] >> (i & 31)) & 1u) == 0) logits[i] = kNegInf;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "runtime/grammar/compiled_grammar.h"
@@ -47,6 +48,9 @@ class GrammarMatcher {
 
  private:
   bool StepBytes(std::string_view bytes);
+  // ORs into words the tokens allowed from one stack (no return from its top
+  // before the first byte: the caller adds the caller's frames for that).
+  void MaskFromStack(std::span<const int32_t> stack, std::span<uint32_t> words);
 
   CompiledGrammarPtr grammar_;
   StackSet stacks_;
@@ -54,6 +58,7 @@ class GrammarMatcher {
   StackSet single_;
   StackStepper stepper_;
   TokenWalker walker_;
+  std::vector<int32_t> masked_tops_;  // states whose mask words already holds
   bool finished_ = false;
 };
 

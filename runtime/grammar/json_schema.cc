@@ -119,7 +119,7 @@ std::optional<std::string_view> FormatPattern(std::string_view format) {
   if (format == "date") return kDateOnly;
   if (format == "time") return kTimeOnly;
   if (format == "email") {
-    return R"(^[a-zA-Z0-9_+-]+(?:\.[a-zA-Z0-9_+-]+)*@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,12}$)";
+    return R"(^[a-zA-Z0-9_+-]+(?:\.[a-zA-Z0-9_+-]+)*@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+[a-zA-Z][a-zA-Z]+$)";
   }
   if (format == "uuid") {
     return "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
@@ -128,7 +128,7 @@ std::optional<std::string_view> FormatPattern(std::string_view format) {
     return R"(^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$)";
   }
   if (format == "uri") {
-    return R"(^https?://[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?)*(?:/[a-zA-Z0-9._~-]*)*$)";
+    return R"(^https?://[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?:/[a-zA-Z0-9._~-]*)*$)";
   }
   return std::nullopt;
 }
@@ -533,7 +533,15 @@ class SchemaCompiler {
     const Frag first = item();
     if (!error.ok()) return error;
     const int64_t copies = std::max(*min_items, *max_items);
-    if (copies > 1 && (nfa_.num_states() - before) * copies > 3000) {
+    // Scalars never nest, so their copies only add up: allow more of them
+    // inline (a rule boundary makes every token that closes the item
+    // undecided, costing a walk per step).
+    const bool scalar = items->is_object() && !items->contains("$ref") &&
+                        !items->contains("anyOf") &&
+                        ((items->contains("type") && (*items)["type"].is_string() &&
+                          (*items)["type"] != "object" && (*items)["type"] != "array") ||
+                         items->contains("enum") || items->contains("const"));
+    if (copies > 1 && (nfa_.num_states() - before) * copies > (scalar ? 40000 : 3000)) {
       absl::StatusOr<int32_t> rule = RuleFor(items, items_ptr);
       if (!rule.ok()) return rule.status();
       item_rule = *rule;

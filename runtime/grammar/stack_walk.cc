@@ -14,7 +14,8 @@ void StackSet::Add(std::span<const int32_t> stack) {
 }
 
 void StackStepper::Step(const StackSet& in, uint8_t byte, bool bottom_is_context, StackSet* out,
-                        bool* undecided) {
+                        bool* undecided, bool ignore_bottom_return) {
+  ignore_bottom_return_ = ignore_bottom_return;
   out->Clear();
   const int32_t cls = a_->byte_class[byte];
   for (size_t i = 0; i < in.size(); ++i) {
@@ -50,13 +51,14 @@ void StackStepper::StepTop(int32_t cls, bool bottom_is_context, StackSet* out, b
       scratch_.pop_back();
       StepTop(cls, bottom_is_context, out, undecided);
       scratch_.push_back(top);
-    } else if (bottom_is_context) {
+    } else if (bottom_is_context && !ignore_bottom_return_) {
       *undecided = true;
     }
   }
 }
 
-void TokenWalker::StepLevel(const Level& from, uint8_t byte, bool bottom_is_context, Level* to) {
+void TokenWalker::StepLevel(const Level& from, uint8_t byte, bool bottom_is_context,
+                            bool first_byte, Level* to) {
   to->undecided = from.undecided;
   if (from.single >= 0 && a_->simple[from.single]) {
     const int32_t next = a_->Next(from.single, byte);
@@ -72,7 +74,8 @@ void TokenWalker::StepLevel(const Level& from, uint8_t byte, bool bottom_is_cont
     in = &single_scratch_;
   }
   bool undecided = false;
-  stepper_.Step(*in, byte, bottom_is_context, &to->set, &undecided);
+  stepper_.Step(*in, byte, bottom_is_context, &to->set, &undecided,
+                bottom_is_context && first_byte);
   to->undecided = to->undecided || undecided;
   to->single = to->set.SingleFrame();
   to->empty = to->set.empty();

@@ -44,15 +44,19 @@ class StackStepper {
   // Every stack of `in` after `byte` into `out` (cleared first). With
   // bottom_is_context, the bottom frame stands for an unknown caller: a
   // path that would return from it (or push past max_depth) sets *undecided
-  // instead of continuing. Without it, the bottom frame is the real bottom.
+  // instead of continuing; with ignore_bottom_return too, a return from the
+  // bottom is dropped instead (the matcher covers a return before the first
+  // byte by masking from the caller's frame as well). Without
+  // bottom_is_context, the bottom frame is the real bottom.
   void Step(const StackSet& in, uint8_t byte, bool bottom_is_context, StackSet* out,
-            bool* undecided);
+            bool* undecided, bool ignore_bottom_return = false);
 
  private:
   void StepTop(int32_t cls, bool bottom_is_context, StackSet* out, bool* undecided);
 
   const ByteAutomaton* a_;
   int32_t max_depth_;
+  bool ignore_bottom_return_ = false;
   std::vector<int32_t> scratch_;
 };
 
@@ -61,19 +65,33 @@ enum class TokenFate : uint8_t { kRejected, kAccepted, kUndecided };
 
 // Walks a list of tokens (in byte order, with each one's common prefix with
 // the previous) from a set of stacks, stepping each shared prefix once and
-// skipping every token under a dead prefix.
+// skipping every token under a dead prefix. With bottom_is_context, a
+// return from the bottom frame before the first byte is not followed (see
+// StackStepper::Step).
 class TokenWalker {
  public:
   TokenWalker(const ByteAutomaton& automaton, int32_t max_depth)
       : a_(&automaton), stepper_(automaton, max_depth) {}
 
-  // Calls fate(i, TokenFate) for each i in [0, ids.size()) in order.
-  // bytes(id) gives a token's bytes. max_local_depth, if not null, is raised
-  // to the deepest stack seen.
-  template <typename BytesFn, typename FateFn>
+  // Calls fate(i, TokenFate) in order for each i in [0, ids.size()) whose
+  // token is accepted or undecided (rejected ones are skipped silently).
+  // bytes(i) gives the bytes of the token at position i; skip(i, depth) the first position after
+  // i whose token shares fewer than depth bytes with token i (a linear scan
+  // of lcps when null). max_local_depth, if not null, is raised to the
+  // deepest stack seen.
+  template <typename BytesFn, typename FateFn, typename SkipFn>
   void Walk(const StackSet& start, bool bottom_is_context, std::span<const int32_t> ids,
             std::span<const uint16_t> lcps, const BytesFn& bytes, const FateFn& fate,
-            int32_t* max_local_depth = nullptr);
+            const SkipFn& skip, int32_t* max_local_depth = nullptr);
+  template <typename BytesFn, typename FateFn>
+  void Walk(const StackSet& start, bool bottom_is_context, std::span<const int32_t> ids,
+            std::span<const uint16_t> lcps, const BytesFn& bytes, const FateFn& fate) {
+    Walk(start, bottom_is_context, ids, lcps, bytes, fate, [&](size_t i, size_t depth) {
+      size_t j = i + 1;
+      while (j < ids.size() && lcps[j] >= depth) ++j;
+      return j;
+    });
+  }
 
  private:
   struct Level {
@@ -82,7 +100,8 @@ class TokenWalker {
     bool empty = false;
     bool undecided = false;  // some path left the walk's context on the way
   };
-  void StepLevel(const Level& from, uint8_t byte, bool bottom_is_context, Level* to);
+  void StepLevel(const Level& from, uint8_t byte, bool bottom_is_context, bool first_byte,
+                 Level* to);
 
   const ByteAutomaton* a_;
   StackStepper stepper_;
@@ -90,45 +109,34 @@ class TokenWalker {
   StackSet single_scratch_;
 };
 
-template <typename BytesFn, typename FateFn>
+template <typename BytesFn, typename FateFn, typename SkipFn>
 void TokenWalker::Walk(const StackSet& start, bool bottom_is_context, std::span<const int32_t> ids,
                        std::span<const uint16_t> lcps, const BytesFn& bytes, const FateFn& fate,
-                       int32_t* max_local_depth) {
+                       const SkipFn& skip, int32_t* max_local_depth) {
   if (levels_.empty()) levels_.resize(1);
-  Level& root = levels_[0];
-  root.single = start.SingleFrame();
-  root.set = start;
-  root.empty = start.empty();
-  root.undecided = false;
-  // valid: levels [0, valid] hold the current path's prefix.
+  {
+    Level& root = levels_[0];
+    root.single = start.SingleFrame();
+    root.set = start;
+    root.empty = start.empty();
+    root.undecided = false;
+  }
+  // Levels [0, valid] hold the current token's path.
   size_t valid = 0;
-  // The path died (or became undecided) at this depth: tokens under it
-  // share its fate without stepping.
-  size_t stop_depth = SIZE_MAX;
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const std::string_view token = bytes(ids[i]);
+  for (size_t i = 0; i < ids.size();) {
+    const std::string_view token = bytes(i);
     const size_t lcp = i == 0 ? 0 : lcps[i];
-    if (lcp < valid) valid = lcp;
-    if (stop_depth != SIZE_MAX) {
-      if (lcp >= stop_depth) {
-        fate(i, levels_[stop_depth].undecided ? TokenFate::kUndecided : TokenFate::kRejected);
-        continue;
-      }
-      stop_depth = SIZE_MAX;
-    }
+    valid = std::min(valid, lcp);
     if (levels_.size() < token.size() + 1) levels_.resize(token.size() + 1);
     size_t d = valid;
     for (; d < token.size(); ++d) {
-      StepLevel(levels_[d], static_cast<uint8_t>(token[d]), bottom_is_context, &levels_[d + 1]);
+      StepLevel(levels_[d], static_cast<uint8_t>(token[d]), bottom_is_context, d == 0,
+                &levels_[d + 1]);
       if (max_local_depth != nullptr) {
         const Level& l = levels_[d + 1];
-        if (l.single >= 0) {
-          *max_local_depth = std::max(*max_local_depth, int32_t{1});
-        } else {
-          for (size_t k = 0; k < l.set.size(); ++k) {
-            *max_local_depth =
-                std::max(*max_local_depth, static_cast<int32_t>(l.set.stack(k).size()));
-          }
+        for (size_t k = 0; l.single < 0 && k < l.set.size(); ++k) {
+          *max_local_depth =
+              std::max(*max_local_depth, static_cast<int32_t>(l.set.stack(k).size()));
         }
       }
       if (levels_[d + 1].empty) {
@@ -138,12 +146,17 @@ void TokenWalker::Walk(const StackSet& start, bool bottom_is_context, std::span<
     }
     valid = d;
     const Level& last = levels_[d];
-    if (last.empty) {
-      stop_depth = d;
-      fate(i, last.undecided ? TokenFate::kUndecided : TokenFate::kRejected);
-    } else {
+    if (!last.empty) {
       fate(i, TokenFate::kAccepted);
+      ++i;
+      continue;
     }
+    // Every token sharing the dead prefix shares this token's fate.
+    const size_t end = skip(i, d);
+    if (last.undecided) {
+      for (size_t j = i; j < end; ++j) fate(j, TokenFate::kUndecided);
+    }
+    i = end;
   }
 }
 

@@ -25,10 +25,38 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> token_bytes, std::vect
   std::sort(sorted_ids_.begin(), sorted_ids_.end(),
             [&](int32_t a, int32_t b) { return bytes_[a] < bytes_[b]; });
   sorted_lcp_.resize(sorted_ids_.size(), 0);
+  sorted_offsets_.push_back(0);
+  for (const int32_t id : sorted_ids_) {
+    sorted_blob_ += bytes_[id];
+    sorted_offsets_.push_back(static_cast<uint32_t>(sorted_blob_.size()));
+  }
   for (size_t i = 0; i < sorted_ids_.size(); ++i) {
     max_token_bytes_ = std::max(max_token_bytes_, bytes_[sorted_ids_[i]].size());
     if (i > 0) sorted_lcp_[i] = CommonPrefix(bytes_[sorted_ids_[i - 1]], bytes_[sorted_ids_[i]]);
   }
+  lcp_min_.push_back(sorted_lcp_);
+  for (size_t span = 1; span * 2 <= sorted_lcp_.size(); span *= 2) {
+    const std::vector<uint16_t>& prev = lcp_min_.back();
+    std::vector<uint16_t> next(sorted_lcp_.size() - span * 2 + 1);
+    for (size_t i = 0; i < next.size(); ++i) next[i] = std::min(prev[i], prev[i + span]);
+    lcp_min_.push_back(std::move(next));
+  }
+}
+
+size_t TokenVocabulary::SkipSubtree(size_t i, size_t depth) const {
+  // Jump over blocks whose least lcp is still >= depth, largest first.
+  size_t at = i + 1;
+  const size_t n = sorted_lcp_.size();
+  // Most dead subtrees hold one token: check before the table.
+  if (at >= n || sorted_lcp_[at] < depth) return at;
+  for (size_t k = lcp_min_.size(); k-- > 0;) {
+    if (at < lcp_min_[k].size() && at + (size_t{1} << k) <= n && lcp_min_[k][at] >= depth) {
+      at += size_t{1} << k;
+    }
+  }
+  // Blocks shrink as at grows: finish with single steps over what is left.
+  while (at < n && sorted_lcp_[at] >= depth) ++at;
+  return at;
 }
 
 std::shared_ptr<const TokenVocabulary> TokenVocabulary::FromTokenizer(

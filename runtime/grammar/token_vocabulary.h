@@ -34,13 +34,26 @@ class TokenVocabulary {
   // sorted_lcp()[i]: bytes sorted_ids()[i] shares with sorted_ids()[i - 1]
   // (0 for i = 0).
   const std::vector<uint16_t>& sorted_lcp() const { return sorted_lcp_; }
+  // Bytes of sorted_ids()[i], from one contiguous block in sorted order (a
+  // walk over the sorted vocabulary reads memory in order).
+  std::string_view sorted_bytes(size_t i) const {
+    return {sorted_blob_.data() + sorted_offsets_[i], sorted_offsets_[i + 1] - sorted_offsets_[i]};
+  }
   size_t max_token_bytes() const { return max_token_bytes_; }
+  // The first sorted position after i whose token shares fewer than `depth`
+  // bytes with sorted token i (sorted_ids().size() if none): every token in
+  // between has sorted token i's first `depth` bytes. O(log n).
+  size_t SkipSubtree(size_t i, size_t depth) const;
 
  private:
   std::vector<std::string> bytes_;
   std::vector<int32_t> eos_ids_;
   std::vector<int32_t> sorted_ids_;
   std::vector<uint16_t> sorted_lcp_;
+  std::string sorted_blob_;
+  std::vector<uint32_t> sorted_offsets_;
+  // lcp_min_[k][i]: the least sorted_lcp_ over [i, i + 2^k).
+  std::vector<std::vector<uint16_t>> lcp_min_;
   size_t max_token_bytes_ = 0;
 };
 

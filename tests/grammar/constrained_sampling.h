@@ -40,13 +40,21 @@ inline absl::StatusOr<Sampled> SampleConstrained(const CompiledGrammarPtr& gramm
   std::vector<uint32_t> words(vocab.mask_words());
   std::vector<float> logits(vocab.size());
   std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  // Logits from xorshift: mt19937 over 128K logits per step would dominate.
+  uint64_t x = (*rng)() | 1;
+  GrammarMatcher trial = matcher;
   Sampled out;
   int64_t bytes = 0;
   for (int32_t step = 0; step < options.max_tokens; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     matcher.FillNextTokenBitmask(words);
     const auto t1 = std::chrono::steady_clock::now();
-    for (float& l : logits) l = uniform(*rng);
+    for (float& l : logits) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      l = static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
+    }
     const auto t2 = std::chrono::steady_clock::now();
     ApplyBitmask(logits, words);
     const auto t3 = std::chrono::steady_clock::now();
@@ -62,7 +70,7 @@ inline absl::StatusOr<Sampled> SampleConstrained(const CompiledGrammarPtr& gramm
       int32_t best = std::numeric_limits<int32_t>::max();
       for (int32_t id = 0; id < vocab.size() && !matcher.IsComplete(); ++id) {
         if (vocab.bytes(id).size() != 1 || !((words[id >> 5] >> (id & 31)) & 1u)) continue;
-        GrammarMatcher trial = matcher;
+        trial = matcher;
         if (!trial.AcceptToken(id).ok()) continue;
         const int32_t left = trial.MinBytesToComplete();
         if (left < best || (left == best && uniform(*rng) < 0.3f)) {

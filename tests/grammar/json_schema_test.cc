@@ -129,7 +129,7 @@ TEST(JsonSchemaTest, ObjectsInSchemaOrder) {
        {"{,\"y\":2}", "{\"y\":2,\"x\":1}"}},
       {R"({"type":"object","additionalProperties":{"type":"integer"}})",
        {"{}", "{\"k\":1,\"j\":2}"},
-       {"{\"k\":\"v\"}"}},
+       {"{\"k\":\"v\"}", "{,\"k\":1}", "{\"k\":1,}", "{, }"}},
       {R"({"type":"object"})", {"{}", "{\"k\":[1,{\"z\":null}],\"j\":\"s\"}"}, {"[]", "{\"k\"}"}},
   });
 }
@@ -153,7 +153,7 @@ TEST(JsonSchemaTest, Arrays) {
        {"[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"]"},
        {"[\"a\",\"b\",\"c\",\"d\"]"}},
       {R"({"type":"array","items":{"type":"boolean"},"maxItems":0})", {"[]"}, {"[true]"}},
-      {R"({"type":"array"})", {"[]", "[1,\"a\",[],{}]"}, {"[1,]"}},
+      {R"({"type":"array"})", {"[]", "[1,\"a\",[],{}]"}, {"[1,]", "[,1]", "[,]"}},
   });
 }
 
@@ -254,7 +254,8 @@ TEST(JsonSchemaTest, JsonObjectMode) {
        {"{}", "{\"a\":{\"b\":[1,2.5,{\"c\":null}]},\"d\":\"e\"}", "{\"x\": true, \"y\": false}"}) {
     EXPECT_TRUE(AcceptsDocument(*g, doc)) << doc;
   }
-  for (const std::string doc : {"[]", "1", "{\"a\":}", "{\"a\":1}}", "{\"a\":[}"}) {
+  for (const std::string doc :
+       {"[]", "1", "{\"a\":}", "{\"a\":1}}", "{\"a\":[}", "{,\"a\":1}", "{\"a\":[,1]}"}) {
     EXPECT_FALSE(AcceptsDocument(*g, doc)) << doc;
   }
 }
