@@ -55,6 +55,12 @@ class CompiledGrammar {
   // Sizes, for logs and benchmarks.
   size_t distinct_masks() const { return masks_.size() / vocabulary_->mask_words(); }
   size_t undecided_total() const { return undecided_ids_.size(); }
+  // Approximate heap bytes held (masks, lists, automaton tables).
+  size_t memory_bytes() const {
+    return masks_.size() * 4 + mask_index_.size() * 4 + undecided_begin_.size() * 4 +
+           undecided_ids_.size() * 6 + max_push_.size() * 4 + automaton_.next.size() * 4 +
+           automaton_.calls.size() * sizeof(DfaCall) + automaton_.accepting.size() * 16;
+  }
 
  private:
   CompiledGrammar() = default;

@@ -39,6 +39,10 @@ const BenchSchema kSchemas[] = {
     {"recursive_tree",
      R"({"$defs":{"node":{"type":"object","properties":{"name":{"type":"string"},"children":{"type":"array","items":{"$ref":"#/$defs/node"}}},"required":["name","children"]}},"$ref":"#/$defs/node"})"},
     {"json_object", nullptr},
+    // The costly kind to compile: every position of a long bounded string is
+    // a state that accepts most of the vocabulary.
+    {"long_string",
+     R"({"type":"object","properties":{"text":{"type":"string","maxLength":256}},"required":["text"]})"},
 };
 
 int RunFamily(const fs::path& dir, int sequences) {

@@ -4,6 +4,7 @@
 #ifndef TOKENMILL_TESTS_GRAMMAR_CONSTRAINED_SAMPLING_H_
 #define TOKENMILL_TESTS_GRAMMAR_CONSTRAINED_SAMPLING_H_
 
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -23,6 +24,10 @@ struct SampleOptions {
   int32_t soft_byte_budget = 400;
   // A generation that has not ended after this many tokens is an error.
   int32_t max_tokens = 4000;
+  // true: random logits through ApplyBitmask, argmax taken (timed, for the
+  // benchmark); false: a uniformly random allowed token straight from the
+  // mask, the same distribution without touching a vocabulary of floats.
+  bool through_logits = true;
 };
 
 struct Sampled {
@@ -49,17 +54,19 @@ inline absl::StatusOr<Sampled> SampleConstrained(const CompiledGrammarPtr& gramm
     const auto t0 = std::chrono::steady_clock::now();
     matcher.FillNextTokenBitmask(words);
     const auto t1 = std::chrono::steady_clock::now();
-    for (float& l : logits) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      l = static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
+    if (options.through_logits) {
+      for (float& l : logits) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        l = static_cast<float>(x >> 40) * (1.0f / 16777216.0f);
+      }
+      const auto t2 = std::chrono::steady_clock::now();
+      ApplyBitmask(logits, words);
+      const auto t3 = std::chrono::steady_clock::now();
+      out.apply_us.push_back(std::chrono::duration<double, std::micro>(t3 - t2).count());
     }
-    const auto t2 = std::chrono::steady_clock::now();
-    ApplyBitmask(logits, words);
-    const auto t3 = std::chrono::steady_clock::now();
     out.mask_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-    out.apply_us.push_back(std::chrono::duration<double, std::micro>(t3 - t2).count());
     int32_t pick = -1;
     if (bytes >= options.soft_byte_budget) {
       // Finish: EOS when allowed, else the allowed single-byte token that
@@ -68,7 +75,8 @@ inline absl::StatusOr<Sampled> SampleConstrained(const CompiledGrammarPtr& gramm
         if ((words[eos >> 5] >> (eos & 31)) & 1u) pick = eos;
       }
       int32_t best = std::numeric_limits<int32_t>::max();
-      for (int32_t id = 0; id < vocab.size() && !matcher.IsComplete(); ++id) {
+      const bool complete = matcher.IsComplete();
+      for (int32_t id = 0; id < vocab.size() && !complete; ++id) {
         if (vocab.bytes(id).size() != 1 || !((words[id >> 5] >> (id & 31)) & 1u)) continue;
         trial = matcher;
         if (!trial.AcceptToken(id).ok()) continue;
@@ -78,12 +86,31 @@ inline absl::StatusOr<Sampled> SampleConstrained(const CompiledGrammarPtr& gramm
           pick = id;
         }
       }
-    } else {
+    } else if (options.through_logits) {
       float best = -std::numeric_limits<float>::infinity();
       for (int32_t id = 0; id < vocab.size(); ++id) {
         if (logits[id] > best) {
           best = logits[id];
           pick = id;
+        }
+      }
+    } else {
+      int64_t allowed = 0;
+      for (const uint32_t w : words) allowed += std::popcount(w);
+      if (allowed > 0) {
+        int64_t k = static_cast<int64_t>((*rng)() % static_cast<uint64_t>(allowed));
+        for (size_t w = 0; w < words.size() && pick < 0; ++w) {
+          const int bits = std::popcount(words[w]);
+          if (k >= bits) {
+            k -= bits;
+            continue;
+          }
+          for (int b = 0; b < 32; ++b) {
+            if (((words[w] >> b) & 1u) && k-- == 0) {
+              pick = static_cast<int32_t>(w * 32 + b);
+              break;
+            }
+          }
         }
       }
     }

@@ -80,8 +80,8 @@ TEST(GrammarAjvTest, SampledOutputsValidate) {
     for (int i = 0; i < kOutputsPerSchema; ++i) {
       // Budgets vary so that short and long outputs both occur.
       const int32_t budget = 40 + static_cast<int32_t>(rng() % 400);
-      absl::StatusOr<testing::Sampled> sample =
-          testing::SampleConstrained(*g, &rng, {.soft_byte_budget = budget});
+      absl::StatusOr<testing::Sampled> sample = testing::SampleConstrained(
+          *g, &rng, {.soft_byte_budget = budget, .through_logits = false});
       ASSERT_TRUE(sample.ok()) << s.name << ": " << sample.status();
       std::string bytes;
       for (const int32_t id : sample->ids) bytes += vocab->bytes(id);

@@ -31,7 +31,7 @@ int CheckMasksAlongSamples(const CompiledGrammarPtr& g, int sequences, int token
   int mismatches = 0;
   for (int s = 0; s < sequences; ++s) {
     absl::StatusOr<testing::Sampled> sample =
-        testing::SampleConstrained(g, &rng, {.soft_byte_budget = 120});
+        testing::SampleConstrained(g, &rng, {.soft_byte_budget = 120, .through_logits = false});
     EXPECT_TRUE(sample.ok()) << sample.status();
     if (!sample.ok()) return 1;
     GrammarMatcher m(g);
