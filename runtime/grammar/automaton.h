@@ -19,14 +19,18 @@ namespace tokenmill::grammar {
 struct GrammarLimits {
   // NFA states while building (each literal byte or range is about one).
   int32_t max_nfa_states = 200000;
-  // DFA states over all rules; each costs one vocabulary-sized bitmask.
-  int32_t max_dfa_states = 4096;
+  // DFA states over all rules, before minimising (a bounded string costs
+  // about 20 per character of maxLength).
+  int32_t max_dfa_states = 16384;
   // Rules ($ref targets and the any-value rules).
   int32_t max_rules = 256;
   // Nesting of subschemas the compiler descends into.
   int32_t max_schema_depth = 64;
   // Stack frames a matcher may hold (nesting of recursive values at runtime).
   int32_t max_stack_depth = 64;
+  // Automaton steps spent walking the vocabulary at compile time (a few ns
+  // each; about 0.5M per state that accepts most of a 128K vocabulary).
+  int64_t max_precompute_steps = 400'000'000;
 };
 
 // Builds one NFA shared by every rule. Fragments have one entry and one exit

@@ -22,10 +22,11 @@ namespace tokenmill::grammar {
 class CompiledGrammar {
  public:
   // Precomputes the per-state masks: one pass over the sorted vocabulary per
-  // automaton state (milliseconds per state at a 128K vocabulary).
-  static std::shared_ptr<const CompiledGrammar> Create(
+  // class of states no token tells apart (up to a few milliseconds each at a
+  // 128K vocabulary). kInvalidArgument past limits.max_precompute_steps.
+  static absl::StatusOr<std::shared_ptr<const CompiledGrammar>> Create(
       ByteAutomaton automaton, std::shared_ptr<const TokenVocabulary> vocabulary,
-      int32_t max_stack_depth);
+      const GrammarLimits& limits);
 
   const ByteAutomaton& automaton() const { return automaton_; }
   const TokenVocabulary& vocabulary() const { return *vocabulary_; }
@@ -41,11 +42,11 @@ class CompiledGrammar {
   // each one's common prefix with the previous entry.
   std::span<const int32_t> UndecidedTokens(int32_t state) const {
     return {undecided_ids_.data() + undecided_begin_[state],
-            undecided_begin_[state + 1] - undecided_begin_[state]};
+            undecided_end_[state] - undecided_begin_[state]};
   }
   std::span<const uint16_t> UndecidedLcp(int32_t state) const {
     return {undecided_lcp_.data() + undecided_begin_[state],
-            undecided_begin_[state + 1] - undecided_begin_[state]};
+            undecided_end_[state] - undecided_begin_[state]};
   }
   // Deepest stack (in frames, counting the state's own) any token from
   // `state` builds; the accepted mask holds only while the real stack has
@@ -55,9 +56,11 @@ class CompiledGrammar {
   // Sizes, for logs and benchmarks.
   size_t distinct_masks() const { return masks_.size() / vocabulary_->mask_words(); }
   size_t undecided_total() const { return undecided_ids_.size(); }
+  // Vocabulary walks done at compile time (one per class of states).
+  size_t walked_states() const { return walked_states_; }
   // Approximate heap bytes held (masks, lists, automaton tables).
   size_t memory_bytes() const {
-    return masks_.size() * 4 + mask_index_.size() * 4 + undecided_begin_.size() * 4 +
+    return masks_.size() * 4 + mask_index_.size() * 4 + undecided_begin_.size() * 8 +
            undecided_ids_.size() * 6 + max_push_.size() * 4 + automaton_.next.size() * 4 +
            automaton_.calls.size() * sizeof(DfaCall) + automaton_.accepting.size() * 16;
   }
@@ -70,10 +73,12 @@ class CompiledGrammar {
   int32_t max_stack_depth_ = 0;
   std::vector<uint32_t> masks_;            // distinct masks, back to back
   std::vector<int32_t> mask_index_;        // per state
-  std::vector<uint32_t> undecided_begin_;  // per state + 1
+  std::vector<uint32_t> undecided_begin_;  // per state
+  std::vector<uint32_t> undecided_end_;    // per state
   std::vector<int32_t> undecided_ids_;
   std::vector<uint16_t> undecided_lcp_;
   std::vector<int32_t> max_push_;
+  size_t walked_states_ = 0;
 };
 
 using CompiledGrammarPtr = std::shared_ptr<const CompiledGrammar>;

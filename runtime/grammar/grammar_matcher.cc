@@ -1,6 +1,7 @@
 #include "runtime/grammar/grammar_matcher.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 
@@ -29,19 +30,17 @@ bool GrammarMatcher::IsComplete() const {
   return false;
 }
 
-bool GrammarMatcher::IsTerminated() const {
+bool GrammarMatcher::IsTerminated() {
   if (!IsComplete()) return false;
   const ByteAutomaton& a = grammar_->automaton();
   // Any byte class that moves some stack means more may follow.
-  StackStepper stepper(a, grammar_->max_stack_depth());
-  StackSet out;
   std::array<bool, 256> seen_class{};
   for (int b = 0; b < 256; ++b) {
     if (seen_class[a.byte_class[b]]) continue;
     seen_class[a.byte_class[b]] = true;
     bool undecided = false;
-    stepper.Step(stacks_, static_cast<uint8_t>(b), false, &out, &undecided);
-    if (!out.empty()) return false;
+    stepper_.Step(stacks_, static_cast<uint8_t>(b), false, &next_, &undecided);
+    if (!next_.empty()) return false;
   }
   return true;
 }

@@ -36,8 +36,9 @@ class GrammarMatcher {
 
   // A whole value has been produced: EOS may come now.
   bool IsComplete() const;
-  // Complete and no byte can follow: only EOS may come.
-  bool IsTerminated() const;
+  // Complete and no byte can follow: only EOS may come (a caller may end the
+  // sequence here without sampling). Uses the matcher's scratch space.
+  bool IsTerminated();
   // An EOS token has been accepted.
   bool finished() const { return finished_; }
   // Fewest bytes that complete the value from here (0 when complete); lets

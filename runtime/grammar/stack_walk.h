@@ -83,6 +83,8 @@ class TokenWalker {
   void Walk(const StackSet& start, bool bottom_is_context, std::span<const int32_t> ids,
             std::span<const uint16_t> lcps, const BytesFn& bytes, const FateFn& fate,
             const SkipFn& skip, int32_t* max_local_depth = nullptr);
+  // Bytes stepped over all walks so far.
+  int64_t steps() const { return steps_; }
   template <typename BytesFn, typename FateFn>
   void Walk(const StackSet& start, bool bottom_is_context, std::span<const int32_t> ids,
             std::span<const uint16_t> lcps, const BytesFn& bytes, const FateFn& fate) {
@@ -107,6 +109,7 @@ class TokenWalker {
   StackStepper stepper_;
   std::vector<Level> levels_;
   StackSet single_scratch_;
+  int64_t steps_ = 0;
 };
 
 template <typename BytesFn, typename FateFn, typename SkipFn>
@@ -129,6 +132,7 @@ void TokenWalker::Walk(const StackSet& start, bool bottom_is_context, std::span<
     valid = std::min(valid, lcp);
     if (levels_.size() < token.size() + 1) levels_.resize(token.size() + 1);
     size_t d = valid;
+    steps_ += static_cast<int64_t>(token.size() - d);
     for (; d < token.size(); ++d) {
       StepLevel(levels_[d], static_cast<uint8_t>(token[d]), bottom_is_context, d == 0,
                 &levels_[d + 1]);

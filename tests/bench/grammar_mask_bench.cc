@@ -57,9 +57,9 @@ int RunFamily(const fs::path& dir, int sequences) {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\n%s: vocabulary %d tokens (%zu with bytes), index built in %.1f ms\n",
               dir.filename().c_str(), vocab->size(), vocab->sorted_ids().size(), vocab_ms);
-  std::printf("%-16s %9s %7s %7s %9s %7s %9s %9s %9s %9s %9s\n", "schema", "compile", "states",
-              "masks", "undecided", "steps", "mask_p50", "mask_p99", "mask_max", "apply_p50",
-              "apply_p99");
+  std::printf("%-16s %9s %7s %7s %7s %9s %7s %7s %9s %9s %9s %9s %9s\n", "schema", "compile",
+              "states", "walked", "masks", "undecided", "memory", "steps", "mask_p50", "mask_p99",
+              "mask_max", "apply_p50", "apply_p99");
   std::vector<double> all_mask;
   for (const BenchSchema& s : kSchemas) {
     JsonSchemaOptions options;
@@ -90,9 +90,11 @@ int RunFamily(const fs::path& dir, int sequences) {
     const size_t steps = mask_us.size();
     const bench::SampleFigures m = bench::Summarize(mask_us);
     const bench::SampleFigures a = bench::Summarize(apply_us);
-    std::printf("%-16s %7.1fms %7d %7zu %9zu %7zu %7.1fus %7.1fus %7.1fus %7.1fus %7.1fus\n",
-                s.name, compile_ms, (*g)->automaton().num_states(), (*g)->distinct_masks(),
-                (*g)->undecided_total(), steps, m.p50_us, m.p99_us, m.max_us, a.p50_us, a.p99_us);
+    std::printf(
+        "%-16s %7.1fms %7d %7zu %7zu %9zu %6.1fM %7zu %7.1fus %7.1fus %7.1fus %7.1fus %7.1fus\n",
+        s.name, compile_ms, (*g)->automaton().num_states(), (*g)->walked_states(),
+        (*g)->distinct_masks(), (*g)->undecided_total(), (*g)->memory_bytes() / 1048576.0, steps,
+        m.p50_us, m.p99_us, m.max_us, a.p50_us, a.p99_us);
   }
   const bench::SampleFigures all = bench::Summarize(all_mask);
   std::printf("%-16s %7zu steps: mask p50 %.1f us, p99 %.1f us, max %.1f us\n", "all schemas",

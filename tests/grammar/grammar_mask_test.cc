@@ -69,6 +69,9 @@ const std::vector<std::string>& MaskSchemas() {
       R"({"$defs":{"node":{"type":"object","properties":{"v":{"type":"integer"},"kids":{"type":"array","items":{"$ref":"#/$defs/node"},"maxItems":2}},"required":["v"]}},"$ref":"#/$defs/node"})",
       R"({"type":"array","items":{"anyOf":[{"type":"string","format":"date"},{"enum":["x","yz",null]},{"type":"number","minimum":-10,"maximum":10}]},"minItems":1,"maxItems":8})",
       R"({"type":"object","properties":{"code":{"type":"string","pattern":"^[A-Z]{3}-[0-9]+$"},"meta":{}},"required":["code","meta"]})",
+      // Positions of a long bounded string share walks (token-equivalent
+      // states); masks must still stop at the bound.
+      R"({"type":"array","items":{"type":"string","minLength":3,"maxLength":40},"minItems":1,"maxItems":2})",
   };
   return kSchemas;
 }
