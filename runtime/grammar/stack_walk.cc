@@ -23,6 +23,11 @@ void StackStepper::Step(const StackSet& in, uint8_t byte, bool bottom_is_context
     scratch_.assign(stack.begin(), stack.end());
     StepTop(cls, bottom_is_context, out, undecided);
   }
+  // An ambiguous grammar (alternatives through calls that share prefixes)
+  // could double the stacks with every byte; the first kMaxStacks carry on.
+  // Every stack kept can still complete, so outputs stay valid; only for
+  // such grammars can the mask and AcceptToken then disagree on a token.
+  out->Truncate(kMaxStacks);
 }
 
 // Steps scratch_ (restored on return) by one byte of class cls.

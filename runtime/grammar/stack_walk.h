@@ -11,6 +11,9 @@
 
 namespace tokenmill::grammar {
 
+// Most stacks a StackSet keeps after a step (see StackStepper::Step).
+inline constexpr size_t kMaxStacks = 32;
+
 // Stacks of DFA states (bottom first), stored flat; no duplicates.
 class StackSet {
  public:
@@ -26,6 +29,12 @@ class StackSet {
   }
   // Adds the stack unless already present.
   void Add(std::span<const int32_t> stack);
+  // Keeps the first n stacks.
+  void Truncate(size_t n) {
+    if (n >= ends_.size()) return;
+    ends_.resize(n);
+    frames_.resize(n == 0 ? 0 : ends_.back());
+  }
   // Exactly one stack of one frame: its state, else -1.
   int32_t SingleFrame() const { return ends_.size() == 1 && ends_[0] == 1 ? frames_[0] : -1; }
 

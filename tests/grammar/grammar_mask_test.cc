@@ -154,3 +154,24 @@ TEST(GrammarMaskTest, ApplyBitmaskMasksDisallowedAndTail) {
 
 }  // namespace
 }  // namespace tokenmill::grammar
+
+namespace tokenmill::grammar {
+namespace {
+
+// Two identical recursive rules offered at every level: the stacks would
+// double with each '['; the matcher keeps a bounded number and stays right.
+TEST(GrammarMaskTest, AmbiguousRecursionStaysBounded) {
+  const std::string schema =
+      R"({"$defs":{"n":{"type":"array","items":{"anyOf":[{"$ref":"#/$defs/n"},{"$ref":"#/$defs/m"}]},"maxItems":2},)"
+      R"("m":{"type":"array","items":{"anyOf":[{"$ref":"#/$defs/n"},{"$ref":"#/$defs/m"}]},"maxItems":2}},"$ref":"#/$defs/n"})";
+  const auto vocab = testing::SmallVocabulary();
+  const CompiledGrammarPtr g = testing::MustCompile(schema, vocab);
+  ASSERT_NE(g, nullptr);
+  const std::string deep = std::string(40, '[') + std::string(40, ']');
+  EXPECT_TRUE(testing::AcceptsDocument(g, deep));
+  EXPECT_FALSE(testing::AcceptsDocument(g, "[[],[],[]]"));
+  EXPECT_EQ(CheckMasksAlongSamples(g, 4, 1, 21), 0);
+}
+
+}  // namespace
+}  // namespace tokenmill::grammar
