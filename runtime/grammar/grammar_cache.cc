@@ -1,5 +1,7 @@
 #include "runtime/grammar/grammar_cache.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace tokenmill::grammar {
 
 GrammarCache::GrammarCache(std::shared_ptr<const TokenVocabulary> vocabulary,
@@ -7,9 +9,12 @@ GrammarCache::GrammarCache(std::shared_ptr<const TokenVocabulary> vocabulary,
     : vocabulary_(std::move(vocabulary)), options_(options), max_bytes_(max_bytes) {}
 
 absl::StatusOr<CompiledGrammarPtr> GrammarCache::Get(const OutputConstraint& constraint) {
-  std::string key = constraint.kind == OutputConstraint::Kind::kJsonObject
-                        ? std::string("object")
-                        : (constraint.strict ? "strict:" : "schema:") + constraint.schema;
+  // Lengths first, so no two constraints share a key.
+  std::string key = absl::StrCat(constraint.prefix.size(), ":", constraint.prefix,
+                                 constraint.suffix.size(), ":", constraint.suffix);
+  key += constraint.kind == OutputConstraint::Kind::kJsonObject
+             ? std::string("object")
+             : (constraint.strict ? "strict:" : "schema:") + constraint.schema;
   {
     absl::MutexLock lock(&mu_);
     auto it = index_.find(key);
@@ -20,6 +25,8 @@ absl::StatusOr<CompiledGrammarPtr> GrammarCache::Get(const OutputConstraint& con
   }
   JsonSchemaOptions options = options_;
   options.strict = constraint.strict;
+  options.prefix = constraint.prefix;
+  options.suffix = constraint.suffix;
   absl::StatusOr<CompiledGrammarPtr> compiled =
       constraint.kind == OutputConstraint::Kind::kJsonObject
           ? CompileJsonObjectGrammar(options, vocabulary_)

@@ -24,6 +24,9 @@ struct OutputConstraint {
   Kind kind = Kind::kJsonObject;
   std::string schema;  // kJsonSchema: the schema as JSON text
   bool strict = false;
+  // Literal text around the value (JsonSchemaOptions::prefix / suffix).
+  std::string prefix;
+  std::string suffix;
 };
 
 // Thread-safe. Least recently used grammars are dropped once the cached
@@ -35,8 +38,8 @@ class GrammarCache {
   GrammarCache(std::shared_ptr<const TokenVocabulary> vocabulary, JsonSchemaOptions options,
                size_t max_bytes = size_t{256} << 20);
 
-  // The grammar for `constraint` (options' strict replaced by the
-  // constraint's); kInvalidArgument for a schema the compiler refuses
+  // The grammar for `constraint` (options' strict, prefix and suffix
+  // replaced by the constraint's); kInvalidArgument for a schema the compiler refuses
   // (not cached).
   absl::StatusOr<CompiledGrammarPtr> Get(const OutputConstraint& constraint);
 

@@ -142,19 +142,24 @@ class SchemaCompiler {
     rules_.push_back({"root", {}});
     absl::StatusOr<Frag> body = Value(root_, "", 0);
     if (!body.ok()) return body.status();
-    rules_[0].body = *body;
+    rules_[0].body = Wrap(*body);
     if (absl::Status s = CompilePendingRules(); !s.ok()) return s;
     return BuildAutomaton(nfa_, rules_, 0, options_.limits);
   }
 
   absl::StatusOr<ByteAutomaton> CompileAnyObject() {
     rules_.push_back({"root", {}});
-    rules_[0].body = nfa_.Call(AnyObjectRule());
+    rules_[0].body = Wrap(nfa_.Call(AnyObjectRule()));
     if (absl::Status s = CompilePendingRules(); !s.ok()) return s;
     return BuildAutomaton(nfa_, rules_, 0, options_.limits);
   }
 
  private:
+  // The root value between the options' literal prefix and suffix.
+  Frag Wrap(Frag value) {
+    return nfa_.Seq({nfa_.Literal(options_.prefix), value, nfa_.Literal(options_.suffix)});
+  }
+
   struct PendingRule {
     int32_t rule;
     const Json* schema;

@@ -3,6 +3,7 @@
 // a subset of the schema's valid instances, in compact form.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -21,6 +22,10 @@ struct JsonSchemaOptions {
   // true: one optional space may follow each ':' and ',' (as json.dumps
   // writes); false: fully compact. No other whitespace is ever emitted.
   bool space_after_separators = true;
+  // Literal bytes before and after the value, e.g. a tool-call wrapper
+  // ("<tool_call>\n" ... "\n</tool_call>") when a call is forced.
+  std::string prefix;
+  std::string suffix;
   GrammarLimits limits;
 };
 

@@ -144,6 +144,17 @@ TEST(JsonSchemaTest, CompactWithoutSpaceOption) {
       options);
 }
 
+TEST(JsonSchemaTest, LiteralPrefixAndSuffix) {
+  JsonSchemaOptions options;
+  options.prefix = "<tool_call>\n";
+  options.suffix = "\n</tool_call>";
+  CheckCases({{R"({"type":"object","properties":{"name":{"const":"f"}},"required":["name"]})",
+               {"<tool_call>\n{\"name\":\"f\"}\n</tool_call>"},
+               {"{\"name\":\"f\"}", "<tool_call>\n{\"name\":\"f\"}",
+                "<tool_call>{\"name\":\"f\"}\n</tool_call>"}}},
+             options);
+}
+
 TEST(JsonSchemaTest, Arrays) {
   CheckCases({
       {R"({"type":"array","items":{"type":"integer"},"minItems":1,"maxItems":3})",
