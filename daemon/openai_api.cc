@@ -351,6 +351,7 @@ struct OpenAiApi::PreparedGeneration {
   std::vector<int32_t> prompt;
   int32_t max_tokens = 0;
   std::optional<runtime::SteadyTime> deadline;
+  grammar::CompiledGrammarPtr grammar;  // response_format's, for `instance`
   // The in-flight slot held while encoding (null for a tenant without limits).
   tenants::AdmissionTicketPtr slot;
 };
@@ -529,6 +530,17 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
   if (!max_tokens.ok()) return fail(max_tokens.status());
   out.prompt = std::move(*prompt);
   out.max_tokens = *max_tokens;
+  if (req.response_format) {
+    // Compiled here, off the loop: a new schema can take up to about a
+    // second at a 128K vocabulary; repeated ones come from the cache.
+    absl::StatusOr<grammar::CompiledGrammarPtr> compiled = instance->Grammar(*req.response_format);
+    if (!compiled.ok()) {
+      return fail(WithErrorParam(absl::InvalidArgumentError(absl::StrCat(
+                                     "response_format: ", compiled.status().message())),
+                                 "response_format"));
+    }
+    out.grammar = std::move(*compiled);
+  }
 
   if (!pending.timeout_header.empty()) {
     int64_t ms = 0;
@@ -604,6 +616,7 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
   generation.stop_at_eos = !req.ignore_eos;
   generation.wants_logprobs = req.logprobs;
   generation.deadline = prepared.deadline;
+  generation.grammar = std::move(prepared.grammar);
 
   ResponseMeta meta;
   meta.endpoint = pending.endpoint;

@@ -167,6 +167,8 @@ absl::Status ParseLogitBias(const json& v, sampling::SamplingParams& sampling) {
 }
 
 // Fields both endpoints share.
+absl::Status ParseResponseFormat(const Fields& f, OpenAiRequest& r);
+
 absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
   const json* model = f.Find("model");
   if (model == nullptr || !model->is_string() || model->get<std::string>().empty()) {
@@ -217,6 +219,7 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
                                     " are kept in the ledger"));
   }
   TM_RETURN_IF_ERROR(f.Bool("ignore_eos", &r.ignore_eos));
+  TM_RETURN_IF_ERROR(ParseResponseFormat(f, r));
 
   if (const json* ids = f.Find("stop_token_ids")) {
     if (!ids->is_array()) return Bad("stop_token_ids", "'stop_token_ids' must be an array");
@@ -394,6 +397,54 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
   return absl::OkStatus();
 }
 
+// OpenAI's response_format: {"type": "text" | "json_object"} or {"type":
+// "json_schema", "json_schema": {"name", "schema", "strict"}}. The schema is
+// checked when it is compiled (ModelInstance::Grammar), not here.
+absl::Status ParseResponseFormat(const Fields& f, OpenAiRequest& r) {
+  const json* format = f.Find("response_format");
+  if (format == nullptr) return absl::OkStatus();
+  if (!format->is_object()) return Bad("response_format", "'response_format' must be an object");
+  auto type = format->find("type");
+  if (type == format->end() || !type->is_string()) {
+    return Bad("response_format.type", "'response_format.type' must be a string");
+  }
+  if (*type == "text") return absl::OkStatus();
+  grammar::OutputConstraint constraint;
+  if (*type == "json_object") {
+    constraint.kind = grammar::OutputConstraint::Kind::kJsonObject;
+  } else if (*type == "json_schema") {
+    auto spec = format->find("json_schema");
+    if (spec == format->end() || !spec->is_object()) {
+      return Bad("response_format.json_schema",
+                 "'response_format.json_schema' must be an object with 'name' and 'schema'");
+    }
+    auto name = spec->find("name");
+    if (name == spec->end() || !name->is_string() || name->get_ref<const std::string&>().empty() ||
+        name->get_ref<const std::string&>().size() > 64) {
+      return Bad("response_format.json_schema.name",
+                 "'response_format.json_schema.name' must be a string of 1 to 64 characters");
+    }
+    auto schema = spec->find("schema");
+    if (schema == spec->end() || !(schema->is_object() || schema->is_boolean())) {
+      return Bad("response_format.json_schema.schema",
+                 "'response_format.json_schema.schema' must be a JSON Schema object");
+    }
+    auto strict = spec->find("strict");
+    if (strict != spec->end() && !strict->is_null() && !strict->is_boolean()) {
+      return Bad("response_format.json_schema.strict",
+                 "'response_format.json_schema.strict' must be a boolean");
+    }
+    constraint.kind = grammar::OutputConstraint::Kind::kJsonSchema;
+    constraint.schema = schema->dump();
+    constraint.strict = strict != spec->end() && strict->is_boolean() && strict->get<bool>();
+  } else {
+    return Unsupported("response_format.type",
+                       absl::StrCat("response format '", type->get<std::string>(), "'"));
+  }
+  r.response_format = std::move(constraint);
+  return absl::OkStatus();
+}
+
 absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
   const json* messages = f.Find("messages");
   if (messages == nullptr) {
@@ -416,11 +467,6 @@ absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
   }
   if (const json* call = f.Find("function_call"); call != nullptr && *call != "none") {
     return Unsupported("function_call", "function calling");
-  }
-  if (const json* format = f.Find("response_format")) {
-    if (!format->is_object() || format->value("type", json()) != "text") {
-      return Unsupported("response_format", "a response format other than text");
-    }
   }
   if (const json* modalities = f.Find("modalities")) {
     if (!modalities->is_array() || modalities->size() != 1 || (*modalities)[0] != "text") {

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "runtime/chat/chat_template.h"
+#include "runtime/grammar/grammar_cache.h"
 #include "runtime/instance/generation.h"
 #include "runtime/sampling/sampling_params.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -54,6 +55,9 @@ struct OpenAiRequest {
   // The client's end-user id, at most kMaxUserBytes; kept in the request's
   // ledger record.
   std::string user;
+  // response_format json_object / json_schema (both endpoints); unset for
+  // text.
+  std::optional<grammar::OutputConstraint> response_format;
 };
 
 inline constexpr size_t kMaxUserBytes = 256;

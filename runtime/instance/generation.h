@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "runtime/grammar/compiled_grammar.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/sampling/sampling_params.h"
 
@@ -37,7 +38,12 @@ struct GenerationRequest {
   std::string tenant;
   std::vector<int32_t> prompt;        // token ids, >= 1
   sampling::SamplingParams sampling;  // validated by the caller
-  bool stop_at_eos = true;            // the model's EOS tokens end generation
+  // Constrained decoding (response_format json_object / json_schema): only
+  // tokens the grammar allows are sampled, and the request ends (stop) once
+  // the value is complete and nothing but EOS may follow. Null: none.
+  // Compiled for this instance's vocabulary (ModelInstance::Grammar).
+  grammar::CompiledGrammarPtr grammar;
+  bool stop_at_eos = true;  // the model's EOS tokens end generation
   // The caller reports each token's logprob. When false, a greedy request
   // without penalties takes its tokens from the executor's argmax (a GPU
   // sends back token ids, not logits) and GeneratedToken::logprob stays 0.

@@ -101,6 +101,9 @@ struct ModelInstance::Impl {
   devices::ExecutorPtr executor;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   chat::ChatTemplatePtr chat_template;  // compiled once, rendered on encode threads
+  // Response-format grammars, built on the first constrained request.
+  absl::Mutex grammar_mu;
+  std::unique_ptr<grammar::GrammarCache> grammars ABSL_GUARDED_BY(grammar_mu);
   devices::KvArena& arena;
   DeviceArbiter& arbiter;
   const Clock& clock;
@@ -624,6 +627,21 @@ const tokenizer::Tokenizer& ModelInstance::tokenizer() const { return *impl_->to
 
 const chat::ChatTemplate& ModelInstance::chat_template() const { return *impl_->chat_template; }
 const model::LoadedModel& ModelInstance::model() const { return impl_->model; }
+
+absl::StatusOr<grammar::CompiledGrammarPtr> ModelInstance::Grammar(
+    const grammar::OutputConstraint& constraint) {
+  grammar::GrammarCache* cache = nullptr;
+  {
+    absl::MutexLock lock(&impl_->grammar_mu);
+    if (impl_->grammars == nullptr) {
+      impl_->grammars = std::make_unique<grammar::GrammarCache>(
+          grammar::TokenVocabulary::FromTokenizer(*impl_->tokenizer), grammar::JsonSchemaOptions());
+    }
+    cache = impl_->grammars.get();
+  }
+  // The cache is thread-safe and lives as long as the instance.
+  return cache->Get(constraint);
+}
 int32_t ModelInstance::context() const { return impl_->options.scheduler.context; }
 
 }  // namespace tokenmill::runtime

@@ -17,6 +17,7 @@
 #include "devices/executor.h"
 #include "devices/kv_arena.h"
 #include "runtime/chat/chat_template.h"
+#include "runtime/grammar/grammar_cache.h"
 #include "runtime/instance/generation.h"
 #include "runtime/instance/usage_observer.h"
 #include "runtime/model/model_loader.h"
@@ -95,6 +96,12 @@ class ModelInstance {
   // thread-safe to render.
   const chat::ChatTemplate& chat_template() const;
   const model::LoadedModel& model() const;  // spec, metadata, chat template
+  // The grammar for a response format, compiled for this model's vocabulary
+  // and cached per instance (the vocabulary index is built on first use).
+  // kInvalidArgument naming the schema's problem. Thread-safe; compiling a
+  // new schema costs milliseconds to about a second at a 128K vocabulary, so
+  // call it off event loops (the encode pool does).
+  absl::StatusOr<grammar::CompiledGrammarPtr> Grammar(const grammar::OutputConstraint& constraint);
   int32_t context() const;
 
  private:

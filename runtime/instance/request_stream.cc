@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace tokenmill::runtime {
 
 std::string_view FinishReasonName(FinishReason reason) {
@@ -34,12 +36,22 @@ RequestStream::RequestStream(GenerationRequest request, GenerationSink sink,
       stop_(request_.sampling.stop),
       queued_at_(now) {
   usage_.prompt_tokens = static_cast<int32_t>(request_.prompt.size());
+  if (request_.grammar != nullptr) matcher_.emplace(request_.grammar);
 }
 
 absl::Status RequestStream::Start() { return sampler_.AcceptPrompt(request_.prompt); }
 
 absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const float> logits,
                                                             SteadyTime now) {
+  if (matcher_) {
+    // Tokens the grammar does not allow get -inf before penalties and
+    // temperature, so they can be neither drawn nor reported as alternatives.
+    mask_words_.resize(static_cast<size_t>(matcher_->grammar().vocabulary().mask_words()));
+    matcher_->FillNextTokenBitmask(mask_words_);
+    masked_.assign(logits.begin(), logits.end());
+    grammar::ApplyBitmask(masked_, mask_words_);
+    logits = masked_;
+  }
   auto sampled = sampler_.Sample(logits);
   if (!sampled.ok()) return sampled.status();
   return Advance(sampled->token, sampled->logprob, sampled->top_logprobs(), now);
@@ -49,7 +61,7 @@ bool RequestStream::GreedyOnDevice() const {
   const sampling::SamplingParams& p = request_.sampling;
   return p.temperature == 0.0f && p.logprobs == 0 && !request_.wants_logprobs &&
          p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
-         p.presence_penalty == 0.0f && p.logit_bias.empty();
+         p.presence_penalty == 0.0f && p.logit_bias.empty() && !matcher_;
 }
 
 absl::StatusOr<RequestStream::Next> RequestStream::OnToken(int32_t token, SteadyTime now) {
@@ -59,6 +71,14 @@ absl::StatusOr<RequestStream::Next> RequestStream::OnToken(int32_t token, Steady
 absl::StatusOr<RequestStream::Next> RequestStream::Advance(
     int32_t token, float logprob, std::span<const sampling::TokenLogprob> top, SteadyTime now) {
   if (absl::Status s = sampler_.Accept(token); !s.ok()) return s;
+  if (matcher_) {
+    // Only a token the mask allowed gets here (OnToken is never used with a
+    // grammar: GreedyOnDevice is false), so a refusal is a bug, not input.
+    if (absl::Status s = matcher_->AcceptToken(token); !s.ok()) {
+      return absl::InternalError(
+          absl::StrCat("constrained decoding: token ", token, " left the grammar: ", s.message()));
+    }
+  }
   if (!first_token_at_) first_token_at_ = now;
   ++usage_.completion_tokens;
 
@@ -75,9 +95,21 @@ absl::StatusOr<RequestStream::Next> RequestStream::Advance(
     reason_ = FinishReason::kStop;
     return Next{token, true};
   }
+  // An EOS the grammar took ends a constrained request even under
+  // ignore_eos: the grammar allows nothing after it.
+  if (matcher_ && matcher_->finished()) {
+    reason_ = FinishReason::kStop;
+    return Next{token, true};
+  }
   const sampling::StopMatch match = stop_.Feed(decoder_.Push(token));
   pending_.text.append(match.text);
   if (match.stopped) {
+    reason_ = FinishReason::kStop;
+    return Next{token, true};
+  }
+  // The value is complete and only EOS could follow: end here (the EOS adds
+  // no text).
+  if (matcher_ && matcher_->IsTerminated()) {
     reason_ = FinishReason::kStop;
     return Next{token, true};
   }

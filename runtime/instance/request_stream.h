@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "runtime/grammar/grammar_matcher.h"
 #include "runtime/instance/generation.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/sampling/stop_matcher.h"
@@ -36,8 +38,9 @@ class RequestStream {
   // the context). The finish is sent by Finish().
   absl::StatusOr<Next> OnLogits(std::span<const float> logits, SteadyTime now);
   // Whether the executor may pick the next token (LogitsWanted::kArgmax):
-  // greedy (temperature 0), no penalties or logit bias, no logprobs wanted. What the
-  // Sampler would pick from the logits is then exactly the argmax.
+  // greedy (temperature 0), no penalties, logit bias or grammar, no logprobs
+  // wanted. What the Sampler would pick from the logits is then exactly the
+  // argmax.
   bool GreedyOnDevice() const;
   // Records the token the executor picked, as OnLogits does after sampling.
   absl::StatusOr<Next> OnToken(int32_t token, SteadyTime now);
@@ -79,6 +82,11 @@ class RequestStream {
   const tokenizer::Tokenizer& tokenizer_;
   int32_t context_;
   sampling::Sampler sampler_;
+  // Constrained decoding: the grammar's state, its token mask and the masked
+  // row (sized on the first step, reused after).
+  std::optional<grammar::GrammarMatcher> matcher_;
+  std::vector<uint32_t> mask_words_;
+  std::vector<float> masked_;
   tokenizer::StreamDecoder decoder_;
   sampling::StopMatcher stop_;
   GenerationUsage usage_;

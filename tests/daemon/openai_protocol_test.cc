@@ -317,7 +317,23 @@ TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
       {with("tool_choice", "auto"), "tool_choice"},
       {with("functions", json::array({1})), "functions"},
       {with("function_call", "auto"), "function_call"},
-      {with("response_format", {{"type", "json_object"}}), "response_format"},
+      {with("response_format", {{"type", "xml"}}), "response_format.type"},
+      {with("response_format", "json"), "response_format"},
+      {with("response_format", {{"type", "json_schema"}}), "response_format.json_schema"},
+      {with("response_format",
+            {{"type", "json_schema"}, {"json_schema", {{"schema", json::object()}}}}),
+       "response_format.json_schema.name"},
+      {with("response_format",
+            {{"type", "json_schema"},
+             {"json_schema", {{"name", std::string(65, 'n')}, {"schema", json::object()}}}}),
+       "response_format.json_schema.name"},
+      {with("response_format",
+            {{"type", "json_schema"}, {"json_schema", {{"name", "n"}, {"schema", 5}}}}),
+       "response_format.json_schema.schema"},
+      {with("response_format",
+            {{"type", "json_schema"},
+             {"json_schema", {{"name", "n"}, {"schema", json::object()}, {"strict", "yes"}}}}),
+       "response_format.json_schema.strict"},
       {with("modalities", json::array({"text", "audio"})), "modalities"},
       {with("audio", {{"voice", "x"}}), "audio"},
   };
@@ -329,6 +345,37 @@ TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
   json too_many = with("logprobs", true);
   too_many["top_logprobs"] = 21;
   EXPECT_EQ(ErrorParam(Chat(too_many).status()), "top_logprobs");
+}
+
+TEST(OpenAiRequestTest, ResponseFormatBecomesAnOutputConstraint) {
+  auto chat = [](const json& format) {
+    json body = {{"model", "m"},
+                 {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                 {"response_format", format}};
+    return ParseOpenAiRequest(OpenAiEndpoint::kChatCompletions, body.dump());
+  };
+  auto text = chat({{"type", "text"}});
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_FALSE(text->response_format.has_value());
+  auto object = chat({{"type", "json_object"}});
+  ASSERT_TRUE(object.ok()) << object.status();
+  ASSERT_TRUE(object->response_format.has_value());
+  EXPECT_EQ(object->response_format->kind, grammar::OutputConstraint::Kind::kJsonObject);
+  const json schema = {{"type", "object"}, {"properties", {{"a", {{"type", "integer"}}}}}};
+  auto with_schema =
+      chat({{"type", "json_schema"},
+            {"json_schema", {{"name", "thing"}, {"schema", schema}, {"strict", true}}}});
+  ASSERT_TRUE(with_schema.ok()) << with_schema.status();
+  ASSERT_TRUE(with_schema->response_format.has_value());
+  EXPECT_EQ(with_schema->response_format->kind, grammar::OutputConstraint::Kind::kJsonSchema);
+  EXPECT_EQ(json::parse(with_schema->response_format->schema), schema);
+  EXPECT_TRUE(with_schema->response_format->strict);
+  // Completions take it too (as vLLM's do).
+  json completion = {
+      {"model", "m"}, {"prompt", "x"}, {"response_format", {{"type", "json_object"}}}};
+  auto c = ParseOpenAiRequest(OpenAiEndpoint::kCompletions, completion.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->response_format.has_value());
 }
 
 TEST(OpenAiRequestTest, ResolveMaxTokens) {

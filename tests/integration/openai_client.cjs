@@ -1,7 +1,9 @@
 // Streams one chat completion through the official openai client, then asks
 // for a completion with a logit_bias of +100 on token 300 (sampled at
-// temperature 1), and prints {models, chunks, text, finish_reason, usage,
-// biased: {text, usage}} as JSON. Exits 1 on any error.
+// temperature 1) and streams a chat completion constrained by a JSON schema
+// (response_format), and prints {models, chunks, text, finish_reason, usage,
+// biased: {text, usage}, structured: {text, finish_reason, parsed}} as JSON.
+// Exits 1 on any error.
 const OpenAI = require('openai');
 
 async function main() {
@@ -41,9 +43,44 @@ async function main() {
     logit_bias: { 300: 100 },
     ignore_eos: true,
   });
+  const structuredStream = await client.chat.completions.create({
+    model,
+    messages: [{ role: 'user', content: 'A colour and a count, please.' }],
+    max_tokens: 200,
+    temperature: 1,
+    seed: 7,
+    stream: true,
+    response_format: {
+      type: 'json_schema',
+      json_schema: {
+        name: 'colour_count',
+        strict: true,
+        schema: {
+          type: 'object',
+          properties: {
+            colour: { enum: ['red', 'green', 'blue'] },
+            count: { type: 'integer', minimum: 1, maximum: 9 },
+          },
+          required: ['colour', 'count'],
+          additionalProperties: false,
+        },
+      },
+    },
+  });
+  let structuredText = '';
+  let structuredFinish = null;
+  for await (const chunk of structuredStream) {
+    for (const choice of chunk.choices) {
+      if (choice.delta && choice.delta.content) structuredText += choice.delta.content;
+      if (choice.finish_reason) structuredFinish = choice.finish_reason;
+    }
+  }
   console.log(JSON.stringify({
     models, chunks, text, finish_reason: finish, usage,
     biased: { text: biased.choices[0].text, usage: biased.usage },
+    structured: {
+      text: structuredText, finish_reason: structuredFinish, parsed: JSON.parse(structuredText),
+    },
   }));
 }
 
