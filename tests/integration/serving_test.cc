@@ -362,6 +362,7 @@ TEST_F(ServingTest, ResponseFormatOutputsValidateAgainstTheirSchemas) {
     // finished values are checked.
     if (j["choices"][0]["finish_reason"] == "stop") objects.push_back(j["choices"][0]["text"]);
   }
+  EXPECT_FALSE(objects.empty()) << "no json_object request finished within max_tokens";
   cases.push_back(
       {{"name", "json_object"}, {"schema", {{"type", "object"}}}, {"outputs", objects}});
 
