@@ -94,6 +94,8 @@ const char* ArchitectureClass(Architecture arch) {
       return "Qwen2ForCausalLM";
     case Architecture::kQwen3:
       return "Qwen3ForCausalLM";
+    case Architecture::kGemma3:
+      return "Gemma3ForCausalLM";  // not loaded from safetensors yet
   }
   return "";
 }
