@@ -86,8 +86,25 @@ const char* ArchitectureName(Architecture arch) {
       return "qwen2";
     case Architecture::kQwen3:
       return "qwen3";
+    case Architecture::kGemma3:
+      return "gemma3";
   }
   return "unknown";
+}
+
+bool IsLocalLayer(const ModelHyperparams& hp, int32_t layer) {
+  return hp.sliding_window > 0 && hp.sliding_window_pattern > 0 &&
+         layer % hp.sliding_window_pattern != hp.sliding_window_pattern - 1;
+}
+
+int32_t LayerWindow(const ModelHyperparams& hp, int32_t layer) {
+  return IsLocalLayer(hp, layer) ? hp.sliding_window : 0;
+}
+
+float AttentionScale(const ModelHyperparams& hp) {
+  const float scalar =
+      hp.query_pre_attn_scalar > 0.0f ? hp.query_pre_attn_scalar : static_cast<float>(hp.head_dim);
+  return 1.0f / std::sqrt(scalar);
 }
 
 namespace {
@@ -183,21 +200,46 @@ std::string ModelSpec::Problem() const {
         {&w.bq, p + "bq", {q_dim}, true, true},
         {&w.bk, p + "bk", {kv_dim}, true, true},
         {&w.bv, p + "bv", {kv_dim}, true, true},
-        // qwen3 only; checked for presence below
+        // qwen3 and gemma3 only; checked for presence below
         {&w.q_norm, p + "q_norm", {hp.head_dim}, true, true},
         {&w.k_norm, p + "k_norm", {hp.head_dim}, true, true},
+        // gemma3 only; checked for presence below
+        {&w.attn_post_norm, p + "attn_post_norm", {dim}, true, true},
+        {&w.ffn_post_norm, p + "ffn_post_norm", {dim}, true, true},
     };
     expected.insert(expected.end(), std::begin(layer), std::end(layer));
-    const bool qk_norm = arch == Architecture::kQwen3;
+    const bool gemma3 = arch == Architecture::kGemma3;
+    const bool qk_norm = arch == Architecture::kQwen3 || gemma3;
     for (const TensorView* t : {&w.q_norm, &w.k_norm}) {
       if (t->empty() == qk_norm) {
         return p + (t == &w.q_norm ? "q_norm" : "k_norm") +
                (qk_norm
-                    ? " is missing (qwen3 normalizes q and k per head)"
+                    ? " is missing (" + std::string(ArchitectureName(arch)) +
+                          " normalizes q and k per head)"
                     : " is set, but " + std::string(ArchitectureName(arch)) + " has no q/k norm");
       }
     }
+    for (const TensorView* t : {&w.attn_post_norm, &w.ffn_post_norm}) {
+      if (t->empty() == gemma3) {
+        return p + (t == &w.attn_post_norm ? "attn_post_norm" : "ffn_post_norm") +
+               (gemma3 ? " is missing (gemma3 normalizes attention and FFN outputs)"
+                       : " is set, but only gemma3 has post norms");
+      }
+    }
   }
+  if (arch != Architecture::kGemma3 && hp.sliding_window != 0) {
+    return std::string("a sliding window is set, but ") + ArchitectureName(arch) +
+           " has none here (gemma3 has)";
+  }
+  if (hp.sliding_window < 0 || (hp.sliding_window > 0 && hp.sliding_window_pattern <= 0)) {
+    return "sliding_window " + std::to_string(hp.sliding_window) + " with pattern " +
+           std::to_string(hp.sliding_window_pattern) +
+           ": the window must be >= 0 and, when set, the pattern positive";
+  }
+  if (hp.sliding_window > 0 && !(hp.rope_theta_local > 0.0f)) {
+    return "rope_theta_local must be positive when a sliding window is set";
+  }
+  if (hp.query_pre_attn_scalar < 0.0f) return "query_pre_attn_scalar must not be negative";
   for (const Expected& e : expected) {
     if (e.optional && e.t->empty()) continue;
     if (std::string problem = TensorProblem(*e.t, e.role, e.shape, e.f32_only); !problem.empty()) {
@@ -210,8 +252,9 @@ std::string ModelSpec::Problem() const {
 uint64_t ModelSpec::WeightBytesPerToken() const {
   uint64_t bytes = token_embedding.row_bytes() + output_norm.bytes + output.bytes;
   for (const auto& l : layers) {
-    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
-                                &l.k_norm, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const TensorView* t :
+         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.wo,
+          &l.attn_post_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.ffn_post_norm}) {
       bytes += t->bytes;
     }
   }
@@ -222,23 +265,26 @@ uint64_t ModelSpec::WeightBytes() const {
   uint64_t bytes = token_embedding.bytes + output_norm.bytes;
   if (!tied_embeddings) bytes += output.bytes;
   for (const auto& l : layers) {
-    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
-                                &l.k_norm, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const TensorView* t :
+         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.wo,
+          &l.attn_post_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.ffn_post_norm}) {
       bytes += t->bytes;
     }
   }
   return bytes;
 }
 
-void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq) {
+void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq,
+                        bool local) {
   const int32_t half = hp.head_dim / 2;
+  const float theta = local ? hp.rope_theta_local : hp.rope_theta;
   const RopeScaling& s = hp.rope_scaling;
   // Wavelengths (in positions) above which a frequency is fully scaled, and
   // below which it is kept as trained; in between the two are blended.
   const double scaled_above = s.original_context / static_cast<double>(s.low_freq_factor);
   const double kept_below = s.original_context / static_cast<double>(s.high_freq_factor);
   for (int32_t i = 0; i < half; ++i) {
-    double inv = std::exp(-2.0 * i / hp.head_dim * std::log(static_cast<double>(hp.rope_theta)));
+    double inv = std::exp(-2.0 * i / hp.head_dim * std::log(static_cast<double>(theta)));
     if (freq_factors != nullptr) {
       inv /= freq_factors[i];
     } else if (s.enabled()) {

@@ -65,8 +65,15 @@ struct TensorView {
 // kQwen3 is Qwen3 dense: no attention biases, and an RMSNorm over each head
 // of q and k (weights of head_dim, shared by all heads) after the projection
 // and before RoPE; its head_dim is usually not dim / n_heads.
-enum class Architecture { kLlama, kQwen2, kQwen3 };
-const char* ArchitectureName(Architecture arch);  // "llama", "qwen2", "qwen3"
+// kGemma3 is Gemma 3 (text): q/k per-head norms as qwen3, RMSNorms after
+// attention and after the FFN too (attn_post_norm, ffn_post_norm), GeGLU with
+// tanh GELU, the embedding scaled by sqrt(dim), attention scaled by
+// 1/sqrt(query_pre_attn_scalar), and local sliding-window layers interleaved
+// with global ones (ModelHyperparams::sliding_window*). Its norm weights are
+// stored in a ModelSpec as the factor applied, 1 + w (as GGUF files hold
+// them; the safetensors loader adds the 1).
+enum class Architecture { kLlama, kQwen2, kQwen3, kGemma3 };
+const char* ArchitectureName(Architecture arch);  // "llama", "qwen2", "qwen3", "gemma3"
 
 // How RoPE pairs dimensions of a head: GGUF `llama` rotates adjacent pairs
 // (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2`/`qwen3` rotate halves
@@ -97,13 +104,33 @@ struct ModelHyperparams {
   float rope_theta = 10000.0f;
   RopeStyle rope_style = RopeStyle::kAdjacentPairs;
   RopeScaling rope_scaling;
+  // Sliding-window attention (gemma3): on a local layer, the query at
+  // position p attends to positions (p - sliding_window, p] only, and RoPE
+  // uses rope_theta_local. Layer l is local when sliding_window > 0 and
+  // l % sliding_window_pattern != sliding_window_pattern - 1 (Gemma 3: five
+  // local layers, then a global one). 0: every layer global.
+  int32_t sliding_window = 0;
+  int32_t sliding_window_pattern = 0;
+  float rope_theta_local = 0.0f;
+  // Attention scores are scaled by 1/sqrt(query_pre_attn_scalar); 0 means
+  // head_dim.
+  float query_pre_attn_scalar = 0.0f;
 };
+
+// Whether `layer` attends within the sliding window only (see above).
+bool IsLocalLayer(const ModelHyperparams& hp, int32_t layer);
+// The window of `layer`'s attention in positions; 0: unlimited.
+int32_t LayerWindow(const ModelHyperparams& hp, int32_t layer);
+// 1/sqrt(query_pre_attn_scalar, or head_dim when that is 0).
+float AttentionScale(const ModelHyperparams& hp);
 
 // Inverse RoPE frequencies of a head (head_dim / 2 of them), computed in f64:
 // theta^(-2i/d), then Llama 3 scaling (hp.rope_scaling) or, when freq_factors
 // is not null, divided by freq_factors[i] (GGUF's rope_freqs.weight). Shared
-// by every executor so their rotations agree to the bit.
-void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq);
+// by every executor so their rotations agree to the bit. local: with
+// rope_theta_local (sliding-window layers) in place of rope_theta.
+void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq,
+                        bool local = false);
 
 // What is wrong with hyperparameters for any executor, or "": all positive,
 // heads a multiple of kv heads, head_dim even, dim, ffn_dim and heads x
@@ -120,11 +147,13 @@ struct LayerWeights {
   // qwen3 per-head RMSNorm weights of q and k (f32 {head_dim}), each applied
   // to every head after the projection and before RoPE; empty otherwise.
   TensorView q_norm, k_norm;
-  TensorView wo;        // {dim, n_heads * head_dim}
-  TensorView ffn_norm;  // {dim}
-  TensorView w_gate;    // {ffn_dim, dim}
-  TensorView w_up;      // {ffn_dim, dim}
-  TensorView w_down;    // {dim, ffn_dim}
+  TensorView wo;              // {dim, n_heads * head_dim}
+  TensorView attn_post_norm;  // gemma3: RMSNorm of the attention output (f32 {dim})
+  TensorView ffn_norm;        // {dim}
+  TensorView w_gate;          // {ffn_dim, dim}
+  TensorView w_up;            // {ffn_dim, dim}
+  TensorView w_down;          // {dim, ffn_dim}
+  TensorView ffn_post_norm;   // gemma3: RMSNorm of the FFN output (f32 {dim})
 };
 
 struct ModelSpec {
@@ -144,7 +173,8 @@ struct ModelSpec {
 
   // What is wrong with the spec for any executor, or "" when nothing is:
   // HyperparamsProblem(hp); every tensor present (biases optional; q/k
-  // norms required for qwen3 and absent otherwise) with the shape hp
+  // norms required for qwen3 and gemma3 and absent otherwise, post norms
+  // and a window only for gemma3) with the shape hp
   // implies, enough bytes, and norms, biases and rope_freq_factors in f32. Which weight types run
   // is each executor's call.
   std::string Problem() const;

@@ -43,7 +43,8 @@ int LocalCommands::RunSynth() const {
       {"q4_k_m", devices::TensorType::kQ4_K}, {"q5_k_m", devices::TensorType::kQ5_K}};
   o.weight_type = kTypes.at(f.type);
   o.k_mix = f.type == "q4_k_m" || f.type == "q5_k_m";
-  o.arch = f.arch == "qwen3"   ? devices::Architecture::kQwen3
+  o.arch = f.arch == "gemma3"  ? devices::Architecture::kGemma3
+           : f.arch == "qwen3" ? devices::Architecture::kQwen3
            : f.arch == "qwen2" ? devices::Architecture::kQwen2
                                : devices::Architecture::kLlama;
   if (f.dim) o.dim = f.dim;
@@ -55,6 +56,8 @@ int LocalCommands::RunSynth() const {
   if (f.vocab) o.vocab_size = f.vocab;
   if (f.context) o.context_length = f.context;
   o.tied_embeddings = f.tied;
+  if (f.sliding_window) o.sliding_window = f.sliding_window;
+  if (f.sliding_window_pattern) o.sliding_window_pattern = f.sliding_window_pattern;
   o.llama3_rope_scaling = f.llama3_rope;
   o.seed = f.seed;
   if (!f.name.empty()) o.name = f.name;
@@ -136,8 +139,8 @@ LocalCommands::LocalCommands(CLI::App& app) {
       ->check(CLI::IsMember(
           {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"}))
       ->capture_default_str();
-  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2 | qwen3")
-      ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}))
+  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2 | qwen3 | gemma3")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "gemma3"}))
       ->capture_default_str();
   synth_cmd_->add_option("--dim", s.dim, "hidden size");
   synth_cmd_->add_option("--layers", s.layers, "layers");
@@ -148,6 +151,10 @@ LocalCommands::LocalCommands(CLI::App& app) {
   synth_cmd_->add_option("--vocab", s.vocab, "vocabulary size");
   synth_cmd_->add_option("--context", s.context, "context length");
   synth_cmd_->add_flag("--tied", s.tied, "tie the output matrix to the embedding");
+  synth_cmd_->add_option("--sliding-window", s.sliding_window,
+                         "gemma3: local layers' attention window (default: none)");
+  synth_cmd_->add_option("--sliding-window-pattern", s.sliding_window_pattern,
+                         "gemma3: layer period, its last layer global (default 6)");
   synth_cmd_->add_flag("--llama3-rope", s.llama3_rope, "Llama 3 RoPE frequency scaling");
   synth_cmd_->add_option("--seed", s.seed, "PRNG seed")->capture_default_str();
   synth_cmd_->add_option("--name", s.name, "general.name");

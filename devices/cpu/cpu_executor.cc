@@ -83,6 +83,16 @@ void SplitArgmaxRows(const Batch& batch, StepOutput* out) {
   out->logits.resize(kept * vocab);
 }
 
+// gate = GELU(gate) * up with GELU's tanh approximation (Gemma's GeGLU,
+// Hugging Face's gelu_pytorch_tanh).
+void GeluTanhMul(float* gate, const float* up, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuExecutor>> CpuExecutor::Create(const ModelSpec& spec,
@@ -177,6 +187,7 @@ absl::Status CpuExecutor::Allocate() {
       {act[1], act_bytes[1]},
       {&scores_, static_cast<size_t>(pool_.threads()) * scores_stride_ * sizeof(float)},
       {&inv_freq_, static_cast<size_t>(hp.head_dim / 2) * sizeof(float)},
+      {&inv_freq_local_, static_cast<size_t>(hp.head_dim / 2) * sizeof(float)},
   };
   for (const auto& s : scratch) {
     if (!s.buffer->Allocate(s.bytes)) {
@@ -188,6 +199,9 @@ absl::Status CpuExecutor::Allocate() {
                                   ? nullptr
                                   : static_cast<const float*>(spec_.rope_freq_factors.data);
   RopeInvFrequencies(hp, freq_factors, inv_freq_.as<float>());
+  if (hp.sliding_window > 0) {
+    RopeInvFrequencies(hp, freq_factors, inv_freq_local_.as<float>(), /*local=*/true);
+  }
   return absl::OkStatus();
 }
 
@@ -265,9 +279,16 @@ void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
 void CpuExecutor::Embed(int64_t tokens) {
   const int64_t dim = spec_.hp.dim;
   float* x = x_.as<float>();
+  // Gemma scales the embedding by sqrt(dim) (in f32, as llama.cpp does).
+  const bool scaled = spec_.arch == Architecture::kGemma3;
+  const float scale = std::sqrt(static_cast<float>(dim));
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
     for (int64_t t = begin; t < end; ++t) {
-      DequantizeRow(spec_.token_embedding, plan_.token(t), x + t * dim);
+      float* row = x + t * dim;
+      DequantizeRow(spec_.token_embedding, plan_.token(t), row);
+      if (scaled) {
+        for (int64_t i = 0; i < dim; ++i) row[i] *= scale;
+      }
     }
   });
 }
@@ -297,7 +318,8 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
 
   // Biases, per-head q/k norms, RoPE at each token's own position, K/V into
   // the paged cache: one pass over each token's q/k/v while they are in cache.
-  const float* inv_freq = inv_freq_.as<float>();
+  const int32_t window = LayerWindow(hp, layer);
+  const float* inv_freq = window > 0 ? inv_freq_local_.as<float>() : inv_freq_.as<float>();
   const float* q_norm = static_cast<const float*>(w.q_norm.data);
   const float* k_norm = static_cast<const float*>(w.k_norm.data);
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
@@ -324,19 +346,19 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
 
   // Attention, one (token, query head) pair per item.
   const int64_t group = heads / hp.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = AttentionScale(hp);
   float* scores = scores_.as<float>();
   pool_.ParallelFor(tokens * heads, [&](int64_t begin, int64_t end, int32_t thread) {
     float* thread_scores = scores + static_cast<size_t>(thread) * scores_stride_;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = i / heads, head = i % heads;
       const PagedKv kv{&layout_, plan_.block_addresses(t)};
-      AttendHead(isa_, kv, layer, static_cast<int32_t>(head / group), plan_.position(t),
+      AttendHead(isa_, kv, layer, static_cast<int32_t>(head / group), plan_.position(t), window,
                  q + t * q_dim + head * hd, scale, thread_scores, attn + t * q_dim + head * hd);
     }
   });
 
-  // Output projection into h, residual, FFN norm.
+  // Output projection into h, (gemma3) its norm, residual, FFN norm.
   const TensorView* const wo[] = {&w.wo};
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
     PrepareRows(wo, attn, q_dim, begin, end);
@@ -345,25 +367,43 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
   MatMulGroup(wo_task, tokens);
   const TensorView* const gate_up[] = {&w.w_gate, &w.w_up};
   const float* ffn_norm = static_cast<const float*>(w.ffn_norm.data);
+  const float* attn_post_norm = static_cast<const float*>(w.attn_post_norm.data);
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
     for (int64_t t = begin; t < end; ++t) {
+      if (attn_post_norm != nullptr) {
+        RmsNorm(isa_, h + t * dim, attn_post_norm, dim, hp.rms_norm_eps, h + t * dim);
+      }
       Add(isa_, x + t * dim, h + t * dim, dim);
       RmsNorm(isa_, x + t * dim, ffn_norm, dim, hp.rms_norm_eps, h + t * dim);
     }
     PrepareRows(gate_up, h, dim, begin, end);
   });
 
-  // SwiGLU FFN; its output stays in h until the next layer (or the logits)
-  // adds it to x.
+  // SwiGLU (gemma3: GeGLU) FFN; its output stays in h until the next layer
+  // (or the logits) adds it to x.
   const MatMulTask gate_up_tasks[] = {{&w.w_gate, h, gate, ffn}, {&w.w_up, h, up, ffn}};
   MatMulGroup(gate_up_tasks, tokens);
   const TensorView* const down[] = {&w.w_down};
+  const bool gelu = spec_.arch == Architecture::kGemma3;
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
-    for (int64_t t = begin; t < end; ++t) SiluMul(isa_, gate + t * ffn, up + t * ffn, ffn);
+    for (int64_t t = begin; t < end; ++t) {
+      if (gelu) {
+        GeluTanhMul(gate + t * ffn, up + t * ffn, ffn);
+      } else {
+        SiluMul(isa_, gate + t * ffn, up + t * ffn, ffn);
+      }
+    }
     PrepareRows(down, gate, ffn, begin, end);
   });
   const MatMulTask down_task[] = {{&w.w_down, gate, h, dim}};
   MatMulGroup(down_task, tokens);
+  if (const float* ffn_post_norm = static_cast<const float*>(w.ffn_post_norm.data)) {
+    pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+      for (int64_t t = begin; t < end; ++t) {
+        RmsNorm(isa_, h + t * dim, ffn_post_norm, dim, hp.rms_norm_eps, h + t * dim);
+      }
+    });
+  }
 }
 
 void CpuExecutor::ComputeLogits(float* logits) {

@@ -95,7 +95,7 @@ class CpuExecutor final : public Executor {
   StepPlan plan_;
 
   AlignedBuffer kv_;  // own KV cache; empty on an arena
-  AlignedBuffer inv_freq_;
+  AlignedBuffer inv_freq_, inv_freq_local_;
   // Activations, max_batch_tokens rows each.
   AlignedBuffer x_;     // residual stream, dim
   AlignedBuffer h_;     // normed input / matmul output, dim

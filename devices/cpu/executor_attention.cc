@@ -34,20 +34,24 @@ void WriteTokenKv(Isa isa, const PagedKv& kv, int32_t layer, int32_t pos, const 
 }
 
 void AttendHead(Isa isa, const PagedKv& kv, int32_t layer, int32_t kv_head, int32_t pos,
-                const float* q, float scale, float* scores, float* out) {
+                int32_t window, const float* q, float scale, float* scores, float* out) {
   const KvLayout& l = *kv.layout;
   const int32_t hd = l.head_dim;
   const bool f16 = l.type == KvType::kF16;
   std::fill(out, out + hd, 0.0f);
   float max = -INFINITY;  // running max of the scores seen so far
   float sum = 0.0f;       // running sum of exp(score - max)
+  // Positions [first, pos]: all of them, or the last `window`.
+  const int32_t first = window > 0 ? std::max(0, pos - window + 1) : 0;
   const int32_t blocks = pos / l.block_tokens + 1;
-  for (int32_t b = 0; b < blocks; ++b) {
-    const int32_t count = std::min(l.block_tokens, pos + 1 - b * l.block_tokens);
+  for (int32_t b = first / l.block_tokens; b < blocks; ++b) {
+    const int32_t base = b * l.block_tokens;
+    const int32_t start = std::max(0, first - base);  // first slot of this block attended
+    const int32_t count = std::min(l.block_tokens, pos + 1 - base);
     const uint8_t* k_slab = Slab(kv, layer, 0, kv_head, b);
     const uint8_t* v_slab = Slab(kv, layer, 1, kv_head, b);
     float block_max = -INFINITY;
-    for (int32_t j = 0; j < count; ++j) {
+    for (int32_t j = start; j < count; ++j) {
       const size_t offset = static_cast<size_t>(j) * hd;
       const float dot = f16 ? DotF16(isa, reinterpret_cast<const uint16_t*>(k_slab) + offset, q, hd)
                             : DotF32(isa, reinterpret_cast<const float*>(k_slab) + offset, q, hd);
@@ -64,7 +68,7 @@ void AttendHead(Isa isa, const PagedKv& kv, int32_t layer, int32_t kv_head, int3
       sum *= factor;
       max = block_max;
     }
-    for (int32_t j = 0; j < count; ++j) {
+    for (int32_t j = start; j < count; ++j) {
       const float w = std::exp(scores[j] - max);
       sum += w;
       const size_t offset = static_cast<size_t>(j) * hd;

@@ -42,10 +42,12 @@ struct PagedKv {
 void WriteTokenKv(Isa isa, const PagedKv& kv, int32_t layer, int32_t pos, const float* k,
                   const float* v);
 
-// out = softmax(q . K[0..pos] * scale) . V[0..pos] for one query head reading
-// kv head `kv_head`. Online softmax one block at a time: `scores` holds
+// out = softmax(q . K[first..pos] * scale) . V[first..pos] for one query head
+// reading kv head `kv_head`, first = 0, or pos - window + 1 when window > 0
+// (a sliding-window layer: older positions get no weight, and their blocks
+// are not read). Online softmax one block at a time: `scores` holds
 // block_tokens floats of per-thread scratch. out has head_dim floats.
 void AttendHead(Isa isa, const PagedKv& kv, int32_t layer, int32_t kv_head, int32_t pos,
-                const float* q, float scale, float* scores, float* out);
+                int32_t window, const float* q, float scale, float* scores, float* out);
 
 }  // namespace tokenmill::devices::cpu

@@ -25,6 +25,10 @@ namespace {
 // executor_forward (get_proc_address is optional).
 constexpr size_t kMinApiSize = offsetof(tm_device_api, get_proc_address);
 
+// The ABI's id of `arch`; kNoPluginArchitecture for one the ABI cannot
+// describe (gemma3: tm_model has no sliding window, post norms or GeGLU), so
+// no plugin's claim covers it.
+constexpr uint32_t kNoPluginArchitecture = 32;
 uint32_t PluginArchitecture(Architecture arch) {
   switch (arch) {
     case Architecture::kLlama:
@@ -33,8 +37,16 @@ uint32_t PluginArchitecture(Architecture arch) {
       return TM_ARCH_QWEN2;
     case Architecture::kQwen3:
       return TM_ARCH_QWEN3;
+    case Architecture::kGemma3:
+      return kNoPluginArchitecture;
   }
-  return TM_ARCH_LLAMA;
+  return kNoPluginArchitecture;
+}
+
+// Whether a claim bit set covers `arch`.
+bool Claimed(uint32_t architectures, Architecture arch) {
+  const uint32_t id = PluginArchitecture(arch);
+  return id < 32 && (architectures & (1u << id)) != 0;
 }
 
 // A loaded plugin: the library, its table and its state. Shared by the
@@ -329,7 +341,7 @@ class PluginBackend : public DeviceBackend {
     if (d == nullptr) return out;
     const Claims& c = d->claims();
     for (Architecture a : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
-      if (c.architectures & (1u << PluginArchitecture(a))) out.architectures.push_back(a);
+      if (Claimed(c.architectures, a)) out.architectures.push_back(a);
     }
     for (TensorType t :
          {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
@@ -497,8 +509,7 @@ class PluginBackend : public DeviceBackend {
                                   const ExecutorOptions& options) {
     const std::string& id = d.Info().id;
     const Claims& c = d.claims();
-    const uint32_t arch = PluginArchitecture(spec.arch);
-    if ((c.architectures & (1u << arch)) == 0) {
+    if (!Claimed(c.architectures, spec.arch)) {
       return absl::UnimplementedError(
           absl::StrCat("device ", id, " does not run architecture ", ArchitectureName(spec.arch)));
     }

@@ -114,6 +114,31 @@ absl::StatusOr<devices::ModelHyperparams> ReadHyperparams(const GgufFile& file,
   return hp;
 }
 
+// Gemma 3's attention, as llama.cpp reads it: sliding window (absent: every
+// layer global), its layer pattern (default 6: five local, one global), the
+// local RoPE base (default 10000), the query scale (1/sqrt(head_dim), except
+// the 62-layer 27B's dim / heads, which is its query_pre_attn_scalar).
+// Final logit soft-capping (Gemma 2's) is refused.
+absl::Status ReadGemma3Hyperparams(const GgufFile& file, devices::ModelHyperparams* hp) {
+  const HyperparamReader r(file, "gemma3.");
+  const std::string path = file.path().string();
+  if (file.Find(r.Key("attention.sliding_window")) != nullptr) {
+    TM_ASSIGN(hp->sliding_window, r.Int("attention.sliding_window", std::nullopt));
+    TM_ASSIGN(hp->sliding_window_pattern, r.Int("attention.sliding_window_pattern", 6));
+    TM_ASSIGN(hp->rope_theta_local, r.Float("rope.freq_base_swa", 10000.0f));
+  }
+  hp->query_pre_attn_scalar = hp->n_layers == 62 ? static_cast<float>(hp->dim / hp->n_heads)
+                                                 : static_cast<float>(hp->head_dim);
+  float softcap = 0.0f;
+  TM_ASSIGN(softcap, r.Float("final_logit_softcapping", 0.0f));
+  if (softcap != 0.0f) {
+    return absl::UnimplementedError(absl::StrCat(path, ": metadata key '",
+                                                 r.Key("final_logit_softcapping"),
+                                                 "': logit soft-capping is not supported"));
+  }
+  return absl::OkStatus();
+}
+
 // ggml type id -> weight type, kUnimplemented for types executors lack.
 absl::StatusOr<TensorType> WeightType(const GgufFile& file, const GgufTensorInfo& info) {
   switch (info.ggml_type) {
@@ -158,11 +183,16 @@ absl::StatusOr<LoadedModel> ModelFromGguf(const GgufFile& file) {
     spec.arch = Architecture::kQwen2;
   } else if (arch == "qwen3") {
     spec.arch = Architecture::kQwen3;
+  } else if (arch == "gemma3") {
+    spec.arch = Architecture::kGemma3;
   } else {
-    return absl::UnimplementedError(absl::StrCat(path, ": architecture '", arch,
-                                                 "' is not supported (llama, qwen2, qwen3 are)"));
+    return absl::UnimplementedError(absl::StrCat(
+        path, ": architecture '", arch, "' is not supported (llama, qwen2, qwen3, gemma3 are)"));
   }
   TM_ASSIGN(spec.hp, ReadHyperparams(file, arch));
+  if (spec.arch == Architecture::kGemma3) {
+    if (absl::Status s = ReadGemma3Hyperparams(file, &spec.hp); !s.ok()) return s;
+  }
   // GGUF llama files have their q/k rows permuted for adjacent pairs; qwen
   // files keep Hugging Face's order.
   spec.hp.rope_style = spec.arch == Architecture::kLlama ? devices::RopeStyle::kAdjacentPairs
@@ -186,7 +216,8 @@ absl::StatusOr<LoadedModel> ModelFromGguf(const GgufFile& file) {
   layout.rope_factors = file.FindTensor("rope_freqs.weight") != nullptr;
   layout.qkv_bias =
       spec.arch == Architecture::kQwen2 || file.FindTensor("blk.0.attn_q.bias") != nullptr;
-  layout.qk_norm = spec.arch == Architecture::kQwen3;
+  layout.qk_norm = spec.arch == Architecture::kQwen3 || spec.arch == Architecture::kGemma3;
+  layout.post_norms = spec.arch == Architecture::kGemma3;
   auto backing = std::make_shared<ModelBacking>();
   backing->files.push_back(file.mapping());
   absl::flat_hash_set<std::string> used;

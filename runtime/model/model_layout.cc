@@ -60,13 +60,26 @@ std::vector<TensorSlot> ModelTensorSlots(const LayoutOptions& options, devices::
     }
     add(blk + "attn_output.weight", hf + "self_attn.o_proj.weight", {dim, q_dim},
         TensorRole::kMatrix, &l.wo);
-    add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight", {dim}, TensorRole::kNorm,
-        &l.ffn_norm);
+    if (options.post_norms) {
+      // Gemma 3 names its four norms apart from Llama's: post_attention_layernorm
+      // is the attention output's norm there, pre_feedforward_layernorm the FFN's.
+      add(blk + "post_attention_norm.weight", hf + "post_attention_layernorm.weight", {dim},
+          TensorRole::kNorm, &l.attn_post_norm);
+      add(blk + "ffn_norm.weight", hf + "pre_feedforward_layernorm.weight", {dim},
+          TensorRole::kNorm, &l.ffn_norm);
+    } else {
+      add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight", {dim}, TensorRole::kNorm,
+          &l.ffn_norm);
+    }
     add(blk + "ffn_gate.weight", hf + "mlp.gate_proj.weight", {ffn, dim}, TensorRole::kMatrix,
         &l.w_gate);
     add(blk + "ffn_up.weight", hf + "mlp.up_proj.weight", {ffn, dim}, TensorRole::kMatrix, &l.w_up);
     add(blk + "ffn_down.weight", hf + "mlp.down_proj.weight", {dim, ffn}, TensorRole::kMatrix,
         &l.w_down);
+    if (options.post_norms) {
+      add(blk + "post_ffw_norm.weight", hf + "post_feedforward_layernorm.weight", {dim},
+          TensorRole::kNorm, &l.ffn_post_norm);
+    }
   }
   return slots;
 }

@@ -35,7 +35,8 @@ struct LayoutOptions {
   bool output = true;         // output.weight / lm_head.weight (false: tied)
   bool rope_factors = false;  // rope_freqs.weight
   bool qkv_bias = false;      // attention q/k/v biases
-  bool qk_norm = false;       // per-head q/k RMSNorm weights (qwen3)
+  bool qk_norm = false;       // per-head q/k RMSNorm weights (qwen3, gemma3)
+  bool post_norms = false;    // attention and FFN output RMSNorm weights (gemma3)
 };
 
 // The slots in GGUF file order: token_embd, output_norm, output, rope_freqs,

@@ -49,6 +49,8 @@ class ConfigReader {
  public:
   ConfigReader(const json& config, std::string file) : config_(config), file_(std::move(file)) {}
 
+  const std::string& file() const { return file_; }
+
   absl::Status Error(const std::string& key, const std::string& what) const {
     return absl::InvalidArgumentError(absl::StrCat(file_, ": key '", key, "': ", what));
   }
@@ -174,6 +176,58 @@ absl::StatusOr<std::vector<fs::path>> ShardPaths(const fs::path& dir) {
   return paths;
 }
 
+// Gemma 3's attention from config.json (Gemma3TextConfig): sliding_window;
+// which layers use it, from layer_types (newer configs; must repeat with a
+// period whose last layer is global) or sliding_window_pattern (default 6);
+// rope_local_base_freq (default 10000); query_pre_attn_scalar (default
+// head_dim). GELU other than the tanh approximation and logit soft-capping
+// are refused.
+absl::Status ReadGemma3Config(const ConfigReader& r, const json& config,
+                              devices::ModelHyperparams* hp) {
+  const std::string& file = r.file();
+  TM_ASSIGN(hp->sliding_window, r.Int("sliding_window", std::nullopt));
+  auto types = config.find("layer_types");
+  if (types != config.end() && types->is_array()) {
+    const int32_t n = static_cast<int32_t>(types->size());
+    int32_t period = 0;
+    for (int32_t i = 0; i < n && period == 0; ++i) {
+      if ((*types)[static_cast<size_t>(i)] == "full_attention") period = i + 1;
+    }
+    bool periodic = n == hp->n_layers;
+    for (int32_t i = 0; i < n && periodic; ++i) {
+      const bool full = period > 0 && i % period == period - 1;
+      periodic =
+          (*types)[static_cast<size_t>(i)] == (full ? "full_attention" : "sliding_attention");
+    }
+    if (!periodic) {
+      return absl::UnimplementedError(
+          absl::StrCat(file,
+                       ": key 'layer_types': only sliding layers repeating with a full-attention "
+                       "layer last in each period, one entry per layer, are supported"));
+    }
+    // No full layer at all: every layer local (a period longer than the model).
+    hp->sliding_window_pattern = period > 0 ? period : hp->n_layers + 1;
+  } else {
+    TM_ASSIGN(hp->sliding_window_pattern, r.Int("sliding_window_pattern", 6));
+  }
+  TM_ASSIGN(hp->rope_theta_local, r.Float("rope_local_base_freq", 10000.0f));
+  TM_ASSIGN(hp->query_pre_attn_scalar,
+            r.Float("query_pre_attn_scalar", static_cast<float>(hp->head_dim)));
+  for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping"}) {
+    auto it = config.find(key);
+    if (it != config.end() && !it->is_null()) {
+      return absl::UnimplementedError(
+          absl::StrCat(file, ": key '", key, "': logit soft-capping is not supported"));
+    }
+  }
+  auto act = config.find("hidden_activation");
+  if (act != config.end() && !act->is_null() && *act != "gelu_pytorch_tanh") {
+    return absl::UnimplementedError(absl::StrCat(file, ": key 'hidden_activation': ", act->dump(),
+                                                 " is not supported (gelu_pytorch_tanh is)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
@@ -196,12 +250,15 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
     spec.arch = Architecture::kQwen2;
   } else if (arch_name == "Qwen3ForCausalLM") {
     spec.arch = Architecture::kQwen3;
+  } else if (arch_name == "Gemma3ForCausalLM") {
+    spec.arch = Architecture::kGemma3;
   } else {
     return absl::UnimplementedError(
         absl::StrCat(config_file, ": key 'architectures': '", arch_name,
                      "' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                     "Qwen3ForCausalLM are)"));
+                     "Qwen3ForCausalLM, Gemma3ForCausalLM are)"));
   }
+  const bool gemma3 = spec.arch == Architecture::kGemma3;
   devices::ModelHyperparams& hp = spec.hp;
   TM_ASSIGN(hp.dim, r.Int("hidden_size", std::nullopt));
   TM_ASSIGN(hp.n_layers, r.Int("num_hidden_layers", std::nullopt));
@@ -215,8 +272,12 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   TM_ASSIGN(hp.head_dim, r.Int("head_dim", hp.dim / hp.n_heads));
   hp.rope_style = devices::RopeStyle::kHalves;
   if (absl::Status s = ReadRopeScaling(r, *config, &hp.rope_scaling); !s.ok()) return s;
+  if (gemma3) {
+    if (absl::Status s = ReadGemma3Config(r, *config, &hp); !s.ok()) return s;
+  }
   bool tie = false;
-  TM_ASSIGN(tie, r.Bool("tie_word_embeddings", false));
+  // Gemma3TextConfig ties by default; the others do not.
+  TM_ASSIGN(tie, r.Bool("tie_word_embeddings", gemma3));
   bool sliding = false;
   TM_ASSIGN(sliding, r.Bool("use_sliding_window", false));
   if (sliding) {
@@ -248,7 +309,8 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   LayoutOptions layout;
   layout.output = !tie && tensors.contains("lm_head.weight");
   layout.qkv_bias = spec.arch == Architecture::kQwen2;
-  layout.qk_norm = spec.arch == Architecture::kQwen3;
+  layout.qk_norm = spec.arch == Architecture::kQwen3 || gemma3;
+  layout.post_norms = gemma3;
   absl::flat_hash_set<std::string> used;
   for (const TensorSlot& slot : ModelTensorSlots(layout, &spec)) {
     auto it = tensors.find(slot.hf_name);
@@ -265,6 +327,16 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
     src.data = t.data;
     src.bytes = t.bytes;
     if (absl::Status s = BindTensor(slot, src, file, backing.get()); !s.ok()) return s;
+    if (gemma3 && slot.role == TensorRole::kNorm) {
+      // Gemma3RMSNorm multiplies by (1 + w); the spec holds the factor (as
+      // GGUF files do), in a copy (an f32 norm may be a view of the file).
+      devices::TensorView& view = *slot.view;
+      const size_t n = static_cast<size_t>(view.elements());
+      auto* factor = reinterpret_cast<float*>(backing->NewBuffer(n * sizeof(float)));
+      const auto* w = static_cast<const float*>(view.data);
+      for (size_t k = 0; k < n; ++k) factor[k] = 1.0f + w[k];
+      view.data = factor;
+    }
     used.insert(t.name);
   }
   for (const auto& [name, t] : tensors) {

@@ -184,6 +184,17 @@ Metadata SynthMetadata(const SynthOptions& options, const devices::ModelHyperpar
   add(arch + ".attention.layer_norm_rms_epsilon", GgufValue::F32(hp.rms_norm_eps));
   add(arch + ".rope.freq_base", GgufValue::F32(hp.rope_theta));
   add(arch + ".rope.dimension_count", u32(hp.head_dim));
+  if (hp.sliding_window > 0) {
+    // As llama.cpp's converter writes Gemma 3: the window only; the pattern
+    // and local base when they differ from llama.cpp's defaults (6, 10000).
+    add(arch + ".attention.sliding_window", u32(hp.sliding_window));
+    if (hp.sliding_window_pattern != 6) {
+      add(arch + ".attention.sliding_window_pattern", u32(hp.sliding_window_pattern));
+    }
+    if (hp.rope_theta_local != 10000.0f) {
+      add(arch + ".rope.freq_base_swa", GgufValue::F32(hp.rope_theta_local));
+    }
+  }
   add("tokenizer.ggml.model", GgufValue::String("gpt2"));
   add("tokenizer.ggml.pre",
       GgufValue::String(options.arch == Architecture::kLlama ? "llama-bpe" : "qwen2"));
@@ -220,6 +231,15 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   hp.context_length = options.context_length;
   hp.rms_norm_eps = 1e-5f;
   hp.rope_theta = options.rope_theta;
+  if (options.arch == Architecture::kGemma3) {
+    hp.rms_norm_eps = 1e-6f;
+    hp.query_pre_attn_scalar = static_cast<float>(hp.head_dim);
+    if (options.sliding_window > 0) {
+      hp.sliding_window = options.sliding_window;
+      hp.sliding_window_pattern = options.sliding_window_pattern;
+      hp.rope_theta_local = options.rope_theta_local;
+    }
+  }
   const bool llama = options.arch == Architecture::kLlama;
   hp.rope_style = llama ? devices::RopeStyle::kAdjacentPairs : devices::RopeStyle::kHalves;
   // Qwen3 uses Qwen2's tokenizer (GGUF tokenizer.ggml.pre "qwen2").
@@ -233,7 +253,8 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   layout.output = !options.tied_embeddings;
   layout.rope_factors = options.llama3_rope_scaling;
   layout.qkv_bias = options.arch == Architecture::kQwen2;
-  layout.qk_norm = options.arch == Architecture::kQwen3;
+  layout.qk_norm = options.arch == Architecture::kQwen3 || options.arch == Architecture::kGemma3;
+  layout.post_norms = options.arch == Architecture::kGemma3;
   *slots = ModelTensorSlots(layout, &spec);
   for (const TensorSlot& slot : *slots) {
     slot.view->name = slot.gguf_name;
@@ -305,6 +326,13 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
   if (o.dim % block != 0 || o.ffn_dim % block != 0 || q_dim % block != 0) {
     return bad("dim ", o.dim, ", ffn_dim ", o.ffn_dim, " and heads x head_dim ", q_dim,
                " must be multiples of ", block, " for ", devices::TensorTypeName(o.weight_type));
+  }
+  if (o.sliding_window < 0 || (o.sliding_window > 0 && o.arch != Architecture::kGemma3)) {
+    return bad("sliding_window ", o.sliding_window, " must be 0, or positive for gemma3");
+  }
+  if (o.sliding_window > 0 && (o.sliding_window_pattern <= 0 || !(o.rope_theta_local > 1.0f) ||
+                               !std::isfinite(o.rope_theta_local))) {
+    return bad("a sliding window needs a positive layer pattern and a local rope base above 1");
   }
   if (o.name.empty()) return bad("name must not be empty");
   return absl::OkStatus();

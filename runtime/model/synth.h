@@ -33,6 +33,12 @@ struct SynthOptions {
   bool k_mix = false;
   bool tied_embeddings = false;
   float rope_theta = 10000.0f;
+  // gemma3: local layers' attention window (0: every layer global), the
+  // layer period (the last layer of each period is global) and local RoPE
+  // base. Gemma 3 itself: 512 (1B; 1024 larger), 6, 10000.
+  int32_t sliding_window = 0;
+  int32_t sliding_window_pattern = 6;
+  float rope_theta_local = 10000.0f;
   bool llama3_rope_scaling = false;  // writes rope_freqs.weight (GGUF) / rope_scaling
   uint64_t seed = 1;
   std::string name = "tokenmill-synth";

@@ -178,9 +178,16 @@ class Rig {
     const bool k_quant = devices::TensorTypeBlockElements(c.type) == 256;
     if (k_quant) o.dim = o.ffn_dim = 256, o.n_heads = 8;
     // heads x head_dim != dim, as in Qwen3.
-    if (c.arch == Architecture::kQwen3) {
+    if (c.arch == Architecture::kQwen3 || c.arch == Architecture::kGemma3) {
       o.head_dim = 32;
       if (k_quant) o.n_heads = 16;
+    }
+    // Gemma 3: tied, a local layer (window 5, under the 13-token prompt)
+    // before a global one.
+    if (c.arch == Architecture::kGemma3) {
+      o.tied_embeddings = true;
+      o.sliding_window = 5;
+      o.sliding_window_pattern = 2;
     }
     auto m = model::SynthesizeModel(o);
     EXPECT_TRUE(m.ok()) << m.status();

@@ -73,9 +73,9 @@ model::SynthOptions OptionsFor(const Case& c) {
     // Rows of whole 256-value super-blocks (qwen3: 4 x 128 != 256).
     o.dim = 256;
     o.ffn_dim = 512;
-    if (c.arch == Architecture::kQwen3) o.head_dim = 128;
+    if (c.arch == Architecture::kQwen3 || c.arch == Architecture::kGemma3) o.head_dim = 128;
   }
-  o.tied_embeddings = c.tied;
+  o.tied_embeddings = c.tied || c.arch == Architecture::kGemma3;
   o.llama3_rope_scaling = c.llama3_rope;
   return o;
 }
@@ -173,7 +173,8 @@ TEST_P(CpuExecutorVsReferenceTest, PromptLogitsMatchReference) {
 
 std::vector<Case> AllCases() {
   std::vector<Case> cases;
-  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
+  for (Architecture arch :
+       {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3, Architecture::kGemma3}) {
     for (TensorType type :
          {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
           TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
@@ -232,7 +233,8 @@ TEST_P(CpuExecutorGreedyTest, SameTokensAsReference) {
 
 std::vector<Case> GreedyCases() {
   std::vector<Case> cases;
-  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3}) {
+  for (Architecture arch :
+       {Architecture::kLlama, Architecture::kQwen2, Architecture::kQwen3, Architecture::kGemma3}) {
     for (TensorType type :
          {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
           TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {

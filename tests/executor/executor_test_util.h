@@ -33,6 +33,15 @@ inline model::SynthOptions TinyModel(Architecture arch, TensorType type) {
   o.seed = 7;
   // Qwen3 checkpoints have heads x head_dim != dim; so does the tiny one.
   if (arch == Architecture::kQwen3) o.head_dim = 32;
+  if (arch == Architecture::kGemma3) {
+    // Gemma 3's shape in small: head_dim apart from dim / heads, tied, and a
+    // local layer (window 5, shorter than the tests' prompts and blocks that
+    // straddle it) before a global one.
+    o.head_dim = 32;
+    o.tied_embeddings = true;
+    o.sliding_window = 5;
+    o.sliding_window_pattern = 2;
+  }
   return o;
 }
 

@@ -394,13 +394,21 @@ TEST(ServingArchitectures, EveryArchitectureServes) {
   };
   const Served served[] = {{"m-llama", devices::Architecture::kLlama, devices::TensorType::kF16},
                            {"m-qwen2", devices::Architecture::kQwen2, devices::TensorType::kQ8_0},
-                           {"m-qwen3", devices::Architecture::kQwen3, devices::TensorType::kQ4_0}};
+                           {"m-qwen3", devices::Architecture::kQwen3, devices::TensorType::kQ4_0},
+                           {"m-gemma3", devices::Architecture::kGemma3, devices::TensorType::kF16}};
   TempDir dir;
   std::string models_toml;
   for (const Served& m : served) {
     model::SynthOptions o = TinyModelShape(m.type);
     o.arch = m.arch;
     if (m.arch == devices::Architecture::kQwen3) o.head_dim = 32;
+    if (m.arch == devices::Architecture::kGemma3) {
+      // A local layer whose window (4) the prompt and completion outgrow.
+      o.head_dim = 32;
+      o.tied_embeddings = true;
+      o.sliding_window = 4;
+      o.sliding_window_pattern = 2;
+    }
     const std::filesystem::path path = dir.path() / (std::string(m.id) + ".gguf");
     ASSERT_TRUE(model::WriteSynthGguf(o, path).ok());
     models_toml +=

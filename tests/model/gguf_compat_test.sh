@@ -28,7 +28,7 @@ fi
 work="$(mktemp -d /tmp/tokenmill-gguf-compat-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 for variant in "llama q8_0 untied" "llama q4_0 tied" "llama bf16 untied" "qwen2 f16 untied" \
-               "qwen2 f32 tied" "qwen3 q8_0 untied"; do
+               "qwen2 f32 tied" "qwen3 q8_0 untied" "gemma3 f16 tied"; do
   read -r arch type tied <<<"$variant"
   file="$work/$arch-$type-$tied.gguf"
   "$writer" "$file" "$file.json" "$arch" "$type" "$tied"

@@ -129,6 +129,41 @@ INSTANTIATE_TEST_SUITE_P(
                       RoundTripCase{Architecture::kQwen3, TensorType::kQ8_0, false},
                       RoundTripCase{Architecture::kQwen3, TensorType::kQ4_0, true}));
 
+// Gemma 3's window travels as llama.cpp's converter writes it: the window
+// only for the default pattern (6) and local base (10000); the pattern key
+// when it differs. Post norms under llama.cpp's names.
+TEST(GgufRoundTrip, Gemma3WindowAndPostNorms) {
+  for (int32_t pattern : {6, 2}) {
+    SynthOptions options = Tiny(Architecture::kGemma3, TensorType::kF16, true);
+    options.head_dim = 32;
+    options.sliding_window = 5;
+    options.sliding_window_pattern = pattern;
+    tokenmill::testing::TempDir dir;
+    const auto path = dir.path() / "model.gguf";
+    ASSERT_TRUE(WriteSynthGguf(options, path).ok());
+    auto loaded = LoadModel(path);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    auto synth = SynthesizeModel(options);
+    ASSERT_TRUE(synth.ok()) << synth.status();
+    ExpectSameModel(*loaded, *synth);
+    const devices::ModelSpec& spec = loaded->spec;
+    EXPECT_EQ(spec.arch, Architecture::kGemma3);
+    EXPECT_EQ(spec.hp.sliding_window, 5);
+    EXPECT_EQ(spec.hp.sliding_window_pattern, pattern);
+    EXPECT_EQ(spec.hp.rope_theta_local, 10000.0f);
+    EXPECT_EQ(spec.hp.query_pre_attn_scalar, 32.0f);
+    EXPECT_EQ(spec.hp.rms_norm_eps, 1e-6f);
+    EXPECT_EQ(loaded->metadata.count("gemma3.attention.sliding_window_pattern"),
+              pattern == 6 ? 0u : 1u);
+    EXPECT_EQ(spec.layers[1].attn_post_norm.name, "blk.1.post_attention_norm.weight");
+    EXPECT_EQ(spec.layers[1].ffn_post_norm.name, "blk.1.post_ffw_norm.weight");
+    EXPECT_EQ(spec.layers[1].q_norm.name, "blk.1.attn_q_norm.weight");
+    EXPECT_TRUE(spec.tied_embeddings);
+    EXPECT_TRUE(devices::IsLocalLayer(spec.hp, 0));
+    EXPECT_EQ(devices::IsLocalLayer(spec.hp, 1), pattern != 2);
+  }
+}
+
 TEST(GgufRoundTrip, Llama3RopeFactorsTravelAsRopeFreqs) {
   SynthOptions options = Tiny(Architecture::kLlama, TensorType::kF16, false);
   options.llama3_rope_scaling = true;

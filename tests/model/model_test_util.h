@@ -94,10 +94,12 @@ inline std::vector<std::pair<std::string, const devices::TensorView*>> Views(
              {"q_norm", &l.q_norm},
              {"k_norm", &l.k_norm},
              {"wo", &l.wo},
+             {"attn_post_norm", &l.attn_post_norm},
              {"ffn_norm", &l.ffn_norm},
              {"w_gate", &l.w_gate},
              {"w_up", &l.w_up},
-             {"w_down", &l.w_down}}) {
+             {"w_down", &l.w_down},
+             {"ffn_post_norm", &l.ffn_post_norm}}) {
       views.emplace_back(p + label, view);
     }
   }

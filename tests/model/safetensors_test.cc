@@ -11,6 +11,7 @@
 #include "runtime/model/model_layout.h"
 #include "runtime/model/model_loader.h"
 #include "runtime/model/safetensors_file.h"
+#include "runtime/model/synth.h"
 #include "runtime/model/synth_vocab.h"
 #include "tests/model/model_test_util.h"
 #include "tests/support/temp_dir.h"
@@ -94,6 +95,8 @@ const char* ArchitectureClass(Architecture arch) {
       return "Qwen2ForCausalLM";
     case Architecture::kQwen3:
       return "Qwen3ForCausalLM";
+    case Architecture::kGemma3:
+      return "Gemma3ForCausalLM";  // not loaded from safetensors yet
   }
   return "";
 }
@@ -350,6 +353,105 @@ TEST_F(SafetensorsTest, Qwen3HasPerHeadQkNormsAndNoBiases) {
   }
   EXPECT_EQ(spec.layers[1].q_norm.name, "model.layers.1.self_attn.q_norm.weight");
   EXPECT_EQ(model->metadata.at("general.architecture"), "qwen3");
+}
+
+// A Gemma 3 checkpoint written from a synthesized gemma3 model (whose norms
+// hold 1 + w, as GGUF files do): the file stores w, Hugging Face's way, and
+// loading must give back the synthesized factors; window, layer_types,
+// local RoPE base and query scalar come from config.json.
+TEST_F(SafetensorsTest, Gemma3NormsGainOneAndWindowIsRead) {
+  SynthOptions o;
+  o.arch = Architecture::kGemma3;
+  o.dim = 64;
+  o.n_layers = 4;
+  o.head_dim = 32;
+  o.weight_type = TensorType::kF32;
+  o.tied_embeddings = true;
+  o.sliding_window = 5;
+  o.sliding_window_pattern = 2;
+  o.vocab_size = 300;
+  auto synth = SynthesizeModel(o);
+  ASSERT_TRUE(synth.ok()) << synth.status();
+  LayoutOptions layout;
+  layout.output = false;
+  layout.qk_norm = true;
+  layout.post_norms = true;
+  std::map<std::string, const devices::TensorView*> by_name;
+  for (const auto& [label, view] : testing::Views(synth->spec)) by_name[view->name] = view;
+  devices::ModelSpec shape;
+  shape.hp = synth->spec.hp;
+  std::vector<StTensor> tensors;
+  for (const TensorSlot& slot : ModelTensorSlots(layout, &shape)) {
+    ASSERT_TRUE(by_name.contains(slot.gguf_name)) << slot.gguf_name;
+    const devices::TensorView& v = *by_name[slot.gguf_name];
+    std::vector<float> values(static_cast<size_t>(v.elements()));
+    std::memcpy(values.data(), v.data, values.size() * sizeof(float));
+    if (slot.role == TensorRole::kNorm) {
+      for (float& x : values) x -= 1.0f;
+    }
+    tensors.push_back(
+        {slot.hf_name, "F32", slot.shape,
+         std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float))});
+  }
+  const std::filesystem::path dir = tmp_.path() / "gemma3";
+  std::filesystem::create_directories(dir);
+  json config = {{"architectures", {"Gemma3ForCausalLM"}},
+                 {"model_type", "gemma3_text"},
+                 {"hidden_size", 64},
+                 {"num_hidden_layers", 4},
+                 {"num_attention_heads", 4},
+                 {"num_key_value_heads", 2},
+                 {"head_dim", 32},
+                 {"intermediate_size", 128},
+                 {"vocab_size", 300},
+                 {"max_position_embeddings", 2048},
+                 {"rms_norm_eps", 1e-6},
+                 {"rope_theta", 1000000.0},
+                 {"rope_local_base_freq", 10000.0},
+                 {"query_pre_attn_scalar", 32},
+                 {"sliding_window", 5},
+                 {"layer_types",
+                  {"sliding_attention", "full_attention", "sliding_attention", "full_attention"}},
+                 {"hidden_activation", "gelu_pytorch_tanh"},
+                 {"final_logit_softcapping", nullptr}};
+  WriteText(dir / "config.json", config.dump(2));
+  testing::WriteBytes(dir / "model.safetensors", EncodeSafetensors(tensors));
+  WriteTokenizer(dir);
+  auto model = LoadModel(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const devices::ModelSpec& spec = model->spec;
+  EXPECT_EQ(spec.arch, Architecture::kGemma3);
+  EXPECT_TRUE(spec.tied_embeddings);  // Gemma 3's default
+  EXPECT_EQ(spec.hp.sliding_window, 5);
+  EXPECT_EQ(spec.hp.sliding_window_pattern, 2);
+  EXPECT_EQ(spec.hp.rope_theta_local, 10000.0f);
+  EXPECT_EQ(spec.hp.query_pre_attn_scalar, 32.0f);
+  EXPECT_EQ(spec.layers[1].attn_post_norm.name, "model.layers.1.post_attention_layernorm.weight");
+  EXPECT_EQ(spec.layers[1].ffn_norm.name, "model.layers.1.pre_feedforward_layernorm.weight");
+  EXPECT_EQ(spec.layers[1].ffn_post_norm.name, "model.layers.1.post_feedforward_layernorm.weight");
+  const auto same = testing::Views(synth->spec);
+  const auto got = testing::Views(spec);
+  ASSERT_EQ(same.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    const devices::TensorView& a = *got[i].second;
+    const devices::TensorView& b = *same[i].second;
+    if (b.empty() || b.type != TensorType::kF32) continue;
+    ASSERT_EQ(a.elements(), b.elements()) << got[i].first;
+    for (int64_t k = 0; k < a.elements(); ++k) {
+      ASSERT_NEAR(static_cast<const float*>(a.data)[k], static_cast<const float*>(b.data)[k], 1e-6)
+          << got[i].first << "[" << k << "]";
+    }
+  }
+
+  config["layer_types"] = {"sliding_attention", "full_attention", "full_attention",
+                           "full_attention"};
+  WriteText(dir / "config.json", config.dump(2));
+  ExpectRefused(dir, absl::StatusCode::kUnimplemented, "layer_types");
+  config["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention",
+                           "full_attention"};
+  config["final_logit_softcapping"] = 30.0;
+  WriteText(dir / "config.json", config.dump(2));
+  ExpectRefused(dir, absl::StatusCode::kUnimplemented, "soft-capping");
 }
 
 TEST_F(SafetensorsTest, Qwen3WithoutKNormIsRefused) {

@@ -2,7 +2,7 @@
 // must find in it (JSON), derived from the in-memory model rather than from
 // the file. Used by gguf_compat_test.sh with another GGUF implementation.
 //
-//   model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2|qwen3 f32|f16|bf16|q8_0|q4_0
+//   model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2|qwen3|gemma3 f32|f16|bf16|q8_0|q4_0
 //   tied|untied
 #include <cstdio>
 #include <fstream>
@@ -18,7 +18,7 @@ using tokenmill::devices::TensorType;
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2|qwen3 "
+               "usage: model_write_synth_gguf OUT.gguf EXPECT.json llama|qwen2|qwen3|gemma3 "
                "f32|f16|bf16|q8_0|q4_0 tied|untied\n");
   return 2;
 }
@@ -39,11 +39,17 @@ int main(int argc, char** argv) {
   const std::string arch = argv[3];
   const std::string type = argv[4];
   const std::string tied = argv[5];
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3") return Usage();
-  o.arch = arch == "qwen3"   ? Architecture::kQwen3
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "gemma3") return Usage();
+  o.arch = arch == "gemma3"  ? Architecture::kGemma3
+           : arch == "qwen3" ? Architecture::kQwen3
            : arch == "qwen2" ? Architecture::kQwen2
                              : Architecture::kLlama;
-  if (o.arch == Architecture::kQwen3) o.head_dim = 32;  // heads x head_dim != dim
+  // heads x head_dim != dim
+  if (o.arch == Architecture::kQwen3 || o.arch == Architecture::kGemma3) o.head_dim = 32;
+  if (o.arch == Architecture::kGemma3) {
+    o.sliding_window = 4;  // writes gemma3.attention.sliding_window and _pattern
+    o.sliding_window_pattern = 2;
+  }
   bool known = false;
   for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0,
                        TensorType::kQ4_0}) {
@@ -77,8 +83,9 @@ int main(int argc, char** argv) {
   add(spec.output_norm);
   if (!spec.tied_embeddings) add(spec.output);
   for (const auto& l : spec.layers) {
-    for (const auto* v : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
-                          &l.k_norm, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const auto* v :
+         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.wo,
+          &l.attn_post_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.ffn_post_norm}) {
       add(*v);
     }
   }
@@ -111,6 +118,11 @@ int main(int argc, char** argv) {
       {"tokenizer.ggml.add_bos_token", {{"value", true}, {"type", 7}}},
       {"tokenizer.chat_template", {{"value", tok.chat_template}, {"type", 8}}},
   };
+  if (hp.sliding_window > 0) {
+    metadata[arch + ".attention.sliding_window"] = {{"value", hp.sliding_window}, {"type", 4}};
+    metadata[arch + ".attention.sliding_window_pattern"] = {{"value", hp.sliding_window_pattern},
+                                                            {"type", 4}};
+  }
   nlohmann::json expect = {{"version", 3},
                            {"architecture", arch},
                            {"tensors", tensors},

@@ -62,14 +62,17 @@ top_k=6
 # (rows of whole 256-value super-blocks) dim 256 (qwen3: 4 x 128).
 dim=128
 ffn=256
+layers=2
+window=0  # gemma3: sliding window (--sliding-window), llama.cpp's default pattern 6
 
 fixture() {  # name arch type head_dim seed extra-flags...
   local name=$1 arch=$2 type=$3 head_dim=$4 seed=$5
   shift 5
   local file="$work/$name.gguf"
-  local flags=(--dim "$dim" --layers 2 --heads 4 --kv-heads 2 --ffn "$ffn" --vocab 512
+  local flags=(--dim "$dim" --layers "$layers" --heads 4 --kv-heads 2 --ffn "$ffn" --vocab 512
                --context 256 --arch "$arch" --type "$type" --seed "$seed")
   [ "$head_dim" = 0 ] || flags+=(--head-dim "$head_dim")
+  [ "$window" = 0 ] || flags+=(--sliding-window "$window")
   "$tokenmill" model synth -o "$file" "${flags[@]}" "$@" >/dev/null
   "$work/llama_oracle" "$file" --prompts "$prompts" --steps "$steps" --top-k "$top_k" \
     > "$work/$name.out"
@@ -83,9 +86,9 @@ import json, sys
 out = json.load(open(sys.argv[1]))
 fixture = {
   "llama_cpp_commit": "$commit",
-  "model": {"arch": "$arch", "type": "$type", "dim": $dim, "layers": 2, "heads": 4,
+  "model": {"arch": "$arch", "type": "$type", "dim": $dim, "layers": $layers, "heads": 4,
             "kv_heads": 2, "head_dim": $head_dim, "ffn": $ffn, "vocab": 512, "context": 256,
-            "seed": $seed, "tied": $tied, "llama3_rope": $rope},
+            "seed": $seed, "tied": $tied, "llama3_rope": $rope, "sliding_window": $window},
   "file_fnv1a64": out["file_fnv1a64"],
   "kv_type": "f32",
   "cases": out["cases"],
@@ -119,4 +122,13 @@ done
 fixture qwen2_q5_k_m qwen2 q5_k_m 0 5
 fixture qwen3_q4_k_m qwen3 q4_k_m 128 5
 fixture qwen3_q6_k qwen3 q6_k 128 5
+# Gemma 3: six layers (five local, the last global, as llama.cpp's default
+# pattern), window 6 under prompts + steps of up to 22 positions, tied.
+dim=128
+ffn=256
+layers=6
+window=6
+for type in f32 f16 q8_0 q4_0; do
+  fixture "gemma3_$type" gemma3 "$type" 64 6 --tied
+done
 echo "llama.cpp $commit"

@@ -39,7 +39,17 @@ struct Tolerance {
   double loose_share = 0.0;
 };
 
-Tolerance ToleranceFor(TensorType type) {
+Tolerance ToleranceFor(TensorType type, Architecture arch) {
+  if (arch == Architecture::kGemma3 && type != TensorType::kF16) {
+    // llama.cpp's GELU reads a table of f16 inputs and outputs (GGML_GELU_FP16),
+    // ours is f32: ~1e-3 relative per GeGLU activation, so f32 files differ
+    // by more than rounding (measured <= 2.3e-3, logits span ~+-50 with the
+    // sqrt(dim)-scaled tied embedding); Q8_0/Q4_0 see those differences move
+    // down-projection activations across Q8_0 rounding boundaries on every
+    // step (measured <= 0.127). A misread architecture is off by >= 1 (see
+    // the commit that added these). f16 files keep f16's own bound.
+    return type == TensorType::kF32 ? Tolerance{1e-2, 1e-2, 0.0} : Tolerance{0.5, 0.5, 0.0};
+  }
   switch (type) {
     case TensorType::kF32:
       // Summation order only (measured <= 1.5e-6).
@@ -86,6 +96,8 @@ absl::StatusOr<model::SynthOptions> OptionsOf(const Json& m) {
     o.arch = Architecture::kQwen2;
   } else if (arch == "qwen3") {
     o.arch = Architecture::kQwen3;
+  } else if (arch == "gemma3") {
+    o.arch = Architecture::kGemma3;
   } else {
     return absl::InvalidArgumentError("unknown arch " + arch);
   }
@@ -116,6 +128,7 @@ absl::StatusOr<model::SynthOptions> OptionsOf(const Json& m) {
   o.seed = m.at("seed");
   o.tied_embeddings = m.at("tied");
   o.llama3_rope_scaling = m.at("llama3_rope");
+  o.sliding_window = m.value("sliding_window", 0);
   return o;
 }
 
@@ -143,7 +156,7 @@ TEST_P(OracleTest, MatchesLlamaCpp) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const ModelSpec& spec = loaded->spec;
   const int32_t vocab = spec.hp.vocab_size;
-  const Tolerance tol = ToleranceFor(options->weight_type);
+  const Tolerance tol = ToleranceFor(options->weight_type, options->arch);
 
   double worst = 0.0, smallest_gap = INFINITY;
   int compared_ids = 0, ties = 0, steps = 0, loose_steps = 0;
@@ -200,7 +213,7 @@ TEST_P(OracleTest, MatchesLlamaCpp) {
 
 std::vector<std::string> Fixtures() {
   std::vector<std::string> names;
-  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
+  for (const char* arch : {"llama", "qwen2", "qwen3", "gemma3"}) {
     for (const char* type : {"f32", "f16", "q8_0", "q4_0"}) {
       names.push_back(std::string(arch) + "_" + type);
     }

@@ -252,6 +252,15 @@ float SiluNaive(float x) {
   return static_cast<float>(v / (1.0 + std::exp(-v)));
 }
 
+void GeluTanhMulNaive(float* gate, const float* up, int64_t n) {
+  const double c = std::sqrt(2.0 / std::numbers::pi);
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = gate[i];
+    gate[i] =
+        static_cast<float>(0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x))) * up[i]);
+  }
+}
+
 void SiluMulNaive(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const double v = gate[i];

@@ -42,6 +42,9 @@ void RmsNormNaive(const float* x, const float* weight, int64_t n, float eps, flo
 float SiluNaive(float x);
 // gate[i] = silu(gate[i]) * up[i].
 void SiluMulNaive(float* gate, const float* up, int64_t n);
+// gate[i] = gelu(gate[i]) * up[i], GELU's tanh approximation
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in f64.
+void GeluTanhMulNaive(float* gate, const float* up, int64_t n);
 // x = softmax(x), in f64 with the max subtracted.
 void SoftmaxNaive(float* x, int64_t n);
 

@@ -56,7 +56,7 @@ void ReferenceModel::Linear(const Matrix& m, const std::vector<float>& bias, int
 }
 
 ReferenceModel::ReferenceModel(const devices::ModelSpec& spec, ReferenceOptions options)
-    : hp_(spec.hp), options_(options) {
+    : arch_(spec.arch), hp_(spec.hp), options_(options) {
   embedding_ = DequantizeTensor(spec.token_embedding);
   output_norm_ = DequantizeTensor(spec.output_norm);
   output_ = MatrixOf(spec.output);
@@ -74,7 +74,9 @@ ReferenceModel::ReferenceModel(const devices::ModelSpec& spec, ReferenceOptions 
     l.q_norm = Dequantized(w.q_norm);
     l.k_norm = Dequantized(w.k_norm);
     l.wo = MatrixOf(w.wo);
+    l.attn_post_norm = Dequantized(w.attn_post_norm);
     l.ffn_norm = DequantizeTensor(w.ffn_norm);
+    l.ffn_post_norm = Dequantized(w.ffn_post_norm);
     l.w_gate = MatrixOf(w.w_gate);
     l.w_up = MatrixOf(w.w_up);
     l.w_down = MatrixOf(w.w_down);
@@ -102,10 +104,25 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
   const int32_t pos = positions_;
   const float* freq_factors = freq_factors_.empty() ? nullptr : freq_factors_.data();
 
+  const bool gemma3 = arch_ == devices::Architecture::kGemma3;
   std::vector<float> x(embedding_.begin() + token * dim, embedding_.begin() + (token + 1) * dim);
+  if (gemma3) {
+    // Gemma: the embedding times sqrt(dim).
+    const float normalizer = std::sqrt(static_cast<float>(dim));
+    for (float& e : x) e *= normalizer;
+  }
   std::vector<float> h(dim), q(q_dim), k(kv_dim), v(kv_dim), attn(q_dim), o(dim);
   std::vector<float> gate(ffn), up(ffn), down(dim);
-  for (Layer& l : layers_) {
+  // Gemma 3's local layers: all but the last of every sliding_window_pattern
+  // layers see the last sliding_window positions and rotate with their own
+  // RoPE base.
+  devices::ModelHyperparams local_hp = hp_;
+  local_hp.rope_theta = hp_.rope_theta_local;
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    Layer& l = layers_[il];
+    const int32_t pattern = hp_.sliding_window_pattern;
+    const bool local = hp_.sliding_window > 0 && static_cast<int32_t>(il) % pattern < pattern - 1;
+    const devices::ModelHyperparams& rope_hp = local ? local_hp : hp_;
     RmsNormNaive(x.data(), l.attn_norm.data(), dim, hp_.rms_norm_eps, h.data());
     Linear(l.wq, l.bq, q_dim, dim, h.data(), q.data());
     Linear(l.wk, l.bk, kv_dim, dim, h.data(), k.data());
@@ -121,8 +138,8 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
         RmsNormNaive(k.data() + i, l.k_norm.data(), hd, hp_.rms_norm_eps, k.data() + i);
       }
     }
-    RopeNaive(q.data(), hp_.n_heads, hp_.head_dim, pos, hp_, freq_factors, hp_.rope_style);
-    RopeNaive(k.data(), hp_.n_kv_heads, hp_.head_dim, pos, hp_, freq_factors, hp_.rope_style);
+    RopeNaive(q.data(), hp_.n_heads, hp_.head_dim, pos, rope_hp, freq_factors, hp_.rope_style);
+    RopeNaive(k.data(), hp_.n_kv_heads, hp_.head_dim, pos, rope_hp, freq_factors, hp_.rope_style);
     if (options_.round_kv_to_f16) {
       for (float& e : k) e = HalfToFloatNaive(FloatToHalfNaive(e));
       for (float& e : v) e = HalfToFloatNaive(FloatToHalfNaive(e));
@@ -130,16 +147,21 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
     l.k_cache.insert(l.k_cache.end(), k.begin(), k.end());
     l.v_cache.insert(l.v_cache.end(), v.begin(), v.end());
 
-    // Causal attention over positions [0, pos]; query head qh reads kv head
-    // qh / (heads / kv_heads).
+    // Causal attention over positions [0, pos] (local layers: the last
+    // sliding_window of them); query head qh reads kv head qh / (heads /
+    // kv_heads). Scores scaled by 1/sqrt(query_pre_attn_scalar or head_dim).
     const int64_t n = pos + 1, group = heads / kv_heads;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    const int64_t first = local ? std::max<int64_t>(0, n - hp_.sliding_window) : 0;
+    const double scalar =
+        hp_.query_pre_attn_scalar > 0.0f ? hp_.query_pre_attn_scalar : static_cast<double>(hd);
+    const double scale = 1.0 / std::sqrt(scalar);
     std::vector<double> scores(static_cast<size_t>(n));
     for (int64_t qh = 0; qh < heads; ++qh) {
       const float* qv = q.data() + qh * hd;
       const int64_t kvh = qh / group;
       double max = -INFINITY;
-      for (int64_t p = 0; p < n; ++p) {
+      for (int64_t p = 0; p < first; ++p) scores[static_cast<size_t>(p)] = -INFINITY;
+      for (int64_t p = first; p < n; ++p) {
         const float* kp = l.k_cache.data() + p * kv_dim + kvh * hd;
         double dot = 0.0;
         for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(qv[d]) * kp[d];
@@ -157,13 +179,23 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
       }
     }
     Linear(l.wo, {}, dim, q_dim, attn.data(), o.data());
+    if (!l.attn_post_norm.empty()) {
+      RmsNormNaive(o.data(), l.attn_post_norm.data(), dim, hp_.rms_norm_eps, o.data());
+    }
     for (int64_t i = 0; i < dim; ++i) x[i] += o[i];
 
     RmsNormNaive(x.data(), l.ffn_norm.data(), dim, hp_.rms_norm_eps, h.data());
     Linear(l.w_gate, {}, ffn, dim, h.data(), gate.data());
     Linear(l.w_up, {}, ffn, dim, h.data(), up.data());
-    SiluMulNaive(gate.data(), up.data(), ffn);
+    if (gemma3) {
+      GeluTanhMulNaive(gate.data(), up.data(), ffn);
+    } else {
+      SiluMulNaive(gate.data(), up.data(), ffn);
+    }
     Linear(l.w_down, {}, dim, ffn, gate.data(), down.data());
+    if (!l.ffn_post_norm.empty()) {
+      RmsNormNaive(down.data(), l.ffn_post_norm.data(), dim, hp_.rms_norm_eps, down.data());
+    }
     for (int64_t i = 0; i < dim; ++i) x[i] += down[i];
   }
   RmsNormNaive(x.data(), output_norm_.data(), dim, hp_.rms_norm_eps, h.data());

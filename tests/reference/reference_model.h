@@ -49,7 +49,8 @@ class ReferenceModel {
     bool quantized = false;
   };
   struct Layer {
-    std::vector<float> attn_norm, bq, bk, bv, q_norm, k_norm, ffn_norm;
+    std::vector<float> attn_norm, bq, bk, bv, q_norm, k_norm, attn_post_norm, ffn_norm,
+        ffn_post_norm;
     Matrix wq, wk, wv, wo, w_gate, w_up, w_down;
     std::vector<float> k_cache, v_cache;  // positions x (n_kv_heads * head_dim)
   };
@@ -62,6 +63,7 @@ class ReferenceModel {
   // Logits of one token at position positions_; appends its K/V.
   void ForwardToken(int32_t token, float* logits);
 
+  devices::Architecture arch_;
   devices::ModelHyperparams hp_;
   ReferenceOptions options_;
   std::vector<float> embedding_, output_norm_;
