@@ -48,7 +48,9 @@ inline int64_t Q8CorrectionsOffset(int64_t cols) {
 // row again as Q8_K: int8 values in blocks of 256 (one f32 scale per block,
 // d = max|x| / 127, q = round(x / d)), then the f32 scales, then per 16
 // values the int16 sum of q (so that Q4_K/Q5_K's mins and Q6_K's offset of
-// 32 are integer dots with the weight's per-sub-block scales). Written when
+// 32 are integer dots with the weight's per-sub-block scales), then per 16
+// values that sum times d as f32 (the same terms as one f32 FMA per
+// super-block, for the batched kernel). Written when
 // cols % 256 == 0; the space is sized for cols rounded up to 256, so that
 // the row bytes never shrink as cols grows (callers size one buffer for the
 // widest input).
@@ -61,9 +63,12 @@ inline int64_t Q8KScalesOffset(int64_t cols) {
   return Q8KValuesOffset(cols) + Q8KSupers(cols) * kSuperBlock;
 }
 inline int64_t Q8KSumsOffset(int64_t cols) { return Q8KScalesOffset(cols) + Q8KSupers(cols) * 4; }
+inline int64_t Q8KScaledSumsOffset(int64_t cols) {
+  return (Q8KSumsOffset(cols) + Q8KSupers(cols) * 16 * 2 + 63) / 64 * 64;
+}
 // Bytes of one prepared activation row (the stride between rows).
 inline int64_t Q8RowBytes(int64_t cols) {
-  return (Q8KSumsOffset(cols) + Q8KSupers(cols) * 16 * 2 + 63) / 64 * 64;
+  return Q8KScaledSumsOffset(cols) + Q8KSupers(cols) * 16 * 4;
 }
 
 // Quantizes n floats (n % 32 == 0) to Q8_0 blocks: d = max|x| / 127 (stored as

@@ -200,14 +200,16 @@ inline void ScalesMins(const uint8_t* packed, uint64_t* scales, uint64_t* mins) 
 
 // The Q8_K part of a prepared activation row (kernels_internal.h).
 struct Q8KRow {
-  const int8_t* q;      // cols values, 256 per super-block
-  const float* d;       // a scale per super-block
-  const int16_t* sums;  // sum of q per 16 values
+  const int8_t* q;           // cols values, 256 per super-block
+  const float* d;            // a scale per super-block
+  const int16_t* sums;       // sum of q per 16 values
+  const float* scaled_sums;  // those sums times the block's d
 };
 inline Q8KRow Q8KOf(const uint8_t* row, int64_t cols) {
   return Q8KRow{.q = reinterpret_cast<const int8_t*>(row + Q8KValuesOffset(cols)),
                 .d = reinterpret_cast<const float*>(row + Q8KScalesOffset(cols)),
-                .sums = reinterpret_cast<const int16_t*>(row + Q8KSumsOffset(cols))};
+                .sums = reinterpret_cast<const int16_t*>(row + Q8KSumsOffset(cols)),
+                .scaled_sums = reinterpret_cast<const float*>(row + Q8KScaledSumsOffset(cols))};
 }
 
 // The loop every ISA shares: per weight row, dot.Rows<type, R>(...) writes
@@ -313,6 +315,8 @@ void QuantizeQ8K(const float* x, int64_t n, uint8_t* row) {
       int16_t sum = 0;
       for (int i = 0; i < 16; ++i) sum = static_cast<int16_t>(sum + out[16 * s + i]);
       std::memcpy(row + Q8KSumsOffset(n) + 2 * (16 * b + s), &sum, sizeof(sum));
+      const float scaled = d * static_cast<float>(sum);
+      std::memcpy(row + Q8KScaledSumsOffset(n) + 4 * (16 * b + s), &scaled, sizeof(scaled));
     }
   }
 }
@@ -534,23 +538,23 @@ struct VnniKDot {
         _mm512_load_si512(kSix ? static_cast<const void*>(kQuarterIndex) : kHalfIndex);
     Q8KRow a[kRows];
     __m512 acc[kRows];
-    __m256 macc[kRows];
     for (int r = 0; r < kRows; ++r) {
       a[r] = Q8KOf(xrow + r * x_stride, cols);
       acc[r] = _mm512_setzero_ps();
-      macc[r] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < supers; ++b) {
       const uint8_t* block = wrow + static_cast<size_t>(b) * super_bytes;
       __m512i wv[4], sv[4];
-      __m256i sums_weight;  // per 16 activation values: Q6_K's scale, Q4_K/Q5_K's min
-      float d, dmin = 0.0f;
+      // Per 16 activation values, what the activation's d x sum(q) is taken
+      // times: Q4_K/Q5_K's dmin x min, Q6_K's 32 x d x scale.
+      __m512 sums_weight;
+      float d;
       if constexpr (kSix) {
         d = _cvtsh_ss(LoadU16(block + 208));
-        const __m256i sc16 =
-            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192)));
-        sums_weight = sc16;
-        const __m512i sc_all = _mm512_zextsi256_si512(sc16);
+        const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192));
+        sums_weight =
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)), _mm512_set1_ps(32.0f * d));
+        const __m512i sc_all = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(sc8));
         const __m512i m30 = _mm512_set1_epi8(0x30);
         const __m512i shl = _mm512_set_epi64(2 * 0x0001000100010001LL, 2 * 0x0001000100010001LL,
                                              2 * 0x0001000100010001LL, 2 * 0x0001000100010001LL,
@@ -572,13 +576,15 @@ struct VnniKDot {
         }
       } else {
         d = _cvtsh_ss(LoadU16(block));
-        dmin = _cvtsh_ss(LoadU16(block + 2));
+        const float dmin = _cvtsh_ss(LoadU16(block + 2));
         uint64_t scales64, mins64;
         ScalesMins(block + 4, &scales64, &mins64);
         const __m512i sc_all = _mm512_zextsi128_si512(
             _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(scales64))));
         const __m128i m8 = _mm_cvtsi64_si128(static_cast<long long>(mins64));
-        sums_weight = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        sums_weight =
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(m8, m8))),
+                          _mm512_set1_ps(dmin));
         const uint8_t* qs = block + (kFive ? 48 : 16);
         for (int k = 0; k < 2; ++k) {
           const __m512i z = _mm512_loadu_si512(qs + 64 * k);
@@ -602,6 +608,7 @@ struct VnniKDot {
           }
         }
       }
+      const __m512 dv = _mm512_set1_ps(d);
       for (int r = 0; r < kRows; ++r) {
         const int8_t* av = a[r].q + b * kSuper;
         __m512i isum = _mm512_setzero_si512();
@@ -609,27 +616,12 @@ struct VnniKDot {
           isum = _mm512_dpwssd_epi32(
               isum, _mm512_maddubs_epi16(wv[j], _mm512_loadu_si512(av + 64 * j)), sv[j]);
         }
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].sums + 16 * b));
-        const __m256i weighted = _mm256_madd_epi16(bs, sums_weight);
-        const float da = a[r].d[b];
-        if constexpr (kSix) {
-          isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(weighted, 5)));
-        } else {
-          macc[r] =
-              _mm256_fmadd_ps(_mm256_cvtepi32_ps(weighted), _mm256_set1_ps(dmin * da), macc[r]);
-        }
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), dv),
+                                 _mm512_set1_ps(a[r].d[b]), acc[r]);
+        acc[r] = _mm512_fnmadd_ps(sums_weight, _mm512_loadu_ps(a[r].scaled_sums + 16 * b), acc[r]);
       }
     }
-    for (int r = 0; r < kRows; ++r) {
-      const __m256 sum8 = _mm256_sub_ps(
-          _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
-                        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1))),
-          macc[r]);
-      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
-      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-      y[r * y_stride] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
-    }
+    for (int r = 0; r < kRows; ++r) y[r * y_stride] = _mm512_reduce_add_ps(acc[r]);
   }
 };
 

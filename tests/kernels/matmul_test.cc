@@ -260,8 +260,8 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
     const size_t bytes = ActivationScratchBytes(type, rows, cols);
     // Per row: the Q8_0 blocks, then f32 scales and int32 corrections per
     // block, each part from a 64-byte boundary; then room for the Q8_K part
-    // of one super-block (256 values, an f32 scale, 16 int16 sums).
-    ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64 + 320)));
+    // of one super-block (256 values, an f32 scale, 16 int16 sums, 16 f32 scaled sums).
+    ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64 + 384)));
     std::vector<uint8_t> whole(bytes), pieces(bytes, 0xee);
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, rows, whole.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, 2, pieces.data());
