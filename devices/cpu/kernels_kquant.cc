@@ -545,16 +545,18 @@ struct VnniKDot {
     for (int64_t b = 0; b < supers; ++b) {
       const uint8_t* block = wrow + static_cast<size_t>(b) * super_bytes;
       __m512i wv[4], sv[4];
-      // Per 16 activation values, what the activation's d x sum(q) is taken
-      // times: Q4_K/Q5_K's dmin x min, Q6_K's 32 x d x scale.
-      __m512 sums_weight;
+      // Q4_K/Q5_K: per 16 activation values dmin x min, taken times the
+      // activation's d x sum(q). Q6_K: the scales as int16, for the offset of
+      // 32 as an integer dot with the sums (exact: it cancels most of the
+      // unsigned values' dot, which f32 would round).
+      __m512 sums_weight = _mm512_setzero_ps();
+      __m256i sc16 = _mm256_setzero_si256();
       float d;
       if constexpr (kSix) {
         d = _cvtsh_ss(LoadU16(block + 208));
         const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192));
-        sums_weight =
-            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8)), _mm512_set1_ps(32.0f * d));
-        const __m512i sc_all = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(sc8));
+        sc16 = _mm256_cvtepi8_epi16(sc8);
+        const __m512i sc_all = _mm512_zextsi256_si512(sc16);
         const __m512i m30 = _mm512_set1_epi8(0x30);
         const __m512i shl = _mm512_set_epi64(2 * 0x0001000100010001LL, 2 * 0x0001000100010001LL,
                                              2 * 0x0001000100010001LL, 2 * 0x0001000100010001LL,
@@ -616,9 +618,18 @@ struct VnniKDot {
           isum = _mm512_dpwssd_epi32(
               isum, _mm512_maddubs_epi16(wv[j], _mm512_loadu_si512(av + 64 * j)), sv[j]);
         }
+        if constexpr (kSix) {
+          const __m256i bs =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r].sums + 16 * b));
+          isum = _mm512_sub_epi32(
+              isum, _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5)));
+        }
         acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), dv),
                                  _mm512_set1_ps(a[r].d[b]), acc[r]);
-        acc[r] = _mm512_fnmadd_ps(sums_weight, _mm512_loadu_ps(a[r].scaled_sums + 16 * b), acc[r]);
+        if constexpr (!kSix) {
+          acc[r] =
+              _mm512_fnmadd_ps(sums_weight, _mm512_loadu_ps(a[r].scaled_sums + 16 * b), acc[r]);
+        }
       }
     }
     for (int r = 0; r < kRows; ++r) y[r * y_stride] = _mm512_reduce_add_ps(acc[r]);
