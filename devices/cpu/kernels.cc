@@ -112,7 +112,10 @@ void MatMulRows(Isa isa, const TensorView& w, int64_t row_begin, int64_t row_end
   if (row_begin >= row_end || x.rows <= 0) return;
   if (internal::IsKQuant(w.type)) {
 #if defined(TOKENMILL_KERNELS_X86)
-    // AVX-512 machines take the AVX2 body (no K-quant VNNI kernel yet).
+    if (Usable(isa) == Isa::kAvx512 && internal::HostCpuFeatures().avx512_vnni) {
+      return internal::avx512::MatMulKQuantVnni(w, row_begin, row_end, x, y, y_stride);
+    }
+    // AVX-512 without VNNI takes the AVX2 body.
     if (Usable(isa) != Isa::kScalar) {
       return internal::avx2::MatMulKQuant(w, row_begin, row_end, x, y, y_stride);
     }

@@ -35,10 +35,11 @@ float Bf16ToFloat(uint16_t b);
 uint16_t FloatToBf16(float f);
 
 // Activations in the form a weight type's dot product wants: f32 rows for
-// F32/F16/BF16 weights; for Q8_0 and Q4_0 weights also the rows quantized to
-// Q8_0 blocks (so the inner loop is an int8 dot product), each row's blocks
-// followed by per-block precomputed data (the f32 scale and the unsigned-
-// offset correction) for the batched kernel; the row layout is internal
+// F32/F16/BF16 weights; for Q8_0, Q4_0 and K-quant weights also the rows
+// quantized to Q8_0 blocks (so the inner loop is an int8 dot product), each
+// row's blocks followed by per-block precomputed data (the f32 scale and the
+// unsigned-offset correction) for the batched kernel, then the row in Q8_K
+// blocks of 256 for K-quant weights; the row layout is internal
 // (kernels_internal.h: Q8RowBytes and friends).
 struct Activations {
   const float* f32 = nullptr;   // rows x cols, row stride = cols

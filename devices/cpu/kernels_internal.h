@@ -44,9 +44,31 @@ inline int64_t Q8ScalesOffset(int64_t cols) { return (Q8BlocksBytes(cols) + 63) 
 inline int64_t Q8CorrectionsOffset(int64_t cols) {
   return Q8ScalesOffset(cols) + cols / kBlock * 4;
 }
+// The Q8_0 part ends at Q8KValuesOffset. After it, for K-quant weights, the
+// row again as Q8_K: int8 values in blocks of 256 (one f32 scale per block,
+// d = max|x| / 127, q = round(x / d)), then the f32 scales, then per 16
+// values the int16 sum of q (so that Q4_K/Q5_K's mins and Q6_K's offset of
+// 32 are integer dots with the weight's per-sub-block scales), then per 16
+// values that sum times d as f32 (the same terms as one f32 FMA per
+// super-block, for the batched kernel). Written when
+// cols % 256 == 0; the space is sized for cols rounded up to 256, so that
+// the row bytes never shrink as cols grows (callers size one buffer for the
+// widest input).
+inline constexpr int64_t kSuperBlock = 256;
+inline int64_t Q8KValuesOffset(int64_t cols) {
+  return (Q8CorrectionsOffset(cols) + cols / kBlock * 4 + 63) / 64 * 64;
+}
+inline int64_t Q8KSupers(int64_t cols) { return (cols + kSuperBlock - 1) / kSuperBlock; }
+inline int64_t Q8KScalesOffset(int64_t cols) {
+  return Q8KValuesOffset(cols) + Q8KSupers(cols) * kSuperBlock;
+}
+inline int64_t Q8KSumsOffset(int64_t cols) { return Q8KScalesOffset(cols) + Q8KSupers(cols) * 4; }
+inline int64_t Q8KScaledSumsOffset(int64_t cols) {
+  return (Q8KSumsOffset(cols) + Q8KSupers(cols) * 16 * 2 + 63) / 64 * 64;
+}
 // Bytes of one prepared activation row (the stride between rows).
 inline int64_t Q8RowBytes(int64_t cols) {
-  return (Q8CorrectionsOffset(cols) + cols / kBlock * 4 + 63) / 64 * 64;
+  return Q8KScaledSumsOffset(cols) + Q8KSupers(cols) * 16 * 4;
 }
 
 // Quantizes n floats (n % 32 == 0) to Q8_0 blocks: d = max|x| / 127 (stored as
@@ -58,7 +80,10 @@ void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
 bool IsKQuant(TensorType type);
 void QuantizeKQuant(TensorType type, const float* x, int64_t n, uint8_t* out);
 void DequantizeKQuant(TensorType type, const uint8_t* row, int64_t n, float* out);
-// MatMulRows for K-quant weights against prepared Q8_0 activations.
+// Quantizes n floats (n % 256 == 0) to the Q8_K part of a prepared row
+// (values, scales and sums at the offsets above, `row` its start).
+void QuantizeQ8K(const float* x, int64_t n, uint8_t* row);
+// MatMulRows for K-quant weights against the Q8_K part of prepared rows.
 namespace scalar {
 void MatMulKQuant(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                   float* y, int64_t y_stride);
@@ -104,6 +129,10 @@ inline constexpr int64_t kQ8BatchTileRows = 16;
 inline constexpr int64_t kQ8BatchMinRows = 6;
 void MatMulQ8Batch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                    float* y, int64_t y_stride);
+// K-quant weights with vpmaddubsw + vpdpwssd (AVX-512 BW + VNNI), in
+// kernels_kquant.cc.
+void MatMulKQuantVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                      float* y, int64_t y_stride);
 }  // namespace avx512
 #endif
 #undef TOKENMILL_DECLARE_ISA_KERNELS

@@ -203,6 +203,8 @@ void PrepareActivationRows(Isa /*isa*/, TensorType w, const float* x, int64_t co
     std::memset(row + blocks_end, 0,
                 static_cast<size_t>(internal::Q8ScalesOffset(cols) - blocks_end));
     std::memset(row + extras_end, 0, static_cast<size_t>(row_bytes - extras_end));
+    // The Q8_K part, for K-quant weights (rows of whole super-blocks only).
+    if (cols % internal::kSuperBlock == 0) internal::QuantizeQ8K(x + r * cols, cols, row);
     for (int64_t b = 0; b < cols / internal::kBlock; ++b) {
       const uint8_t* block = row + b * internal::kQ8BlockBytes;
       const float d = HalfToFloat(internal::LoadU16(block));

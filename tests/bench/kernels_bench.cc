@@ -121,11 +121,12 @@ void BM_MatMulRows(benchmark::State& state) {
                          benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_MatMulRows)
-    ->ArgsProduct({{static_cast<int64_t>(TensorType::kF32), static_cast<int64_t>(TensorType::kF16),
-                    static_cast<int64_t>(TensorType::kBF16),
-                    static_cast<int64_t>(TensorType::kQ8_0),
-                    static_cast<int64_t>(TensorType::kQ4_0)},
-                   {1, 4, 16, 32}})
+    ->ArgsProduct(
+        {{static_cast<int64_t>(TensorType::kF32), static_cast<int64_t>(TensorType::kF16),
+          static_cast<int64_t>(TensorType::kBF16), static_cast<int64_t>(TensorType::kQ8_0),
+          static_cast<int64_t>(TensorType::kQ4_0), static_cast<int64_t>(TensorType::kQ4_K),
+          static_cast<int64_t>(TensorType::kQ5_K), static_cast<int64_t>(TensorType::kQ6_K)},
+         {1, 4, 16, 32}})
     ->ArgNames({"type", "M"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
@@ -185,7 +186,9 @@ void BM_MatMulRowsStream(benchmark::State& state) {
 }
 BENCHMARK(BM_MatMulRowsStream)
     ->ArgsProduct({{static_cast<int64_t>(TensorType::kF16), static_cast<int64_t>(TensorType::kQ8_0),
-                    static_cast<int64_t>(TensorType::kQ4_0)},
+                    static_cast<int64_t>(TensorType::kQ4_0),
+                    static_cast<int64_t>(TensorType::kQ4_K),
+                    static_cast<int64_t>(TensorType::kQ6_K)},
                    {1, 2}})
     ->ArgNames({"type", "threads"})
     ->Unit(benchmark::kMillisecond)

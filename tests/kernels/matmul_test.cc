@@ -176,12 +176,25 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest,
                            return std::string(TensorTypeName(info.param));
                          });
 
+// x rounded through Q8_K blocks of 256, written out here from the format's
+// definition: d = max|x| / 127 (f32), q = round-half-away(x * 127 / max|x|).
+std::vector<float> RoundThroughQ8K(const std::vector<float>& x) {
+  std::vector<float> out(x.size());
+  for (size_t b = 0; b < x.size() / 256; ++b) {
+    float amax = 0.0f;
+    for (size_t i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(x[256 * b + i]));
+    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (size_t i = 0; i < 256; ++i) out[256 * b + i] = d * std::round(x[256 * b + i] * id);
+  }
+  return out;
+}
+
 // K-quant weights (rows of whole 256-value super-blocks) on every ISA against
-// the naive dot of the naively dequantized weights and the dequantized Q8_0
-// activations: the int8 dots are exact; what is left is f32 rounding of the
-// per-block scale x sum terms, which carry each sub-block's offset (Q4_K/Q5_K
-// store w + min as unsigned values), so the bound is on the sum of |w x| plus
-// |x| (measured <= 3e-8 of it).
+// the naive dot of the naively dequantized weights and the activations
+// rounded through Q8_K: the integer dots are exact; what is left is f32
+// rounding of the per-super-block d x sum terms, which carry each sub-block's
+// offset (Q4_K/Q5_K store w + min as unsigned values, Q6_K w + 32), so the
+// bound is on the sum of |w x| plus |x| (measured <= 3e-8 of it).
 constexpr double kKQuantTol = 1e-6;
 
 class KQuantMatMulTest : public ::testing::TestWithParam<TensorType> {};
@@ -193,22 +206,14 @@ TEST_P(KQuantMatMulTest, MatchesNaiveOnEveryIsaAndShape) {
   // 2304 = 9 super-blocks: one more than the kernels unpack at a time.
   for (int64_t cols : {256, 512, 2304}) {
     for (int64_t rows : {1, 7, 33}) {
-      for (int64_t m : {1, 3, 16}) {
+      // 13 = 8 + 4 + 1 and 16 = 2 x 8: every row group the kernels take.
+      for (int64_t m : {1, 13, 16}) {
         SCOPED_TRACE("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) +
                      " m=" + std::to_string(m));
         const TestWeights w = MakeWeights(type, rows, cols, seed++);
         const std::vector<float> wf = reference::DequantizeTensor(w.view);
         const std::vector<float> x = RandomFloats(m * cols, seed++, -2.0f, 2.0f);
-        std::vector<float> xq(x.size());
-        for (int64_t i = 0; i < m; ++i) {
-          std::vector<uint8_t> q8 = reference::QuantizeQ8_0Naive(x.data() + i * cols, cols);
-          TensorView view{.name = "x",
-                          .type = TensorType::kQ8_0,
-                          .shape = {1, cols},
-                          .data = q8.data(),
-                          .bytes = q8.size()};
-          reference::DequantizeRowNaive(view, 0, xq.data() + i * cols);
-        }
+        const std::vector<float> xq = RoundThroughQ8K(x);
         for (Isa isa : IsasToTest()) {
           SCOPED_TRACE(IsaName(isa));
           std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
@@ -254,8 +259,9 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
   for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
     const size_t bytes = ActivationScratchBytes(type, rows, cols);
     // Per row: the Q8_0 blocks, then f32 scales and int32 corrections per
-    // block, each part from a 64-byte boundary.
-    ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64)));
+    // block, each part from a 64-byte boundary; then room for the Q8_K part
+    // of one super-block (256 values, an f32 scale, 16 int16 sums, 16 f32 scaled sums).
+    ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64 + 384)));
     std::vector<uint8_t> whole(bytes), pieces(bytes, 0xee);
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, rows, whole.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, 2, pieces.data());

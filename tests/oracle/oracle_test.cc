@@ -61,12 +61,13 @@ Tolerance ToleranceFor(TensorType type, Architecture arch) {
     case TensorType::kQ4_K:
     case TensorType::kQ5_K:
     case TensorType::kQ6_K:
-      // llama.cpp multiplies K-quant weights with activations quantized to
-      // Q8_K (blocks of 256, f32 scale), we with Q8_0 (blocks of 32, f16
-      // scale): about 1% per matmul either side (measured <= 8.3e-2 over
-      // the top 6, logits span +-4). A misread format is off by ~1 (see
-      // the commit that added these).
-      return {0.25, 0.25, 0.0};
+      // Both sides multiply K-quant weights with activations quantized to
+      // Q8_K (blocks of 256, f32 scale), so most steps agree to float
+      // rounding (measured <= 1.5e-6); as with Q8_0, a last-bit difference
+      // now and then moves an activation across a rounding boundary and the
+      // KV cache keeps it (measured <= 4.5e-2). A misread format is off by
+      // ~1.
+      return {1e-4, 0.2, 0.5};
     default:
       // Q8_0/Q4_0: both sides quantize activations to the same Q8_0 blocks,
       // so most steps agree to float rounding (measured <= 1e-6); a last-bit

@@ -31,6 +31,22 @@ std::vector<float> RoundThroughQ8_0(const float* x, int64_t n) {
   return out;
 }
 
+// x rounded through Q8_K blocks of 256: d = max|x| / 127 (f32),
+// q = round(x * 127 / max|x|).
+std::vector<float> RoundThroughQ8K(const float* x, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const float* v = x + 256 * b;
+    float amax = 0.0f;
+    for (int64_t i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int64_t i = 0; i < 256; ++i) {
+      out[static_cast<size_t>(256 * b + i)] = d * std::round(v[i] * id);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 ReferenceModel::Matrix ReferenceModel::MatrixOf(const devices::TensorView& t) {
@@ -39,13 +55,16 @@ ReferenceModel::Matrix ReferenceModel::MatrixOf(const devices::TensorView& t) {
   m.quantized = t.type == devices::TensorType::kQ8_0 || t.type == devices::TensorType::kQ4_0 ||
                 t.type == devices::TensorType::kQ4_K || t.type == devices::TensorType::kQ5_K ||
                 t.type == devices::TensorType::kQ6_K;
+  m.k_quant = t.type == devices::TensorType::kQ4_K || t.type == devices::TensorType::kQ5_K ||
+              t.type == devices::TensorType::kQ6_K;
   return m;
 }
 
 void ReferenceModel::Linear(const Matrix& m, const std::vector<float>& bias, int64_t rows,
                             int64_t cols, const float* x, float* y) const {
   if (options_.q8_activations && m.quantized) {
-    const std::vector<float> rounded = RoundThroughQ8_0(x, cols);
+    const std::vector<float> rounded =
+        m.k_quant ? RoundThroughQ8K(x, cols) : RoundThroughQ8_0(x, cols);
     MatVecNaive(m.w.data(), rows, cols, rounded.data(), y);
   } else {
     MatVecNaive(m.w.data(), rows, cols, x, y);

@@ -16,9 +16,10 @@ struct ReferenceOptions {
   // Rounds K and V through f16 before caching them, like an executor with an
   // f16 KV cache, so that its results can be compared with tighter bounds.
   bool round_kv_to_f16 = false;
-  // Rounds the input of every Q8_0/Q4_0 matmul through Q8_0 blocks, like the
-  // CPU kernels' int8 dot products, so that quantized models can be compared
-  // with tight bounds (and greedy decoding has no spurious near-ties).
+  // Rounds the input of every Q8_0/Q4_0 matmul through Q8_0 blocks (of every
+  // K-quant matmul through Q8_K blocks of 256), like the CPU kernels' int8
+  // dot products, so that quantized models can be compared with tight bounds
+  // (and greedy decoding has no spurious near-ties).
   bool q8_activations = false;
 };
 
@@ -47,6 +48,7 @@ class ReferenceModel {
   struct Matrix {
     std::vector<float> w;
     bool quantized = false;
+    bool k_quant = false;  // activations in Q8_K blocks rather than Q8_0
   };
   struct Layer {
     std::vector<float> attn_norm, bq, bk, bv, q_norm, k_norm, attn_post_norm, ffn_norm,
