@@ -210,13 +210,10 @@ class MeterStore final : public MeterSink {
       const std::function<std::string(const InterruptedRequest&)>& make_record) override;
 
   // The sum of all inflight entries' counters: what running requests (or ones a crash cut, until
-  // recovery) have metered so far, read by a prefix scan over the entries. kDataLoss on a
-  // malformed entry. Open uses it to seed InflightTotal.
-  absl::StatusOr<UsageCounters> SumInflight();
-
-  // The same sum as SumInflight, kept in memory as steps, request ends and recovery are written
-  // (store.in_flight of GET /control/v1/node): no store I/O, so an event loop may call it. Any
-  // thread.
+  // recovery) have metered so far. Seeded at Open by one scan of the entries (a malformed one is
+  // left to RecoverInterrupted's kDataLoss), then kept in memory as steps, request ends and
+  // recovery are written (store.in_flight of GET /control/v1/node): no store I/O, so an event loop
+  // may call it. Any thread.
   UsageCounters InflightTotal() const;
 
   // The ledger in commit order, for exports. Every ledger write takes the

@@ -258,14 +258,6 @@ absl::Status MeterStore::Impl::ScanInflight(
                     });
 }
 
-absl::StatusOr<UsageCounters> MeterStore::SumInflight() {
-  UsageCounters sum;
-  absl::Status status = impl_->ScanInflight(
-      /*skip_malformed=*/false, [&](std::string_view, const UsageCounters& c) { sum += c; });
-  if (!status.ok()) return status;
-  return sum;
-}
-
 UsageCounters MeterStore::InflightTotal() const {
   absl::MutexLock hold(&impl_->inflight_total_mu);
   return impl_->inflight_total;
