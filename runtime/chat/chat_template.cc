@@ -79,6 +79,7 @@ absl::StatusOr<ChatTemplatePtr> ChatTemplate::Create(std::string_view jinja, std
         jinja::JinjaTemplate::Parse(jinja);
     if (!parsed.ok()) return parsed.status();
     tmpl->jinja_ = *std::move(parsed);
+    tmpl->tool_call_format_ = DetectToolCallFormat(jinja);
   }
   return tmpl;
 }

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "runtime/chat/jinja_template.h"
+#include "runtime/chat/tool_calls.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace tokenmill::chat {
@@ -66,6 +67,9 @@ class ChatTemplate {
 
   // "model" (the model's template) or "plain" (none shipped).
   std::string_view source() const { return jinja_ ? "model" : "plain"; }
+  // The format the template writes tool calls in (DetectToolCallFormat);
+  // kNone: requests with tools are refused for this model.
+  ToolCallFormat tool_call_format() const { return tool_call_format_; }
 
   // The prompt text. kInvalidArgument: no messages, an unknown role, or the
   // template refused the conversation (raise_exception, a runtime error, a
@@ -84,6 +88,7 @@ class ChatTemplate {
  private:
   ChatTemplate() = default;
   std::unique_ptr<jinja::JinjaTemplate> jinja_;  // null: the plain format
+  ToolCallFormat tool_call_format_ = ToolCallFormat::kNone;
   std::string bos_token_;
   std::string eos_token_;
 };
