@@ -143,6 +143,7 @@ json ModelJson(const runtime::InstanceInfo& info) {
   if (info.state == runtime::InstanceState::kFailed) model["error"] = info.error;
   model["architecture"] = info.architecture;
   model["chat_template"] = info.chat_template;  // "model", "plain"; "" until ready
+  model["tool_calls"] = info.tool_calls;        // the format parsed, "none"; "" until ready
   model["weight_bytes"] = info.weight_bytes;
   model["kv_bytes_per_block"] = info.kv_bytes_per_block;
   model["context"] = info.context;
@@ -313,9 +314,9 @@ void ModelsApi::Observe(const runtime::InstanceEvent& event) {
     case runtime::InstanceEventKind::kLoaded:
       spdlog::info(
           "model_loaded model={} device={} architecture={} weight_bytes={} context={} "
-          "chat_template={} seconds={:.3f}",
+          "chat_template={} tool_calls={} seconds={:.3f}",
           spec.id, info.device, info.architecture, info.weight_bytes, info.context,
-          info.chat_template, seconds);
+          info.chat_template, info.tool_calls, seconds);
       return;
     case runtime::InstanceEventKind::kUnloaded:
       spdlog::info("model_unloaded model={} device={}", spec.id, info.device);

@@ -43,14 +43,16 @@ class ActiveGeneration {
  public:
   ActiveGeneration(http::ResponseWriterPtr response, ResponseMeta meta, HttpHeaders headers,
                    bool stream, bool include_usage, bool logprobs,
-                   tenants::AdmissionTicketPtr ticket)
+                   tenants::AdmissionTicketPtr ticket,
+                   std::optional<chat::ToolCallParser> tools = std::nullopt)
       : response_(std::move(response)),
         meta_(std::move(meta)),
         headers_(std::move(headers)),
         stream_(stream),
         include_usage_(include_usage),
         logprobs_(logprobs),
-        ticket_(std::move(ticket)) {}
+        ticket_(std::move(ticket)),
+        tools_(std::move(tools)) {}
 
   void set_handle(runtime::RequestHandlePtr handle) { handle_ = std::move(handle); }
   void Cancel() {
@@ -68,14 +70,15 @@ class ActiveGeneration {
       return;
     }
     if (response_->closed()) return;  // the cancel is on its way
+    chat::ToolCallUpdate parsed = Split(std::move(update.text), /*at_end=*/false);
     if (!stream_) {
-      text_ += update.text;
+      text_ += parsed.content;
       std::move(entries.begin(), entries.end(), std::back_inserter(entries_));
       return;
     }
-    if (update.text.empty() && entries.empty()) return;
+    if (parsed.content.empty() && parsed.calls.empty() && entries.empty()) return;
     StartStream();
-    WriteChunk(update.text, std::nullopt, entries);
+    WriteChunk(parsed, std::nullopt, entries);
   }
 
  private:
@@ -98,11 +101,32 @@ class ActiveGeneration {
     return CompletionLogprobsJson(entries, &text_offset_);
   }
 
-  void WriteChunk(const std::string& text, std::optional<FinishReason> finish,
+  // Generated text as content and tool calls (all content when the request
+  // parses no calls).
+  chat::ToolCallUpdate Split(std::string text, bool at_end) {
+    chat::ToolCallUpdate out;
+    if (!tools_) {
+      out.content = std::move(text);
+      return out;
+    }
+    out = tools_->Feed(text);
+    if (at_end) {
+      chat::ToolCallUpdate rest = tools_->Finish();
+      out.content += rest.content;
+      std::move(rest.calls.begin(), rest.calls.end(), std::back_inserter(out.calls));
+    }
+    return out;
+  }
+
+  bool CalledTools() const { return tools_ && !tools_->calls().empty(); }
+
+  void WriteChunk(const chat::ToolCallUpdate& parsed, std::optional<FinishReason> finish,
                   std::span<const LogprobEntry> entries) {
     ChunkContent chunk;
-    chunk.text = text;
+    chunk.text = parsed.content;
+    if (!parsed.calls.empty()) chunk.tool_calls = ToolCallDeltasJson(parsed.calls);
     chunk.finish = finish;
+    chunk.called_tools = CalledTools();
     chunk.logprobs = LogprobsJson(entries);
     response_->Write(SseData(ChunkJson(meta_, chunk, include_usage_)));
   }
@@ -137,19 +161,23 @@ class ActiveGeneration {
       return Fail(absl::DeadlineExceededError(
           "the request's deadline (X-Tokenmill-Timeout-Ms) passed before the first token"));
     }
+    chat::ToolCallUpdate parsed = Split(update.text, /*at_end=*/true);
     if (!stream_) {
-      text_ += update.text;
+      text_ += parsed.content;
       std::move(entries.begin(), entries.end(), std::back_inserter(entries_));
       json logprobs = LogprobsJson(entries_);
-      response_->Send(
-          200, "application/json",
-          DumpJson(ResponseJson(meta_, text_, reason, std::move(logprobs), update.usage)),
-          headers_);
+      json calls = CalledTools() ? ToolCallsJson(tools_->calls()) : json(nullptr);
+      response_->Send(200, "application/json",
+                      DumpJson(ResponseJson(meta_, text_, reason, std::move(logprobs), update.usage,
+                                            std::move(calls))),
+                      headers_);
       return;
     }
     StartStream();
-    if (!update.text.empty() || !entries.empty()) WriteChunk(update.text, std::nullopt, entries);
-    WriteChunk("", reason, {});
+    if (!parsed.content.empty() || !parsed.calls.empty() || !entries.empty()) {
+      WriteChunk(parsed, std::nullopt, entries);
+    }
+    WriteChunk({}, reason, {});
     if (include_usage_) response_->Write(SseData(UsageChunkJson(meta_, update.usage)));
     response_->Write(std::string(kSseDone));
     response_->End();
@@ -165,9 +193,10 @@ class ActiveGeneration {
   runtime::RequestHandlePtr handle_;
   bool started_ = false;
   bool done_ = false;
-  std::string text_;                   // non-streaming: the completion so far
-  std::vector<LogprobEntry> entries_;  // non-streaming: its logprobs
-  int64_t text_offset_ = 0;            // completions logprobs text_offset
+  std::optional<chat::ToolCallParser> tools_;  // requests that parse tool calls
+  std::string text_;                           // non-streaming: the completion so far
+  std::vector<LogprobEntry> entries_;          // non-streaming: its logprobs
+  int64_t text_offset_ = 0;                    // completions logprobs text_offset
 };
 
 // Encodes the request's prompt with the instance's tokenizer (chats through
@@ -180,6 +209,7 @@ absl::StatusOr<std::vector<int32_t>> PromptTokens(const OpenAiRequest& request,
   if (request.endpoint == OpenAiEndpoint::kChatCompletions) {
     chat::ChatRenderOptions options;
     options.now = now;
+    if (request.tool_choice != OpenAiRequest::ToolChoice::kNone) options.tools = request.tools;
     absl::StatusOr<std::vector<int32_t>> encoded =
         instance.chat_template().Encode(request.messages, tokenizer, options);
     if (!encoded.ok()) return WithErrorParam(encoded.status(), "messages");
@@ -300,7 +330,8 @@ void OpenAiApi::ListModels(const tenants::TenantPolicy& tenant, const std::strin
   json data = json::array();
   for (const runtime::InstanceInfo& info : instances_.List()) {
     if (info.state != runtime::InstanceState::kReady || !tenant.AllowsModel(info.spec.id)) continue;
-    json model = ModelObjectJson(info.spec.id, UnixSeconds(info.loaded_at), info.chat_template);
+    json model = ModelObjectJson(info.spec.id, UnixSeconds(info.loaded_at), info.chat_template,
+                                 info.tool_calls);
     if (!one_id.empty() && info.spec.id == one_id) {
       response.Send(200, "application/json", DumpJson(model), headers);
       return;
@@ -351,7 +382,9 @@ struct OpenAiApi::PreparedGeneration {
   std::vector<int32_t> prompt;
   int32_t max_tokens = 0;
   std::optional<runtime::SteadyTime> deadline;
-  grammar::CompiledGrammarPtr grammar;  // response_format's, for `instance`
+  grammar::CompiledGrammarPtr grammar;  // response_format's or a forced call's, for `instance`
+  // The format tool calls are parsed in (kNone: no parsing).
+  chat::ToolCallFormat tool_format = chat::ToolCallFormat::kNone;
   // The in-flight slot held while encoding (null for a tenant without limits).
   tenants::AdmissionTicketPtr slot;
 };
@@ -505,6 +538,24 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
     return fail(ModelNotFound(req.model));
   }
   out.instance = instance;
+  using ToolChoice = OpenAiRequest::ToolChoice;
+  if (req.tool_choice != ToolChoice::kNone) {
+    out.tool_format = instance->chat_template().tool_call_format();
+    if (out.tool_format == chat::ToolCallFormat::kNone) {
+      return fail(WithErrorParam(
+          absl::InvalidArgumentError(absl::StrCat(
+              "The model '", req.model,
+              "' takes no tools: its chat template has no tool-call format tokenmill parses "
+              "(Hermes/Qwen <tool_call>, Llama 3.1 JSON, Mistral [TOOL_CALLS])")),
+          "tools"));
+    }
+    if (req.tool_choice != ToolChoice::kAuto && req.response_format) {
+      return fail(WithErrorParam(
+          absl::InvalidArgumentError("'response_format' cannot be combined with a 'tool_choice' "
+                                     "that forces a call"),
+          "response_format"));
+    }
+  }
 
   // A tenant that admission would refuse now (in debt, or at its in-flight
   // cap) costs no encoding. The slot taken here counts the request as in
@@ -538,6 +589,27 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
       return fail(WithErrorParam(absl::InvalidArgumentError(absl::StrCat(
                                      "response_format: ", compiled.status().message())),
                                  "response_format"));
+    }
+    out.grammar = std::move(*compiled);
+  }
+  if (req.tool_choice == ToolChoice::kRequired || req.tool_choice == ToolChoice::kFunction) {
+    // The call is forced by the grammar: its text in the model's format,
+    // naming one of the tools (or the one asked for), with arguments its
+    // parameters' schema allows.
+    absl::StatusOr<chat::ForcedToolCall> forced = chat::ForcedToolCallGrammar(
+        out.tool_format, req.tools, req.tool_choice_name, req.parallel_tool_calls);
+    absl::StatusOr<grammar::CompiledGrammarPtr> compiled =
+        forced.ok() ? instance->Grammar({.kind = grammar::OutputConstraint::Kind::kJsonSchema,
+                                         .schema = forced->schema,
+                                         .strict = false,
+                                         .prefix = forced->prefix,
+                                         .suffix = forced->suffix})
+                    : absl::StatusOr<grammar::CompiledGrammarPtr>(forced.status());
+    if (!compiled.ok()) {
+      return fail(WithErrorParam(
+          absl::InvalidArgumentError(absl::StrCat("tools: a forced call cannot be constrained: ",
+                                                  compiled.status().message())),
+          "tools"));
     }
     out.grammar = std::move(*compiled);
   }
@@ -617,6 +689,7 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
   generation.wants_logprobs = req.logprobs;
   generation.deadline = prepared.deadline;
   generation.grammar = std::move(prepared.grammar);
+  generation.keep_control_text = prepared.tool_format != chat::ToolCallFormat::kNone;
 
   ResponseMeta meta;
   meta.endpoint = pending.endpoint;
@@ -625,9 +698,17 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
                          generation.request_id);
   meta.created = UnixSeconds(clock_());
   meta.model = req.model;
-  auto active =
-      std::make_shared<ActiveGeneration>(response, std::move(meta), headers, req.stream,
-                                         req.include_usage, req.logprobs, std::move(ticket));
+  std::optional<chat::ToolCallParser> tools;
+  if (prepared.tool_format != chat::ToolCallFormat::kNone) {
+    using ToolChoice = OpenAiRequest::ToolChoice;
+    const bool forced =
+        req.tool_choice == ToolChoice::kRequired || req.tool_choice == ToolChoice::kFunction;
+    tools.emplace(prepared.tool_format, forced, req.parallel_tool_calls,
+                  std::hash<std::string>{}(generation.request_id));
+  }
+  auto active = std::make_shared<ActiveGeneration>(response, std::move(meta), headers, req.stream,
+                                                   req.include_usage, req.logprobs,
+                                                   std::move(ticket), std::move(tools));
   // The sink runs on the engine thread: it only turns tokens into logprob
   // text (the tokenizer lives as long as the engine thread) and posts.
   const tokenizer::Tokenizer* tokenizer = &instance->tokenizer();

@@ -445,6 +445,112 @@ absl::Status ParseResponseFormat(const Fields& f, OpenAiRequest& r) {
   return absl::OkStatus();
 }
 
+bool IsFunctionName(const std::string& name) {
+  return !name.empty() && name.size() <= kMaxToolNameBytes &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+         });
+}
+
+// OpenAI's tools ([{"type":"function","function":{"name","description",
+// "parameters","strict"}}]), tool_choice and parallel_tool_calls. The
+// parameters' schemas are checked when a forced call compiles them.
+absl::Status ParseTools(const Fields& f, OpenAiRequest& r) {
+  const json* tools = f.Find("tools");
+  if (tools != nullptr) {
+    if (!tools->is_array()) return Bad("tools", "'tools' must be an array");
+    if (tools->size() > kMaxTools) {
+      return Bad("tools",
+                 absl::StrCat("'tools' has ", tools->size(), " tools; at most ", kMaxTools));
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < tools->size(); ++i) {
+      const std::string at = absl::StrCat("tools[", i, "]");
+      const json& tool = (*tools)[i];
+      if (!tool.is_object() || tool.value("type", "") != "function") {
+        return Bad(at + ".type", absl::StrCat("'", at, ".type' must be \"function\""));
+      }
+      auto function = tool.find("function");
+      if (function == tool.end() || !function->is_object()) {
+        return Bad(at + ".function", absl::StrCat("'", at, ".function' must be an object"));
+      }
+      auto name = function->find("name");
+      if (name == function->end() || !name->is_string() ||
+          !IsFunctionName(name->get<std::string>())) {
+        return Bad(at + ".function.name",
+                   absl::StrCat("'", at, ".function.name' must be 1 to ", kMaxToolNameBytes,
+                                " characters of a-z, A-Z, 0-9, _ and -"));
+      }
+      if (std::find(names.begin(), names.end(), name->get<std::string>()) != names.end()) {
+        return Bad(at + ".function.name", absl::StrCat("'", at, ".function.name': a second tool '",
+                                                       name->get<std::string>(), "'"));
+      }
+      names.push_back(name->get<std::string>());
+      auto description = function->find("description");
+      if (description != function->end() && !description->is_null() && !description->is_string()) {
+        return Bad(at + ".function.description",
+                   absl::StrCat("'", at, ".function.description' must be a string"));
+      }
+      auto parameters = function->find("parameters");
+      if (parameters != function->end() && !parameters->is_null() && !parameters->is_object()) {
+        return Bad(at + ".function.parameters",
+                   absl::StrCat("'", at, ".function.parameters' must be a JSON Schema object"));
+      }
+    }
+    if (!tools->empty()) {
+      r.tools = nlohmann::ordered_json::parse(tools->dump());
+      r.tool_choice = OpenAiRequest::ToolChoice::kAuto;
+    }
+  }
+  TM_RETURN_IF_ERROR(f.Bool("parallel_tool_calls", &r.parallel_tool_calls));
+  const json* choice = f.Find("tool_choice");
+  if (choice == nullptr) return absl::OkStatus();
+  using ToolChoice = OpenAiRequest::ToolChoice;
+  if (choice->is_string()) {
+    const std::string mode = choice->get<std::string>();
+    if (mode == "none") {
+      r.tool_choice = ToolChoice::kNone;
+      return absl::OkStatus();
+    }
+    if (mode != "auto" && mode != "required") {
+      return Bad("tool_choice",
+                 "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                 "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+    }
+    if (r.tools.is_null()) {
+      return Bad("tool_choice", absl::StrCat("'tool_choice' \"", mode, "\" needs 'tools'"));
+    }
+    r.tool_choice = mode == "auto" ? ToolChoice::kAuto : ToolChoice::kRequired;
+    return absl::OkStatus();
+  }
+  const json* name = nullptr;
+  if (choice->is_object() && choice->value("type", "") == "function") {
+    auto function = choice->find("function");
+    if (function != choice->end() && function->is_object()) {
+      auto it = function->find("name");
+      if (it != function->end() && it->is_string()) name = &*it;
+    }
+  }
+  if (name == nullptr) {
+    return Bad("tool_choice",
+               "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": "
+               "\"function\", \"function\": {\"name\": ...}}");
+  }
+  const std::string wanted = name->get<std::string>();
+  bool known = false;
+  if (r.tools.is_array()) {
+    for (const auto& tool : r.tools) known = known || tool["function"]["name"] == wanted;
+  }
+  if (!known) {
+    return Bad("tool_choice", absl::StrCat("'tool_choice' names '", wanted.substr(0, 64),
+                                           "', which is not in 'tools'"));
+  }
+  r.tool_choice = ToolChoice::kFunction;
+  r.tool_choice_name = wanted;
+  return absl::OkStatus();
+}
+
 absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
   const json* messages = f.Find("messages");
   if (messages == nullptr) {
@@ -456,17 +562,12 @@ absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
     TM_RETURN_IF_ERROR(f.Int32("top_logprobs", 0, sampling::kMaxLogprobs, &r.sampling.logprobs));
     if (!r.logprobs) return Bad("top_logprobs", "'top_logprobs' requires 'logprobs': true");
   }
-  if (const json* tools = f.Find("tools"); tools != nullptr && !tools->empty()) {
-    return Unsupported("tools", "tool calling");
-  }
+  TM_RETURN_IF_ERROR(ParseTools(f, r));
   if (const json* functions = f.Find("functions"); functions != nullptr && !functions->empty()) {
-    return Unsupported("functions", "function calling");
-  }
-  if (const json* choice = f.Find("tool_choice"); choice != nullptr && *choice != "none") {
-    return Unsupported("tool_choice", "tool calling");
+    return Unsupported("functions", "the deprecated 'functions' (use 'tools')");
   }
   if (const json* call = f.Find("function_call"); call != nullptr && *call != "none") {
-    return Unsupported("function_call", "function calling");
+    return Unsupported("function_call", "the deprecated 'function_call' (use 'tool_choice')");
   }
   if (const json* modalities = f.Find("modalities")) {
     if (!modalities->is_array() || modalities->size() != 1 || (*modalities)[0] != "text") {
@@ -652,28 +753,60 @@ json Envelope(const ResponseMeta& meta, const char* object) {
   return {{"id", meta.id}, {"object", object}, {"created", meta.created}, {"model", meta.model}};
 }
 
-void AddFinish(json& choice, std::optional<runtime::FinishReason> finish) {
+void AddFinish(json& choice, std::optional<runtime::FinishReason> finish, bool called_tools) {
   if (!finish) {
     choice["finish_reason"] = nullptr;
     return;
   }
-  choice["finish_reason"] = OpenAiFinishReason(*finish);
+  choice["finish_reason"] = called_tools && *finish == runtime::FinishReason::kStop
+                                ? "tool_calls"
+                                : OpenAiFinishReason(*finish);
   if (*finish == runtime::FinishReason::kDeadline) choice["tokenmill_finish"] = "deadline";
 }
 
 }  // namespace
 
+json ToolCallsJson(std::span<const chat::ToolCall> calls) {
+  json out = json::array();
+  for (const chat::ToolCall& call : calls) {
+    out.push_back({{"id", call.id},
+                   {"type", "function"},
+                   {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+  }
+  return out;
+}
+
+json ToolCallDeltasJson(std::span<const chat::ToolCallDelta> deltas) {
+  json out = json::array();
+  for (const chat::ToolCallDelta& d : deltas) {
+    if (!d.name.empty()) {
+      out.push_back({{"index", d.index},
+                     {"id", d.id},
+                     {"type", "function"},
+                     {"function", {{"name", d.name}, {"arguments", d.arguments}}}});
+    } else {
+      out.push_back({{"index", d.index}, {"function", {{"arguments", d.arguments}}}});
+    }
+  }
+  return out;
+}
+
 json ResponseJson(const ResponseMeta& meta, const std::string& text, runtime::FinishReason reason,
-                  json logprobs, const runtime::GenerationUsage& usage) {
+                  json logprobs, const runtime::GenerationUsage& usage, json tool_calls) {
   json body = Envelope(meta, IsChat(meta) ? "chat.completion" : "text_completion");
   json choice = {{"index", 0}};
+  const bool called_tools = tool_calls.is_array() && !tool_calls.empty();
   if (IsChat(meta)) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
+    if (called_tools) {
+      if (text.empty()) choice["message"]["content"] = nullptr;
+      choice["message"]["tool_calls"] = std::move(tool_calls);
+    }
   } else {
     choice["text"] = text;
   }
   choice["logprobs"] = std::move(logprobs);
-  AddFinish(choice, reason);
+  AddFinish(choice, reason, called_tools);
   body["choices"] = json::array({std::move(choice)});
   body["usage"] = UsageJson(usage);
   return body;
@@ -685,16 +818,17 @@ json ChunkJson(const ResponseMeta& meta, const ChunkContent& content, bool usage
   if (IsChat(meta)) {
     if (content.role_chunk) {
       choice["delta"] = {{"role", "assistant"}, {"content", ""}};
-    } else if (content.text.empty() && content.finish) {
+    } else if (content.text.empty() && (content.finish || !content.tool_calls.is_null())) {
       choice["delta"] = json::object();
     } else {
       choice["delta"] = {{"content", content.text}};
     }
+    if (!content.tool_calls.is_null()) choice["delta"]["tool_calls"] = content.tool_calls;
   } else {
     choice["text"] = content.text;
   }
   choice["logprobs"] = content.logprobs;
-  AddFinish(choice, content.finish);
+  AddFinish(choice, content.finish, content.called_tools);
   body["choices"] = json::array({std::move(choice)});
   if (usage_null) body["usage"] = nullptr;
   return body;
@@ -727,12 +861,14 @@ std::string UuidV7(std::chrono::system_clock::time_point now, uint64_t random_a,
                       hex.substr(16, 4), "-", hex.substr(20, 12));
 }
 
-json ModelObjectJson(const std::string& id, int64_t created, const std::string& chat_template) {
+json ModelObjectJson(const std::string& id, int64_t created, const std::string& chat_template,
+                     const std::string& tool_calls) {
   return {{"id", id},
           {"object", "model"},
           {"created", created},
           {"owned_by", "tokenmill"},
-          {"chat_template", chat_template}};
+          {"chat_template", chat_template},
+          {"tool_calls", tool_calls}};
 }
 
 }  // namespace tokenmill::daemon

@@ -33,7 +33,7 @@ inline constexpr int32_t kMaxCompletionLogprobs = 5;
 
 // A parsed request. Unknown fields are ignored, as OpenAI's API does, so that
 // clients sending newer optional fields keep working; fields tokenmill knows
-// but cannot honour (n > 1, echo, tools, images, ...) are refused.
+// but cannot honour (n > 1, echo, images, ...) are refused.
 struct OpenAiRequest {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
   std::string model;
@@ -58,7 +58,20 @@ struct OpenAiRequest {
   // response_format json_object / json_schema (both endpoints); unset for
   // text.
   std::optional<grammar::OutputConstraint> response_format;
+  // Chat: `tools` (validated OpenAI function tools; null when none) and
+  // `tool_choice`: kNone renders no tools and parses no calls; kAuto (the
+  // default with tools) renders them and parses calls out of the output;
+  // kRequired and kFunction also force a call by constrained decoding.
+  enum class ToolChoice { kNone, kAuto, kRequired, kFunction };
+  nlohmann::ordered_json tools = nullptr;
+  ToolChoice tool_choice = ToolChoice::kNone;
+  std::string tool_choice_name;  // kFunction: the function to call
+  bool parallel_tool_calls = true;
 };
+
+// Most tools per request, and the longest function name (OpenAI's limits).
+inline constexpr size_t kMaxTools = 128;
+inline constexpr size_t kMaxToolNameBytes = 64;
 
 inline constexpr size_t kMaxUserBytes = 256;
 
@@ -124,9 +137,20 @@ std::string OpenAiFinishReason(runtime::FinishReason reason);
 nlohmann::json UsageJson(const runtime::GenerationUsage& usage);
 
 // The non-streaming response. `logprobs` is null when not requested.
+// `tool_calls` (chat): the calls parsed from the output (ToolCallsJson), or
+// null; with calls, the message's content is null when empty and a stop is
+// finish_reason "tool_calls".
 nlohmann::json ResponseJson(const ResponseMeta& meta, const std::string& text,
                             runtime::FinishReason reason, nlohmann::json logprobs,
-                            const runtime::GenerationUsage& usage);
+                            const runtime::GenerationUsage& usage,
+                            nlohmann::json tool_calls = nullptr);
+
+// [{"id","type":"function","function":{"name","arguments"}}] of whole calls.
+nlohmann::json ToolCallsJson(std::span<const chat::ToolCall> calls);
+// A stream's tool_calls delta array: a call's first piece {"index","id",
+// "type","function":{"name","arguments"}}, later ones {"index","function":
+// {"arguments"}}.
+nlohmann::json ToolCallDeltasJson(std::span<const chat::ToolCallDelta> deltas);
 
 // A stream chunk ("text_completion" / "chat.completion.chunk") with one
 // choice. Chat: `role_chunk` gives delta {"role":"assistant","content":""};
@@ -137,6 +161,10 @@ struct ChunkContent {
   bool role_chunk = false;
   std::optional<runtime::FinishReason> finish;
   nlohmann::json logprobs = nullptr;
+  // Chat: ToolCallDeltasJson pieces for the delta, or null.
+  nlohmann::json tool_calls = nullptr;
+  // The request's output held tool calls: a stop is finish_reason "tool_calls".
+  bool called_tools = false;
 };
 nlohmann::json ChunkJson(const ResponseMeta& meta, const ChunkContent& content, bool usage_null);
 // The last chunk when include_usage: "choices":[] and the usage.
@@ -153,9 +181,11 @@ bool IsClientRequestId(std::string_view id);
 // random words (the version and variant bits are set here).
 std::string UuidV7(std::chrono::system_clock::time_point now, uint64_t random_a, uint64_t random_b);
 
-// One entry of GET /v1/models. `chat_template` (an extension field): "model"
-// when chats render the model's own template, "plain" when it ships none.
+// One entry of GET /v1/models. Extension fields: `chat_template`, "model"
+// when chats render the model's own template, "plain" when it ships none;
+// `tool_calls`, the format tool calls are parsed in ("hermes",
+// "llama3_json", "mistral"), "none" when the model takes no tools.
 nlohmann::json ModelObjectJson(const std::string& id, int64_t created,
-                               const std::string& chat_template);
+                               const std::string& chat_template, const std::string& tool_calls);
 
 }  // namespace tokenmill::daemon

@@ -44,6 +44,10 @@ struct GenerationRequest {
   // Compiled for this instance's vocabulary (ModelInstance::Grammar).
   grammar::CompiledGrammarPtr grammar;
   bool stop_at_eos = true;  // the model's EOS tokens end generation
+  // The text keeps control tokens' text (tool-call markers such as
+  // [TOOL_CALLS] or <|python_tag|>, which the caller parses); false: they
+  // add no text.
+  bool keep_control_text = false;
   // The caller reports each token's logprob. When false, a greedy request
   // without penalties takes its tokens from the executor's argmax (a GPU
   // sends back token ids, not logits) and GeneratedToken::logprob stays 0.

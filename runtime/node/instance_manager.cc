@@ -311,6 +311,8 @@ void InstanceManager::Impl::LoadWorker(std::shared_ptr<Entry> entry, DeviceSlot*
     entry->info.state = InstanceState::kReady;
     entry->info.architecture = arch;
     entry->info.chat_template = std::string(shared->chat_template().source());
+    entry->info.tool_calls =
+        std::string(chat::ToolCallFormatName(shared->chat_template().tool_call_format()));
     entry->info.weight_bytes = weight_bytes;
     entry->info.kv_bytes_per_block = layout.BlockBytes();
     entry->info.context = context;

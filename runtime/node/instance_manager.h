@@ -63,6 +63,9 @@ struct InstanceInfo {
   // "model": the model's own chat template renders chats; "plain": it ships
   // none, chats get the plain "role: content" format. "" until ready.
   std::string chat_template;
+  // The format tool calls are parsed in (chat::ToolCallFormatName): "none"
+  // when requests with tools are refused. "" until ready.
+  std::string tool_calls;
   uint64_t weight_bytes = 0;
   uint64_t kv_bytes_per_block = 0;
   int32_t context = 0;

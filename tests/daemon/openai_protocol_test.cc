@@ -313,8 +313,21 @@ TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
       {with("max_completion_tokens", 0), "max_completion_tokens"},
       {with("logprobs", 1), "logprobs"},
       {with("top_logprobs", 2), "top_logprobs"},  // without logprobs: true
-      {with("tools", json::array({{{"type", "function"}}})), "tools"},
+      {with("tools", json::array({{{"type", "function"}}})), "tools[0].function"},
+      {with("tools", json::object()), "tools"},
+      {with("tools", json::array({{{"type", "retrieval"}}})), "tools[0].type"},
+      {with("tools", json::array({{{"type", "function"}, {"function", {{"name", "a b"}}}}})),
+       "tools[0].function.name"},
+      {with("tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}},
+                                  {{"type", "function"}, {"function", {{"name", "f"}}}}})),
+       "tools[1].function.name"},
+      {with("tools", json::array({{{"type", "function"},
+                                   {"function", {{"name", "f"}, {"parameters", "{}"}}}}})),
+       "tools[0].function.parameters"},
       {with("tool_choice", "auto"), "tool_choice"},
+      {with("tool_choice", "required"), "tool_choice"},
+      {with("tool_choice", "sometimes"), "tool_choice"},
+      {with("parallel_tool_calls", "yes"), "parallel_tool_calls"},
       {with("functions", json::array({1})), "functions"},
       {with("function_call", "auto"), "function_call"},
       {with("response_format", {{"type", "xml"}}), "response_format.type"},
@@ -571,8 +584,71 @@ TEST(RequestIdTest, ClientIdsAndUuidV7) {
 }
 
 TEST(OpenAiModelsTest, ModelObject) {
-  EXPECT_EQ(ModelObjectJson("m", 5, "model"), json::parse(R"({"id":"m","object":"model","created":5,
-      "owned_by":"tokenmill","chat_template":"model"})"));
+  EXPECT_EQ(ModelObjectJson("m", 5, "model", "hermes"),
+            json::parse(R"({"id":"m","object":"model","created":5,
+      "owned_by":"tokenmill","chat_template":"model","tool_calls":"hermes"})"));
+}
+
+TEST(OpenAiRequestTest, ToolsAndToolChoice) {
+  json body = BaseChat();
+  body["tools"] = json::parse(R"([
+      {"type": "function", "function": {"name": "get_weather", "description": "d",
+       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+      {"type": "function", "function": {"name": "ping"}}])");
+  auto r = Chat(body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tool_choice, OpenAiRequest::ToolChoice::kAuto) << "the default with tools";
+  EXPECT_EQ(r->tools.size(), 2u);
+  EXPECT_EQ(r->tools[0]["function"]["name"], "get_weather");
+  EXPECT_TRUE(r->parallel_tool_calls);
+  body["tool_choice"] = "required";
+  body["parallel_tool_calls"] = false;
+  r = Chat(body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tool_choice, OpenAiRequest::ToolChoice::kRequired);
+  EXPECT_FALSE(r->parallel_tool_calls);
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "ping"}}}};
+  r = Chat(body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tool_choice, OpenAiRequest::ToolChoice::kFunction);
+  EXPECT_EQ(r->tool_choice_name, "ping");
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "pong"}}}};
+  r = Chat(body);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorParam(r.status()), "tool_choice");
+  body["tool_choice"] = "none";
+  r = Chat(body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tool_choice, OpenAiRequest::ToolChoice::kNone);
+}
+
+TEST(OpenAiResponseTest, ToolCallsInResponsesAndChunks) {
+  ResponseMeta meta{OpenAiEndpoint::kChatCompletions, "chatcmpl-1", 7, "m"};
+  const std::vector<chat::ToolCall> calls = {{"call_1", "get_weather", R"({"city": "Oslo"})"}};
+  json body =
+      ResponseJson(meta, "", runtime::FinishReason::kStop, nullptr, {}, ToolCallsJson(calls));
+  const json& choice = body["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_TRUE(choice["message"]["content"].is_null());
+  EXPECT_EQ(choice["message"]["tool_calls"], json::parse(R"([{"id": "call_1", "type": "function",
+      "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}])"));
+  // Cut by max_tokens: "length" stays.
+  body = ResponseJson(meta, "x", runtime::FinishReason::kLength, nullptr, {}, ToolCallsJson(calls));
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(body["choices"][0]["message"]["content"], "x");
+
+  ChunkContent chunk;
+  chunk.tool_calls = ToolCallDeltasJson(
+      std::vector<chat::ToolCallDelta>{{0, "call_1", "get_weather", ""}, {0, "", "", "{\"city\""}});
+  json delta = ChunkJson(meta, chunk, false)["choices"][0]["delta"];
+  EXPECT_EQ(delta, json::parse(R"({"tool_calls": [
+      {"index": 0, "id": "call_1", "type": "function",
+       "function": {"name": "get_weather", "arguments": ""}},
+      {"index": 0, "function": {"arguments": "{\"city\""}}]})"));
+  ChunkContent last;
+  last.finish = runtime::FinishReason::kStop;
+  last.called_tools = true;
+  EXPECT_EQ(ChunkJson(meta, last, false)["choices"][0]["finish_reason"], "tool_calls");
 }
 
 }  // namespace

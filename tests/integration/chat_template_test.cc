@@ -4,6 +4,8 @@
 // it (from tests/chat/fixtures), a model without a template serves the
 // plain format and says so, and one whose template does not parse fails to
 // load with the reason.
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -142,6 +144,144 @@ TEST(ChatTemplateServingTest, TheModelsTemplateRendersTheChat) {
   EXPECT_TRUE(absl::StrContains(log, "model_loaded model=plain")) << log;
   EXPECT_TRUE(absl::StrContains(log, "chat_template=plain")) << log;
   EXPECT_TRUE(absl::StrContains(log, "chat_template=model")) << log;
+}
+
+// Tool calls through the daemon, for each format tokenmill parses, with real
+// templates (Qwen 2.5: Hermes; Llama 3.1: JSON; Mistral v0.3: [TOOL_CALLS]) on
+// random-weight models: a forced call ("required", or a named function) is
+// made by the grammar alone, streamed to the openai npm client name first,
+// and sent back as history with its tool result. A model whose template takes
+// no tools, an unknown function and a forced call with response_format are
+// refused with the field named.
+TEST(ToolCallServingTest, ForcedCallsStreamThroughTheOpenAiClientInEachFormat) {
+  const json fixtures = Fixtures();
+  auto template_of = [&](const std::string& name) {
+    for (const json& t : fixtures["templates"]) {
+      if (t["name"] == name) return t["chat_template"].get<std::string>();
+    }
+    ADD_FAILURE() << "no template " << name;
+    return std::string();
+  };
+  TempDir dir;
+  model::SynthOptions shape = TinyModelShape();
+  shape.context_length = 8192;  // tool descriptions take ~1,200 tokens of this small vocabulary
+  std::string models_toml;
+  const std::vector<std::pair<std::string, std::string>> models = {
+      {"hermes", "Qwen/Qwen2.5-7B-Instruct"},
+      {"llama3", "meta-llama/Llama-3.1-8B-Instruct"},
+      {"mistral", "mistralai/Mistral-7B-Instruct-v0.3"},
+      {"notools", ""}};
+  for (const auto& [id, name] : models) {
+    if (!name.empty())
+      shape.chat_template = template_of(name);
+    else
+      shape.chat_template.reset();  // the synthetic Llama 3 style template: no tools
+    const std::filesystem::path path = dir.path() / (id + ".gguf");
+    ASSERT_TRUE(model::WriteSynthGguf(shape, path).ok());
+    absl::StrAppend(&models_toml, "[[model]]\nid = \"", id, "\"\npath = \"", path.string(),
+                    "\"\n\n");
+  }
+  DaemonOptions options;
+  options.api_toml = "tcp = \"127.0.0.1:0\"\n";
+  options.extra_toml =
+      absl::StrCat(models_toml, "[[tenant]]\nname = \"alpha\"\napi_keys_sha256 = [\"",
+                   tenants::ApiKeySha256(kKey), "\"]\n");
+  DaemonProcess daemon(dir.path(), options);
+  ASSERT_TRUE(daemon.Start()) << daemon.Stderr();
+  for (const auto& [id, name] : models) ASSERT_TRUE(daemon.WaitModelReady(id)) << daemon.Stderr();
+  const std::string base = absl::StrCat("http://127.0.0.1:", daemon.ApiTcpPort());
+
+  const std::string script =
+      std::string(TOKENMILL_SOURCE_DIR) + "/tests/integration/openai_client_test.sh";
+  const std::string prefix = std::string(TOKENMILL_BINARY_DIR) + "/npm-openai";
+  const std::string out = (dir.path() / "tools.json").string();
+  const std::string command = absl::StrCat(
+      "OPENAI_SCRIPT=openai_tools.cjs bash ", script, " ", prefix, " ", base, "/v1 ", kKey,
+      " hermes=hermes llama3=llama3 mistral=mistral > ", out, " 2>", out, ".err");
+  const int rc = std::system(command.c_str());
+  std::ifstream in(out);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ifstream err_in(out + ".err");
+  std::string err((std::istreambuf_iterator<char>(err_in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(rc, 0) << text << err << daemon.Stderr();
+  std::printf("openai client saw: %s", text.c_str());
+  const json result = json::parse(text.substr(text.find('{')), nullptr, false);
+  ASSERT_FALSE(result.is_discarded()) << text;
+  for (const std::string model : {"hermes", "llama3", "mistral"}) {
+    const json& r = result[model];
+    EXPECT_EQ(r["finish_reason"], "tool_calls") << model << ": " << r.dump();
+    EXPECT_EQ(r["order"], "ok") << model;
+    ASSERT_TRUE(r["calls"].is_array() && !r["calls"].empty()) << model << ": " << r.dump();
+    if (model != "mistral") {
+      EXPECT_EQ(r["calls"].size(), 1u) << model;
+    }
+    EXPECT_GT(r["chunks"].get<int>(), 3) << "the call streams in pieces: " << r.dump();
+    for (const json& call : r["calls"]) {
+      const std::string id = call["id"];
+      EXPECT_EQ(id.size(), model == "mistral" ? 9u : 29u) << id;
+      const json args = json::parse(call["arguments"].get<std::string>(), nullptr, false);
+      ASSERT_TRUE(args.is_object()) << model << ": " << call.dump();
+      if (model == "llama3") {
+        EXPECT_EQ(call["name"], "get_weather");
+      }
+      if (call["name"] == "get_weather") {
+        EXPECT_TRUE(args["city"] == "Paris" || args["city"] == "Oslo" || args["city"] == "Rome")
+            << call.dump();
+        ASSERT_TRUE(args["days"].is_number_integer()) << call.dump();
+        EXPECT_GE(args["days"].get<int>(), 1);
+        EXPECT_LE(args["days"].get<int>(), 7);
+      } else {
+        EXPECT_EQ(call["name"], "get_time") << call.dump();
+        EXPECT_TRUE(args["zone"] == "UTC" || args["zone"] == "CET") << call.dump();
+      }
+    }
+    EXPECT_EQ(r["followup"]["finish_reason"], "length") << model << ": " << r.dump();
+  }
+
+  // Not streamed: content null beside the calls.
+  const std::vector<std::string> headers = {"Content-Type: application/json",
+                                            "Authorization: Bearer " + std::string(kKey)};
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "ping",
+      "parameters": {"type": "object", "properties": {"n": {"enum": [1, 2]}}, "required": ["n"]}}}])");
+  auto post = [&](const json& body) {
+    return CurlRequest(base + "/v1/chat/completions", "", "POST", body.dump(), headers);
+  };
+  const json question = {{{"role", "user"}, {"content", "Ping?"}}};
+  CurlResult r = post({{"model", "hermes"},
+                       {"messages", question},
+                       {"tools", tools},
+                       {"tool_choice", "required"},
+                       {"max_tokens", 60}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json response = json::parse(r.body);
+  const json& message = response["choices"][0]["message"];
+  EXPECT_TRUE(message["content"].is_null()) << r.body;
+  ASSERT_EQ(message["tool_calls"].size(), 1u) << r.body;
+  EXPECT_EQ(message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "ping");
+  EXPECT_EQ(response["choices"][0]["finish_reason"], "tool_calls");
+
+  // Refusals name the field.
+  auto refused = [&](const json& body, const std::string& param) {
+    CurlResult bad = post(body);
+    EXPECT_EQ(bad.status, 400) << bad.body;
+    EXPECT_NE(bad.body.find("\"param\":\"" + param + "\""), std::string::npos) << bad.body;
+  };
+  refused({{"model", "notools"}, {"messages", question}, {"tools", tools}}, "tools");
+  refused({{"model", "hermes"},
+           {"messages", question},
+           {"tools", tools},
+           {"tool_choice", {{"type", "function"}, {"function", {{"name", "pong"}}}}}},
+          "tool_choice");
+  refused({{"model", "hermes"},
+           {"messages", question},
+           {"tools", tools},
+           {"tool_choice", "required"},
+           {"response_format", {{"type", "json_object"}}}},
+          "response_format");
+  refused({{"model", "hermes"}, {"messages", question}, {"tool_choice", "required"}},
+          "tool_choice");
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Stderr();
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Streams a chat completion from tokenmilld with the official `openai` npm
-# package, installed once under NPM_PREFIX, and prints what it saw as JSON.
+# Runs a script against tokenmilld with the official `openai` npm package,
+# installed once under NPM_PREFIX, and prints what it saw as JSON:
 #   openai_client_test.sh NPM_PREFIX BASE_URL API_KEY MODEL
+# streams chats and completions (openai_client.cjs);
+#   OPENAI_SCRIPT=openai_tools.cjs openai_client_test.sh NPM_PREFIX BASE_URL API_KEY FORMAT=MODEL...
+# streams tool calls.
 # Fails when node/npm or the package are missing: the README's test command
 # installs node (packaging/install-build-deps.sh); the package comes from npm.
 set -euo pipefail
@@ -27,4 +30,4 @@ if [[ ! -f "$pkg" ]] || ! grep -q "\"version\": \"$version\"" "$pkg"; then
   fi
   flock -u 9
 fi
-NODE_PATH="$prefix/node_modules" node "$(dirname "$0")/openai_client.cjs" "$2" "$3" "$4"
+NODE_PATH="$prefix/node_modules" node "$(dirname "$0")/${OPENAI_SCRIPT:-openai_client.cjs}" "${@:2}"
