@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Makes the tokenmill .deb with cpack from a configured build whose tokenmilld
-# and tokenmill are built (cpack does not build), and prints its path.
+# and tokenmill are built (cpack does not build), and prints its path. When
+# the OpenCL plugin is built too, tokenmill-opencl's .deb lands next to it in
+# OUT_DIR.
 #   packaging/build-deb.sh BUILD_DIR OUT_DIR
 # cpack's staging (_CPack_Packages) goes under OUT_DIR too (-B), so the build
 # directory is left as it was. Errors go to stderr with cpack's log; exit 1.
@@ -18,7 +20,7 @@ if ! cpack --config "$build_dir/CPackConfig.cmake" -G DEB -B "$out_dir" >"$out_d
   exit 1
 fi
 shopt -s nullglob
-debs=("$out_dir"/*.deb)
+debs=("$out_dir"/tokenmill_*.deb)
 shopt -u nullglob
 if [[ ${#debs[@]} -ne 1 ]]; then
   echo "build-deb.sh: expected one .deb in $out_dir, got: ${debs[*]:-none}" >&2

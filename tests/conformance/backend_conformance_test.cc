@@ -9,10 +9,12 @@
 //
 // Runs on the CPU backend, on the reference plugin (loaded from its shared
 // library like any vendor's), on the OpenCL plugin when the build found
-// OpenCL (then an OpenCL device must be there: CI has PoCL's CPU device) and
-// on CUDA when this build and machine have a GPU. A backend this build lacks
-// is listed as skipped by name, never counted as passed; the CPU and the
-// reference plugin are always present.
+// OpenCL (then an OpenCL device must be there: CI has PoCL's CPU device), on
+// the in-tree CPU executor behind the C ABI ("cpu_abi",
+// tests/bench/cpu_abi_plugin.cc, the shim plugin_boundary_bench measures)
+// when benchmarks are built, and on CUDA when this build and machine have a
+// GPU. A backend this build lacks is listed as skipped by name, never counted
+// as passed; the CPU and the reference plugin are always present.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -113,6 +115,9 @@ class Backends {
     // in the build tree (CI keeps it between the suite's runs).
     setenv("POCL_CACHE_DIR", TOKENMILL_BINARY_DIR "/pocl-cache", /*overwrite=*/0);
     Load("opencl", TOKENMILL_OPENCL_PLUGIN);
+#endif
+#ifdef TOKENMILL_CPU_ABI_PLUGIN
+    Load("cpu_abi", TOKENMILL_CPU_ABI_PLUGIN);
 #endif
     auto found = registry_.DiscoverAll(devices::DiscoveryOptions{});
     EXPECT_TRUE(found.ok()) << found.status();
@@ -281,6 +286,9 @@ class ConformanceTest : public ::testing::TestWithParam<std::string> {
     if (target_.backend == nullptr) {
 #ifndef TOKENMILL_OPENCL_PLUGIN
       if (GetParam() == "opencl") GTEST_SKIP() << "this build found no OpenCL";
+#endif
+#ifndef TOKENMILL_CPU_ABI_PLUGIN
+      if (GetParam() == "cpu_abi") GTEST_SKIP() << "this build has no benchmarks (cpu_abi shim)";
 #endif
       // Only CUDA may be absent (no GPU or a build without nvcc); a built
       // OpenCL plugin must find a device.
@@ -523,7 +531,7 @@ TEST(OpenClPlugin, KvSurvivesThePoolGrowing) {
 #endif
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
-                         ::testing::Values("cpu", "reference", "opencl", "cuda"),
+                         ::testing::Values("cpu", "reference", "opencl", "cpu_abi", "cuda"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -45,6 +45,63 @@ bool HasSeries(const std::string& text, const std::string& name,
   return false;
 }
 
+// A greedy 4-token completion of `model` on the daemon's TCP API.
+CurlResult Complete(const std::string& port, const std::string& model) {
+  const json body = {
+      {"model", model}, {"prompt", "hello plugin"}, {"max_tokens", 4}, {"temperature", 0}};
+  return CurlRequest(
+      absl::StrCat("http://127.0.0.1:", port, "/v1/completions"), "", "POST", body.dump(),
+      {"Content-Type: application/json", std::string("Authorization: Bearer ") + kKey}, 60000);
+}
+
+// The checks every plugin device passes once it has served next to the CPU:
+// listed by the devices API (with its kind) and by `tokenmill devices` next
+// to the CPU; tokens, cost, steps and energy in /metrics for both devices;
+// its power gauge at the configured `watts`. Returns the device's entry of
+// the devices API (null, after a failure, when it is missing) for the
+// plugin's own details.
+json ExpectListedMeteredAndPriced(DaemonProcess& daemon, const std::string& id, int watts) {
+  SCOPED_TRACE(id);
+  const std::string kind = id.substr(0, id.find(':'));
+  CurlResult devices = daemon.Control("GET", "/control/v1/devices");
+  EXPECT_EQ(devices.status, 200);
+  json found;
+  if (devices.status == 200) {
+    const json list = json::parse(devices.body);
+    for (const json& d : list["devices"]) {
+      if (d["id"] == id) found = d;
+    }
+  }
+  if (found.is_null()) {
+    ADD_FAILURE() << id << " is not listed: " << devices.body;
+  } else {
+    EXPECT_EQ(found["kind"], kind);
+  }
+  auto table =
+      RunCommand({TokenmillCliPath(), "--socket", daemon.socket_path().string(), "devices"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr(id));
+  EXPECT_THAT(table.out, HasSubstr("cpu"));
+
+  // Metered and priced on both devices; the plugin device's configured
+  // watts give it a power gauge and an energy counter.
+  CurlResult metrics =
+      CurlRequest(absl::StrCat("http://", daemon.MetricsAddress(), "/metrics"), "");
+  EXPECT_EQ(metrics.status, 200);
+  for (const std::string& device : {std::string("cpu"), id}) {
+    SCOPED_TRACE(device);
+    const std::string label = absl::StrCat("device=\"", device, "\"");
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_tokens_total", {label, "kind=\"generated\""}));
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_cost_usd_total", {label}));
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_step_duration_seconds_count", {label}));
+    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_energy_joules_total", {label}));
+  }
+  EXPECT_TRUE(
+      HasSeries(metrics.body, "tokenmill_device_power_watts", {absl::StrCat(id, "\"} ", watts)}))
+      << metrics.body.substr(0, 4000);
+  return found;
+}
+
 class DevicePluginTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -90,13 +147,7 @@ class DevicePluginTest : public ::testing::Test {
     }
   }
 
-  CurlResult Complete(const std::string& model) {
-    const json body = {
-        {"model", model}, {"prompt", "hello plugin"}, {"max_tokens", 4}, {"temperature", 0}};
-    return CurlRequest(
-        absl::StrCat("http://127.0.0.1:", port_, "/v1/completions"), "", "POST", body.dump(),
-        {"Content-Type: application/json", std::string("Authorization: Bearer ") + kKey}, 60000);
-  }
+  CurlResult Complete(const std::string& model) { return testing::Complete(port_, model); }
 
   TempDir dir_;
   std::unique_ptr<DaemonProcess> daemon_;
@@ -117,39 +168,10 @@ TEST_F(DevicePluginTest, ServesOnThePluginDeviceNextToTheCpuMeteredAndListed) {
     EXPECT_EQ(j["usage"]["completion_tokens"], 4) << r.body;
   }
 
-  // The devices API and the CLI list the plugin device with its details.
-  CurlResult devices = daemon_->Control("GET", "/control/v1/devices");
-  ASSERT_EQ(devices.status, 200);
-  json list = json::parse(devices.body)["devices"];
-  json ref;
-  for (const json& d : list) {
-    if (d["id"] == "reference:0") ref = d;
-  }
-  ASSERT_FALSE(ref.is_null()) << devices.body;
-  EXPECT_EQ(ref["kind"], "reference");
+  const json ref = ExpectListedMeteredAndPriced(*daemon_, "reference:0", /*watts=*/50);
+  ASSERT_FALSE(ref.is_null());
   EXPECT_EQ(ref["reference"]["abi"], absl::StrCat(TM_DEVICE_ABI_MAJOR, ".", TM_DEVICE_ABI_MINOR));
   EXPECT_EQ(ref["reference"]["properties"]["implementation"], "naive f32 on the host");
-  auto table =
-      RunCommand({TokenmillCliPath(), "--socket", daemon_->socket_path().string(), "devices"});
-  EXPECT_EQ(table.exit_code, 0) << table.err;
-  EXPECT_THAT(table.out, HasSubstr("reference:0"));
-  EXPECT_THAT(table.out, HasSubstr("cpu"));
-
-  // Metered and priced on both devices; the plugin device's configured
-  // watts give it an energy counter.
-  CurlResult metrics =
-      CurlRequest(absl::StrCat("http://", daemon_->MetricsAddress(), "/metrics"), "");
-  ASSERT_EQ(metrics.status, 200);
-  for (const char* device : {"cpu", "reference:0"}) {
-    SCOPED_TRACE(device);
-    const std::string label = absl::StrCat("device=\"", device, "\"");
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_tokens_total", {label, "kind=\"generated\""}));
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_cost_usd_total", {label}));
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_step_duration_seconds_count", {label}));
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_energy_joules_total", {label}));
-  }
-  EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_device_power_watts", {"reference:0\"} 50"}))
-      << metrics.body.substr(0, 4000);
 }
 
 TEST_F(DevicePluginTest, AFailingForwardFailsItsRequestsAndTheDaemonStaysUp) {
@@ -225,46 +247,15 @@ class OpenClPluginTest : public ::testing::Test {
 TEST_F(OpenClPluginTest, ServesOnOpenClNextToTheCpuMeteredPricedAndListed) {
   for (const char* model : {"tiny-cpu", "tiny-cl"}) {
     SCOPED_TRACE(model);
-    const json body = {
-        {"model", model}, {"prompt", "hello opencl"}, {"max_tokens", 4}, {"temperature", 0}};
-    CurlResult r = CurlRequest(
-        absl::StrCat("http://127.0.0.1:", port_, "/v1/completions"), "", "POST", body.dump(),
-        {"Content-Type: application/json", std::string("Authorization: Bearer ") + kKey}, 60000);
+    CurlResult r = Complete(port_, model);
     ASSERT_EQ(r.status, 200) << r.body << "\n" << daemon_->Stderr();
     EXPECT_EQ(json::parse(r.body)["usage"]["completion_tokens"], 4) << r.body;
   }
-
-  CurlResult devices = daemon_->Control("GET", "/control/v1/devices");
-  ASSERT_EQ(devices.status, 200);
-  const json list = json::parse(devices.body)["devices"];
-  json cl;
-  for (const json& d : list) {
-    if (d["id"] == "opencl:0") cl = d;
-  }
-  ASSERT_FALSE(cl.is_null()) << devices.body;
-  EXPECT_EQ(cl["kind"], "opencl");
+  const json cl = ExpectListedMeteredAndPriced(*daemon_, "opencl:0", /*watts=*/30);
+  ASSERT_FALSE(cl.is_null());
   // The OpenCL platform and device as the plugin reports them.
   EXPECT_FALSE(cl["opencl"]["properties"]["platform"].get<std::string>().empty()) << cl.dump();
   EXPECT_FALSE(cl["opencl"]["properties"]["device_name"].get<std::string>().empty()) << cl.dump();
-  auto table =
-      RunCommand({TokenmillCliPath(), "--socket", daemon_->socket_path().string(), "devices"});
-  EXPECT_EQ(table.exit_code, 0) << table.err;
-  EXPECT_THAT(table.out, HasSubstr("opencl:0"));
-  EXPECT_THAT(table.out, HasSubstr("cpu"));
-
-  CurlResult metrics =
-      CurlRequest(absl::StrCat("http://", daemon_->MetricsAddress(), "/metrics"), "");
-  ASSERT_EQ(metrics.status, 200);
-  for (const char* device : {"cpu", "opencl:0"}) {
-    SCOPED_TRACE(device);
-    const std::string label = absl::StrCat("device=\"", device, "\"");
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_tokens_total", {label, "kind=\"generated\""}));
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_cost_usd_total", {label}));
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_step_duration_seconds_count", {label}));
-    EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_energy_joules_total", {label}));
-  }
-  EXPECT_TRUE(HasSeries(metrics.body, "tokenmill_device_power_watts", {"opencl:0\"} 30"}))
-      << metrics.body.substr(0, 4000);
 }
 #endif  // TOKENMILL_OPENCL_PLUGIN
 

@@ -4,7 +4,10 @@
 #
 #   bash tests/packaging/deb_test.sh BUILD_DIR SOURCE_DIR
 #
-# The binaries must already be built (cpack does not build). Nothing is
+# The binaries must already be built (cpack does not build). When the build
+# has the OpenCL device plugin, ctest passes its path in
+# TOKENMILL_OPENCL_PLUGIN: the library must be built and packed as
+# tokenmill-opencl (checked at the end); without it, no such package. Nothing is
 # installed on this machine: the package is unpacked with dpkg -x into a temp
 # dir, and the maintainer scripts run against a DPKG_ROOT in that dir with the
 # commands that touch users and services replaced by recording stubs.
@@ -341,6 +344,67 @@ check "  removes the enable link" \
 check "  removes the empty /etc/tokenmill" test ! -d "$mroot/etc/tokenmill"
 check "  keeps the meter store in /var/lib/tokenmill" test -f "$mroot/var/lib/tokenmill/ledger"
 check "  keeps the tokenmill user" not grep -q 'deluser\|delgroup' "$log"
+
+# --- tokenmill-opencl ------------------------------------------------------------------
+section "tokenmill-opencl (the OpenCL device plugin)"
+shopt -s nullglob
+opencl_debs=("$(dirname "$deb")"/tokenmill-opencl_*.deb)
+shopt -u nullglob
+if [[ -z ${TOKENMILL_OPENCL_PLUGIN:-} ]]; then
+  check "no tokenmill-opencl package from a build without the plugin" test ${#opencl_debs[@]} -eq 0
+elif [[ ! -f $TOKENMILL_OPENCL_PLUGIN ]]; then
+  fail "the build has the OpenCL plugin but $TOKENMILL_OPENCL_PLUGIN is not built"
+elif [[ ${#opencl_debs[@]} -ne 1 ]]; then
+  fail "expected one tokenmill-opencl .deb next to $(basename "$deb"), got ${#opencl_debs[@]}"
+else
+  cl_deb=${opencl_debs[0]}
+  pass "built $(basename "$cl_deb")"
+  lintian --tag-display-limit 0 "$cl_deb" >"$tmp/cl-lintian.log" 2>&1
+  grep -E '^[EW]: ' "$tmp/cl-lintian.log" |
+    grep -vE ': (bogus-mail-host|bogus-mail-host-in-debian-changelog) ' >"$tmp/cl-lintian.rest"
+  if [[ -s $tmp/cl-lintian.rest ]]; then
+    fail "lintian reports:"
+    sed 's/^/          /' "$tmp/cl-lintian.rest"
+  else
+    pass "lintian: no error or warning beyond the accepted ones"
+  fi
+  cl_field() { dpkg-deb -f "$cl_deb" "$1"; }
+  check "Package is tokenmill-opencl" test "$(cl_field Package)" = tokenmill-opencl
+  check "Source is tokenmill" test "$(cl_field Source)" = tokenmill
+  check "Version is the daemon's ($version)" test "$(cl_field Version)" = "$version"
+  cl_depends=$(cl_field Depends)
+  echo "  Depends: $cl_depends"
+  check "Depends on the daemon of the same version (the plugin ABI is its)" \
+    grep -Eq "(^|, )tokenmill \(= $version\)" <<<"$cl_depends"
+  check "Depends on an OpenCL ICD loader (shlibdeps)" grep -q 'libopencl' <<<"$cl_depends"
+  check "the daemon's package does not" not grep -qi 'opencl' <<<"$depends"
+  check "Description's synopsis names the plugin" \
+    grep -q 'OpenCL device plugin' <<<"$(cl_field Description | head -n 1)"
+  dpkg-deb -c "$cl_deb" >"$tmp/cl-contents"
+  awk '$1 ~ /^-/ { print $1, $2, $6 }' "$tmp/cl-contents" | sort >"$tmp/cl-files"
+  printf '%s\n' \
+    '-rw-r--r-- root/root ./usr/lib/tokenmill/plugins/libtokenmill_opencl_device.so' \
+    '-rw-r--r-- root/root ./usr/share/doc/tokenmill-opencl/copyright' \
+    '-rw-r--r-- root/root ./usr/share/doc/tokenmill-opencl/changelog.gz' |
+    sort >"$tmp/cl-expected"
+  if diff -u "$tmp/cl-expected" "$tmp/cl-files" >"$tmp/cl-diff"; then
+    pass "exactly the plugin and its docs, 0644, root's"
+  else
+    fail "files, modes or owners differ from expected (- expected, + packaged):"
+    sed 's/^/          /' "$tmp/cl-diff"
+  fi
+  check "no file is owned by anyone but root" not grep -qv ' root/root ' "$tmp/cl-contents"
+  cl_root=$tmp/cl-root
+  dpkg -x "$cl_deb" "$cl_root"
+  so=$cl_root/usr/lib/tokenmill/plugins/libtokenmill_opencl_device.so
+  if command -v nm >/dev/null; then
+    check "the library exports one symbol, tokenmill_device_plugin" \
+      test "$(nm -D --defined-only "$so" | awk '{print $3}')" = tokenmill_device_plugin
+  fi
+  # The directory the shipped config's device_plugins example names.
+  check "the shipped config names /usr/lib/tokenmill/plugins" \
+    grep -q '/usr/lib/tokenmill/plugins/' "$root/etc/tokenmill/tokenmill.toml"
+fi
 
 echo
 if [[ $failures -ne 0 ]]; then

@@ -22,7 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef REFERENCE_FAIL_FORWARD
+#define TMU_PLUGIN_NAME "reference plugin (failing build)"
+#else
+#define TMU_PLUGIN_NAME "reference plugin"
+#endif
 #include "tokenmill_device.h"
+#include "tokenmill_device_util.h"
 
 #ifndef REFERENCE_KIND
 #define REFERENCE_KIND "reference"
@@ -33,78 +39,7 @@
 #endif
 
 /* ------------------------------------------------------------------ */
-/* Errors                                                              */
-
-struct tm_error {
-  tm_status_code code;
-  int is_static; /* the out-of-memory error below is never freed */
-  char message[512];
-};
-
-static struct tm_error out_of_memory_error = {TM_RESOURCE_EXHAUSTED, 1,
-                                              "reference plugin: out of host memory"};
-
-static tm_error* make_error(tm_status_code code, const char* format, ...) {
-  tm_error* e = (tm_error*)malloc(sizeof(tm_error));
-  if (e == NULL) return &out_of_memory_error;
-  e->code = code;
-  e->is_static = 0;
-  va_list args;
-  va_start(args, format);
-  vsnprintf(e->message, sizeof(e->message), format, args);
-  va_end(args);
-  return e;
-}
-
-static tm_status_code error_code(const tm_error* e) { return e->code; }
-static const char* error_message(const tm_error* e) { return e->message; }
-static void error_destroy(tm_error* e) {
-  if (e != NULL && !e->is_static) free(e);
-}
-
-/* ------------------------------------------------------------------ */
 /* Number formats                                                      */
-
-static float f16_to_f32(uint16_t h) {
-  const uint32_t sign = h >> 15, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-  float value;
-  if (exponent == 0) {
-    value = ldexpf((float)mantissa, -24);
-  } else if (exponent == 31) {
-    value = mantissa == 0 ? INFINITY : NAN;
-  } else {
-    value = ldexpf((float)(mantissa + 1024), (int)exponent - 25);
-  }
-  return sign ? -value : value;
-}
-
-/* Round to nearest, ties to even. */
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  memcpy(&x, &f, sizeof(x));
-  const uint32_t sign = (x >> 16) & 0x8000u, exponent = (x >> 23) & 0xffu;
-  uint32_t mantissa = x & 0x7fffffu;
-  if (exponent == 0xff) return (uint16_t)(sign | 0x7c00u | (mantissa ? 0x200u : 0u));
-  const int32_t e = (int32_t)exponent - 127 + 15;
-  if (e >= 31) return (uint16_t)(sign | 0x7c00u);
-  uint32_t half, rest, halfway;
-  if (e <= 0) { /* a half subnormal (or zero) */
-    if (e < -10) return (uint16_t)sign;
-    mantissa |= 0x800000u;
-    const uint32_t shift = (uint32_t)(14 - e);
-    half = mantissa >> shift;
-    rest = mantissa & ((1u << shift) - 1u);
-    halfway = 1u << (shift - 1u);
-  } else {
-    half = ((uint32_t)e << 10) | (mantissa >> 13);
-    rest = mantissa & 0x1fffu;
-    halfway = 0x1000u;
-  }
-  if (rest > halfway || (rest == halfway && (half & 1u))) ++half; /* may carry into inf */
-  return (uint16_t)(sign | half);
-}
-
-static uint16_t read_u16(const uint8_t* p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 static size_t type_block_elements(uint32_t type) {
   return type == TM_TENSOR_Q8_0 || type == TM_TENSOR_Q4_0 ? 32 : 1;
@@ -136,25 +71,25 @@ static void dequantize_row(uint32_t type, const uint8_t* row, int64_t cols, floa
       memcpy(out, row, (size_t)cols * sizeof(float));
       return;
     case TM_TENSOR_F16:
-      for (i = 0; i < cols; ++i) out[i] = f16_to_f32(read_u16(row + 2 * i));
+      for (i = 0; i < cols; ++i) out[i] = tmu_f16_to_f32(tmu_read_u16(row + 2 * i));
       return;
     case TM_TENSOR_BF16:
       for (i = 0; i < cols; ++i) {
-        const uint32_t bits = (uint32_t)read_u16(row + 2 * i) << 16;
+        const uint32_t bits = (uint32_t)tmu_read_u16(row + 2 * i) << 16;
         memcpy(&out[i], &bits, sizeof(float));
       }
       return;
     case TM_TENSOR_Q8_0:
       for (b = 0; b < cols / 32; ++b) {
         const uint8_t* block = row + 34 * b;
-        const float d = f16_to_f32(read_u16(block));
+        const float d = tmu_f16_to_f32(tmu_read_u16(block));
         for (j = 0; j < 32; ++j) out[32 * b + j] = d * (float)(int8_t)block[2 + j];
       }
       return;
     case TM_TENSOR_Q4_0:
       for (b = 0; b < cols / 32; ++b) {
         const uint8_t* block = row + 18 * b;
-        const float d = f16_to_f32(read_u16(block));
+        const float d = tmu_f16_to_f32(tmu_read_u16(block));
         for (j = 0; j < 16; ++j) {
           out[32 * b + j] = d * (float)((block[2 + j] & 0x0f) - 8);
           out[32 * b + j + 16] = d * (float)((block[2 + j] >> 4) - 8);
@@ -162,12 +97,6 @@ static void dequantize_row(uint32_t type, const uint8_t* row, int64_t cols, floa
       }
       return;
   }
-}
-
-static uint64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 /* ------------------------------------------------------------------ */
@@ -193,12 +122,8 @@ static void add_used(tm_plugin* p, int64_t delta) {
 
 static tm_error* plugin_create(const tm_plugin_options* options, tm_plugin** out) {
   tm_plugin* p = (tm_plugin*)calloc(1, sizeof(tm_plugin));
-  if (p == NULL) return make_error(TM_RESOURCE_EXHAUSTED, "reference plugin: out of memory");
-  if (options != NULL) {
-    size_t n =
-        options->struct_size < sizeof(p->options) ? options->struct_size : sizeof(p->options);
-    memcpy(&p->options, options, n);
-  }
+  if (p == NULL) return tmu_error(TM_RESOURCE_EXHAUSTED, "out of memory");
+  if (options != NULL) TMU_COPY_IN(&p->options, options);
   pthread_mutex_init(&p->mu, NULL);
   const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
   p->memory_total = pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size : 0;
@@ -222,16 +147,8 @@ static uint32_t device_count(const tm_plugin* p) {
   return 1;
 }
 
-/* Writes the fields of `src` that dst->struct_size covers. */
-#define TM_COPY_SIZED(dst, src)                                                         \
-  do {                                                                                  \
-    size_t size_ = (dst)->struct_size < sizeof(src) ? (dst)->struct_size : sizeof(src); \
-    (src).struct_size = size_;                                                          \
-    memcpy((dst), &(src), size_);                                                       \
-  } while (0)
-
 static tm_error* device_info(const tm_plugin* p, uint32_t device, tm_device_info* info) {
-  if (device != 0) return make_error(TM_NOT_FOUND, "reference plugin: no device %u", device);
+  if (device != 0) return tmu_error(TM_NOT_FOUND, "no device %u", device);
   tm_device_info full;
   memset(&full, 0, sizeof(full));
   full.name = "tokenmill reference device (host, naive f32)";
@@ -243,12 +160,12 @@ static tm_error* device_info(const tm_plugin* p, uint32_t device, tm_device_info
   full.kv_types = (1u << TM_KV_F16) | (1u << TM_KV_F32);
   full.architectures = (1u << TM_ARCH_LLAMA) | (1u << TM_ARCH_QWEN2) | (1u << TM_ARCH_QWEN3);
   full.max_block_tokens = 0;
-  TM_COPY_SIZED(info, full);
+  TMU_COPY_SIZED(info, full);
   return NULL;
 }
 
 static tm_error* device_sample(tm_plugin* p, uint32_t device, tm_device_sample* sample) {
-  if (device != 0) return make_error(TM_NOT_FOUND, "reference plugin: no device %u", device);
+  if (device != 0) return tmu_error(TM_NOT_FOUND, "no device %u", device);
   tm_device_sample full;
   memset(&full, 0, sizeof(full));
   pthread_mutex_lock(&p->mu);
@@ -262,18 +179,17 @@ static tm_error* device_sample(tm_plugin* p, uint32_t device, tm_device_sample* 
     full.present |= TM_SAMPLE_MEMORY_FREE;
     full.memory_free_bytes = (uint64_t)avail * (uint64_t)page_size;
   }
-  TM_COPY_SIZED(sample, full);
+  TMU_COPY_SIZED(sample, full);
   return NULL;
 }
 
 static tm_error* kv_region_alloc(tm_plugin* p, uint32_t device, uint64_t bytes, void** base) {
-  if (device != 0) return make_error(TM_NOT_FOUND, "reference plugin: no device %u", device);
-  if (bytes == 0) return make_error(TM_INVALID_ARGUMENT, "reference plugin: empty KV region");
+  if (device != 0) return tmu_error(TM_NOT_FOUND, "no device %u", device);
+  if (bytes == 0) return tmu_error(TM_INVALID_ARGUMENT, "empty KV region");
   void* memory = calloc(1, (size_t)bytes);
   if (memory == NULL) {
-    return make_error(TM_RESOURCE_EXHAUSTED,
-                      "reference plugin: no room for a KV region of %llu bytes",
-                      (unsigned long long)bytes);
+    return tmu_error(TM_RESOURCE_EXHAUSTED, "no room for a KV region of %llu bytes",
+                     (unsigned long long)bytes);
   }
   add_used(p, (int64_t)bytes);
   *base = memory;
@@ -311,45 +227,35 @@ struct tm_executor {
   double* scores;
 };
 
-static const tm_tensor* find_tensor(const tm_model* m, const char* name) {
-  size_t i;
-  for (i = 0; i < m->tensor_count; ++i) {
-    if (m->tensors[i].name != NULL && strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-  }
-  return NULL;
-}
-
 /* Uploads tensor `name` of shape {rows, cols} (rows 0: a vector of cols) as
  * f32 into *out. Missing and optional: *out stays NULL. */
 static tm_error* upload(tm_executor* e, const tm_model* m, const char* name, int64_t rows,
                         int64_t cols, int optional, float** out) {
-  const tm_tensor* t = find_tensor(m, name);
+  const tm_tensor* t = tmu_find_tensor(m, name);
   *out = NULL;
   if (t == NULL) {
     if (optional) return NULL;
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: tensor %s missing", name);
+    return tmu_error(TM_INVALID_ARGUMENT, "tensor %s missing", name);
   }
   const int64_t want_rows = rows == 0 ? 1 : rows;
   const int64_t t_rows = t->n_dims >= 2 ? t->shape[0] : 1;
   const int64_t t_cols = t->n_dims >= 1 ? t->shape[t->n_dims - 1] : 0;
   if (t->n_dims < 1 || t->n_dims > 2 || t_rows != want_rows || t_cols != cols) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: tensor %s has the wrong shape", name);
+    return tmu_error(TM_INVALID_ARGUMENT, "tensor %s has the wrong shape", name);
   }
   const size_t block_bytes = type_block_bytes(t->type), block_elems = type_block_elements(t->type);
   if (block_bytes == 0) {
-    return make_error(TM_UNIMPLEMENTED, "reference plugin: tensor %s has type %u, not one it runs",
-                      name, t->type);
+    return tmu_error(TM_UNIMPLEMENTED, "tensor %s has type %u, not one it runs", name, t->type);
   }
   if (cols % (int64_t)block_elems != 0) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: tensor %s rows are not whole blocks",
-                      name);
+    return tmu_error(TM_INVALID_ARGUMENT, "tensor %s rows are not whole blocks", name);
   }
   const size_t row_bytes = (size_t)cols / block_elems * block_bytes;
   if (t->data == NULL || t->bytes < row_bytes * (size_t)want_rows) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: tensor %s has too few bytes", name);
+    return tmu_error(TM_INVALID_ARGUMENT, "tensor %s has too few bytes", name);
   }
   float* f = (float*)malloc((size_t)(want_rows * cols) * sizeof(float));
-  if (f == NULL) return make_error(TM_RESOURCE_EXHAUSTED, "reference plugin: no room for %s", name);
+  if (f == NULL) return tmu_error(TM_RESOURCE_EXHAUSTED, "no room for %s", name);
   int64_t r;
   for (r = 0; r < want_rows; ++r) {
     dequantize_row(t->type, (const uint8_t*)t->data + (size_t)r * row_bytes, cols, f + r * cols);
@@ -380,55 +286,31 @@ static void executor_destroy(tm_executor* e) {
   free(e);
 }
 
-static void inverse_frequencies(const tm_model* m, const float* freq_factors, float* inv_freq) {
-  const int32_t half = m->head_dim / 2;
-  const double scaled_above = m->rope_original_context / (double)m->rope_low_freq_factor;
-  const double kept_below = m->rope_original_context / (double)m->rope_high_freq_factor;
-  int32_t i;
-  for (i = 0; i < half; ++i) {
-    double inv = exp(-2.0 * i / m->head_dim * log((double)m->rope_theta));
-    if (freq_factors != NULL) {
-      inv /= freq_factors[i];
-    } else if (m->rope_scaling_factor > 0.0f) {
-      const double wavelength = 2.0 * 3.14159265358979323846 / inv;
-      if (wavelength > scaled_above) {
-        inv /= m->rope_scaling_factor;
-      } else if (wavelength >= kept_below) {
-        const double smooth = (m->rope_original_context / wavelength - m->rope_low_freq_factor) /
-                              ((double)m->rope_high_freq_factor - m->rope_low_freq_factor);
-        inv = (1.0 - smooth) * inv / m->rope_scaling_factor + smooth * inv;
-      }
-    }
-    inv_freq[i] = (float)inv;
-  }
-}
-
 static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* model,
                                  const tm_executor_options* options, tm_executor** out) {
-  if (device != 0) return make_error(TM_NOT_FOUND, "reference plugin: no device %u", device);
+  if (device != 0) return tmu_error(TM_NOT_FOUND, "no device %u", device);
   if (model == NULL || options == NULL || model->struct_size < sizeof(tm_model) ||
       options->struct_size < sizeof(tm_executor_options)) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: model or options missing or too old");
+    return tmu_error(TM_INVALID_ARGUMENT, "model or options missing or too old");
   }
   const tm_model* m = model;
   if (m->architecture != TM_ARCH_LLAMA && m->architecture != TM_ARCH_QWEN2 &&
       m->architecture != TM_ARCH_QWEN3) {
-    return make_error(TM_UNIMPLEMENTED, "reference plugin: architecture %u not supported",
-                      m->architecture);
+    return tmu_error(TM_UNIMPLEMENTED, "architecture %u not supported", m->architecture);
   }
   if (m->dim <= 0 || m->n_layers <= 0 || m->n_heads <= 0 || m->n_kv_heads <= 0 ||
       m->head_dim <= 0 || m->head_dim % 2 != 0 || m->ffn_dim <= 0 || m->vocab_size <= 0 ||
       m->context_length <= 0 || m->n_heads % m->n_kv_heads != 0) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: bad hyperparameters");
+    return tmu_error(TM_INVALID_ARGUMENT, "bad hyperparameters");
   }
   if (options->block_tokens < 1 ||
       (options->kv_type != TM_KV_F16 && options->kv_type != TM_KV_F32) ||
       options->blocks_per_page < 1 || options->kv_blocks % options->blocks_per_page != 0 ||
       options->max_batch_tokens < 1) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: bad executor options");
+    return tmu_error(TM_INVALID_ARGUMENT, "bad executor options");
   }
   tm_executor* e = (tm_executor*)calloc(1, sizeof(tm_executor));
-  if (e == NULL) return make_error(TM_RESOURCE_EXHAUSTED, "reference plugin: out of memory");
+  if (e == NULL) return tmu_error(TM_RESOURCE_EXHAUSTED, "out of memory");
   e->plugin = p;
   e->hp = *m;
   e->hp.tensors = NULL;
@@ -440,8 +322,7 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
                    (size_t)m->head_dim * kv_size;
   if (e->block_bytes * options->blocks_per_page > options->page_bytes) {
     free(e);
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: %u blocks do not fit a page",
-                      options->blocks_per_page);
+    return tmu_error(TM_INVALID_ARGUMENT, "%u blocks do not fit a page", options->blocks_per_page);
   }
 
   const int64_t dim = m->dim, q_dim = (int64_t)m->n_heads * m->head_dim;
@@ -454,8 +335,8 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
   UPLOAD("token_embd.weight", m->vocab_size, dim, 0, &e->embedding);
   UPLOAD("output_norm.weight", 0, dim, 0, &e->output_norm);
   if (err == NULL) {
-    const tm_tensor* output = find_tensor(m, "output.weight");
-    const tm_tensor* embd = find_tensor(m, "token_embd.weight");
+    const tm_tensor* output = tmu_find_tensor(m, "output.weight");
+    const tm_tensor* embd = tmu_find_tensor(m, "token_embd.weight");
     if (output != NULL && embd != NULL && output->data == embd->data &&
         output->type == embd->type) {
       e->output = e->embedding; /* tied */
@@ -466,7 +347,7 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
   UPLOAD("rope_freqs.weight", 0, m->head_dim / 2, 1, &freq_factors);
   e->layers =
       err == NULL ? (layer_weights*)calloc((size_t)m->n_layers, sizeof(layer_weights)) : NULL;
-  if (err == NULL && e->layers == NULL) err = make_error(TM_RESOURCE_EXHAUSTED, "out of memory");
+  if (err == NULL && e->layers == NULL) err = tmu_error(TM_RESOURCE_EXHAUSTED, "out of memory");
   int32_t l;
   for (l = 0; err == NULL && l < m->n_layers; ++l) {
     layer_weights* w = &e->layers[l];
@@ -508,9 +389,9 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
     e->scores = (double*)malloc((size_t)m->context_length * sizeof(double));
     if (!e->inv_freq || !e->slots || !e->x || !e->h || !e->o || !e->down || !e->q || !e->attn ||
         !e->k || !e->v || !e->gate || !e->up || !e->logits || !e->scores) {
-      err = make_error(TM_RESOURCE_EXHAUSTED, "reference plugin: out of memory");
+      err = tmu_error(TM_RESOURCE_EXHAUSTED, "out of memory");
     } else {
-      inverse_frequencies(m, freq_factors, e->inv_freq);
+      tmu_rope_inverse_frequencies(m, freq_factors, e->inv_freq);
     }
   }
   free(freq_factors);
@@ -525,12 +406,11 @@ static tm_error* executor_create(tm_plugin* p, uint32_t device, const tm_model* 
 
 static tm_error* executor_map_page(tm_executor* e, uint32_t slot, void* page) {
   if (slot >= e->slot_count) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: slot %u past %u slots", slot,
-                      e->slot_count);
+    return tmu_error(TM_INVALID_ARGUMENT, "slot %u past %u slots", slot, e->slot_count);
   }
-  if (page == NULL) return make_error(TM_INVALID_ARGUMENT, "reference plugin: null page");
+  if (page == NULL) return tmu_error(TM_INVALID_ARGUMENT, "null page");
   if (e->slots[slot] != NULL) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: slot %u already mapped", slot);
+    return tmu_error(TM_INVALID_ARGUMENT, "slot %u already mapped", slot);
   }
   e->slots[slot] = page;
   return NULL;
@@ -538,7 +418,7 @@ static tm_error* executor_map_page(tm_executor* e, uint32_t slot, void* page) {
 
 static tm_error* executor_unmap_page(tm_executor* e, uint32_t slot) {
   if (slot >= e->slot_count || e->slots[slot] == NULL) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: slot %u is not mapped", slot);
+    return tmu_error(TM_INVALID_ARGUMENT, "slot %u is not mapped", slot);
   }
   e->slots[slot] = NULL;
   return NULL;
@@ -564,7 +444,7 @@ static void kv_store(const tm_executor* e, uint8_t* dst, const float* src, int32
     return;
   }
   for (i = 0; i < n; ++i) {
-    const uint16_t h = f32_to_f16(src[i]);
+    const uint16_t h = tmu_f32_to_f16(src[i]);
     memcpy(dst + 2 * i, &h, 2);
   }
 }
@@ -575,7 +455,7 @@ static float kv_load(const tm_executor* e, const uint8_t* src, int32_t i) {
     memcpy(&f, src + 4 * i, sizeof(f));
     return f;
   }
-  return f16_to_f32(read_u16(src + 2 * i));
+  return tmu_f16_to_f32(tmu_read_u16(src + 2 * i));
 }
 
 /* y = W x (+ bias), W rows x cols, double sums. */
@@ -682,82 +562,18 @@ static void forward_token(tm_executor* e, const uint32_t* table, int32_t token, 
   linear(e->output, NULL, m->vocab_size, dim, e->h, logits);
 }
 
-static int32_t greedy_token(const float* logits, int32_t n) {
-  int32_t best = -1, i;
-  for (i = 0; i < n; ++i) {
-    if (logits[i] != logits[i]) continue; /* NaN */
-    if (best < 0 || logits[i] > logits[best]) best = i;
-  }
-  return best < 0 ? 0 : best;
-}
-
-/* Everything forward refuses, checked before anything is written. */
-static tm_error* check_batch(const tm_executor* e, const tm_batch* batch,
-                             const tm_step_output* output) {
-  if (batch == NULL || output == NULL || batch->struct_size < sizeof(tm_batch) ||
-      output->struct_size < sizeof(tm_step_output)) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: batch or output missing or too old");
-  }
-  if (batch->n_seqs == 0 || batch->seqs == NULL) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: empty batch");
-  }
-  uint64_t tokens = 0, rows = 0, argmax = 0;
-  size_t s;
-  uint32_t i;
-  for (s = 0; s < batch->n_seqs; ++s) {
-    const tm_sequence_step* q = &batch->seqs[s];
-    if (q->n_tokens == 0 || q->tokens == NULL) {
-      return make_error(TM_INVALID_ARGUMENT, "reference plugin: sequence %zu has no tokens", s);
-    }
-    for (i = 0; i < q->n_tokens; ++i) {
-      if (q->tokens[i] < 0 || q->tokens[i] >= e->hp.vocab_size) {
-        return make_error(TM_INVALID_ARGUMENT, "reference plugin: token %d outside the vocabulary",
-                          q->tokens[i]);
-      }
-    }
-    const int64_t end = (int64_t)q->start_pos + q->n_tokens;
-    if (q->start_pos < 0 || end > e->hp.context_length) {
-      return make_error(TM_INVALID_ARGUMENT,
-                        "reference plugin: positions [%d, %lld) outside the context", q->start_pos,
-                        (long long)end);
-    }
-    const int64_t blocks = (end + e->options.block_tokens - 1) / e->options.block_tokens;
-    if ((int64_t)q->n_blocks < blocks || (q->n_blocks > 0 && q->block_table == NULL)) {
-      return make_error(TM_INVALID_ARGUMENT, "reference plugin: %u blocks for %lld positions",
-                        q->n_blocks, (long long)end);
-    }
-    for (i = 0; i < (uint32_t)blocks; ++i) {
-      const uint32_t b = q->block_table[i];
-      if (b >= e->options.kv_blocks || e->slots[b / e->options.blocks_per_page] == NULL) {
-        return make_error(TM_INVALID_ARGUMENT, "reference plugin: block %u unknown or unmapped", b);
-      }
-    }
-    if (q->logits > TM_LOGITS_ARGMAX) {
-      return make_error(TM_INVALID_ARGUMENT, "reference plugin: logits mode %u", q->logits);
-    }
-    tokens += q->n_tokens;
-    rows += q->logits == TM_LOGITS_ALL ? q->n_tokens : q->logits == TM_LOGITS_LAST ? 1 : 0;
-    argmax += q->logits == TM_LOGITS_ARGMAX ? 1 : 0;
-  }
-  if (tokens > (uint64_t)e->options.max_batch_tokens) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: %llu tokens, more than %d",
-                      (unsigned long long)tokens, e->options.max_batch_tokens);
-  }
-  if (rows * (uint64_t)e->hp.vocab_size > output->logits_capacity ||
-      (rows > 0 && output->logits == NULL) || argmax > output->argmax_capacity ||
-      (argmax > 0 && output->argmax == NULL)) {
-    return make_error(TM_INVALID_ARGUMENT, "reference plugin: output buffers too small");
-  }
-  return NULL;
+static int slot_mapped(const void* user, uint32_t slot) {
+  return ((const tm_executor*)user)->slots[slot] != NULL;
 }
 
 static tm_error* executor_forward(tm_executor* e, const tm_batch* batch, tm_step_output* output) {
-  tm_error* err = check_batch(e, batch, output);
+  const tmu_batch_limits limits = tmu_limits_for(&e->hp, &e->options, slot_mapped, e);
+  tm_error* err = tmu_check_batch(&limits, batch, output, NULL);
   if (err != NULL) return err;
 #ifdef REFERENCE_FAIL_FORWARD
-  return make_error(TM_INTERNAL, "reference plugin (failing build): the device lost its state");
+  return tmu_error(TM_INTERNAL, "the device lost its state");
 #endif
-  const uint64_t start = now_ns();
+  const uint64_t start = tmu_now_ns();
   const int32_t vocab = e->hp.vocab_size;
   float* rows = output->logits;
   int32_t* ids = output->argmax;
@@ -775,10 +591,10 @@ static tm_error* executor_forward(tm_executor* e, const tm_batch* batch, tm_step
         logits = e->logits;
       }
       forward_token(e, q->block_table, q->tokens[i], q->start_pos + (int32_t)i, logits);
-      if (last && q->logits == TM_LOGITS_ARGMAX) *ids++ = greedy_token(e->logits, vocab);
+      if (last && q->logits == TM_LOGITS_ARGMAX) *ids++ = tmu_greedy_token(e->logits, vocab);
     }
   }
-  output->device_time_ns = now_ns() - start;
+  output->device_time_ns = tmu_now_ns() - start;
   return NULL;
 }
 
@@ -796,9 +612,9 @@ static const tm_device_api api = {
     .abi_minor = TM_DEVICE_ABI_MINOR,
     .kind = REFERENCE_KIND,
     .plugin_version = "reference-1.0",
-    .error_code = error_code,
-    .error_message = error_message,
-    .error_destroy = error_destroy,
+    .error_code = tmu_error_code,
+    .error_message = tmu_error_message,
+    .error_destroy = tmu_error_destroy,
     .plugin_create = plugin_create,
     .plugin_destroy = plugin_destroy,
     .device_count = device_count,
