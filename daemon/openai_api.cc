@@ -37,14 +37,16 @@ int64_t UnixSeconds(std::chrono::system_clock::time_point t) {
 }
 
 // One generation between its admission and its last update: the response it
-// writes to and what it has gathered. Loop thread only, except that the
-// engine thread holds a reference through the sink.
+// writes to and what its choices (OpenAI `n`; one sequence each) have
+// gathered. Loop thread only, except that the engine thread holds a
+// reference through the sinks.
 class ActiveGeneration {
  public:
+  // `parsers`: one per choice, set when the request parses tool calls.
   ActiveGeneration(http::ResponseWriterPtr response, ResponseMeta meta, HttpHeaders headers,
                    bool stream, bool include_usage, bool logprobs,
                    tenants::AdmissionTicketPtr ticket,
-                   std::optional<chat::ToolCallParser> tools = std::nullopt)
+                   std::vector<std::optional<chat::ToolCallParser>> parsers)
       : response_(std::move(response)),
         meta_(std::move(meta)),
         headers_(std::move(headers)),
@@ -52,36 +54,77 @@ class ActiveGeneration {
         include_usage_(include_usage),
         logprobs_(logprobs),
         ticket_(std::move(ticket)),
-        tools_(std::move(tools)) {}
-
-  void set_handle(runtime::RequestHandlePtr handle) { handle_ = std::move(handle); }
-  void Cancel() {
-    if (handle_) handle_->Cancel();
+        choices_(parsers.size()) {
+    for (size_t i = 0; i < parsers.size(); ++i) choices_[i].tools = std::move(parsers[i]);
   }
 
-  void OnUpdate(runtime::GenerationUpdate update, std::vector<LogprobEntry> entries) {
+  void set_handle(size_t choice, runtime::RequestHandlePtr handle) {
+    choices_[choice].handle = std::move(handle);
+  }
+  // Runs once, at choice 0's first update: the prompt's full blocks are in
+  // the prefix cache then, so the other choices start from them.
+  void set_on_first_update(std::function<void()> fn) { on_first_update_ = std::move(fn); }
+  void Cancel() {
+    for (Choice& c : choices_) {
+      if (c.handle) c.handle->Cancel();
+    }
+  }
+  // A choice could not start: the request fails, the others are cancelled.
+  void FailAll(const absl::Status& status) {
     if (done_) return;
+    done_ = true;
+    Cancel();
+    if (!response_->closed()) Fail(status);
+    ticket_.reset();
+  }
+
+  void OnUpdate(size_t index, runtime::GenerationUpdate update, std::vector<LogprobEntry> entries) {
+    if (done_) return;
+    Choice& c = choices_[index];
+    if (c.done) return;
     if (ticket_) ticket_->ChargeTokens(static_cast<int64_t>(update.tokens.size()));
+    const bool failed = update.finished && (update.finish_reason == FinishReason::kError ||
+                                            update.finish_reason == FinishReason::kCancelled);
+    if (index == 0 && on_first_update_ && !failed) {
+      auto fn = std::move(on_first_update_);
+      on_first_update_ = nullptr;
+      fn();
+      if (done_) return;
+    }
     if (update.finished) {
-      Finish(update, std::move(entries));
-      done_ = true;
-      ticket_.reset();
-      handle_.reset();
+      c.done = true;
+      c.handle.reset();
+      FinishChoice(index, update, std::move(entries));
+      if (!done_ && std::all_of(choices_.begin(), choices_.end(),
+                                [](const Choice& other) { return other.done; })) {
+        Complete();
+      }
       return;
     }
     if (response_->closed()) return;  // the cancel is on its way
-    chat::ToolCallUpdate parsed = Split(std::move(update.text), /*at_end=*/false);
+    chat::ToolCallUpdate parsed = Split(c, std::move(update.text), /*at_end=*/false);
     if (!stream_) {
-      text_ += parsed.content;
-      std::move(entries.begin(), entries.end(), std::back_inserter(entries_));
+      c.text += parsed.content;
+      std::move(entries.begin(), entries.end(), std::back_inserter(c.entries));
       return;
     }
     if (parsed.content.empty() && parsed.calls.empty() && entries.empty()) return;
     StartStream();
-    WriteChunk(parsed, std::nullopt, entries);
+    WriteChunk(index, parsed, std::nullopt, entries);
   }
 
  private:
+  struct Choice {
+    runtime::RequestHandlePtr handle;
+    std::optional<chat::ToolCallParser> tools;  // requests that parse tool calls
+    std::string text;                           // non-streaming: the completion so far
+    std::vector<LogprobEntry> entries;          // non-streaming: its logprobs
+    int64_t text_offset = 0;                    // completions logprobs text_offset
+    bool done = false;
+    FinishReason reason = FinishReason::kStop;
+    runtime::GenerationUsage usage;
+  };
+
   void StartStream() {
     if (started_) return;
     started_ = true;
@@ -89,45 +132,50 @@ class ActiveGeneration {
     headers.emplace_back("Cache-Control", "no-cache");
     response_->Start(200, "text/event-stream", std::move(headers));
     if (meta_.endpoint == OpenAiEndpoint::kChatCompletions) {
-      ChunkContent role;
-      role.role_chunk = true;
-      response_->Write(SseData(ChunkJson(meta_, role, include_usage_)));
+      for (size_t i = 0; i < choices_.size(); ++i) {
+        ChunkContent role;
+        role.index = static_cast<int32_t>(i);
+        role.role_chunk = true;
+        response_->Write(SseData(ChunkJson(meta_, role, include_usage_)));
+      }
     }
   }
 
-  json LogprobsJson(std::span<const LogprobEntry> entries) {
+  json LogprobsJson(Choice& c, std::span<const LogprobEntry> entries) {
     if (!logprobs_) return nullptr;
     if (meta_.endpoint == OpenAiEndpoint::kChatCompletions) return ChatLogprobsJson(entries);
-    return CompletionLogprobsJson(entries, &text_offset_);
+    return CompletionLogprobsJson(entries, &c.text_offset);
   }
 
   // Generated text as content and tool calls (all content when the request
   // parses no calls).
-  chat::ToolCallUpdate Split(std::string text, bool at_end) {
+  static chat::ToolCallUpdate Split(Choice& c, std::string text, bool at_end) {
     chat::ToolCallUpdate out;
-    if (!tools_) {
+    if (!c.tools) {
       out.content = std::move(text);
       return out;
     }
-    out = tools_->Feed(text);
+    out = c.tools->Feed(text);
     if (at_end) {
-      chat::ToolCallUpdate rest = tools_->Finish();
+      chat::ToolCallUpdate rest = c.tools->Finish();
       out.content += rest.content;
       std::move(rest.calls.begin(), rest.calls.end(), std::back_inserter(out.calls));
     }
     return out;
   }
 
-  bool CalledTools() const { return tools_ && !tools_->calls().empty(); }
+  static bool CalledTools(const Choice& c) { return c.tools && !c.tools->calls().empty(); }
 
-  void WriteChunk(const chat::ToolCallUpdate& parsed, std::optional<FinishReason> finish,
-                  std::span<const LogprobEntry> entries) {
+  void WriteChunk(size_t index, const chat::ToolCallUpdate& parsed,
+                  std::optional<FinishReason> finish, std::span<const LogprobEntry> entries) {
+    Choice& c = choices_[index];
     ChunkContent chunk;
+    chunk.index = static_cast<int32_t>(index);
     chunk.text = parsed.content;
     if (!parsed.calls.empty()) chunk.tool_calls = ToolCallDeltasJson(parsed.calls);
     chunk.finish = finish;
-    chunk.called_tools = CalledTools();
-    chunk.logprobs = LogprobsJson(entries);
+    chunk.called_tools = CalledTools(c);
+    chunk.logprobs = LogprobsJson(c, entries);
     response_->Write(SseData(ChunkJson(meta_, chunk, include_usage_)));
   }
 
@@ -142,8 +190,16 @@ class ActiveGeneration {
     }
   }
 
-  void Finish(const runtime::GenerationUpdate& update, std::vector<LogprobEntry> entries) {
+  bool NothingGenerated() const {
+    return !started_ && std::all_of(choices_.begin(), choices_.end(), [](const Choice& c) {
+      return c.text.empty() && c.entries.empty() && c.usage.completion_tokens == 0;
+    });
+  }
+
+  void FinishChoice(size_t index, const runtime::GenerationUpdate& update,
+                    std::vector<LogprobEntry> entries) {
     if (response_->closed()) return;  // cancelled for a client that left
+    Choice& c = choices_[index];
     FinishReason reason = update.finish_reason;
     if (reason == FinishReason::kError || reason == FinishReason::kCancelled) {
       absl::Status error = update.error;
@@ -152,33 +208,57 @@ class ActiveGeneration {
       } else if (error.ok()) {
         error = absl::InternalError("generation failed");
       }
-      spdlog::warn("generation_failed request_id={} error={}", meta_.id,
+      spdlog::warn("generation_failed request_id={} choice={} error={}", meta_.id, index,
                    std::string(error.message()));
-      return Fail(error);
+      return FailAll(error);
     }
-    if (reason == FinishReason::kDeadline && !started_ && text_.empty() && entries_.empty() &&
-        update.usage.completion_tokens == 0) {
-      return Fail(absl::DeadlineExceededError(
+    if (reason == FinishReason::kDeadline && update.usage.completion_tokens == 0 &&
+        NothingGenerated()) {
+      return FailAll(absl::DeadlineExceededError(
           "the request's deadline (X-Tokenmill-Timeout-Ms) passed before the first token"));
     }
-    chat::ToolCallUpdate parsed = Split(update.text, /*at_end=*/true);
+    c.reason = reason;
+    c.usage = update.usage;
+    chat::ToolCallUpdate parsed = Split(c, update.text, /*at_end=*/true);
     if (!stream_) {
-      text_ += parsed.content;
-      std::move(entries.begin(), entries.end(), std::back_inserter(entries_));
-      json logprobs = LogprobsJson(entries_);
-      json calls = CalledTools() ? ToolCallsJson(tools_->calls()) : json(nullptr);
-      response_->Send(200, "application/json",
-                      DumpJson(ResponseJson(meta_, text_, reason, std::move(logprobs), update.usage,
-                                            std::move(calls))),
-                      headers_);
+      c.text += parsed.content;
+      std::move(entries.begin(), entries.end(), std::back_inserter(c.entries));
       return;
     }
     StartStream();
     if (!parsed.content.empty() || !parsed.calls.empty() || !entries.empty()) {
-      WriteChunk(parsed, std::nullopt, entries);
+      WriteChunk(index, parsed, std::nullopt, entries);
     }
-    WriteChunk({}, reason, {});
-    if (include_usage_) response_->Write(SseData(UsageChunkJson(meta_, update.usage)));
+    WriteChunk(index, {}, reason, {});
+  }
+
+  // Every choice finished: the response (not streamed) or the stream's end.
+  void Complete() {
+    done_ = true;
+    ticket_.reset();
+    if (response_->closed()) return;
+    // The prompt once (the choices after the first read it from the prefix
+    // cache), every choice's completion.
+    runtime::GenerationUsage usage = choices_[0].usage;
+    for (size_t i = 1; i < choices_.size(); ++i) {
+      usage.completion_tokens += choices_[i].usage.completion_tokens;
+      usage.preemptions += choices_[i].usage.preemptions;
+    }
+    if (!stream_) {
+      json choices = json::array();
+      for (size_t i = 0; i < choices_.size(); ++i) {
+        Choice& c = choices_[i];
+        json logprobs = LogprobsJson(c, c.entries);
+        json calls = CalledTools(c) ? ToolCallsJson(c.tools->calls()) : json(nullptr);
+        choices.push_back(ChoiceJson(meta_, static_cast<int32_t>(i), c.text, c.reason,
+                                     std::move(logprobs), std::move(calls)));
+      }
+      response_->Send(200, "application/json",
+                      DumpJson(ResponseJson(meta_, std::move(choices), usage)), headers_);
+      return;
+    }
+    StartStream();
+    if (include_usage_) response_->Write(SseData(UsageChunkJson(meta_, usage)));
     response_->Write(std::string(kSseDone));
     response_->End();
   }
@@ -190,13 +270,10 @@ class ActiveGeneration {
   bool include_usage_ = false;
   bool logprobs_ = false;
   tenants::AdmissionTicketPtr ticket_;
-  runtime::RequestHandlePtr handle_;
+  std::vector<Choice> choices_;
+  std::function<void()> on_first_update_;
   bool started_ = false;
   bool done_ = false;
-  std::optional<chat::ToolCallParser> tools_;  // requests that parse tool calls
-  std::string text_;                           // non-streaming: the completion so far
-  std::vector<LogprobEntry> entries_;          // non-streaming: its logprobs
-  int64_t text_offset_ = 0;                    // completions logprobs text_offset
 };
 
 // Encodes the request's prompt with the instance's tokenizer (chats through
@@ -698,41 +775,71 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
                          generation.request_id);
   meta.created = UnixSeconds(clock_());
   meta.model = req.model;
-  std::optional<chat::ToolCallParser> tools;
+  const size_t n = static_cast<size_t>(req.n);
+  std::vector<std::optional<chat::ToolCallParser>> parsers(n);
   if (prepared.tool_format != chat::ToolCallFormat::kNone) {
     using ToolChoice = OpenAiRequest::ToolChoice;
     const bool forced =
         req.tool_choice == ToolChoice::kRequired || req.tool_choice == ToolChoice::kFunction;
-    tools.emplace(prepared.tool_format, forced, req.parallel_tool_calls,
-                  std::hash<std::string>{}(generation.request_id));
+    for (size_t i = 0; i < n; ++i) {
+      parsers[i].emplace(prepared.tool_format, forced, req.parallel_tool_calls,
+                         std::hash<std::string>{}(generation.request_id) + i);
+    }
   }
   auto active = std::make_shared<ActiveGeneration>(response, std::move(meta), headers, req.stream,
                                                    req.include_usage, req.logprobs,
-                                                   std::move(ticket), std::move(tools));
-  // The sink runs on the engine thread: it only turns tokens into logprob
-  // text (the tokenizer lives as long as the engine thread) and posts.
+                                                   std::move(ticket), std::move(parsers));
+  // The sinks run on the engine thread: they only turn tokens into logprob
+  // text (the tokenizer lives as long as the engine thread) and post.
   const tokenizer::Tokenizer* tokenizer = &instance->tokenizer();
-  bool logprobs = req.logprobs;
-  runtime::GenerationSink sink = [post = post_, active, tokenizer,
-                                  logprobs](runtime::GenerationUpdate update) {
-    std::vector<LogprobEntry> entries;
-    if (logprobs) {
-      entries.reserve(update.tokens.size());
-      for (const runtime::GeneratedToken& token : update.tokens) {
-        entries.push_back(MakeLogprobEntry(token, *tokenizer));
+  auto sink_for = [post = post_, active, tokenizer,
+                   logprobs = req.logprobs](size_t choice) -> runtime::GenerationSink {
+    return [post, active, tokenizer, logprobs, choice](runtime::GenerationUpdate update) {
+      std::vector<LogprobEntry> entries;
+      if (logprobs) {
+        entries.reserve(update.tokens.size());
+        for (const runtime::GeneratedToken& token : update.tokens) {
+          entries.push_back(MakeLogprobEntry(token, *tokenizer));
+        }
       }
-    }
-    post([active, update = std::move(update), entries = std::move(entries)]() mutable {
-      active->OnUpdate(std::move(update), std::move(entries));
-    });
+      post([active, choice, update = std::move(update), entries = std::move(entries)]() mutable {
+        active->OnUpdate(choice, std::move(update), std::move(entries));
+      });
+    };
   };
+  if (n > 1) {
+    // Choices 1..n-1 are requests of their own (ledger records "<id>-<i>",
+    // the prompt billed once, by choice 0), started once choice 0's prompt
+    // is in the prefix cache, so they compute only its last partial block.
+    // A seed gives choice i the seed + i.
+    runtime::GenerationRequest sibling = generation;
+    std::weak_ptr<ActiveGeneration> weak_active = active;
+    std::weak_ptr<runtime::ModelInstance> weak_instance = instance;
+    active->set_on_first_update(
+        [weak_active, weak_instance, sibling = std::move(sibling), n, sink_for]() {
+          auto alive = weak_active.lock();
+          if (alive == nullptr) return;
+          runtime::ModelInstancePtr model = weak_instance.lock();
+          for (size_t i = 1; i < n; ++i) {
+            runtime::GenerationRequest choice = sibling;
+            choice.request_id = absl::StrCat(sibling.request_id, "-", i);
+            choice.prompt_billed_elsewhere = true;
+            if (choice.sampling.seed) *choice.sampling.seed += i;
+            absl::StatusOr<runtime::RequestHandlePtr> handle =
+                model == nullptr ? absl::UnavailableError("the model was unloaded")
+                                 : model->Submit(std::move(choice), sink_for(i));
+            if (!handle.ok()) return alive->FailAll(handle.status());
+            alive->set_handle(i, *std::move(handle));
+          }
+        });
+  }
   absl::StatusOr<runtime::RequestHandlePtr> handle =
-      instance->Submit(std::move(generation), std::move(sink));
+      instance->Submit(std::move(generation), sink_for(0));
   if (!handle.ok()) {
     // The ticket goes with `active`, which nothing else holds now.
     return SendOpenAiError(*response, handle.status(), {{"X-Request-Id", request_id}});
   }
-  active->set_handle(*handle);
+  active->set_handle(0, *handle);
   std::weak_ptr<ActiveGeneration> weak = active;
   response->OnClose([weak] {
     if (auto alive = weak.lock()) alive->Cancel();

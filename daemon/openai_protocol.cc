@@ -197,9 +197,7 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
   TM_RETURN_IF_ERROR(f.Int32("top_k", -1, std::numeric_limits<int32_t>::max(), &top_k));
   s.top_k = top_k < 0 ? 0 : top_k;  // -1 means off, as in vLLM
 
-  int64_t n = 1;
-  TM_RETURN_IF_ERROR(f.Int("n", 1, std::numeric_limits<int32_t>::max(), &n));
-  if (n != 1) return Unsupported("n", "more than one choice");
+  TM_RETURN_IF_ERROR(f.Int32("n", 1, kMaxChoices, &r.n));
 
   if (const json* seed = f.Find("seed")) {
     if (!seed->is_number_integer()) return Bad("seed", "'seed' must be an integer");
@@ -791,10 +789,9 @@ json ToolCallDeltasJson(std::span<const chat::ToolCallDelta> deltas) {
   return out;
 }
 
-json ResponseJson(const ResponseMeta& meta, const std::string& text, runtime::FinishReason reason,
-                  json logprobs, const runtime::GenerationUsage& usage, json tool_calls) {
-  json body = Envelope(meta, IsChat(meta) ? "chat.completion" : "text_completion");
-  json choice = {{"index", 0}};
+json ChoiceJson(const ResponseMeta& meta, int32_t index, const std::string& text,
+                runtime::FinishReason reason, json logprobs, json tool_calls) {
+  json choice = {{"index", index}};
   const bool called_tools = tool_calls.is_array() && !tool_calls.empty();
   if (IsChat(meta)) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
@@ -807,14 +804,27 @@ json ResponseJson(const ResponseMeta& meta, const std::string& text, runtime::Fi
   }
   choice["logprobs"] = std::move(logprobs);
   AddFinish(choice, reason, called_tools);
-  body["choices"] = json::array({std::move(choice)});
+  return choice;
+}
+
+json ResponseJson(const ResponseMeta& meta, json choices, const runtime::GenerationUsage& usage) {
+  json body = Envelope(meta, IsChat(meta) ? "chat.completion" : "text_completion");
+  body["choices"] = std::move(choices);
   body["usage"] = UsageJson(usage);
   return body;
 }
 
+json ResponseJson(const ResponseMeta& meta, const std::string& text, runtime::FinishReason reason,
+                  json logprobs, const runtime::GenerationUsage& usage, json tool_calls) {
+  return ResponseJson(
+      meta,
+      json::array({ChoiceJson(meta, 0, text, reason, std::move(logprobs), std::move(tool_calls))}),
+      usage);
+}
+
 json ChunkJson(const ResponseMeta& meta, const ChunkContent& content, bool usage_null) {
   json body = Envelope(meta, IsChat(meta) ? "chat.completion.chunk" : "text_completion");
-  json choice = {{"index", 0}};
+  json choice = {{"index", content.index}};
   if (IsChat(meta)) {
     if (content.role_chunk) {
       choice["delta"] = {{"role", "assistant"}, {"content", ""}};

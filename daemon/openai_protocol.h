@@ -33,7 +33,7 @@ inline constexpr int32_t kMaxCompletionLogprobs = 5;
 
 // A parsed request. Unknown fields are ignored, as OpenAI's API does, so that
 // clients sending newer optional fields keep working; fields tokenmill knows
-// but cannot honour (n > 1, echo, images, ...) are refused.
+// but cannot honour (echo, images, ...) are refused.
 struct OpenAiRequest {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
   std::string model;
@@ -52,6 +52,8 @@ struct OpenAiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // extension: EOS does not end generation
+  // Choices to generate for the prompt (1..kMaxChoices).
+  int32_t n = 1;
   // The client's end-user id, at most kMaxUserBytes; kept in the request's
   // ledger record.
   std::string user;
@@ -68,6 +70,9 @@ struct OpenAiRequest {
   std::string tool_choice_name;  // kFunction: the function to call
   bool parallel_tool_calls = true;
 };
+
+// Most choices per request (`n`): each is a sequence of its own in the batch.
+inline constexpr int32_t kMaxChoices = 16;
 
 // Most tools per request, and the longest function name (OpenAI's limits).
 inline constexpr size_t kMaxTools = 128;
@@ -136,10 +141,18 @@ std::string OpenAiFinishReason(runtime::FinishReason reason);
 //  "prompt_tokens_details":{"cached_tokens"}}
 nlohmann::json UsageJson(const runtime::GenerationUsage& usage);
 
-// The non-streaming response. `logprobs` is null when not requested.
-// `tool_calls` (chat): the calls parsed from the output (ToolCallsJson), or
-// null; with calls, the message's content is null when empty and a stop is
-// finish_reason "tool_calls".
+// One choice of a non-streaming response. `logprobs` is null when not
+// requested. `tool_calls` (chat): the calls parsed from the output
+// (ToolCallsJson), or null; with calls, the message's content is null when
+// empty and a stop is finish_reason "tool_calls".
+nlohmann::json ChoiceJson(const ResponseMeta& meta, int32_t index, const std::string& text,
+                          runtime::FinishReason reason, nlohmann::json logprobs,
+                          nlohmann::json tool_calls = nullptr);
+// The non-streaming response: `choices` (ChoiceJson, in index order) and the
+// request's usage.
+nlohmann::json ResponseJson(const ResponseMeta& meta, nlohmann::json choices,
+                            const runtime::GenerationUsage& usage);
+// The same with one choice.
 nlohmann::json ResponseJson(const ResponseMeta& meta, const std::string& text,
                             runtime::FinishReason reason, nlohmann::json logprobs,
                             const runtime::GenerationUsage& usage,
@@ -157,6 +170,7 @@ nlohmann::json ToolCallDeltasJson(std::span<const chat::ToolCallDelta> deltas);
 // otherwise delta {"content":text}, or {} when `finish` is set and text is
 // empty. `usage_null` adds "usage":null (stream_options.include_usage).
 struct ChunkContent {
+  int32_t index = 0;  // the choice
   std::string text;
   bool role_chunk = false;
   std::optional<runtime::FinishReason> finish;

@@ -48,6 +48,11 @@ struct GenerationRequest {
   // [TOOL_CALLS] or <|python_tag|>, which the caller parses); false: they
   // add no text.
   bool keep_control_text = false;
+  // Another choice of the same client request (OpenAI `n`) bills this
+  // prompt: this one's prompt tokens are metered as recomputed (their device
+  // cost, no charge) and its cached ones not at all, so the request's
+  // records add up to one prompt and every choice's completion.
+  bool prompt_billed_elsewhere = false;
   // The caller reports each token's logprob. When false, a greedy request
   // without penalties takes its tokens from the executor's argmax (a GPU
   // sends back token ids, not logits) and GeneratedToken::logprob stays 0.

@@ -426,6 +426,11 @@ void ModelInstance::Impl::Step() {
       if (step_prefill[i] == 1) u.prompt_tokens = tokens;
       if (step_prefill[i] == 2) u.recomputed_tokens = tokens;
       u.cached_tokens = step_cached[i];
+      if (it->second->request().prompt_billed_elsewhere) {
+        u.recomputed_tokens += u.prompt_tokens;
+        u.prompt_tokens = 0;
+        u.cached_tokens = 0;
+      }
       u.generated_tokens = results[i].token ? 1 : 0;
       step_usage.seqs.push_back(u);
     }

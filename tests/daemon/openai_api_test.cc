@@ -293,7 +293,7 @@ TEST_F(OpenAiApiTest, UnknownOrForbiddenModelIs404) {
 }
 
 TEST_F(OpenAiApiTest, BadRequestsNameTheParam) {
-  CurlResult n2 = Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"n", 2}});
+  CurlResult n2 = Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"n", 17}});
   EXPECT_EQ(n2.status, 400);
   EXPECT_EQ(json::parse(n2.body)["error"]["param"], "n");
   CurlResult too_long =

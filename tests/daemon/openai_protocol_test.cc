@@ -149,7 +149,7 @@ TEST(OpenAiRequestTest, BadCompletionValuesNameTheParam) {
       {"temperature", "hot", "temperature"},
       {"top_p", 0, "top_p"},
       {"top_p", 1.01, "top_p"},
-      {"n", 2, "n"},
+      {"n", 17, "n"},
       {"n", 0, "n"},
       {"stream", "yes", "stream"},
       {"stream_options", 1, "stream_options"},
@@ -309,7 +309,7 @@ TEST(OpenAiRequestTest, BadChatValuesNameTheParam) {
       {message(
            {{"role", "assistant"}, {"content", "x"}, {"tool_calls", json::array({{{"id", "1"}}})}}),
        "messages[0].tool_calls[0].function"},
-      {with("n", 3), "n"},
+      {with("n", 17), "n"},
       {with("max_completion_tokens", 0), "max_completion_tokens"},
       {with("logprobs", 1), "logprobs"},
       {with("top_logprobs", 2), "top_logprobs"},  // without logprobs: true

@@ -20,6 +20,7 @@
 #include "tests/support/store_reads.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_model.h"
+#include "tests/telemetry/exposition.h"
 
 namespace tokenmill::testing {
 namespace {
@@ -60,13 +61,14 @@ class MeteringTest : public ::testing::Test {
     return d;
   }
 
+  // request_id "": no X-Request-Id.
   CurlResult Post(const json& body, const std::string& key, const std::string& request_id,
                   long timeout_ms = 60000) {
+    std::vector<std::string> headers = {"Content-Type: application/json",
+                                        "Authorization: Bearer " + key};
+    if (!request_id.empty()) headers.push_back("X-Request-Id: " + request_id);
     return CurlRequest(absl::StrCat("http://127.0.0.1:", port_, "/v1/completions"), "", "POST",
-                       body.dump(),
-                       {"Content-Type: application/json", "Authorization: Bearer " + key,
-                        "X-Request-Id: " + request_id},
-                       timeout_ms);
+                       body.dump(), headers, timeout_ms);
   }
 
   // Every ledger record and the usage counters summed, read from the store
@@ -238,6 +240,71 @@ TEST_F(MeteringTest, SighupChangesPricesFromThenOnNeverRetroactively) {
   const double tokens_out = before["generated_tokens"].get<double>();
   EXPECT_NEAR(r1, (tokens_in * 0.5 + tokens_out * 1.5) * 1e3, 1.0 * 10);
   EXPECT_NEAR(r2, (tokens_in * 5.0 + tokens_out * 15.0) * 1e3, 1.0 * 10);
+}
+
+// `n` choices: each is a ledger record of its own ("<key>", "<key>-1", ...),
+// the prompt is billed once (by choice 0), every choice's tokens at the output
+// price, and the ledger still adds up to usage. The choices after the first
+// start from the prompt's full blocks in the prefix cache.
+TEST_F(MeteringTest, ChoicesAreMeteredEachWithThePromptBilledOnce) {
+  auto daemon = StartDaemon();
+  const std::string metrics_url = absl::StrCat("http://", daemon->MetricsAddress(), "/metrics");
+  auto prefix_hits = [&] {
+    CurlResult m = CurlRequest(metrics_url, "", "GET", "", {});
+    EXPECT_EQ(m.status, 200);
+    // Absent until the first request looked the cache up.
+    return telemetry::exposition::SeriesValue(m.body,
+                                              R"(tokenmill_prefix_cache_hits_total{model="tiny"})")
+        .value_or(0.0);
+  };
+  const double hits_before = prefix_hits();
+  const json body = {{"model", "tiny"},
+                     {"prompt",
+                      "Choices share the prompt: one prefill serves every choice, "
+                      "and the ledger bills the prompt once but every choice's tokens."},
+                     {"max_tokens", 7},
+                     {"temperature", 1.0},
+                     {"seed", 5},
+                     {"n", 3},
+                     {"ignore_eos", true}};
+  CurlResult r = Post(body, kKeyA, "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json response = json::parse(r.body);
+  ASSERT_EQ(response["choices"].size(), 3u) << r.body;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(response["choices"][i]["index"], i);
+    EXPECT_EQ(response["choices"][i]["finish_reason"], "length");
+  }
+  const int64_t prompt = response["usage"]["prompt_tokens"];
+  EXPECT_EQ(response["usage"]["completion_tokens"], 21);
+  const double hits_after = prefix_hits();
+  // Two choices each found the prompt's full 16-token blocks in the cache
+  // (all but the one holding its last token).
+  EXPECT_GE(hits_after - hits_before, 2.0 * ((prompt - 1) / 16 * 16))
+      << hits_before << " " << hits_after;
+  EXPECT_GE(prompt, 17) << "the prompt fills a block";
+  ASSERT_EQ(daemon->Stop(), 0);
+
+  const StoreView store = ReadStore();
+  const std::string key = response["id"].get<std::string>().substr(5);  // "cmpl-" + key
+  ASSERT_TRUE(store.ledger_by_id.contains(key));
+  ASSERT_TRUE(store.ledger_by_id.contains(key + "-1"));
+  ASSERT_TRUE(store.ledger_by_id.contains(key + "-2"));
+  const json& first = store.ledger_by_id.at(key);
+  EXPECT_EQ(first["prompt_tokens"].get<int64_t>(), prompt);
+  EXPECT_EQ(first["generated_tokens"], 7);
+  EXPECT_NEAR(first["revenue_nusd"].get<double>(), (prompt * 0.5 + 7 * 1.5) * 1e3, 10);
+  for (const std::string& sibling : {key + "-1", key + "-2"}) {
+    const json& c = store.ledger_by_id.at(sibling);
+    EXPECT_EQ(c["prompt_tokens"], 0) << c.dump();
+    EXPECT_EQ(c["cached_tokens"], 0) << c.dump();
+    EXPECT_EQ(c["generated_tokens"], 7) << c.dump();
+    EXPECT_NEAR(c["revenue_nusd"].get<double>(), 7 * 1.5 * 1e3, 10) << c.dump();
+    EXPECT_GT(c["cost_nusd"].get<int64_t>(), 0) << "its device time is its cost: " << c.dump();
+  }
+  EXPECT_EQ(store.ledger_sum.prompt_tokens, store.usage.prompt_tokens);
+  EXPECT_EQ(store.ledger_sum.generated_tokens, store.usage.generated_tokens);
+  EXPECT_EQ(store.ledger_sum.revenue_nusd, store.usage.revenue_nusd);
 }
 
 // A tenant the control API makes or changes is priced from its next step on:

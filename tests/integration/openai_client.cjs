@@ -1,7 +1,8 @@
 // Streams one chat completion through the official openai client, then asks
 // for a completion with a logit_bias of +100 on token 300 (sampled at
 // temperature 1) and streams a chat completion constrained by a JSON schema
-// (response_format), and prints {models, chunks, text, finish_reason, usage,
+// (response_format) and a chat with two choices (n), and prints {models,
+// chunks, text, finish_reason, usage, multi: {texts, finish_reasons, usage},
 // biased: {text, usage}, structured: {text, finish_reason, parsed}} as JSON.
 // Exits 1 on any error.
 const OpenAI = require('openai');
@@ -75,8 +76,31 @@ async function main() {
       if (choice.finish_reason) structuredFinish = choice.finish_reason;
     }
   }
+  // Two choices in one stream, told apart by their index.
+  const multiStream = await client.chat.completions.create({
+    model,
+    messages: [{ role: 'user', content: 'Two answers, please.' }],
+    n: 2,
+    max_tokens: 5,
+    temperature: 1,
+    seed: 3,
+    stream: true,
+    stream_options: { include_usage: true },
+    ignore_eos: true,
+  });
+  const multiText = ['', ''];
+  const multiFinish = [null, null];
+  let multiUsage = null;
+  for await (const chunk of multiStream) {
+    if (chunk.usage) multiUsage = chunk.usage;
+    for (const choice of chunk.choices) {
+      if (choice.delta && choice.delta.content) multiText[choice.index] += choice.delta.content;
+      if (choice.finish_reason) multiFinish[choice.index] = choice.finish_reason;
+    }
+  }
   console.log(JSON.stringify({
     models, chunks, text, finish_reason: finish, usage,
+    multi: { texts: multiText, finish_reasons: multiFinish, usage: multiUsage },
     biased: { text: biased.choices[0].text, usage: biased.usage },
     structured: {
       text: structuredText, finish_reason: structuredFinish, parsed: JSON.parse(structuredText),

@@ -165,7 +165,7 @@ TEST_F(ServingTest, UnknownKeyAndModelAreRefusedInOpenAiShape) {
   EXPECT_TRUE(json::parse(r.body, nullptr, false)["error"].contains("message")) << r.body;
   r = Post("/v1/completions", {{"model", "nope"}, {"prompt", "x"}}, kAlphaKey);
   EXPECT_EQ(r.status, 404);
-  r = Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"n", 3}}, kAlphaKey);
+  r = Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"n", 17}}, kAlphaKey);
   EXPECT_EQ(r.status, 400);
 }
 
@@ -195,6 +195,13 @@ TEST_F(ServingTest, OpenAiNodeClientStreamsAChatCompletion) {
   EXPECT_EQ(result["models"][0], "tiny");
   // +100 on one token: every one of the 6 sampled tokens is that token, so
   // the text is one piece six times over.
+  // Two choices streamed side by side: both complete, one prompt, all tokens.
+  const json& multi = result["multi"];
+  EXPECT_EQ(multi["finish_reasons"], json::array({"length", "length"})) << multi.dump();
+  EXPECT_FALSE(multi["texts"][0].get<std::string>().empty()) << multi.dump();
+  EXPECT_FALSE(multi["texts"][1].get<std::string>().empty()) << multi.dump();
+  EXPECT_EQ(multi["usage"]["completion_tokens"], 10) << multi.dump();
+  EXPECT_GT(multi["usage"]["prompt_tokens"].get<int>(), 3) << multi.dump();
   // A streamed chat constrained by a JSON schema: the client parsed it.
   const json& structured = result["structured"];
   EXPECT_EQ(structured["finish_reason"], "stop") << structured.dump();
