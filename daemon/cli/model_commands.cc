@@ -117,7 +117,9 @@ int LocalCommands::RunBench() const {
                              {"tokens_per_second", d.tokens_per_second},
                              {"tokens_per_second_min", d.tokens_per_second_min},
                              {"tokens_per_second_max", d.tokens_per_second_max},
-                             {"ms_per_step", d.ms_per_step}});
+                             {"ms_per_step", d.ms_per_step},
+                             {"experts_per_step", d.experts_per_step},
+                             {"bound_tokens_per_second", d.bound_tokens_per_second}});
     }
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -526,6 +526,7 @@ void CpuExecutor::RunExperts(int32_t layer, int64_t tokens) {
     const int64_t rows = expert_offset_[static_cast<size_t>(e + 1)] - first;
     if (rows == 0) continue;
     const ExpertViews& v = views[e];
+    ++expert_runs_;
     expert_tasks_.push_back({&v.gate, moe_x + first * dim, gate + first * ffn, ffn, rows, first});
     expert_tasks_.push_back({&v.up, moe_x + first * dim, up + first * ffn, ffn, rows, first});
   }

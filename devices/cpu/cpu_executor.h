@@ -46,6 +46,10 @@ class CpuExecutor final : public Executor {
   absl::Status UnmapKvPage(uint32_t slot) override;
 
   int32_t threads() const { return pool_.threads(); }
+  // (layer, expert) matmul sets run since creation: each is one read of an
+  // expert's three matrices (benchmarks divide by steps for the bytes a
+  // step reads). 0 without experts.
+  uint64_t expert_runs() const { return expert_runs_; }
   Isa isa() const { return isa_; }
 
   // Test hooks: fill every scratch buffer, or the whole KV cache (every
@@ -125,8 +129,8 @@ class CpuExecutor final : public Executor {
   // + e: gate, up, down), router logits (tokens x n_experts), rows gathered
   // by expert (max_batch_tokens x n_experts_used rows of dim) and the
   // experts' outputs there; per expert its first gathered row (n_experts + 1
-  // entries); per gathered row its token and weight; per (token, rank) its
-  // gathered row.
+  // entries, and a fill count); per (token, rank) the expert, its weight
+  // and its gathered row; per gathered row its token.
   struct ExpertViews {
     TensorView gate, up, down;
   };
@@ -138,6 +142,7 @@ class CpuExecutor final : public Executor {
   std::vector<int32_t> token_expert_;  // per (token, rank): the expert chosen
   std::vector<int64_t> slot_token_, token_slot_;
   std::vector<float> token_weight_;  // per (token, rank)
+  uint64_t expert_runs_ = 0;
   // Per-thread attention scores, one block's worth each.
   AlignedBuffer scores_;
   size_t scores_stride_ = 0;  // floats per thread
