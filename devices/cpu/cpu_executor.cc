@@ -399,6 +399,7 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
   const MatMulTask wo_task[] = {{&w.wo, attn, h, dim}};
   MatMulGroup(wo_task, tokens);
   const TensorView* const gate_up[] = {&w.w_gate, &w.w_up};
+  const TensorView* const router[] = {&w.router};
   const float* ffn_norm = static_cast<const float*>(w.ffn_norm.data);
   const float* attn_post_norm = static_cast<const float*>(w.attn_post_norm.data);
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
@@ -409,7 +410,12 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
       Add(isa_, x + t * dim, h + t * dim, dim);
       RmsNorm(isa_, x + t * dim, ffn_norm, dim, hp.rms_norm_eps, h + t * dim);
     }
-    if (hp.n_experts == 0) PrepareRows(gate_up, h, dim, begin, end);
+    // With experts, the router reads these rows first.
+    if (hp.n_experts == 0) {
+      PrepareRows(gate_up, h, dim, begin, end);
+    } else {
+      PrepareRows(router, h, dim, begin, end);
+    }
   });
 
   if (hp.n_experts > 0) {
@@ -449,7 +455,7 @@ void CpuExecutor::RouteTokens(int64_t tokens) {
   const float* logits = router_logits_.as<float>();
   // Softmax over all experts, the k most probable (the lower index first on
   // ties), their probabilities renormalised to sum 1 when the model says so.
-  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+  auto route = [&](int64_t begin, int64_t end, int32_t) {
     for (int64_t t = begin; t < end; ++t) {
       const float* l = logits + t * n_exp;
       const float max = *std::max_element(l, l + n_exp);
@@ -473,7 +479,13 @@ void CpuExecutor::RouteTokens(int64_t tokens) {
         for (int64_t j = 0; j < k; ++j) weight[j] = static_cast<float>(weight[j] / chosen_sum);
       }
     }
-  });
+  };
+  // A decode step's few tokens route faster here than the pool wakes up.
+  if (tokens < 8) {
+    route(0, tokens, 0);
+  } else {
+    pool_.ParallelFor(tokens, route);
+  }
   // Gathered rows grouped by expert, tokens in order within each expert.
   std::fill(expert_fill_.begin(), expert_fill_.end(), 0);
   for (int64_t i = 0; i < tokens * k; ++i) ++expert_fill_[static_cast<size_t>(token_expert_[i])];
@@ -498,10 +510,7 @@ void CpuExecutor::RunExperts(int32_t layer, int64_t tokens) {
   float *h = h_.as<float>(), *gate = gate_.as<float>(), *up = up_.as<float>();
   float *moe_x = moe_x_.as<float>(), *moe_out = moe_out_.as<float>();
 
-  const TensorView* const router[] = {&w.router};
-  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
-    PrepareRows(router, h, dim, begin, end);
-  });
+  // RunLayer prepared h's rows for the router.
   const MatMulTask router_task[] = {{&w.router, h, router_logits_.as<float>(), n_exp}};
   MatMulGroup(router_task, tokens);
   RouteTokens(tokens);
