@@ -88,17 +88,30 @@ const char* ArchitectureName(Architecture arch) {
       return "qwen3";
     case Architecture::kGemma3:
       return "gemma3";
+    case Architecture::kQwen3Moe:
+      return "qwen3moe";
   }
   return "unknown";
 }
 
 bool IsLocalLayer(const ModelHyperparams& hp, int32_t layer) {
-  return hp.sliding_window > 0 && hp.sliding_window_pattern > 0 &&
-         layer % hp.sliding_window_pattern != hp.sliding_window_pattern - 1;
+  return hp.sliding_window > 0 &&
+         (hp.sliding_window_pattern == 0 ||
+          layer % hp.sliding_window_pattern != hp.sliding_window_pattern - 1);
 }
 
 int32_t LayerWindow(const ModelHyperparams& hp, int32_t layer) {
   return IsLocalLayer(hp, layer) ? hp.sliding_window : 0;
+}
+
+TensorView ExpertSlice(const TensorView& stacked, int64_t e) {
+  TensorView slice;
+  slice.name = stacked.name;
+  slice.type = stacked.type;
+  slice.shape = {stacked.shape[1], stacked.shape[2]};
+  slice.bytes = TensorBytes(stacked.type, static_cast<uint64_t>(slice.shape[0] * slice.shape[1]));
+  slice.data = static_cast<const uint8_t*>(stacked.data) + static_cast<size_t>(e) * slice.bytes;
+  return slice;
 }
 
 float AttentionScale(const ModelHyperparams& hp) {
@@ -177,6 +190,19 @@ std::string ModelSpec::Problem() const {
     bool f32_only;
     bool optional;
   };
+  const bool moe = hp.n_experts > 0;
+  if (hp.n_experts < 0 || hp.n_experts > 1024 || hp.n_experts_used < 0 ||
+      (moe && (hp.n_experts_used < 1 || hp.n_experts_used > hp.n_experts)) ||
+      (!moe && hp.n_experts_used != 0)) {
+    return std::to_string(hp.n_experts) + " experts with " + std::to_string(hp.n_experts_used) +
+           " used per token: expected 1..1024 experts and 1..n_experts used, or none of either";
+  }
+  if (arch == Architecture::kQwen3Moe && !moe) return "qwen3moe needs experts (n_experts > 0)";
+  if (moe && arch != Architecture::kLlama && arch != Architecture::kQwen3Moe) {
+    return std::string("experts are set, but ") + ArchitectureName(arch) +
+           " has none here (llama, as Mixtral, and qwen3moe have)";
+  }
+  const int64_t n_exp = hp.n_experts;
   std::vector<Expected> expected = {
       {&token_embedding, "token_embedding", {hp.vocab_size, dim}, false, false},
       {&output_norm, "output_norm", {dim}, true, false},
@@ -193,9 +219,14 @@ std::string ModelSpec::Problem() const {
         {&w.wv, p + "wv", {kv_dim, dim}, false, false},
         {&w.wo, p + "wo", {dim, q_dim}, false, false},
         {&w.ffn_norm, p + "ffn_norm", {dim}, true, false},
-        {&w.w_gate, p + "w_gate", {ffn, dim}, false, false},
-        {&w.w_up, p + "w_up", {ffn, dim}, false, false},
-        {&w.w_down, p + "w_down", {dim, ffn}, false, false},
+        // dense FFN or experts; presence checked below
+        {&w.w_gate, p + "w_gate", {ffn, dim}, false, true},
+        {&w.w_up, p + "w_up", {ffn, dim}, false, true},
+        {&w.w_down, p + "w_down", {dim, ffn}, false, true},
+        {&w.router, p + "router", {n_exp, dim}, false, true},
+        {&w.gate_exps, p + "gate_exps", {n_exp, ffn, dim}, false, true},
+        {&w.up_exps, p + "up_exps", {n_exp, ffn, dim}, false, true},
+        {&w.down_exps, p + "down_exps", {n_exp, dim, ffn}, false, true},
         // llama has no biases; qwen2 has all three
         {&w.bq, p + "bq", {q_dim}, true, true},
         {&w.bk, p + "bk", {kv_dim}, true, true},
@@ -208,8 +239,18 @@ std::string ModelSpec::Problem() const {
         {&w.ffn_post_norm, p + "ffn_post_norm", {dim}, true, true},
     };
     expected.insert(expected.end(), std::begin(layer), std::end(layer));
+    for (const TensorView* t : {&w.w_gate, &w.w_up, &w.w_down}) {
+      if (t->empty() != moe) {
+        return p + "dense FFN weight " + (moe ? "is set in a model with experts" : "is missing");
+      }
+    }
+    for (const TensorView* t : {&w.router, &w.gate_exps, &w.up_exps, &w.down_exps}) {
+      if (t->empty() == moe) {
+        return p + "expert weight " + (moe ? "is missing" : "is set in a model without experts");
+      }
+    }
     const bool gemma3 = arch == Architecture::kGemma3;
-    const bool qk_norm = arch == Architecture::kQwen3 || gemma3;
+    const bool qk_norm = arch == Architecture::kQwen3 || arch == Architecture::kQwen3Moe || gemma3;
     for (const TensorView* t : {&w.q_norm, &w.k_norm}) {
       if (t->empty() == qk_norm) {
         return p + (t == &w.q_norm ? "q_norm" : "k_norm") +
@@ -227,14 +268,16 @@ std::string ModelSpec::Problem() const {
       }
     }
   }
-  if (arch != Architecture::kGemma3 && hp.sliding_window != 0) {
+  if (arch != Architecture::kGemma3 && arch != Architecture::kLlama && hp.sliding_window != 0) {
     return std::string("a sliding window is set, but ") + ArchitectureName(arch) +
-           " has none here (gemma3 has)";
+           " has none here (gemma3 and llama, as Mistral, have)";
   }
-  if (hp.sliding_window < 0 || (hp.sliding_window > 0 && hp.sliding_window_pattern <= 0)) {
+  if (hp.sliding_window < 0 || hp.sliding_window_pattern < 0 ||
+      (arch == Architecture::kGemma3 && hp.sliding_window > 0 && hp.sliding_window_pattern <= 0)) {
     return "sliding_window " + std::to_string(hp.sliding_window) + " with pattern " +
            std::to_string(hp.sliding_window_pattern) +
-           ": the window must be >= 0 and, when set, the pattern positive";
+           ": the window must be >= 0 and, when set, the pattern positive (gemma3) or 0 (every "
+           "layer)";
   }
   if (hp.sliding_window > 0 && !(hp.rope_theta_local > 0.0f)) {
     return "rope_theta_local must be positive when a sliding window is set";
@@ -251,23 +294,49 @@ std::string ModelSpec::Problem() const {
 
 uint64_t ModelSpec::WeightBytesPerToken() const {
   uint64_t bytes = token_embedding.row_bytes() + output_norm.bytes + output.bytes;
-  for (const auto& l : layers) {
-    for (const TensorView* t :
-         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.wo,
-          &l.attn_post_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.ffn_post_norm}) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWeights& l = layers[i];
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm,
+                                &l.k_norm, &l.wo, &l.attn_post_norm, &l.ffn_norm, &l.w_gate,
+                                &l.w_up, &l.w_down, &l.ffn_post_norm, &l.router}) {
       bytes += t->bytes;
     }
+    bytes += static_cast<uint64_t>(hp.n_experts_used) * ExpertBytes(static_cast<int32_t>(i));
   }
   return bytes;
+}
+
+uint64_t ModelSpec::ExpertBytes(int32_t layer) const {
+  if (hp.n_experts <= 0) return 0;
+  const LayerWeights& l = layers[static_cast<size_t>(layer)];
+  return (l.gate_exps.bytes + l.up_exps.bytes + l.down_exps.bytes) /
+         static_cast<uint64_t>(hp.n_experts);
 }
 
 uint64_t ModelSpec::WeightBytes() const {
   uint64_t bytes = token_embedding.bytes + output_norm.bytes;
   if (!tied_embeddings) bytes += output.bytes;
   for (const auto& l : layers) {
-    for (const TensorView* t :
-         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.wo,
-          &l.attn_post_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down, &l.ffn_post_norm}) {
+    for (const TensorView* t : {&l.attn_norm,
+                                &l.wq,
+                                &l.wk,
+                                &l.wv,
+                                &l.bq,
+                                &l.bk,
+                                &l.bv,
+                                &l.q_norm,
+                                &l.k_norm,
+                                &l.wo,
+                                &l.attn_post_norm,
+                                &l.ffn_norm,
+                                &l.w_gate,
+                                &l.w_up,
+                                &l.w_down,
+                                &l.ffn_post_norm,
+                                &l.router,
+                                &l.gate_exps,
+                                &l.up_exps,
+                                &l.down_exps}) {
       bytes += t->bytes;
     }
   }

@@ -72,8 +72,13 @@ struct TensorView {
 // with global ones (ModelHyperparams::sliding_window*). Its norm weights are
 // stored in a ModelSpec as the factor applied, 1 + w (as GGUF files hold
 // them; the safetensors loader adds the 1).
-enum class Architecture { kLlama, kQwen2, kQwen3, kGemma3 };
-const char* ArchitectureName(Architecture arch);  // "llama", "qwen2", "qwen3", "gemma3"
+// Mixture of experts (ModelHyperparams::n_experts > 0): Mixtral is kLlama
+// with experts, Qwen3-MoE is kQwen3Moe (q/k norms as qwen3). Every layer's FFN
+// is then a router and n_experts SwiGLU experts (LayerWeights::router,
+// *_exps) in place of w_gate/w_up/w_down.
+enum class Architecture { kLlama, kQwen2, kQwen3, kGemma3, kQwen3Moe };
+// "llama", "qwen2", "qwen3", "gemma3", "qwen3moe"
+const char* ArchitectureName(Architecture arch);
 
 // How RoPE pairs dimensions of a head: GGUF `llama` rotates adjacent pairs
 // (2i, 2i+1); Hugging Face checkpoints and GGUF `qwen2`/`qwen3` rotate halves
@@ -97,24 +102,34 @@ struct ModelHyperparams {
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;  // grouped-query attention: n_heads % n_kv_heads == 0
   int32_t head_dim = 0;    // usually dim / n_heads
-  int32_t ffn_dim = 0;     // SwiGLU inner size
+  int32_t ffn_dim = 0;     // SwiGLU inner size (each expert's, with experts)
   int32_t vocab_size = 0;
   int32_t context_length = 0;  // trained context
   float rms_norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   RopeStyle rope_style = RopeStyle::kAdjacentPairs;
   RopeScaling rope_scaling;
-  // Sliding-window attention (gemma3): on a local layer, the query at
-  // position p attends to positions (p - sliding_window, p] only, and RoPE
+  // Sliding-window attention (gemma3, Mistral): on a local layer, the query
+  // at position p attends to positions (p - sliding_window, p] only, and RoPE
   // uses rope_theta_local. Layer l is local when sliding_window > 0 and
-  // l % sliding_window_pattern != sliding_window_pattern - 1 (Gemma 3: five
-  // local layers, then a global one). 0: every layer global.
+  // either sliding_window_pattern is 0 (every layer local: Mistral, whose
+  // rope_theta_local is rope_theta) or l % sliding_window_pattern !=
+  // sliding_window_pattern - 1 (Gemma 3: five local layers, then a global
+  // one). sliding_window 0: every layer global.
   int32_t sliding_window = 0;
   int32_t sliding_window_pattern = 0;
   float rope_theta_local = 0.0f;
   // Attention scores are scaled by 1/sqrt(query_pre_attn_scalar); 0 means
   // head_dim.
   float query_pre_attn_scalar = 0.0f;
+  // Mixture of experts: n_experts > 0 makes every layer's FFN a router over
+  // n_experts experts, of which each token uses the n_experts_used with the
+  // highest softmax probability (over all experts), weighted by those
+  // probabilities, renormalised to sum 1 when expert_weights_norm (Mixtral,
+  // and Qwen3-MoE's norm_topk_prob; llama.cpp renormalises both). 0: dense.
+  int32_t n_experts = 0;
+  int32_t n_experts_used = 0;
+  bool expert_weights_norm = true;
 };
 
 // Whether `layer` attends within the sliding window only (see above).
@@ -154,7 +169,19 @@ struct LayerWeights {
   TensorView w_up;            // {ffn_dim, dim}
   TensorView w_down;          // {dim, ffn_dim}
   TensorView ffn_post_norm;   // gemma3: RMSNorm of the FFN output (f32 {dim})
+  // Mixture of experts (hp.n_experts > 0; w_gate/w_up/w_down empty then):
+  // the router {n_experts, dim} (any weight type; files keep it f32) and the
+  // experts' matrices stacked, expert e's {ffn_dim, dim} (down: {dim,
+  // ffn_dim}) being rows [e * rows, (e + 1) * rows) (ExpertSlice).
+  TensorView router;
+  TensorView gate_exps;  // {n_experts, ffn_dim, dim}
+  TensorView up_exps;    // {n_experts, ffn_dim, dim}
+  TensorView down_exps;  // {n_experts, dim, ffn_dim}
 };
+
+// Expert e's matrix of a stacked expert tensor {n_experts, rows, cols} as a
+// 2-D view {rows, cols} into the same memory.
+TensorView ExpertSlice(const TensorView& stacked, int64_t e);
 
 struct ModelSpec {
   std::string name;
@@ -180,8 +207,11 @@ struct ModelSpec {
   std::string Problem() const;
 
   // Bytes of all weights an executor reads per decoded token (every tensor
-  // once; the embedding counts one row): the bandwidth bound's numerator.
+  // once; the embedding counts one row; with experts, n_experts_used
+  // experts' slices per layer): the bandwidth bound's numerator.
   uint64_t WeightBytesPerToken() const;
+  // Bytes of one expert's three matrices in `layer` (0 without experts).
+  uint64_t ExpertBytes(int32_t layer) const;
   // Sum of every distinct tensor's bytes.
   uint64_t WeightBytes() const;
 };

@@ -43,10 +43,11 @@ int LocalCommands::RunSynth() const {
       {"q4_k_m", devices::TensorType::kQ4_K}, {"q5_k_m", devices::TensorType::kQ5_K}};
   o.weight_type = kTypes.at(f.type);
   o.k_mix = f.type == "q4_k_m" || f.type == "q5_k_m";
-  o.arch = f.arch == "gemma3"  ? devices::Architecture::kGemma3
-           : f.arch == "qwen3" ? devices::Architecture::kQwen3
-           : f.arch == "qwen2" ? devices::Architecture::kQwen2
-                               : devices::Architecture::kLlama;
+  o.arch = f.arch == "qwen3moe" ? devices::Architecture::kQwen3Moe
+           : f.arch == "gemma3" ? devices::Architecture::kGemma3
+           : f.arch == "qwen3"  ? devices::Architecture::kQwen3
+           : f.arch == "qwen2"  ? devices::Architecture::kQwen2
+                                : devices::Architecture::kLlama;
   if (f.dim) o.dim = f.dim;
   if (f.layers) o.n_layers = f.layers;
   if (f.heads) o.n_heads = f.heads;
@@ -58,6 +59,8 @@ int LocalCommands::RunSynth() const {
   o.tied_embeddings = f.tied;
   if (f.sliding_window) o.sliding_window = f.sliding_window;
   if (f.sliding_window_pattern) o.sliding_window_pattern = f.sliding_window_pattern;
+  o.n_experts = f.experts;
+  o.n_experts_used = f.experts_used;
   o.llama3_rope_scaling = f.llama3_rope;
   o.seed = f.seed;
   if (!f.name.empty()) o.name = f.name;
@@ -114,7 +117,9 @@ int LocalCommands::RunBench() const {
                              {"tokens_per_second", d.tokens_per_second},
                              {"tokens_per_second_min", d.tokens_per_second_min},
                              {"tokens_per_second_max", d.tokens_per_second_max},
-                             {"ms_per_step", d.ms_per_step}});
+                             {"ms_per_step", d.ms_per_step},
+                             {"experts_per_step", d.experts_per_step},
+                             {"bound_tokens_per_second", d.bound_tokens_per_second}});
     }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -139,8 +144,10 @@ LocalCommands::LocalCommands(CLI::App& app) {
       ->check(CLI::IsMember(
           {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"}))
       ->capture_default_str();
-  synth_cmd_->add_option("--arch", s.arch, "llama | qwen2 | qwen3 | gemma3")
-      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "gemma3"}))
+  synth_cmd_
+      ->add_option("--arch", s.arch,
+                   "llama | qwen2 | qwen3 | gemma3 | qwen3moe (llama with --experts: Mixtral)")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "gemma3", "qwen3moe"}))
       ->capture_default_str();
   synth_cmd_->add_option("--dim", s.dim, "hidden size");
   synth_cmd_->add_option("--layers", s.layers, "layers");
@@ -152,9 +159,13 @@ LocalCommands::LocalCommands(CLI::App& app) {
   synth_cmd_->add_option("--context", s.context, "context length");
   synth_cmd_->add_flag("--tied", s.tied, "tie the output matrix to the embedding");
   synth_cmd_->add_option("--sliding-window", s.sliding_window,
-                         "gemma3: local layers' attention window (default: none)");
+                         "gemma3: local layers' attention window; llama: every layer's, as "
+                         "Mistral (default: none)");
   synth_cmd_->add_option("--sliding-window-pattern", s.sliding_window_pattern,
                          "gemma3: layer period, its last layer global (default 6)");
+  synth_cmd_->add_option("--experts", s.experts,
+                         "llama (Mixtral), qwen3moe: experts per layer; --ffn is each one's size");
+  synth_cmd_->add_option("--experts-used", s.experts_used, "experts each token uses (top-k)");
   synth_cmd_->add_flag("--llama3-rope", s.llama3_rope, "Llama 3 RoPE frequency scaling");
   synth_cmd_->add_option("--seed", s.seed, "PRNG seed")->capture_default_str();
   synth_cmd_->add_option("--name", s.name, "general.name");

@@ -27,6 +27,7 @@ class LocalCommands {
     std::string arch = "llama";
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0, vocab = 0, context = 0;
     int sliding_window = 0, sliding_window_pattern = 0;
+    int experts = 0, experts_used = 0;
     bool tied = false;
     bool llama3_rope = false;
     uint64_t seed = 1;

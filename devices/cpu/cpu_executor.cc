@@ -50,8 +50,9 @@ StepLimits LimitsFor(const ModelSpec& spec, const ExecutorOptions& options) {
 std::vector<const TensorView*> MatMulWeights(const ModelSpec& spec) {
   std::vector<const TensorView*> weights = {&spec.output};
   for (const LayerWeights& l : spec.layers) {
-    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
-      weights.push_back(t);
+    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down,
+                                &l.router, &l.gate_exps, &l.up_exps, &l.down_exps}) {
+      if (!t->empty()) weights.push_back(t);
     }
   }
   return weights;
@@ -159,6 +160,8 @@ absl::Status CpuExecutor::Allocate() {
 
   const int64_t widest =
       std::max({int64_t{hp.dim}, static_cast<int64_t>(q_dim), int64_t{hp.ffn_dim}});
+  // With experts, each token's row is gathered once per expert it uses.
+  const size_t expert_rows = rows * static_cast<size_t>(std::max(hp.n_experts_used, 1));
   const std::vector<const TensorView*> weights = MatMulWeights(spec_);
   AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
   size_t act_bytes[] = {0, 0};
@@ -167,7 +170,8 @@ absl::Status CpuExecutor::Allocate() {
       return QuantizedBuffer(w->type) == i;
     });
     if (used) {
-      act_bytes[i] = ActivationScratchBytes(kQuantized[i], static_cast<int64_t>(rows), widest);
+      act_bytes[i] =
+          ActivationScratchBytes(kQuantized[i], static_cast<int64_t>(expert_rows), widest);
     }
   }
   scores_stride_ = (static_cast<size_t>(layout_.block_tokens) + 15) / 16 * 16;
@@ -181,8 +185,11 @@ absl::Status CpuExecutor::Allocate() {
       {&k_, rows * kv_dim * sizeof(float)},
       {&v_, rows * kv_dim * sizeof(float)},
       {&attn_, rows * q_dim * sizeof(float)},
-      {&gate_, rows * hp.ffn_dim * sizeof(float)},
-      {&up_, rows * hp.ffn_dim * sizeof(float)},
+      {&gate_, expert_rows * hp.ffn_dim * sizeof(float)},
+      {&up_, expert_rows * hp.ffn_dim * sizeof(float)},
+      {&router_logits_, rows * static_cast<size_t>(hp.n_experts) * sizeof(float)},
+      {&moe_x_, hp.n_experts > 0 ? expert_rows * hp.dim * sizeof(float) : 0},
+      {&moe_out_, hp.n_experts > 0 ? expert_rows * hp.dim * sizeof(float) : 0},
       {act[0], act_bytes[0]},
       {act[1], act_bytes[1]},
       {&scores_, static_cast<size_t>(pool_.threads()) * scores_stride_ * sizeof(float)},
@@ -194,6 +201,25 @@ absl::Status CpuExecutor::Allocate() {
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot allocate ", s.bytes, " bytes of executor scratch"));
     }
+  }
+  const size_t n_experts = static_cast<size_t>(hp.n_experts);
+  group_acts_.resize(std::max<size_t>(4, 2 * n_experts));
+  expert_tasks_.reserve(2 * n_experts);
+  if (n_experts > 0) {
+    expert_views_.reserve(spec_.layers.size() * n_experts);
+    for (const LayerWeights& l : spec_.layers) {
+      for (size_t e = 0; e < n_experts; ++e) {
+        const auto i = static_cast<int64_t>(e);
+        expert_views_.push_back(
+            {ExpertSlice(l.gate_exps, i), ExpertSlice(l.up_exps, i), ExpertSlice(l.down_exps, i)});
+      }
+    }
+    expert_offset_.resize(n_experts + 1);
+    expert_fill_.resize(n_experts);
+    token_expert_.resize(expert_rows);
+    token_weight_.resize(expert_rows);
+    slot_token_.resize(expert_rows);
+    token_slot_.resize(expert_rows);
   }
   const float* freq_factors = spec_.rope_freq_factors.empty()
                                   ? nullptr
@@ -207,8 +233,8 @@ absl::Status CpuExecutor::Allocate() {
 
 void CpuExecutor::PoisonScratchForTesting() {
   // All-ones bytes are NaN as f32 and as f16 (and as a Q8_0 block's scale).
-  for (AlignedBuffer* b :
-       {&x_, &h_, &q_, &k_, &v_, &attn_, &gate_, &up_, &act_q8_0_, &act_q4_0_, &scores_}) {
+  for (AlignedBuffer* b : {&x_, &h_, &q_, &k_, &v_, &attn_, &gate_, &up_, &act_q8_0_, &act_q4_0_,
+                           &scores_, &router_logits_, &moe_x_, &moe_out_}) {
     if (b->bytes() > 0) std::memset(b->data(), 0xFF, b->bytes());
   }
 }
@@ -248,16 +274,22 @@ void CpuExecutor::PrepareRows(std::span<const TensorView* const> consumers, cons
 }
 
 void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
-  constexpr size_t kMaxTasks = 4;  // the forward groups at most q, k, v
-  Activations acts[kMaxTasks];
+  // group_acts_ holds one entry per task: at least 4 (q, k, v), 2 per expert.
+  const size_t n_tasks = std::min(tasks.size(), group_acts_.size());
+  Activations* acts = group_acts_.data();
   int64_t total = 0;
-  for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
+  for (size_t i = 0; i < n_tasks; ++i) {
     const TensorView& w = *tasks[i].w;
     const int buffer = QuantizedBuffer(w.type);
     const uint8_t* scratch = buffer == 0   ? act_q8_0_.data()
                              : buffer == 1 ? act_q4_0_.data()
                                            : nullptr;
-    acts[i] = BindActivations(w.type, tasks[i].x, rows, w.cols(), scratch);
+    if (scratch != nullptr) {
+      scratch +=
+          static_cast<size_t>(tasks[i].first_row) * ActivationScratchBytes(w.type, 1, w.cols());
+    }
+    const int64_t task_rows = tasks[i].rows > 0 ? tasks[i].rows : rows;
+    acts[i] = BindActivations(w.type, tasks[i].x, task_rows, w.cols(), scratch);
     total += (w.rows() + kRowGranule - 1) / kRowGranule;
   }
   // Threads split whole granules of each matrix, so which kernel tile an
@@ -265,9 +297,10 @@ void CpuExecutor::MatMulGroup(std::span<const MatMulTask> tasks, int64_t rows) {
   // count.
   pool_.ParallelFor(total, [&](int64_t begin, int64_t end, int32_t) {
     int64_t offset = 0;
-    for (size_t i = 0; i < tasks.size() && i < kMaxTasks; ++i) {
+    for (size_t i = 0; i < n_tasks; ++i) {
       const int64_t n = tasks[i].w->rows();
       const int64_t granules = (n + kRowGranule - 1) / kRowGranule;
+      if (offset >= end) break;
       const int64_t b = (std::max(begin, offset) - offset) * kRowGranule;
       const int64_t e = std::min((std::min(end, offset + granules) - offset) * kRowGranule, n);
       if (b < e) MatMulRows(isa_, *tasks[i].w, b, e, acts[i], tasks[i].y, tasks[i].y_stride);
@@ -366,6 +399,7 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
   const MatMulTask wo_task[] = {{&w.wo, attn, h, dim}};
   MatMulGroup(wo_task, tokens);
   const TensorView* const gate_up[] = {&w.w_gate, &w.w_up};
+  const TensorView* const router[] = {&w.router};
   const float* ffn_norm = static_cast<const float*>(w.ffn_norm.data);
   const float* attn_post_norm = static_cast<const float*>(w.attn_post_norm.data);
   pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
@@ -376,9 +410,18 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
       Add(isa_, x + t * dim, h + t * dim, dim);
       RmsNorm(isa_, x + t * dim, ffn_norm, dim, hp.rms_norm_eps, h + t * dim);
     }
-    PrepareRows(gate_up, h, dim, begin, end);
+    // With experts, the router reads these rows first.
+    if (hp.n_experts == 0) {
+      PrepareRows(gate_up, h, dim, begin, end);
+    } else {
+      PrepareRows(router, h, dim, begin, end);
+    }
   });
 
+  if (hp.n_experts > 0) {
+    RunExperts(layer, tokens);
+    return;
+  }
   // SwiGLU (gemma3: GeGLU) FFN; its output stays in h until the next layer
   // (or the logits) adds it to x.
   const MatMulTask gate_up_tasks[] = {{&w.w_gate, h, gate, ffn}, {&w.w_up, h, up, ffn}};
@@ -404,6 +447,125 @@ void CpuExecutor::RunLayer(int32_t layer, int64_t tokens) {
       }
     });
   }
+}
+
+void CpuExecutor::RouteTokens(int64_t tokens) {
+  const ModelHyperparams& hp = spec_.hp;
+  const int64_t n_exp = hp.n_experts, k = hp.n_experts_used;
+  const float* logits = router_logits_.as<float>();
+  // Softmax over all experts, the k most probable (the lower index first on
+  // ties), their probabilities renormalised to sum 1 when the model says so.
+  auto route = [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* l = logits + t * n_exp;
+      const float max = *std::max_element(l, l + n_exp);
+      double sum = 0.0;
+      for (int64_t e = 0; e < n_exp; ++e) sum += std::exp(static_cast<double>(l[e] - max));
+      int32_t* chosen = token_expert_.data() + t * k;
+      float* weight = token_weight_.data() + t * k;
+      double chosen_sum = 0.0;
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < n_exp; ++e) {
+          if (std::find(chosen, chosen + j, static_cast<int32_t>(e)) != chosen + j) continue;
+          if (best < 0 || l[e] > l[best]) best = e;
+        }
+        chosen[j] = static_cast<int32_t>(best);
+        const double p = std::exp(static_cast<double>(l[best] - max)) / sum;
+        weight[j] = static_cast<float>(p);
+        chosen_sum += p;
+      }
+      if (hp.expert_weights_norm) {
+        for (int64_t j = 0; j < k; ++j) weight[j] = static_cast<float>(weight[j] / chosen_sum);
+      }
+    }
+  };
+  // A decode step's few tokens route faster here than the pool wakes up.
+  if (tokens < 8) {
+    route(0, tokens, 0);
+  } else {
+    pool_.ParallelFor(tokens, route);
+  }
+  // Gathered rows grouped by expert, tokens in order within each expert.
+  std::fill(expert_fill_.begin(), expert_fill_.end(), 0);
+  for (int64_t i = 0; i < tokens * k; ++i) ++expert_fill_[static_cast<size_t>(token_expert_[i])];
+  expert_offset_[0] = 0;
+  for (int64_t e = 0; e < n_exp; ++e) {
+    expert_offset_[static_cast<size_t>(e + 1)] =
+        expert_offset_[static_cast<size_t>(e)] + expert_fill_[static_cast<size_t>(e)];
+    expert_fill_[static_cast<size_t>(e)] = 0;
+  }
+  for (int64_t i = 0; i < tokens * k; ++i) {
+    const auto e = static_cast<size_t>(token_expert_[i]);
+    const int64_t slot = expert_offset_[e] + expert_fill_[e]++;
+    slot_token_[static_cast<size_t>(slot)] = i / k;
+    token_slot_[static_cast<size_t>(i)] = slot;
+  }
+}
+
+void CpuExecutor::RunExperts(int32_t layer, int64_t tokens) {
+  const ModelHyperparams& hp = spec_.hp;
+  const LayerWeights& w = spec_.layers[static_cast<size_t>(layer)];
+  const int64_t dim = hp.dim, ffn = hp.ffn_dim, n_exp = hp.n_experts, k = hp.n_experts_used;
+  float *h = h_.as<float>(), *gate = gate_.as<float>(), *up = up_.as<float>();
+  float *moe_x = moe_x_.as<float>(), *moe_out = moe_out_.as<float>();
+
+  // RunLayer prepared h's rows for the router.
+  const MatMulTask router_task[] = {{&w.router, h, router_logits_.as<float>(), n_exp}};
+  MatMulGroup(router_task, tokens);
+  RouteTokens(tokens);
+
+  // Each token's normed row copied to its place in every chosen expert's
+  // rows, then quantized once for all experts (one weight type per stack).
+  const int64_t slots = tokens * k;
+  const ExpertViews* views = expert_views_.data() + static_cast<size_t>(layer) * n_exp;
+  const TensorView* const gate_up[] = {&w.gate_exps, &w.up_exps};
+  pool_.ParallelFor(slots, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t s = begin; s < end; ++s) {
+      std::memcpy(moe_x + s * dim, h + slot_token_[static_cast<size_t>(s)] * dim,
+                  static_cast<size_t>(dim) * sizeof(float));
+    }
+    PrepareRows(gate_up, moe_x, dim, begin, end);
+  });
+  // Every used expert's gate and up projections in one parallel loop: each
+  // expert's weights are read once for all of its rows.
+  expert_tasks_.clear();
+  for (int64_t e = 0; e < n_exp; ++e) {
+    const int64_t first = expert_offset_[static_cast<size_t>(e)];
+    const int64_t rows = expert_offset_[static_cast<size_t>(e + 1)] - first;
+    if (rows == 0) continue;
+    const ExpertViews& v = views[e];
+    ++expert_runs_;
+    expert_tasks_.push_back({&v.gate, moe_x + first * dim, gate + first * ffn, ffn, rows, first});
+    expert_tasks_.push_back({&v.up, moe_x + first * dim, up + first * ffn, ffn, rows, first});
+  }
+  MatMulGroup(expert_tasks_, slots);
+  const TensorView* const down[] = {&w.down_exps};
+  pool_.ParallelFor(slots, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t s = begin; s < end; ++s) SiluMul(isa_, gate + s * ffn, up + s * ffn, ffn);
+    PrepareRows(down, gate, ffn, begin, end);
+  });
+  expert_tasks_.clear();
+  for (int64_t e = 0; e < n_exp; ++e) {
+    const int64_t first = expert_offset_[static_cast<size_t>(e)];
+    const int64_t rows = expert_offset_[static_cast<size_t>(e + 1)] - first;
+    if (rows == 0) continue;
+    expert_tasks_.push_back(
+        {&views[e].down, gate + first * ffn, moe_out + first * dim, dim, rows, first});
+  }
+  MatMulGroup(expert_tasks_, slots);
+  // Weighted sum of each token's experts into h, in rank order.
+  pool_.ParallelFor(tokens, [&](int64_t begin, int64_t end, int32_t) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* out = h + t * dim;
+      std::fill(out, out + dim, 0.0f);
+      for (int64_t j = 0; j < k; ++j) {
+        const float wj = token_weight_[static_cast<size_t>(t * k + j)];
+        const float* y = moe_out + token_slot_[static_cast<size_t>(t * k + j)] * dim;
+        for (int64_t i = 0; i < dim; ++i) out[i] += wj * y[i];
+      }
+    }
+  });
 }
 
 void CpuExecutor::ComputeLogits(float* logits) {

@@ -46,6 +46,10 @@ class CpuExecutor final : public Executor {
   absl::Status UnmapKvPage(uint32_t slot) override;
 
   int32_t threads() const { return pool_.threads(); }
+  // (layer, expert) matmul sets run since creation: each is one read of an
+  // expert's three matrices (benchmarks divide by steps for the bytes a
+  // step reads). 0 without experts.
+  uint64_t expert_runs() const { return expert_runs_; }
   Isa isa() const { return isa_; }
 
   // Test hooks: fill every scratch buffer, or the whole KV cache (every
@@ -64,6 +68,11 @@ class CpuExecutor final : public Executor {
     const float* x = nullptr;  // activation rows, `cols` = w->cols() floats each
     float* y = nullptr;
     int64_t y_stride = 0;
+    // Activation rows of this task (0: the group's), and the index of x's
+    // first row among the rows PrepareRows prepared (an expert's share of
+    // the gathered rows).
+    int64_t rows = 0;
+    int64_t first_row = 0;
   };
 
   // `options` as Create() checked them (kv_blocks rounded to whole pages).
@@ -80,6 +89,14 @@ class CpuExecutor final : public Executor {
 
   void Embed(int64_t tokens);
   void RunLayer(int32_t layer, int64_t tokens);
+  // The mixture-of-experts FFN of `layer` on the normed rows in h_, output
+  // into h_: route each token to its top-k experts, gather the rows of each
+  // expert together, run every used expert once over its rows, and add the
+  // weighted outputs back per token.
+  void RunExperts(int32_t layer, int64_t tokens);
+  // Groups the tokens' expert choices by expert (expert_offset_, slot_token_,
+  // token_slot_, slot_weight_) from the router logits.
+  void RouteTokens(int64_t tokens);
   void ComputeLogits(float* logits);
 
   ModelSpec spec_;
@@ -108,6 +125,24 @@ class CpuExecutor final : public Executor {
   // Quantized activations (Q8_0 blocks) for Q8_0 and for Q4_0 weights.
   AlignedBuffer act_q8_0_;
   AlignedBuffer act_q4_0_;
+  // Mixture of experts: each expert's 2-D views per layer (layer * n_experts
+  // + e: gate, up, down), router logits (tokens x n_experts), rows gathered
+  // by expert (max_batch_tokens x n_experts_used rows of dim) and the
+  // experts' outputs there; per expert its first gathered row (n_experts + 1
+  // entries, and a fill count); per (token, rank) the expert, its weight
+  // and its gathered row; per gathered row its token.
+  struct ExpertViews {
+    TensorView gate, up, down;
+  };
+  std::vector<ExpertViews> expert_views_;
+  std::vector<MatMulTask> expert_tasks_;
+  std::vector<Activations> group_acts_;
+  AlignedBuffer router_logits_, moe_x_, moe_out_;
+  std::vector<int64_t> expert_offset_, expert_fill_;
+  std::vector<int32_t> token_expert_;  // per (token, rank): the expert chosen
+  std::vector<int64_t> slot_token_, token_slot_;
+  std::vector<float> token_weight_;  // per (token, rank)
+  uint64_t expert_runs_ = 0;
   // Per-thread attention scores, one block's worth each.
   AlignedBuffer scores_;
   size_t scores_stride_ = 0;  // floats per thread

@@ -31,7 +31,8 @@ absl::Status CheckModelSpecForCpu(const ModelSpec& spec) {
   // outside the enum (a newer loader) is refused before the shapes.
   std::vector<const TensorView*> tensors = {&spec.token_embedding, &spec.output};
   for (const LayerWeights& l : spec.layers) {
-    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down,
+                                &l.router, &l.gate_exps, &l.up_exps, &l.down_exps}) {
       tensors.push_back(t);
     }
   }

@@ -26,8 +26,8 @@ namespace {
 constexpr size_t kMinApiSize = offsetof(tm_device_api, get_proc_address);
 
 // The ABI's id of `arch`; kNoPluginArchitecture for one the ABI cannot
-// describe (gemma3: tm_model has no sliding window, post norms or GeGLU), so
-// no plugin's claim covers it.
+// describe (gemma3: tm_model has no sliding window, post norms or GeGLU;
+// qwen3moe: no experts), so no plugin's claim covers it.
 constexpr uint32_t kNoPluginArchitecture = 32;
 uint32_t PluginArchitecture(Architecture arch) {
   switch (arch) {
@@ -38,6 +38,7 @@ uint32_t PluginArchitecture(Architecture arch) {
     case Architecture::kQwen3:
       return TM_ARCH_QWEN3;
     case Architecture::kGemma3:
+    case Architecture::kQwen3Moe:
       return kNoPluginArchitecture;
   }
   return kNoPluginArchitecture;
@@ -512,6 +513,15 @@ class PluginBackend : public DeviceBackend {
     if (!Claimed(c.architectures, spec.arch)) {
       return absl::UnimplementedError(
           absl::StrCat("device ", id, " does not run architecture ", ArchitectureName(spec.arch)));
+    }
+    // The ABI's tm_model has neither experts (Mixtral is llama with them)
+    // nor a sliding window (Mistral's).
+    if (spec.hp.n_experts > 0 || spec.hp.sliding_window > 0) {
+      return absl::UnimplementedError(
+          absl::StrCat("device ", id, " cannot run this ", ArchitectureName(spec.arch),
+                       " model: plugins take no ",
+                       spec.hp.n_experts > 0 ? "mixture of experts" : "sliding-window attention",
+                       " (plugin ABI); run it on the CPU"));
     }
     const uint32_t kv = options.kv_type == KvType::kF16 ? TM_KV_F16 : TM_KV_F32;
     if ((c.kv_types & (1u << kv)) == 0) {

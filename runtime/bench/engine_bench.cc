@@ -70,9 +70,9 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
   exec_options.max_batch_tokens = std::max(options.prompt_tokens, max_batch);
   exec_options.kv_blocks = static_cast<uint32_t>(std::max(1, max_batch) *
                                                  ((seq_tokens + block_tokens - 1) / block_tokens));
-  auto executor = devices::cpu::CreateCpuExecutor(model.spec, exec_options);
+  auto executor = devices::cpu::CpuExecutor::Create(model.spec, exec_options);
   if (!executor.ok()) return executor.status();
-  devices::Executor& exec = **executor;
+  devices::cpu::CpuExecutor& exec = **executor;
 
   std::mt19937_64 rng(options.seed);
   auto random_token = [&] { return static_cast<int32_t>(rng() % hp.vocab_size); };
@@ -117,10 +117,12 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
                             tables[s], LogitsWanted::kLast});
     }
     std::vector<double> rates;
+    uint64_t expert_runs = 0;
     for (int rep = 0; rep < std::max(1, options.repetitions); ++rep) {
       for (int s = 0; s < b; ++s) batch.seqs[s].start_pos = 0;
       // Position 0 is a warm-up step; the timed steps are positions 1..N.
       if (auto warm = exec.Forward(batch); !warm.ok()) return warm.status();
+      const uint64_t runs_before = exec.expert_runs();
       auto start = Clock::now();
       for (int pos = 1; pos <= options.gen_tokens; ++pos) {
         for (int s = 0; s < b; ++s) {
@@ -131,6 +133,7 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
         if (!out.ok()) return out.status();
       }
       rates.push_back(static_cast<double>(b) * options.gen_tokens / Seconds(Clock::now() - start));
+      expert_runs += exec.expert_runs() - runs_before;
     }
     std::sort(rates.begin(), rates.end());
     DecodeFigure figure;
@@ -139,6 +142,9 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
     figure.tokens_per_second_min = rates.front();
     figure.tokens_per_second_max = rates.back();
     figure.ms_per_step = 1000.0 * b / figure.tokens_per_second;
+    figure.experts_per_step =
+        static_cast<double>(expert_runs) /
+        (static_cast<double>(std::max(1, options.repetitions)) * std::max(1, options.gen_tokens));
     result.decode.push_back(figure);
     say(absl::StrFormat("tg%d batch %d: %.2f tokens/s (%.2f ms/step; %.2f-%.2f over %d runs)",
                         options.gen_tokens, b, figure.tokens_per_second, figure.ms_per_step,
@@ -167,9 +173,20 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
     double bytes_per_token =
         static_cast<double>(result.weight_bytes_per_token) + result.kv_bytes_per_token;
     result.bound_tokens_per_second = result.bandwidth_bytes_per_second / bytes_per_token;
-    for (const auto& f : result.decode) {
+    for (auto& f : result.decode) {
       if (f.batch == 1) {
         result.batch1_fraction_of_bound = f.tokens_per_second / result.bound_tokens_per_second;
+      }
+      if (hp.n_experts > 0) {
+        // A step reads the non-expert weights once, each (layer, expert) it
+        // ran once, and every sequence's KV.
+        const double expert_bytes = static_cast<double>(model.spec.ExpertBytes(0));
+        const double dense_bytes =
+            static_cast<double>(result.weight_bytes_per_token) -
+            static_cast<double>(hp.n_experts_used) * hp.n_layers * expert_bytes;
+        const double step_bytes =
+            dense_bytes + f.experts_per_step * expert_bytes + f.batch * result.kv_bytes_per_token;
+        f.bound_tokens_per_second = f.batch * result.bandwidth_bytes_per_second / step_bytes;
       }
     }
   }
@@ -190,6 +207,11 @@ std::string FormatEngineBench(const EngineBenchResult& r) {
                            f.tokens_per_second, f.ms_per_step, f.tokens_per_second_min,
                            f.tokens_per_second_max);
     if (base > 0) out += absl::StrFormat("  %5.2fx batch 1", f.tokens_per_second / base);
+    if (f.bound_tokens_per_second > 0) {
+      out += absl::StrFormat("  experts %.1f/step, bound %.1f tokens/s (%.1f%%)",
+                             f.experts_per_step, f.bound_tokens_per_second,
+                             100.0 * f.tokens_per_second / f.bound_tokens_per_second);
+    }
     out += "\n";
   }
   if (r.bandwidth_bytes_per_second > 0) {

@@ -31,6 +31,12 @@ struct DecodeFigure {
   double ms_per_step = 0.0;
   double tokens_per_second_min = 0.0;  // spread of the repetitions
   double tokens_per_second_max = 0.0;
+  // Mixture of experts: (layer, expert) pairs a step read, averaged over the
+  // timed steps, and the bound at this batch size counting only those
+  // experts' bytes (with the other weights and the KV read); 0 without
+  // experts or a bandwidth measurement.
+  double experts_per_step = 0.0;
+  double bound_tokens_per_second = 0.0;
 };
 
 struct EngineBenchResult {

@@ -78,7 +78,11 @@ absl::StatusOr<devices::ModelHyperparams> ReadHyperparams(const GgufFile& file,
   TM_ASSIGN(hp.context_length, r.Int("context_length", std::nullopt));
   TM_ASSIGN(hp.dim, r.Int("embedding_length", std::nullopt));
   TM_ASSIGN(hp.n_layers, r.Int("block_count", std::nullopt));
-  TM_ASSIGN(hp.ffn_dim, r.Int("feed_forward_length", std::nullopt));
+  // qwen3moe files may carry a dense size they do not use; their experts'
+  // size is read below.
+  TM_ASSIGN(hp.ffn_dim,
+            r.Int("feed_forward_length",
+                  arch == "qwen3moe" ? std::optional<int32_t>(32) : std::optional<int32_t>()));
   TM_ASSIGN(hp.n_heads, r.Int("attention.head_count", std::nullopt));
   TM_ASSIGN(hp.n_kv_heads, r.Int("attention.head_count_kv", hp.n_heads));
   if (hp.n_heads % hp.n_kv_heads != 0) {
@@ -139,6 +143,38 @@ absl::Status ReadGemma3Hyperparams(const GgufFile& file, devices::ModelHyperpara
   return absl::OkStatus();
 }
 
+// Mixture of experts, as llama.cpp reads it: <arch>.expert_count (absent or
+// 0: dense; qwen3moe needs it), expert_used_count, and for qwen3moe the
+// experts' own size expert_feed_forward_length. llama.cpp renormalises the
+// top-k weights of both families.
+absl::Status ReadExpertHyperparams(const GgufFile& file, const std::string& arch,
+                                   devices::ModelHyperparams* hp) {
+  const HyperparamReader r(file, arch + ".");
+  const std::string path = file.path().string();
+  const GgufValue* count = file.Find(r.Key("expert_count"));
+  const bool moe = count != nullptr && count->AsInt().value_or(1) != 0;
+  if (!moe) {
+    if (arch == "qwen3moe") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": metadata key '", r.Key("expert_count"), "' is missing"));
+    }
+    return absl::OkStatus();
+  }
+  TM_ASSIGN(hp->n_experts, r.Int("expert_count", std::nullopt));
+  TM_ASSIGN(hp->n_experts_used, r.Int("expert_used_count", std::nullopt));
+  if (arch == "qwen3moe") {
+    TM_ASSIGN(hp->ffn_dim, r.Int("expert_feed_forward_length", hp->ffn_dim));
+  }
+  if (hp->n_experts > 1024 || hp->n_experts_used > hp->n_experts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", hp->n_experts_used, " experts used of ", hp->n_experts, " (keys '",
+                     r.Key("expert_used_count"), "', '", r.Key("expert_count"),
+                     "'): expected at most 1024 experts and no more used than there are"));
+  }
+  hp->expert_weights_norm = true;
+  return absl::OkStatus();
+}
+
 // ggml type id -> weight type, kUnimplemented for types executors lack.
 absl::StatusOr<TensorType> WeightType(const GgufFile& file, const GgufTensorInfo& info) {
   switch (info.ggml_type) {
@@ -185,11 +221,25 @@ absl::StatusOr<LoadedModel> ModelFromGguf(const GgufFile& file) {
     spec.arch = Architecture::kQwen3;
   } else if (arch == "gemma3") {
     spec.arch = Architecture::kGemma3;
+  } else if (arch == "qwen3moe") {
+    spec.arch = Architecture::kQwen3Moe;
   } else {
-    return absl::UnimplementedError(absl::StrCat(
-        path, ": architecture '", arch, "' is not supported (llama, qwen2, qwen3, gemma3 are)"));
+    return absl::UnimplementedError(
+        absl::StrCat(path, ": architecture '", arch,
+                     "' is not supported (llama, qwen2, qwen3, gemma3, qwen3moe are)"));
   }
   TM_ASSIGN(spec.hp, ReadHyperparams(file, arch));
+  if (spec.arch == Architecture::kLlama || spec.arch == Architecture::kQwen3Moe) {
+    if (absl::Status s = ReadExpertHyperparams(file, arch, &spec.hp); !s.ok()) return s;
+  }
+  if (spec.arch == Architecture::kLlama && file.Find("llama.attention.sliding_window")) {
+    // Mistral's window over every layer. llama.cpp's converter writes no
+    // such key for llama (and llama.cpp ignores it); tokenmill's synth does.
+    const HyperparamReader r(file, "llama.");
+    TM_ASSIGN(spec.hp.sliding_window, r.Int("attention.sliding_window", std::nullopt));
+    spec.hp.sliding_window_pattern = 0;
+    spec.hp.rope_theta_local = spec.hp.rope_theta;
+  }
   if (spec.arch == Architecture::kGemma3) {
     if (absl::Status s = ReadGemma3Hyperparams(file, &spec.hp); !s.ok()) return s;
   }
@@ -216,8 +266,13 @@ absl::StatusOr<LoadedModel> ModelFromGguf(const GgufFile& file) {
   layout.rope_factors = file.FindTensor("rope_freqs.weight") != nullptr;
   layout.qkv_bias =
       spec.arch == Architecture::kQwen2 || file.FindTensor("blk.0.attn_q.bias") != nullptr;
-  layout.qk_norm = spec.arch == Architecture::kQwen3 || spec.arch == Architecture::kGemma3;
+  layout.qk_norm = spec.arch == Architecture::kQwen3 || spec.arch == Architecture::kGemma3 ||
+                   spec.arch == Architecture::kQwen3Moe;
   layout.post_norms = spec.arch == Architecture::kGemma3;
+  if (spec.hp.n_experts > 0) {
+    layout.experts = spec.arch == Architecture::kQwen3Moe ? LayoutOptions::Experts::kQwen3Moe
+                                                          : LayoutOptions::Experts::kMixtral;
+  }
   auto backing = std::make_shared<ModelBacking>();
   backing->files.push_back(file.mapping());
   absl::flat_hash_set<std::string> used;

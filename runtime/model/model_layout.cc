@@ -71,11 +71,38 @@ std::vector<TensorSlot> ModelTensorSlots(const LayoutOptions& options, devices::
       add(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight", {dim}, TensorRole::kNorm,
           &l.ffn_norm);
     }
-    add(blk + "ffn_gate.weight", hf + "mlp.gate_proj.weight", {ffn, dim}, TensorRole::kMatrix,
-        &l.w_gate);
-    add(blk + "ffn_up.weight", hf + "mlp.up_proj.weight", {ffn, dim}, TensorRole::kMatrix, &l.w_up);
-    add(blk + "ffn_down.weight", hf + "mlp.down_proj.weight", {dim, ffn}, TensorRole::kMatrix,
-        &l.w_down);
+    const int64_t n_exp = hp.n_experts;
+    switch (options.experts) {
+      case LayoutOptions::Experts::kNone:
+        add(blk + "ffn_gate.weight", hf + "mlp.gate_proj.weight", {ffn, dim}, TensorRole::kMatrix,
+            &l.w_gate);
+        add(blk + "ffn_up.weight", hf + "mlp.up_proj.weight", {ffn, dim}, TensorRole::kMatrix,
+            &l.w_up);
+        add(blk + "ffn_down.weight", hf + "mlp.down_proj.weight", {dim, ffn}, TensorRole::kMatrix,
+            &l.w_down);
+        break;
+      case LayoutOptions::Experts::kMixtral:
+        // Mixtral's w1 is the gate, w3 the up and w2 the down projection.
+        add(blk + "ffn_gate_inp.weight", hf + "block_sparse_moe.gate.weight", {n_exp, dim},
+            TensorRole::kMatrix, &l.router);
+        add(blk + "ffn_gate_exps.weight", hf + "block_sparse_moe.experts.*.w1.weight",
+            {n_exp, ffn, dim}, TensorRole::kExperts, &l.gate_exps);
+        add(blk + "ffn_down_exps.weight", hf + "block_sparse_moe.experts.*.w2.weight",
+            {n_exp, dim, ffn}, TensorRole::kExperts, &l.down_exps);
+        add(blk + "ffn_up_exps.weight", hf + "block_sparse_moe.experts.*.w3.weight",
+            {n_exp, ffn, dim}, TensorRole::kExperts, &l.up_exps);
+        break;
+      case LayoutOptions::Experts::kQwen3Moe:
+        add(blk + "ffn_gate_inp.weight", hf + "mlp.gate.weight", {n_exp, dim}, TensorRole::kMatrix,
+            &l.router);
+        add(blk + "ffn_gate_exps.weight", hf + "mlp.experts.*.gate_proj.weight", {n_exp, ffn, dim},
+            TensorRole::kExperts, &l.gate_exps);
+        add(blk + "ffn_down_exps.weight", hf + "mlp.experts.*.down_proj.weight", {n_exp, dim, ffn},
+            TensorRole::kExperts, &l.down_exps);
+        add(blk + "ffn_up_exps.weight", hf + "mlp.experts.*.up_proj.weight", {n_exp, ffn, dim},
+            TensorRole::kExperts, &l.up_exps);
+        break;
+    }
     if (options.post_norms) {
       add(blk + "post_ffw_norm.weight", hf + "post_feedforward_layernorm.weight", {dim},
           TensorRole::kNorm, &l.ffn_post_norm);
@@ -108,6 +135,13 @@ absl::Status ValidateHyperparams(const devices::ModelHyperparams& hp, const std:
     return bad("rms norm epsilon ", hp.rms_norm_eps, " must be in (0, 1)");
   }
   if (!(hp.rope_theta > 0.0f)) return bad("rope theta ", hp.rope_theta, " must be positive");
+  if (hp.n_experts < 0 || hp.n_experts > 1024) {
+    return bad("expert count ", hp.n_experts, " must be 0 (dense) to 1024");
+  }
+  if (hp.n_experts > 0 && (hp.n_experts_used < 1 || hp.n_experts_used > hp.n_experts)) {
+    return bad("experts used per token ", hp.n_experts_used, " must be 1 to the expert count ",
+               hp.n_experts);
+  }
   return absl::OkStatus();
 }
 

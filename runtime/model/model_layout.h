@@ -19,6 +19,10 @@ enum class TensorRole {
   kNorm,         // f32 in the spec (loaders convert f16/bf16); also qwen3's q/k norms
   kBias,         // f32 in the spec
   kRopeFactors,  // GGUF rope_freqs.weight: f32 {head_dim / 2}
+  // Experts' matrices stacked {n_experts, out, in}: one GGUF tensor; in
+  // Hugging Face checkpoints one {out, in} tensor per expert, named by
+  // hf_name with '*' replaced by the expert's index.
+  kExperts,
 };
 
 struct TensorSlot {
@@ -37,6 +41,10 @@ struct LayoutOptions {
   bool qkv_bias = false;      // attention q/k/v biases
   bool qk_norm = false;       // per-head q/k RMSNorm weights (qwen3, gemma3)
   bool post_norms = false;    // attention and FFN output RMSNorm weights (gemma3)
+  // Mixture of experts (hp.n_experts > 0): a router and stacked experts in
+  // place of the dense FFN, with Mixtral's or Qwen3-MoE's Hugging Face names.
+  enum class Experts { kNone, kMixtral, kQwen3Moe };
+  Experts experts = Experts::kNone;
 };
 
 // The slots in GGUF file order: token_embd, output_norm, output, rope_freqs,

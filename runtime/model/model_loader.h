@@ -16,9 +16,9 @@ namespace tokenmill::model {
 struct LoadedModel {
   devices::ModelSpec spec;
   tokenizer::TokenizerSpec tokenizer;
-  std::string format;                          // "gguf" | "safetensors"
+  std::string format;  // "gguf" | "safetensors"
   std::filesystem::path path;
-  std::map<std::string, std::string> metadata; // general.name, general.architecture, ...
+  std::map<std::string, std::string> metadata;  // general.name, general.architecture, ...
 };
 
 // `path` is a .gguf file, or a directory with config.json, tokenizer.json and

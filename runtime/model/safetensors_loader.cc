@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -228,6 +229,83 @@ absl::Status ReadGemma3Config(const ConfigReader& r, const json& config,
   return absl::OkStatus();
 }
 
+// Mixtral's and Qwen3-MoE's experts from config.json: num_local_experts /
+// num_experts, num_experts_per_tok; Qwen3-MoE's experts' size
+// moe_intermediate_size and norm_topk_prob (default false in transformers;
+// llama.cpp always renormalises, and tokenmill follows the config). Qwen3-MoE
+// models with dense layers (mlp_only_layers, decoder_sparse_step > 1) are
+// refused.
+absl::Status ReadExpertConfig(const ConfigReader& r, const json& config, bool qwen3moe,
+                              devices::ModelHyperparams* hp) {
+  TM_ASSIGN(hp->n_experts, r.Int(qwen3moe ? "num_experts" : "num_local_experts", std::nullopt));
+  TM_ASSIGN(hp->n_experts_used, r.Int("num_experts_per_tok", std::nullopt));
+  if (!qwen3moe) {
+    hp->expert_weights_norm = true;
+    return absl::OkStatus();
+  }
+  TM_ASSIGN(hp->ffn_dim, r.Int("moe_intermediate_size", std::nullopt));
+  TM_ASSIGN(hp->expert_weights_norm, r.Bool("norm_topk_prob", false));
+  int32_t sparse_step = 1;
+  TM_ASSIGN(sparse_step, r.Int("decoder_sparse_step", 1));
+  auto dense = config.find("mlp_only_layers");
+  if (sparse_step != 1 || (dense != config.end() && dense->is_array() && !dense->empty())) {
+    return absl::UnimplementedError(
+        absl::StrCat(r.file(),
+                     ": keys 'decoder_sparse_step', 'mlp_only_layers': dense layers among the "
+                     "expert layers are not supported"));
+  }
+  return absl::OkStatus();
+}
+
+// Binds a kExperts slot from one tensor per expert (slot.hf_name with '*' as
+// the index): each {out, in}, one dtype, copied into one stacked buffer that
+// `backing` owns (the files hold the experts apart).
+absl::Status BindExperts(const TensorSlot& slot,
+                         const absl::flat_hash_map<std::string, const SafetensorsTensor*>& tensors,
+                         const absl::flat_hash_map<std::string, std::string>& tensor_file,
+                         const fs::path& dir, ModelBacking* backing,
+                         absl::flat_hash_set<std::string>* used) {
+  const int64_t n = slot.shape[0];
+  const std::vector<int64_t> expert_shape = {slot.shape[1], slot.shape[2]};
+  const size_t star = slot.hf_name.find('*');
+  std::vector<const SafetensorsTensor*> parts;
+  for (int64_t e = 0; e < n; ++e) {
+    const std::string name =
+        slot.hf_name.substr(0, star) + std::to_string(e) + slot.hf_name.substr(star + 1);
+    auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir.string(), ": tensor '", name, "' is missing"));
+    }
+    const SafetensorsTensor& t = *it->second;
+    const std::string& file = tensor_file.at(name);
+    if (t.shape != expert_shape) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": tensor '", name, "': shape ", ShapeText(t.shape),
+                       " does not match the expected ", ShapeText(expert_shape),
+                       " implied by the model's hyperparameters"));
+    }
+    if (!parts.empty() && t.dtype != parts[0]->dtype) {
+      return absl::UnimplementedError(absl::StrCat(file, ": tensor '", name, "': dtype ", t.dtype,
+                                                   " differs from expert 0's ", parts[0]->dtype));
+    }
+    parts.push_back(&t);
+    used->insert(name);
+  }
+  SourceTensor src;
+  src.name = slot.hf_name;
+  TM_ASSIGN(src.type, WeightType(*parts[0], tensor_file.at(parts[0]->name)));
+  src.shape = slot.shape;
+  const size_t part_bytes = parts[0]->bytes;
+  src.bytes = part_bytes * parts.size();
+  uint8_t* stacked = backing->NewBuffer(src.bytes);
+  for (size_t e = 0; e < parts.size(); ++e) {
+    std::memcpy(stacked + e * part_bytes, parts[e]->data, part_bytes);
+  }
+  src.data = stacked;
+  return BindTensor(slot, src, dir.string(), backing);
+}
+
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
@@ -244,8 +322,11 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   if (archs != config->end() && archs->is_array() && !archs->empty() && (*archs)[0].is_string()) {
     arch_name = (*archs)[0].get<std::string>();
   }
-  if (arch_name == "LlamaForCausalLM" || arch_name == "MistralForCausalLM") {
+  const bool mistral = arch_name == "MistralForCausalLM" || arch_name == "MixtralForCausalLM";
+  if (arch_name == "LlamaForCausalLM" || mistral) {
     spec.arch = Architecture::kLlama;
+  } else if (arch_name == "Qwen3MoeForCausalLM") {
+    spec.arch = Architecture::kQwen3Moe;
   } else if (arch_name == "Qwen2ForCausalLM") {
     spec.arch = Architecture::kQwen2;
   } else if (arch_name == "Qwen3ForCausalLM") {
@@ -255,8 +336,9 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   } else {
     return absl::UnimplementedError(
         absl::StrCat(config_file, ": key 'architectures': '", arch_name,
-                     "' is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                     "Qwen3ForCausalLM, Gemma3ForCausalLM are)"));
+                     "' is not supported (LlamaForCausalLM, MistralForCausalLM, "
+                     "MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, "
+                     "Gemma3ForCausalLM are)"));
   }
   const bool gemma3 = spec.arch == Architecture::kGemma3;
   devices::ModelHyperparams& hp = spec.hp;
@@ -274,6 +356,16 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   if (absl::Status s = ReadRopeScaling(r, *config, &hp.rope_scaling); !s.ok()) return s;
   if (gemma3) {
     if (absl::Status s = ReadGemma3Config(r, *config, &hp); !s.ok()) return s;
+  }
+  const bool qwen3moe = spec.arch == Architecture::kQwen3Moe;
+  if (arch_name == "MixtralForCausalLM" || qwen3moe) {
+    if (absl::Status s = ReadExpertConfig(r, *config, qwen3moe, &hp); !s.ok()) return s;
+  }
+  if (mistral) {
+    // Mistral and Mixtral: sliding_window (null: none) over every layer.
+    TM_ASSIGN(hp.sliding_window, r.Int("sliding_window", 0));
+    hp.sliding_window_pattern = 0;
+    hp.rope_theta_local = hp.rope_theta;
   }
   bool tie = false;
   // Gemma3TextConfig ties by default; the others do not.
@@ -309,10 +401,21 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   LayoutOptions layout;
   layout.output = !tie && tensors.contains("lm_head.weight");
   layout.qkv_bias = spec.arch == Architecture::kQwen2;
-  layout.qk_norm = spec.arch == Architecture::kQwen3 || gemma3;
+  layout.qk_norm = spec.arch == Architecture::kQwen3 || qwen3moe || gemma3;
   layout.post_norms = gemma3;
+  if (hp.n_experts > 0) {
+    layout.experts =
+        qwen3moe ? LayoutOptions::Experts::kQwen3Moe : LayoutOptions::Experts::kMixtral;
+  }
   absl::flat_hash_set<std::string> used;
   for (const TensorSlot& slot : ModelTensorSlots(layout, &spec)) {
+    if (slot.role == TensorRole::kExperts) {
+      if (absl::Status s = BindExperts(slot, tensors, tensor_file, dir, backing.get(), &used);
+          !s.ok()) {
+        return s;
+      }
+      continue;
+    }
     auto it = tensors.find(slot.hf_name);
     if (it == tensors.end()) {
       return absl::InvalidArgumentError(

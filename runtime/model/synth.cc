@@ -52,7 +52,9 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }
 
 TensorType SlotType(const SynthOptions& options, const TensorSlot& slot) {
-  if (slot.role != TensorRole::kEmbedding && slot.role != TensorRole::kMatrix) {
+  if ((slot.role != TensorRole::kEmbedding && slot.role != TensorRole::kMatrix &&
+       slot.role != TensorRole::kExperts) ||
+      EndsWith(slot.gguf_name, "ffn_gate_inp.weight")) {
     return TensorType::kF32;
   }
   if (options.k_mix &&
@@ -63,7 +65,12 @@ TensorType SlotType(const SynthOptions& options, const TensorSlot& slot) {
   return options.weight_type;
 }
 
-int64_t SlotRows(const TensorSlot& slot) { return slot.shape.size() < 2 ? 1 : slot.shape[0]; }
+// Rows of all but the last dimension (experts' matrices stacked).
+int64_t SlotRows(const TensorSlot& slot) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < slot.shape.size(); ++i) rows *= slot.shape[i];
+  return rows;
+}
 
 // Row `row` of a slot's tensor as floats. Every row has its own PRNG stream,
 // so rows can be made in any order and the bytes never depend on it.
@@ -97,6 +104,7 @@ void GenerateRow(const SynthOptions& options, const TensorSlot& slot, int64_t ro
     case TensorRole::kEmbedding:
       break;
     case TensorRole::kMatrix:
+    case TensorRole::kExperts:
       // Uniform in [-a, a] has variance a^2/3: activations keep unit scale.
       scale = std::sqrt(3.0f / static_cast<float>(cols));
       break;
@@ -184,7 +192,17 @@ Metadata SynthMetadata(const SynthOptions& options, const devices::ModelHyperpar
   add(arch + ".attention.layer_norm_rms_epsilon", GgufValue::F32(hp.rms_norm_eps));
   add(arch + ".rope.freq_base", GgufValue::F32(hp.rope_theta));
   add(arch + ".rope.dimension_count", u32(hp.head_dim));
-  if (hp.sliding_window > 0) {
+  if (hp.n_experts > 0) {
+    add(arch + ".expert_count", u32(hp.n_experts));
+    add(arch + ".expert_used_count", u32(hp.n_experts_used));
+    if (options.arch == Architecture::kQwen3Moe) {
+      add(arch + ".expert_feed_forward_length", u32(hp.ffn_dim));
+    }
+  }
+  if (hp.sliding_window > 0 && options.arch == Architecture::kLlama) {
+    // Mistral's window: llama.cpp writes and reads no such key for llama.
+    add(arch + ".attention.sliding_window", u32(hp.sliding_window));
+  } else if (hp.sliding_window > 0) {
     // As llama.cpp's converter writes Gemma 3: the window only; the pattern
     // and local base when they differ from llama.cpp's defaults (6, 10000).
     add(arch + ".attention.sliding_window", u32(hp.sliding_window));
@@ -240,6 +258,13 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
       hp.rope_theta_local = options.rope_theta_local;
     }
   }
+  if (options.arch == Architecture::kLlama && options.sliding_window > 0) {
+    hp.sliding_window = options.sliding_window;
+    hp.sliding_window_pattern = 0;
+    hp.rope_theta_local = options.rope_theta;
+  }
+  hp.n_experts = options.n_experts;
+  hp.n_experts_used = options.n_experts_used;
   const bool llama = options.arch == Architecture::kLlama;
   hp.rope_style = llama ? devices::RopeStyle::kAdjacentPairs : devices::RopeStyle::kHalves;
   // Qwen3 uses Qwen2's tokenizer (GGUF tokenizer.ggml.pre "qwen2").
@@ -253,8 +278,13 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   layout.output = !options.tied_embeddings;
   layout.rope_factors = options.llama3_rope_scaling;
   layout.qkv_bias = options.arch == Architecture::kQwen2;
-  layout.qk_norm = options.arch == Architecture::kQwen3 || options.arch == Architecture::kGemma3;
+  layout.qk_norm = options.arch == Architecture::kQwen3 || options.arch == Architecture::kGemma3 ||
+                   options.arch == Architecture::kQwen3Moe;
   layout.post_norms = options.arch == Architecture::kGemma3;
+  if (options.n_experts > 0) {
+    layout.experts = options.arch == Architecture::kQwen3Moe ? LayoutOptions::Experts::kQwen3Moe
+                                                             : LayoutOptions::Experts::kMixtral;
+  }
   *slots = ModelTensorSlots(layout, &spec);
   for (const TensorSlot& slot : *slots) {
     slot.view->name = slot.gguf_name;
@@ -327,11 +357,24 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
     return bad("dim ", o.dim, ", ffn_dim ", o.ffn_dim, " and heads x head_dim ", q_dim,
                " must be multiples of ", block, " for ", devices::TensorTypeName(o.weight_type));
   }
-  if (o.sliding_window < 0 || (o.sliding_window > 0 && o.arch != Architecture::kGemma3)) {
-    return bad("sliding_window ", o.sliding_window, " must be 0, or positive for gemma3");
+  if (o.sliding_window < 0 ||
+      (o.sliding_window > 0 && o.arch != Architecture::kGemma3 && o.arch != Architecture::kLlama)) {
+    return bad("sliding_window ", o.sliding_window, " must be 0, or positive for gemma3 or llama");
   }
-  if (o.sliding_window > 0 && (o.sliding_window_pattern <= 0 || !(o.rope_theta_local > 1.0f) ||
-                               !std::isfinite(o.rope_theta_local))) {
+  if (o.n_experts < 0 || o.n_experts > 1024 ||
+      (o.n_experts > 0 && (o.n_experts_used < 1 || o.n_experts_used > o.n_experts)) ||
+      (o.n_experts == 0 && o.n_experts_used != 0)) {
+    return bad(o.n_experts, " experts, ", o.n_experts_used,
+               " used: expected 1..1024 experts with 1..experts used, or 0 and 0");
+  }
+  if ((o.arch == Architecture::kQwen3Moe) != (o.n_experts > 0) && o.arch != Architecture::kLlama) {
+    return bad(devices::ArchitectureName(o.arch), o.n_experts > 0
+                                                      ? " has no experts (llama and qwen3moe have)"
+                                                      : " needs experts (n_experts > 0)");
+  }
+  if (o.sliding_window > 0 && o.arch == Architecture::kGemma3 &&
+      (o.sliding_window_pattern <= 0 || !(o.rope_theta_local > 1.0f) ||
+       !std::isfinite(o.rope_theta_local))) {
     return bad("a sliding window needs a positive layer pattern and a local rope base above 1");
   }
   if (o.name.empty()) return bad("name must not be empty");

@@ -35,10 +35,17 @@ struct SynthOptions {
   float rope_theta = 10000.0f;
   // gemma3: local layers' attention window (0: every layer global), the
   // layer period (the last layer of each period is global) and local RoPE
-  // base. Gemma 3 itself: 512 (1B; 1024 larger), 6, 10000.
+  // base. Gemma 3 itself: 512 (1B; 1024 larger), 6, 10000. llama (Mistral):
+  // the window of every layer; pattern and local base are not used.
   int32_t sliding_window = 0;
   int32_t sliding_window_pattern = 6;
   float rope_theta_local = 10000.0f;
+  // Mixture of experts (llama as Mixtral, or qwen3moe, which needs them):
+  // experts per layer (0: dense) and used per token; ffn_dim is then each
+  // expert's size. The router is f32 whatever weight_type (as llama.cpp's
+  // quantizer leaves it).
+  int32_t n_experts = 0;
+  int32_t n_experts_used = 0;
   bool llama3_rope_scaling = false;  // writes rope_freqs.weight (GGUF) / rope_scaling
   uint64_t seed = 1;
   std::string name = "tokenmill-synth";

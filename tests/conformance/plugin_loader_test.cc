@@ -197,5 +197,48 @@ TEST(PluginLoaderTest, APluginsForwardErrorComesBackWithItsMessage) {
   (*arena)->ReturnPage(page);
 }
 
+// Plugin ABI 1.1's tm_model has no experts and no sliding window: Mixtral
+// and Mistral (llama with them) and Qwen3-MoE are refused at load, with the
+// architecture named.
+TEST(PluginLoaderTest, ExpertsAndMistralsWindowAreRefusedAtLoad) {
+  auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  Discovery found;
+  ASSERT_TRUE((*backend)->Discover(DiscoveryOptions{}, found).ok());
+  ASSERT_EQ(found.devices.size(), 1u);
+  const Device& device = *found.devices[0];
+  struct Refused {
+    Architecture arch;
+    int32_t experts;
+    int32_t window;
+    const char* why;
+  };
+  for (const Refused& r : {Refused{Architecture::kLlama, 4, 0,
+                                   "llama model: plugins take no "
+                                   "mixture of experts"},
+                           Refused{Architecture::kLlama, 0, 8, "sliding-window attention"},
+                           Refused{Architecture::kQwen3Moe, 4, 0, "architecture qwen3moe"}}) {
+    model::SynthOptions shape;
+    shape.arch = r.arch;
+    shape.vocab_size = 300;
+    shape.context_length = 64;
+    shape.n_experts = r.experts;
+    shape.n_experts_used = r.experts > 0 ? 2 : 0;
+    shape.sliding_window = r.window;
+    auto model = model::SynthesizeModel(shape);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto arena = (*backend)->CreateKvArena(device, KvArenaBudget{.bytes = 1 << 20}, 16384);
+    ASSERT_TRUE(arena.ok()) << arena.status();
+    ExecutorOptions eo;
+    eo.block_tokens = 16;
+    eo.kv_blocks = 8;
+    eo.kv_arena = arena->get();
+    auto executor = (*backend)->CreateExecutor(device, model->spec, eo);
+    ASSERT_FALSE(executor.ok()) << r.why;
+    EXPECT_EQ(executor.status().code(), absl::StatusCode::kUnimplemented);
+    EXPECT_THAT(std::string(executor.status().message()), HasSubstr(r.why));
+  }
+}
+
 }  // namespace
 }  // namespace tokenmill::devices

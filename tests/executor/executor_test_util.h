@@ -33,6 +33,12 @@ inline model::SynthOptions TinyModel(Architecture arch, TensorType type) {
   o.seed = 7;
   // Qwen3 checkpoints have heads x head_dim != dim; so does the tiny one.
   if (arch == Architecture::kQwen3) o.head_dim = 32;
+  if (arch == Architecture::kQwen3Moe) {
+    // Qwen3-MoE in small: qwen3's head shape, 8 experts of which 2 per token.
+    o.head_dim = 32;
+    o.n_experts = 8;
+    o.n_experts_used = 2;
+  }
   if (arch == Architecture::kGemma3) {
     // Gemma 3's shape in small: head_dim apart from dim / heads, tied, and a
     // local layer (window 5, shorter than the tests' prompts and blocks that

@@ -391,7 +391,8 @@ TEST_F(ServingTest, ResponseFormatOutputsValidateAgainstTheirSchemas) {
 }
 
 // One daemon serving a synthesized model of every architecture (Qwen3 with
-// heads x head_dim != dim, as its checkpoints have): each loads, reports its
+// heads x head_dim != dim, as its checkpoints have; Mixtral and Qwen3-MoE
+// with experts): each loads, reports its
 // architecture, and answers a greedy completion whose usage is counted.
 TEST(ServingArchitectures, EveryArchitectureServes) {
   struct Served {
@@ -399,10 +400,13 @@ TEST(ServingArchitectures, EveryArchitectureServes) {
     devices::Architecture arch;
     devices::TensorType type;
   };
-  const Served served[] = {{"m-llama", devices::Architecture::kLlama, devices::TensorType::kF16},
-                           {"m-qwen2", devices::Architecture::kQwen2, devices::TensorType::kQ8_0},
-                           {"m-qwen3", devices::Architecture::kQwen3, devices::TensorType::kQ4_0},
-                           {"m-gemma3", devices::Architecture::kGemma3, devices::TensorType::kF16}};
+  const Served served[] = {
+      {"m-llama", devices::Architecture::kLlama, devices::TensorType::kF16},
+      {"m-qwen2", devices::Architecture::kQwen2, devices::TensorType::kQ8_0},
+      {"m-qwen3", devices::Architecture::kQwen3, devices::TensorType::kQ4_0},
+      {"m-gemma3", devices::Architecture::kGemma3, devices::TensorType::kF16},
+      {"m-mixtral", devices::Architecture::kLlama, devices::TensorType::kQ8_0},
+      {"m-qwen3moe", devices::Architecture::kQwen3Moe, devices::TensorType::kQ8_0}};
   TempDir dir;
   std::string models_toml;
   for (const Served& m : served) {
@@ -415,6 +419,14 @@ TEST(ServingArchitectures, EveryArchitectureServes) {
       o.tied_embeddings = true;
       o.sliding_window = 4;
       o.sliding_window_pattern = 2;
+    }
+    if (std::string(m.id) == "m-mixtral" || m.arch == devices::Architecture::kQwen3Moe) {
+      // Experts: 8, of which each token uses 2 (Mixtral with a Mistral
+      // window of 4 too, which the prompt and completion outgrow).
+      o.n_experts = 8;
+      o.n_experts_used = 2;
+      if (m.arch == devices::Architecture::kQwen3Moe) o.head_dim = 32;
+      if (m.arch == devices::Architecture::kLlama) o.sliding_window = 4;
     }
     const std::filesystem::path path = dir.path() / (std::string(m.id) + ".gguf");
     ASSERT_TRUE(model::WriteSynthGguf(o, path).ok());

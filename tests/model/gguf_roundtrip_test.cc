@@ -164,6 +164,77 @@ TEST(GgufRoundTrip, Gemma3WindowAndPostNorms) {
   }
 }
 
+// Mixtral (llama with experts, and a Mistral window over every layer) and
+// Qwen3-MoE: llama.cpp's keys and stacked expert tensors, the router in f32.
+TEST(GgufRoundTrip, ExpertsTravelAsStackedTensors) {
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen3Moe}) {
+    for (TensorType type : {TensorType::kF16, TensorType::kQ8_0}) {
+      SynthOptions options = Tiny(arch, type, false);
+      options.n_experts = 8;
+      options.n_experts_used = 2;
+      if (arch == Architecture::kQwen3Moe) options.head_dim = 32;
+      if (arch == Architecture::kLlama) options.sliding_window = 7;
+      tokenmill::testing::TempDir dir;
+      const auto path = dir.path() / "model.gguf";
+      ASSERT_TRUE(WriteSynthGguf(options, path).ok());
+      auto loaded = LoadModel(path);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      auto synth = SynthesizeModel(options);
+      ASSERT_TRUE(synth.ok()) << synth.status();
+      ExpectSameModel(*loaded, *synth);
+      const devices::ModelSpec& spec = loaded->spec;
+      EXPECT_EQ(spec.arch, arch);
+      EXPECT_EQ(spec.hp.n_experts, 8);
+      EXPECT_EQ(spec.hp.n_experts_used, 2);
+      EXPECT_TRUE(spec.hp.expert_weights_norm);
+      EXPECT_EQ(spec.hp.ffn_dim, 128);
+      const std::string prefix = arch == Architecture::kLlama ? "llama." : "qwen3moe.";
+      EXPECT_EQ(loaded->metadata.at(prefix + "expert_count"), "8");
+      EXPECT_EQ(loaded->metadata.count("qwen3moe.expert_feed_forward_length"),
+                arch == Architecture::kQwen3Moe ? 1u : 0u);
+      const devices::LayerWeights& l = spec.layers[1];
+      EXPECT_TRUE(l.w_gate.empty() && l.w_up.empty() && l.w_down.empty());
+      EXPECT_EQ(l.router.name, "blk.1.ffn_gate_inp.weight");
+      EXPECT_EQ(l.router.type, TensorType::kF32);
+      EXPECT_EQ(l.router.shape, (std::vector<int64_t>{8, 64}));
+      EXPECT_EQ(l.gate_exps.shape, (std::vector<int64_t>{8, 128, 64}));
+      EXPECT_EQ(l.down_exps.name, "blk.1.ffn_down_exps.weight");
+      EXPECT_EQ(l.down_exps.shape, (std::vector<int64_t>{8, 64, 128}));
+      EXPECT_EQ(l.up_exps.type, type);
+      EXPECT_EQ(l.q_norm.empty(), arch == Architecture::kLlama);
+      EXPECT_EQ(spec.hp.sliding_window, arch == Architecture::kLlama ? 7 : 0);
+      if (arch == Architecture::kLlama) {
+        EXPECT_TRUE(devices::IsLocalLayer(spec.hp, 0));
+        EXPECT_TRUE(devices::IsLocalLayer(spec.hp, 1));
+      }
+      // Expert 3's slice is rows [3 * 128, 4 * 128) of the stack.
+      const devices::TensorView e3 = devices::ExpertSlice(l.gate_exps, 3);
+      EXPECT_EQ(e3.shape, (std::vector<int64_t>{128, 64}));
+      EXPECT_EQ(e3.data, l.gate_exps.row(3 * 128));
+      EXPECT_EQ(spec.Problem(), "");
+    }
+  }
+}
+
+TEST(GgufRoundTrip, ExpertCountsAreChecked) {
+  SynthOptions options = Tiny(Architecture::kQwen3Moe, TensorType::kF16, false);
+  options.n_experts = 4;
+  options.n_experts_used = 5;
+  EXPECT_FALSE(ValidateSynthOptions(options).ok());
+  options.n_experts = 0;
+  options.n_experts_used = 0;
+  EXPECT_FALSE(ValidateSynthOptions(options).ok());  // qwen3moe needs experts
+  options.arch = Architecture::kQwen3;
+  options.n_experts = 4;
+  options.n_experts_used = 2;
+  EXPECT_FALSE(ValidateSynthOptions(options).ok());  // qwen3 has none
+  auto model = SynthesizeModel(Tiny(Architecture::kLlama, TensorType::kF16, false));
+  ASSERT_TRUE(model.ok());
+  devices::ModelSpec spec = model->spec;
+  spec.hp.n_experts_used = 1;
+  EXPECT_NE(spec.Problem().find("experts"), std::string::npos) << spec.Problem();
+}
+
 TEST(GgufRoundTrip, Llama3RopeFactorsTravelAsRopeFreqs) {
   SynthOptions options = Tiny(Architecture::kLlama, TensorType::kF16, false);
   options.llama3_rope_scaling = true;

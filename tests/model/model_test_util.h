@@ -99,7 +99,11 @@ inline std::vector<std::pair<std::string, const devices::TensorView*>> Views(
              {"w_gate", &l.w_gate},
              {"w_up", &l.w_up},
              {"w_down", &l.w_down},
-             {"ffn_post_norm", &l.ffn_post_norm}}) {
+             {"ffn_post_norm", &l.ffn_post_norm},
+             {"router", &l.router},
+             {"gate_exps", &l.gate_exps},
+             {"up_exps", &l.up_exps},
+             {"down_exps", &l.down_exps}}) {
       views.emplace_back(p + label, view);
     }
   }
@@ -123,6 +127,11 @@ inline void ExpectSameHyperparams(const devices::ModelHyperparams& a,
   EXPECT_EQ(a.rope_scaling.low_freq_factor, b.rope_scaling.low_freq_factor);
   EXPECT_EQ(a.rope_scaling.high_freq_factor, b.rope_scaling.high_freq_factor);
   EXPECT_EQ(a.rope_scaling.original_context, b.rope_scaling.original_context);
+  EXPECT_EQ(a.sliding_window, b.sliding_window);
+  EXPECT_EQ(a.sliding_window_pattern, b.sliding_window_pattern);
+  EXPECT_EQ(a.n_experts, b.n_experts);
+  EXPECT_EQ(a.n_experts_used, b.n_experts_used);
+  EXPECT_EQ(a.expert_weights_norm, b.expert_weights_norm);
 }
 
 inline void ExpectSameTokenizer(const tokenizer::TokenizerSpec& a,

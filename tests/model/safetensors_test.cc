@@ -56,9 +56,10 @@ float Value(TensorRole role, int64_t k) {
   return static_cast<float>(k % 64 - 32) / 256.0f;
 }
 
-std::string Encode(const std::string& dtype, TensorRole role, int64_t n) {
+// Values `first` .. first + n - 1 of the role's sequence.
+std::string Encode(const std::string& dtype, TensorRole role, int64_t n, int64_t first = 0) {
   std::string out;
-  for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = first; k < first + n; ++k) {
     const float v = Value(role, k);
     uint32_t bits;
     std::memcpy(&bits, &v, 4);
@@ -85,6 +86,9 @@ struct Checkpoint {
   std::string matrix_dtype = "BF16";
   json rope_scaling = nullptr;
   int shards = 1;
+  int experts = 0;                // llama: Mixtral's (MixtralForCausalLM); qwen3moe: its own
+  bool mistral = false;           // MistralForCausalLM with
+  json sliding_window = nullptr;  // this window (also Mixtral's)
 };
 
 const char* ArchitectureClass(Architecture arch) {
@@ -97,6 +101,8 @@ const char* ArchitectureClass(Architecture arch) {
       return "Qwen3ForCausalLM";
     case Architecture::kGemma3:
       return "Gemma3ForCausalLM";  // not loaded from safetensors yet
+    case Architecture::kQwen3Moe:
+      return "Qwen3MoeForCausalLM";
   }
   return "";
 }
@@ -110,7 +116,7 @@ class SafetensorsTest : public ::testing::Test {
     hp.n_layers = 2;
     hp.n_heads = 4;
     hp.n_kv_heads = 2;
-    hp.head_dim = arch == Architecture::kQwen3 ? 32 : 16;
+    hp.head_dim = arch == Architecture::kQwen3 || arch == Architecture::kQwen3Moe ? 32 : 16;
     hp.ffn_dim = 128;
     hp.vocab_size = 300;
     hp.context_length = 4096;
@@ -120,12 +126,30 @@ class SafetensorsTest : public ::testing::Test {
   std::vector<StTensor> Tensors(const Checkpoint& c) const {
     devices::ModelSpec spec;
     spec.hp = Shape(c.arch);
+    spec.hp.n_experts = c.experts;
     LayoutOptions layout;
     layout.output = c.lm_head_present;
     layout.qkv_bias = c.arch == Architecture::kQwen2;
-    layout.qk_norm = c.arch == Architecture::kQwen3;
+    layout.qk_norm = c.arch == Architecture::kQwen3 || c.arch == Architecture::kQwen3Moe;
+    if (c.experts > 0) {
+      layout.experts = c.arch == Architecture::kQwen3Moe ? LayoutOptions::Experts::kQwen3Moe
+                                                         : LayoutOptions::Experts::kMixtral;
+    }
     std::vector<StTensor> tensors;
     for (const TensorSlot& slot : ModelTensorSlots(layout, &spec)) {
+      if (slot.role == TensorRole::kExperts) {
+        // One tensor per expert; expert e's values start at 7 * e.
+        for (int64_t e = 0; e < slot.shape[0]; ++e) {
+          StTensor t;
+          const size_t star = slot.hf_name.find('*');
+          t.name = slot.hf_name.substr(0, star) + std::to_string(e) + slot.hf_name.substr(star + 1);
+          t.shape = {slot.shape[1], slot.shape[2]};
+          t.dtype = c.matrix_dtype;
+          t.bytes = Encode(t.dtype, TensorRole::kMatrix, slot.shape[1] * slot.shape[2], 7 * e);
+          tensors.push_back(std::move(t));
+        }
+        continue;
+      }
       StTensor t;
       t.name = slot.hf_name;
       t.shape = slot.shape;
@@ -157,7 +181,25 @@ class SafetensorsTest : public ::testing::Test {
                    {"tie_word_embeddings", c.tied},
                    {"torch_dtype", "bfloat16"},
                    {"rope_scaling", c.rope_scaling}};
-    if (c.arch == Architecture::kQwen3) config["head_dim"] = hp.head_dim;
+    if (c.arch == Architecture::kQwen3 || c.arch == Architecture::kQwen3Moe) {
+      config["head_dim"] = hp.head_dim;
+    }
+    if (c.arch == Architecture::kQwen3Moe) {
+      config["architectures"] = {"Qwen3MoeForCausalLM"};
+      config["num_experts"] = c.experts;
+      config["num_experts_per_tok"] = 2;
+      config["moe_intermediate_size"] = hp.ffn_dim;
+      config["intermediate_size"] = 4 * hp.ffn_dim;  // the dense size, unused
+      config["norm_topk_prob"] = true;
+    } else if (c.experts > 0) {
+      config["architectures"] = {"MixtralForCausalLM"};
+      config["num_local_experts"] = c.experts;
+      config["num_experts_per_tok"] = 2;
+      config["sliding_window"] = c.sliding_window;
+    } else if (c.mistral) {
+      config["architectures"] = {"MistralForCausalLM"};
+      config["sliding_window"] = c.sliding_window;
+    }
     WriteText(dir / "config.json", config.dump(2));
     std::vector<StTensor> tensors = Tensors(c);
     if (c.shards == 1) {
@@ -353,6 +395,74 @@ TEST_F(SafetensorsTest, Qwen3HasPerHeadQkNormsAndNoBiases) {
   }
   EXPECT_EQ(spec.layers[1].q_norm.name, "model.layers.1.self_attn.q_norm.weight");
   EXPECT_EQ(model->metadata.at("general.architecture"), "qwen3");
+}
+
+// Mixtral and Qwen3-MoE: router and per-expert tensors, stacked in expert
+// order into one tensor per projection; config keys of each family.
+TEST_F(SafetensorsTest, ExpertsAreStackedInOrder) {
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen3Moe}) {
+    Checkpoint c;
+    c.arch = arch;
+    c.experts = 4;
+    auto model = LoadModel(Write(c, std::string("moe_") + devices::ArchitectureName(arch)));
+    ASSERT_TRUE(model.ok()) << model.status();
+    const devices::ModelSpec& spec = model->spec;
+    EXPECT_EQ(spec.arch, arch);
+    EXPECT_EQ(spec.hp.n_experts, 4);
+    EXPECT_EQ(spec.hp.n_experts_used, 2);
+    EXPECT_EQ(spec.hp.ffn_dim, 128);  // qwen3moe: moe_intermediate_size
+    EXPECT_TRUE(spec.hp.expert_weights_norm);
+    EXPECT_EQ(spec.hp.sliding_window, 0);  // Mixtral's config: null
+    const devices::LayerWeights& l = spec.layers[1];
+    EXPECT_EQ(l.router.shape, (std::vector<int64_t>{4, 64}));
+    EXPECT_EQ(l.router.name, arch == Architecture::kLlama
+                                 ? "model.layers.1.block_sparse_moe.gate.weight"
+                                 : "model.layers.1.mlp.gate.weight");
+    EXPECT_EQ(l.gate_exps.shape, (std::vector<int64_t>{4, 128, 64}));
+    EXPECT_EQ(l.down_exps.shape, (std::vector<int64_t>{4, 64, 128}));
+    EXPECT_TRUE(l.w_gate.empty());
+    for (const devices::TensorView* stack : {&l.gate_exps, &l.up_exps, &l.down_exps}) {
+      for (int64_t e = 0; e < 4; ++e) {
+        const devices::TensorView slice = devices::ExpertSlice(*stack, e);
+        const auto* bf16 = static_cast<const uint16_t*>(slice.data);
+        for (int64_t k : {int64_t{0}, int64_t{1}, slice.elements() - 1}) {
+          const uint32_t bits = static_cast<uint32_t>(bf16[k]) << 16;
+          float v;
+          std::memcpy(&v, &bits, 4);
+          EXPECT_EQ(v, Value(TensorRole::kMatrix, 7 * e + k)) << stack->name << " " << e;
+        }
+      }
+    }
+    EXPECT_EQ(spec.Problem(), "");
+  }
+  // A missing expert is named.
+  Checkpoint c;
+  c.arch = Architecture::kQwen3Moe;
+  c.experts = 4;
+  const auto dir = Write(c, "moe_missing");
+  std::vector<StTensor> tensors = Tensors(c);
+  const std::string gone = "model.layers.1.mlp.experts.3.up_proj.weight";
+  std::erase_if(tensors, [&](const StTensor& t) { return t.name == gone; });
+  testing::WriteBytes(dir / "model.safetensors", EncodeSafetensors(tensors));
+  ExpectRefused(dir, absl::StatusCode::kInvalidArgument, gone + "' is missing");
+}
+
+// Mistral: sliding_window over every layer (null: none).
+TEST_F(SafetensorsTest, MistralSlidingWindowCoversEveryLayer) {
+  Checkpoint c;
+  c.mistral = true;
+  c.sliding_window = 96;
+  auto model = LoadModel(Write(c, "mistral"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->spec.hp.sliding_window, 96);
+  EXPECT_EQ(model->spec.hp.rope_theta_local, model->spec.hp.rope_theta);
+  EXPECT_TRUE(devices::IsLocalLayer(model->spec.hp, 0));
+  EXPECT_TRUE(devices::IsLocalLayer(model->spec.hp, 1));
+  EXPECT_EQ(model->spec.Problem(), "");
+  c.sliding_window = nullptr;
+  auto none = LoadModel(Write(c, "mistral_none"));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->spec.hp.sliding_window, 0);
 }
 
 // A Gemma 3 checkpoint written from a synthesized gemma3 model (whose norms

@@ -4,13 +4,14 @@
 # against. Not run in CI (CI reads the checked-in fixtures); run it when synth
 # changes (oracle_test then says the fixtures are stale) or to add a case.
 #
-#   bash tests/oracle/make_fixtures.sh [--llama DIR] [--tokenmill PATH]
+#   bash tests/oracle/make_fixtures.sh [--llama DIR] [--tokenmill PATH] [--only REGEX]
 #     --llama DIR       llama.cpp source tree with a build in DIR/build holding
 #                       libllama (default: build/llama.cpp; cloned from the npm
 #                       package node-llama-cpp@3.22's git bundle and built
 #                       CPU-only when absent)
 #     --tokenmill PATH  the tokenmill CLI that synthesizes the models
 #                       (default: build/dev/daemon/cli/tokenmill)
+#     --only REGEX      write only the fixtures whose names match (bash =~)
 #
 # Each fixture records the llama.cpp commit, the synth options and the
 # model file's FNV-1a 64 hash (oracle_test synthesizes the same file and
@@ -20,11 +21,13 @@ cd "$(dirname "$0")/../.."
 
 llama=build/llama.cpp
 tokenmill=build/dev/daemon/cli/tokenmill
+only=
 while [ $# -gt 0 ]; do
   case "$1" in
     --llama) llama=$2; shift 2 ;;
     --tokenmill) tokenmill=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --only) only=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "make_fixtures: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -64,15 +67,19 @@ dim=128
 ffn=256
 layers=2
 window=0  # gemma3: sliding window (--sliding-window), llama.cpp's default pattern 6
+experts=0  # mixture of experts (--experts, --experts-used)
+experts_used=0
 
 fixture() {  # name arch type head_dim seed extra-flags...
   local name=$1 arch=$2 type=$3 head_dim=$4 seed=$5
   shift 5
+  if [ -n "$only" ] && ! [[ $name =~ $only ]]; then return 0; fi
   local file="$work/$name.gguf"
   local flags=(--dim "$dim" --layers "$layers" --heads 4 --kv-heads 2 --ffn "$ffn" --vocab 512
                --context 256 --arch "$arch" --type "$type" --seed "$seed")
   [ "$head_dim" = 0 ] || flags+=(--head-dim "$head_dim")
   [ "$window" = 0 ] || flags+=(--sliding-window "$window")
+  [ "$experts" = 0 ] || flags+=(--experts "$experts" --experts-used "$experts_used")
   "$tokenmill" model synth -o "$file" "${flags[@]}" "$@" >/dev/null
   "$work/llama_oracle" "$file" --prompts "$prompts" --steps "$steps" --top-k "$top_k" \
     > "$work/$name.out"
@@ -88,7 +95,8 @@ fixture = {
   "llama_cpp_commit": "$commit",
   "model": {"arch": "$arch", "type": "$type", "dim": $dim, "layers": $layers, "heads": 4,
             "kv_heads": 2, "head_dim": $head_dim, "ffn": $ffn, "vocab": 512, "context": 256,
-            "seed": $seed, "tied": $tied, "llama3_rope": $rope, "sliding_window": $window},
+            "seed": $seed, "tied": $tied, "llama3_rope": $rope, "sliding_window": $window,
+            "experts": $experts, "experts_used": $experts_used},
   "file_fnv1a64": out["file_fnv1a64"],
   "kv_type": "f32",
   "cases": out["cases"],
@@ -131,4 +139,20 @@ window=6
 for type in f32 f16 q8_0 q4_0; do
   fixture "gemma3_$type" gemma3 "$type" 64 6 --tied
 done
+# Mixtral (llama with experts) and Qwen3-MoE: 8 experts, 2 per token, three
+# layers; the K-quant at dim 256.
+dim=128
+ffn=256
+layers=3
+window=0
+experts=8
+experts_used=2
+for type in f32 f16 q8_0 q4_0; do
+  fixture "mixtral_$type" llama "$type" 0 7
+  fixture "qwen3moe_$type" qwen3moe "$type" 64 7
+done
+dim=256
+ffn=512
+fixture mixtral_q4_k llama q4_k 0 8
+fixture qwen3moe_q6_k qwen3moe q6_k 128 8
 echo "llama.cpp $commit"

@@ -99,6 +99,8 @@ absl::StatusOr<model::SynthOptions> OptionsOf(const Json& m) {
     o.arch = Architecture::kQwen3;
   } else if (arch == "gemma3") {
     o.arch = Architecture::kGemma3;
+  } else if (arch == "qwen3moe") {
+    o.arch = Architecture::kQwen3Moe;
   } else {
     return absl::InvalidArgumentError("unknown arch " + arch);
   }
@@ -130,6 +132,8 @@ absl::StatusOr<model::SynthOptions> OptionsOf(const Json& m) {
   o.tied_embeddings = m.at("tied");
   o.llama3_rope_scaling = m.at("llama3_rope");
   o.sliding_window = m.value("sliding_window", 0);
+  o.n_experts = m.value("experts", 0);
+  o.n_experts_used = m.value("experts_used", 0);
   return o;
 }
 
@@ -224,6 +228,14 @@ std::vector<std::string> Fixtures() {
                            "qwen3_q4_k_m", "qwen3_q6_k"}) {
     names.push_back(name);
   }
+  // Mixtral (llama with experts) and Qwen3-MoE: 8 experts, 2 per token.
+  for (const char* arch : {"mixtral", "qwen3moe"}) {
+    for (const char* type : {"f32", "f16", "q8_0", "q4_0"}) {
+      names.push_back(std::string(arch) + "_" + type);
+    }
+  }
+  names.push_back("mixtral_q4_k");
+  names.push_back("qwen3moe_q6_k");
   return names;
 }
 

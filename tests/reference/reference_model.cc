@@ -98,8 +98,64 @@ ReferenceModel::ReferenceModel(const devices::ModelSpec& spec, ReferenceOptions 
     l.ffn_post_norm = Dequantized(w.ffn_post_norm);
     l.w_gate = MatrixOf(w.w_gate);
     l.w_up = MatrixOf(w.w_up);
-    l.w_down = MatrixOf(w.w_down);
+    if (spec.hp.n_experts > 0) {
+      l.router = MatrixOf(w.router);
+      for (int64_t e = 0; e < spec.hp.n_experts; ++e) {
+        l.e_gate.push_back(MatrixOf(devices::ExpertSlice(w.gate_exps, e)));
+        l.e_up.push_back(MatrixOf(devices::ExpertSlice(w.up_exps, e)));
+        l.e_down.push_back(MatrixOf(devices::ExpertSlice(w.down_exps, e)));
+      }
+    } else {
+      l.w_gate = MatrixOf(w.w_gate);
+      l.w_up = MatrixOf(w.w_up);
+      l.w_down = MatrixOf(w.w_down);
+    }
   }
+}
+
+void ReferenceModel::Ffn(const Layer& l, const float* h, float* out) const {
+  const int64_t dim = hp_.dim, ffn = hp_.ffn_dim;
+  std::vector<float> gate(ffn), up(ffn);
+  if (hp_.n_experts == 0) {
+    Linear(l.w_gate, {}, ffn, dim, h, gate.data());
+    Linear(l.w_up, {}, ffn, dim, h, up.data());
+    if (arch_ == devices::Architecture::kGemma3) {
+      GeluTanhMulNaive(gate.data(), up.data(), ffn);
+    } else {
+      SiluMulNaive(gate.data(), up.data(), ffn);
+    }
+    Linear(l.w_down, {}, dim, ffn, gate.data(), out);
+    return;
+  }
+  // Router: softmax over every expert (f64), the n_experts_used most probable
+  // (lower index first on ties), weights renormalised when the model says so;
+  // the output is the weighted sum of those experts' SwiGLU outputs.
+  const int64_t n_exp = hp_.n_experts;
+  std::vector<float> logits(static_cast<size_t>(n_exp));
+  Linear(l.router, {}, n_exp, dim, h, logits.data());
+  const double max = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> prob(static_cast<size_t>(n_exp));
+  double sum = 0.0;
+  for (int64_t e = 0; e < n_exp; ++e) sum += prob[e] = std::exp(logits[e] - max);
+  for (double& p : prob) p /= sum;
+  std::vector<int64_t> order(static_cast<size_t>(n_exp));
+  for (int64_t e = 0; e < n_exp; ++e) order[e] = e;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
+  order.resize(static_cast<size_t>(hp_.n_experts_used));
+  double chosen = 0.0;
+  for (int64_t e : order) chosen += prob[e];
+  std::vector<double> acc(static_cast<size_t>(dim), 0.0);
+  std::vector<float> y(static_cast<size_t>(dim));
+  for (int64_t e : order) {
+    const double weight = hp_.expert_weights_norm ? prob[e] / chosen : prob[e];
+    Linear(l.e_gate[e], {}, ffn, dim, h, gate.data());
+    Linear(l.e_up[e], {}, ffn, dim, h, up.data());
+    SiluMulNaive(gate.data(), up.data(), ffn);
+    Linear(l.e_down[e], {}, dim, ffn, gate.data(), y.data());
+    for (int64_t i = 0; i < dim; ++i) acc[i] += weight * y[i];
+  }
+  for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(acc[i]);
 }
 
 std::vector<float> ReferenceModel::Forward(std::span<const int32_t> tokens, int32_t start) {
@@ -119,7 +175,7 @@ std::vector<float> ReferenceModel::Forward(std::span<const int32_t> tokens, int3
 
 void ReferenceModel::ForwardToken(int32_t token, float* logits) {
   const int64_t dim = hp_.dim, hd = hp_.head_dim, heads = hp_.n_heads, kv_heads = hp_.n_kv_heads;
-  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd, ffn = hp_.ffn_dim;
+  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd;
   const int32_t pos = positions_;
   const float* freq_factors = freq_factors_.empty() ? nullptr : freq_factors_.data();
 
@@ -131,7 +187,7 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
     for (float& e : x) e *= normalizer;
   }
   std::vector<float> h(dim), q(q_dim), k(kv_dim), v(kv_dim), attn(q_dim), o(dim);
-  std::vector<float> gate(ffn), up(ffn), down(dim);
+  std::vector<float> down(dim);
   // Gemma 3's local layers: all but the last of every sliding_window_pattern
   // layers see the last sliding_window positions and rotate with their own
   // RoPE base.
@@ -140,7 +196,9 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
   for (size_t il = 0; il < layers_.size(); ++il) {
     Layer& l = layers_[il];
     const int32_t pattern = hp_.sliding_window_pattern;
-    const bool local = hp_.sliding_window > 0 && static_cast<int32_t>(il) % pattern < pattern - 1;
+    // Pattern 0 (Mistral): every layer local, with the one RoPE base.
+    const bool local = hp_.sliding_window > 0 &&
+                       (pattern == 0 || static_cast<int32_t>(il) % pattern < pattern - 1);
     const devices::ModelHyperparams& rope_hp = local ? local_hp : hp_;
     RmsNormNaive(x.data(), l.attn_norm.data(), dim, hp_.rms_norm_eps, h.data());
     Linear(l.wq, l.bq, q_dim, dim, h.data(), q.data());
@@ -204,14 +262,7 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
     for (int64_t i = 0; i < dim; ++i) x[i] += o[i];
 
     RmsNormNaive(x.data(), l.ffn_norm.data(), dim, hp_.rms_norm_eps, h.data());
-    Linear(l.w_gate, {}, ffn, dim, h.data(), gate.data());
-    Linear(l.w_up, {}, ffn, dim, h.data(), up.data());
-    if (gemma3) {
-      GeluTanhMulNaive(gate.data(), up.data(), ffn);
-    } else {
-      SiluMulNaive(gate.data(), up.data(), ffn);
-    }
-    Linear(l.w_down, {}, dim, ffn, gate.data(), down.data());
+    Ffn(l, h.data(), down.data());
     if (!l.ffn_post_norm.empty()) {
       RmsNormNaive(down.data(), l.ffn_post_norm.data(), dim, hp_.rms_norm_eps, down.data());
     }

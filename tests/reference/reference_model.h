@@ -1,4 +1,5 @@
-// ReferenceModel: the Llama-family forward (Llama 2/3, Mistral, Qwen2, Qwen3) in
+// ReferenceModel: the Llama-family forward (Llama 2/3, Mistral, Mixtral, Qwen2,
+// Qwen3, Qwen3-MoE, Gemma 3) in
 // plain f32 storage and f64 sums, built only on the naive ops, for checking
 // every executor against one slow, obvious implementation. One sequence at a
 // time; K/V of every position are kept in plain vectors. For tests only.
@@ -54,6 +55,9 @@ class ReferenceModel {
     std::vector<float> attn_norm, bq, bk, bv, q_norm, k_norm, attn_post_norm, ffn_norm,
         ffn_post_norm;
     Matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+    // Mixture of experts: the router and each expert's gate, up, down.
+    Matrix router;
+    std::vector<Matrix> e_gate, e_up, e_down;
     std::vector<float> k_cache, v_cache;  // positions x (n_kv_heads * head_dim)
   };
 
@@ -61,6 +65,10 @@ class ReferenceModel {
   // y = W x (+ bias), W rows x cols, f64 sums.
   void Linear(const Matrix& m, const std::vector<float>& bias, int64_t rows, int64_t cols,
               const float* x, float* y) const;
+
+  // The FFN of layer l on the normed row h (dim floats) into out: dense
+  // SwiGLU/GeGLU, or the mixture of experts.
+  void Ffn(const Layer& l, const float* h, float* out) const;
 
   // Logits of one token at position positions_; appends its K/V.
   void ForwardToken(int32_t token, float* logits);

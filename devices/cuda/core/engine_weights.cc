@@ -166,6 +166,12 @@ GpuStatus CheckSpecForCuda(const ModelSpec& spec) {
     return Unimplemented(std::string("architecture ") + ArchitectureName(spec.arch) +
                          " has no CUDA executor yet (llama and qwen2 do); run it on the CPU");
   }
+  if (spec.hp.n_experts > 0 || spec.hp.sliding_window > 0) {
+    return Unimplemented(std::string("this ") + ArchitectureName(spec.arch) + " model has " +
+                         (spec.hp.n_experts > 0 ? "a mixture of experts (Mixtral)"
+                                                : "sliding-window attention (Mistral)") +
+                         ", which the CUDA executor does not run yet; run it on the CPU");
+  }
   if (spec.hp.head_dim > 256 || spec.hp.head_dim % 8 != 0) {
     return Unimplemented("head_dim " + std::to_string(spec.hp.head_dim) +
                          ": the CUDA attention takes head dims that are multiples of 8 up to 256");
