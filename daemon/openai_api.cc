@@ -61,8 +61,14 @@ class ActiveGeneration {
   void set_handle(size_t choice, runtime::RequestHandlePtr handle) {
     choices_[choice].handle = std::move(handle);
   }
-  // Runs once, at choice 0's first update: the prompt's full blocks are in
-  // the prefix cache then, so the other choices start from them.
+  // `echo`: the prompt's text, put before each choice's (with the prompt's
+  // logprob entries from choice 0's updates, when logprobs are wanted).
+  void set_echo(std::string text) {
+    echo_ = true;
+    echo_text_ = std::move(text);
+  }
+  // Runs once, at choice 0's first update with a token: the prompt's full
+  // blocks are in the prefix cache then, so the other choices start from them.
   void set_on_first_update(std::function<void()> fn) { on_first_update_ = std::move(fn); }
   void Cancel() {
     for (Choice& c : choices_) {
@@ -78,14 +84,16 @@ class ActiveGeneration {
     ticket_.reset();
   }
 
-  void OnUpdate(size_t index, runtime::GenerationUpdate update, std::vector<LogprobEntry> entries) {
+  void OnUpdate(size_t index, runtime::GenerationUpdate update, std::vector<LogprobEntry> entries,
+                std::vector<LogprobEntry> prompt_entries = {}) {
     if (done_) return;
     Choice& c = choices_[index];
     if (c.done) return;
+    std::move(prompt_entries.begin(), prompt_entries.end(), std::back_inserter(echo_entries_));
     if (ticket_) ticket_->ChargeTokens(static_cast<int64_t>(update.tokens.size()));
     const bool failed = update.finished && (update.finish_reason == FinishReason::kError ||
                                             update.finish_reason == FinishReason::kCancelled);
-    if (index == 0 && on_first_update_ && !failed) {
+    if (index == 0 && on_first_update_ && !failed && (!update.tokens.empty() || update.finished)) {
       auto fn = std::move(on_first_update_);
       on_first_update_ = nullptr;
       fn();
@@ -120,6 +128,7 @@ class ActiveGeneration {
     std::string text;                           // non-streaming: the completion so far
     std::vector<LogprobEntry> entries;          // non-streaming: its logprobs
     int64_t text_offset = 0;                    // completions logprobs text_offset
+    bool echoed = false;                        // the echoed prompt was put before it
     bool done = false;
     FinishReason reason = FinishReason::kStop;
     runtime::GenerationUsage usage;
@@ -166,12 +175,22 @@ class ActiveGeneration {
 
   static bool CalledTools(const Choice& c) { return c.tools && !c.tools->calls().empty(); }
 
+  // Puts the echoed prompt before a choice's first text and entries.
+  void Echo(Choice& c, std::string& text, std::vector<LogprobEntry>& entries) {
+    if (!echo_ || c.echoed) return;
+    c.echoed = true;
+    text.insert(0, echo_text_);
+    if (logprobs_) entries.insert(entries.begin(), echo_entries_.begin(), echo_entries_.end());
+  }
+
   void WriteChunk(size_t index, const chat::ToolCallUpdate& parsed,
-                  std::optional<FinishReason> finish, std::span<const LogprobEntry> entries) {
+                  std::optional<FinishReason> finish, std::span<const LogprobEntry> given) {
     Choice& c = choices_[index];
     ChunkContent chunk;
     chunk.index = static_cast<int32_t>(index);
     chunk.text = parsed.content;
+    std::vector<LogprobEntry> entries(given.begin(), given.end());
+    Echo(c, chunk.text, entries);
     if (!parsed.calls.empty()) chunk.tool_calls = ToolCallDeltasJson(parsed.calls);
     chunk.finish = finish;
     chunk.called_tools = CalledTools(c);
@@ -226,7 +245,8 @@ class ActiveGeneration {
       return;
     }
     StartStream();
-    if (!parsed.content.empty() || !parsed.calls.empty() || !entries.empty()) {
+    if (!parsed.content.empty() || !parsed.calls.empty() || !entries.empty() ||
+        (echo_ && !c.echoed)) {
       WriteChunk(index, parsed, std::nullopt, entries);
     }
     WriteChunk(index, {}, reason, {});
@@ -248,6 +268,7 @@ class ActiveGeneration {
       json choices = json::array();
       for (size_t i = 0; i < choices_.size(); ++i) {
         Choice& c = choices_[i];
+        Echo(c, c.text, c.entries);
         json logprobs = LogprobsJson(c, c.entries);
         json calls = CalledTools(c) ? ToolCallsJson(c.tools->calls()) : json(nullptr);
         choices.push_back(ChoiceJson(meta_, static_cast<int32_t>(i), c.text, c.reason,
@@ -272,6 +293,9 @@ class ActiveGeneration {
   tenants::AdmissionTicketPtr ticket_;
   std::vector<Choice> choices_;
   std::function<void()> on_first_update_;
+  bool echo_ = false;
+  std::string echo_text_;
+  std::vector<LogprobEntry> echo_entries_;  // the prompt's, from choice 0
   bool started_ = false;
   bool done_ = false;
 };
@@ -462,6 +486,11 @@ struct OpenAiApi::PreparedGeneration {
   grammar::CompiledGrammarPtr grammar;  // response_format's or a forced call's, for `instance`
   // The format tool calls are parsed in (kNone: no parsing).
   chat::ToolCallFormat tool_format = chat::ToolCallFormat::kNone;
+  // `echo`: the prompt as text (the client's text, or its token ids
+  // decoded), and whether the prompt's first token is a BOS the tokenizer
+  // added (its logprob entry is not echoed: the text has no BOS).
+  std::string echo_text;
+  bool added_bos = false;
   // The in-flight slot held while encoding (null for a tenant without limits).
   tenants::AdmissionTicketPtr slot;
 };
@@ -651,6 +680,16 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
   absl::StatusOr<std::vector<int32_t>> prompt =
       PromptTokens(req, *instance, absl::FromChrono(clock_()));
   if (!prompt.ok()) return fail(prompt.status());
+  if (req.echo) {
+    const tokenizer::Tokenizer& tokenizer = instance->tokenizer();
+    if (req.prompt_text) {
+      out.echo_text = *req.prompt_text;
+      out.added_bos =
+          !prompt->empty() && tokenizer.bos_id() && prompt->front() == *tokenizer.bos_id();
+    } else {
+      out.echo_text = tokenizer.Decode(*prompt);
+    }
+  }
   req.prompt_text.reset();
   req.messages.clear();
   absl::StatusOr<int32_t> max_tokens =
@@ -767,6 +806,7 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
   generation.deadline = prepared.deadline;
   generation.grammar = std::move(prepared.grammar);
   generation.keep_control_text = prepared.tool_format != chat::ToolCallFormat::kNone;
+  if (req.echo && req.logprobs) generation.prompt_logprobs = req.sampling.logprobs;
 
   ResponseMeta meta;
   meta.endpoint = pending.endpoint;
@@ -789,21 +829,28 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
   auto active = std::make_shared<ActiveGeneration>(response, std::move(meta), headers, req.stream,
                                                    req.include_usage, req.logprobs,
                                                    std::move(ticket), std::move(parsers));
+  if (req.echo) active->set_echo(std::move(prepared.echo_text));
   // The sinks run on the engine thread: they only turn tokens into logprob
   // text (the tokenizer lives as long as the engine thread) and post.
   const tokenizer::Tokenizer* tokenizer = &instance->tokenizer();
-  auto sink_for = [post = post_, active, tokenizer,
-                   logprobs = req.logprobs](size_t choice) -> runtime::GenerationSink {
-    return [post, active, tokenizer, logprobs, choice](runtime::GenerationUpdate update) {
-      std::vector<LogprobEntry> entries;
+  auto sink_for = [post = post_, active, tokenizer, logprobs = req.logprobs,
+                   skip_bos = prepared.added_bos](size_t choice) -> runtime::GenerationSink {
+    return [post, active, tokenizer, logprobs, skip_bos, choice,
+            prompt_seen = size_t{0}](runtime::GenerationUpdate update) mutable {
+      std::vector<LogprobEntry> entries, prompt;
       if (logprobs) {
         entries.reserve(update.tokens.size());
         for (const runtime::GeneratedToken& token : update.tokens) {
           entries.push_back(MakeLogprobEntry(token, *tokenizer));
         }
+        for (const runtime::GeneratedToken& token : update.prompt) {
+          if (prompt_seen++ == 0 && skip_bos) continue;
+          prompt.push_back(MakeLogprobEntry(token, *tokenizer));
+        }
       }
-      post([active, choice, update = std::move(update), entries = std::move(entries)]() mutable {
-        active->OnUpdate(choice, std::move(update), std::move(entries));
+      post([active, choice, update = std::move(update), entries = std::move(entries),
+            prompt = std::move(prompt)]() mutable {
+        active->OnUpdate(choice, std::move(update), std::move(entries), std::move(prompt));
       });
     };
   };
@@ -824,6 +871,7 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
             runtime::GenerationRequest choice = sibling;
             choice.request_id = absl::StrCat(sibling.request_id, "-", i);
             choice.prompt_billed_elsewhere = true;
+            choice.prompt_logprobs = -1;  // choice 0 reports the prompt's
             if (choice.sampling.seed) *choice.sampling.seed += i;
             absl::StatusOr<runtime::RequestHandlePtr> handle =
                 model == nullptr ? absl::UnavailableError("the model was unloaded")

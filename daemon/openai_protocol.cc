@@ -270,9 +270,7 @@ absl::Status ParsePrompt(const Fields& f, OpenAiRequest& r) {
 
 absl::Status ParseCompletionFields(const Fields& f, OpenAiRequest& r) {
   TM_RETURN_IF_ERROR(ParsePrompt(f, r));
-  bool echo = false;
-  TM_RETURN_IF_ERROR(f.Bool("echo", &echo));
-  if (echo) return Unsupported("echo", "echoing the prompt");
+  TM_RETURN_IF_ERROR(f.Bool("echo", &r.echo));
   int64_t best_of = 1;
   TM_RETURN_IF_ERROR(f.Int("best_of", 1, std::numeric_limits<int32_t>::max(), &best_of));
   if (best_of != 1) return Unsupported("best_of", "best_of > 1");
@@ -694,10 +692,15 @@ json CompletionLogprobsJson(std::span<const LogprobEntry> entries, int64_t* text
        offsets = json::array();
   for (const LogprobEntry& e : entries) {
     tokens.push_back(e.token);
-    logprobs.push_back(e.logprob);
-    json alternatives = json::object();
-    for (const auto& alt : e.top) alternatives[alt.token] = alt.logprob;
-    top.push_back(std::move(alternatives));
+    if (std::isnan(e.logprob)) {
+      logprobs.push_back(nullptr);
+      top.push_back(nullptr);
+    } else {
+      logprobs.push_back(e.logprob);
+      json alternatives = json::object();
+      for (const auto& alt : e.top) alternatives[alt.token] = alt.logprob;
+      top.push_back(std::move(alternatives));
+    }
     offsets.push_back(*text_offset);
     *text_offset += static_cast<int64_t>(e.bytes.size());
   }

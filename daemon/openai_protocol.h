@@ -33,7 +33,7 @@ inline constexpr int32_t kMaxCompletionLogprobs = 5;
 
 // A parsed request. Unknown fields are ignored, as OpenAI's API does, so that
 // clients sending newer optional fields keep working; fields tokenmill knows
-// but cannot honour (echo, images, ...) are refused.
+// but cannot honour (best_of, suffix, images, ...) are refused.
 struct OpenAiRequest {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
   std::string model;
@@ -52,6 +52,9 @@ struct OpenAiRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // extension: EOS does not end generation
+  // /v1/completions `echo`: the prompt's text precedes each choice's, and
+  // with `logprobs` its tokens' logprobs precede the completion's.
+  bool echo = false;
   // Choices to generate for the prompt (1..kMaxChoices).
   int32_t n = 1;
   // The client's end-user id, at most kMaxUserBytes; kept in the request's
@@ -119,7 +122,8 @@ LogprobEntry MakeLogprobEntry(const runtime::GeneratedToken& token,
 
 // /v1/completions logprobs: {"tokens","token_logprobs","top_logprobs",
 // "text_offset"}; *text_offset is the offset of the first entry's text in
-// the completion and advances past the last (streams continue it).
+// the completion and advances past the last (streams continue it). An entry
+// with a NaN logprob (an echoed prompt's first token) has null for both.
 nlohmann::json CompletionLogprobsJson(std::span<const LogprobEntry> entries, int64_t* text_offset);
 // /v1/chat/completions logprobs: {"content":[{"token","logprob","bytes",
 // "top_logprobs":[{"token","logprob","bytes"}]}]}.

@@ -53,6 +53,11 @@ struct GenerationRequest {
   // cost, no charge) and its cached ones not at all, so the request's
   // records add up to one prompt and every choice's completion.
   bool prompt_billed_elsewhere = false;
+  // >= 0: report the logprob of every prompt token given the ones before it
+  // (the first has none) with this many alternatives (<= kMaxLogprobs), in
+  // the first updates' `prompt` (OpenAI `echo` with `logprobs`). The prompt
+  // is then computed in full: the prefix cache is not used for it.
+  int32_t prompt_logprobs = -1;
   // The caller reports each token's logprob. When false, a greedy request
   // without penalties takes its tokens from the executor's argmax (a GPU
   // sends back token ids, not logits) and GeneratedToken::logprob stays 0.
@@ -77,6 +82,10 @@ struct GenerationUsage {
 // One update of a running request: new tokens and text since the last one,
 // or the end. Exactly one update has finished = true, and it is the last.
 struct GenerationUpdate {
+  // Prompt logprobs (GenerationRequest::prompt_logprobs), in prompt order,
+  // spread over the first updates; the prompt's first token has a NaN
+  // logprob (none) and no alternatives.
+  std::vector<GeneratedToken> prompt;
   std::vector<GeneratedToken> tokens;
   std::string text;  // decoded text of `tokens`, stop strings withheld
   bool finished = false;

@@ -172,8 +172,9 @@ bool ModelInstance::Impl::TakeMail(bool wait) {
     const GenerationRequest& req = stream->request();
     absl::Status status = stream->Start();
     if (status.ok()) {
-      status = scheduler.Add(
-          sched::SequenceSpec{sub.seq_id, req.tenant, req.prompt, req.sampling.max_tokens});
+      status = scheduler.Add(sched::SequenceSpec{sub.seq_id, req.tenant, req.prompt,
+                                                 req.sampling.max_tokens,
+                                                 /*prompt_logits=*/req.prompt_logprobs >= 0});
     }
     ++tenant_live[req.tenant];
     streams.emplace(sub.seq_id, std::move(stream));
@@ -376,6 +377,18 @@ void ModelInstance::Impl::Step() {
     step_prefill.push_back(ps.prefill ? (ps.recompute ? 2 : 1) : 0);
     step_cached.push_back(newly_cached);
     sched::SequenceResult result{ps.seq_id, std::nullopt, false};
+    if (ps.all_logits) {
+      // Every token's row: prompt logprobs, then (when it samples) the last
+      // row is the sampling one.
+      const int32_t start = plan.batch.seqs[i].start_pos;
+      for (size_t j = 0; j < tokens; ++j) {
+        if (stream == nullptr) break;
+        stream->OnPromptLogits(
+            start + static_cast<int32_t>(j),
+            std::span<const float>(out->logits.data() + (row + j) * vocab, vocab));
+      }
+      row += ps.samples ? tokens - 1 : tokens;
+    }
     const bool on_device = batch.seqs[i].logits == devices::LogitsWanted::kArgmax;
     if (ps.samples && stream != nullptr) {
       absl::StatusOr<RequestStream::Next> next = absl::InternalError("no token from the executor");

@@ -1,6 +1,9 @@
 #include "runtime/instance/request_stream.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
 #include <string>
 #include <utility>
 
@@ -60,8 +63,59 @@ absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const floa
 bool RequestStream::GreedyOnDevice() const {
   const sampling::SamplingParams& p = request_.sampling;
   return p.temperature == 0.0f && p.logprobs == 0 && !request_.wants_logprobs &&
-         p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f &&
-         p.presence_penalty == 0.0f && p.logit_bias.empty() && !matcher_;
+         request_.prompt_logprobs < 0 && p.repetition_penalty == 1.0f &&
+         p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f && p.logit_bias.empty() &&
+         !matcher_;
+}
+
+void RequestStream::OnPromptLogits(int32_t pos, std::span<const float> logits) {
+  const auto& prompt = request_.prompt;
+  if (request_.prompt_logprobs < 0 || pos + 1 != std::max(next_prompt_pos_, 1) ||
+      pos + 1 >= static_cast<int32_t>(prompt.size())) {
+    return;
+  }
+  if (next_prompt_pos_ == 0) {
+    GeneratedToken first;
+    first.id = prompt[0];
+    first.logprob = std::numeric_limits<float>::quiet_NaN();
+    pending_.prompt.push_back(std::move(first));
+  }
+  next_prompt_pos_ = pos + 2;
+  // log-softmax of the raw row (no penalties or temperature: the model's own
+  // distribution); NaN counts as -inf.
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (float x : logits) {
+    if (x > max_logit) max_logit = x;
+  }
+  double sum = 0.0;
+  for (float x : logits) {
+    if (x == x) sum += std::exp(static_cast<double>(x) - max_logit);
+  }
+  const float log_z = max_logit + static_cast<float>(std::log(sum));
+  auto logprob = [&](int32_t id) {
+    const float x = logits[static_cast<size_t>(id)];
+    return x == x ? x - log_z : -std::numeric_limits<float>::infinity();
+  };
+  GeneratedToken entry;
+  entry.id = prompt[static_cast<size_t>(pos + 1)];
+  entry.logprob = entry.id >= 0 && static_cast<size_t>(entry.id) < logits.size()
+                      ? logprob(entry.id)
+                      : -std::numeric_limits<float>::infinity();
+  const size_t k = std::min(static_cast<size_t>(request_.prompt_logprobs), logits.size());
+  if (k > 0) {
+    prompt_ids_.resize(logits.size());
+    std::iota(prompt_ids_.begin(), prompt_ids_.end(), 0);
+    auto value = [&](int32_t id) {
+      const float x = logits[static_cast<size_t>(id)];
+      return x == x ? x : -std::numeric_limits<float>::infinity();
+    };
+    std::partial_sort(prompt_ids_.begin(), prompt_ids_.begin() + static_cast<ptrdiff_t>(k),
+                      prompt_ids_.end(), [&](int32_t a, int32_t b) {
+                        return value(a) > value(b) || (value(a) == value(b) && a < b);
+                      });
+    for (size_t i = 0; i < k; ++i) entry.top.push_back({prompt_ids_[i], logprob(prompt_ids_[i])});
+  }
+  pending_.prompt.push_back(std::move(entry));
 }
 
 absl::StatusOr<RequestStream::Next> RequestStream::OnToken(int32_t token, SteadyTime now) {
@@ -132,7 +186,10 @@ void RequestStream::Emit(bool final) {
 }
 
 void RequestStream::Flush() {
-  if (sent_final_ || (pending_.tokens.empty() && pending_.text.empty())) return;
+  if (sent_final_ ||
+      (pending_.tokens.empty() && pending_.text.empty() && pending_.prompt.empty())) {
+    return;
+  }
   Emit(false);
 }
 

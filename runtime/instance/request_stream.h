@@ -53,6 +53,12 @@ class RequestStream {
   void Finish(std::optional<FinishReason> reason = std::nullopt,
               absl::Status error = absl::OkStatus());
 
+  // Prompt logprobs: the logits row computed at prompt position `pos`, which
+  // predicts prompt token pos + 1; rows must come in position order (others,
+  // and the last prompt token's, are ignored). Reported with the next update.
+  void OnPromptLogits(int32_t pos, std::span<const float> logits);
+  bool wants_prompt_logits() const { return request_.prompt_logprobs >= 0; }
+
   void set_cached_tokens(int32_t tokens) {
     usage_.cached_tokens = tokens;
     cached_counted_ = true;
@@ -97,6 +103,8 @@ class RequestStream {
   std::optional<SteadyTime> started_at_;
   bool sent_final_ = false;
   bool cached_counted_ = false;
+  int32_t next_prompt_pos_ = 0;      // prompt logprobs reported below this position
+  std::vector<int32_t> prompt_ids_;  // OnPromptLogits' top-k scratch (vocabulary-sized)
 };
 
 }  // namespace tokenmill::runtime

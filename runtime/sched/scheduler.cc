@@ -129,6 +129,7 @@ absl::Status Scheduler::Add(SequenceSpec spec) {
   s.prefill_end = s.prompt_len;
   s.charged_prompt = 0;
   s.cached_tokens = 0;
+  s.prompt_logits = spec.prompt_logits;
   s.table = {};
   s.plan_epoch = 0;
   s.plan_index = -1;

@@ -51,6 +51,10 @@ struct SequenceSpec {
   std::string tenant{};
   std::vector<int32_t> prompt{};  // >= 1 token
   int32_t max_new_tokens = 1;     // >= 1; prompt + max_new_tokens <= context
+  // Every prompt token's logits are wanted (prompt logprobs): its first-pass
+  // prefill chunks ask for all their rows, and it takes nothing from the
+  // prefix cache (a cached token has no logits).
+  bool prompt_logits = false;
 };
 
 // A sequence's part of the planned step; parallel to StepPlan::batch.seqs.
@@ -60,6 +64,10 @@ struct PlannedSequence {
   bool samples = false;       // this step's last logits give the sequence's next token
   bool recompute = false;     // re-prefill of a preempted sequence's tokens
   int32_t cached_tokens = 0;  // prompt tokens served from the prefix cache when it started
+  // The step's logits rows are all of its tokens' (LogitsWanted::kAll: a
+  // prompt chunk of a SequenceSpec::prompt_logits sequence with tokens not
+  // computed before); the last row is the sampling one when `samples`.
+  bool all_logits = false;
 };
 
 struct StepPlan {

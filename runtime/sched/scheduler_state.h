@@ -32,6 +32,7 @@ struct SequenceState {
   int32_t prefill_end = 0;     // the prefill covers tokens [0, prefill_end)
   int32_t charged_prompt = 0;  // prompt tokens already charged to VTC (a watermark)
   int32_t cached_tokens = 0;   // prefix-cache hit when it last started
+  bool prompt_logits = false;  // SequenceSpec::prompt_logits
   // kv.BlockTable(id), refreshed after every EnsureCapacity (the manager keeps
   // it valid until then); empty while not running.
   std::span<const uint32_t> table;

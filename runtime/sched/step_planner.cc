@@ -91,13 +91,19 @@ void Scheduler::Impl::AddStep(uint32_t slot, bool prefill) {
   step.start_pos = start;
   step.block_table = s.table;
   step.logits = samples ? devices::LogitsWanted::kLast : devices::LogitsWanted::kNone;
+  // Prompt tokens past the first-pass watermark have had no logits yet (a
+  // preemption mid-prompt recomputes them).
+  const bool all_logits =
+      prefill && s.prompt_logits && start + n > s.charged_prompt && start < s.prompt_len;
+  if (all_logits) step.logits = devices::LogitsWanted::kAll;
   s.plan_index = static_cast<int32_t>(plan.seqs.size());
   plan.batch.seqs.push_back(step);
   plan.seqs.push_back(PlannedSequence{.seq_id = s.id,
                                       .prefill = prefill,
                                       .samples = samples,
                                       .recompute = prefill && s.recompute,
-                                      .cached_tokens = s.cached_tokens});
+                                      .cached_tokens = s.cached_tokens,
+                                      .all_logits = all_logits});
   plan_slots.push_back(slot);
   if (!prefill) {
     ++plan.decode_tokens;
@@ -196,9 +202,11 @@ void Scheduler::Impl::PlanStep() {
       t.kv_blocked = true;
       continue;
     }
-    absl::StatusOr<kv::SeqAlloc> alloc = kv.StartSequence(
-        s.id, t.name, t.salt,
-        std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.prefill_end)));
+    // A sequence that wants every prompt token's logits looks nothing up:
+    // its one-token "prompt" matches no block.
+    const size_t lookup = s.prompt_logits ? 1 : static_cast<size_t>(s.prefill_end);
+    absl::StatusOr<kv::SeqAlloc> alloc =
+        kv.StartSequence(s.id, t.name, t.salt, std::span<const int32_t>(s.tokens.data(), lookup));
     if (!alloc.ok()) {
       t.kv_blocked = true;
       continue;

@@ -455,6 +455,79 @@ TEST_F(OpenAiApiTest, CompletionStreamWithLogprobs) {
   EXPECT_EQ(tokens, 4);
 }
 
+// `echo`: the prompt's text before the completion's, and with logprobs its
+// tokens' logprobs (the model's, computed over the whole prompt) before the
+// completion's, text offsets counting from the prompt's start; the BOS the
+// tokenizer added is not echoed. Token-id prompts echo their decoded text and
+// the first token's logprob is null. Streams echo in their first chunk.
+TEST_F(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
+  const std::string prompt = "Echo me, please: the prompt comes back first.";
+  CurlResult plain = Post("/v1/completions", {{"model", "tiny"},
+                                              {"prompt", prompt},
+                                              {"max_tokens", 3},
+                                              {"temperature", 0},
+                                              {"ignore_eos", true},
+                                              {"echo", true}});
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json p = json::parse(plain.body);
+  EXPECT_TRUE(p["choices"][0]["text"].get<std::string>().starts_with(prompt)) << plain.body;
+
+  CurlResult scored = Post("/v1/completions", {{"model", "tiny"},
+                                               {"prompt", prompt},
+                                               {"max_tokens", 3},
+                                               {"temperature", 0},
+                                               {"ignore_eos", true},
+                                               {"echo", true},
+                                               {"logprobs", 2}});
+  ASSERT_EQ(scored.status, 200) << scored.body;
+  const json s = json::parse(scored.body);
+  const json& choice = s["choices"][0];
+  const std::string text = choice["text"];
+  EXPECT_EQ(text, p["choices"][0]["text"].get<std::string>()) << "the same greedy completion";
+  const json& lp = choice["logprobs"];
+  const int64_t prompt_tokens = s["usage"]["prompt_tokens"];
+  ASSERT_EQ(lp["tokens"].size(), static_cast<size_t>(prompt_tokens - 1 + 3)) << "all but the BOS";
+  std::string joined;  // the prompt's tokens (ASCII: each shown as its text)
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    if (i + 1 < static_cast<size_t>(prompt_tokens)) {
+      EXPECT_EQ(lp["text_offset"][i], static_cast<int64_t>(joined.size())) << i;
+      joined += lp["tokens"][i].get<std::string>();
+    }
+    ASSERT_TRUE(lp["token_logprobs"][i].is_number()) << i << ": " << lp.dump();
+    EXPECT_LE(lp["token_logprobs"][i].get<double>(), 0.0);
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 2u) << i;
+  }
+  EXPECT_EQ(joined, prompt);
+  EXPECT_EQ(lp["text_offset"][prompt_tokens - 1], static_cast<int64_t>(prompt.size()))
+      << "the completion's first token starts after the prompt";
+
+  // Token ids: the decoded prompt, and no logprob for its first token.
+  CurlResult tokenized = Post("/tokenize", {{"model", "tiny"}, {"prompt", "Hello there"}});
+  ASSERT_EQ(tokenized.status, 200) << tokenized.body;
+  const json prompt_ids = json::parse(tokenized.body)["tokens"];
+  ASSERT_GE(prompt_ids.size(), 3u) << tokenized.body;
+  CurlResult ids = Post("/v1/completions", {{"model", "tiny"},
+                                            {"prompt", prompt_ids},
+                                            {"max_tokens", 2},
+                                            {"echo", true},
+                                            {"logprobs", 1},
+                                            {"ignore_eos", true},
+                                            {"stream", true}});
+  ASSERT_EQ(ids.status, 200) << ids.body;
+  const std::vector<std::string> events = SseEvents(ids.body);
+  ASSERT_GE(events.size(), 3u);
+  const json first = json::parse(events[0]);
+  const json& first_lp = first["choices"][0]["logprobs"];
+  ASSERT_GE(first_lp["tokens"].size(), prompt_ids.size()) << events[0];
+  EXPECT_TRUE(first_lp["token_logprobs"][0].is_null()) << events[0];
+  EXPECT_TRUE(first_lp["top_logprobs"][0].is_null()) << events[0];
+  EXPECT_TRUE(first_lp["token_logprobs"][1].is_number()) << events[0];
+  std::string shown;
+  for (size_t i = 0; i < prompt_ids.size(); ++i) shown += first_lp["tokens"][i].get<std::string>();
+  EXPECT_TRUE(first["choices"][0]["text"].get<std::string>().starts_with(shown)) << events[0];
+  EXPECT_NE(shown.find("Hello there"), std::string::npos) << shown;
+}
+
 TEST_F(OpenAiApiTest, ChatLogprobs) {
   CurlResult r = Post("/v1/chat/completions",
                       {{"model", "tiny"},

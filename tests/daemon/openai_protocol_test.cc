@@ -177,7 +177,7 @@ TEST(OpenAiRequestTest, BadCompletionValuesNameTheParam) {
       {"ignore_eos", 1, "ignore_eos"},
       {"stop_token_ids", json::array({-1}), "stop_token_ids"},
       {"stop_token_ids", 5, "stop_token_ids"},
-      {"echo", true, "echo"},
+      {"echo", "yes", "echo"},
       {"best_of", 3, "best_of"},
       {"suffix", "tail", "suffix"},
       {"logit_bias", json::array({1}), "logit_bias"},

@@ -37,6 +37,7 @@ class Collector {
   GenerationSink Sink() {
     return [this](GenerationUpdate u) {
       absl::MutexLock lock(&mu_);
+      for (auto& t : u.prompt) prompt_.push_back(std::move(t));
       for (const auto& t : u.tokens) {
         tokens_.push_back(t.id);
         logprobs_.push_back(t.logprob);
@@ -73,6 +74,11 @@ class Collector {
     absl::MutexLock lock(&mu_);
     return logprobs_;
   }
+  // Prompt logprobs (GenerationRequest::prompt_logprobs), in prompt order.
+  std::vector<GeneratedToken> prompt() const {
+    absl::MutexLock lock(&mu_);
+    return prompt_;
+  }
   std::string text() const {
     absl::MutexLock lock(&mu_);
     return text_;
@@ -98,6 +104,7 @@ class Collector {
   mutable absl::Mutex mu_;
   std::vector<int32_t> tokens_;
   std::vector<float> logprobs_;
+  std::vector<GeneratedToken> prompt_;
   std::string text_;
   int updates_ = 0;
   bool done_ = false;

@@ -112,6 +112,81 @@ TEST(ModelInstanceTest, GreedyWithoutLogprobsTakesTheExecutorsArgmax) {
   }
 }
 
+// Prompt logprobs (echo with logprobs): every prompt token after the first
+// gets the log-softmax of the logits the executor computed at the position
+// before it, with its top alternatives, over a prompt prefilled in several
+// chunks, even when the prompt's blocks are in the prefix cache (a cached
+// token has no logits: the request computes its prompt in full). The tokens
+// it generates are the greedy ones.
+TEST(ModelInstanceTest, PromptLogprobsAreTheModelsOwnForEveryPromptToken) {
+  TestDevice device(8 << 20);
+  InstanceSetup setup;
+  setup.max_batch_tokens = 16;  // a 45-token prompt in 3 chunks
+  auto instance = StartInstance(device, setup);
+  ASSERT_NE(instance, nullptr);
+  const auto prompt = PromptOf(45, 6);
+
+  // The oracle: one step over the whole prompt with every row's logits.
+  auto m = model::SynthesizeModel(testing::TinyShape());
+  ASSERT_TRUE(m.ok());
+  devices::ExecutorOptions eo;
+  eo.block_tokens = 16;
+  eo.kv_type = devices::KvType::kF32;
+  eo.kv_blocks = 8;
+  eo.threads = 1;
+  eo.max_batch_tokens = 64;
+  auto exec = devices::cpu::CreateCpuExecutor(m->spec, eo);
+  ASSERT_TRUE(exec.ok());
+  std::vector<uint32_t> table = {0, 1, 2};
+  devices::Batch batch;
+  devices::SequenceStep step;
+  step.seq_id = 1;
+  step.tokens = prompt;
+  step.block_table = table;
+  step.logits = devices::LogitsWanted::kAll;
+  batch.seqs.push_back(step);
+  auto all = (*exec)->Forward(batch);
+  ASSERT_TRUE(all.ok()) << all.status();
+  const size_t vocab = static_cast<size_t>(all->vocab_size);
+
+  for (const bool cached_first : {false, true}) {
+    if (cached_first) {
+      // The same prompt without prompt logprobs: its full blocks go to the cache.
+      Collector plain;
+      ASSERT_TRUE(instance->Submit(Greedy("t", prompt, 1), plain.Sink()).ok());
+      ASSERT_TRUE(plain.Wait());
+    }
+    Collector c;
+    GenerationRequest r = Greedy("t", prompt, 4);
+    r.request_id = cached_first ? "after-cache" : "first";
+    r.prompt_logprobs = 3;
+    ASSERT_TRUE(instance->Submit(std::move(r), c.Sink()).ok());
+    ASSERT_TRUE(c.Wait());
+    EXPECT_EQ(c.usage().cached_tokens, 0);
+    EXPECT_EQ(c.tokens(), OracleGreedy(prompt, 4));
+    const std::vector<GeneratedToken> got = c.prompt();
+    ASSERT_EQ(got.size(), prompt.size()) << "cached_first " << cached_first;
+    EXPECT_EQ(got[0].id, prompt[0]);
+    EXPECT_TRUE(std::isnan(got[0].logprob));
+    for (size_t p = 1; p < prompt.size(); ++p) {
+      const std::span<const float> row(all->logits.data() + (p - 1) * vocab, vocab);
+      const float max_logit = *std::max_element(row.begin(), row.end());
+      double sum = 0.0;
+      for (float x : row) sum += std::exp(static_cast<double>(x - max_logit));
+      const double log_z = max_logit + std::log(sum);
+      EXPECT_EQ(got[p].id, prompt[p]);
+      EXPECT_NEAR(got[p].logprob, row[prompt[p]] - log_z, 1e-4) << p;
+      ASSERT_EQ(got[p].top.size(), 3u);
+      const int32_t best =
+          static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      EXPECT_EQ(got[p].top[0].token, best) << p;
+      EXPECT_NEAR(got[p].top[0].logprob, max_logit - log_z, 1e-4) << p;
+      EXPECT_GE(got[p].top[0].logprob, got[p].top[1].logprob);
+      EXPECT_GE(got[p].top[1].logprob, got[p].top[2].logprob);
+    }
+  }
+}
+
 // Many requests at once (chunked prefill over several steps, decodes batched)
 // give each exactly what it gives alone.
 TEST(ModelInstanceTest, ConcurrentRequestsEqualTheirSoloRuns) {
