@@ -146,12 +146,6 @@ absl::Status GrammarMatcher::AcceptToken(int32_t id) {
   return absl::OkStatus();
 }
 
-absl::Status GrammarMatcher::AcceptBytes(std::string_view bytes) {
-  if (finished_) return absl::InvalidArgumentError("the grammar has already ended");
-  if (!StepBytes(bytes)) return absl::InvalidArgumentError("bytes not allowed here");
-  return absl::OkStatus();
-}
-
 void ApplyBitmask(std::span<float> logits, std::span<const uint32_t> words) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   uint32_t neg_inf_bits;

@@ -18,6 +18,14 @@ namespace {
 using testing::MustCompile;
 using testing::SmallVocabulary;
 
+int32_t FindToken(const TokenVocabulary& v, std::string_view bytes) {
+  for (int32_t id = 0; id < v.size(); ++id) {
+    if (v.bytes(id) == bytes) return id;
+  }
+  ADD_FAILURE() << "no token " << bytes;
+  return 0;
+}
+
 bool Bit(const std::vector<uint32_t>& words, int32_t id) {
   return (words[id >> 5] >> (id & 31)) & 1u;
 }
@@ -116,7 +124,7 @@ TEST(GrammarMaskTest, EosOnlyWhenComplete) {
   EXPECT_FALSE(Bit(words, eos));
   EXPECT_FALSE(Bit(words, control));
   EXPECT_FALSE(m.AcceptToken(eos).ok());
-  ASSERT_TRUE(m.AcceptBytes("[1,2]").ok());
+  ASSERT_TRUE(testing::AcceptByteTokens(m, "[1,2]").ok());
   EXPECT_TRUE(m.IsComplete());
   EXPECT_TRUE(m.IsTerminated());
   m.FillNextTokenBitmask(words);
@@ -134,10 +142,13 @@ TEST(GrammarMaskTest, RefusedTokenLeavesStateUnchanged) {
       R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})", vocab);
   ASSERT_NE(g, nullptr);
   GrammarMatcher m(g);
-  ASSERT_TRUE(m.AcceptBytes("{\"a\":1").ok());
-  EXPECT_EQ(m.AcceptBytes("2x").code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(testing::AcceptByteTokens(m, "{\"a\":1").ok());
+  EXPECT_EQ(m.AcceptToken('x').code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m.AcceptToken('"').code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(m.AcceptBytes("2}").ok());
+  // A multi-byte token refused at its second byte ("}" closes the value,
+  // nothing may follow) leaves no trace either.
+  EXPECT_EQ(m.AcceptToken(FindToken(*vocab, "},")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(testing::AcceptByteTokens(m, "2}").ok());
   EXPECT_TRUE(m.IsComplete());
   EXPECT_EQ(m.MinBytesToComplete(), 0);
 }
