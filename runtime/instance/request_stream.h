@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -73,6 +74,18 @@ class RequestStream {
 
  private:
   void Emit(bool final);
+  // Constrained decoding under a length budget: tokens the request may still
+  // generate, this one included (max_tokens and the context room).
+  int32_t TokensLeft() const;
+  // Tokens that end the value after `token` (0 when it ends the request),
+  // counting one per byte still needed plus an EOS unless the value then
+  // admits nothing more: an upper bound. Uses trial_; -1 when the grammar
+  // refuses the token.
+  int32_t TokensToEndAfter(int32_t token);
+  // Leaves in `row` only single-byte tokens and EOS after which the value
+  // can end within `left` - 1 more tokens (or, when none can, those that end
+  // it soonest).
+  void RestrictToBudget(std::span<float> row, int32_t left);
   // Accepts a chosen token and applies the stop rules.
   absl::StatusOr<Next> Advance(int32_t token, float logprob,
                                std::span<const sampling::TokenLogprob> top, SteadyTime now);
@@ -87,6 +100,9 @@ class RequestStream {
   std::optional<grammar::GrammarMatcher> matcher_;
   std::vector<uint32_t> mask_words_;
   std::vector<float> masked_;
+  // A copy of matcher_ to try a token on (its buffers reused step to step).
+  std::optional<grammar::GrammarMatcher> trial_;
+  std::vector<std::pair<int32_t, float>> kept_;  // RestrictToBudget's survivors
   tokenizer::StreamDecoder decoder_;
   sampling::StopMatcher stop_;
   GenerationUsage usage_;
