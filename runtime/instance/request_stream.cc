@@ -42,16 +42,14 @@ RequestStream::RequestStream(GenerationRequest request, GenerationSink sink,
 
 absl::Status RequestStream::Start() { return sampler_.AcceptPrompt(request_.prompt); }
 
-absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const float> logits,
+absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<float> logits,
                                                             SteadyTime now) {
   if (matcher_) {
     // Tokens the grammar does not allow get -inf before penalties and
     // temperature, so they can be neither drawn nor reported as alternatives.
     mask_words_.resize(static_cast<size_t>(matcher_->grammar().vocabulary().mask_words()));
     matcher_->FillNextTokenBitmask(mask_words_);
-    masked_.assign(logits.begin(), logits.end());
-    grammar::ApplyBitmask(masked_, mask_words_);
-    logits = masked_;
+    grammar::ApplyBitmask(logits, mask_words_);
   }
   auto sampled = sampler_.Sample(logits);
   if (!sampled.ok()) return sampled.status();
@@ -64,8 +62,8 @@ absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const floa
     const int32_t left = TokensLeft();
     const int32_t need = TokensToEndAfter(sampled->token);
     if (need > left - 1) {
-      RestrictToBudget(masked_, left);
-      sampled = sampler_.Sample(masked_);
+      RestrictToBudget(logits, left);
+      sampled = sampler_.Sample(logits);
       if (!sampled.ok()) return sampled.status();
     }
   }

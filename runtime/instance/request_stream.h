@@ -36,8 +36,9 @@ class RequestStream {
   };
   // Samples the next token from one row of logits and records it; `finished`
   // when it ends the request (EOS or a stop token, a stop string, max_tokens,
-  // the context). The finish is sent by Finish().
-  absl::StatusOr<Next> OnLogits(std::span<const float> logits, SteadyTime now);
+  // the context). The finish is sent by Finish(). The row is the caller's
+  // scratch: a grammar masks it in place (-inf where a token is not allowed).
+  absl::StatusOr<Next> OnLogits(std::span<float> logits, SteadyTime now);
   // Whether the executor may pick the next token (LogitsWanted::kArgmax):
   // greedy (temperature 0), no penalties, logit bias or grammar, no logprobs
   // wanted. What the Sampler would pick from the logits is then exactly the
@@ -95,11 +96,10 @@ class RequestStream {
   const tokenizer::Tokenizer& tokenizer_;
   int32_t context_;
   sampling::Sampler sampler_;
-  // Constrained decoding: the grammar's state, its token mask and the masked
-  // row (sized on the first step, reused after).
+  // Constrained decoding: the grammar's state and its token mask (sized on
+  // the first step, reused after).
   std::optional<grammar::GrammarMatcher> matcher_;
   std::vector<uint32_t> mask_words_;
-  std::vector<float> masked_;
   // A copy of matcher_ to try a token on (its buffers reused step to step).
   std::optional<grammar::GrammarMatcher> trial_;
   std::vector<std::pair<int32_t, float>> kept_;  // RestrictToBudget's survivors

@@ -163,6 +163,32 @@ TEST(GrammarMaskTest, ApplyBitmaskMasksDisallowedAndTail) {
   }
 }
 
+// Random masks mixing whole, empty and partial words (every lane of the
+// vectorised path) against the bit-by-bit definition; the row keeps its
+// allowed values bit for bit.
+TEST(GrammarMaskTest, ApplyBitmaskMatchesBitByBit) {
+  std::mt19937 rng(5);
+  for (const size_t n : {size_t{1}, size_t{31}, size_t{32}, size_t{200}, size_t{1000}}) {
+    std::vector<uint32_t> words((n + 31) / 32);
+    for (uint32_t& w : words) {
+      const uint32_t kind = rng() % 4;
+      w = kind == 0 ? 0u : kind == 1 ? 0xFFFFFFFFu : static_cast<uint32_t>(rng());
+    }
+    std::vector<float> logits(n + 40);  // rows past the mask for some n
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i) * 0.5f - 7.0f;
+    const std::vector<float> original = logits;
+    ApplyBitmask(logits, words);
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const bool allowed = i < words.size() * 32 && ((words[i >> 5] >> (i & 31)) & 1u);
+      if (allowed) {
+        EXPECT_EQ(logits[i], original[i]) << n << " " << i;
+      } else {
+        EXPECT_TRUE(std::isinf(logits[i]) && logits[i] < 0) << n << " " << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tokenmill::grammar
 
