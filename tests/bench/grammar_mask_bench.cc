@@ -7,7 +7,8 @@
 // Then, per family, what masking one logits row costs as RequestStream
 // does it, over the masks of those steps: before (a copy of the row, then
 // the portable word loop) and now (ApplyBitmask in place), interleaved
-// mask by mask so that machine load hits both alike.
+// mask by mask so that machine load hits both alike; and what the
+// length-budget check of a constrained step costs.
 //
 // Usage: grammar_mask_bench [hf_fixtures_dir [sequences_per_schema]]
 #include <algorithm>
@@ -96,6 +97,24 @@ void CollectMasks(const CompiledGrammarPtr& g, const testing::Sampled& sample, s
   }
 }
 
+// What RequestStream's length-budget check costs per step: the sampled
+// token tried on a copy of the matcher, then the bytes left to complete.
+void TimeBudgetCheck(const CompiledGrammarPtr& g, const testing::Sampled& sample,
+                     std::vector<double>* us) {
+  GrammarMatcher m(g);
+  GrammarMatcher trial(g);
+  int64_t sink = 0;
+  for (const int32_t id : sample.ids) {
+    const auto t0 = std::chrono::steady_clock::now();
+    trial = m;
+    if (trial.AcceptToken(id).ok()) sink += trial.MinBytesToComplete();
+    const auto t1 = std::chrono::steady_clock::now();
+    us->push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    if (!m.AcceptToken(id).ok()) break;
+  }
+  if (sink < 0) std::printf("unreachable\n");
+}
+
 void RunRowMasking(const std::vector<std::vector<uint32_t>>& masks, int32_t vocab_size) {
   std::vector<float> source(vocab_size);
   uint64_t x = 88172645463325252ull;
@@ -165,6 +184,7 @@ int RunFamily(const fs::path& dir, int sequences) {
               "mask_max", "apply_p50", "apply_p99");
   std::vector<double> all_mask;
   std::vector<std::vector<uint32_t>> masks;
+  std::vector<double> budget_us;
   for (const BenchSchema& s : kSchemas) {
     JsonSchemaOptions options;
     const auto c0 = std::chrono::steady_clock::now();
@@ -189,6 +209,7 @@ int RunFamily(const fs::path& dir, int sequences) {
       }
       mask_us.insert(mask_us.end(), sample->mask_us.begin(), sample->mask_us.end());
       CollectMasks(*g, *sample, masks.size() + 40, &masks);
+      TimeBudgetCheck(*g, *sample, &budget_us);
       apply_us.insert(apply_us.end(), sample->apply_us.begin(), sample->apply_us.end());
     }
     all_mask.insert(all_mask.end(), mask_us.begin(), mask_us.end());
@@ -205,6 +226,11 @@ int RunFamily(const fs::path& dir, int sequences) {
   std::printf("%-16s %7zu steps: mask p50 %.1f us, p99 %.1f us, max %.1f us\n", "all schemas",
               all_mask.size(), all.p50_us, all.p99_us, all.max_us);
   RunRowMasking(masks, vocab->size());
+  const bench::SampleFigures b = bench::Summarize(budget_us);
+  std::printf(
+      "budget check (matcher copy + AcceptToken + MinBytesToComplete) over %zu steps: "
+      "p50 %.2f us, p99 %.2f us, max %.1f us\n",
+      budget_us.size(), b.p50_us, b.p99_us, b.max_us);
   return 0;
 }
 
