@@ -63,6 +63,11 @@ class NfaBuilder {
   // An epsilon edge from one state to another, for shapes the combinators
   // do not cover (several entries into one fragment).
   void Connect(int32_t from, int32_t to) { AddEdge(from, {Edge::kEpsilon, 0, 0, -1, to}); }
+  // A byte edge in [lo, hi] between existing states (for product
+  // constructions over a fragment's states).
+  void ConnectBytes(int32_t from, uint8_t lo, uint8_t hi, int32_t to) {
+    AddEdge(from, {Edge::kBytes, lo, hi, -1, to});
+  }
   // One byte in [lo, hi].
   Frag ByteRange(uint8_t lo, uint8_t hi);
   // Exactly these bytes.

@@ -30,10 +30,6 @@ class GrammarMatcher {
   // would not allow it. After an EOS token nothing more is accepted.
   absl::Status AcceptToken(int32_t id);
 
-  // Advances by raw bytes (for tests and for text forced into the output);
-  // kInvalidArgument, state unchanged, if they leave the grammar.
-  absl::Status AcceptBytes(std::string_view bytes);
-
   // A whole value has been produced: EOS may come now.
   bool IsComplete() const;
   // Complete and no byte can follow: only EOS may come (a caller may end the

@@ -252,16 +252,24 @@ class SchemaCompiler {
     absl::StatusOr<int64_t> max_length = Count(s, "maxLength", ptr, -1);
     if (!min_length.ok()) return min_length.status();
     if (!max_length.ok()) return max_length.status();
-    if (pattern) {
-      if (s.contains("minLength") || s.contains("maxLength")) {
-        return Invalid(ptr, "minLength/maxLength together with pattern or format");
-      }
-      absl::StatusOr<Frag> body = CompilePattern(*pattern, JsonPlainChars(), &nfa_);
-      if (!body.ok()) return Invalid(pattern_ptr, std::string(body.status().message()));
-      return nfa_.Seq({nfa_.Literal("\""), *body, nfa_.Literal("\"")});
-    }
     if (*max_length >= 0 && *max_length < *min_length) {
       return Invalid(ptr, "maxLength below minLength");
+    }
+    if (pattern) {
+      absl::StatusOr<Frag> body = CompilePattern(*pattern, JsonPlainChars(), &nfa_);
+      if (!body.ok()) return Invalid(pattern_ptr, std::string(body.status().message()));
+      if (s.contains("minLength") || s.contains("maxLength")) {
+        // The pattern's strings of an allowed length: its automaton paired
+        // with a character counter.
+        body = LimitCharacters(*body, static_cast<int32_t>(*min_length),
+                               static_cast<int32_t>(*max_length), &nfa_);
+        if (!body.ok()) {
+          return Invalid(ptr, absl::StrCat("minLength/maxLength with ",
+                                           pattern_ptr.substr(pattern_ptr.rfind('/') + 1), ": ",
+                                           body.status().message()));
+        }
+      }
+      return nfa_.Seq({nfa_.Literal("\""), *body, nfa_.Literal("\"")});
     }
     const Frag chars = nfa_.Repeat([&] { return StringChar(); }, static_cast<int32_t>(*min_length),
                                    static_cast<int32_t>(*max_length));

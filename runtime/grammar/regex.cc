@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace tokenmill::grammar {
@@ -528,6 +529,66 @@ absl::StatusOr<NfaBuilder::Frag> CompilePattern(std::string_view pattern,
   parts.push_back(Emit(**root, alphabet, nfa));
   if (!anchored_end) parts.push_back(nfa->Star(Utf8Set(nfa, alphabet)));
   return nfa->Seq(parts);
+}
+
+absl::StatusOr<NfaBuilder::Frag> LimitCharacters(NfaBuilder::Frag body, int32_t min_chars,
+                                                 int32_t max_chars, NfaBuilder* nfa) {
+  // Counts run 0..cap; without an upper bound, cap (= min_chars) stands for
+  // "at least min_chars".
+  const int32_t cap = max_chars >= 0 ? max_chars : min_chars;
+  const auto next_count = [&](int32_t count) {
+    return max_chars >= 0 ? count + 1 : std::min(count + 1, cap);
+  };
+  absl::flat_hash_map<std::pair<int32_t, int32_t>, int32_t> product;
+  std::vector<std::pair<int32_t, int32_t>> queue;
+  const auto state_of = [&](int32_t state, int32_t count) {
+    auto [it, inserted] = product.try_emplace({state, count}, 0);
+    if (inserted) {
+      it->second = nfa->Empty().start;
+      queue.emplace_back(state, count);
+    }
+    return it->second;
+  };
+  const int32_t start = state_of(body.start, 0);
+  const int32_t end = nfa->Empty().start;
+  bool reachable_end = false;
+  for (size_t i = 0; i < queue.size() && !nfa->overflow(); ++i) {
+    const auto [state, count] = queue[i];
+    const int32_t from = product.at({state, count});
+    if (state == body.end && count >= min_chars) {
+      nfa->Connect(from, end);
+      reachable_end = true;
+    }
+    // Copied: creating states may move the builder's edge lists.
+    const std::vector<NfaBuilder::Edge> edges = nfa->edges(state);
+    for (const NfaBuilder::Edge& e : edges) {
+      if (e.kind == NfaBuilder::Edge::kCall) {
+        return absl::InvalidArgumentError("a character count over a rule call");
+      }
+      if (e.kind == NfaBuilder::Edge::kEpsilon) {
+        nfa->Connect(from, state_of(e.to, count));
+        continue;
+      }
+      // Continuation bytes keep the count; every other byte starts a
+      // character. A range is split where it crosses 0x80 or 0xBF.
+      const auto add = [&](int lo, int hi, bool starts) {
+        lo = std::max<int>(lo, e.lo);
+        hi = std::min<int>(hi, e.hi);
+        if (lo > hi) return;
+        const int32_t to_count = starts ? next_count(count) : count;
+        if (to_count > cap) return;
+        const int32_t to = state_of(e.to, to_count);
+        nfa->ConnectBytes(product.at({state, count}), static_cast<uint8_t>(lo),
+                          static_cast<uint8_t>(hi), to);
+      };
+      add(0x00, 0x7F, true);
+      add(0x80, 0xBF, false);
+      add(0xC0, 0xFF, true);
+    }
+  }
+  if (nfa->overflow()) return NfaBuilder::Frag{start, end};  // the caller reports it
+  if (!reachable_end) return absl::InvalidArgumentError("no string of that length matches");
+  return NfaBuilder::Frag{start, end};
 }
 
 }  // namespace tokenmill::grammar

@@ -52,4 +52,13 @@ CodepointSet JsonPlainChars();
 absl::StatusOr<NfaBuilder::Frag> CompilePattern(std::string_view pattern,
                                                 const CodepointSet& alphabet, NfaBuilder* nfa);
 
+// The strings of `body` (a fragment of byte and epsilon edges only, as
+// CompilePattern builds, each character its own UTF-8 sequence) that hold
+// min_chars to max_chars characters (max_chars < 0: no upper bound): body's
+// states paired with a character count (a byte outside 0x80-0xBF starts a
+// character), built anew. About states(body) x (bound + 1) new states;
+// kInvalidArgument when body calls a rule or no string fits.
+absl::StatusOr<NfaBuilder::Frag> LimitCharacters(NfaBuilder::Frag body, int32_t min_chars,
+                                                 int32_t max_chars, NfaBuilder* nfa);
+
 }  // namespace tokenmill::grammar

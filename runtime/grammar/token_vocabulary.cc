@@ -17,6 +17,11 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> token_bytes, std::vect
   for (const int32_t id : eos_ids_) {
     if (id >= 0 && id < size()) is_eos[id] = 1;
   }
+  byte_tokens_.fill(-1);
+  for (int32_t id = size(); id-- > 0;) {
+    if (bytes_[id].size() == 1 && !is_eos[id])
+      byte_tokens_[static_cast<uint8_t>(bytes_[id][0])] = id;
+  }
   for (int32_t id = 0; id < size(); ++id) {
     // Tokens longer than 64 KiB cannot be matched (the prefix count is 16
     // bits); no real vocabulary has one.

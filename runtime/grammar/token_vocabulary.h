@@ -3,6 +3,7 @@
 // a flat array), and the end-of-sequence tokens.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -40,6 +41,10 @@ class TokenVocabulary {
     return {sorted_blob_.data() + sorted_offsets_[i], sorted_offsets_[i + 1] - sorted_offsets_[i]};
   }
   size_t max_token_bytes() const { return max_token_bytes_; }
+  // A token that is exactly byte b (the lowest such id; byte-level BPE
+  // vocabularies have one per byte, SentencePiece ones their <0xNN> pieces),
+  // or -1.
+  int32_t byte_token(uint8_t b) const { return byte_tokens_[b]; }
   // The first sorted position after i whose token shares fewer than `depth`
   // bytes with sorted token i (sorted_ids().size() if none): every token in
   // between has sorted token i's first `depth` bytes. O(log n).
@@ -55,6 +60,7 @@ class TokenVocabulary {
   // lcp_min_[k][i]: the least sorted_lcp_ over [i, i + 2^k).
   std::vector<std::vector<uint16_t>> lcp_min_;
   size_t max_token_bytes_ = 0;
+  std::array<int32_t, 256> byte_tokens_;
 };
 
 // Bytes a and b share at the start.

@@ -393,7 +393,8 @@ void ModelInstance::Impl::Step() {
     if (ps.samples && stream != nullptr) {
       absl::StatusOr<RequestStream::Next> next = absl::InternalError("no token from the executor");
       if (!on_device) {
-        const std::span<const float> logits(out->logits.data() + row * vocab, vocab);
+        // The row is read by this stream alone: it may mask it in place.
+        const std::span<float> logits(out->logits.data() + row * vocab, vocab);
         ++row;
         next = stream->OnLogits(logits, now);
       } else if (argmax_row < out->argmax.size()) {

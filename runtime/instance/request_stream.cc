@@ -44,20 +44,87 @@ RequestStream::RequestStream(GenerationRequest request, GenerationSink sink,
 
 absl::Status RequestStream::Start() { return sampler_.AcceptPrompt(request_.prompt); }
 
-absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<const float> logits,
+absl::StatusOr<RequestStream::Next> RequestStream::OnLogits(std::span<float> logits,
                                                             SteadyTime now) {
   if (matcher_) {
     // Tokens the grammar does not allow get -inf before penalties and
     // temperature, so they can be neither drawn nor reported as alternatives.
     mask_words_.resize(static_cast<size_t>(matcher_->grammar().vocabulary().mask_words()));
     matcher_->FillNextTokenBitmask(mask_words_);
-    masked_.assign(logits.begin(), logits.end());
-    grammar::ApplyBitmask(masked_, mask_words_);
-    logits = masked_;
+    grammar::ApplyBitmask(logits, mask_words_);
   }
   auto sampled = sampler_.Sample(logits);
   if (!sampled.ok()) return sampled.status();
+  if (matcher_) {
+    // A value cut by max_tokens or the context would not parse: when the
+    // sampled token leaves the value unable to end in the tokens left, the
+    // row keeps only single-byte tokens (and EOS) that can, and is sampled
+    // again. Only near the budget is a token refused, so the extra work is
+    // one trial step per token until then.
+    const int32_t left = TokensLeft();
+    const int32_t need = TokensToEndAfter(sampled->token);
+    if (need > left - 1) {
+      RestrictToBudget(logits, left);
+      sampled = sampler_.Sample(logits);
+      if (!sampled.ok()) return sampled.status();
+    }
+  }
   return Advance(sampled->token, sampled->logprob, sampled->top_logprobs(), now);
+}
+
+int32_t RequestStream::TokensLeft() const {
+  return std::min(request_.sampling.max_tokens - usage_.completion_tokens,
+                  context_ - usage_.prompt_tokens - usage_.completion_tokens);
+}
+
+int32_t RequestStream::TokensToEndAfter(int32_t token) {
+  const auto& stops = request_.sampling.stop_token_ids;
+  if ((request_.stop_at_eos && tokenizer_.IsEos(token)) ||
+      std::find(stops.begin(), stops.end(), token) != stops.end()) {
+    return 0;
+  }
+  if (!trial_) {
+    trial_.emplace(*matcher_);
+  } else {
+    *trial_ = *matcher_;
+  }
+  if (!trial_->AcceptToken(token).ok()) return -1;
+  if (trial_->finished()) return 0;
+  const int32_t bytes = trial_->MinBytesToComplete();
+  if (bytes == 0) return trial_->IsTerminated() ? 0 : 1;
+  return bytes + 1;
+}
+
+void RequestStream::RestrictToBudget(std::span<float> row, int32_t left) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const grammar::TokenVocabulary& v = matcher_->grammar().vocabulary();
+  const auto allowed = [&](int32_t id) {
+    return id >= 0 && static_cast<size_t>(id) < row.size() && row[id] != kNegInf;
+  };
+  kept_.clear();
+  int32_t best = std::numeric_limits<int32_t>::max();
+  const auto consider = [&](int32_t id) {
+    const int32_t need = TokensToEndAfter(id);
+    if (need < 0) return;
+    // Within budget, or (when nothing is) among those that end soonest.
+    const int32_t over = std::max(need, left - 1);
+    if (over < best) {
+      best = over;
+      kept_.clear();
+    }
+    if (over == best) kept_.emplace_back(id, row[id]);
+  };
+  for (const int32_t eos : v.eos_ids()) {
+    if (allowed(eos)) consider(eos);
+  }
+  for (int b = 0; b < 256; ++b) {
+    const int32_t id = v.byte_token(static_cast<uint8_t>(b));
+    if (allowed(id)) consider(id);
+  }
+  // A vocabulary without single-byte tokens for these bytes: no steering.
+  if (kept_.empty()) return;
+  std::fill(row.begin(), row.end(), kNegInf);
+  for (const auto& [id, logit] : kept_) row[id] = logit;
 }
 
 bool RequestStream::GreedyOnDevice() const {

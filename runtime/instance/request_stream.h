@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,8 +36,9 @@ class RequestStream {
   };
   // Samples the next token from one row of logits and records it; `finished`
   // when it ends the request (EOS or a stop token, a stop string, max_tokens,
-  // the context). The finish is sent by Finish().
-  absl::StatusOr<Next> OnLogits(std::span<const float> logits, SteadyTime now);
+  // the context). The finish is sent by Finish(). The row is the caller's
+  // scratch: a grammar masks it in place (-inf where a token is not allowed).
+  absl::StatusOr<Next> OnLogits(std::span<float> logits, SteadyTime now);
   // Whether the executor may pick the next token (LogitsWanted::kArgmax):
   // greedy (temperature 0), no penalties, logit bias or grammar, no logprobs
   // wanted. What the Sampler would pick from the logits is then exactly the
@@ -79,6 +81,18 @@ class RequestStream {
 
  private:
   void Emit(bool final);
+  // Constrained decoding under a length budget: tokens the request may still
+  // generate, this one included (max_tokens and the context room).
+  int32_t TokensLeft() const;
+  // Tokens that end the value after `token` (0 when it ends the request),
+  // counting one per byte still needed plus an EOS unless the value then
+  // admits nothing more: an upper bound. Uses trial_; -1 when the grammar
+  // refuses the token.
+  int32_t TokensToEndAfter(int32_t token);
+  // Leaves in `row` only single-byte tokens and EOS after which the value
+  // can end within `left` - 1 more tokens (or, when none can, those that end
+  // it soonest).
+  void RestrictToBudget(std::span<float> row, int32_t left);
   // Accepts a chosen token and applies the stop rules.
   absl::StatusOr<Next> Advance(int32_t token, float logprob,
                                std::span<const sampling::TokenLogprob> top, SteadyTime now);
@@ -88,11 +102,13 @@ class RequestStream {
   const tokenizer::Tokenizer& tokenizer_;
   int32_t context_;
   sampling::Sampler sampler_;
-  // Constrained decoding: the grammar's state, its token mask and the masked
-  // row (sized on the first step, reused after).
+  // Constrained decoding: the grammar's state and its token mask (sized on
+  // the first step, reused after).
   std::optional<grammar::GrammarMatcher> matcher_;
   std::vector<uint32_t> mask_words_;
-  std::vector<float> masked_;
+  // A copy of matcher_ to try a token on (its buffers reused step to step).
+  std::optional<grammar::GrammarMatcher> trial_;
+  std::vector<std::pair<int32_t, float>> kept_;  // RestrictToBudget's survivors
   tokenizer::StreamDecoder decoder_;
   sampling::StopMatcher stop_;
   GenerationUsage usage_;

@@ -57,6 +57,8 @@ const std::vector<NamedSchema>& AjvSchemas() {
               {"root_array",
                R"({"type":"array","items":{"type":"object","properties":{"k":{"enum":["x","y"]},"v":{"type":"number"}},"required":["k","v"],"additionalProperties":false},"minItems":2,"maxItems":4})"},
               {"strings", R"({"type":"object","properties":{"s":{"type":"string"},"short":{"type":"string","maxLength":1},"exact":{"type":"string","minLength":4,"maxLength":4}},"required":["s","short","exact"]})"},
+              {"pattern_lengths",
+               R"({"type":"object","properties":{"slug":{"type":"string","pattern":"^[a-z0-9-]+$","minLength":3,"maxLength":9},"word":{"type":"string","pattern":"ab","maxLength":5},"at_least":{"type":"string","pattern":"^[^x]*$","minLength":4},"day":{"type":"string","format":"date","maxLength":10}},"required":["slug","word","at_least","day"]})"},
           };
   return kSchemas;
 }

@@ -18,6 +18,14 @@ namespace {
 using testing::MustCompile;
 using testing::SmallVocabulary;
 
+int32_t FindToken(const TokenVocabulary& v, std::string_view bytes) {
+  for (int32_t id = 0; id < v.size(); ++id) {
+    if (v.bytes(id) == bytes) return id;
+  }
+  ADD_FAILURE() << "no token " << bytes;
+  return 0;
+}
+
 bool Bit(const std::vector<uint32_t>& words, int32_t id) {
   return (words[id >> 5] >> (id & 31)) & 1u;
 }
@@ -116,7 +124,7 @@ TEST(GrammarMaskTest, EosOnlyWhenComplete) {
   EXPECT_FALSE(Bit(words, eos));
   EXPECT_FALSE(Bit(words, control));
   EXPECT_FALSE(m.AcceptToken(eos).ok());
-  ASSERT_TRUE(m.AcceptBytes("[1,2]").ok());
+  ASSERT_TRUE(testing::AcceptByteTokens(m, "[1,2]").ok());
   EXPECT_TRUE(m.IsComplete());
   EXPECT_TRUE(m.IsTerminated());
   m.FillNextTokenBitmask(words);
@@ -134,10 +142,13 @@ TEST(GrammarMaskTest, RefusedTokenLeavesStateUnchanged) {
       R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})", vocab);
   ASSERT_NE(g, nullptr);
   GrammarMatcher m(g);
-  ASSERT_TRUE(m.AcceptBytes("{\"a\":1").ok());
-  EXPECT_EQ(m.AcceptBytes("2x").code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(testing::AcceptByteTokens(m, "{\"a\":1").ok());
+  EXPECT_EQ(m.AcceptToken('x').code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m.AcceptToken('"').code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(m.AcceptBytes("2}").ok());
+  // A multi-byte token refused at its second byte ("}" closes the value,
+  // nothing may follow) leaves no trace either.
+  EXPECT_EQ(m.AcceptToken(FindToken(*vocab, "},")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(testing::AcceptByteTokens(m, "2}").ok());
   EXPECT_TRUE(m.IsComplete());
   EXPECT_EQ(m.MinBytesToComplete(), 0);
 }
@@ -149,6 +160,32 @@ TEST(GrammarMaskTest, ApplyBitmaskMasksDisallowedAndTail) {
   for (int i = 0; i < 70; ++i) {
     const bool allowed = i == 0 || i == 2 || (i >= 32 && i < 64);
     EXPECT_EQ(std::isinf(logits[i]), !allowed) << i;
+  }
+}
+
+// Random masks mixing whole, empty and partial words (every lane of the
+// vectorised path) against the bit-by-bit definition; the row keeps its
+// allowed values bit for bit.
+TEST(GrammarMaskTest, ApplyBitmaskMatchesBitByBit) {
+  std::mt19937 rng(5);
+  for (const size_t n : {size_t{1}, size_t{31}, size_t{32}, size_t{200}, size_t{1000}}) {
+    std::vector<uint32_t> words((n + 31) / 32);
+    for (uint32_t& w : words) {
+      const uint32_t kind = rng() % 4;
+      w = kind == 0 ? 0u : kind == 1 ? 0xFFFFFFFFu : static_cast<uint32_t>(rng());
+    }
+    std::vector<float> logits(n + 40);  // rows past the mask for some n
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i) * 0.5f - 7.0f;
+    const std::vector<float> original = logits;
+    ApplyBitmask(logits, words);
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const bool allowed = i < words.size() * 32 && ((words[i >> 5] >> (i & 31)) & 1u);
+      if (allowed) {
+        EXPECT_EQ(logits[i], original[i]) << n << " " << i;
+      } else {
+        EXPECT_TRUE(std::isinf(logits[i]) && logits[i] < 0) << n << " " << i;
+      }
+    }
   }
 }
 

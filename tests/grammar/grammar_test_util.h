@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/grammar/compiled_grammar.h"
@@ -41,10 +42,22 @@ inline CompiledGrammarPtr MustCompile(const std::string& schema,
   return *g;
 }
 
+// Feeds doc through AcceptToken (the path decoding runs), one single-byte
+// token per byte; stops at the first refused byte and returns its error.
+inline absl::Status AcceptByteTokens(GrammarMatcher& m, std::string_view doc) {
+  const TokenVocabulary& v = m.grammar().vocabulary();
+  for (const char c : doc) {
+    const int32_t id = v.byte_token(static_cast<uint8_t>(c));
+    if (id < 0) return absl::FailedPreconditionError("the vocabulary lacks a single-byte token");
+    if (absl::Status s = m.AcceptToken(id); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 // The whole document is accepted and completes the grammar.
 inline bool AcceptsDocument(const CompiledGrammarPtr& g, const std::string& doc) {
   GrammarMatcher m(g);
-  return m.AcceptBytes(doc).ok() && m.IsComplete();
+  return AcceptByteTokens(m, doc).ok() && m.IsComplete();
 }
 
 }  // namespace tokenmill::grammar::testing

@@ -51,6 +51,28 @@ TEST(JsonSchemaTest, StringLengthsCountCodePoints) {
   });
 }
 
+// A pattern or format with minLength/maxLength: the pattern's strings of an
+// allowed length, counted in code points.
+TEST(JsonSchemaTest, PatternsWithLengths) {
+  CheckCases({
+      {R"({"type":"string","pattern":"^[a-z]+$","minLength":2,"maxLength":4})",
+       {"\"ab\"", "\"abcd\""},
+       {"\"a\"", "\"abcde\"", "\"AB\"", "\"\""}},
+      {R"({"type":"string","pattern":"é+","maxLength":2})",
+       {"\"é\"", "\"xé\"", "\"éé\"", "\"é🙂\""},
+       {"\"xéy\"", "\"ab\"", "\"ééé\""}},
+      {R"({"type":"string","pattern":"^x*$","minLength":3})",
+       {"\"xxx\"", "\"xxxxxxxxxx\""},
+       {"\"xx\"", "\"\"", "\"xxxa\""}},
+      {R"({"type":"string","format":"email","minLength":12})",
+       {"\"abcde@ex.com\""},
+       {"\"abcd@ex.com\""}},
+      {R"({"type":"string","format":"date","maxLength":10,"minLength":10})",
+       {"\"2024-02-28\""},
+       {"\"2024-02-30\""}},
+  });
+}
+
 TEST(JsonSchemaTest, PatternsAndFormats) {
   CheckCases({
       {R"({"type":"string","pattern":"^[A-Z]{2}-\\d{3}$"})",
@@ -210,7 +232,7 @@ TEST(JsonSchemaTest, Refusals) {
        "left recursion", false},
       {R"({"type":"integer","minimum":5,"maximum":4})", "no integer", false},
       {R"({"type":"string","minLength":3,"maxLength":2})", "maxLength", false},
-      {R"({"type":"string","pattern":"a","maxLength":2})", "minLength/maxLength", false},
+      {R"({"type":"string","pattern":"^a{5}$","maxLength":2})", "minLength/maxLength", false},
       {R"({"type":"object","properties":{},"required":["a"],"additionalProperties":false})",
        "#/required", false},
       {"false", "no value", false},
