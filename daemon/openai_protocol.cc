@@ -12,6 +12,9 @@ namespace tokenmill::daemon {
 namespace {
 
 using nlohmann::json;
+// Requests keep their members in the client's order (a schema's properties
+// are emitted in it; templates print tool-call arguments in it).
+using RequestJson = nlohmann::ordered_json;
 
 #define TM_RETURN_IF_ERROR(expr)           \
   do {                                     \
@@ -32,10 +35,10 @@ absl::Status Unsupported(std::string_view param, std::string_view what) {
 // output unchanged. Errors name the field.
 class Fields {
  public:
-  explicit Fields(const json& object, std::string prefix = "")
+  explicit Fields(const RequestJson& object, std::string prefix = "")
       : object_(object), prefix_(std::move(prefix)) {}
 
-  const json* Find(std::string_view key) const {
+  const RequestJson* Find(std::string_view key) const {
     auto it = object_.find(key);
     if (it == object_.end() || it->is_null()) return nullptr;
     return &*it;
@@ -43,7 +46,7 @@ class Fields {
   std::string Param(std::string_view key) const { return absl::StrCat(prefix_, std::string(key)); }
 
   absl::Status Number(std::string_view key, double lo, double hi, bool lo_open, float* out) const {
-    const json* v = Find(key);
+    const RequestJson* v = Find(key);
     if (v == nullptr) return absl::OkStatus();
     std::string param = Param(key);
     if (!v->is_number()) return Bad(param, absl::StrCat("'", param, "' must be a number"));
@@ -57,7 +60,7 @@ class Fields {
   }
 
   absl::Status Int(std::string_view key, int64_t lo, int64_t hi, int64_t* out) const {
-    const json* v = Find(key);
+    const RequestJson* v = Find(key);
     if (v == nullptr) return absl::OkStatus();
     std::string param = Param(key);
     if (!v->is_number_integer()) {
@@ -81,7 +84,7 @@ class Fields {
   }
 
   absl::Status Bool(std::string_view key, bool* out) const {
-    const json* v = Find(key);
+    const RequestJson* v = Find(key);
     if (v == nullptr) return absl::OkStatus();
     if (!v->is_boolean()) {
       return Bad(Param(key), absl::StrCat("'", Param(key), "' must be a boolean"));
@@ -91,7 +94,7 @@ class Fields {
   }
 
   absl::Status String(std::string_view key, std::string* out) const {
-    const json* v = Find(key);
+    const RequestJson* v = Find(key);
     if (v == nullptr) return absl::OkStatus();
     if (!v->is_string()) {
       return Bad(Param(key), absl::StrCat("'", Param(key), "' must be a string"));
@@ -101,18 +104,18 @@ class Fields {
   }
 
  private:
-  const json& object_;
+  const RequestJson& object_;
   std::string prefix_;
 };
 
 absl::Status ParseStop(const Fields& f, sampling::SamplingParams& sampling) {
-  const json* v = f.Find("stop");
+  const RequestJson* v = f.Find("stop");
   if (v == nullptr) return absl::OkStatus();
   std::vector<std::string> stop;
   if (v->is_string()) {
     stop.push_back(v->get<std::string>());
   } else if (v->is_array()) {
-    for (const json& s : *v) {
+    for (const RequestJson& s : *v) {
       if (!s.is_string()) return Bad("stop", "'stop' must be a string or an array of strings");
       stop.push_back(s.get<std::string>());
     }
@@ -135,7 +138,7 @@ absl::Status ParseStop(const Fields& f, sampling::SamplingParams& sampling) {
 }
 
 // OpenAI's logit_bias: {"<token id>": bias, ...}, ids as decimal strings.
-absl::Status ParseLogitBias(const json& v, sampling::SamplingParams& sampling) {
+absl::Status ParseLogitBias(const RequestJson& v, sampling::SamplingParams& sampling) {
   if (!v.is_object()) return Bad("logit_bias", "'logit_bias' must be an object");
   if (v.size() > static_cast<size_t>(sampling::kMaxLogitBias)) {
     return Bad("logit_bias", absl::StrCat("'logit_bias' has ", v.size(), " tokens; at most ",
@@ -170,7 +173,7 @@ absl::Status ParseLogitBias(const json& v, sampling::SamplingParams& sampling) {
 absl::Status ParseResponseFormat(const Fields& f, OpenAiRequest& r);
 
 absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
-  const json* model = f.Find("model");
+  const RequestJson* model = f.Find("model");
   if (model == nullptr || !model->is_string() || model->get<std::string>().empty()) {
     return Bad("model", "'model' is required and must be a non-empty string");
   }
@@ -199,14 +202,14 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
 
   TM_RETURN_IF_ERROR(f.Int32("n", 1, kMaxChoices, &r.n));
 
-  if (const json* seed = f.Find("seed")) {
+  if (const RequestJson* seed = f.Find("seed")) {
     if (!seed->is_number_integer()) return Bad("seed", "'seed' must be an integer");
     s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
                                         : static_cast<uint64_t>(seed->get<int64_t>());
   }
 
   TM_RETURN_IF_ERROR(f.Bool("stream", &r.stream));
-  if (const json* options = f.Find("stream_options")) {
+  if (const RequestJson* options = f.Find("stream_options")) {
     if (!options->is_object()) return Bad("stream_options", "'stream_options' must be an object");
     TM_RETURN_IF_ERROR(Fields(*options, "stream_options.").Bool("include_usage", &r.include_usage));
   }
@@ -219,9 +222,9 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
   TM_RETURN_IF_ERROR(f.Bool("ignore_eos", &r.ignore_eos));
   TM_RETURN_IF_ERROR(ParseResponseFormat(f, r));
 
-  if (const json* ids = f.Find("stop_token_ids")) {
+  if (const RequestJson* ids = f.Find("stop_token_ids")) {
     if (!ids->is_array()) return Bad("stop_token_ids", "'stop_token_ids' must be an array");
-    for (const json& id : *ids) {
+    for (const RequestJson& id : *ids) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
           id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
         return Bad("stop_token_ids", "'stop_token_ids' must hold token ids >= 0");
@@ -229,17 +232,17 @@ absl::Status ParseCommon(const Fields& f, OpenAiRequest& r) {
       s.stop_token_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
     }
   }
-  if (const json* bias = f.Find("logit_bias")) {
+  if (const RequestJson* bias = f.Find("logit_bias")) {
     TM_RETURN_IF_ERROR(ParseLogitBias(*bias, s));
   }
   return absl::OkStatus();
 }
 
 absl::Status ParsePrompt(const Fields& f, OpenAiRequest& r) {
-  const json* prompt = f.Find("prompt");
+  const RequestJson* prompt = f.Find("prompt");
   if (prompt == nullptr) return Bad("prompt", "'prompt' is required");
-  auto tokens_from = [&](const json& array) -> absl::Status {
-    for (const json& id : array) {
+  auto tokens_from = [&](const RequestJson& array) -> absl::Status {
+    for (const RequestJson& id : array) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
           id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
         return Bad("prompt", "'prompt' token ids must be integers >= 0");
@@ -256,7 +259,7 @@ absl::Status ParsePrompt(const Fields& f, OpenAiRequest& r) {
   if (!prompt->is_array() || prompt->empty()) {
     return Bad("prompt", "'prompt' must be a string, an array of token ids or of one string");
   }
-  const json& first = (*prompt)[0];
+  const RequestJson& first = (*prompt)[0];
   if (first.is_string() || first.is_array()) {
     if (prompt->size() != 1) return Unsupported("prompt", "more than one prompt per request");
     if (first.is_string()) {
@@ -290,12 +293,13 @@ absl::Status ParseCompletionFields(const Fields& f, OpenAiRequest& r) {
 // [{id, type: "function", function: {name, arguments}}], with `arguments`
 // (a JSON text in OpenAI's API) parsed to an object when it is one, as vLLM
 // does, since templates print it with tojson.
-absl::Status ParseToolCalls(const json& calls, const std::string& at, nlohmann::ordered_json* out) {
+absl::Status ParseToolCalls(const RequestJson& calls, const std::string& at,
+                            nlohmann::ordered_json* out) {
   if (!calls.is_array()) return Bad(at, absl::StrCat("'", at, "' must be an array"));
   *out = nlohmann::ordered_json::array();
   for (size_t i = 0; i < calls.size(); ++i) {
     const std::string call_at = absl::StrCat(at, "[", i, "]");
-    const json& call = calls[i];
+    const RequestJson& call = calls[i];
     if (!call.is_object()) return Bad(call_at, absl::StrCat("'", call_at, "' must be an object"));
     auto function = call.find("function");
     if (function == call.end() || !function->is_object()) {
@@ -306,7 +310,7 @@ absl::Status ParseToolCalls(const json& calls, const std::string& at, nlohmann::
       return Bad(call_at + ".function.name",
                  absl::StrCat("'", call_at, ".function.name' must be a string"));
     }
-    nlohmann::ordered_json entry = nlohmann::ordered_json::parse(call.dump());
+    nlohmann::ordered_json entry = call;
     auto arguments = function->find("arguments");
     if (arguments != function->end() && arguments->is_string()) {
       nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(
@@ -318,11 +322,11 @@ absl::Status ParseToolCalls(const json& calls, const std::string& at, nlohmann::
   return absl::OkStatus();
 }
 
-absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& out) {
+absl::Status ParseMessage(const RequestJson& message, size_t index, chat::ChatMessage& out) {
   std::string at = absl::StrCat("messages[", index, "]");
   if (!message.is_object()) return Bad(at, absl::StrCat("'", at, "' must be an object"));
   Fields f(message, at + ".");
-  const json* role = f.Find("role");
+  const RequestJson* role = f.Find("role");
   if (role == nullptr || !role->is_string()) {
     return Bad(f.Param("role"), absl::StrCat("'", f.Param("role"), "' must be a string"));
   }
@@ -338,9 +342,9 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
   out.fields = nlohmann::ordered_json::object();
   for (const auto& [key, value] : message.items()) {
     if (key == "role" || key == "content" || key == "tool_calls") continue;
-    out.fields[key] = nlohmann::ordered_json::parse(value.dump());
+    out.fields[key] = value;
   }
-  if (const json* calls = f.Find("tool_calls"); calls != nullptr) {
+  if (const RequestJson* calls = f.Find("tool_calls"); calls != nullptr) {
     if (out.role != "assistant") {
       return Bad(f.Param("tool_calls"), absl::StrCat("'", f.Param("tool_calls"),
                                                      "' is only allowed on assistant messages"));
@@ -348,13 +352,13 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
     TM_RETURN_IF_ERROR(ParseToolCalls(*calls, f.Param("tool_calls"), &out.fields["tool_calls"]));
   }
   if (out.role == "tool") {
-    const json* id = f.Find("tool_call_id");
+    const RequestJson* id = f.Find("tool_call_id");
     if (id == nullptr || !id->is_string()) {
       return Bad(f.Param("tool_call_id"),
                  absl::StrCat("'", f.Param("tool_call_id"), "' must be a string"));
     }
   }
-  const json* content = f.Find("content");
+  const RequestJson* content = f.Find("content");
   if (content == nullptr || content->is_null()) {
     // OpenAI allows a null content on assistant messages (with tool_calls,
     // or a refusal).
@@ -373,7 +377,7 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
                absl::StrCat("'", f.Param("content"), "' must be a string or an array of parts"));
   }
   for (size_t j = 0; j < content->size(); ++j) {
-    const json& part = (*content)[j];
+    const RequestJson& part = (*content)[j];
     std::string part_at = absl::StrCat(at, ".content[", j, "]");
     if (!part.is_object()) return Bad(part_at, absl::StrCat("'", part_at, "' must be an object"));
     auto type = part.find("type");
@@ -397,7 +401,7 @@ absl::Status ParseMessage(const json& message, size_t index, chat::ChatMessage& 
 // "json_schema", "json_schema": {"name", "schema", "strict"}}. The schema is
 // checked when it is compiled (ModelInstance::Grammar), not here.
 absl::Status ParseResponseFormat(const Fields& f, OpenAiRequest& r) {
-  const json* format = f.Find("response_format");
+  const RequestJson* format = f.Find("response_format");
   if (format == nullptr) return absl::OkStatus();
   if (!format->is_object()) return Bad("response_format", "'response_format' must be an object");
   auto type = format->find("type");
@@ -453,7 +457,7 @@ bool IsFunctionName(const std::string& name) {
 // "parameters","strict"}}]), tool_choice and parallel_tool_calls. The
 // parameters' schemas are checked when a forced call compiles them.
 absl::Status ParseTools(const Fields& f, OpenAiRequest& r) {
-  const json* tools = f.Find("tools");
+  const RequestJson* tools = f.Find("tools");
   if (tools != nullptr) {
     if (!tools->is_array()) return Bad("tools", "'tools' must be an array");
     if (tools->size() > kMaxTools) {
@@ -463,7 +467,7 @@ absl::Status ParseTools(const Fields& f, OpenAiRequest& r) {
     std::vector<std::string> names;
     for (size_t i = 0; i < tools->size(); ++i) {
       const std::string at = absl::StrCat("tools[", i, "]");
-      const json& tool = (*tools)[i];
+      const RequestJson& tool = (*tools)[i];
       if (!tool.is_object() || tool.value("type", "") != "function") {
         return Bad(at + ".type", absl::StrCat("'", at, ".type' must be \"function\""));
       }
@@ -495,12 +499,12 @@ absl::Status ParseTools(const Fields& f, OpenAiRequest& r) {
       }
     }
     if (!tools->empty()) {
-      r.tools = nlohmann::ordered_json::parse(tools->dump());
+      r.tools = *tools;
       r.tool_choice = OpenAiRequest::ToolChoice::kAuto;
     }
   }
   TM_RETURN_IF_ERROR(f.Bool("parallel_tool_calls", &r.parallel_tool_calls));
-  const json* choice = f.Find("tool_choice");
+  const RequestJson* choice = f.Find("tool_choice");
   if (choice == nullptr) return absl::OkStatus();
   using ToolChoice = OpenAiRequest::ToolChoice;
   if (choice->is_string()) {
@@ -520,7 +524,7 @@ absl::Status ParseTools(const Fields& f, OpenAiRequest& r) {
     r.tool_choice = mode == "auto" ? ToolChoice::kAuto : ToolChoice::kRequired;
     return absl::OkStatus();
   }
-  const json* name = nullptr;
+  const RequestJson* name = nullptr;
   if (choice->is_object() && choice->value("type", "") == "function") {
     auto function = choice->find("function");
     if (function != choice->end() && function->is_object()) {
@@ -548,7 +552,7 @@ absl::Status ParseTools(const Fields& f, OpenAiRequest& r) {
 }
 
 absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
-  const json* messages = f.Find("messages");
+  const RequestJson* messages = f.Find("messages");
   if (messages == nullptr) {
     return Bad("messages", "'messages' is required and must be a non-empty array");
   }
@@ -559,13 +563,14 @@ absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
     if (!r.logprobs) return Bad("top_logprobs", "'top_logprobs' requires 'logprobs': true");
   }
   TM_RETURN_IF_ERROR(ParseTools(f, r));
-  if (const json* functions = f.Find("functions"); functions != nullptr && !functions->empty()) {
+  if (const RequestJson* functions = f.Find("functions");
+      functions != nullptr && !functions->empty()) {
     return Unsupported("functions", "the deprecated 'functions' (use 'tools')");
   }
-  if (const json* call = f.Find("function_call"); call != nullptr && *call != "none") {
+  if (const RequestJson* call = f.Find("function_call"); call != nullptr && *call != "none") {
     return Unsupported("function_call", "the deprecated 'function_call' (use 'tool_choice')");
   }
-  if (const json* modalities = f.Find("modalities")) {
+  if (const RequestJson* modalities = f.Find("modalities")) {
     if (!modalities->is_array() || modalities->size() != 1 || (*modalities)[0] != "text") {
       return Unsupported("modalities", "output other than text");
     }
@@ -576,7 +581,7 @@ absl::Status ParseChatFields(const Fields& f, OpenAiRequest& r) {
 
 }  // namespace
 
-absl::Status ParseChatMessages(const json& messages, std::vector<chat::ChatMessage>& out) {
+absl::Status ParseChatMessages(const RequestJson& messages, std::vector<chat::ChatMessage>& out) {
   if (!messages.is_array() || messages.empty()) {
     return Bad("messages", "'messages' is required and must be a non-empty array");
   }
@@ -588,7 +593,8 @@ absl::Status ParseChatMessages(const json& messages, std::vector<chat::ChatMessa
 }
 
 absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
-  json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  RequestJson parsed =
+      RequestJson::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) return Bad("", "the request body is not valid JSON");
   if (!parsed.is_object()) return Bad("", "the request body must be a JSON object");
   OpenAiRequest request;

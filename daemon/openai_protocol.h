@@ -90,7 +90,8 @@ absl::StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::s
 
 // A chat's "messages" array (roles, content parts joined, tool calls), as
 // /v1/chat/completions reads it; errors name the field ("messages[2].role").
-absl::Status ParseChatMessages(const nlohmann::json& messages, std::vector<chat::ChatMessage>& out);
+absl::Status ParseChatMessages(const nlohmann::ordered_json& messages,
+                               std::vector<chat::ChatMessage>& out);
 
 // The max_tokens to generate for a prompt of `prompt_tokens` in `context`:
 // the request's, or the endpoint's default. kInvalidArgument (param

@@ -17,7 +17,7 @@ absl::Status InvalidField(std::string_view param, std::string message) {
 }
 
 // An optional boolean field; absent or null keeps *out.
-absl::Status OptionalBool(const json& body, const char* key, bool* out) {
+absl::Status OptionalBool(const nlohmann::ordered_json& body, const char* key, bool* out) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_boolean()) return InvalidField(key, absl::StrCat("'", key, "' must be a boolean"));
@@ -28,7 +28,9 @@ absl::Status OptionalBool(const json& body, const char* key, bool* out) {
 }  // namespace
 
 absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(bool detokenize, std::string_view body) {
-  const json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // In the client's member order (a chat's tool-call arguments render in it).
+  const nlohmann::ordered_json parsed =
+      nlohmann::ordered_json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) return InvalidField("", "the request body is not valid JSON");
   if (!parsed.is_object()) return InvalidField("", "the request body must be a JSON object");
   TokenizeRequest r;
@@ -47,7 +49,7 @@ absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(bool detokenize, std::strin
                                                  " ids; at most ", kMaxDetokenizeTokens));
     }
     r.tokens.reserve(tokens->size());
-    for (const json& id : *tokens) {
+    for (const auto& id : *tokens) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
           id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
         return InvalidField("tokens", "'tokens' must hold token ids >= 0");

@@ -589,6 +589,28 @@ TEST(OpenAiModelsTest, ModelObject) {
       "owned_by":"tokenmill","chat_template":"model","tool_calls":"hermes"})"));
 }
 
+// Members keep the client's order: a schema's properties are emitted in it,
+// and templates print tool-call arguments in it (a sorted map would reorder
+// both).
+TEST(OpenAiRequestTest, SchemasAndArgumentsKeepTheClientsOrder) {
+  const std::string body = R"({"model": "m", "messages": [
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+        "function": {"name": "f", "arguments": "{\"zeta\": 1, \"alpha\": 2}"}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+      "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "integer"}}}}}],
+    "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {
+      "type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "integer"}}}}}})";
+  auto r = ParseOpenAiRequest(OpenAiEndpoint::kChatCompletions, body);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string& schema = r->response_format->schema;
+  EXPECT_LT(schema.find("zeta"), schema.find("alpha")) << schema;
+  const std::string tool = r->tools.dump();
+  EXPECT_LT(tool.find("zeta"), tool.find("alpha")) << tool;
+  const std::string args = r->messages[0].fields["tool_calls"][0]["function"]["arguments"].dump();
+  EXPECT_LT(args.find("zeta"), args.find("alpha")) << args;
+}
+
 TEST(OpenAiRequestTest, ToolsAndToolChoice) {
   json body = BaseChat();
   body["tools"] = json::parse(R"([

@@ -1,8 +1,9 @@
 // Streams one chat completion through the official openai client, then asks
 // for a completion with a logit_bias of +100 on token 300 (sampled at
 // temperature 1) and streams a chat completion constrained by a JSON schema
-// (response_format) and a chat with two choices (n), and prints {models,
-// chunks, text, finish_reason, usage, multi: {texts, finish_reasons, usage},
+// (response_format), a chat with two choices (n) and an echoed prompt with
+// logprobs, and prints {models, chunks, text, finish_reason, usage, multi:
+// {texts, finish_reasons, usage}, echo: {text, logprobs, usage},
 // biased: {text, usage}, structured: {text, finish_reason, parsed}} as JSON.
 // Exits 1 on any error.
 const OpenAI = require('openai');
@@ -98,8 +99,18 @@ async function main() {
       if (choice.finish_reason) multiFinish[choice.index] = choice.finish_reason;
     }
   }
+  // The prompt echoed with its tokens' logprobs (scoring a text).
+  const echoed = await client.completions.create({
+    model,
+    prompt: 'Score this sentence.',
+    max_tokens: 1,
+    echo: true,
+    logprobs: 1,
+    ignore_eos: true,
+  });
   console.log(JSON.stringify({
     models, chunks, text, finish_reason: finish, usage,
+    echo: { text: echoed.choices[0].text, logprobs: echoed.choices[0].logprobs, usage: echoed.usage },
     multi: { texts: multiText, finish_reasons: multiFinish, usage: multiUsage },
     biased: { text: biased.choices[0].text, usage: biased.usage },
     structured: {

@@ -202,6 +202,14 @@ TEST_F(ServingTest, OpenAiNodeClientStreamsAChatCompletion) {
   EXPECT_FALSE(multi["texts"][1].get<std::string>().empty()) << multi.dump();
   EXPECT_EQ(multi["usage"]["completion_tokens"], 10) << multi.dump();
   EXPECT_GT(multi["usage"]["prompt_tokens"].get<int>(), 3) << multi.dump();
+  // The echoed prompt comes first, every prompt token (but the BOS) with a
+  // logprob.
+  const json& echo = result["echo"];
+  EXPECT_TRUE(echo["text"].get<std::string>().starts_with("Score this sentence.")) << echo.dump();
+  const json& echo_lp = echo["logprobs"];
+  ASSERT_EQ(echo_lp["tokens"].size(), echo["usage"]["prompt_tokens"].get<size_t>()) << echo.dump();
+  for (const json& lp : echo_lp["token_logprobs"]) EXPECT_TRUE(lp.is_number()) << echo.dump();
+  EXPECT_EQ(echo_lp["text_offset"][0], 0);
   // A streamed chat constrained by a JSON schema: the client parsed it.
   const json& structured = result["structured"];
   EXPECT_EQ(structured["finish_reason"], "stop") << structured.dump();
