@@ -53,9 +53,13 @@ struct SequenceSpec {
   int32_t max_new_tokens = 1;     // >= 1; prompt + max_new_tokens <= context
   // Every prompt token's logits are wanted (prompt logprobs): its first-pass
   // prefill chunks ask for all their rows, and it takes nothing from the
-  // prefix cache (a cached token has no logits).
+  // prefix cache (a cached token has no logits). Such chunks hold at most
+  // kMaxPromptLogitRows tokens per step between them (a step's logits are
+  // rows x vocabulary floats: 128 MiB at 256 rows of a 128K vocabulary).
   bool prompt_logits = false;
 };
+
+inline constexpr int32_t kMaxPromptLogitRows = 256;
 
 // A sequence's part of the planned step; parallel to StepPlan::batch.seqs.
 struct PlannedSequence {

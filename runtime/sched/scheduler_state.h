@@ -2,6 +2,7 @@
 // queries) and step_planner.cc (Plan, Commit). Not part of the API.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <span>
@@ -109,6 +110,15 @@ struct Scheduler::Impl {
   uint64_t epoch = 0;                // bumped by every Plan()
   int32_t budget = 0;                // tokens left while planning
   int32_t seats = 0;                 // sequences left while planning
+  int32_t logit_rows = 0;            // prompt-logits rows left while planning
+  // The prefill chunk a sequence may take now: what is left of its prefill,
+  // within the token budget and, for a prompt_logits one, the rows of
+  // logits a step may hold (kMaxPromptLogitRows); 0: none this step.
+  int32_t ChunkFor(const SequenceState& s) const {
+    int32_t n = std::min(s.prefill_end - s.computed, budget);
+    if (s.prompt_logits) n = std::min(n, logit_rows);
+    return n;
+  }
 };
 
 }  // namespace tokenmill::sched

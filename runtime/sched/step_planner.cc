@@ -73,6 +73,7 @@ void Scheduler::Impl::Preempt(uint32_t slot) {
 
 void Scheduler::Impl::Claim(uint32_t slot, int32_t n) {
   SequenceState& s = seqs[slot];
+  if (s.prompt_logits && s.computed < s.prefill_end) logit_rows -= n;  // a prefill chunk
   s.plan_epoch = epoch;
   s.step_tokens = n;
   budget -= n;
@@ -149,6 +150,7 @@ void Scheduler::Impl::PlanStep() {
   plan.decode_tokens = 0;
   budget = options.max_batch_tokens;
   seats = options.max_seqs;
+  logit_rows = kMaxPromptLogitRows;
 
   // Running work claims its tokens and KV first; the batch is built only
   // after every claim, so a preemption victim is never taken out of it.
@@ -170,7 +172,8 @@ void Scheduler::Impl::PlanStep() {
     SequenceState& s = seqs[slot];
     if (s.state != SeqState::kRunning || s.computed >= s.prefill_end) continue;
     if (budget < 1 || seats < 1) break;
-    const int32_t n = std::min(s.prefill_end - s.computed, budget);
+    const int32_t n = ChunkFor(s);
+    if (n < 1) continue;  // its logits rows are spent this step
     if (!Reserve(slot, static_cast<int64_t>(s.computed) + n, /*may_preempt=*/true)) {
       Preempt(slot);
       continue;
@@ -197,6 +200,11 @@ void Scheduler::Impl::PlanStep() {
     TenantState& t = tenants[ti];
     const uint32_t slot = t.waiting.front();
     SequenceState& s = seqs[slot];
+    if (s.prompt_logits && logit_rows < 1) {
+      // This step's prompt-logits rows are spent: its tenant's queue waits.
+      t.kv_blocked = true;
+      continue;
+    }
     if (s.preempted_epoch == epoch) {
       // It just gave its blocks up; its tenant's queue waits behind it.
       t.kv_blocked = true;
@@ -214,7 +222,7 @@ void Scheduler::Impl::PlanStep() {
     s.cached_tokens = alloc->cached_tokens;
     s.computed = alloc->cached_tokens;
     s.table = kv.BlockTable(s.id);
-    const int32_t n = std::min(s.prefill_end - s.computed, budget);
+    const int32_t n = ChunkFor(s);
     if (!Reserve(slot, static_cast<int64_t>(s.computed) + n, /*may_preempt=*/false)) {
       kv.FreeSequence(s.id);
       s.computed = 0;

@@ -56,14 +56,15 @@ class SchedSim {
   Scheduler& sched() { return sched_; }
 
   absl::Status Add(uint64_t id, const std::string& tenant, std::vector<int32_t> prompt,
-                   int32_t max_new_tokens) {
+                   int32_t max_new_tokens, bool prompt_logits = false) {
     expected_[id] = prompt;
     max_new_[id] = max_new_tokens;
     prompt_len_[id] = static_cast<int32_t>(prompt.size());
     return sched_.Add(SequenceSpec{.seq_id = id,
                                    .tenant = tenant,
                                    .prompt = std::move(prompt),
-                                   .max_new_tokens = max_new_tokens});
+                                   .max_new_tokens = max_new_tokens,
+                                   .prompt_logits = prompt_logits});
   }
 
   // Plans, checks the plan and the KV invariants, "runs" it on the fake KV
@@ -92,8 +93,9 @@ class SchedSim {
         EXPECT_TRUE(ps.samples);
         ++decode;
       }
-      EXPECT_EQ(step.logits,
-                ps.samples ? devices::LogitsWanted::kLast : devices::LogitsWanted::kNone);
+      EXPECT_EQ(step.logits, ps.all_logits ? devices::LogitsWanted::kAll
+                             : ps.samples  ? devices::LogitsWanted::kLast
+                                           : devices::LogitsWanted::kNone);
       const int64_t end = step.start_pos + static_cast<int64_t>(step.tokens.size());
       EXPECT_GE(static_cast<int64_t>(step.block_table.size()) * kv_.block_tokens(), end)
           << "block table too short for seq " << ps.seq_id;

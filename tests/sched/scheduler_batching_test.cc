@@ -1,6 +1,7 @@
 // Continuous batching: decode-first order, chunked prefill under the token and
 // sequence budgets, logits flags, block tables, per-tenant max_running, the
 // prefix cache, Remove and Add validation.
+#include <map>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -70,6 +71,44 @@ TEST(SchedulerBatchingTest, ChunkedPrefillThenDecodesFirst) {
   ASSERT_EQ(sim.finished().size(), 3u);
   EXPECT_EQ(sim.finished().at(1), sim.ExpectedFinal(1, MakePrompt(25, 1)));
   EXPECT_EQ(sim.kv().Stats().blocks_used, 0u);
+}
+
+// A prompt-logits sequence (echo with logprobs): every prompt chunk asks for
+// all its rows, it takes nothing from the prefix cache, and such chunks hold
+// at most kMaxPromptLogitRows rows a step between them, whatever the token
+// budget; the others are not held back.
+TEST(SchedulerBatchingTest, PromptLogitsChunksAskForEveryRowWithinTheirCap) {
+  SchedSim sim(1024, kBlock, Options(1024, 8, 1024));
+  const std::vector<int32_t> prompt = MakePrompt(300, 7);
+  ASSERT_TRUE(sim.Add(1, "a", prompt, 2).ok());
+  sim.RunUntilIdle(50);  // the prompt's blocks are in the cache now
+  ASSERT_TRUE(sim.Add(2, "a", prompt, 2, /*prompt_logits=*/true).ok());
+  ASSERT_TRUE(sim.Add(3, "a", prompt, 2, /*prompt_logits=*/true).ok());
+  ASSERT_TRUE(sim.Add(4, "a", prompt, 2).ok());
+  std::map<uint64_t, int32_t> logit_rows;
+  for (int step = 0; step < 20 && sim.sched().HasWork(); ++step) {
+    const StepPlan& plan = sim.PlanAndCheck();
+    int32_t rows = 0;
+    for (size_t i = 0; i < plan.seqs.size(); ++i) {
+      const devices::SequenceStep& s = plan.batch.seqs[i];
+      const uint64_t id = plan.seqs[i].seq_id;
+      if (plan.seqs[i].all_logits) {
+        EXPECT_EQ(s.logits, devices::LogitsWanted::kAll);
+        EXPECT_TRUE(id == 2 || id == 3) << id;
+        EXPECT_EQ(s.start_pos, logit_rows[id]) << "rows in prompt order, none skipped";
+        rows += static_cast<int32_t>(s.tokens.size());
+        logit_rows[id] += static_cast<int32_t>(s.tokens.size());
+      }
+      if (id == 2 || id == 3) EXPECT_EQ(plan.seqs[i].cached_tokens, 0);
+      if (id == 4 && plan.seqs[i].prefill) EXPECT_GT(plan.seqs[i].cached_tokens, 0);
+    }
+    EXPECT_LE(rows, kMaxPromptLogitRows) << "step " << step;
+    sim.Commit(plan);
+  }
+  EXPECT_EQ(logit_rows[2], 300);
+  EXPECT_EQ(logit_rows[3], 300);
+  sim.RunUntilIdle(50);
+  EXPECT_EQ(sim.finished().at(2), sim.ExpectedFinal(2, prompt));
 }
 
 TEST(SchedulerBatchingTest, MaxSeqsBoundsStepAndRunningSet) {
