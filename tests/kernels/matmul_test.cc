@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "devices/cpu/kernels.h"
+#include "devices/cpu/kernels_internal.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/reference/naive_ops.h"
 
@@ -262,7 +263,9 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
     // block, each part from a 64-byte boundary; then room for the Q8_K part
     // of one super-block (256 values, an f32 scale, 16 int16 sums, 16 f32 scaled sums).
     ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64 + 384)));
-    std::vector<uint8_t> whole(bytes), pieces(bytes, 0xee);
+    // The same fill in both: the Q8_K part (cols not a multiple of 256) is
+    // left as it was.
+    std::vector<uint8_t> whole(bytes, 0xee), pieces(bytes, 0xee);
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, rows, whole.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, 2, pieces.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 2, rows, pieces.data());
@@ -276,6 +279,46 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
   for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
     EXPECT_EQ(ActivationScratchBytes(type, rows, cols), 0u);
     EXPECT_EQ(BindActivations(type, x.data(), rows, cols, nullptr).q8, nullptr);
+  }
+}
+
+// A prepared row holds the parts its readers need and nothing else: Q8_0 and
+// Q4_0 weights' rows get no Q8_K part (and K-quants' no Q8_0 part), the other
+// part's bytes are left as they were, and both parts together are the same
+// bytes as each prepared alone.
+TEST(ActivationsTest, PreparesOnlyTheNamedParts) {
+  const int64_t rows = 3, cols = 512;
+  const std::vector<float> x = RandomFloats(rows * cols, 9, -3.0f, 3.0f);
+  const size_t bytes = ActivationScratchBytes(TensorType::kQ8_0, rows, cols);
+  ASSERT_EQ(bytes, ActivationScratchBytes(TensorType::kQ6_K, rows, cols));
+  const size_t row_bytes = bytes / rows;
+  const size_t split = static_cast<size_t>(internal::Q8KValuesOffset(cols));
+  auto prepare = [&](auto formats) {
+    std::vector<uint8_t> out(bytes, 0xee);
+    PrepareActivationRows(DetectIsa(), formats, x.data(), cols, 0, rows, out.data());
+    return out;
+  };
+  const std::vector<uint8_t> both = prepare(kActivationQ8_0 | kActivationQ8K);
+  const std::vector<uint8_t> q8_0 = prepare(uint32_t{kActivationQ8_0});
+  const std::vector<uint8_t> q8k = prepare(uint32_t{kActivationQ8K});
+  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
+    const auto row = [&](const std::vector<uint8_t>& v, size_t begin, size_t end) {
+      return std::vector<uint8_t>(v.begin() + r * row_bytes + begin,
+                                  v.begin() + r * row_bytes + end);
+    };
+    const std::vector<uint8_t> untouched_head(split, 0xee), untouched_tail(row_bytes - split, 0xee);
+    EXPECT_EQ(row(q8_0, 0, split), row(both, 0, split)) << "row " << r;
+    EXPECT_EQ(row(q8_0, split, row_bytes), untouched_tail) << "row " << r;
+    EXPECT_EQ(row(q8k, split, row_bytes), row(both, split, row_bytes)) << "row " << r;
+    EXPECT_EQ(row(q8k, 0, split), untouched_head) << "row " << r;
+  }
+  EXPECT_EQ(prepare(TensorType::kQ8_0), q8_0);
+  EXPECT_EQ(prepare(TensorType::kQ4_0), q8_0);
+  for (TensorType k : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    EXPECT_EQ(prepare(k), q8k) << TensorTypeName(k);
+  }
+  for (TensorType f : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
+    EXPECT_EQ(ActivationFormats(f), 0u) << TensorTypeName(f);
   }
 }
 
