@@ -252,6 +252,72 @@ INSTANTIATE_TEST_SUITE_P(KQuants, KQuantMatMulTest,
                            return std::string(TensorTypeName(info.param));
                          });
 
+// From kKBatchMinRows activation rows, K-quant weights take the batch kernel
+// (AVX-512 VNNI: 16 transposed weight rows per tile, leftover rows on the
+// per-row kernel); below, the per-row kernel. Each activation row of a batch
+// must match what that row alone gets (the per-row kernel at M = 1) and the
+// naive dot, for every type, at and around the threshold, odd and grouped
+// batch sizes (groups of up to 16: 17 = 8 + 9, 35 = 11 + 12 + 12), and row ranges that start
+// mid-tile or leave rows over.
+TEST(KQuantBatchTest, BatchedRowsMatchRowsAlone) {
+  const int64_t rows = 50;
+  const int64_t min_rows = internal::kKBatchMinRows;
+  uint32_t seed = 300;
+  double worst = 0.0;
+  for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    for (int64_t cols : {512, 2304}) {
+      const TestWeights w = MakeWeights(type, rows, cols, seed++);
+      const std::vector<float> wf = reference::DequantizeTensor(w.view);
+      for (int64_t m :
+           {min_rows - 1, min_rows, min_rows + 1, int64_t{16}, int64_t{17}, int64_t{35}}) {
+        SCOPED_TRACE(std::string(TensorTypeName(type)) + " cols=" + std::to_string(cols) +
+                     " m=" + std::to_string(m));
+        const std::vector<float> x = RandomFloats(m * cols, seed++, -2.0f, 2.0f);
+        const std::vector<float> xq = RoundThroughQ8K(x);
+        for (Isa isa : IsasToTest()) {
+          SCOPED_TRACE(IsaName(isa));
+          std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
+          PrepareActivationRows(isa, type, x.data(), cols, 0, m, scratch.data());
+          const size_t row_bytes = scratch.size() / static_cast<size_t>(m);
+          for (const auto& [begin, end] :
+               {std::pair<int64_t, int64_t>{0, rows}, {16, 48}, {3, rows}}) {
+            std::vector<float> y(static_cast<size_t>(m * rows), kPoison);
+            MatMulRows(isa, w.view, begin, end,
+                       BindActivations(type, x.data(), m, cols, scratch.data()), y.data(), rows);
+            for (int64_t i = 0; i < m; ++i) {
+              std::vector<float> alone(static_cast<size_t>(rows), kPoison);
+              MatMulRows(isa, w.view, begin, end,
+                         BindActivations(type, x.data() + i * cols, 1, cols,
+                                         scratch.data() + static_cast<size_t>(i) * row_bytes),
+                         alone.data(), rows);
+              const float* xi = xq.data() + i * cols;
+              const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
+              const std::vector<double> l1 = L1(wf, xi, rows, cols);
+              double offset = 0.0;
+              for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
+              for (int64_t n = 0; n < rows; ++n) {
+                const float got = y[static_cast<size_t>(i * rows + n)];
+                if (n < begin || n >= end) {
+                  ASSERT_TRUE(std::isnan(got)) << "wrote outside rows at m=" << i << " n=" << n;
+                  continue;
+                }
+                const double scale = l1[static_cast<size_t>(n)] + offset;
+                const double vs_alone = std::fabs(got - alone[static_cast<size_t>(n)]);
+                worst = std::max(worst, vs_alone / scale);
+                ASSERT_LE(vs_alone, kKQuantTol * scale)
+                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
+                ASSERT_LE(std::fabs(got - want[static_cast<size_t>(n)]), kKQuantTol * scale)
+                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("[ measured ] batched vs alone: max difference %.3g of sum |w x| + |x|\n", worst);
+}
+
 // Threads prepare disjoint row ranges of one Activations: the result is the
 // same as preparing all rows at once, and float weights need no scratch.
 TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
