@@ -266,10 +266,13 @@ void CpuExecutor::PrepareRows(std::span<const TensorView* const> consumers, cons
                               int64_t x_cols, int64_t begin, int64_t end) {
   AlignedBuffer* act[] = {&act_q8_0_, &act_q4_0_};
   for (int i = 0; i < 2; ++i) {
-    const bool wanted = std::any_of(consumers.begin(), consumers.end(), [&](const TensorView* w) {
-      return QuantizedBuffer(w->type) == i;
-    });
-    if (wanted) PrepareActivationRows(isa_, kQuantized[i], x, x_cols, begin, end, act[i]->data());
+    // The parts of a row that the weights reading this buffer need: a Q8_0
+    // model's inputs get no Q8_K part, a K-quant model's no Q8_0 part.
+    uint32_t formats = 0;
+    for (const TensorView* w : consumers) {
+      if (QuantizedBuffer(w->type) == i) formats |= ActivationFormats(w->type);
+    }
+    if (formats != 0) PrepareActivationRows(isa_, formats, x, x_cols, begin, end, act[i]->data());
   }
 }
 

@@ -80,7 +80,8 @@ class CpuExecutor final : public Executor {
   absl::Status Allocate();
 
   // Prepares rows [begin, end) of x (x_cols wide) for the weights in
-  // `consumers` that want quantized activations (done once per type).
+  // `consumers` that want quantized activations: once per scratch buffer,
+  // with the union of the row parts (ActivationFormats) those weights read.
   void PrepareRows(std::span<const TensorView* const> consumers, const float* x, int64_t x_cols,
                    int64_t begin, int64_t end);
   // Runs the tasks over `rows` activation rows, splitting the weight rows of

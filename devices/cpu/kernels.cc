@@ -55,6 +55,14 @@ const CpuFeatures& HostCpuFeatures() {
   return features;
 }
 
+bool KQuantBatchEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("TOKENMILL_CPU_KQUANT_BATCH");
+    return v == nullptr || std::string_view(v) != "off";
+  }();
+  return enabled;
+}
+
 }  // namespace internal
 
 namespace {

@@ -36,10 +36,11 @@ uint16_t FloatToBf16(float f);
 
 // Activations in the form a weight type's dot product wants: f32 rows for
 // F32/F16/BF16 weights; for Q8_0, Q4_0 and K-quant weights also the rows
-// quantized to Q8_0 blocks (so the inner loop is an int8 dot product), each
-// row's blocks followed by per-block precomputed data (the f32 scale and the
-// unsigned-offset correction) for the batched kernel, then the row in Q8_K
-// blocks of 256 for K-quant weights; the row layout is internal
+// quantized: for Q8_0 and Q4_0 weights to Q8_0 blocks (so the inner loop is an
+// int8 dot product), each row's blocks followed by per-block precomputed data
+// (the f32 scale and the unsigned-offset correction) for the batched kernel;
+// for K-quant weights to Q8_K blocks of 256 after those; the row layout is
+// internal
 // (kernels_internal.h: Q8RowBytes and friends).
 struct Activations {
   const float* f32 = nullptr;   // rows x cols, row stride = cols
@@ -48,12 +49,28 @@ struct Activations {
   int64_t cols = 0;
 };
 
+// The parts of a prepared activation row, as bit flags: the Q8_0 blocks with
+// their per-block scale and correction (what Q8_0 and Q4_0 weights read), and
+// the Q8_K super-blocks (what K-quant weights read; rows whose width is a
+// multiple of 256 only). An input read by several weight types is prepared
+// once with the union of their parts.
+enum ActivationFormat : uint32_t {
+  kActivationQ8_0 = 1u << 0,
+  kActivationQ8K = 1u << 1,
+};
+// The parts weights of type `w` read: 0 for F32/F16/BF16 (they read x.f32).
+uint32_t ActivationFormats(TensorType w);
+
 // Scratch bytes PrepareActivations needs for weights of type `w`.
 size_t ActivationScratchBytes(TensorType w, int64_t rows, int64_t cols);
 
-// Quantizes rows [row_begin, row_end) of x into scratch when `w` needs it.
-// Threads may prepare disjoint row ranges of one Activations concurrently;
-// Bind() then gives the view (cheap, no work).
+// Quantizes rows [row_begin, row_end) of x into scratch, writing the parts
+// named in `formats` (a row's layout is the same whichever parts are
+// written; the others are left as they were). Threads may prepare disjoint
+// row ranges of one Activations concurrently; Bind() then gives the view
+// (cheap, no work). The TensorType form prepares ActivationFormats(w).
+void PrepareActivationRows(Isa isa, uint32_t formats, const float* x, int64_t cols,
+                           int64_t row_begin, int64_t row_end, uint8_t* scratch);
 void PrepareActivationRows(Isa isa, TensorType w, const float* x, int64_t cols, int64_t row_begin,
                            int64_t row_end, uint8_t* scratch);
 Activations BindActivations(TensorType w, const float* x, int64_t rows, int64_t cols,

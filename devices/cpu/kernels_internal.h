@@ -75,6 +75,15 @@ inline int64_t Q8RowBytes(int64_t cols) {
 // f16), q = round-half-away-from-zero(x / d) computed as x * (1 / d).
 void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
 
+// False when TOKENMILL_CPU_KQUANT_BATCH=off is in the environment (read
+// once): K-quant matmuls then keep the per-row kernel at every batch size,
+// for benchmarks that compare the two.
+bool KQuantBatchEnabled();
+// The K-quant batch kernel's weight-row tile, and the fewest activation rows
+// that take it (avx512::MatMulKBatch).
+inline constexpr int64_t kKBatchTileRows = 16;
+inline constexpr int64_t kKBatchMinRows = 4;
+
 // K-quants (kernels_kquant.cc): rows of n values (n % 256 == 0) quantized
 // into / dequantized from the type's GGUF super-blocks.
 bool IsKQuant(TensorType type);
@@ -129,8 +138,16 @@ inline constexpr int64_t kQ8BatchTileRows = 16;
 inline constexpr int64_t kQ8BatchMinRows = 6;
 void MatMulQ8Batch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                    float* y, int64_t y_stride);
+// K-quant weights against many activation rows (kernels_avx512_kquant_
+// batch.cc), as MatMulQ8Batch: rows [row_begin, row_end) in tiles of
+// kKBatchTileRows (the range must be a multiple of it), every activation
+// row. MatMulKQuantVnni takes it from kKBatchMinRows activation rows (and
+// when KQuantBatchEnabled()).
+void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                  float* y, int64_t y_stride);
 // K-quant weights with vpmaddubsw + vpdpwssd (AVX-512 BW + VNNI), in
-// kernels_kquant.cc.
+// kernels_kquant.cc; from kKBatchMinRows activation rows whole tiles go to
+// MatMulKBatch.
 void MatMulKQuantVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                       float* y, int64_t y_stride);
 }  // namespace avx512

@@ -1,5 +1,5 @@
 // Number formats: f16/bf16 conversions, GGUF block quantization and
-// dequantization, and the Q8_0 activations quantized matmuls consume.
+// dequantization, and the prepared activations quantized matmuls consume.
 #include <algorithm>
 #include <cmath>
 
@@ -21,7 +21,7 @@ float BitsToFloat(uint32_t u) {
   return f;
 }
 
-// Weight types whose matmuls take Q8_0 activations.
+// Weight types whose matmuls take prepared (quantized) activations.
 bool IsQuantized(TensorType t) {
   return t == TensorType::kQ8_0 || t == TensorType::kQ4_0 || internal::IsKQuant(t);
 }
@@ -183,28 +183,43 @@ void DequantizeRow(const TensorView& w, int64_t r, float* out) {
   }
 }
 
+uint32_t ActivationFormats(TensorType w) {
+  if (w == TensorType::kQ8_0 || w == TensorType::kQ4_0) return kActivationQ8_0;
+  if (internal::IsKQuant(w)) return kActivationQ8K;
+  return 0;
+}
+
 size_t ActivationScratchBytes(TensorType w, int64_t rows, int64_t cols) {
   return IsQuantized(w) ? static_cast<size_t>(rows * internal::Q8RowBytes(cols)) : 0;
 }
 
-void PrepareActivationRows(Isa /*isa*/, TensorType w, const float* x, int64_t cols,
+void PrepareActivationRows(Isa /*isa*/, uint32_t formats, const float* x, int64_t cols,
                            int64_t row_begin, int64_t row_end, uint8_t* scratch) {
   // One scalar quantizer for every ISA: it costs O(rows x cols), against the
   // matmul's O(rows x cols x out), and keeps Q8 activations bit-identical
   // across paths.
-  if (!IsQuantized(w)) return;
+  const bool q8_0 = (formats & kActivationQ8_0) != 0;
+  // The Q8_K part exists for rows of whole super-blocks only.
+  const bool q8k = (formats & kActivationQ8K) != 0 && cols % internal::kSuperBlock == 0;
+  if (!q8_0 && !q8k) return;
   const int64_t row_bytes = internal::Q8RowBytes(cols);
+  // Padding zeroed, so that a prepared part is the same bytes every time.
+  const int64_t blocks_end = internal::Q8BlocksBytes(cols);
+  const int64_t extras_end = internal::Q8CorrectionsOffset(cols) + cols / internal::kBlock * 4;
+  const int64_t q8k_begin = internal::Q8KValuesOffset(cols);
+  const int64_t sums_end = internal::Q8KSumsOffset(cols) + internal::Q8KSupers(cols) * 16 * 2;
   for (int64_t r = row_begin; r < row_end; ++r) {
     uint8_t* row = scratch + r * row_bytes;
+    if (q8k) {
+      internal::QuantizeQ8K(x + r * cols, cols, row);
+      std::memset(row + sums_end, 0,
+                  static_cast<size_t>(internal::Q8KScaledSumsOffset(cols) - sums_end));
+    }
+    if (!q8_0) continue;
     internal::QuantizeQ8_0(x + r * cols, cols, row);
-    // Padding zeroed, so that a prepared row is the same bytes every time.
-    const int64_t blocks_end = internal::Q8BlocksBytes(cols);
-    const int64_t extras_end = internal::Q8CorrectionsOffset(cols) + cols / internal::kBlock * 4;
     std::memset(row + blocks_end, 0,
                 static_cast<size_t>(internal::Q8ScalesOffset(cols) - blocks_end));
-    std::memset(row + extras_end, 0, static_cast<size_t>(row_bytes - extras_end));
-    // The Q8_K part, for K-quant weights (rows of whole super-blocks only).
-    if (cols % internal::kSuperBlock == 0) internal::QuantizeQ8K(x + r * cols, cols, row);
+    std::memset(row + extras_end, 0, static_cast<size_t>(q8k_begin - extras_end));
     for (int64_t b = 0; b < cols / internal::kBlock; ++b) {
       const uint8_t* block = row + b * internal::kQ8BlockBytes;
       const float d = HalfToFloat(internal::LoadU16(block));
@@ -216,6 +231,11 @@ void PrepareActivationRows(Isa /*isa*/, TensorType w, const float* x, int64_t co
                   sizeof(correction));
     }
   }
+}
+
+void PrepareActivationRows(Isa isa, TensorType w, const float* x, int64_t cols, int64_t row_begin,
+                           int64_t row_end, uint8_t* scratch) {
+  PrepareActivationRows(isa, ActivationFormats(w), x, cols, row_begin, row_end, scratch);
 }
 
 Activations BindActivations(TensorType w, const float* x, int64_t rows, int64_t cols,

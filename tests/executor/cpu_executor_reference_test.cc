@@ -45,6 +45,13 @@ constexpr double kQuantizedFlipRows = 0.25;
 // later row through the KV cache (measured: up to 21 of 23 rows over the KV
 // bound, all within 1.5e-2 of the flip bound; greedy ids still agree).
 constexpr double kKQuantFlipRows = 1.0;
+// Mixture of experts with K-quant weights and an f16 KV cache: a flip of one
+// f16 ulp in a key or value (above) can move a token's hidden state across a
+// near-tie of the router, and a token routed to another expert differs by
+// ~0.3 (measured 0.31 with the K-quant batch kernel, whose last bits differ
+// from the per-row kernel's; the same models with f32 KV agree with the
+// reference to <= 4e-7). A wrong expert's output or garbage is ~1 or more.
+constexpr double kExpertRouteFlipTolerance = 0.5;
 // Q8_0/Q4_0 against the plain f32 reference, which does not quantize
 // activations: ~1e-2 relative error per matmul (measured <= 2.5e-2).
 constexpr double kQuantizedVsPlainTolerance = 0.1;
@@ -134,7 +141,9 @@ std::pair<double, int> CheckRows(const Case& c, std::span<const float> got,
     if (e > ToleranceFor(c)) ++over;
   }
   if (Quantized(c.type)) {
-    EXPECT_LE(worst, kQuantizedFlipTolerance);
+    const bool route_flips =
+        KQuant(c.type) && c.kv == KvType::kF16 && (c.mixtral || c.arch == Architecture::kQwen3Moe);
+    EXPECT_LE(worst, route_flips ? kExpertRouteFlipTolerance : kQuantizedFlipTolerance);
     const double share = KQuant(c.type) ? kKQuantFlipRows : kQuantizedFlipRows;
     EXPECT_LE(over, static_cast<int>(std::ceil(share * static_cast<double>(errors.size()))));
   } else {

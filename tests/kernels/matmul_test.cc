@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "devices/cpu/kernels.h"
+#include "devices/cpu/kernels_internal.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/reference/naive_ops.h"
 
@@ -251,6 +252,72 @@ INSTANTIATE_TEST_SUITE_P(KQuants, KQuantMatMulTest,
                            return std::string(TensorTypeName(info.param));
                          });
 
+// From kKBatchMinRows activation rows, K-quant weights take the batch kernel
+// (AVX-512 VNNI: 16 transposed weight rows per tile, leftover rows on the
+// per-row kernel); below, the per-row kernel. Each activation row of a batch
+// must match what that row alone gets (the per-row kernel at M = 1) and the
+// naive dot, for every type, at and around the threshold, odd and grouped
+// batch sizes (groups of up to 16: 17 = 8 + 9, 35 = 11 + 12 + 12), and row ranges that start
+// mid-tile or leave rows over.
+TEST(KQuantBatchTest, BatchedRowsMatchRowsAlone) {
+  const int64_t rows = 50;
+  const int64_t min_rows = internal::kKBatchMinRows;
+  uint32_t seed = 300;
+  double worst = 0.0;
+  for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    for (int64_t cols : {512, 2304}) {
+      const TestWeights w = MakeWeights(type, rows, cols, seed++);
+      const std::vector<float> wf = reference::DequantizeTensor(w.view);
+      for (int64_t m :
+           {min_rows - 1, min_rows, min_rows + 1, int64_t{16}, int64_t{17}, int64_t{35}}) {
+        SCOPED_TRACE(std::string(TensorTypeName(type)) + " cols=" + std::to_string(cols) +
+                     " m=" + std::to_string(m));
+        const std::vector<float> x = RandomFloats(m * cols, seed++, -2.0f, 2.0f);
+        const std::vector<float> xq = RoundThroughQ8K(x);
+        for (Isa isa : IsasToTest()) {
+          SCOPED_TRACE(IsaName(isa));
+          std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
+          PrepareActivationRows(isa, type, x.data(), cols, 0, m, scratch.data());
+          const size_t row_bytes = scratch.size() / static_cast<size_t>(m);
+          for (const auto& [begin, end] :
+               {std::pair<int64_t, int64_t>{0, rows}, {16, 48}, {3, rows}}) {
+            std::vector<float> y(static_cast<size_t>(m * rows), kPoison);
+            MatMulRows(isa, w.view, begin, end,
+                       BindActivations(type, x.data(), m, cols, scratch.data()), y.data(), rows);
+            for (int64_t i = 0; i < m; ++i) {
+              std::vector<float> alone(static_cast<size_t>(rows), kPoison);
+              MatMulRows(isa, w.view, begin, end,
+                         BindActivations(type, x.data() + i * cols, 1, cols,
+                                         scratch.data() + static_cast<size_t>(i) * row_bytes),
+                         alone.data(), rows);
+              const float* xi = xq.data() + i * cols;
+              const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
+              const std::vector<double> l1 = L1(wf, xi, rows, cols);
+              double offset = 0.0;
+              for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
+              for (int64_t n = 0; n < rows; ++n) {
+                const float got = y[static_cast<size_t>(i * rows + n)];
+                if (n < begin || n >= end) {
+                  ASSERT_TRUE(std::isnan(got)) << "wrote outside rows at m=" << i << " n=" << n;
+                  continue;
+                }
+                const double scale = l1[static_cast<size_t>(n)] + offset;
+                const double vs_alone = std::fabs(got - alone[static_cast<size_t>(n)]);
+                worst = std::max(worst, vs_alone / scale);
+                ASSERT_LE(vs_alone, kKQuantTol * scale)
+                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
+                ASSERT_LE(std::fabs(got - want[static_cast<size_t>(n)]), kKQuantTol * scale)
+                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("[ measured ] batched vs alone: max difference %.3g of sum |w x| + |x|\n", worst);
+}
+
 // Threads prepare disjoint row ranges of one Activations: the result is the
 // same as preparing all rows at once, and float weights need no scratch.
 TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
@@ -262,7 +329,9 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
     // block, each part from a 64-byte boundary; then room for the Q8_K part
     // of one super-block (256 values, an f32 scale, 16 int16 sums, 16 f32 scaled sums).
     ASSERT_EQ(bytes, static_cast<size_t>(rows * (128 + 64 + 384)));
-    std::vector<uint8_t> whole(bytes), pieces(bytes, 0xee);
+    // The same fill in both: the Q8_K part (cols not a multiple of 256) is
+    // left as it was.
+    std::vector<uint8_t> whole(bytes, 0xee), pieces(bytes, 0xee);
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, rows, whole.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 0, 2, pieces.data());
     PrepareActivationRows(DetectIsa(), type, x.data(), cols, 2, rows, pieces.data());
@@ -276,6 +345,46 @@ TEST(ActivationsTest, PreparedInPiecesEqualsWhole) {
   for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
     EXPECT_EQ(ActivationScratchBytes(type, rows, cols), 0u);
     EXPECT_EQ(BindActivations(type, x.data(), rows, cols, nullptr).q8, nullptr);
+  }
+}
+
+// A prepared row holds the parts its readers need and nothing else: Q8_0 and
+// Q4_0 weights' rows get no Q8_K part (and K-quants' no Q8_0 part), the other
+// part's bytes are left as they were, and both parts together are the same
+// bytes as each prepared alone.
+TEST(ActivationsTest, PreparesOnlyTheNamedParts) {
+  const int64_t rows = 3, cols = 512;
+  const std::vector<float> x = RandomFloats(rows * cols, 9, -3.0f, 3.0f);
+  const size_t bytes = ActivationScratchBytes(TensorType::kQ8_0, rows, cols);
+  ASSERT_EQ(bytes, ActivationScratchBytes(TensorType::kQ6_K, rows, cols));
+  const size_t row_bytes = bytes / rows;
+  const size_t split = static_cast<size_t>(internal::Q8KValuesOffset(cols));
+  auto prepare = [&](auto formats) {
+    std::vector<uint8_t> out(bytes, 0xee);
+    PrepareActivationRows(DetectIsa(), formats, x.data(), cols, 0, rows, out.data());
+    return out;
+  };
+  const std::vector<uint8_t> both = prepare(kActivationQ8_0 | kActivationQ8K);
+  const std::vector<uint8_t> q8_0 = prepare(uint32_t{kActivationQ8_0});
+  const std::vector<uint8_t> q8k = prepare(uint32_t{kActivationQ8K});
+  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
+    const auto row = [&](const std::vector<uint8_t>& v, size_t begin, size_t end) {
+      return std::vector<uint8_t>(v.begin() + r * row_bytes + begin,
+                                  v.begin() + r * row_bytes + end);
+    };
+    const std::vector<uint8_t> untouched_head(split, 0xee), untouched_tail(row_bytes - split, 0xee);
+    EXPECT_EQ(row(q8_0, 0, split), row(both, 0, split)) << "row " << r;
+    EXPECT_EQ(row(q8_0, split, row_bytes), untouched_tail) << "row " << r;
+    EXPECT_EQ(row(q8k, split, row_bytes), row(both, split, row_bytes)) << "row " << r;
+    EXPECT_EQ(row(q8k, 0, split), untouched_head) << "row " << r;
+  }
+  EXPECT_EQ(prepare(TensorType::kQ8_0), q8_0);
+  EXPECT_EQ(prepare(TensorType::kQ4_0), q8_0);
+  for (TensorType k : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    EXPECT_EQ(prepare(k), q8k) << TensorTypeName(k);
+  }
+  for (TensorType f : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
+    EXPECT_EQ(ActivationFormats(f), 0u) << TensorTypeName(f);
   }
 }
 
