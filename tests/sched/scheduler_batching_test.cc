@@ -99,8 +99,12 @@ TEST(SchedulerBatchingTest, PromptLogitsChunksAskForEveryRowWithinTheirCap) {
         rows += static_cast<int32_t>(s.tokens.size());
         logit_rows[id] += static_cast<int32_t>(s.tokens.size());
       }
-      if (id == 2 || id == 3) EXPECT_EQ(plan.seqs[i].cached_tokens, 0);
-      if (id == 4 && plan.seqs[i].prefill) EXPECT_GT(plan.seqs[i].cached_tokens, 0);
+      if (id == 2 || id == 3) {
+        EXPECT_EQ(plan.seqs[i].cached_tokens, 0);
+      }
+      if (id == 4 && plan.seqs[i].prefill) {
+        EXPECT_GT(plan.seqs[i].cached_tokens, 0);
+      }
     }
     EXPECT_LE(rows, kMaxPromptLogitRows) << "step " << step;
     sim.Commit(plan);
