@@ -823,14 +823,6 @@ json ResponseJson(const ResponseMeta& meta, json choices, const runtime::Generat
   return body;
 }
 
-json ResponseJson(const ResponseMeta& meta, const std::string& text, runtime::FinishReason reason,
-                  json logprobs, const runtime::GenerationUsage& usage, json tool_calls) {
-  return ResponseJson(
-      meta,
-      json::array({ChoiceJson(meta, 0, text, reason, std::move(logprobs), std::move(tool_calls))}),
-      usage);
-}
-
 json ChunkJson(const ResponseMeta& meta, const ChunkContent& content, bool usage_null) {
   json body = Envelope(meta, IsChat(meta) ? "chat.completion.chunk" : "text_completion");
   json choice = {{"index", content.index}};

@@ -157,11 +157,6 @@ nlohmann::json ChoiceJson(const ResponseMeta& meta, int32_t index, const std::st
 // request's usage.
 nlohmann::json ResponseJson(const ResponseMeta& meta, nlohmann::json choices,
                             const runtime::GenerationUsage& usage);
-// The same with one choice.
-nlohmann::json ResponseJson(const ResponseMeta& meta, const std::string& text,
-                            runtime::FinishReason reason, nlohmann::json logprobs,
-                            const runtime::GenerationUsage& usage,
-                            nlohmann::json tool_calls = nullptr);
 
 // [{"id","type":"function","function":{"name","arguments"}}] of whole calls.
 nlohmann::json ToolCallsJson(std::span<const chat::ToolCall> calls);

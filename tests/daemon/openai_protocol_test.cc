@@ -428,8 +428,9 @@ runtime::GenerationUsage Usage() {
 }
 
 TEST(OpenAiResponseTest, CompletionResponse) {
-  json r = ResponseJson(Meta(OpenAiEndpoint::kCompletions), "abc", FinishReason::kLength, nullptr,
-                        Usage());
+  const ResponseMeta meta = Meta(OpenAiEndpoint::kCompletions);
+  json r = ResponseJson(
+      meta, json::array({ChoiceJson(meta, 0, "abc", FinishReason::kLength, nullptr)}), Usage());
   EXPECT_EQ(r["id"], "cmpl-1");
   EXPECT_EQ(r["object"], "text_completion");
   EXPECT_EQ(r["created"], 1700000000);
@@ -445,8 +446,9 @@ TEST(OpenAiResponseTest, CompletionResponse) {
 }
 
 TEST(OpenAiResponseTest, ChatResponseWithDeadline) {
-  json r = ResponseJson(Meta(OpenAiEndpoint::kChatCompletions), "hi", FinishReason::kDeadline,
-                        nullptr, Usage());
+  const ResponseMeta meta = Meta(OpenAiEndpoint::kChatCompletions);
+  json r = ResponseJson(
+      meta, json::array({ChoiceJson(meta, 0, "hi", FinishReason::kDeadline, nullptr)}), Usage());
   EXPECT_EQ(r["object"], "chat.completion");
   EXPECT_EQ(r["choices"][0]["message"], json::parse(R"({"role":"assistant","content":"hi"})"));
   EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
@@ -647,17 +649,16 @@ TEST(OpenAiRequestTest, ToolsAndToolChoice) {
 TEST(OpenAiResponseTest, ToolCallsInResponsesAndChunks) {
   ResponseMeta meta{OpenAiEndpoint::kChatCompletions, "chatcmpl-1", 7, "m"};
   const std::vector<chat::ToolCall> calls = {{"call_1", "get_weather", R"({"city": "Oslo"})"}};
-  json body =
-      ResponseJson(meta, "", runtime::FinishReason::kStop, nullptr, {}, ToolCallsJson(calls));
-  const json& choice = body["choices"][0];
+  json choice =
+      ChoiceJson(meta, 0, "", runtime::FinishReason::kStop, nullptr, ToolCallsJson(calls));
   EXPECT_EQ(choice["finish_reason"], "tool_calls");
   EXPECT_TRUE(choice["message"]["content"].is_null());
   EXPECT_EQ(choice["message"]["tool_calls"], json::parse(R"([{"id": "call_1", "type": "function",
       "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}])"));
   // Cut by max_tokens: "length" stays.
-  body = ResponseJson(meta, "x", runtime::FinishReason::kLength, nullptr, {}, ToolCallsJson(calls));
-  EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(body["choices"][0]["message"]["content"], "x");
+  choice = ChoiceJson(meta, 0, "x", runtime::FinishReason::kLength, nullptr, ToolCallsJson(calls));
+  EXPECT_EQ(choice["finish_reason"], "length");
+  EXPECT_EQ(choice["message"]["content"], "x");
 
   ChunkContent chunk;
   chunk.tool_calls = ToolCallDeltasJson(
