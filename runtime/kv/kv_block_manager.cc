@@ -76,7 +76,8 @@ void KvBlockManager::Charge(uint32_t block, int32_t tenant) {
 
 absl::StatusOr<SeqAlloc> KvBlockManager::StartSequence(uint64_t seq_id, const std::string& tenant,
                                                        const std::string& salt,
-                                                       std::span<const int32_t> prompt) {
+                                                       std::span<const int32_t> prompt,
+                                                       PrefixLookup lookup) {
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
   if (seqs_.contains(seq_id)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id, " is already running"));
@@ -88,7 +89,7 @@ absl::StatusOr<SeqAlloc> KvBlockManager::StartSequence(uint64_t seq_id, const st
   seq.start_order = next_start_order_++;
 
   // The block holding the last prompt token is never served from the cache.
-  const size_t matchable = (prompt.size() - 1) / block_tokens_;
+  const size_t matchable = lookup == PrefixLookup::kMatch ? (prompt.size() - 1) / block_tokens_ : 0;
   uint64_t parent_hash = kRootPrefixHash;
   uint64_t parent_id = 0;
   for (size_t i = 0; i < matchable; ++i) {
@@ -118,10 +119,12 @@ absl::StatusOr<SeqAlloc> KvBlockManager::StartSequence(uint64_t seq_id, const st
   SeqAlloc out;
   out.block_table = seq.table;
   out.cached_tokens = static_cast<int32_t>(seq.table.size()) * block_tokens_;
-  stats_.prefix_query_blocks += matchable;
-  stats_.prefix_hit_blocks += seq.table.size();
-  stats_.prefix_query_tokens += prompt.size();
-  stats_.prefix_hit_tokens += static_cast<uint64_t>(out.cached_tokens);
+  if (lookup == PrefixLookup::kMatch) {
+    stats_.prefix_query_blocks += matchable;
+    stats_.prefix_hit_blocks += seq.table.size();
+    stats_.prefix_query_tokens += prompt.size();
+    stats_.prefix_hit_tokens += static_cast<uint64_t>(out.cached_tokens);
+  }
   seqs_.emplace(seq_id, std::move(seq));
   return out;
 }

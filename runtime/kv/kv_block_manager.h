@@ -20,6 +20,9 @@
 
 namespace tokenmill::kv {
 
+// Whether StartSequence serves the prompt's leading blocks from the cache.
+enum class PrefixLookup { kMatch, kSkip };
+
 // What StartSequence hands back: the blocks of the cached prefix (the start
 // of the sequence's block table) and how many prompt tokens they cover.
 struct SeqAlloc {
@@ -106,9 +109,13 @@ class KvBlockManager {
   // block holding the prompt's last token (that token must be computed to
   // give logits). A cached block that nobody references is charged to the
   // tenant; when the quota refuses that, the match stops there.
+  // With PrefixLookup::kSkip nothing is matched (the sequence computes every
+  // prompt token, e.g. to score each one) and the prefix statistics do not
+  // count it as a query; its blocks still enter the cache when committed.
   // kInvalidArgument: empty prompt; kAlreadyExists: seq_id is running.
   absl::StatusOr<SeqAlloc> StartSequence(uint64_t seq_id, const std::string& tenant,
-                                         const std::string& salt, std::span<const int32_t> prompt);
+                                         const std::string& salt, std::span<const int32_t> prompt,
+                                         PrefixLookup lookup = PrefixLookup::kMatch);
 
   // Appends blocks so the sequence's table covers total_tokens positions.
   // All or nothing: kResourceExhausted when the tenant's quota or the free +

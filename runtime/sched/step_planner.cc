@@ -210,11 +210,10 @@ void Scheduler::Impl::PlanStep() {
       t.kv_blocked = true;
       continue;
     }
-    // A sequence that wants every prompt token's logits looks nothing up:
-    // its one-token "prompt" matches no block.
-    const size_t lookup = s.prompt_logits ? 1 : static_cast<size_t>(s.prefill_end);
-    absl::StatusOr<kv::SeqAlloc> alloc =
-        kv.StartSequence(s.id, t.name, t.salt, std::span<const int32_t>(s.tokens.data(), lookup));
+    // A sequence that wants every prompt token's logits computes them all.
+    absl::StatusOr<kv::SeqAlloc> alloc = kv.StartSequence(
+        s.id, t.name, t.salt, std::span<const int32_t>(s.tokens.data(), s.prefill_end),
+        s.prompt_logits ? kv::PrefixLookup::kSkip : kv::PrefixLookup::kMatch);
     if (!alloc.ok()) {
       t.kv_blocked = true;
       continue;

@@ -71,6 +71,23 @@ TEST(KvPrefixCacheTest, LastPromptTokenIsNeverServedFromCache) {
   EXPECT_EQ(b.cached_tokens, 0);
 }
 
+TEST(KvPrefixCacheTest, SkippedLookupMatchesNothingAndIsNotAQuery) {
+  KvBlockManager m(16, kBlock);
+  const std::vector<int32_t> prompt = Tokens(12, 5);
+  RunPrompt(m, 1, "a", "s", prompt);
+  const KvStats before = m.Stats();
+  absl::StatusOr<SeqAlloc> a = m.StartSequence(2, "a", "s", prompt, PrefixLookup::kSkip);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->cached_tokens, 0);
+  EXPECT_TRUE(a->block_table.empty());
+  EXPECT_EQ(m.Stats().prefix_query_tokens, before.prefix_query_tokens);
+  EXPECT_EQ(m.Stats().prefix_query_blocks, before.prefix_query_blocks);
+  // It takes blocks of its own, and the cached ones are still found.
+  ASSERT_TRUE(m.EnsureCapacity(2, 12).ok());
+  EXPECT_EQ(RunPrompt(m, 3, "a", "s", prompt).cached_tokens, 8);
+  EXPECT_TRUE(m.CheckInvariants().ok());
+}
+
 uint64_t CollidingHash(uint64_t, std::span<const int32_t>, std::string_view) { return 42; }
 
 TEST(KvPrefixCacheTest, HashCollisionsNeverServeWrongBlocks) {
