@@ -486,6 +486,9 @@ struct OpenAiApi::PreparedGeneration {
   grammar::CompiledGrammarPtr grammar;  // response_format's or a forced call's, for `instance`
   // The format tool calls are parsed in (kNone: no parsing).
   chat::ToolCallFormat tool_format = chat::ToolCallFormat::kNone;
+  // The format's markers that are tokens of the vocabulary: their text is
+  // kept in the output for the parser.
+  std::vector<int32_t> tool_marker_tokens;
   // `echo`: the prompt as text (the client's text, or its token ids
   // decoded), and whether the prompt's first token is a BOS the tokenizer
   // added (its logprob entry is not echoed: the text has no BOS).
@@ -655,6 +658,11 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
               "(Hermes/Qwen <tool_call>, Llama 3.1 JSON, Mistral [TOOL_CALLS])")),
           "tools"));
     }
+    for (std::string_view marker : chat::ToolCallMarkers(out.tool_format)) {
+      if (std::optional<int32_t> id = instance->tokenizer().TokenId(marker)) {
+        out.tool_marker_tokens.push_back(*id);
+      }
+    }
     if (req.tool_choice != ToolChoice::kAuto && req.response_format) {
       return fail(WithErrorParam(
           absl::InvalidArgumentError("'response_format' cannot be combined with a 'tool_choice' "
@@ -805,7 +813,7 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
   generation.wants_logprobs = req.logprobs;
   generation.deadline = prepared.deadline;
   generation.grammar = std::move(prepared.grammar);
-  generation.keep_control_text = prepared.tool_format != chat::ToolCallFormat::kNone;
+  generation.kept_control_tokens = std::move(prepared.tool_marker_tokens);
   if (req.echo && req.logprobs) generation.prompt_logprobs = req.sampling.logprobs;
 
   ResponseMeta meta;

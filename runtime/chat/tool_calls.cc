@@ -77,6 +77,23 @@ std::string_view ToolCallFormatName(ToolCallFormat format) {
   return "none";
 }
 
+std::span<const std::string_view> ToolCallMarkers(ToolCallFormat format) {
+  static constexpr std::string_view kHermes[] = {kHermesOpen, kHermesClose};
+  static constexpr std::string_view kLlama3[] = {kPythonTag};
+  static constexpr std::string_view kMistral[] = {kMistralCalls, kMistralArgs};
+  switch (format) {
+    case ToolCallFormat::kHermes:
+      return kHermes;
+    case ToolCallFormat::kLlama3:
+      return kLlama3;
+    case ToolCallFormat::kMistral:
+      return kMistral;
+    case ToolCallFormat::kNone:
+      break;
+  }
+  return {};
+}
+
 ToolCallFormat DetectToolCallFormat(std::string_view src) {
   if (!Contains(src, "tools")) return ToolCallFormat::kNone;
   if (Contains(src, kMistralCalls)) return ToolCallFormat::kMistral;

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,12 @@ enum class ToolCallFormat { kNone, kHermes, kLlama3, kMistral };
 
 // "none", "hermes", "llama3_json", "mistral".
 std::string_view ToolCallFormatName(ToolCallFormat format);
+
+// The marker strings the format's parser reads ("<tool_call>",
+// "</tool_call>"; "<|python_tag|>"; "[TOOL_CALLS]", "[ARGS]"). Where the
+// vocabulary has them as control tokens, their text must reach the parser;
+// no other control token's text need.
+std::span<const std::string_view> ToolCallMarkers(ToolCallFormat format);
 
 // The format a chat template writes tool calls in, from its text: kNone for
 // templates that take no tools or write calls in a format not listed above

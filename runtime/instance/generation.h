@@ -44,10 +44,10 @@ struct GenerationRequest {
   // Compiled for this instance's vocabulary (ModelInstance::Grammar).
   grammar::CompiledGrammarPtr grammar;
   bool stop_at_eos = true;  // the model's EOS tokens end generation
-  // The text keeps control tokens' text (tool-call markers such as
-  // [TOOL_CALLS] or <|python_tag|>, which the caller parses); false: they
-  // add no text.
-  bool keep_control_text = false;
+  // Control tokens whose text the output keeps (tool-call markers such as
+  // [TOOL_CALLS] or <|python_tag|>, which the caller parses); every other
+  // control token adds no text.
+  std::vector<int32_t> kept_control_tokens;
   // Another choice of the same client request (OpenAI `n`) bills this
   // prompt: this one's prompt tokens are metered as recomputed (their device
   // cost, no charge) and its cached ones not at all, so the request's

@@ -35,7 +35,7 @@ RequestStream::RequestStream(GenerationRequest request, GenerationSink sink,
       tokenizer_(tokenizer),
       context_(context),
       sampler_(request_.sampling, vocab_size),
-      decoder_(tokenizer, /*skip_special=*/!request_.keep_control_text),
+      decoder_(tokenizer, /*skip_special=*/true, request_.kept_control_tokens),
       stop_(request_.sampling.stop),
       queued_at_(now) {
   usage_.prompt_tokens = static_cast<int32_t>(request_.prompt.size());

@@ -1,5 +1,6 @@
 #include "runtime/tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -284,11 +285,15 @@ bool Tokenizer::IsEos(int32_t id) const {
   return false;
 }
 
-StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special)
-    : tokenizer_(tokenizer), skip_special_(skip_special) {}
+StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special,
+                             std::span<const int32_t> kept)
+    : tokenizer_(tokenizer), skip_special_(skip_special), kept_(kept.begin(), kept.end()) {
+  std::sort(kept_.begin(), kept_.end());
+}
 
 std::string StreamDecoder::Push(int32_t id) {
-  tokenizer_.AppendDecoded(id, skip_special_, &at_start_, &pending_);
+  const bool skip = skip_special_ && !std::binary_search(kept_.begin(), kept_.end(), id);
+  tokenizer_.AppendDecoded(id, skip, &at_start_, &pending_);
   const size_t complete = CompleteUtf8Prefix(pending_);
   std::string out = pending_.substr(0, complete);
   pending_.erase(0, complete);

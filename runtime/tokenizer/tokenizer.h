@@ -136,7 +136,9 @@ using TokenizerPtr = std::unique_ptr<Tokenizer>;
 // must outlive it.
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = false);
+  // With skip_special, the ids in `kept` still add their text.
+  explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = false,
+                         std::span<const int32_t> kept = {});
 
   std::string Push(int32_t id);
   // Returns whatever is held back (bytes that never became valid UTF-8) and
@@ -146,6 +148,7 @@ class StreamDecoder {
  private:
   const Tokenizer& tokenizer_;
   bool skip_special_ = false;
+  std::vector<int32_t> kept_;  // sorted
   bool at_start_ = true;
   std::string pending_;
 };

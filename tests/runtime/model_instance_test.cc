@@ -408,6 +408,33 @@ TEST(ModelInstanceTest, StopCancelsWhatIsLeft) {
   }
 }
 
+// A request keeps the text of the control tokens it names (tool-call
+// markers) and of no other.
+TEST(ModelInstanceTest, OnlyTheNamedControlTokensAddText) {
+  TestDevice device(4 << 20);
+  auto instance = StartInstance(device, InstanceSetup{});
+  ASSERT_NE(instance, nullptr);
+  const tokenizer::Tokenizer& tok = instance->tokenizer();
+  ASSERT_TRUE(tok.bos_id().has_value());
+  const int32_t bos = *tok.bos_id();
+  ASSERT_FALSE(tok.IsEos(bos));
+  auto run = [&](std::vector<int32_t> kept) {
+    GenerationRequest r = Greedy("t", PromptOf(8, 0), 3);
+    r.sampling.logit_bias = {{bos, 100.0f}};
+    r.kept_control_tokens = std::move(kept);
+    Collector c;
+    EXPECT_TRUE(instance->Submit(std::move(r), c.Sink()).ok());
+    EXPECT_TRUE(c.Wait());
+    EXPECT_EQ(c.tokens(), std::vector<int32_t>(3, bos));
+    return c.text();
+  };
+  EXPECT_EQ(run({}), "");
+  EXPECT_EQ(run({bos + 1}), "");
+  const std::string name(tok.TokenText(bos));
+  ASSERT_FALSE(name.empty());
+  EXPECT_EQ(run({bos}), name + name + name);
+}
+
 // Two backlogged tenants with weights 2:1 on one instance: weighted service
 // (w_in x prompt + w_out x generated tokens) splits 2:1 within 10%, and the
 // normalized difference stays within the VTC bound at every observation.

@@ -135,6 +135,18 @@ TEST(ByteLevelTest, DecodeShowsOrSkipsControlTokens) {
   EXPECT_EQ(t->Decode(std::vector<int32_t>{-1, 100000, ids[1]}), "hello");
 }
 
+TEST(ByteLevelTest, StreamDecoderKeepsOnlyTheControlTokensAsked) {
+  TokenizerPtr t = MustCreate(HelloWorldSpec(PreTokenizer::kLlama3));
+  ASSERT_NE(t, nullptr);
+  const std::vector<int32_t> ids =
+      ByteLevelIds(*t, {"<|begin_of_text|>", "hello", "<|eot_id|>", " world"});
+  const int32_t kept[] = {ids[2]};
+  StreamDecoder decoder(*t, /*skip_special=*/true, kept);
+  std::string text;
+  for (int32_t id : ids) text += decoder.Push(id);
+  EXPECT_EQ(text, "hello<|eot_id|> world");
+}
+
 TEST(ByteLevelTest, Accessors) {
   TokenizerPtr t = MustCreate(HelloWorldSpec(PreTokenizer::kLlama3));
   ASSERT_NE(t, nullptr);
