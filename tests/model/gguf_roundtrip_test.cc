@@ -1,6 +1,7 @@
 // WriteSynthGguf -> LoadModel gives back exactly SynthesizeModel's model, with
 // weights left in the file mapping.
 #include <cmath>
+#include <filesystem>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -43,17 +44,26 @@ struct RoundTripCase {
 
 class GgufRoundTripTest : public ::testing::TestWithParam<RoundTripCase> {};
 
+// Writes `options`' model as GGUF to `path` and loads it back; the loaded
+// model must equal the synthesized one.
+absl::StatusOr<LoadedModel> WriteAndLoadBack(const SynthOptions& options,
+                                             const std::filesystem::path& path) {
+  if (absl::Status s = WriteSynthGguf(options, path); !s.ok()) return s;
+  absl::StatusOr<LoadedModel> loaded = LoadModel(path);
+  if (!loaded.ok()) return loaded.status();
+  absl::StatusOr<LoadedModel> synth = SynthesizeModel(options);
+  if (!synth.ok()) return synth.status();
+  ExpectSameModel(*loaded, *synth);
+  return loaded;
+}
+
 TEST_P(GgufRoundTripTest, LoadGivesTheSynthesizedModel) {
   const RoundTripCase c = GetParam();
   const SynthOptions options = Tiny(c.arch, c.type, c.tied);
   tokenmill::testing::TempDir dir;
   const auto path = dir.path() / "model.gguf";
-  ASSERT_TRUE(WriteSynthGguf(options, path).ok());
-  auto loaded = LoadModel(path);
+  absl::StatusOr<LoadedModel> loaded = WriteAndLoadBack(options, path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  auto synth = SynthesizeModel(options);
-  ASSERT_TRUE(synth.ok()) << synth.status();
-  ExpectSameModel(*loaded, *synth);
   EXPECT_EQ(loaded->format, "gguf");
   EXPECT_EQ(loaded->path, path);
 
@@ -107,6 +117,8 @@ TEST_P(GgufRoundTripTest, LoadGivesTheSynthesizedModel) {
     EXPECT_TRUE(backing->InMappedFile(view->data, view->bytes)) << label;
   }
   // The synthesized model owns its weights instead.
+  absl::StatusOr<LoadedModel> synth = SynthesizeModel(options);
+  ASSERT_TRUE(synth.ok()) << synth.status();
   EXPECT_FALSE(BackingOf(synth->spec)->InMappedFile(synth->spec.layers[0].wq.data, 1));
 }
 
@@ -140,12 +152,8 @@ TEST(GgufRoundTrip, Gemma3WindowAndPostNorms) {
     options.sliding_window_pattern = pattern;
     tokenmill::testing::TempDir dir;
     const auto path = dir.path() / "model.gguf";
-    ASSERT_TRUE(WriteSynthGguf(options, path).ok());
-    auto loaded = LoadModel(path);
+    absl::StatusOr<LoadedModel> loaded = WriteAndLoadBack(options, path);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
-    auto synth = SynthesizeModel(options);
-    ASSERT_TRUE(synth.ok()) << synth.status();
-    ExpectSameModel(*loaded, *synth);
     const devices::ModelSpec& spec = loaded->spec;
     EXPECT_EQ(spec.arch, Architecture::kGemma3);
     EXPECT_EQ(spec.hp.sliding_window, 5);
@@ -176,12 +184,8 @@ TEST(GgufRoundTrip, ExpertsTravelAsStackedTensors) {
       if (arch == Architecture::kLlama) options.sliding_window = 7;
       tokenmill::testing::TempDir dir;
       const auto path = dir.path() / "model.gguf";
-      ASSERT_TRUE(WriteSynthGguf(options, path).ok());
-      auto loaded = LoadModel(path);
+      absl::StatusOr<LoadedModel> loaded = WriteAndLoadBack(options, path);
       ASSERT_TRUE(loaded.ok()) << loaded.status();
-      auto synth = SynthesizeModel(options);
-      ASSERT_TRUE(synth.ok()) << synth.status();
-      ExpectSameModel(*loaded, *synth);
       const devices::ModelSpec& spec = loaded->spec;
       EXPECT_EQ(spec.arch, arch);
       EXPECT_EQ(spec.hp.n_experts, 8);
@@ -241,12 +245,8 @@ TEST(GgufRoundTrip, Llama3RopeFactorsTravelAsRopeFreqs) {
   options.rope_theta = 500000.0f;
   tokenmill::testing::TempDir dir;
   const auto path = dir.path() / "m.gguf";
-  ASSERT_TRUE(WriteSynthGguf(options, path).ok());
-  auto loaded = LoadModel(path);
+  absl::StatusOr<LoadedModel> loaded = WriteAndLoadBack(options, path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  auto synth = SynthesizeModel(options);
-  ASSERT_TRUE(synth.ok());
-  ExpectSameModel(*loaded, *synth);
   const devices::TensorView& f = loaded->spec.rope_freq_factors;
   ASSERT_FALSE(f.empty());
   EXPECT_EQ(f.name, "rope_freqs.weight");

@@ -28,21 +28,34 @@ using testing::ReleaseAtExit;
 using testing::StartInstance;
 using testing::TestDevice;
 
-// Greedy tokens by stepping a private executor by hand: the oracle.
+// A private executor over the instances' model, stepped by hand: the oracle.
+// Blocks 0..63 are its own.
+struct Oracle {
+  Oracle() {
+    absl::StatusOr<model::LoadedModel> m = model::SynthesizeModel(testing::TinyShape());
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return;
+    model = std::make_unique<model::LoadedModel>(std::move(*m));
+    devices::ExecutorOptions eo;
+    eo.block_tokens = 16;
+    eo.kv_type = devices::KvType::kF32;
+    eo.kv_blocks = 64;
+    eo.threads = 1;
+    eo.max_batch_tokens = 512;
+    absl::StatusOr<devices::ExecutorPtr> e = devices::cpu::CreateCpuExecutor(model->spec, eo);
+    EXPECT_TRUE(e.ok()) << e.status();
+    if (e.ok()) exec = std::move(*e);
+    for (uint32_t i = 0; i < 64; ++i) table.push_back(i);
+  }
+  std::unique_ptr<model::LoadedModel> model;
+  devices::ExecutorPtr exec;
+  std::vector<uint32_t> table;
+};
+
+// Greedy tokens of the oracle.
 std::vector<int32_t> OracleGreedy(const std::vector<int32_t>& prompt, int32_t max_tokens) {
-  auto m = model::SynthesizeModel(testing::TinyShape());
-  EXPECT_TRUE(m.ok());
-  devices::ExecutorOptions eo;
-  eo.block_tokens = 16;
-  eo.kv_type = devices::KvType::kF32;
-  eo.kv_blocks = 64;
-  eo.threads = 1;
-  eo.max_batch_tokens = 512;
-  auto exec = devices::cpu::CreateCpuExecutor(m->spec, eo);
-  EXPECT_TRUE(exec.ok());
-  std::vector<uint32_t> table(64);
-  for (uint32_t i = 0; i < 64; ++i) table[i] = i;
-  std::vector<int32_t> tokens = prompt;
+  Oracle oracle;
+  if (oracle.exec == nullptr) return {};
   std::vector<int32_t> out;
   int32_t start = 0;
   std::vector<int32_t> step_tokens = prompt;
@@ -53,10 +66,10 @@ std::vector<int32_t> OracleGreedy(const std::vector<int32_t>& prompt, int32_t ma
     s.tokens = step_tokens;
     s.start_pos = start;
     const size_t blocks = (static_cast<size_t>(start) + step_tokens.size() + 15) / 16;
-    s.block_table = std::span<const uint32_t>(table.data(), blocks);
+    s.block_table = std::span<const uint32_t>(oracle.table.data(), blocks);
     s.logits = devices::LogitsWanted::kLast;
     batch.seqs.push_back(s);
-    auto o = (*exec)->Forward(batch);
+    auto o = oracle.exec->Forward(batch);
     EXPECT_TRUE(o.ok()) << o.status();
     const auto& l = o->logits;
     const int32_t next = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
@@ -127,25 +140,16 @@ TEST(ModelInstanceTest, PromptLogprobsAreTheModelsOwnForEveryPromptToken) {
   const auto prompt = PromptOf(45, 6);
 
   // The oracle: one step over the whole prompt with every row's logits.
-  auto m = model::SynthesizeModel(testing::TinyShape());
-  ASSERT_TRUE(m.ok());
-  devices::ExecutorOptions eo;
-  eo.block_tokens = 16;
-  eo.kv_type = devices::KvType::kF32;
-  eo.kv_blocks = 8;
-  eo.threads = 1;
-  eo.max_batch_tokens = 64;
-  auto exec = devices::cpu::CreateCpuExecutor(m->spec, eo);
-  ASSERT_TRUE(exec.ok());
-  std::vector<uint32_t> table = {0, 1, 2};
+  Oracle oracle;
+  ASSERT_NE(oracle.exec, nullptr);
   devices::Batch batch;
   devices::SequenceStep step;
   step.seq_id = 1;
   step.tokens = prompt;
-  step.block_table = table;
+  step.block_table = std::span<const uint32_t>(oracle.table.data(), 3);
   step.logits = devices::LogitsWanted::kAll;
   batch.seqs.push_back(step);
-  auto all = (*exec)->Forward(batch);
+  auto all = oracle.exec->Forward(batch);
   ASSERT_TRUE(all.ok()) << all.status();
   const size_t vocab = static_cast<size_t>(all->vocab_size);
 
