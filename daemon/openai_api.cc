@@ -514,6 +514,8 @@ absl::Status RetryLater(absl::StatusCode code, std::string_view message,
 absl::Status AdmissionError(absl::Status status) {
   if (status.code() == absl::StatusCode::kResourceExhausted) {
     status = WithErrorCode(status, "rate_limit_exceeded");
+  } else if (status.code() == absl::StatusCode::kInvalidArgument) {
+    status = WithErrorParam(status, "n");  // more choices than the tenant may run
   }
   return status;
 }
@@ -672,10 +674,12 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
   }
 
   // A tenant that admission would refuse now (in debt, or at its in-flight
-  // cap) costs no encoding. The slot taken here counts the request as in
-  // flight while it is encoded; the prompt is charged on the loop thread.
+  // cap) costs no encoding. The places taken here (one per choice) count the
+  // request as in flight while it is encoded; the prompt is charged on the
+  // loop thread.
   if (pending.limited) {
-    absl::StatusOr<tenants::AdmissionTicketPtr> slot = tenants_.Admit(pending.tenant.name, 0);
+    absl::StatusOr<tenants::AdmissionTicketPtr> slot =
+        tenants_.Admit(pending.tenant.name, 0, static_cast<uint32_t>(req.n));
     if (!slot.ok()) {
       out.rejected = slot.status().code() == absl::StatusCode::kResourceExhausted;
       return fail(AdmissionError(slot.status()));
@@ -782,7 +786,8 @@ void OpenAiApi::AdmitAndSubmit(PendingGeneration& pending, PreparedGeneration& p
   tenants::AdmissionTicketPtr ticket;
   if (pending.limited) {
     absl::StatusOr<tenants::AdmissionTicketPtr> admitted =
-        tenants_.Admit(pending.tenant.name, static_cast<int64_t>(prepared.prompt.size()));
+        tenants_.Admit(pending.tenant.name, static_cast<int64_t>(prepared.prompt.size()),
+                       static_cast<uint32_t>(req.n));
     if (!admitted.ok()) {
       if (admitted.status().code() == absl::StatusCode::kResourceExhausted && on_rejected_) {
         on_rejected_(pending.tenant.name, req.model);

@@ -83,9 +83,11 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
       tenants_put_->add_option("--key-sha256", p.key_hashes, "an API key's SHA-256 (repeatable)"));
   p.weight_opt = tenants_put_->add_option("--weight", p.weight, "fair-share weight");
   p.rate_opt = tenants_put_->add_option("--rate", p.rate, "tokens per second, 0 = unlimited");
-  p.max_concurrent_opt = tenants_put_->add_option("--max-concurrent", p.max_concurrent,
-                                                  "requests running at once, 0 = unlimited");
-  p.max_queue_opt = tenants_put_->add_option("--max-queue", p.max_queue, "requests waiting");
+  p.max_concurrent_opt = tenants_put_->add_option(
+      "--max-concurrent", p.max_concurrent,
+      "sequences running at once (a request's n choices count n), 0 = unlimited");
+  p.max_queue_opt = tenants_put_->add_option("--max-queue", p.max_queue,
+                                             "sequences waiting beyond --max-concurrent");
   p.kv_reserved_opt =
       tenants_put_->add_option("--kv-reserved", p.kv_reserved, "KV blocks reserved");
   p.kv_max_fraction_opt = tenants_put_->add_option("--kv-max-fraction", p.kv_max_fraction,

@@ -116,14 +116,17 @@ struct AdmissionState {
 
 class Ticket final : public AdmissionTicket {
  public:
-  Ticket(std::string tenant, std::shared_ptr<AdmissionState> state, Clock clock)
-      : tenant_(std::move(tenant)), state_(std::move(state)), clock_(std::move(clock)) {}
+  Ticket(std::string tenant, std::shared_ptr<AdmissionState> state, Clock clock, uint32_t places)
+      : tenant_(std::move(tenant)),
+        state_(std::move(state)),
+        clock_(std::move(clock)),
+        places_(places) {}
   ~Ticket() override {
     std::shared_ptr<RemovalHub> hub;
     std::string name;
     {
       absl::MutexLock lock(&state_->mu);
-      --state_->in_flight;
+      state_->in_flight -= places_;
       if (state_->removal != nullptr && state_->in_flight == 0) {
         hub = std::move(state_->removal);
         name = state_->removed_name;
@@ -146,6 +149,7 @@ class Ticket final : public AdmissionTicket {
   std::string tenant_;
   std::shared_ptr<AdmissionState> state_;
   Clock clock_;
+  uint32_t places_;  // in-flight places held
 };
 
 struct Entry {
@@ -418,7 +422,9 @@ std::optional<TenantPolicy> TenantRegistry::FindByApiKey(std::string_view api_ke
 }
 
 absl::StatusOr<AdmissionTicketPtr> TenantRegistry::Admit(std::string_view tenant,
-                                                         int64_t prompt_tokens) {
+                                                         int64_t prompt_tokens,
+                                                         uint32_t sequences) {
+  sequences = std::max<uint32_t>(sequences, 1);
   std::shared_ptr<AdmissionState> state;
   {
     absl::MutexLock lock(&impl_->mu);
@@ -431,12 +437,19 @@ absl::StatusOr<AdmissionTicketPtr> TenantRegistry::Admit(std::string_view tenant
   TimePoint now = impl_->clock();
   {
     absl::MutexLock lock(&state->mu);
-    if (state->in_flight_cap > 0 && state->in_flight >= state->in_flight_cap) {
-      return RetryLaterError(
-          absl::StrCat("tenant '", std::string(tenant), "' has ", state->in_flight,
-                       " requests in flight, its limit (max_concurrent + "
-                       "max_queue)"),
-          std::chrono::seconds(1));
+    if (state->in_flight_cap > 0 && sequences > state->in_flight_cap) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the request runs ", sequences, " sequences at once, more than tenant '",
+          std::string(tenant),
+          "' may have in flight (max_concurrent + max_queue = ", state->in_flight_cap, ")"));
+    }
+    if (state->in_flight_cap > 0 && uint64_t{state->in_flight} + sequences > state->in_flight_cap) {
+      return RetryLaterError(absl::StrCat("tenant '", std::string(tenant), "' has ",
+                                          state->in_flight, " sequences in flight; ", sequences,
+                                          " more would pass its limit "
+                                          "(max_concurrent + max_queue = ",
+                                          state->in_flight_cap, ")"),
+                             std::chrono::seconds(1));
     }
     if (state->rate > 0.0) {
       state->Refill(now);
@@ -450,9 +463,9 @@ absl::StatusOr<AdmissionTicketPtr> TenantRegistry::Admit(std::string_view tenant
       }
       state->level -= static_cast<double>(std::max<int64_t>(prompt_tokens, 0));
     }
-    ++state->in_flight;
+    state->in_flight += sequences;
   }
-  return std::make_unique<Ticket>(std::string(tenant), std::move(state), impl_->clock);
+  return std::make_unique<Ticket>(std::string(tenant), std::move(state), impl_->clock, sequences);
 }
 
 uint32_t TenantRegistry::InFlight(std::string_view tenant) const {

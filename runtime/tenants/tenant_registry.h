@@ -31,8 +31,8 @@ struct TenantPolicy {
   uint64_t kv_reserved_blocks = 0;
   double kv_max_fraction = 1.0;          // (0, 1]
   double rate_limit_tokens_per_s = 0.0;  // 0 = unlimited
-  uint32_t max_concurrent = 0;           // requests running at once; 0 = unlimited
-  uint32_t max_queue = 256;              // requests waiting beyond max_concurrent
+  uint32_t max_concurrent = 0;           // sequences running at once; 0 = unlimited
+  uint32_t max_queue = 256;              // sequences waiting beyond max_concurrent
   std::string cache_group;               // "" = private prefix cache
   std::vector<std::string> models;       // empty = every model
   double price_input_per_mtok = 0.0;
@@ -92,11 +92,14 @@ class TenantRegistry {
   // The tenant whose keys include this key (hashed here); nullopt if none.
   std::optional<TenantPolicy> FindByApiKey(std::string_view api_key) const;
 
-  // Admits one request of `prompt_tokens` for `tenant`: kNotFound for an
-  // unknown tenant; kResourceExhausted with RetryAfter when the token bucket
-  // is empty (delay = time to refill to zero, at least 1 s), or when
-  // max_concurrent + max_queue requests are in flight (1 s). The prompt
-  // tokens are taken from the bucket on admission.
+  // Admits one request of `prompt_tokens` for `tenant` that runs
+  // `sequences` (>= 1) sequences at once (OpenAI `n`): it holds that many
+  // in-flight places until its ticket is released. kNotFound for an unknown
+  // tenant; kInvalidArgument when `sequences` alone exceeds the in-flight
+  // cap (it could never be admitted); kResourceExhausted with RetryAfter
+  // when the token bucket is empty (delay = time to refill to zero, at least
+  // 1 s), or when the places would pass max_concurrent + max_queue (1 s).
+  // The prompt tokens are taken from the bucket on admission.
   //
   // The bucket (rate_limit_tokens_per_s > 0) holds at most 2 s of the rate
   // (at least 1 token) and starts full. "Empty" means in debt (below zero):
@@ -106,9 +109,11 @@ class TenantRegistry {
   // afterwards. The in-flight cap is max_concurrent + max_queue; with
   // max_concurrent == 0 (unlimited running) it is max_queue, and with both 0
   // there is no cap.
-  absl::StatusOr<AdmissionTicketPtr> Admit(std::string_view tenant, int64_t prompt_tokens);
+  absl::StatusOr<AdmissionTicketPtr> Admit(std::string_view tenant, int64_t prompt_tokens,
+                                           uint32_t sequences = 1);
 
-  // Requests in flight for a tenant (admitted, not released).
+  // In-flight places held for a tenant (sequences of admitted requests not
+  // released).
   uint32_t InFlight(std::string_view tenant) const;
 
   // Called (on the changing thread, after the change) whenever a tenant is

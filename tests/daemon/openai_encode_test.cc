@@ -36,6 +36,7 @@ constexpr char kAlphaKey[] = "sk-test-alpha";
 constexpr char kBetaKey[] = "sk-test-beta";
 constexpr char kGammaKey[] = "sk-test-gamma";
 constexpr char kSlowKey[] = "sk-test-slow";
+constexpr char kNarrowKey[] = "sk-test-narrow";
 constexpr auto kDeadline = 30s;
 
 // Holds every encoding at its start while closed; records the threads.
@@ -110,12 +111,17 @@ class OpenAiEncodeTest : public ::testing::Test {
         devices::TensorType::kF32, /*vocab_size=*/300, /*context_length=*/4096);
     model_path_ = dir_.path() / "tiny.gguf";
     ASSERT_TRUE(model::WriteSynthGguf(shape, model_path_).ok());
-    for (auto [name, key] : {std::pair{"alpha", kAlphaKey}, std::pair{"beta", kBetaKey},
-                             std::pair{"gamma", kGammaKey}, std::pair{"slow", kSlowKey}}) {
+    for (auto [name, key] :
+         {std::pair{"alpha", kAlphaKey}, std::pair{"beta", kBetaKey}, std::pair{"gamma", kGammaKey},
+          std::pair{"slow", kSlowKey}, std::pair{"narrow", kNarrowKey}}) {
       tenants::TenantPolicy policy;
       policy.name = name;
       policy.api_keys_sha256 = {tenants::ApiKeySha256(key)};
       if (policy.name == "slow") policy.rate_limit_tokens_per_s = 1;  // a 2-token bucket
+      if (policy.name == "narrow") {                                  // 3 sequences in flight
+        policy.max_concurrent = 1;
+        policy.max_queue = 2;
+      }
       ASSERT_TRUE(registry_.Put(policy).ok());
     }
     runtime::InstanceManagerOptions options;
@@ -170,6 +176,17 @@ class OpenAiEncodeTest : public ::testing::Test {
                   int max_tokens = 2) {
     json body = {
         {"model", "tiny"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"ignore_eos", true}};
+    return CurlRequest("http://localhost/v1/completions", socket_, "POST", body.dump(),
+                       {"Content-Type: application/json", "Authorization: Bearer " + key},
+                       /*timeout_ms=*/30000);
+  }
+  // A completion with n choices.
+  CurlResult PostChoices(const std::string& key, int n) {
+    json body = {{"model", "tiny"},
+                 {"prompt", "Hello there"},
+                 {"max_tokens", 2},
+                 {"ignore_eos", true},
+                 {"n", n}};
     return CurlRequest("http://localhost/v1/completions", socket_, "POST", body.dump(),
                        {"Content-Type: application/json", "Authorization: Bearer " + key},
                        /*timeout_ms=*/30000);
@@ -321,6 +338,35 @@ TEST_F(OpenAiEncodeTest, PromptsEncodedTogetherAreAdmittedOneAfterTheOther) {
   std::sort(statuses.begin(), statuses.end());
   EXPECT_EQ(statuses, (std::vector<long>{200, 429}));
   EXPECT_TRUE(Eventually([&] { return registry_.InFlight("slow") == 0; }));
+}
+
+// Each choice of a request holds an in-flight place of its tenant, from
+// before encoding to the end: `n` cannot multiply a tenant's sequences past
+// max_concurrent + max_queue (3 for "narrow").
+TEST_F(OpenAiEncodeTest, EveryChoiceHoldsAnInFlightPlace) {
+  Start({.threads = 2});  // one held at the gate, one to refuse the second
+  // More choices than the tenant may ever have in flight: 400, not encoded.
+  CurlResult too_many = PostChoices(kNarrowKey, 4);
+  EXPECT_EQ(too_many.status, 400) << too_many.body;
+  EXPECT_EQ(json::parse(too_many.body)["error"]["param"], "n");
+  EXPECT_TRUE(gate_.threads().empty());
+
+  gate_.Close();
+  std::future<CurlResult> two =
+      std::async(std::launch::async, [this] { return PostChoices(kNarrowKey, 2); });
+  ASSERT_TRUE(gate_.WaitEntered(1));
+  EXPECT_EQ(registry_.InFlight("narrow"), 2u);
+  // 2 + 2 > 3: refused for now, before encoding.
+  CurlResult over = PostChoices(kNarrowKey, 2);
+  EXPECT_EQ(over.status, 429) << over.body;
+  EXPECT_EQ(json::parse(over.body)["error"]["code"], "rate_limit_exceeded");
+  EXPECT_EQ(registry_.InFlight("narrow"), 2u);
+  gate_.Open();
+  CurlResult done = two.get();
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_EQ(json::parse(done.body)["choices"].size(), 2u);
+  EXPECT_TRUE(Eventually([&] { return registry_.InFlight("narrow") == 0; }));
+  EXPECT_EQ(PostChoices(kNarrowKey, 3).status, 200);
 }
 
 TEST_F(OpenAiEncodeTest, StoppingThePoolAnswersWaitingRequests503) {

@@ -223,6 +223,31 @@ TEST(TenantRegistryTest, InFlightCap) {
   EXPECT_EQ(registry.InFlight("t"), 2u);
 }
 
+// A request of n sequences holds n places until its ticket goes.
+TEST(TenantRegistryTest, RequestsHoldOnePlacePerSequence) {
+  TenantRegistry registry;
+  TenantPolicy p = Policy("t");
+  p.max_concurrent = 2;
+  p.max_queue = 1;
+  ASSERT_TRUE(registry.Put(p).ok());
+  auto two = registry.Admit("t", 1, 2);
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(registry.InFlight("t"), 2u);
+  auto refused = registry.Admit("t", 1, 2);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RetryAfter(refused.status()), seconds(1));
+  auto one = registry.Admit("t", 1, 1);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(registry.InFlight("t"), 3u);
+  two->reset();
+  EXPECT_EQ(registry.InFlight("t"), 1u);
+  // More sequences than the cap could ever hold: a client error, not a retry.
+  auto never = registry.Admit("t", 1, 4);
+  EXPECT_EQ(never.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(RetryAfter(never.status()).has_value());
+  EXPECT_EQ(registry.InFlight("t"), 1u);
+}
+
 TEST(TenantRegistryTest, UnlimitedConcurrencyCapsAtMaxQueue) {
   TenantRegistry registry;
   TenantPolicy p = Policy("t");
