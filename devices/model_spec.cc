@@ -283,6 +283,16 @@ std::string ModelSpec::Problem() const {
     return "rope_theta_local must be positive when a sliding window is set";
   }
   if (hp.query_pre_attn_scalar < 0.0f) return "query_pre_attn_scalar must not be negative";
+  if (!(hp.rope_linear_factor >= 1.0f) || !std::isfinite(hp.rope_linear_factor)) {
+    return "rope_linear_factor " + std::to_string(hp.rope_linear_factor) +
+           " must be a finite number >= 1";
+  }
+  if (hp.rope_linear_factor != 1.0f && (hp.rope_scaling.enabled() || !rope_freq_factors.empty())) {
+    return "linear RoPE scaling cannot be combined with Llama 3 frequency scaling";
+  }
+  if (hp.rope_linear_factor != 1.0f && hp.sliding_window > 0 && hp.sliding_window_pattern == 0) {
+    return "linear RoPE scaling with a sliding window on every layer is not supported";
+  }
   for (const Expected& e : expected) {
     if (e.optional && e.t->empty()) continue;
     if (std::string problem = TensorProblem(*e.t, e.role, e.shape, e.f32_only); !problem.empty()) {
@@ -366,6 +376,7 @@ void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, f
         inv = (1.0 - smooth) * inv / s.factor + smooth * inv;
       }
     }
+    if (!local) inv /= hp.rope_linear_factor;
     inv_freq[i] = static_cast<float>(inv);
   }
 }

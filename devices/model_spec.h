@@ -109,6 +109,11 @@ struct ModelHyperparams {
   float rope_theta = 10000.0f;
   RopeStyle rope_style = RopeStyle::kAdjacentPairs;
   RopeScaling rope_scaling;
+  // Linear RoPE scaling (GGUF rope.scaling.type "linear", config.json
+  // rope_scaling type "linear"; Gemma 3 4B and larger: 8): a global layer's
+  // positions are divided by this factor; local (sliding-window) layers keep
+  // theirs, as llama.cpp and transformers apply it. 1: none.
+  float rope_linear_factor = 1.0f;
   // Sliding-window attention (gemma3, Mistral): on a local layer, the query
   // at position p attends to positions (p - sliding_window, p] only, and RoPE
   // uses rope_theta_local. Layer l is local when sliding_window > 0 and
@@ -142,8 +147,9 @@ float AttentionScale(const ModelHyperparams& hp);
 // Inverse RoPE frequencies of a head (head_dim / 2 of them), computed in f64:
 // theta^(-2i/d), then Llama 3 scaling (hp.rope_scaling) or, when freq_factors
 // is not null, divided by freq_factors[i] (GGUF's rope_freqs.weight). Shared
-// by every executor so their rotations agree to the bit. local: with
-// rope_theta_local (sliding-window layers) in place of rope_theta.
+// by every executor so their rotations agree to the bit. Global layers' are
+// then divided by rope_linear_factor. local: with rope_theta_local
+// (sliding-window layers) in place of rope_theta, and no linear factor.
 void RopeInvFrequencies(const ModelHyperparams& hp, const float* freq_factors, float* inv_freq,
                         bool local = false);
 

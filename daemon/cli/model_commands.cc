@@ -62,6 +62,7 @@ int LocalCommands::RunSynth() const {
   o.n_experts = f.experts;
   o.n_experts_used = f.experts_used;
   o.llama3_rope_scaling = f.llama3_rope;
+  o.rope_linear_factor = f.rope_linear;
   o.seed = f.seed;
   if (!f.name.empty()) o.name = f.name;
   auto start = std::chrono::steady_clock::now();
@@ -167,6 +168,10 @@ LocalCommands::LocalCommands(CLI::App& app) {
                          "llama (Mixtral), qwen3moe: experts per layer; --ffn is each one's size");
   synth_cmd_->add_option("--experts-used", s.experts_used, "experts each token uses (top-k)");
   synth_cmd_->add_flag("--llama3-rope", s.llama3_rope, "Llama 3 RoPE frequency scaling");
+  synth_cmd_
+      ->add_option("--rope-linear", s.rope_linear,
+                   "linear RoPE scaling factor of global layers, as Gemma 3 4B+ (8)")
+      ->capture_default_str();
   synth_cmd_->add_option("--seed", s.seed, "PRNG seed")->capture_default_str();
   synth_cmd_->add_option("--name", s.name, "general.name");
 

@@ -30,6 +30,7 @@ class LocalCommands {
     int experts = 0, experts_used = 0;
     bool tied = false;
     bool llama3_rope = false;
+    float rope_linear = 1.0f;
     uint64_t seed = 1;
     std::string name;
   };

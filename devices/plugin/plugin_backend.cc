@@ -514,13 +514,15 @@ class PluginBackend : public DeviceBackend {
       return absl::UnimplementedError(
           absl::StrCat("device ", id, " does not run architecture ", ArchitectureName(spec.arch)));
     }
-    // The ABI's tm_model has neither experts (Mixtral is llama with them)
-    // nor a sliding window (Mistral's).
-    if (spec.hp.n_experts > 0 || spec.hp.sliding_window > 0) {
+    // The ABI's tm_model has no experts (Mixtral is llama with them), no
+    // sliding window (Mistral's) and no linear RoPE scaling.
+    if (spec.hp.n_experts > 0 || spec.hp.sliding_window > 0 || spec.hp.rope_linear_factor != 1.0f) {
       return absl::UnimplementedError(
           absl::StrCat("device ", id, " cannot run this ", ArchitectureName(spec.arch),
                        " model: plugins take no ",
-                       spec.hp.n_experts > 0 ? "mixture of experts" : "sliding-window attention",
+                       spec.hp.n_experts > 0        ? "mixture of experts"
+                       : spec.hp.sliding_window > 0 ? "sliding-window attention"
+                                                    : "linear RoPE scaling",
                        " (plugin ABI); run it on the CPU"));
     }
     const uint32_t kv = options.kv_type == KvType::kF16 ? TM_KV_F16 : TM_KV_F32;

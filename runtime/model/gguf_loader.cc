@@ -109,10 +109,20 @@ absl::StatusOr<devices::ModelHyperparams> ReadHyperparams(const GgufFile& file,
         " differs from the head dim ", hp.head_dim, " (partial rotary is not supported)"));
   }
   if (const GgufValue* scaling = file.Find(r.Key("rope.scaling.type"))) {
-    if (scaling->type != GgufType::kString || scaling->s != "none") {
-      return absl::UnimplementedError(
-          absl::StrCat(path, ": metadata key '", r.Key("rope.scaling.type"), "': RoPE scaling '",
-                       scaling->AsText().value_or("?"), "' is not supported"));
+    const bool linear = scaling->type == GgufType::kString && scaling->s == "linear";
+    if (!linear && (scaling->type != GgufType::kString || scaling->s != "none")) {
+      return absl::UnimplementedError(absl::StrCat(
+          path, ": metadata key '", r.Key("rope.scaling.type"), "': RoPE scaling '",
+          scaling->AsText().value_or("?"), "' is not supported (none and linear are)"));
+    }
+    // As llama.cpp: linear with no factor (or 0) scales nothing.
+    float factor = 0.0f;
+    if (linear) TM_ASSIGN(factor, r.Float("rope.scaling.factor", 0.0f));
+    if (factor != 0.0f) hp.rope_linear_factor = factor;
+    if (!(hp.rope_linear_factor >= 1.0f) || !std::isfinite(hp.rope_linear_factor)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": metadata key '",
+                                                     r.Key("rope.scaling.factor"), "': ", factor,
+                                                     " is not a finite number >= 1"));
     }
   }
   return hp;

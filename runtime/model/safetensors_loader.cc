@@ -101,7 +101,8 @@ class ConfigReader {
 };
 
 absl::Status ReadRopeScaling(const ConfigReader& r, const json& config,
-                             devices::RopeScaling* scaling) {
+                             devices::ModelHyperparams* hp) {
+  devices::RopeScaling* scaling = &hp->rope_scaling;
   auto it = config.find("rope_scaling");
   if (it == config.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_object()) return r.Error("rope_scaling", "expected an object or null");
@@ -115,10 +116,17 @@ absl::Status ReadRopeScaling(const ConfigReader& r, const json& config,
     }
   }
   if (type == "default") return absl::OkStatus();
+  if (type == "linear") {
+    TM_ASSIGN(hp->rope_linear_factor, r.Float(rs, "factor", std::nullopt));
+    if (!(hp->rope_linear_factor >= 1.0f) || !std::isfinite(hp->rope_linear_factor)) {
+      return r.Error("rope_scaling", "a linear factor must be a finite number >= 1");
+    }
+    return absl::OkStatus();
+  }
   if (type != "llama3") {
     return absl::UnimplementedError(absl::StrCat(r.Error("rope_scaling", "").message(),
                                                  "RoPE scaling type '", type,
-                                                 "' is not supported (llama3 is)"));
+                                                 "' is not supported (llama3 and linear are)"));
   }
   TM_ASSIGN(scaling->factor, r.Float(rs, "factor", std::nullopt));
   TM_ASSIGN(scaling->low_freq_factor, r.Float(rs, "low_freq_factor", 1.0f));
@@ -353,7 +361,7 @@ absl::StatusOr<LoadedModel> LoadSafetensorsModel(const fs::path& dir) {
   TM_ASSIGN(hp.rope_theta, r.Float("rope_theta", 10000.0f));
   TM_ASSIGN(hp.head_dim, r.Int("head_dim", hp.dim / hp.n_heads));
   hp.rope_style = devices::RopeStyle::kHalves;
-  if (absl::Status s = ReadRopeScaling(r, *config, &hp.rope_scaling); !s.ok()) return s;
+  if (absl::Status s = ReadRopeScaling(r, *config, &hp); !s.ok()) return s;
   if (gemma3) {
     if (absl::Status s = ReadGemma3Config(r, *config, &hp); !s.ok()) return s;
   }

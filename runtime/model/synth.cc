@@ -192,6 +192,10 @@ Metadata SynthMetadata(const SynthOptions& options, const devices::ModelHyperpar
   add(arch + ".attention.layer_norm_rms_epsilon", GgufValue::F32(hp.rms_norm_eps));
   add(arch + ".rope.freq_base", GgufValue::F32(hp.rope_theta));
   add(arch + ".rope.dimension_count", u32(hp.head_dim));
+  if (hp.rope_linear_factor != 1.0f) {
+    add(arch + ".rope.scaling.type", GgufValue::String("linear"));
+    add(arch + ".rope.scaling.factor", GgufValue::F32(hp.rope_linear_factor));
+  }
   if (hp.n_experts > 0) {
     add(arch + ".expert_count", u32(hp.n_experts));
     add(arch + ".expert_used_count", u32(hp.n_experts_used));
@@ -249,6 +253,7 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   hp.context_length = options.context_length;
   hp.rms_norm_eps = 1e-5f;
   hp.rope_theta = options.rope_theta;
+  hp.rope_linear_factor = options.rope_linear_factor;
   if (options.arch == Architecture::kGemma3) {
     hp.rms_norm_eps = 1e-6f;
     hp.query_pre_attn_scalar = static_cast<float>(hp.head_dim);
@@ -376,6 +381,15 @@ absl::Status ValidateSynthOptions(const SynthOptions& o) {
       (o.sliding_window_pattern <= 0 || !(o.rope_theta_local > 1.0f) ||
        !std::isfinite(o.rope_theta_local))) {
     return bad("a sliding window needs a positive layer pattern and a local rope base above 1");
+  }
+  if (!(o.rope_linear_factor >= 1.0f) || !std::isfinite(o.rope_linear_factor)) {
+    return bad("rope_linear_factor must be a finite number >= 1");
+  }
+  if (o.rope_linear_factor != 1.0f &&
+      (o.llama3_rope_scaling || (o.arch == Architecture::kLlama && o.sliding_window > 0))) {
+    return bad(
+        "linear RoPE scaling cannot be combined with Llama 3 scaling or a window on "
+        "every layer");
   }
   if (o.name.empty()) return bad("name must not be empty");
   return absl::OkStatus();

@@ -47,6 +47,10 @@ struct SynthOptions {
   int32_t n_experts = 0;
   int32_t n_experts_used = 0;
   bool llama3_rope_scaling = false;  // writes rope_freqs.weight (GGUF) / rope_scaling
+  // Linear RoPE scaling of global layers (Gemma 3 4B+: 8); 1: none. Written
+  // as llama.cpp's converter does: rope.scaling.type "linear" and
+  // rope.scaling.factor.
+  float rope_linear_factor = 1.0f;
   uint64_t seed = 1;
   std::string name = "tokenmill-synth";
   // The chat template written to the file; unset: a Llama 3 style template

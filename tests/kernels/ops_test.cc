@@ -216,6 +216,26 @@ void ExpectRopeMatches(const ModelHyperparams& hp, const float* freq_factors) {
 
 TEST(RopeTest, PlainFrequencies) { ExpectRopeMatches(RopeParams(64, 10000.0f), nullptr); }
 
+// Linear scaling (Gemma 3 4B+): position p of a global layer rotates as
+// p / factor unscaled would; a local layer's frequencies are its own.
+TEST(RopeTest, LinearScalingOfGlobalLayersOnly) {
+  ModelHyperparams hp = RopeParams(64, 1000000.0f);
+  hp.rope_linear_factor = 8.0f;
+  hp.rope_theta_local = 10000.0f;
+  ExpectRopeMatches(hp, nullptr);
+  std::vector<float> scaled(32), plain(32), local(32), local_plain(32);
+  RopeInvFrequencies(hp, nullptr, scaled.data());
+  RopeInvFrequencies(RopeParams(64, 1000000.0f), nullptr, plain.data());
+  RopeInvFrequencies(hp, nullptr, local.data(), /*local=*/true);
+  ModelHyperparams unscaled_local = RopeParams(64, 1000000.0f);
+  unscaled_local.rope_theta_local = 10000.0f;
+  RopeInvFrequencies(unscaled_local, nullptr, local_plain.data(), /*local=*/true);
+  for (size_t i = 0; i < scaled.size(); ++i) {
+    EXPECT_FLOAT_EQ(scaled[i], plain[i] / 8.0f) << i;
+    EXPECT_EQ(local[i], local_plain[i]) << i;
+  }
+}
+
 TEST(RopeTest, Llama3Scaling) {
   ModelHyperparams hp = RopeParams(128, 500000.0f);
   hp.rope_scaling = {

@@ -259,6 +259,25 @@ TEST(GgufRoundTrip, Llama3RopeFactorsTravelAsRopeFreqs) {
   EXPECT_FALSE(loaded->spec.hp.rope_scaling.enabled());
 }
 
+// Gemma 3 4B+: llama.cpp's converter writes rope.scaling.type "linear" and
+// the factor; the loader reads them into rope_linear_factor.
+TEST(GgufRoundTrip, LinearRopeScalingTravelsAsLlamaCppWritesIt) {
+  SynthOptions options = Tiny(Architecture::kGemma3, TensorType::kF16, true);
+  options.head_dim = 32;
+  options.sliding_window = 5;
+  options.rope_linear_factor = 8.0f;
+  tokenmill::testing::TempDir dir;
+  const auto path = dir.path() / "m.gguf";
+  absl::StatusOr<LoadedModel> loaded = WriteAndLoadBack(options, path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->spec.hp.rope_linear_factor, 8.0f);
+  EXPECT_EQ(loaded->metadata.at("gemma3.rope.scaling.type"), "linear");
+  EXPECT_EQ(loaded->spec.Problem(), "");
+  devices::ModelSpec spec = loaded->spec;
+  spec.hp.rope_linear_factor = 0.5f;
+  EXPECT_NE(spec.Problem().find("rope_linear_factor"), std::string::npos) << spec.Problem();
+}
+
 TEST(GgufRoundTrip, HeaderIsVersion3WithAlignment32) {
   tokenmill::testing::TempDir dir;
   const auto path = dir.path() / "m.gguf";

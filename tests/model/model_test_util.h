@@ -127,6 +127,7 @@ inline void ExpectSameHyperparams(const devices::ModelHyperparams& a,
   EXPECT_EQ(a.rope_scaling.low_freq_factor, b.rope_scaling.low_freq_factor);
   EXPECT_EQ(a.rope_scaling.high_freq_factor, b.rope_scaling.high_freq_factor);
   EXPECT_EQ(a.rope_scaling.original_context, b.rope_scaling.original_context);
+  EXPECT_EQ(a.rope_linear_factor, b.rope_linear_factor);
   EXPECT_EQ(a.sliding_window, b.sliding_window);
   EXPECT_EQ(a.sliding_window_pattern, b.sliding_window_pattern);
   EXPECT_EQ(a.n_experts, b.n_experts);

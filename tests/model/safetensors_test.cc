@@ -345,6 +345,14 @@ TEST_F(SafetensorsTest, Llama3RopeScalingIsParsed) {
   EXPECT_EQ(model->spec.layers[0].wq.type, TensorType::kF32);
 }
 
+TEST_F(SafetensorsTest, LinearRopeScalingNeedsAFactorOfAtLeastOne) {
+  Checkpoint c;
+  c.rope_scaling = {{"rope_type", "linear"}, {"factor", 0.5}};
+  ExpectRefused(Write(c), absl::StatusCode::kInvalidArgument, "linear factor");
+  c.rope_scaling = {{"rope_type", "linear"}};
+  ExpectRefused(Write(c, "no-factor"), absl::StatusCode::kInvalidArgument, "factor");
+}
+
 TEST_F(SafetensorsTest, OtherRopeScalingIsUnimplemented) {
   Checkpoint c;
   c.rope_scaling = {{"type", "yarn"}, {"factor", 4.0}};
@@ -523,6 +531,7 @@ TEST_F(SafetensorsTest, Gemma3NormsGainOneAndWindowIsRead) {
                  {"layer_types",
                   {"sliding_attention", "full_attention", "sliding_attention", "full_attention"}},
                  {"hidden_activation", "gelu_pytorch_tanh"},
+                 {"rope_scaling", {{"rope_type", "linear"}, {"factor", 8.0}}},  // as 4B+
                  {"final_logit_softcapping", nullptr}};
   WriteText(dir / "config.json", config.dump(2));
   testing::WriteBytes(dir / "model.safetensors", EncodeSafetensors(tensors));
@@ -536,6 +545,8 @@ TEST_F(SafetensorsTest, Gemma3NormsGainOneAndWindowIsRead) {
   EXPECT_EQ(spec.hp.sliding_window_pattern, 2);
   EXPECT_EQ(spec.hp.rope_theta_local, 10000.0f);
   EXPECT_EQ(spec.hp.query_pre_attn_scalar, 32.0f);
+  EXPECT_EQ(spec.hp.rope_linear_factor, 8.0f);
+  EXPECT_FALSE(spec.hp.rope_scaling.enabled());
   EXPECT_EQ(spec.layers[1].attn_post_norm.name, "model.layers.1.post_attention_layernorm.weight");
   EXPECT_EQ(spec.layers[1].ffn_norm.name, "model.layers.1.pre_feedforward_layernorm.weight");
   EXPECT_EQ(spec.layers[1].ffn_post_norm.name, "model.layers.1.post_feedforward_layernorm.weight");

@@ -83,10 +83,12 @@ fixture() {  # name arch type head_dim seed extra-flags...
   "$tokenmill" model synth -o "$file" "${flags[@]}" "$@" >/dev/null
   "$work/llama_oracle" "$file" --prompts "$prompts" --steps "$steps" --top-k "$top_k" \
     > "$work/$name.out"
-  local tied=False rope=False
+  local tied=False rope=False linear=1.0 prev=
   for f in "$@"; do
     [ "$f" = --tied ] && tied=True
     [ "$f" = --llama3-rope ] && rope=True
+    [ "$prev" = --rope-linear ] && linear=$f
+    prev=$f
   done
   python3 - "$work/$name.out" "tests/oracle/fixtures/$name.json" <<PY
 import json, sys
@@ -95,7 +97,8 @@ fixture = {
   "llama_cpp_commit": "$commit",
   "model": {"arch": "$arch", "type": "$type", "dim": $dim, "layers": $layers, "heads": 4,
             "kv_heads": 2, "head_dim": $head_dim, "ffn": $ffn, "vocab": 512, "context": 256,
-            "seed": $seed, "tied": $tied, "llama3_rope": $rope, "sliding_window": $window,
+            "seed": $seed, "tied": $tied, "llama3_rope": $rope, "rope_linear": $linear,
+            "sliding_window": $window,
             "experts": $experts, "experts_used": $experts_used},
   "file_fnv1a64": out["file_fnv1a64"],
   "kv_type": "f32",
@@ -139,6 +142,10 @@ window=6
 for type in f32 f16 q8_0 q4_0; do
   fixture "gemma3_$type" gemma3 "$type" 64 6 --tied
 done
+# Gemma 3 4B+: linear RoPE scaling (factor 8) of the global layers. The
+# synthesized model has RoPE base 10000 on both kinds of layer, so the factor
+# alone sets the global layer apart.
+fixture gemma3_f16_rope_linear8 gemma3 f16 64 6 --tied --rope-linear 8
 # Mixtral (llama with experts) and Qwen3-MoE: 8 experts, 2 per token, three
 # layers; the K-quant at dim 256.
 dim=128

@@ -132,6 +132,7 @@ absl::StatusOr<model::SynthOptions> OptionsOf(const Json& m) {
   o.tied_embeddings = m.at("tied");
   o.llama3_rope_scaling = m.at("llama3_rope");
   o.sliding_window = m.value("sliding_window", 0);
+  o.rope_linear_factor = m.value("rope_linear", 1.0f);
   o.n_experts = m.value("experts", 0);
   o.n_experts_used = m.value("experts_used", 0);
   return o;
@@ -224,6 +225,7 @@ std::vector<std::string> Fixtures() {
     }
   }
   names.push_back("llama_f16_tied_llama3rope");
+  names.push_back("gemma3_f16_rope_linear8");
   for (const char* name : {"llama_q4_k", "llama_q5_k", "llama_q6_k", "llama_q4_k_m", "qwen2_q5_k_m",
                            "qwen3_q4_k_m", "qwen3_q6_k"}) {
     names.push_back(name);

@@ -52,7 +52,8 @@ std::vector<double> InvFrequencies(const devices::ModelHyperparams& hp, int32_t 
         f = (1.0 - smooth) * f / s.factor + smooth * f;
       }
     }
-    inv[static_cast<size_t>(i)] = f;
+    // Linear scaling: position p rotates as p / factor would.
+    inv[static_cast<size_t>(i)] = f / hp.rope_linear_factor;
   }
   return inv;
 }

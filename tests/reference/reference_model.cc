@@ -193,6 +193,7 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
   // RoPE base.
   devices::ModelHyperparams local_hp = hp_;
   local_hp.rope_theta = hp_.rope_theta_local;
+  local_hp.rope_linear_factor = 1.0f;  // local layers are not scaled
   for (size_t il = 0; il < layers_.size(); ++il) {
     Layer& l = layers_[il];
     const int32_t pattern = hp_.sliding_window_pattern;
