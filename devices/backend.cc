@@ -1,5 +1,6 @@
 #include "devices/backend.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,41 @@ std::string_view KindOfDeviceId(std::string_view id) {
 
 std::string_view BackendKindOf(const DeviceInfo& info) {
   return info.kind == DeviceKind::kPlugin ? KindOfDeviceId(info.id) : DeviceKindName(info.kind);
+}
+
+absl::Status CheckCapabilities(const std::string& device_id, const DeviceCapabilities& caps,
+                               const ModelSpec& spec, const ExecutorOptions& options) {
+  auto claims = [](const auto& list, auto value) {
+    return std::find(list.begin(), list.end(), value) != list.end();
+  };
+  if (!claims(caps.architectures, spec.arch)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "device ", device_id, " does not run architecture ", ArchitectureName(spec.arch)));
+  }
+  if (!claims(caps.kv_types, options.kv_type)) {
+    return absl::UnimplementedError(absl::StrCat("device ", device_id, " does not run KV type ",
+                                                 options.kv_type == KvType::kF16 ? "f16" : "f32"));
+  }
+  if (options.block_tokens < 1 ||
+      (caps.max_block_tokens != 0 && options.block_tokens > caps.max_block_tokens)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "device ", device_id, " does not run KV blocks of ", options.block_tokens, " tokens"));
+  }
+  auto check_type = [&](const TensorView& t) -> absl::Status {
+    if (t.empty() || claims(caps.weight_types, t.type)) return absl::OkStatus();
+    return absl::UnimplementedError(absl::StrCat("device ", device_id, " does not run weight type ",
+                                                 TensorTypeName(t.type), " (", t.name, ")"));
+  };
+  for (const TensorView* t : {&spec.token_embedding, &spec.output}) {
+    if (absl::Status s = check_type(*t); !s.ok()) return s;
+  }
+  for (const LayerWeights& w : spec.layers) {
+    for (const TensorView* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down,
+                                &w.router, &w.gate_exps, &w.up_exps, &w.down_exps}) {
+      if (absl::Status s = check_type(*t); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BackendRegistry::Add(DeviceBackendPtr backend) {
@@ -67,6 +103,11 @@ absl::StatusOr<ExecutorPtr> BackendRegistry::CreateExecutor(const Device& device
   if (backend == nullptr || !backend->RunsModels(device)) {
     return absl::UnimplementedError(
         absl::StrCat("no backend runs models on device ", device.Info().id));
+  }
+  if (absl::Status s =
+          CheckCapabilities(device.Info().id, backend->Capabilities(device), spec, options);
+      !s.ok()) {
+    return s;
   }
   return backend->CreateExecutor(device, spec, options);
 }

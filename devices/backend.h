@@ -31,13 +31,21 @@ std::string_view KindOfDeviceId(std::string_view id);
 std::string_view BackendKindOf(const DeviceInfo& info);
 
 // What a device runs: the conformance suite (tests/conformance) tests every
-// combination claimed, and executor creation refuses what is not claimed.
+// combination claimed, and executor creation (BackendRegistry) refuses what
+// is not claimed.
 struct DeviceCapabilities {
   std::vector<Architecture> architectures;
-  std::vector<TensorType> weight_types;
+  std::vector<TensorType> weight_types;  // of the matrices and embeddings
   std::vector<KvType> kv_types;
   int32_t max_block_tokens = 0;  // 0: any size
 };
+
+// kUnimplemented naming `device_id` and the first thing `caps` does not
+// claim: the model's architecture, the weight type of a matrix (embedding,
+// output, attention, FFN, router, experts; norms and biases are always f32
+// and not weights here), the KV type or the KV block size.
+absl::Status CheckCapabilities(const std::string& device_id, const DeviceCapabilities& caps,
+                               const ModelSpec& spec, const ExecutorOptions& options);
 
 // One kind of device. Thread safety: Discover runs once on the composition
 // root's thread; CreateKvArena and CreateExecutor run on loader threads,
@@ -95,7 +103,9 @@ class BackendRegistry {
 
   // Whether a backend runs models on `device`.
   bool RunsModels(const Device& device) const;
-  // kUnimplemented (naming the device) when no backend serves its kind.
+  // kUnimplemented (naming the device) when no backend serves its kind; and
+  // for CreateExecutor, when the device does not claim the model, weight
+  // types or KV options (CheckCapabilities).
   absl::StatusOr<KvArenaPtr> CreateKvArena(const Device& device, KvArenaBudget budget,
                                            size_t page_bytes) const;
   absl::StatusOr<ExecutorPtr> CreateExecutor(const Device& device, const ModelSpec& spec,

@@ -388,7 +388,7 @@ class PluginBackend : public DeviceBackend {
     if (std::string problem = spec.Problem(); !problem.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("model ", spec.name, ": ", problem));
     }
-    if (absl::Status s = CheckClaims(*d, spec, options); !s.ok()) return s;
+    if (absl::Status s = CheckAbiCovers(*d, spec); !s.ok()) return s;
     if (options.kv_arena == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("device ", id, " keeps KV only in its arena: options.kv_arena is unset"));
@@ -505,53 +505,19 @@ class PluginBackend : public DeviceBackend {
         absl::StrCat("device ", device.Info().id, " is not one of plugin ", kind_, "'s"));
   }
 
-  // What the device claims, checked before anything is uploaded.
-  static absl::Status CheckClaims(const PluginDevice& d, const ModelSpec& spec,
-                                  const ExecutorOptions& options) {
-    const std::string& id = d.Info().id;
-    const Claims& c = d.claims();
-    if (!Claimed(c.architectures, spec.arch)) {
-      return absl::UnimplementedError(
-          absl::StrCat("device ", id, " does not run architecture ", ArchitectureName(spec.arch)));
-    }
+  // What the ABI cannot describe, checked before anything is uploaded (what
+  // the device claims, BackendRegistry::CreateExecutor checks).
+  static absl::Status CheckAbiCovers(const PluginDevice& d, const ModelSpec& spec) {
     // The ABI's tm_model has no experts (Mixtral is llama with them), no
     // sliding window (Mistral's) and no linear RoPE scaling.
     if (spec.hp.n_experts > 0 || spec.hp.sliding_window > 0 || spec.hp.rope_linear_factor != 1.0f) {
       return absl::UnimplementedError(
-          absl::StrCat("device ", id, " cannot run this ", ArchitectureName(spec.arch),
+          absl::StrCat("device ", d.Info().id, " cannot run this ", ArchitectureName(spec.arch),
                        " model: plugins take no ",
                        spec.hp.n_experts > 0        ? "mixture of experts"
                        : spec.hp.sliding_window > 0 ? "sliding-window attention"
                                                     : "linear RoPE scaling",
                        " (plugin ABI); run it on the CPU"));
-    }
-    const uint32_t kv = options.kv_type == KvType::kF16 ? TM_KV_F16 : TM_KV_F32;
-    if ((c.kv_types & (1u << kv)) == 0) {
-      return absl::UnimplementedError(
-          absl::StrCat("device ", id, " does not run KV type ", kv == TM_KV_F16 ? "f16" : "f32"));
-    }
-    if (options.block_tokens < 1 ||
-        (c.max_block_tokens != 0 &&
-         static_cast<uint32_t>(options.block_tokens) > c.max_block_tokens)) {
-      return absl::UnimplementedError(absl::StrCat("device ", id, " does not run KV blocks of ",
-                                                   options.block_tokens, " tokens"));
-    }
-    auto check_type = [&](const TensorView& t) -> absl::Status {
-      if (t.empty()) return absl::OkStatus();
-      const uint32_t type = static_cast<uint32_t>(t.type);
-      if (type >= 64 || (c.weight_types & (uint64_t{1} << type)) == 0) {
-        return absl::UnimplementedError(absl::StrCat("device ", id, " does not run weight type ",
-                                                     TensorTypeName(t.type), " (", t.name, ")"));
-      }
-      return absl::OkStatus();
-    };
-    for (const TensorView* t : {&spec.token_embedding, &spec.output}) {
-      if (absl::Status s = check_type(*t); !s.ok()) return s;
-    }
-    for (const LayerWeights& w : spec.layers) {
-      for (const TensorView* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) {
-        if (absl::Status s = check_type(*t); !s.ok()) return s;
-      }
     }
     return absl::OkStatus();
   }

@@ -35,7 +35,8 @@ class CpuBackend : public devices::DeviceBackend {
   devices::DeviceCapabilities Capabilities(const devices::Device&) const override {
     using devices::TensorType;
     return {.architectures = {devices::Architecture::kLlama, devices::Architecture::kQwen2,
-                              devices::Architecture::kQwen3, devices::Architecture::kGemma3},
+                              devices::Architecture::kQwen3, devices::Architecture::kGemma3,
+                              devices::Architecture::kQwen3Moe},
             .weight_types = {TensorType::kF32, TensorType::kF16, TensorType::kBF16,
                              TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
                              TensorType::kQ5_K, TensorType::kQ6_K},

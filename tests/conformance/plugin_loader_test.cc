@@ -197,27 +197,38 @@ TEST(PluginLoaderTest, APluginsForwardErrorComesBackWithItsMessage) {
   (*arena)->ReturnPage(page);
 }
 
-// Plugin ABI 1.1's tm_model has no experts and no sliding window: Mixtral
-// and Mistral (llama with them) and Qwen3-MoE are refused at load, with the
-// architecture named.
-TEST(PluginLoaderTest, ExpertsAndMistralsWindowAreRefusedAtLoad) {
+// Executor creation through the node's registry, as the instance manager
+// does it: what the device does not claim (the reference plugin: llama,
+// qwen2, qwen3; F32/F16/BF16/Q8_0/Q4_0) is refused naming it, and what
+// plugin ABI 1.1's tm_model cannot describe (experts, Mistral's window,
+// linear RoPE scaling) is refused by the plugin backend, with the model kind
+// named.
+TEST(PluginLoaderTest, UnclaimedAndUndescribableModelsAreRefusedAtLoad) {
   auto backend = LoadDevicePlugin(TOKENMILL_REFERENCE_PLUGIN);
   ASSERT_TRUE(backend.ok()) << backend.status();
-  Discovery found;
-  ASSERT_TRUE((*backend)->Discover(DiscoveryOptions{}, found).ok());
-  ASSERT_EQ(found.devices.size(), 1u);
-  const Device& device = *found.devices[0];
+  BackendRegistry registry;
+  ASSERT_TRUE(registry.Add(std::move(*backend)).ok());
+  auto found = registry.DiscoverAll(DiscoveryOptions{});
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->devices.size(), 1u);
+  const Device& device = *found->devices[0];
   struct Refused {
     Architecture arch;
     int32_t experts;
     int32_t window;
+    TensorType type;
+    float rope_linear;
     const char* why;
   };
-  for (const Refused& r : {Refused{Architecture::kLlama, 4, 0,
-                                   "llama model: plugins take no "
-                                   "mixture of experts"},
-                           Refused{Architecture::kLlama, 0, 8, "sliding-window attention"},
-                           Refused{Architecture::kQwen3Moe, 4, 0, "architecture qwen3moe"}}) {
+  for (const Refused& r :
+       {Refused{Architecture::kLlama, 4, 0, TensorType::kF16, 1.0f,
+                "llama model: plugins take no mixture of experts"},
+        Refused{Architecture::kLlama, 0, 8, TensorType::kF16, 1.0f, "sliding-window attention"},
+        Refused{Architecture::kLlama, 0, 0, TensorType::kF16, 8.0f, "linear RoPE scaling"},
+        Refused{Architecture::kQwen3Moe, 4, 0, TensorType::kF16, 1.0f,
+                "reference:0 does not run architecture qwen3moe"},
+        Refused{Architecture::kLlama, 0, 0, TensorType::kQ4_K, 1.0f,
+                "reference:0 does not run weight type q4_k (token_embd.weight)"}}) {
     model::SynthOptions shape;
     shape.arch = r.arch;
     shape.vocab_size = 300;
@@ -225,15 +236,18 @@ TEST(PluginLoaderTest, ExpertsAndMistralsWindowAreRefusedAtLoad) {
     shape.n_experts = r.experts;
     shape.n_experts_used = r.experts > 0 ? 2 : 0;
     shape.sliding_window = r.window;
+    shape.weight_type = r.type;
+    shape.rope_linear_factor = r.rope_linear;
+    if (r.type == TensorType::kQ4_K) shape.dim = shape.ffn_dim = 256;
     auto model = model::SynthesizeModel(shape);
     ASSERT_TRUE(model.ok()) << model.status();
-    auto arena = (*backend)->CreateKvArena(device, KvArenaBudget{.bytes = 1 << 20}, 16384);
+    auto arena = registry.CreateKvArena(device, KvArenaBudget{.bytes = 1 << 20}, 16384);
     ASSERT_TRUE(arena.ok()) << arena.status();
     ExecutorOptions eo;
     eo.block_tokens = 16;
     eo.kv_blocks = 8;
     eo.kv_arena = arena->get();
-    auto executor = (*backend)->CreateExecutor(device, model->spec, eo);
+    auto executor = registry.CreateExecutor(device, model->spec, eo);
     ASSERT_FALSE(executor.ok()) << r.why;
     EXPECT_EQ(executor.status().code(), absl::StatusCode::kUnimplemented);
     EXPECT_THAT(std::string(executor.status().message()), HasSubstr(r.why));
