@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,13 +46,22 @@ constexpr double kQuantizedFlipRows = 0.25;
 // later row through the KV cache (measured: up to 21 of 23 rows over the KV
 // bound, all within 1.5e-2 of the flip bound; greedy ids still agree).
 constexpr double kKQuantFlipRows = 1.0;
-// Mixture of experts with K-quant weights and an f16 KV cache: a flip of one
-// f16 ulp in a key or value (above) can move a token's hidden state across a
-// near-tie of the router, and a token routed to another expert differs by
-// ~0.3 (measured 0.31 with the K-quant batch kernel, whose last bits differ
-// from the per-row kernel's; the same models with f32 KV agree with the
-// reference to <= 4e-7). A wrong expert's output or garbage is ~1 or more.
+// Mixture of experts: a flip of one f16 ulp in a key or value, or of a
+// Q8 rounding (above), can move a token's hidden state across a near-tie of
+// the router, and a token routed to another expert differs by ~0.3 (measured
+// 0.31 with the K-quant batch kernel, whose last bits differ from the
+// per-row kernel's), as does every row after it through the KV cache. Such
+// a row is allowed this bound only when the reference's router margin
+// (ReferenceModel::RouterMargin) at its position or an earlier one is below
+// kRouterNearTie; every other row keeps the bounds above. A wrong expert's
+// output or garbage is ~1 or more.
 constexpr double kExpertRouteFlipTolerance = 0.5;
+// Router logit gap under which a last-bit difference upstream may change
+// the route. Measured: the two route changes in these cases (qwen3moe Q4_K,
+// f16 KV, errors 0.31 and 0.17) came at a margin of 3.1e-4; 12 of the 48 MoE
+// cases have a position under 2e-3, from row 6-11 of 23 on; every row before
+// that, and every row of the other 36, is held to the tight bounds.
+constexpr float kRouterNearTie = 2e-3f;
 // Q8_0/Q4_0 against the plain f32 reference, which does not quantize
 // activations: ~1e-2 relative error per matmul (measured <= 2.5e-2).
 constexpr double kQuantizedVsPlainTolerance = 0.1;
@@ -128,12 +138,28 @@ std::vector<double> RowErrors(std::span<const float> got, std::span<const float>
   return errors;
 }
 
+// The smallest router margin of the positions up to each row's: rows at
+// positions start, start + 1, ... A route changed at one position reaches
+// every later row through the KV cache.
+std::vector<float> MarginsUpTo(const ReferenceModel& reference, int32_t start, size_t rows) {
+  float smallest = std::numeric_limits<float>::infinity();
+  for (int32_t p = 0; p < start; ++p) smallest = std::min(smallest, reference.RouterMargin(p));
+  std::vector<float> out;
+  for (size_t r = 0; r < rows; ++r) {
+    smallest = std::min(smallest, reference.RouterMargin(start + static_cast<int32_t>(r)));
+    out.push_back(smallest);
+  }
+  return out;
+}
+
 // Checks the rows against the case's bounds; returns the largest error and
-// the number of rows over the KV bound.
+// the number of rows over the KV bound. margins: MarginsUpTo of the rows.
 std::pair<double, int> CheckRows(const Case& c, std::span<const float> got,
-                                 std::span<const float> want, size_t vocab) {
+                                 std::span<const float> want, size_t vocab,
+                                 std::span<const float> margins) {
   const std::vector<double> errors = RowErrors(got, want, vocab);
   EXPECT_EQ(errors.size() * vocab, want.size());
+  EXPECT_EQ(margins.size(), errors.size());
   double worst = 0.0;
   int over = 0;
   for (double e : errors) {
@@ -141,9 +167,12 @@ std::pair<double, int> CheckRows(const Case& c, std::span<const float> got,
     if (e > ToleranceFor(c)) ++over;
   }
   if (Quantized(c.type)) {
-    const bool route_flips =
-        KQuant(c.type) && c.kv == KvType::kF16 && (c.mixtral || c.arch == Architecture::kQwen3Moe);
-    EXPECT_LE(worst, route_flips ? kExpertRouteFlipTolerance : kQuantizedFlipTolerance);
+    for (size_t r = 0; r < errors.size() && r < margins.size(); ++r) {
+      if (errors[r] <= kQuantizedFlipTolerance) continue;
+      EXPECT_LT(margins[r], kRouterNearTie)
+          << "row " << r << ": error " << errors[r] << " with no router near-tie up to it";
+      EXPECT_LE(errors[r], kExpertRouteFlipTolerance) << "row " << r;
+    }
     const double share = KQuant(c.type) ? kKQuantFlipRows : kQuantizedFlipRows;
     EXPECT_LE(over, static_cast<int>(std::ceil(share * static_cast<double>(errors.size()))));
   } else {
@@ -168,14 +197,16 @@ TEST_P(CpuExecutorVsReferenceTest, PromptLogitsMatchReference) {
   const std::vector<float> want = reference.Forward(prompt, 0);
   ASSERT_EQ(got.size(), want.size());
   const size_t vocab = static_cast<size_t>(m.spec.hp.vocab_size);
-  const auto [error, rows_over] = CheckRows(c, got, want, vocab);
+  const auto [error, rows_over] =
+      CheckRows(c, got, want, vocab, MarginsUpTo(reference, 0, prompt.size()));
 
   // Decoding one more token reads everything the prompt left in the cache.
   const int32_t next = 17;
   const std::vector<float> got_next =
       RunAlone(*executor, 1, std::span<const int32_t>(&next, 1), 23, table);
   const std::vector<float> want_next = reference.Forward(std::span<const int32_t>(&next, 1), 23);
-  const double next_error = CheckRows(c, got_next, want_next, vocab).first;
+  const double next_error =
+      CheckRows(c, got_next, want_next, vocab, MarginsUpTo(reference, 23, 1)).first;
 
   // Quantized weights against the plain f32 reference: the model-level cost
   // of quantizing activations.
@@ -255,6 +286,28 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, CpuExecutorVsReferenceTest, ::testing::Values
 // against the plain reference they part at a near-tie).
 class CpuExecutorGreedyTest : public ::testing::TestWithParam<Case> {};
 
+// A near-tie of greedy decoding: the reference's top two logits closer than
+// this, relative to its largest |logit| (measured at the two partings in
+// the comment below: 6.7e-3 and 3.4e-3; the smallest gap at which every
+// case still agrees: 4.7e-4).
+constexpr double kGreedyNearTie = 1e-2;
+
+// The reference's top-two logit gap relative to its largest |logit| (the
+// scale RelativeError uses).
+double TopTwoGap(std::span<const float> logits) {
+  float first = -std::numeric_limits<float>::infinity(), second = first, scale = 0.0f;
+  for (float x : logits) {
+    scale = std::max(scale, std::abs(x));
+    if (x > first) {
+      second = first;
+      first = x;
+    } else if (x > second) {
+      second = x;
+    }
+  }
+  return scale > 0.0f ? (first - second) / scale : 0.0;
+}
+
 TEST_P(CpuExecutorGreedyTest, SameTokensAsReference) {
   const Case& c = GetParam();
   constexpr int32_t kTokens = 32;
@@ -265,19 +318,52 @@ TEST_P(CpuExecutorGreedyTest, SameTokensAsReference) {
   const std::vector<int32_t> prompt = Prompt(9, m.spec.hp.vocab_size, 5);
   const std::vector<uint32_t> table = ShuffledBlocks(32, 9);
 
-  std::vector<int32_t> generated;
-  std::vector<float> logits = RunAlone(*executor, 1, prompt, 0, table, LogitsWanted::kLast);
-  ASSERT_EQ(logits.size(), static_cast<size_t>(m.spec.hp.vocab_size));
-  int32_t pos = static_cast<int32_t>(prompt.size());
-  while (static_cast<int32_t>(generated.size()) < kTokens) {
-    const int32_t next = ArgMax(logits);
-    generated.push_back(next);
-    logits = RunAlone(*executor, 1, std::span<const int32_t>(&next, 1), pos++, table,
-                      LogitsWanted::kLast);
-  }
-
+  // Both are fed the executor's token; they must pick the same one at every
+  // step until a near-tie (kGreedyNearTie): where the executor takes another
+  // token, the step's logits must differ from the reference's by at least half the
+  // reference's top-two gap (else the pick is wrong, not a tie), and by no
+  // more than the case's bounds. The sequences then part and the comparison
+  // ends. (Measured: on AVX-512 all 32 tokens agree in every case; capped at
+  // AVX2 (TOKENMILL_CPU_ISA), qwen2 Q6_K parts at token 20, gap 6.7e-3;
+  // scalar, qwen3moe Q5_K at token 8, gap 3.4e-3. Before, those two failed
+  // on such machines.)
   ReferenceModel reference(m.spec, MirroringReference(c));
-  EXPECT_EQ(generated, reference.GreedyGenerate(prompt, kTokens));
+  const size_t vocab = static_cast<size_t>(m.spec.hp.vocab_size);
+  std::vector<float> logits = RunAlone(*executor, 1, prompt, 0, table, LogitsWanted::kLast);
+  ASSERT_EQ(logits.size(), vocab);
+  std::vector<float> want = reference.Forward(prompt, 0);
+  int32_t pos = static_cast<int32_t>(prompt.size());
+  int32_t compared = 0;
+  double smallest_gap = std::numeric_limits<double>::infinity();  // where they agree
+  double parting_gap = 0.0;
+  for (; compared < kTokens; ++compared) {
+    const std::span<const float> last(want.data() + want.size() - vocab, vocab);
+    const int32_t next = ArgMax(logits);
+    const int32_t expected = ArgMax(last);
+    const double gap = TopTwoGap(last);
+    if (next != expected) {
+      parting_gap = gap;
+      const double error = RelativeError(logits, last);
+      EXPECT_LT(gap, kGreedyNearTie) << "step " << compared << ": token " << next << ", reference "
+                                     << expected << " ahead by " << gap;
+      EXPECT_LE(gap, 2.0 * error) << "step " << compared << ": token " << next << ", reference "
+                                  << expected << " ahead by " << gap << ", logits off by " << error;
+      EXPECT_LE(error, Quantized(c.type) ? (m.spec.hp.n_experts > 0 ? kExpertRouteFlipTolerance
+                                                                    : kQuantizedFlipTolerance)
+                                         : ToleranceFor(c))
+          << "step " << compared;
+      break;
+    }
+    smallest_gap = std::min(smallest_gap, gap);
+    logits =
+        RunAlone(*executor, 1, std::span<const int32_t>(&next, 1), pos, table, LogitsWanted::kLast);
+    want = reference.Forward(std::span<const int32_t>(&next, 1), pos);
+    ++pos;
+  }
+  std::printf(
+      "[ measured ] %s: %d of %d greedy tokens agree, smallest top-two gap there %.2g; parting "
+      "gap %.2g\n",
+      CaseName({c, 0}).c_str(), compared, kTokens, smallest_gap, parting_gap);
 }
 
 std::vector<Case> GreedyCases() {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "tests/reference/naive_ops.h"
 
@@ -113,7 +114,7 @@ ReferenceModel::ReferenceModel(const devices::ModelSpec& spec, ReferenceOptions 
   }
 }
 
-void ReferenceModel::Ffn(const Layer& l, const float* h, float* out) const {
+float ReferenceModel::Ffn(const Layer& l, const float* h, float* out) const {
   const int64_t dim = hp_.dim, ffn = hp_.ffn_dim;
   std::vector<float> gate(ffn), up(ffn);
   if (hp_.n_experts == 0) {
@@ -125,7 +126,7 @@ void ReferenceModel::Ffn(const Layer& l, const float* h, float* out) const {
       SiluMulNaive(gate.data(), up.data(), ffn);
     }
     Linear(l.w_down, {}, dim, ffn, gate.data(), out);
-    return;
+    return std::numeric_limits<float>::infinity();
   }
   // Router: softmax over every expert (f64), the n_experts_used most probable
   // (lower index first on ties), weights renormalised when the model says so;
@@ -142,7 +143,10 @@ void ReferenceModel::Ffn(const Layer& l, const float* h, float* out) const {
   for (int64_t e = 0; e < n_exp; ++e) order[e] = e;
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
-  order.resize(static_cast<size_t>(hp_.n_experts_used));
+  const size_t used = static_cast<size_t>(hp_.n_experts_used);
+  const float margin = used < order.size() ? logits[order[used - 1]] - logits[order[used]]
+                                           : std::numeric_limits<float>::infinity();
+  order.resize(used);
   double chosen = 0.0;
   for (int64_t e : order) chosen += prob[e];
   std::vector<double> acc(static_cast<size_t>(dim), 0.0);
@@ -156,6 +160,13 @@ void ReferenceModel::Ffn(const Layer& l, const float* h, float* out) const {
     for (int64_t i = 0; i < dim; ++i) acc[i] += weight * y[i];
   }
   for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<float>(acc[i]);
+  return margin;
+}
+
+float ReferenceModel::RouterMargin(int32_t position) const {
+  return position >= 0 && position < static_cast<int32_t>(router_margins_.size())
+             ? router_margins_[static_cast<size_t>(position)]
+             : std::numeric_limits<float>::infinity();
 }
 
 std::vector<float> ReferenceModel::Forward(std::span<const int32_t> tokens, int32_t start) {
@@ -188,6 +199,7 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
   }
   std::vector<float> h(dim), q(q_dim), k(kv_dim), v(kv_dim), attn(q_dim), o(dim);
   std::vector<float> down(dim);
+  float margin = std::numeric_limits<float>::infinity();
   // Gemma 3's local layers: all but the last of every sliding_window_pattern
   // layers see the last sliding_window positions and rotate with their own
   // RoPE base.
@@ -263,7 +275,7 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
     for (int64_t i = 0; i < dim; ++i) x[i] += o[i];
 
     RmsNormNaive(x.data(), l.ffn_norm.data(), dim, hp_.rms_norm_eps, h.data());
-    Ffn(l, h.data(), down.data());
+    margin = std::min(margin, Ffn(l, h.data(), down.data()));
     if (!l.ffn_post_norm.empty()) {
       RmsNormNaive(down.data(), l.ffn_post_norm.data(), dim, hp_.rms_norm_eps, down.data());
     }
@@ -271,6 +283,8 @@ void ReferenceModel::ForwardToken(int32_t token, float* logits) {
   }
   RmsNormNaive(x.data(), output_norm_.data(), dim, hp_.rms_norm_eps, h.data());
   Linear(output_, {}, hp_.vocab_size, dim, h.data(), logits);
+  router_margins_.resize(static_cast<size_t>(pos) + 1);
+  router_margins_[static_cast<size_t>(pos)] = margin;
   ++positions_;
 }
 

@@ -41,6 +41,11 @@ class ReferenceModel {
   std::vector<int32_t> GreedyGenerate(std::span<const int32_t> prompt, int32_t n);
 
   int32_t cached_positions() const { return positions_; }
+  // With experts: the smallest gap, over the layers, between the router
+  // logit of the last expert chosen for the token at `position` and the best
+  // one left out; a perturbation of the router's input larger than that can
+  // change the route. +inf without experts or for a position not computed.
+  float RouterMargin(int32_t position) const;
   const devices::ModelHyperparams& hp() const { return hp_; }
 
  private:
@@ -67,8 +72,9 @@ class ReferenceModel {
               const float* x, float* y) const;
 
   // The FFN of layer l on the normed row h (dim floats) into out: dense
-  // SwiGLU/GeGLU, or the mixture of experts.
-  void Ffn(const Layer& l, const float* h, float* out) const;
+  // SwiGLU/GeGLU, or the mixture of experts. Returns the router's margin
+  // (see RouterMargin; +inf when dense).
+  float Ffn(const Layer& l, const float* h, float* out) const;
 
   // Logits of one token at position positions_; appends its K/V.
   void ForwardToken(int32_t token, float* logits);
@@ -80,6 +86,7 @@ class ReferenceModel {
   Matrix output_;
   std::vector<float> freq_factors_;  // empty when the spec has none
   std::vector<Layer> layers_;
+  std::vector<float> router_margins_;  // per position computed
   int32_t positions_ = 0;
 };
 
