@@ -32,6 +32,11 @@ inline uint16_t LoadU16(const void* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
+inline int32_t LoadI32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
 
 // One activation row prepared for quantized weights: its Q8_0 blocks
 // (cols/32 x 34 bytes), then, from the next 64-byte boundary, per block the
