@@ -27,9 +27,9 @@
 #pragma GCC diagnostic pop
 
 #include <cstring>
-#include <utility>
 
 #include "devices/cpu/kernels_avx512_transpose.h"
+#include "devices/cpu/kernels_batch_tiles.h"
 #include "devices/cpu/kernels_internal.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
@@ -45,42 +45,14 @@
 
 namespace tokenmill::devices::cpu::internal::avx512 {
 namespace {
-// A named namespace inside the anonymous one: unity builds put this file
-// next to kernels_avx512_q8_batch.cc, whose tile plumbing (kMaxGroup, TileFn,
-// PickTile) has the same names.
-namespace kbatch {
 
 constexpr int kTile = static_cast<int>(kKBatchTileRows);
 // Most activation rows one tile call takes: 16 int32 super-block sums, the 8
 // weight registers of a 32-value slice, two scale registers and the dot
 // chains about fill the 32 zmm (groups of 8 measured slower: the unpacking
 // is then paid twice for 16 rows).
-constexpr int kMaxGroup = 16;
+constexpr int kMaxKGroup = 16;
 
-// vpshufb controls that move byte k of every dword to byte `to` (and to2
-// when >= 0), the other bytes zero.
-struct alignas(64) ByteSpread {
-  int8_t c[64];
-};
-constexpr ByteSpread MakeSpread(int k, int to, int to2) {
-  ByteSpread s{};
-  for (int i = 0; i < 64; ++i) {
-    const int in_dword = i % 4, dword_base = i / 4 % 4 * 4;
-    s.c[i] = (in_dword == to || in_dword == to2) ? static_cast<int8_t>(dword_base + k)
-                                                 : static_cast<int8_t>(-128);
-  }
-  return s;
-}
-// Per k: to byte 0 (an unsigned int32); to bytes 0 and 2 (an unsigned int16
-// pair); to byte 3 and to byte 1 (for sign-extending shifts).
-constexpr ByteSpread kToInt32[4] = {MakeSpread(0, 0, -1), MakeSpread(1, 0, -1),
-                                    MakeSpread(2, 0, -1), MakeSpread(3, 0, -1)};
-constexpr ByteSpread kToPair[4] = {MakeSpread(0, 0, 2), MakeSpread(1, 0, 2), MakeSpread(2, 0, 2),
-                                   MakeSpread(3, 0, 2)};
-constexpr ByteSpread kToByte3[4] = {MakeSpread(0, 3, -1), MakeSpread(1, 3, -1),
-                                    MakeSpread(2, 3, -1), MakeSpread(3, 3, -1)};
-constexpr ByteSpread kToByte1[4] = {MakeSpread(0, 1, -1), MakeSpread(1, 1, -1),
-                                    MakeSpread(2, 1, -1), MakeSpread(3, 1, -1)};
 inline __m512i Spread(const ByteSpread& s) { return _mm512_load_si512(s.c); }
 
 // One super-block of 16 weight rows, unpacked: values[8s + i] holds, per
@@ -279,45 +251,29 @@ void KBatchTile(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_
   }
 }
 
-using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
-
-template <TensorType kType, int... A>
-constexpr TileFn PickTile(int a, std::integer_sequence<int, A...>) {
-  TileFn fn = nullptr;
-  ((fn = (a == A + 1) ? &KBatchTile<kType, A + 1> : fn), ...);
-  return fn;
-}
-
 template <TensorType kType>
-void MatMulKBatchTyped(const TensorView& w, int64_t row_begin, int64_t row_end,
-                       const Activations& x, float* y, int64_t y_stride) {
-  const int64_t w_stride = static_cast<int64_t>(w.row_bytes());
-  const int64_t x_stride = Q8RowBytes(x.cols);
-  // Activation rows in near-equal groups of at most kMaxGroup.
-  const int64_t groups = (x.rows + kMaxGroup - 1) / kMaxGroup;
-  for (int64_t n = row_begin; n + kTile <= row_end; n += kTile) {
-    const uint8_t* wn = w.row(n);
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t m0 = x.rows * g / groups, m1 = x.rows * (g + 1) / groups;
-      const TileFn tile =
-          PickTile<kType>(static_cast<int>(m1 - m0), std::make_integer_sequence<int, kMaxGroup>());
-      tile(wn, w_stride, x.q8 + m0 * x_stride, x_stride, x.cols, y + m0 * y_stride + n, y_stride);
-    }
+struct KTiles {
+  template <int A>
+  static void Run(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_stride,
+                  int64_t cols, const char* /*next*/, float* y, int64_t y_stride) {
+    KBatchTile<kType, A>(w, w_stride, x, x_stride, cols, y, y_stride);
   }
-}
+};
 
-}  // namespace kbatch
 }  // namespace
 
 void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                   float* y, int64_t y_stride) {
   switch (w.type) {
     case TensorType::kQ4_K:
-      return kbatch::MatMulKBatchTyped<TensorType::kQ4_K>(w, row_begin, row_end, x, y, y_stride);
+      return RunBatchTiles<KTiles<TensorType::kQ4_K>, kTile, kMaxKGroup>(w, row_begin, row_end, x,
+                                                                         y, y_stride);
     case TensorType::kQ5_K:
-      return kbatch::MatMulKBatchTyped<TensorType::kQ5_K>(w, row_begin, row_end, x, y, y_stride);
+      return RunBatchTiles<KTiles<TensorType::kQ5_K>, kTile, kMaxKGroup>(w, row_begin, row_end, x,
+                                                                         y, y_stride);
     default:
-      return kbatch::MatMulKBatchTyped<TensorType::kQ6_K>(w, row_begin, row_end, x, y, y_stride);
+      return RunBatchTiles<KTiles<TensorType::kQ6_K>, kTile, kMaxKGroup>(w, row_begin, row_end, x,
+                                                                         y, y_stride);
   }
 }
 

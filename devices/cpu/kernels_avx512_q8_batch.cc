@@ -21,11 +21,10 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
-#include <algorithm>
 #include <cstring>
-#include <utility>
 
 #include "devices/cpu/kernels_avx512_transpose.h"
+#include "devices/cpu/kernels_batch_tiles.h"
 #include "devices/cpu/kernels_internal.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
@@ -108,38 +107,19 @@ void BatchTile(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_s
   }
 }
 
-using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, const char*,
-                        float*, int64_t);
-
-template <int... A>
-constexpr TileFn PickTile(int a, std::integer_sequence<int, A...>) {
-  TileFn fn = nullptr;
-  ((fn = (a == A + 1) ? &BatchTile<A + 1> : fn), ...);
-  return fn;
-}
+struct Q8Tiles {
+  template <int A>
+  static void Run(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_stride,
+                  int64_t cols, const char* next, float* y, int64_t y_stride) {
+    BatchTile<A>(w, w_stride, x, x_stride, cols, next, y, y_stride);
+  }
+};
 
 }  // namespace
 
 void MatMulQ8Batch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                    float* y, int64_t y_stride) {
-  const int64_t w_stride = static_cast<int64_t>(w.row_bytes());
-  const int64_t x_stride = Q8RowBytes(x.cols);
-  // Activation rows in near-equal groups of at most 16 (17 rows: 9 + 8).
-  const int64_t groups = (x.rows + kMaxGroup - 1) / kMaxGroup;
-  for (int64_t n = row_begin; n + kRows <= row_end; n += kRows) {
-    const uint8_t* wn = w.row(n);
-    const bool more = n + 2 * kRows <= row_end;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t m0 = x.rows * g / groups, m1 = x.rows * (g + 1) / groups;
-      // Only the first group prefetches; later ones find the tile in cache.
-      const char* next =
-          g == 0 && more ? reinterpret_cast<const char*>(wn + kRows * w_stride) : nullptr;
-      const TileFn tile =
-          PickTile(static_cast<int>(m1 - m0), std::make_integer_sequence<int, kMaxGroup>());
-      tile(wn, w_stride, x.q8 + m0 * x_stride, x_stride, x.cols, next, y + m0 * y_stride + n,
-           y_stride);
-    }
-  }
+  RunBatchTiles<Q8Tiles, kRows, kMaxGroup>(w, row_begin, row_end, x, y, y_stride);
 }
 
 }  // namespace tokenmill::devices::cpu::internal::avx512

@@ -1,5 +1,5 @@
 // MatMulRows throughput on one thread: a 4096 x 4096 weight of every type at
-// M = 1, 4, 16, 32 activation rows, reported as weight bytes streamed per
+// M = 1, 2, 4, 6, 8, 16, 32 activation rows, reported as weight bytes streamed per
 // second, next to a one-thread memory read baseline (summing a 1 GiB f32
 // array with wide loads) so the fraction of bandwidth is visible. A 4096 x
 // 4096 Q8_0 matrix (18 MB) fits a large L3, so those figures show compute
@@ -126,7 +126,7 @@ BENCHMARK(BM_MatMulRows)
           static_cast<int64_t>(TensorType::kBF16), static_cast<int64_t>(TensorType::kQ8_0),
           static_cast<int64_t>(TensorType::kQ4_0), static_cast<int64_t>(TensorType::kQ4_K),
           static_cast<int64_t>(TensorType::kQ5_K), static_cast<int64_t>(TensorType::kQ6_K)},
-         {1, 4, 16, 32}})
+         {1, 2, 4, 6, 8, 16, 32}})
     ->ArgNames({"type", "M"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
