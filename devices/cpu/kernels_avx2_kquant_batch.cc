@@ -19,9 +19,9 @@
 // 16. The sums are exact int32 over the super-block; the mins (Q4_K/Q5_K)
 // or Q6_K's offset of 32 are vpmaddwd of per-lane pairs with the
 // activation's per-16 sums, then one f32 step per super-block with the
-// lane's d (and dmin) and the activation's d. Measured faster than the
-// per-row kernel from 2 activation rows (kKBatchMinRowsAvx2), where the
-// per-row kernel decodes each super-block once per row.
+// lane's d (and dmin) and the activation's d. Taken from 2 activation rows
+// (kKBatchMinRowsAvx2), where the per-row kernel decodes each super-block
+// once per row.
 //
 // Everything in this file needs AVX2 + FMA + F16C; the dispatcher calls it
 // only when HostCpuFeatures().avx2.

@@ -117,7 +117,12 @@ bool KQuantBatchEnabled();
 // activation rows that take them (below, the per-row kernels are faster;
 // measured with tests/bench/kernels_bench, batch kernel on and off).
 inline constexpr int64_t kKBatchTileRows = 16;
-inline constexpr int64_t kKBatchMinRows = 4;
+// AVX-512, with the weights streaming from memory (BM_MatMulRowsStream): at
+// 2 rows the per-row kernels are faster, at 4 Q4_K/Q5_K's batch kernel ties
+// or wins and Q6_K's ties, from 6 all win clearly.
+constexpr int64_t KBatchMinRows(TensorType type) { return type == TensorType::kQ6_K ? 6 : 4; }
+// AVX2: ties with the per-row kernel at 2 rows streaming, wins with the
+// weights in cache (BM_MatMulRows), wins clearly from 6.
 inline constexpr int64_t kKBatchTileRowsAvx2 = 8;
 inline constexpr int64_t kKBatchMinRowsAvx2 = 2;
 
@@ -185,12 +190,12 @@ void MatMulQ8Batch(const TensorView& w, int64_t row_begin, int64_t row_end, cons
 // K-quant weights against many activation rows (kernels_avx512_kquant_
 // batch.cc), as MatMulQ8Batch: rows [row_begin, row_end) in tiles of
 // kKBatchTileRows (the range must be a multiple of it), every activation
-// row. MatMulKQuantVnni takes it from kKBatchMinRows activation rows (and
+// row. MatMulKQuantVnni takes it from KBatchMinRows(type) activation rows (and
 // when KQuantBatchEnabled()).
 void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                   float* y, int64_t y_stride);
 // K-quant weights with vpmaddubsw + vpdpwssd (AVX-512 BW + VNNI), in
-// kernels_kquant.cc; from kKBatchMinRows activation rows whole tiles go to
+// kernels_kquant.cc; from KBatchMinRows(type) activation rows whole tiles go to
 // MatMulKBatch.
 void MatMulKQuantVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                       float* y, int64_t y_stride);

@@ -647,7 +647,7 @@ struct VnniKDot {
 
 TOKENMILL_VNNI_TARGET void MatMulKQuantVnni(const TensorView& w, int64_t row_begin, int64_t row_end,
                                             const Activations& x, float* y, int64_t y_stride) {
-  if (x.rows >= kKBatchMinRows && KQuantBatchEnabled()) {
+  if (x.rows >= KBatchMinRows(w.type) && KQuantBatchEnabled()) {
     // Whole 16-row tiles batched; the few rows left take the per-row kernel.
     const int64_t tiled = (row_end - row_begin) / kKBatchTileRows * kKBatchTileRows;
     MatMulKBatch(w, row_begin, row_begin + tiled, x, y, y_stride);

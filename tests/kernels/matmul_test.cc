@@ -256,7 +256,9 @@ INSTANTIATE_TEST_SUITE_P(KQuants, KQuantMatMulTest,
 // grouped ones (groups of up to 16: 17 = 8 + 9, 35 = 11 + 12 + 12).
 std::vector<int64_t> KBatchSizes() {
   std::vector<int64_t> sizes = {16, 17, 35};
-  for (int64_t t : {internal::kKBatchMinRows, internal::kKBatchMinRowsAvx2}) {
+  for (int64_t t :
+       {internal::KBatchMinRows(TensorType::kQ4_K), internal::KBatchMinRows(TensorType::kQ5_K),
+        internal::KBatchMinRows(TensorType::kQ6_K), internal::kKBatchMinRowsAvx2}) {
     for (int64_t m : {t - 1, t, t + 1}) {
       if (m >= 1 && std::find(sizes.begin(), sizes.end(), m) == sizes.end()) sizes.push_back(m);
     }
