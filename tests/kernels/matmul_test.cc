@@ -267,6 +267,33 @@ std::vector<int64_t> KBatchSizes() {
   return sizes;
 }
 
+// One activation row's outputs y[0, y_len) of a K-quant matmul over weight
+// rows [begin, end): untouched (NaN) outside the range; inside, within
+// kKQuantTol of `other` (another kernel's result for the row) and of the
+// naive dot of the dequantized weights wf (rows x cols) with xi (the row
+// rounded through Q8_K). *worst: the largest |y - other| seen, relative to
+// sum |w x| + |x|.
+void CheckKQuantRow(const float* y, const float* other, int64_t y_len, int64_t begin, int64_t end,
+                    const std::vector<float>& wf, const float* xi, int64_t rows, int64_t cols,
+                    double* worst) {
+  const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
+  const std::vector<double> l1 = L1(wf, xi, rows, cols);
+  double offset = 0.0;
+  for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
+  for (int64_t n = 0; n < y_len; ++n) {
+    if (n < begin || n >= end) {
+      ASSERT_TRUE(std::isnan(y[n])) << "wrote outside rows at n=" << n;
+      continue;
+    }
+    const double scale = l1[static_cast<size_t>(n)] + offset;
+    const double vs_other = std::fabs(y[n] - other[n]);
+    *worst = std::max(*worst, vs_other / scale);
+    ASSERT_LE(vs_other, kKQuantTol * scale) << "range " << begin << ".." << end << " n=" << n;
+    ASSERT_LE(std::fabs(y[n] - want[static_cast<size_t>(n)]), kKQuantTol * scale)
+        << "range " << begin << ".." << end << " n=" << n;
+  }
+}
+
 // From the batch threshold, K-quant weights take the batch kernel (AVX-512
 // VNNI: 16 transposed weight rows per tile; AVX2: 8), leftover rows the
 // per-row kernel; below, the per-row kernel. Each activation row of a batch
@@ -302,25 +329,10 @@ TEST(KQuantBatchTest, BatchedRowsMatchRowsAlone) {
                          BindActivations(type, x.data() + i * cols, 1, cols,
                                          scratch.data() + static_cast<size_t>(i) * row_bytes),
                          alone.data(), rows);
-              const float* xi = xq.data() + i * cols;
-              const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
-              const std::vector<double> l1 = L1(wf, xi, rows, cols);
-              double offset = 0.0;
-              for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
-              for (int64_t n = 0; n < rows; ++n) {
-                const float got = y[static_cast<size_t>(i * rows + n)];
-                if (n < begin || n >= end) {
-                  ASSERT_TRUE(std::isnan(got)) << "wrote outside rows at m=" << i << " n=" << n;
-                  continue;
-                }
-                const double scale = l1[static_cast<size_t>(n)] + offset;
-                const double vs_alone = std::fabs(got - alone[static_cast<size_t>(n)]);
-                worst = std::max(worst, vs_alone / scale);
-                ASSERT_LE(vs_alone, kKQuantTol * scale)
-                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
-                ASSERT_LE(std::fabs(got - want[static_cast<size_t>(n)]), kKQuantTol * scale)
-                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
-              }
+              SCOPED_TRACE("activation row " + std::to_string(i));
+              ASSERT_NO_FATAL_FAILURE(CheckKQuantRow(y.data() + i * rows, alone.data(), rows, begin,
+                                                     end, wf, xq.data() + i * cols, rows, cols,
+                                                     &worst));
             }
           }
         }
@@ -360,25 +372,10 @@ TEST(KQuantBatchTest, Avx2BatchKernelMatchesPerRowKernel) {
           std::vector<float> y(static_cast<size_t>(m * y_stride), kPoison);
           internal::avx2::MatMulKBatch(w.view, begin, end, act, y.data(), y_stride);
           for (int64_t i = 0; i < m; ++i) {
-            const float* xi = xq.data() + i * cols;
-            const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
-            const std::vector<double> l1 = L1(wf, xi, rows, cols);
-            double offset = 0.0;
-            for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
-            for (int64_t n = 0; n < y_stride; ++n) {
-              const float got = y[static_cast<size_t>(i * y_stride + n)];
-              if (n < begin || n >= end) {
-                ASSERT_TRUE(std::isnan(got)) << "wrote outside rows at m=" << i << " n=" << n;
-                continue;
-              }
-              const double scale = l1[static_cast<size_t>(n)] + offset;
-              const double vs_row = std::fabs(got - per_row[static_cast<size_t>(i * y_stride + n)]);
-              worst = std::max(worst, vs_row / scale);
-              ASSERT_LE(vs_row, kKQuantTol * scale)
-                  << "range " << begin << ".." << end << " m=" << i << " n=" << n;
-              ASSERT_LE(std::fabs(got - want[static_cast<size_t>(n)]), kKQuantTol * scale)
-                  << "range " << begin << ".." << end << " m=" << i << " n=" << n;
-            }
+            SCOPED_TRACE("activation row " + std::to_string(i));
+            ASSERT_NO_FATAL_FAILURE(
+                CheckKQuantRow(y.data() + i * y_stride, per_row.data() + i * y_stride, y_stride,
+                               begin, end, wf, xq.data() + i * cols, rows, cols, &worst));
           }
         }
       }
