@@ -8,17 +8,15 @@
 // batch sizes where the matmul is compute-bound that work dominates. Here a
 // register holds 16 outputs instead, one per weight row. Per super-block, the
 // packed values of 16 weight rows are transposed in registers (each 32-byte
-// run of 16 rows into 8 zmm, lane l holding 4 bytes of row KLaneRow(l), as in
-// the Q8_0 batch kernel) and unpacked there to unsigned values (Q4_K 0..15,
-// Q5_K 0..31, Q6_K 0..63), 4 consecutive values of one row per dword, into a
-// 4 KiB buffer that stays in L1. The sub-block scales, Q4_K/Q5_K's mins and
-// the f16 super-block scales come per lane from gathers. Then per activation
-// row and sub-block: vpdpbusd with four activation bytes broadcast (8 per 32
-// values), one vpmulld by the lane's scale and an add, all in int32 and
-// exact over the super-block; the mins (Q4_K/Q5_K) or Q6_K's offset of 32
-// are vpdpwssd of the per-lane scale pairs with the activation's per-16
-// sums; then one f32 step per super-block with the lane's d (and dmin) and
-// the activation's d.
+// run of 16 rows into 8 zmm, lane l holding 4 bytes of row LaneRow(l), with
+// the Q8_0 batch kernel's transpose, kernels_avx512_transpose.h) and unpacked there to unsigned
+// values (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63), 4 consecutive values of one row per dword, into a 4
+// KiB buffer that stays in L1. The sub-block scales, Q4_K/Q5_K's mins and the f16 super-block
+// scales come per lane from gathers. Then per activation row and sub-block: vpdpbusd with four
+// activation bytes broadcast (8 per 32 values), one vpmulld by the lane's scale and an add, all in
+// int32 and exact over the super-block; the mins (Q4_K/Q5_K) or Q6_K's offset of 32 are vpdpwssd of
+// the per-lane scale pairs with the activation's per-16 sums; then one f32 step per super-block
+// with the lane's d (and dmin) and the activation's d.
 //
 // Everything in this file needs AVX-512 F+BW+VL+VNNI; the dispatcher calls it
 // only when HostCpuFeatures().avx512_vnni.
@@ -29,8 +27,9 @@
 #pragma GCC diagnostic pop
 
 #include <cstring>
-#include <utility>
 
+#include "devices/cpu/kernels_avx512_transpose.h"
+#include "devices/cpu/kernels_batch_tiles.h"
 #include "devices/cpu/kernels_internal.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
@@ -46,87 +45,14 @@
 
 namespace tokenmill::devices::cpu::internal::avx512 {
 namespace {
-// A named namespace inside the anonymous one: unity builds put this file
-// next to kernels_avx512_q8_batch.cc, whose file-local names are alike.
-namespace kbatch {
 
 constexpr int kTile = static_cast<int>(kKBatchTileRows);
 // Most activation rows one tile call takes: 16 int32 super-block sums, the 8
 // weight registers of a 32-value slice, two scale registers and the dot
 // chains about fill the 32 zmm (groups of 8 measured slower: the unpacking
 // is then paid twice for 16 rows).
-constexpr int kMaxGroup = 16;
+constexpr int kMaxKGroup = 16;
 
-// Weight row of output lane l after the transpose (as in the Q8_0 batch
-// kernel): rows 0-3, 8-11, 4-7, 12-15.
-constexpr int KLaneRow(int lane) {
-  const int quarter = lane / 4;
-  const int base[4] = {0, 8, 4, 12};
-  return base[quarter] + lane % 4;
-}
-
-int32_t LoadI32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-// 32 bytes at p of 16 rows (row r at p + r * stride) as 8 zmm: register i,
-// lane l = bytes 4i..4i+3 of row KLaneRow(l).
-__attribute__((always_inline)) inline void Transpose32(const uint8_t* p, int64_t stride,
-                                                       __m512i (&out)[8]) {
-  __m512i z[8];
-#pragma GCC unroll 8
-  for (int r = 0; r < 8; ++r) {
-    z[r] = _mm512_inserti64x4(
-        _mm512_castsi256_si512(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * stride))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (r + 8) * stride)), 1);
-  }
-  __m512i v[2][4];
-#pragma GCC unroll 2
-  for (int g = 0; g < 2; ++g) {
-    const __m512i* q = z + 4 * g;
-    const __m512i lo01 = _mm512_unpacklo_epi32(q[0], q[1]),
-                  hi01 = _mm512_unpackhi_epi32(q[0], q[1]);
-    const __m512i lo23 = _mm512_unpacklo_epi32(q[2], q[3]),
-                  hi23 = _mm512_unpackhi_epi32(q[2], q[3]);
-    v[g][0] = _mm512_unpacklo_epi64(lo01, lo23);
-    v[g][1] = _mm512_unpackhi_epi64(lo01, lo23);
-    v[g][2] = _mm512_unpacklo_epi64(hi01, hi23);
-    v[g][3] = _mm512_unpackhi_epi64(hi01, hi23);
-  }
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    out[j] = _mm512_shuffle_i32x4(v[0][j], v[1][j], _MM_SHUFFLE(2, 0, 2, 0));
-    out[j + 4] = _mm512_shuffle_i32x4(v[0][j], v[1][j], _MM_SHUFFLE(3, 1, 3, 1));
-  }
-}
-
-// vpshufb controls that move byte k of every dword to byte `to` (and to2
-// when >= 0), the other bytes zero.
-struct alignas(64) ByteSpread {
-  int8_t c[64];
-};
-constexpr ByteSpread MakeSpread(int k, int to, int to2) {
-  ByteSpread s{};
-  for (int i = 0; i < 64; ++i) {
-    const int in_dword = i % 4, dword_base = i / 4 % 4 * 4;
-    s.c[i] = (in_dword == to || in_dword == to2) ? static_cast<int8_t>(dword_base + k)
-                                                 : static_cast<int8_t>(-128);
-  }
-  return s;
-}
-// Per k: to byte 0 (an unsigned int32); to bytes 0 and 2 (an unsigned int16
-// pair); to byte 3 and to byte 1 (for sign-extending shifts).
-constexpr ByteSpread kToInt32[4] = {MakeSpread(0, 0, -1), MakeSpread(1, 0, -1),
-                                    MakeSpread(2, 0, -1), MakeSpread(3, 0, -1)};
-constexpr ByteSpread kToPair[4] = {MakeSpread(0, 0, 2), MakeSpread(1, 0, 2), MakeSpread(2, 0, 2),
-                                   MakeSpread(3, 0, 2)};
-constexpr ByteSpread kToByte3[4] = {MakeSpread(0, 3, -1), MakeSpread(1, 3, -1),
-                                    MakeSpread(2, 3, -1), MakeSpread(3, 3, -1)};
-constexpr ByteSpread kToByte1[4] = {MakeSpread(0, 1, -1), MakeSpread(1, 1, -1),
-                                    MakeSpread(2, 1, -1), MakeSpread(3, 1, -1)};
 inline __m512i Spread(const ByteSpread& s) { return _mm512_load_si512(s.c); }
 
 // One super-block of 16 weight rows, unpacked: values[8s + i] holds, per
@@ -155,9 +81,9 @@ __attribute__((always_inline)) inline void UnpackTile(const uint8_t* block, int6
 #pragma GCC unroll 2
     for (int n = 0; n < 2; ++n) {
       __m512i a[8], b[8], h[8];
-      Transpose32(block + 64 * n, stride, a);
-      Transpose32(block + 64 * n + 32, stride, b);
-      Transpose32(block + 128 + 32 * n, stride, h);
+      Transpose16x32(block + 64 * n, stride, a);
+      Transpose16x32(block + 64 * n + 32, stride, b);
+      Transpose16x32(block + 128 + 32 * n, stride, h);
 #pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) {
         // Values 128n + 32c + 4i (c = 0..3): slice 4n + c.
@@ -198,11 +124,11 @@ __attribute__((always_inline)) inline void UnpackTile(const uint8_t* block, int6
   constexpr bool kFive = kType == TensorType::kQ5_K;
   const uint8_t* qs = block + (kFive ? 48 : 16);
   __m512i h[8];
-  if constexpr (kFive) Transpose32(block + 16, stride, h);
+  if constexpr (kFive) Transpose16x32(block + 16, stride, h);
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) {
     __m512i t[8];
-    Transpose32(qs + 32 * j, stride, t);
+    Transpose16x32(qs + 32 * j, stride, t);
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {
       // Values 64j + 4i (low nibbles, slice 2j) and 64j + 32 + 4i (high,
@@ -261,7 +187,7 @@ void KBatchTile(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_
   const int64_t values = Q8KValuesOffset(cols), scales = Q8KScalesOffset(cols),
                 sums = Q8KSumsOffset(cols);
   alignas(64) int32_t row_offsets[kTile];
-  for (int l = 0; l < kTile; ++l) row_offsets[l] = static_cast<int32_t>(KLaneRow(l) * w_stride);
+  for (int l = 0; l < kTile; ++l) row_offsets[l] = static_cast<int32_t>(LaneRow(l) * w_stride);
   const __m512i gather_index = _mm512_load_si512(row_offsets);
 
   Unpacked u;
@@ -325,45 +251,29 @@ void KBatchTile(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_
   }
 }
 
-using TileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, float*, int64_t);
-
-template <TensorType kType, int... A>
-constexpr TileFn PickTile(int a, std::integer_sequence<int, A...>) {
-  TileFn fn = nullptr;
-  ((fn = (a == A + 1) ? &KBatchTile<kType, A + 1> : fn), ...);
-  return fn;
-}
-
 template <TensorType kType>
-void MatMulKBatchTyped(const TensorView& w, int64_t row_begin, int64_t row_end,
-                       const Activations& x, float* y, int64_t y_stride) {
-  const int64_t w_stride = static_cast<int64_t>(w.row_bytes());
-  const int64_t x_stride = Q8RowBytes(x.cols);
-  // Activation rows in near-equal groups of at most kMaxGroup.
-  const int64_t groups = (x.rows + kMaxGroup - 1) / kMaxGroup;
-  for (int64_t n = row_begin; n + kTile <= row_end; n += kTile) {
-    const uint8_t* wn = w.row(n);
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t m0 = x.rows * g / groups, m1 = x.rows * (g + 1) / groups;
-      const TileFn tile =
-          PickTile<kType>(static_cast<int>(m1 - m0), std::make_integer_sequence<int, kMaxGroup>());
-      tile(wn, w_stride, x.q8 + m0 * x_stride, x_stride, x.cols, y + m0 * y_stride + n, y_stride);
-    }
+struct KTiles {
+  template <int A>
+  static void Run(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_stride,
+                  int64_t cols, const char* /*next*/, float* y, int64_t y_stride) {
+    KBatchTile<kType, A>(w, w_stride, x, x_stride, cols, y, y_stride);
   }
-}
+};
 
-}  // namespace kbatch
 }  // namespace
 
 void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                   float* y, int64_t y_stride) {
   switch (w.type) {
     case TensorType::kQ4_K:
-      return kbatch::MatMulKBatchTyped<TensorType::kQ4_K>(w, row_begin, row_end, x, y, y_stride);
+      return RunBatchTiles<KTiles<TensorType::kQ4_K>, kTile, kMaxKGroup>(w, row_begin, row_end, x,
+                                                                         y, y_stride);
     case TensorType::kQ5_K:
-      return kbatch::MatMulKBatchTyped<TensorType::kQ5_K>(w, row_begin, row_end, x, y, y_stride);
+      return RunBatchTiles<KTiles<TensorType::kQ5_K>, kTile, kMaxKGroup>(w, row_begin, row_end, x,
+                                                                         y, y_stride);
     default:
-      return kbatch::MatMulKBatchTyped<TensorType::kQ6_K>(w, row_begin, row_end, x, y, y_stride);
+      return RunBatchTiles<KTiles<TensorType::kQ6_K>, kTile, kMaxKGroup>(w, row_begin, row_end, x,
+                                                                         y, y_stride);
   }
 }
 

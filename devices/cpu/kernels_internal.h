@@ -32,6 +32,11 @@ inline uint16_t LoadU16(const void* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
+inline int32_t LoadI32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
 
 // One activation row prepared for quantized weights: its Q8_0 blocks
 // (cols/32 x 34 bytes), then, from the next 64-byte boundary, per block the
@@ -71,6 +76,34 @@ inline int64_t Q8RowBytes(int64_t cols) {
   return Q8KScaledSumsOffset(cols) + Q8KSupers(cols) * 16 * 4;
 }
 
+// vpshufb controls (64 bytes; AVX2 loads the first 32) that move byte k of
+// every dword to byte `to` (and to2 when >= 0), the other bytes zero: how
+// the K-quant batch kernels spread per-row scale bytes across their lanes.
+struct alignas(64) ByteSpread {
+  int8_t c[64];
+};
+constexpr ByteSpread MakeSpread(int k, int to, int to2) {
+  ByteSpread s{};
+  for (int i = 0; i < 64; ++i) {
+    const int in_dword = i % 4, dword_base = i / 4 % 4 * 4;
+    s.c[i] = (in_dword == to || in_dword == to2) ? static_cast<int8_t>(dword_base + k)
+                                                 : static_cast<int8_t>(-128);
+  }
+  return s;
+}
+// Per k: to byte 0 (an unsigned int32); to bytes 0 and 2 (an unsigned int16
+// pair); to byte 3, to byte 1, to bytes 1 and 3 (for sign-extending shifts).
+inline constexpr ByteSpread kToInt32[4] = {MakeSpread(0, 0, -1), MakeSpread(1, 0, -1),
+                                           MakeSpread(2, 0, -1), MakeSpread(3, 0, -1)};
+inline constexpr ByteSpread kToPair[4] = {MakeSpread(0, 0, 2), MakeSpread(1, 0, 2),
+                                          MakeSpread(2, 0, 2), MakeSpread(3, 0, 2)};
+inline constexpr ByteSpread kToByte3[4] = {MakeSpread(0, 3, -1), MakeSpread(1, 3, -1),
+                                           MakeSpread(2, 3, -1), MakeSpread(3, 3, -1)};
+inline constexpr ByteSpread kToByte1[4] = {MakeSpread(0, 1, -1), MakeSpread(1, 1, -1),
+                                           MakeSpread(2, 1, -1), MakeSpread(3, 1, -1)};
+inline constexpr ByteSpread kToHighPair[4] = {MakeSpread(0, 1, 3), MakeSpread(1, 1, 3),
+                                              MakeSpread(2, 1, 3), MakeSpread(3, 1, 3)};
+
 // Quantizes n floats (n % 32 == 0) to Q8_0 blocks: d = max|x| / 127 (stored as
 // f16), q = round-half-away-from-zero(x / d) computed as x * (1 / d).
 void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
@@ -79,10 +112,19 @@ void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
 // once): K-quant matmuls then keep the per-row kernel at every batch size,
 // for benchmarks that compare the two.
 bool KQuantBatchEnabled();
-// The K-quant batch kernel's weight-row tile, and the fewest activation rows
-// that take it (avx512::MatMulKBatch).
+// The K-quant batch kernels' weight-row tiles (avx512::MatMulKBatch: 16
+// rows, a zmm of lanes; avx2::MatMulKBatch: 8 rows, a ymm), and the fewest
+// activation rows that take them (below, the per-row kernels are faster;
+// measured with tests/bench/kernels_bench, batch kernel on and off).
 inline constexpr int64_t kKBatchTileRows = 16;
-inline constexpr int64_t kKBatchMinRows = 4;
+// AVX-512, with the weights streaming from memory (BM_MatMulRowsStream): at
+// 2 rows the per-row kernels are faster, at 4 Q4_K/Q5_K's batch kernel ties
+// or wins and Q6_K's ties, from 6 all win clearly.
+constexpr int64_t KBatchMinRows(TensorType type) { return type == TensorType::kQ6_K ? 6 : 4; }
+// AVX2: ties with the per-row kernel at 2 rows streaming, wins with the
+// weights in cache (BM_MatMulRows), wins clearly from 6.
+inline constexpr int64_t kKBatchTileRowsAvx2 = 8;
+inline constexpr int64_t kKBatchMinRowsAvx2 = 2;
 
 // K-quants (kernels_kquant.cc): rows of n values (n % 256 == 0) quantized
 // into / dequantized from the type's GGUF super-blocks.
@@ -99,7 +141,14 @@ void MatMulKQuant(const TensorView& w, int64_t row_begin, int64_t row_end, const
 }  // namespace scalar
 #if defined(__x86_64__) || defined(__i386__)
 namespace avx2 {
+// From kKBatchMinRowsAvx2 activation rows (and when KQuantBatchEnabled())
+// whole tiles of kKBatchTileRowsAvx2 rows go to MatMulKBatch.
 void MatMulKQuant(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
+                  float* y, int64_t y_stride);
+// K-quant weights against many activation rows (kernels_avx2_kquant_batch.cc):
+// rows [row_begin, row_end) in tiles of kKBatchTileRowsAvx2 (the range must
+// be a multiple of it), every activation row. Needs AVX2 + FMA + F16C.
+void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                   float* y, int64_t y_stride);
 }  // namespace avx2
 #endif
@@ -141,12 +190,12 @@ void MatMulQ8Batch(const TensorView& w, int64_t row_begin, int64_t row_end, cons
 // K-quant weights against many activation rows (kernels_avx512_kquant_
 // batch.cc), as MatMulQ8Batch: rows [row_begin, row_end) in tiles of
 // kKBatchTileRows (the range must be a multiple of it), every activation
-// row. MatMulKQuantVnni takes it from kKBatchMinRows activation rows (and
+// row. MatMulKQuantVnni takes it from KBatchMinRows(type) activation rows (and
 // when KQuantBatchEnabled()).
 void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                   float* y, int64_t y_stride);
 // K-quant weights with vpmaddubsw + vpdpwssd (AVX-512 BW + VNNI), in
-// kernels_kquant.cc; from kKBatchMinRows activation rows whole tiles go to
+// kernels_kquant.cc; from KBatchMinRows(type) activation rows whole tiles go to
 // MatMulKBatch.
 void MatMulKQuantVnni(const TensorView& w, int64_t row_begin, int64_t row_end, const Activations& x,
                       float* y, int64_t y_stride);

@@ -503,6 +503,13 @@ struct Avx2KDot {
 __attribute__((target("avx2,fma,f16c"))) void MatMulKQuant(const TensorView& w, int64_t row_begin,
                                                            int64_t row_end, const Activations& x,
                                                            float* y, int64_t y_stride) {
+  if (x.rows >= kKBatchMinRowsAvx2 && KQuantBatchEnabled()) {
+    // Whole 8-row tiles batched; the few rows left take the per-row kernel.
+    const int64_t tiled = (row_end - row_begin) / kKBatchTileRowsAvx2 * kKBatchTileRowsAvx2;
+    MatMulKBatch(w, row_begin, row_begin + tiled, x, y, y_stride);
+    row_begin += tiled;
+    if (row_begin >= row_end) return;
+  }
   MatMulK<4>(w, row_begin, row_end, x, y, y_stride, Avx2KDot{});
 }
 
@@ -640,7 +647,7 @@ struct VnniKDot {
 
 TOKENMILL_VNNI_TARGET void MatMulKQuantVnni(const TensorView& w, int64_t row_begin, int64_t row_end,
                                             const Activations& x, float* y, int64_t y_stride) {
-  if (x.rows >= kKBatchMinRows && KQuantBatchEnabled()) {
+  if (x.rows >= KBatchMinRows(w.type) && KQuantBatchEnabled()) {
     // Whole 16-row tiles batched; the few rows left take the per-row kernel.
     const int64_t tiled = (row_end - row_begin) / kKBatchTileRows * kKBatchTileRows;
     MatMulKBatch(w, row_begin, row_begin + tiled, x, y, y_stride);

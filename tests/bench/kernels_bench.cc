@@ -1,10 +1,11 @@
 // MatMulRows throughput on one thread: a 4096 x 4096 weight of every type at
-// M = 1, 4, 16, 32 activation rows, reported as weight bytes streamed per
+// M = 1, 2, 4, 6, 8, 16, 32 activation rows, reported as weight bytes streamed per
 // second, next to a one-thread memory read baseline (summing a 1 GiB f32
 // array with wide loads) so the fraction of bandwidth is visible. A 4096 x
 // 4096 Q8_0 matrix (18 MB) fits a large L3, so those figures show compute
 // speed; BM_MatMulRowsStream runs M = 1 over 256 MiB of weights on 1 and 2
-// threads, which is what batch-1 decode sees.
+// threads, which is what batch-1 decode sees, and K-quants at M = 2..8 on
+// one thread (where their batch kernels' thresholds lie).
 // TOKENMILL_CPU_ISA=scalar|avx2 caps the ISA for comparisons.
 #include <benchmark/benchmark.h>
 
@@ -126,7 +127,7 @@ BENCHMARK(BM_MatMulRows)
           static_cast<int64_t>(TensorType::kBF16), static_cast<int64_t>(TensorType::kQ8_0),
           static_cast<int64_t>(TensorType::kQ4_0), static_cast<int64_t>(TensorType::kQ4_K),
           static_cast<int64_t>(TensorType::kQ5_K), static_cast<int64_t>(TensorType::kQ6_K)},
-         {1, 4, 16, 32}})
+         {1, 2, 4, 6, 8, 16, 32}})
     ->ArgNames({"type", "M"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
@@ -156,18 +157,19 @@ const Weights& StreamWeights(TensorType type) {
 void BM_MatMulRowsStream(benchmark::State& state) {
   const TensorType type = static_cast<TensorType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
+  const int64_t m = state.range(2);
   const Isa isa = DetectIsa();
   const Weights& w = StreamWeights(type);
   const int64_t rows = w.view.rows();
-  std::vector<float> x(kDim);
+  std::vector<float> x(static_cast<size_t>(m * kDim));
   std::mt19937 rng(2);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (float& v : x) v = dist(rng);
-  std::vector<uint8_t> scratch(ActivationScratchBytes(type, 1, kDim));
-  std::vector<float> y(static_cast<size_t>(rows));
+  std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, kDim));
+  std::vector<float> y(static_cast<size_t>(m * rows));
   for (auto _ : state) {
-    PrepareActivationRows(isa, type, x.data(), kDim, 0, 1, scratch.data());
-    const Activations act = BindActivations(type, x.data(), 1, kDim, scratch.data());
+    PrepareActivationRows(isa, type, x.data(), kDim, 0, m, scratch.data());
+    const Activations act = BindActivations(type, x.data(), m, kDim, scratch.data());
     if (threads == 1) {
       MatMulRows(isa, w.view, 0, rows, act, y.data(), rows);
     } else {
@@ -189,8 +191,21 @@ BENCHMARK(BM_MatMulRowsStream)
                     static_cast<int64_t>(TensorType::kQ4_0),
                     static_cast<int64_t>(TensorType::kQ4_K),
                     static_cast<int64_t>(TensorType::kQ6_K)},
-                   {1, 2}})
-    ->ArgNames({"type", "threads"})
+                   {1, 2},
+                   {1}})
+    ->ArgNames({"type", "threads", "M"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// K-quants at small batches with the weights streaming from memory, where
+// the batch kernels' thresholds lie (TOKENMILL_CPU_KQUANT_BATCH=off for the
+// per-row kernels).
+BENCHMARK(BM_MatMulRowsStream)
+    ->ArgsProduct({{static_cast<int64_t>(TensorType::kQ4_K),
+                    static_cast<int64_t>(TensorType::kQ5_K),
+                    static_cast<int64_t>(TensorType::kQ6_K)},
+                   {1},
+                   {2, 4, 6, 8}})
+    ->ArgNames({"type", "threads", "M"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -252,24 +252,63 @@ INSTANTIATE_TEST_SUITE_P(KQuants, KQuantMatMulTest,
                            return std::string(TensorTypeName(info.param));
                          });
 
-// From kKBatchMinRows activation rows, K-quant weights take the batch kernel
-// (AVX-512 VNNI: 16 transposed weight rows per tile, leftover rows on the
-// per-row kernel); below, the per-row kernel. Each activation row of a batch
+// Batch sizes around every K-quant batch threshold (AVX-512 and AVX2), plus
+// grouped ones (groups of up to 16: 17 = 8 + 9, 35 = 11 + 12 + 12).
+std::vector<int64_t> KBatchSizes() {
+  std::vector<int64_t> sizes = {16, 17, 35};
+  for (int64_t t :
+       {internal::KBatchMinRows(TensorType::kQ4_K), internal::KBatchMinRows(TensorType::kQ5_K),
+        internal::KBatchMinRows(TensorType::kQ6_K), internal::kKBatchMinRowsAvx2}) {
+    for (int64_t m : {t - 1, t, t + 1}) {
+      if (m >= 1 && std::find(sizes.begin(), sizes.end(), m) == sizes.end()) sizes.push_back(m);
+    }
+  }
+  std::sort(sizes.begin(), sizes.end());
+  return sizes;
+}
+
+// One activation row's outputs y[0, y_len) of a K-quant matmul over weight
+// rows [begin, end): untouched (NaN) outside the range; inside, within
+// kKQuantTol of `other` (another kernel's result for the row) and of the
+// naive dot of the dequantized weights wf (rows x cols) with xi (the row
+// rounded through Q8_K). *worst: the largest |y - other| seen, relative to
+// sum |w x| + |x|.
+void CheckKQuantRow(const float* y, const float* other, int64_t y_len, int64_t begin, int64_t end,
+                    const std::vector<float>& wf, const float* xi, int64_t rows, int64_t cols,
+                    double* worst) {
+  const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
+  const std::vector<double> l1 = L1(wf, xi, rows, cols);
+  double offset = 0.0;
+  for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
+  for (int64_t n = 0; n < y_len; ++n) {
+    if (n < begin || n >= end) {
+      ASSERT_TRUE(std::isnan(y[n])) << "wrote outside rows at n=" << n;
+      continue;
+    }
+    const double scale = l1[static_cast<size_t>(n)] + offset;
+    const double vs_other = std::fabs(y[n] - other[n]);
+    *worst = std::max(*worst, vs_other / scale);
+    ASSERT_LE(vs_other, kKQuantTol * scale) << "range " << begin << ".." << end << " n=" << n;
+    ASSERT_LE(std::fabs(y[n] - want[static_cast<size_t>(n)]), kKQuantTol * scale)
+        << "range " << begin << ".." << end << " n=" << n;
+  }
+}
+
+// From the batch threshold, K-quant weights take the batch kernel (AVX-512
+// VNNI: 16 transposed weight rows per tile; AVX2: 8), leftover rows the
+// per-row kernel; below, the per-row kernel. Each activation row of a batch
 // must match what that row alone gets (the per-row kernel at M = 1) and the
-// naive dot, for every type, at and around the threshold, odd and grouped
-// batch sizes (groups of up to 16: 17 = 8 + 9, 35 = 11 + 12 + 12), and row ranges that start
-// mid-tile or leave rows over.
+// naive dot, for every type and ISA, at and around the thresholds, odd and
+// grouped batch sizes, and row ranges that start mid-tile or leave rows over.
 TEST(KQuantBatchTest, BatchedRowsMatchRowsAlone) {
   const int64_t rows = 50;
-  const int64_t min_rows = internal::kKBatchMinRows;
   uint32_t seed = 300;
   double worst = 0.0;
   for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     for (int64_t cols : {512, 2304}) {
       const TestWeights w = MakeWeights(type, rows, cols, seed++);
       const std::vector<float> wf = reference::DequantizeTensor(w.view);
-      for (int64_t m :
-           {min_rows - 1, min_rows, min_rows + 1, int64_t{16}, int64_t{17}, int64_t{35}}) {
+      for (int64_t m : KBatchSizes()) {
         SCOPED_TRACE(std::string(TensorTypeName(type)) + " cols=" + std::to_string(cols) +
                      " m=" + std::to_string(m));
         const std::vector<float> x = RandomFloats(m * cols, seed++, -2.0f, 2.0f);
@@ -290,25 +329,10 @@ TEST(KQuantBatchTest, BatchedRowsMatchRowsAlone) {
                          BindActivations(type, x.data() + i * cols, 1, cols,
                                          scratch.data() + static_cast<size_t>(i) * row_bytes),
                          alone.data(), rows);
-              const float* xi = xq.data() + i * cols;
-              const std::vector<double> want = reference::MatVecNaiveF64(wf.data(), rows, cols, xi);
-              const std::vector<double> l1 = L1(wf, xi, rows, cols);
-              double offset = 0.0;
-              for (int64_t k = 0; k < cols; ++k) offset += std::fabs(static_cast<double>(xi[k]));
-              for (int64_t n = 0; n < rows; ++n) {
-                const float got = y[static_cast<size_t>(i * rows + n)];
-                if (n < begin || n >= end) {
-                  ASSERT_TRUE(std::isnan(got)) << "wrote outside rows at m=" << i << " n=" << n;
-                  continue;
-                }
-                const double scale = l1[static_cast<size_t>(n)] + offset;
-                const double vs_alone = std::fabs(got - alone[static_cast<size_t>(n)]);
-                worst = std::max(worst, vs_alone / scale);
-                ASSERT_LE(vs_alone, kKQuantTol * scale)
-                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
-                ASSERT_LE(std::fabs(got - want[static_cast<size_t>(n)]), kKQuantTol * scale)
-                    << "range " << begin << ".." << end << " m=" << i << " n=" << n;
-              }
+              SCOPED_TRACE("activation row " + std::to_string(i));
+              ASSERT_NO_FATAL_FAILURE(CheckKQuantRow(y.data() + i * rows, alone.data(), rows, begin,
+                                                     end, wf, xq.data() + i * cols, rows, cols,
+                                                     &worst));
             }
           }
         }
@@ -317,6 +341,50 @@ TEST(KQuantBatchTest, BatchedRowsMatchRowsAlone) {
   }
   std::printf("[ measured ] batched vs alone: max difference %.3g of sum |w x| + |x|\n", worst);
 }
+
+#if defined(TOKENMILL_KERNELS_X86)
+// The AVX2 batch kernel called directly, as the dispatcher calls it for whole
+// 8-row tiles (and as AVX-512 CPUs without VNNI get it), at every group size
+// from 1 (also those below the threshold, where the dispatcher keeps the
+// per-row kernel): each output against the scalar per-row kernel and the
+// naive dot, rows outside the range left alone.
+TEST(KQuantBatchTest, Avx2BatchKernelMatchesPerRowKernel) {
+  if (!internal::HostCpuFeatures().avx2) GTEST_SKIP() << "this CPU has no AVX2";
+  const int64_t rows = 24, y_stride = rows + 3;
+  uint32_t seed = 500;
+  double worst = 0.0;
+  for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    for (int64_t cols : {256, 2304}) {
+      const TestWeights w = MakeWeights(type, rows, cols, seed++);
+      const std::vector<float> wf = reference::DequantizeTensor(w.view);
+      for (int64_t m : {1, 2, 3, 5, 8, 9, 13, 16, 17, 33}) {
+        SCOPED_TRACE(std::string(TensorTypeName(type)) + " cols=" + std::to_string(cols) +
+                     " m=" + std::to_string(m));
+        const std::vector<float> x = RandomFloats(m * cols, seed++, -2.0f, 2.0f);
+        const std::vector<float> xq = RoundThroughQ8K(x);
+        std::vector<uint8_t> scratch(ActivationScratchBytes(type, m, cols));
+        PrepareActivationRows(Isa::kAvx2, type, x.data(), cols, 0, m, scratch.data());
+        const Activations act = BindActivations(type, x.data(), m, cols, scratch.data());
+        std::vector<float> per_row(static_cast<size_t>(m * y_stride), kPoison);
+        internal::scalar::MatMulKQuant(w.view, 0, rows, act, per_row.data(), y_stride);
+        for (const auto& [begin, end] :
+             {std::pair<int64_t, int64_t>{0, rows}, {8, rows}, {8, 16}}) {
+          std::vector<float> y(static_cast<size_t>(m * y_stride), kPoison);
+          internal::avx2::MatMulKBatch(w.view, begin, end, act, y.data(), y_stride);
+          for (int64_t i = 0; i < m; ++i) {
+            SCOPED_TRACE("activation row " + std::to_string(i));
+            ASSERT_NO_FATAL_FAILURE(
+                CheckKQuantRow(y.data() + i * y_stride, per_row.data() + i * y_stride, y_stride,
+                               begin, end, wf, xq.data() + i * cols, rows, cols, &worst));
+          }
+        }
+      }
+    }
+  }
+  std::printf("[ measured ] AVX2 batch vs per-row: max difference %.3g of sum |w x| + |x|\n",
+              worst);
+}
+#endif
 
 // Threads prepare disjoint row ranges of one Activations: the result is the
 // same as preparing all rows at once, and float weights need no scratch.
