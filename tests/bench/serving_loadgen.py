@@ -2,8 +2,8 @@
 """Load generator for tests/bench/serving_vs_llamacpp.sh (Python 3 stdlib only).
 
 Runs N concurrent streams against an OpenAI-compatible /v1/completions
-endpoint (tokenmilld or llama-server). Each stream is one thread with its own
-HTTP/1.1 connection that sends its requests back to back, stream=true,
+endpoint (tokenmilld or llama-server). Each stream is one thread that sends
+its requests back to back, each on a new HTTP/1.1 connection, stream=true,
 temperature 0, ignore_eos, a fixed max_tokens. Prompts are token-id arrays,
 so both engines see exactly the same prompt tokens without depending on
 either one's tokenizer: request r of stream s gets prompt length
@@ -110,7 +110,7 @@ def one_request(conn, path, headers, body):
         data = line[5:].strip()
         if data == b"[DONE]":
             done = True
-            continue  # read to the end of the body so the connection is reusable
+            continue  # read to the end of the body
         event = json.loads(data)
         now = time.perf_counter()
         if "error" in event:
@@ -189,24 +189,25 @@ def main():
     start_barrier = threading.Barrier(a.streams + 1)
 
     def stream(s):
-        conn = connect()
         start_barrier.wait()
         for r in range(a.requests_per_stream):
             prompt = make_prompt(a.seed, s, r, lengths, vocab_lo, vocab_hi)
+            # A fresh connection per request: llama-server closes the
+            # connection after a streamed response (while announcing
+            # keep-alive), so both engines pay the same loopback connect.
+            conn = connect()
             try:
                 res = one_request(conn, "/v1/completions", headers, body(prompt))
             except (OSError, http.client.HTTPException, ValueError) as e:
                 res = Result()
                 res.error = "%s: %s" % (type(e).__name__, e)
-                conn.close()
-                conn = connect()
+            conn.close()
             if res.error is None and res.tokens != a.max_tokens:
                 res.error = "generated %d tokens, asked for %d" % (res.tokens, a.max_tokens)
             res.prompt_tokens = len(prompt)
             results[s].append(res)
             if res.error:
                 errors.append(res.error)
-        conn.close()
 
     threads = [threading.Thread(target=stream, args=(s,), daemon=True) for s in range(a.streams)]
     for t in threads:

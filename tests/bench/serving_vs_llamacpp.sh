@@ -34,7 +34,7 @@
 # restarting tokenmilld the same way gives both engines the same cold state
 # (empty prefix cache, KV pool) and the same warm-up. Readiness is polled
 # (llama-server: /health; tokenmilld: /readyz, then /v1/models listing the
-# model). Engine order alternates per round so drift in the machine's state
+# model, since the daemon is ready before its [[model]] loads finish). Engine order alternates per round so drift in the machine's state
 # falls on both.
 #
 # llama-server: -t/-tb N, -np STREAMS, -c STREAMS x (longest prompt +
@@ -192,7 +192,7 @@ start_engine() {  # ENGINE STREAMS PORT TAG
   if [ "$engine" = llama ]; then
     "${pin[@]}" "$llama_server" -m "$model" --host 127.0.0.1 --port "$port" \
       -t "$threads" -tb "$threads" -np "$streams" -c $((streams * per_request_ctx)) \
-      --cont-batching -ctk f16 -ctv f16 --no-webui --log-disable >"$log" 2>&1 &
+      --cont-batching -ctk f16 -ctv f16 --no-webui >"$log" 2>&1 &
     engine_pid=$!
     wait_ready "http://127.0.0.1:$port/health" "$engine_pid" "$log"
   else
@@ -255,14 +255,24 @@ for round in $(seq 1 "$rounds"); do
         --max-tokens "$max_tokens" --prompt-lengths "$prompt_lengths" --gguf "$model" \
         >"$out/$tag.json" || rc=$?
       stop_engine
-      python3 - "$out/$tag.json" "$round" "$load" >>"$out/runs.jsonl" <<'EOF'
+      python3 - "$out/$tag.json" "$round" "$load" "$rc" "$engine" "$streams" \
+        >>"$out/runs.jsonl" <<'EOF'
 import json, sys
-r = json.load(open(sys.argv[1]))
-r["round"] = int(sys.argv[2])
-r["load"] = sys.argv[3]
+path, round_, load, rc, engine, streams = sys.argv[1:]
+try:
+    r = json.load(open(path))
+except ValueError:
+    r = {"engine": engine, "streams": int(streams),
+         "fatal": "load generator wrote no result (exit %s)" % rc}
+r["round"] = int(round_)
+r["load"] = load
 print(json.dumps(r))
+print("round %s streams %s %s: %s (load %s)" % (
+    round_, streams, engine,
+    r.get("fatal") or "%s tokens/s, TTFT p50 %s ms, ITL p50 %s ms, %d errors" % (
+        r["tokens_per_s"], r["ttft_ms_p50"], r["itl_ms_p50"], r["errors"]),
+    load), file=sys.stderr)
 EOF
-      echo "round $round streams $streams $engine: rc $rc, $(cat "$out/$tag.json" | cut -c1-160) (load $load)" >&2
     done
   done
 done
@@ -278,21 +288,21 @@ print("median over rounds (min-max); ratio = tokenmill / llama.cpp tokens/s, med
 def get(engine, streams, key):
     return [r[key] for r in runs if r["engine"] == engine and r["streams"] == streams
             and r.get(key) is not None and not r.get("errors") and "fatal" not in r]
-def span(v, fmt="%.1f"):
+def span(v):
     if not v:
         return "-"
     if len(v) == 1:
-        return fmt % v[0]
-    return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(v), min(v), max(v))
+        return "%.1f" % v[0]
+    return "%.1f (%.1f-%.1f)" % (statistics.median(v), min(v), max(v))
 for s in sorted({r["streams"] for r in runs}):
     print("\nstreams %d" % s)
     print("  %-16s %26s %26s" % ("", "llama.cpp", "tokenmill"))
     for key, label in (("tokens_per_s", "agg tokens/s"), ("ttft_ms_p50", "TTFT p50 ms"),
                        ("ttft_ms_p95", "TTFT p95 ms"), ("itl_ms_p50", "ITL p50 ms"),
-                       ("itl_ms_p95", "ITL p95 ms"), ("loadgen_cpu_share", "loadgen CPU share")):
-        fmt = "%.2f" if key == "loadgen_cpu_share" else "%.1f"
-        print("  %-16s %26s %26s" % (label, span(get("llama", s, key), fmt),
-                                     span(get("tokenmill", s, key), fmt)))
+                       ("itl_ms_p95", "ITL p95 ms"), ("loadgen_cpu_share", "loadgen CPU %")):
+        scale = 100.0 if key == "loadgen_cpu_share" else 1.0
+        print("  %-16s %26s %26s" % (label, span([x * scale for x in get("llama", s, key)]),
+                                     span([x * scale for x in get("tokenmill", s, key)])))
     l, t = get("llama", s, "tokens_per_s"), get("tokenmill", s, "tokens_per_s")
     if l and t:
         print("  %-16s %26s" % ("ratio", "%.2fx (%.2f-%.2f)" % (
