@@ -177,8 +177,12 @@ def main():
 
     # Warm-up: pages in the weights and any lazily built state; not measured.
     conn = connect()
-    warm = one_request(conn, "/v1/completions", headers,
-                       body(make_prompt(a.seed, -1, 0, lengths, vocab_lo, vocab_hi)))
+    try:
+        warm = one_request(conn, "/v1/completions", headers,
+                           body(make_prompt(a.seed, -1, 0, lengths, vocab_lo, vocab_hi)))
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        warm = Result()
+        warm.error = "%s: %s" % (type(e).__name__, e)
     conn.close()
     if warm.error:
         print(json.dumps({"engine": a.engine, "streams": a.streams, "fatal": "warm-up: " + warm.error}))

@@ -34,8 +34,8 @@
 # restarting tokenmilld the same way gives both engines the same cold state
 # (empty prefix cache, KV pool) and the same warm-up. Readiness is polled
 # (llama-server: /health; tokenmilld: /readyz, then /v1/models listing the
-# model, since the daemon is ready before its [[model]] loads finish). Engine order alternates per round so drift in the machine's state
-# falls on both.
+# model, since the daemon is ready before its [[model]] loads finish). Engine
+# order alternates per round so drift in the machine's state falls on both.
 #
 # llama-server: -t/-tb N, -np STREAMS, -c STREAMS x (longest prompt +
 #   max tokens + 16), --cont-batching, KV f16 (-ctk/-ctv f16), no web UI.
@@ -50,10 +50,11 @@
 #   0..N-1 and the script warns: tokenmilld then runs more threads than
 #   cores there, which costs it, so such figures understate tokenmill.
 #
-# Load: tests/bench/serving_loadgen.py (docstring there): per stream one
-# connection sending /v1/completions requests back to back, stream=true,
-# temperature 0, ignore_eos, token-id prompts seeded identically for both
-# engines. Per run: aggregate generated tokens/s over the run's wall time,
+# Load: tests/bench/serving_loadgen.py (docstring there): each stream sends
+# /v1/completions requests back to back, each on a new loopback connection
+# (llama-server closes one after a streamed response), stream=true,
+# temperature 0, ignore_eos, distinct token-id prompts seeded identically for
+# both engines, one unmeasured warm-up request first. Per run: aggregate generated tokens/s over the run's wall time,
 # TTFT p50/p95 and inter-token latency p50/p95 over all requests, and the
 # load generator's own CPU share (it runs on the same machine). The load
 # average is recorded before every run: compare figures only from a quiet
@@ -89,7 +90,7 @@ while [ $# -gt 0 ]; do
     --prompt-lengths) prompt_lengths=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,60p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,61p' "$0"; exit 0 ;;
     *) echo "serving_vs_llamacpp: unknown option $1" >&2; exit 2 ;;
   esac
 done
