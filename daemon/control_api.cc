@@ -107,7 +107,15 @@ bool ControlApi::Handle(const http::HttpRequest& request, const http::ResponseWr
   }
   if (path == "/readyz") {
     if (!get) return SendMethodNotAllowed(*response, {"GET", "HEAD"}), true;
-    if (state_.ready()) {
+    size_t loading = 0;
+    if (state_.ready() && !startup_settled_.load() && startup_loading_) {
+      loading = startup_loading_();
+      if (loading == 0) startup_settled_.store(true);
+    }
+    if (state_.ready() && loading > 0) {
+      SendError(*response, absl::UnavailableError(absl::StrCat("node is loading ", loading,
+                                                               " of the models it starts with")));
+    } else if (state_.ready()) {
       SendJson(*response, json{{"status", "ready"}}.dump());
     } else {
       SendError(*response, absl::UnavailableError(state_.draining() ? "node is draining"

@@ -16,6 +16,7 @@
 // sampler's last reading, not from the devices).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -49,6 +50,12 @@ class ControlApi {
   void set_capacity_source(std::function<nlohmann::json()> source) {
     capacity_ = std::move(source);
   }
+  // How many of the models the node started with are still loading: /readyz
+  // is 503 until that is 0 once (a model that fails has settled too; models
+  // loaded later through the API never make the node unready). Unset: none.
+  void set_startup_loading_source(std::function<size_t()> source) {
+    startup_loading_ = std::move(source);
+  }
 
   nlohmann::json NodeJson() const;
   nlohmann::json DevicesJson() const;
@@ -60,6 +67,8 @@ class ControlApi {
   std::function<nlohmann::json()> store_;
   std::function<nlohmann::json(const devices::Device&)> details_;
   std::function<nlohmann::json()> capacity_;
+  std::function<size_t()> startup_loading_;
+  std::atomic<bool> startup_settled_{false};
 };
 
 // Answers a request no API took: 404 for unknown paths.

@@ -340,6 +340,19 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Start(config::NodeConfig config,
   std::vector<runtime::ModelLoadSpec> config_models;
   for (const auto& m : cfg->models) config_models.push_back(ModelSpecFromConfig(m));
   node->models_api_->Restore(config_models);
+  // Readiness waits for these first loads (config and stored API models).
+  std::set<std::string> startup_models;
+  for (const auto& info : node->instances_->List()) startup_models.insert(info.spec.id);
+  runtime::InstanceManager* manager = node->instances_.get();
+  node->control_api_->set_startup_loading_source([manager, startup_models] {
+    size_t loading = 0;
+    for (const auto& info : manager->List()) {
+      if (startup_models.contains(info.spec.id) && info.state == runtime::InstanceState::kLoading) {
+        ++loading;
+      }
+    }
+    return loading;
+  });
   node->tenants_api_ =
       std::make_unique<TenantsApi>(*node->tenants_, node->store_.get(), cfg->source);
   node->usage_api_ = std::make_unique<UsageApi>(*node->store_, *node->tenants_, cfg->cost.currency);

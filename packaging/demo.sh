@@ -30,7 +30,7 @@ say tokenmilld --config "$demo/tokenmill.toml" '&'
 $bin/tokenmilld --config "$demo/tokenmill.toml" --log-target stderr 2> >(tee "$demo/tokenmilld.log" >&2) &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do  # ready once listening and the config's model has loaded
   curl -sf --unix-socket "$socket" http://localhost/readyz >/dev/null 2>&1 && break
   kill -0 $pid 2>/dev/null || { echo "tokenmilld exited; log: $demo/tokenmilld.log"; exit 1; }
   sleep 0.1

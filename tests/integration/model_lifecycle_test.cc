@@ -238,6 +238,36 @@ TEST(ModelLifecycleTest, FailedLoadsAreLoggedListedAndNotRetriedAtEveryStart) {
   }
 }
 
+// /readyz says ready only once the models the node starts with have settled
+// (loaded or failed), so a load balancer sends nothing to a node that would
+// answer 503 model_not_ready.
+TEST(ModelLifecycleTest, ReadyOnlyOnceTheConfiguredModelsHaveSettled) {
+  TempDir dir;
+  ModelTree tree(dir.path());
+  DaemonOptions options;
+  options.node_toml = tree.NodeToml();
+  options.extra_toml = absl::StrCat("[[model]]\nid = \"tiny\"\npath = \"", tree.model.string(),
+                                    "\"\n[[model]]\nid = \"broken-config\"\npath = \"",
+                                    (tree.root / "garbage.gguf").string(), "\"\n");
+  DaemonProcess daemon(dir.path(), options);
+  ASSERT_TRUE(daemon.Start()) << daemon.Stderr();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  CurlResult ready;
+  while (std::chrono::steady_clock::now() < deadline) {
+    ready = daemon.Control("GET", "/readyz");
+    if (ready.status == 200) break;
+    EXPECT_TRUE(absl::StrContains(ready.body, "loading")) << ready.body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(ready.status, 200) << ready.body;
+  const json models = json::parse(daemon.Control("GET", "/control/v1/models").body);
+  ASSERT_EQ(models["models"].size(), 2u) << models.dump();
+  for (const json& m : models["models"]) {
+    EXPECT_NE(m.value("state", ""), "loading") << m.dump();
+  }
+  ASSERT_EQ(daemon.Stop(), 0);
+}
+
 TEST(ModelLifecycleTest, MetricSeriesGoWithTheirModelAndTenant) {
   TempDir dir;
   ModelTree tree(dir.path());
