@@ -195,6 +195,10 @@ void ReadDevice(TableReader& r, DeviceConfig& d, CrossChecks& cross, ProblemList
   r.Number("cost_weight", &d.cost_weight, NumberAtLeast(0));
   r.KvMemory("kv_memory", &d.kv_memory);
   r.OptionalNumber("watts", &d.watts, NumberAbove(0));
+  r.Uint32("threads", &d.threads, [&d](int64_t v) -> std::string {
+    if (v > 4096) return "must be at most 4096";
+    return v == 0 || d.match == "cpu" ? "" : "applies to match = \"cpu\" only";
+  });
   if (!d.match.empty()) cross.device_matches.Claim(r.Peek("match"), problems);
 }
 

@@ -145,6 +145,9 @@ struct DeviceConfig {
   double cost_weight = 1.0;     // share of fixed cost. reload: yes
   MemoryAmount kv_memory;       // "80%" or bytes ("8GiB", 8589934592). reload: no
   std::optional<double> watts;  // used when no power probe can be read. reload: yes
+  // "cpu" only: threads of each model instance's executor; 0 = one per CPU
+  // the daemon may run on (its affinity mask). reload: no
+  uint32_t threads = 0;
 
   // Field-wise; a reload compares old and new settings.
   bool operator==(const DeviceConfig&) const = default;

@@ -9,11 +9,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "devices/cpu/cpu_info.h"
 
 namespace tokenmill::daemon {
 
 int EncodePool::DefaultThreads() {
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const int cores = devices::UsableCpuCount();
   return std::clamp(cores / 4, 1, 4);
 }
 

@@ -55,7 +55,8 @@ class EncodePool {
     int nice_increment = 5;
   };
 
-  // The node's default thread count: a quarter of the cores, 1 to 4. Prompt
+  // The node's default thread count: a quarter of the CPUs it may run on
+  // (UsableCpuCount), 1 to 4. Prompt
   // preparation competes with the CPU executor's workers, and a few threads
   // keep the loop free however large the prompts; more only raise the
   // throughput of encoding, not the loop's latency.

@@ -53,6 +53,9 @@ runtime::InstanceManagerOptions InstanceManagerOptionsFrom(
   o.default_max_batch_tokens = config.scheduler.max_batch_tokens;
   o.vtc_input_weight = config.scheduler.vtc_input_weight;
   o.vtc_output_weight = config.scheduler.vtc_output_weight;
+  if (const config::DeviceConfig* cpu = config::FindDeviceConfig(config, "cpu")) {
+    o.cpu_threads = static_cast<int32_t>(cpu->threads);
+  }
   std::vector<std::string> ids;
   for (const devices::Device* d : devices) ids.push_back(d->Info().id);
   o.latest_sample = [sampler, ids](const std::string& id) -> std::optional<devices::DeviceSample> {

@@ -1,7 +1,10 @@
 #include "devices/cpu/cpu_info.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -262,6 +265,16 @@ std::optional<double> UtilizationBetween(const CpuTimes& before, const CpuTimes&
   const double ratio =
       static_cast<double>(now.busy - before.busy) / static_cast<double>(now.total - before.total);
   return std::clamp(ratio, 0.0, 1.0);
+}
+
+int32_t UsableCpuCount() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int count = CPU_COUNT(&set);
+    if (count > 0) return count;
+  }
+  return std::max<int32_t>(1, static_cast<int32_t>(std::thread::hardware_concurrency()));
 }
 
 }  // namespace tokenmill::devices

@@ -60,6 +60,11 @@ struct CpuTimes {
 // missing or has fewer than four numbers.
 absl::StatusOr<CpuTimes> ParseProcStat(std::string_view text);
 
+// CPUs the calling thread may run on (its affinity mask, which systemd's
+// CPUAffinity=, taskset and cpusets set and threads inherit), at least 1;
+// std::thread::hardware_concurrency() when the mask cannot be read.
+int32_t UsableCpuCount();
+
 // Share of time busy between two readings, 0..1; nullopt when no tick
 // passed or the counters went backwards (a CPU taken offline).
 std::optional<double> UtilizationBetween(const CpuTimes& before, const CpuTimes& now);

@@ -1,5 +1,7 @@
 #include "devices/cpu/worker_pool.h"
 
+#include "devices/cpu/cpu_info.h"
+
 #include <algorithm>
 
 namespace tokenmill::devices::cpu {
@@ -20,10 +22,7 @@ inline void CpuRelax() {
 
 }  // namespace
 
-WorkerPool::WorkerPool(int32_t threads)
-    : threads_(threads > 0 ? threads
-                           : std::max<int32_t>(
-                                 1, static_cast<int32_t>(std::thread::hardware_concurrency()))) {
+WorkerPool::WorkerPool(int32_t threads) : threads_(threads > 0 ? threads : UsableCpuCount()) {
   workers_.reserve(static_cast<size_t>(threads_ - 1));
   for (int32_t t = 1; t < threads_; ++t) {
     workers_.emplace_back([this, t] { WorkerLoop(t); });

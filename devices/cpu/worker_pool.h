@@ -17,8 +17,8 @@ namespace tokenmill::devices::cpu {
 class WorkerPool {
  public:
   // `threads` threads take part in each loop, the caller included, so
-  // threads - 1 workers are started; threads <= 0 means one per hardware
-  // thread.
+  // threads - 1 workers are started; threads <= 0 means one per CPU the
+  // calling thread may run on (UsableCpuCount: its affinity mask).
   explicit WorkerPool(int32_t threads);
   ~WorkerPool();
   WorkerPool(const WorkerPool&) = delete;

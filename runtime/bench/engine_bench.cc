@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "devices/cpu/cpu_executor.h"
+#include "devices/cpu/cpu_info.h"
 #include "devices/cpu/kernels.h"
 #include "devices/cpu/memory_bandwidth.h"
 
@@ -54,8 +55,7 @@ absl::StatusOr<EngineBenchResult> RunEngineBench(const model::LoadedModel& model
   };
   EngineBenchResult result;
   result.model = Describe(model);
-  result.threads =
-      options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  result.threads = options.threads > 0 ? options.threads : devices::UsableCpuCount();
   result.isa = devices::cpu::IsaName(devices::cpu::DetectIsa());
   result.weight_bytes_per_token = model.spec.WeightBytesPerToken();
   const auto& hp = model.spec.hp;

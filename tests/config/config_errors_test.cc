@@ -356,6 +356,9 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{kDevice, "kv_memory = 0", "[[device]].kv_memory must be > 0 bytes, got 0"},
         ValueCase{kDevice, "kv_memory = 0.8", "[[device]].kv_memory " + kBadKv + ", got float 0.8"},
         ValueCase{kDevice, "watts = 0", "[[device]].watts must be > 0, got 0"},
+        ValueCase{"[[device]]\nmatch = \"cuda:*\"", "threads = 2",
+                  "[[device]].threads applies to match = \"cpu\" only, got 2"},
+        ValueCase{kDevice, "threads = 5000", "[[device]].threads must be at most 4096, got 5000"},
         ValueCase{kDevice, "cost_weight = -0.5", "[[device]].cost_weight must be >= 0, got -0.5"}));
 
 INSTANTIATE_TEST_SUITE_P(

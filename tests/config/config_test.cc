@@ -125,6 +125,7 @@ watts = 700
 [[device]]
 match = "cpu"
 kv_memory = "8GiB"
+threads = 6
 
 [[device]]
 match = "acme-npu:*"
@@ -232,6 +233,8 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
   EXPECT_EQ(c.devices[1].cost_weight, 1.0);
   EXPECT_EQ(c.devices[1].kv_memory.bytes, 8ull << 30);
   EXPECT_EQ(c.devices[1].watts, std::nullopt);
+  EXPECT_EQ(c.devices[1].threads, 6u);
+  EXPECT_EQ(c.devices[0].threads, 0u);
   EXPECT_EQ(c.devices[2].match, "acme-npu:*");
   EXPECT_EQ(c.devices[2].kv_memory.bytes, 4096u);
 
@@ -448,8 +451,9 @@ TEST(KnownKeysTest, ListsEverySectionKey) {
   EXPECT_THAT(keys, ::testing::Contains("node.device_plugins"));
   EXPECT_THAT(keys, ::testing::Contains("metrics.compat"));
   EXPECT_THAT(keys, ::testing::Contains("node.drain_timeout"));
-  // One per field of the sections: 4 + 13 + 3 + 1 + 5 + 9 + 4 + 8 + 12.
-  EXPECT_EQ(keys.size(), 59u);
+  EXPECT_THAT(keys, ::testing::Contains("device.threads"));
+  // One per field of the sections: 4 + 13 + 3 + 1 + 5 + 9 + 5 + 8 + 12.
+  EXPECT_EQ(keys.size(), 60u);
 }
 
 TEST(FindDeviceConfigTest, AnExactIdWinsOverAKindPattern) {

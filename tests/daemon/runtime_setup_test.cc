@@ -36,5 +36,17 @@ TEST(RuntimeSetupTest, KvMemoryBecomesTheArenaBudget) {
   EXPECT_DOUBLE_EQ(other.fraction, 0.8);
 }
 
+// [[device]] match = "cpu" threads: every CPU model instance's executor
+// threads; unset: 0, the executor's own default (the affinity mask's CPUs).
+TEST(RuntimeSetupTest, CpuThreadsComeFromTheCpuDeviceEntry) {
+  absl::StatusOr<config::NodeConfig> config =
+      config::ParseConfig("[[device]]\nmatch = \"cpu\"\nthreads = 3\n", "test.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(InstanceManagerOptionsFrom(*config, {}, nullptr).cpu_threads, 3);
+  absl::StatusOr<config::NodeConfig> none = config::ParseConfig("", "test.toml");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(InstanceManagerOptionsFrom(*none, {}, nullptr).cpu_threads, 0);
+}
+
 }  // namespace
 }  // namespace tokenmill::daemon

@@ -2,11 +2,14 @@
 // cheap enough to call ~10 times per layer.
 #include "devices/cpu/worker_pool.h"
 
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <vector>
 
+#include "devices/cpu/cpu_info.h"
 #include "gtest/gtest.h"
 
 namespace tokenmill::devices::cpu {
@@ -59,6 +62,26 @@ TEST(WorkerPoolTest, ManyBackToBackLoopsSeeEachOthersWrites) {
     std::swap(src, dst);
   }
   for (int64_t v : *src) EXPECT_EQ(v, kRounds);
+}
+
+// With no thread count, a pool takes one thread per CPU the creating thread
+// may run on (systemd's CPUAffinity=, taskset), not every CPU of the machine.
+TEST(WorkerPoolTest, DefaultThreadsFollowTheAffinityMask) {
+  cpu_set_t saved;
+  CPU_ZERO(&saved);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  EXPECT_EQ(devices::UsableCpuCount(), CPU_COUNT(&saved));
+  int first = 0;
+  while (!CPU_ISSET(first, &saved)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);  // this thread only
+  const int32_t usable = devices::UsableCpuCount();
+  const int32_t threads = WorkerPool(0).threads();
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
+  EXPECT_EQ(usable, 1);
+  EXPECT_EQ(threads, 1);
 }
 
 TEST(WorkerPoolTest, SingleThreadRunsInline) {
