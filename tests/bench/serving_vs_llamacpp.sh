@@ -33,22 +33,18 @@
 # context (-c) are fixed at start and must follow the stream count, and
 # restarting tokenmilld the same way gives both engines the same cold state
 # (empty prefix cache, KV pool) and the same warm-up. Readiness is polled
-# (llama-server: /health; tokenmilld: /readyz, then /v1/models listing the
-# model, since the daemon is ready before its [[model]] loads finish). Engine
+# (llama-server: /health; tokenmilld: /readyz, which waits for its [[model]]
+# to load, then /v1/models listing the model). Engine
 # order alternates per round so drift in the machine's state falls on both.
 #
 # llama-server: -t/-tb N, -np STREAMS, -c STREAMS x (longest prompt +
 #   max tokens + 16), --cont-batching, KV f16 (-ctk/-ctv f16), no web UI.
 # tokenmilld: a config in DIR with the model on "cpu" (KV f16, the daemon's
 #   default), context = longest prompt + max tokens + 16, max_seqs = streams,
-#   one tenant with an API key, the OpenAI listener on the port, metrics off.
-#   The daemon has no thread setting: its CPU backend runs
-#   std::thread::hardware_concurrency() threads, the machine's online core
-#   count (glibc ignores the affinity mask). With --threads equal to that
-#   count (the default on a 2-core machine) both engines run the same number
-#   of threads. With fewer, both engines are pinned with taskset to cores
-#   0..N-1 and the script warns: tokenmilld then runs more threads than
-#   cores there, which costs it, so such figures understate tokenmill.
+#   one tenant with an API key, the OpenAI listener on the port, metrics off,
+#   [[device]] match = "cpu" threads = N. With --threads below the online
+#   core count both engines are also pinned with taskset to cores 0..N-1, so
+#   neither uses more cores than the other.
 #
 # Load: tests/bench/serving_loadgen.py (docstring there): each stream sends
 # /v1/completions requests back to back, each on a new loopback connection
@@ -142,8 +138,6 @@ cores=$(getconf _NPROCESSORS_ONLN)
 pin=()
 if [ "$threads" -lt "$cores" ]; then
   pin=(taskset -c "0-$((threads - 1))")
-  echo "serving_vs_llamacpp: warning: tokenmilld has no thread setting and runs $cores threads;" \
-    "both engines are pinned to cores 0-$((threads - 1)), so tokenmill runs oversubscribed" >&2
 elif [ "$threads" -gt "$cores" ]; then
   echo "serving_vs_llamacpp: --threads $threads is above the $cores online cores" >&2
   exit 2
@@ -212,6 +206,10 @@ tcp = "127.0.0.1:$port"
 
 [metrics]
 listen = ""
+
+[[device]]
+match = "cpu"
+threads = $threads
 
 [[model]]
 id = "$name"
