@@ -178,7 +178,7 @@ LocalCommands::LocalCommands(CLI::App& app) {
   bench_cmd_ = app.add_subcommand("bench", "measure prompt and decode speed of a model on the CPU");
   BenchFlags& b = bench_;
   bench_cmd_->add_option("model", b.model, "a .gguf file or a safetensors directory")->required();
-  bench_cmd_->add_option("-t,--threads", b.threads, "threads (0 = one per core)")
+  bench_cmd_->add_option("-t,--threads", b.threads, "threads (0 = one per CPU it may run on)")
       ->capture_default_str();
   bench_cmd_->add_option("-p,--prompt", b.prompt, "prompt tokens (ppN)")->capture_default_str();
   bench_cmd_->add_option("-n,--gen", b.gen, "decoded tokens per batch size (tgN)")
