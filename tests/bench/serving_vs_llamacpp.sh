@@ -5,12 +5,9 @@
 #
 #   bash tests/bench/serving_vs_llamacpp.sh [options]
 #     --llama-build DIR   a llama.cpp build directory holding bin/llama-server
-#                         (default: build/llama.cpp/build). When it lacks
-#                         llama-server, the directory is configured again with
-#                         -DLLAMA_BUILD_SERVER=ON and only that target is built;
-#                         when DIR has no CMakeCache.txt, the sources come from
-#                         the npm package node-llama-cpp@3.22.x as in
-#                         vs_llamacpp.sh
+#                         (default: build/llama.cpp/build; configured again with
+#                         the server when it lacks it; made as
+#                         tests/bench/llama_cpp.sh says when DIR is new)
 #     --tokenmilld PATH   the daemon (default: build/release/daemon/tokenmilld)
 #     --tokenmill PATH    the CLI, to synthesize models (default:
 #                         build/release/daemon/cli/tokenmill)
@@ -86,7 +83,7 @@ while [ $# -gt 0 ]; do
     --prompt-lengths) prompt_lengths=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,61p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "serving_vs_llamacpp: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -102,29 +99,10 @@ for bin in "$tokenmilld" "$tokenmill"; do
   fi
 done
 
-# llama-server: build only that target in the given (or npm-sourced) tree.
-if [ ! -x "$llama_build/bin/llama-server" ]; then
-  if [ -f "$llama_build/CMakeCache.txt" ]; then
-    src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$llama_build/CMakeCache.txt")
-    cmake -S "$src" -B "$llama_build" -DLLAMA_BUILD_SERVER=ON >/dev/null
-  else
-    src=$(dirname "$llama_build")
-    if [ ! -d "$src/.git" ]; then
-      tmp=$(mktemp -d)
-      (cd "$tmp" && npm pack --silent node-llama-cpp@3.22 >/dev/null && tar xzf node-llama-cpp-*.tgz)
-      rm -rf "$src"
-      git clone -q "$tmp/package/llama/gitRelease.bundle" "$src"
-      cp "$tmp/package/llama/llama.cpp.info.json" "$src/npm-info.json"
-      rm -rf "$tmp"
-    fi
-    cmake -S "$src" -B "$llama_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-      -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null
-  fi
-  cmake --build "$llama_build" --target llama-server -j "$(nproc)"
-fi
+. tests/bench/llama_cpp.sh
+llama_cpp_build "$llama_build" llama-server
 llama_server=$(cd "$llama_build/bin" && pwd)/llama-server
-src_dir=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$llama_build/CMakeCache.txt" 2>/dev/null || true)
-llama_rev=$(git -C "${src_dir:-$(dirname "$llama_build")}" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+llama_rev=$(llama_cpp_rev "$llama_build")
 
 if [ -z "$model" ]; then
   model="$out/synth-$shape-$type.gguf"

@@ -6,8 +6,9 @@
 #   bash tests/bench/vs_llamacpp.sh [options]
 #     --llama-build DIR   a llama.cpp build directory holding bin/llama-bench and
 #                         bin/llama-batched-bench (default: build/llama.cpp/build,
-#                         built on first use from the sources the npm package
-#                         node-llama-cpp@3.22.x carries as a git bundle)
+#                         built on first use by tests/bench/llama_cpp.sh from the
+#                         sources the npm package node-llama-cpp@3.22.x carries
+#                         as a git bundle)
 #     --tokenmill PATH    the tokenmill CLI (default: build/release/daemon/cli/tokenmill)
 #     --types "f16 q8_0"  weight types to compare (synthesized 1B-shape files)
 #     --models "A B"      GGUF files to compare instead of synthesized ones
@@ -54,22 +55,9 @@ if [ ! -x "$tokenmill" ]; then
   exit 1
 fi
 
-# llama.cpp from the npm package's git bundle (no network but npm).
-if [ ! -x "$llama_build/bin/llama-bench" ]; then
-  src=$(dirname "$llama_build")
-  if [ ! -d "$src/.git" ]; then
-    tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent node-llama-cpp@3.22 >/dev/null && tar xzf node-llama-cpp-*.tgz)
-    rm -rf "$src"
-    git clone -q "$tmp/package/llama/gitRelease.bundle" "$src"
-    cp "$tmp/package/llama/llama.cpp.info.json" "$src/npm-info.json"
-    rm -rf "$tmp"
-  fi
-  cmake -S "$src" -B "$llama_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$llama_build" --target llama-bench llama-batched-bench -j "$(nproc)"
-fi
-llama_rev=$(git -C "$(dirname "$llama_build")" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+. tests/bench/llama_cpp.sh
+llama_cpp_build "$llama_build" llama-bench llama-batched-bench
+llama_rev=$(llama_cpp_rev "$llama_build")
 
 if [ -z "$models" ]; then
   for t in $types; do

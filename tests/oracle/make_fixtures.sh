@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     --llama) llama=$2; shift 2 ;;
     --tokenmill) tokenmill=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "make_fixtures: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -36,19 +36,8 @@ if [ ! -x "$tokenmill" ]; then
   exit 1
 fi
 
-# llama.cpp from the npm package's git bundle (no network but npm).
-if [ ! -d "$llama/.git" ]; then
-  tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent node-llama-cpp@3.22 >/dev/null && tar xzf node-llama-cpp-*.tgz)
-  git clone -q "$tmp/package/llama/gitRelease.bundle" "$llama"
-  rm -rf "$tmp"
-fi
-if ! ls "$llama"/build/bin/libllama.* >/dev/null 2>&1; then
-  cmake -S "$llama" -B "$llama/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF >/dev/null
-  cmake --build "$llama/build" --target llama -j "$(nproc)"
-fi
+. tests/bench/llama_cpp.sh
+llama_cpp_build "$llama/build" llama
 commit=$(git -C "$llama" rev-parse HEAD)
 
 work=$(mktemp -d /tmp/oracle.XXXXXX)
