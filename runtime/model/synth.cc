@@ -273,8 +273,10 @@ absl::Status PlanModel(const SynthOptions& options, LoadedModel* model,
   const bool llama = options.arch == Architecture::kLlama;
   hp.rope_style = llama ? devices::RopeStyle::kAdjacentPairs : devices::RopeStyle::kHalves;
   // Qwen3 uses Qwen2's tokenizer (GGUF tokenizer.ggml.pre "qwen2").
-  auto vocab = BuildSynthVocabulary(options.vocab_size, llama ? tokenizer::PreTokenizer::kLlama3
-                                                              : tokenizer::PreTokenizer::kQwen2);
+  auto vocab = BuildSynthVocabulary(
+      options.vocab_size,
+      llama ? tokenizer::PreTokenizer::kLlama3 : tokenizer::PreTokenizer::kQwen2,
+      options.extra_control_tokens);
   if (!vocab.ok()) return vocab.status();
   model->tokenizer = *std::move(vocab);
   if (options.chat_template) model->tokenizer.chat_template = *options.chat_template;

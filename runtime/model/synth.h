@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -56,6 +57,10 @@ struct SynthOptions {
   // The chat template written to the file; unset: a Llama 3 style template
   // over the synthetic vocabulary's control tokens; "": none.
   std::optional<std::string> chat_template;
+  // Control tokens added after the synthetic vocabulary's own (tests: a
+  // tool-call marker such as <|python_tag|>); they take the place of normal
+  // tokens, so vocab_size stays the total.
+  std::vector<std::string> extra_control_tokens;
 };
 
 // Checks the shape (heads divide dim unless head_dim is set, even head_dim,

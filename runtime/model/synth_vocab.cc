@@ -229,14 +229,15 @@ std::string ByteToUnicode(uint8_t b) {
   return out;
 }
 
-absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(int32_t vocab_size,
-                                                              tokenizer::PreTokenizer pre) {
-  if (vocab_size < 256 + kSynthSpecialCount + 1) {
+absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(
+    int32_t vocab_size, tokenizer::PreTokenizer pre, std::span<const std::string> extra_control) {
+  const int32_t special_count = kSynthSpecialCount + static_cast<int32_t>(extra_control.size());
+  if (vocab_size < 256 + special_count + 1) {
     return absl::InvalidArgumentError(absl::StrCat("vocab_size ", vocab_size, " is below ",
-                                                   256 + kSynthSpecialCount + 1,
+                                                   256 + special_count + 1,
                                                    " (256 bytes, one merge, special tokens)"));
   }
-  const int32_t normal = vocab_size - kSynthSpecialCount;
+  const int32_t normal = vocab_size - special_count;
   VocabBuilder vocab;
   // Train over the byte-level spelling: symbols are byte ids, so the corpus
   // goes in raw and merges come out in the GPT-2 alphabet.
@@ -245,6 +246,7 @@ absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(int32_t vocab_size
   // Reserve the special spellings so no merge can produce them.
   absl::flat_hash_set<std::string> specials(std::begin(kSynthSpecialTokens),
                                             std::end(kSynthSpecialTokens));
+  specials.insert(extra_control.begin(), extra_control.end());
   uint64_t rng = 0x746F6B656E6D696Cull;  // "tokenmil"
   while (vocab.size() < normal) {
     // Extend any token by a corpus piece: lengths grow logarithmically.
@@ -264,6 +266,10 @@ absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(int32_t vocab_size
   spec.merges = vocab.merges();
   spec.token_types.assign(spec.tokens.size(), TokenType::kNormal);
   for (const char* special : kSynthSpecialTokens) {
+    spec.tokens.push_back(special);
+    spec.token_types.push_back(TokenType::kControl);
+  }
+  for (const std::string& special : extra_control) {
     spec.tokens.push_back(special);
     spec.token_types.push_back(TokenType::kControl);
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -21,12 +22,16 @@ inline constexpr int32_t kSynthSpecialCount = 5;
 // The GPT-2 byte-to-unicode spelling of byte b (UTF-8).
 std::string ByteToUnicode(uint8_t b);
 
-// The vocabulary of `vocab_size` tokens (>= 256 + kSynthSpecialCount + 1):
-// kByteLevelBpe with `pre`, bos <|begin_of_text|>, eos <|end_of_text|>,
-// extra eos <|eot_id|>, add_bos, a Llama 3 style chat template. The same
-// size gives the same vocabulary on every machine; cost is linear in the
-// size (128256 tokens take well under a second).
-absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(int32_t vocab_size,
-                                                              tokenizer::PreTokenizer pre);
+// The vocabulary of `vocab_size` tokens (>= 256 + kSynthSpecialCount +
+// extra_control.size() + 1): kByteLevelBpe with `pre`, bos
+// <|begin_of_text|>, eos <|end_of_text|>, extra eos <|eot_id|>, add_bos, a
+// Llama 3 style chat template; `extra_control` (for example a tool-call
+// marker such as <|python_tag|>) follow kSynthSpecialTokens as control
+// tokens, in place of as many normal ones. The same arguments give the same
+// vocabulary on every machine; cost is linear in the size (128256 tokens
+// take well under a second).
+absl::StatusOr<tokenizer::TokenizerSpec> BuildSynthVocabulary(
+    int32_t vocab_size, tokenizer::PreTokenizer pre,
+    std::span<const std::string> extra_control = {});
 
 }  // namespace tokenmill::model

@@ -284,5 +284,66 @@ TEST(ToolCallServingTest, ForcedCallsStreamThroughTheOpenAiClientInEachFormat) {
   EXPECT_EQ(daemon.Stop(), 0) << daemon.Stderr();
 }
 
+// A model whose vocabulary has its tool-call marker as a control token
+// (Llama 3.1's <|python_tag|>, as in Meta's files) writes the marker as that
+// token: the daemon looks its id up and keeps its text for the parser, which
+// then reads a call (python_tag followed by anything but JSON is a call of
+// "python"). Without tools the same token adds no text, as every control
+// token. The logit bias makes the random-weight model emit only the marker.
+TEST(ToolCallServingTest, AMarkerControlTokenReachesTheParser) {
+  const json fixtures = Fixtures();
+  TempDir dir;
+  model::SynthOptions shape = TinyModelShape();
+  shape.context_length = 8192;
+  for (const json& t : fixtures["templates"]) {
+    if (t["name"] == "meta-llama/Llama-3.1-8B-Instruct") shape.chat_template = t["chat_template"];
+  }
+  ASSERT_TRUE(shape.chat_template.has_value());
+  shape.extra_control_tokens = {"<|python_tag|>"};
+  const std::filesystem::path path = dir.path() / "llama3.gguf";
+  ASSERT_TRUE(model::WriteSynthGguf(shape, path).ok());
+  std::unique_ptr<tokenizer::Tokenizer> tok = TokenizerOf(path);
+  ASSERT_NE(tok, nullptr);
+  const std::optional<int32_t> marker = tok->TokenId("<|python_tag|>");
+  ASSERT_TRUE(marker.has_value());
+  ASSERT_EQ(tok->token_type(*marker), tokenizer::TokenType::kControl);
+
+  DaemonOptions options;
+  options.api_toml = "tcp = \"127.0.0.1:0\"\n";
+  options.extra_toml = absl::StrCat("[[model]]\nid = \"llama3\"\npath = \"", path.string(),
+                                    "\"\n\n[[tenant]]\nname = \"alpha\"\napi_keys_sha256 = [\"",
+                                    tenants::ApiKeySha256(kKey), "\"]\n");
+  DaemonProcess daemon(dir.path(), options);
+  ASSERT_TRUE(daemon.Start()) << daemon.Stderr();
+  ASSERT_TRUE(daemon.WaitModelReady("llama3")) << daemon.Stderr();
+  const std::string url =
+      absl::StrCat("http://127.0.0.1:", daemon.ApiTcpPort(), "/v1/chat/completions");
+  const std::vector<std::string> headers = {"Content-Type: application/json",
+                                            "Authorization: Bearer " + std::string(kKey)};
+  json body = {{"model", "llama3"},
+               {"messages", {{{"role", "user"}, {"content", "Run it"}}}},
+               {"logit_bias", {{std::to_string(*marker), 100}}},
+               {"max_tokens", 3}};
+  CurlResult plain = CurlRequest(url, "", "POST", body.dump(), headers);
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json plain_choice = json::parse(plain.body)["choices"][0];
+  EXPECT_EQ(plain_choice["message"]["content"], "") << plain.body;
+  EXPECT_FALSE(plain_choice["message"].contains("tool_calls")) << plain.body;
+
+  body["tools"] = json::parse(R"([{"type": "function", "function": {"name": "ping",
+      "parameters": {"type": "object", "properties": {}}}}])");
+  CurlResult r = CurlRequest(url, "", "POST", body.dump(), headers);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json choice = json::parse(r.body)["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "length") << r.body;  // the call was cut at max_tokens
+  EXPECT_TRUE(choice["message"]["content"].is_null()) << r.body;
+  ASSERT_TRUE(choice["message"]["tool_calls"].is_array()) << r.body;
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u) << r.body;
+  const json& call = choice["message"]["tool_calls"][0]["function"];
+  EXPECT_EQ(call["name"], "python") << r.body;
+  EXPECT_EQ(call["arguments"], R"({"code":"<|python_tag|><|python_tag|>"})") << r.body;
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Stderr();
+}
+
 }  // namespace
 }  // namespace tokenmill::testing

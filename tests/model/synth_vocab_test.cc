@@ -56,6 +56,26 @@ TEST(SynthVocabulary, SmallVocabularyIsCorpusMerges) {
   EXPECT_EQ(spec->merges[0], "\xC4\xA0 t");
 }
 
+// Extra control tokens follow the vocabulary's own in place of normal
+// tokens: the size stays, and the tokenizer finds each as one control token.
+TEST(SynthVocabulary, ExtraControlTokensTakeTheLastIds) {
+  const std::string extra[] = {"<|python_tag|>", "[TOOL_CALLS]"};
+  auto spec = BuildSynthVocabulary(600, PreTokenizer::kLlama3, extra);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->tokens.size(), 600u);
+  const int32_t n = 600 - kSynthSpecialCount - 2;
+  EXPECT_EQ(spec->bos_id, n);
+  EXPECT_EQ(spec->tokens[n + kSynthSpecialCount], "<|python_tag|>");
+  EXPECT_EQ(spec->tokens[n + kSynthSpecialCount + 1], "[TOOL_CALLS]");
+  auto tok = tokenizer::Tokenizer::Create(*spec);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->TokenId("[TOOL_CALLS]"), 599);
+  EXPECT_EQ((*tok)->token_type(599), TokenType::kControl);
+  EXPECT_EQ((*tok)->Decode(std::vector<int32_t>{599}, /*skip_special=*/true), "");
+  EXPECT_FALSE(
+      BuildSynthVocabulary(256 + kSynthSpecialCount + 2, PreTokenizer::kLlama3, extra).ok());
+}
+
 TEST(SynthVocabulary, TokenizesAndRoundTrips) {
   auto spec = BuildSynthVocabulary(2000, PreTokenizer::kLlama3);
   ASSERT_TRUE(spec.ok()) << spec.status();
