@@ -107,6 +107,13 @@ inline constexpr ByteSpread kToHighPair[4] = {MakeSpread(0, 1, 3), MakeSpread(1,
 // Quantizes n floats (n % 32 == 0) to Q8_0 blocks: d = max|x| / 127 (stored as
 // f16), q = round-half-away-from-zero(x / d) computed as x * (1 / d).
 void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out);
+// The activation quantizers' two loops, exact to std::fabs / std::max and
+// std::round (ties away from zero) for finite values, SSE2 on x86-64 (the
+// library call std::round makes had been a tenth of batch-16 decode):
+// max |x_i| over n values (n % 16 == 0), and q_i = round(x_i * id) as int8,
+// saturated to [-128, 127] (n % 16 == 0; callers keep |x_i * id| <= 127.5).
+float AbsMax(const float* x, int64_t n);
+void ScaleRoundToInt8(const float* x, int64_t n, float id, int8_t* q);
 
 // False when TOKENMILL_CPU_KQUANT_BATCH=off is in the environment (read
 // once): K-quant matmuls then keep the per-row kernel at every batch size,

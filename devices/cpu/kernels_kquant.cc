@@ -302,14 +302,13 @@ void QuantizeQ8K(const float* x, int64_t n, uint8_t* row) {
   auto* q = reinterpret_cast<int8_t*>(row + Q8KValuesOffset(n));
   for (int64_t b = 0; b < n / kSuper; ++b) {
     const float* v = x + b * kSuper;
-    float amax = 0.0f;
-    for (int i = 0; i < kSuper; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float amax = AbsMax(v, kSuper);
     const float d = amax / 127.0f;
     const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
     int8_t* out = q + b * kSuper;
-    for (int i = 0; i < kSuper; ++i) {
-      out[i] = static_cast<int8_t>(std::clamp(std::round(v[i] * id), -127.0f, 127.0f));
-    }
+    // |v_i x id| <= 127 (up to rounding of id), so the result stays in
+    // [-127, 127].
+    ScaleRoundToInt8(v, kSuper, id, out);
     std::memcpy(row + Q8KScalesOffset(n) + 4 * b, &d, sizeof(d));
     for (int s = 0; s < 16; ++s) {
       int16_t sum = 0;

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "devices/cpu/kernels.h"
 #include "devices/cpu/kernels_internal.h"
 
@@ -51,18 +55,67 @@ void QuantizeQ4_0(const float* x, int64_t n, uint8_t* out) {
 
 namespace internal {
 
+#if defined(__SSE2__)
+// SSE2 is part of x86-64, so this needs no dispatch. Max is exact in any
+// order for non-NaN values; the rounding is std::round's: truncate (exact
+// below 2^31), then step away from zero when the dropped part (exact: x and
+// its truncation share sign and exponent range) is at least one half.
+float AbsMax(const float* x, int64_t n) {
+  const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+  __m128 m0 = _mm_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+  for (int64_t i = 0; i < n; i += 16) {
+    m0 = _mm_max_ps(m0, _mm_and_ps(_mm_loadu_ps(x + i), magnitude));
+    m1 = _mm_max_ps(m1, _mm_and_ps(_mm_loadu_ps(x + i + 4), magnitude));
+    m2 = _mm_max_ps(m2, _mm_and_ps(_mm_loadu_ps(x + i + 8), magnitude));
+    m3 = _mm_max_ps(m3, _mm_and_ps(_mm_loadu_ps(x + i + 12), magnitude));
+  }
+  __m128 m = _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+void ScaleRoundToInt8(const float* x, int64_t n, float id, int8_t* q) {
+  const __m128 scale = _mm_set1_ps(id);
+  const __m128 half = _mm_set1_ps(0.5f), minus_half = _mm_set1_ps(-0.5f);
+  auto round4 = [&](const float* p) {
+    const __m128 s = _mm_mul_ps(_mm_loadu_ps(p), scale);
+    const __m128i t = _mm_cvttps_epi32(s);
+    const __m128 rest = _mm_sub_ps(s, _mm_cvtepi32_ps(t));
+    // Comparison masks are -1 where true.
+    const __m128i up = _mm_castps_si128(_mm_cmpge_ps(rest, half));
+    const __m128i down = _mm_castps_si128(_mm_cmple_ps(rest, minus_half));
+    return _mm_add_epi32(_mm_sub_epi32(t, up), down);
+  };
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m128i lo = _mm_packs_epi32(round4(x + i), round4(x + i + 4));
+    const __m128i hi = _mm_packs_epi32(round4(x + i + 8), round4(x + i + 12));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm_packs_epi16(lo, hi));
+  }
+}
+#else
+float AbsMax(const float* x, int64_t n) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  return amax;
+}
+
+void ScaleRoundToInt8(const float* x, int64_t n, float id, int8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    q[i] = static_cast<int8_t>(std::clamp(std::round(x[i] * id), -128.0f, 127.0f));
+  }
+}
+#endif
+
 void QuantizeQ8_0(const float* x, int64_t n, uint8_t* out) {
   for (int64_t b = 0; b < n / kBlock; ++b) {
     const float* v = x + b * kBlock;
-    float amax = 0.0f;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[j]));
+    const float amax = AbsMax(v, kBlock);
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     uint8_t* block = out + b * kQ8BlockBytes;
     StoreU16(block, FloatToHalf(d));
-    for (int j = 0; j < 32; ++j) {
-      block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(v[j] * id)));
-    }
+    ScaleRoundToInt8(v, kBlock, id, reinterpret_cast<int8_t*>(block + 2));
   }
 }
 

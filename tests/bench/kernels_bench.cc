@@ -6,7 +6,8 @@
 // speed; BM_MatMulRowsStream runs M = 1 over 256 MiB of weights on 1 and 2
 // threads, which is what batch-1 decode sees, and K-quants at M = 2..8 on
 // one thread (where their batch kernels' thresholds lie).
-// TOKENMILL_CPU_ISA=scalar|avx2 caps the ISA for comparisons.
+// BM_PrepareActivations times the activation quantization that quantized
+// matmuls start with. TOKENMILL_CPU_ISA=scalar|avx2 caps the ISA for comparisons.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -207,6 +208,34 @@ BENCHMARK(BM_MatMulRowsStream)
                    {2, 4, 6, 8}})
     ->ArgNames({"type", "threads", "M"})
     ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// PrepareActivationRows alone: 16 rows of 4096 values into the Q8_0 part
+// (Q8_0/Q4_0 weights) and into both parts (a Q4_K_M file's matmuls), one
+// thread; values per second.
+void BM_PrepareActivations(benchmark::State& state) {
+  const uint32_t formats = static_cast<uint32_t>(state.range(0));
+  constexpr int64_t kRows = 16;
+  std::vector<float> x(static_cast<size_t>(kRows * kDim));
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (float& v : x) v = dist(rng);
+  std::vector<uint8_t> scratch(ActivationScratchBytes(TensorType::kQ4_K, kRows, kDim));
+  for (auto _ : state) {
+    PrepareActivationRows(DetectIsa(), formats, x.data(), kDim, 0, kRows, scratch.data());
+    benchmark::DoNotOptimize(scratch.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(formats == kActivationQ8_0 ? "q8_0" : "q8_0+q8_k");
+  state.counters["values_per_s"] = benchmark::Counter(
+      static_cast<double>(kRows * kDim) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PrepareActivations)
+    ->ArgName("formats")
+    ->Arg(kActivationQ8_0)
+    ->Arg(kActivationQ8_0 | kActivationQ8K)
+    ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
 }  // namespace

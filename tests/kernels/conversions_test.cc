@@ -3,10 +3,12 @@
 // QuantizeRow round trips and layouts, DequantizeRow for every type.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "devices/cpu/kernels.h"
+#include "devices/cpu/kernels_internal.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/reference/naive_ops.h"
 
@@ -103,6 +105,54 @@ TEST(QuantizeTest, Q8_0RoundTripWithinHalfStep) {
     const double tol = d / 2.0 + 127.0 * std::fabs(d - d16) + 1e-7;
     for (int j = 0; j < 32; ++j) {
       ASSERT_NEAR(back[b * 32 + j], x[b * 32 + j], tol) << "block " << b << " j=" << j;
+    }
+  }
+}
+
+// Activation quantization rounds exactly as std::round (ties away from
+// zero), in PrepareActivationRows as the matmuls get it, for both prepared
+// formats: random rows, and rows whose max is 127 (so the scale is 1 and
+// values land on exact ties, one ulp either side, and just below 0.5).
+TEST(QuantizeTest, PreparedActivationsRoundHalfAwayFromZero) {
+  constexpr int64_t kCols = 512;
+  std::vector<float> x = RandomFloats(kCols * 3, 23, -3.0f, 3.0f);
+  for (int64_t i = 0; i < kCols; ++i) x[i] *= 1e-3f;
+  std::vector<float> ties(kCols);
+  for (int64_t i = 0; i < kCols; ++i) {
+    const float tie = static_cast<float>(i % 61) - 30.5f;  // -30.5 .. 29.5
+    const float around[] = {tie,
+                            std::nextafter(tie, -100.0f),
+                            std::nextafter(tie, 100.0f),
+                            0.49999997f,
+                            -0.49999997f,
+                            0.5f,
+                            -0.5f,
+                            126.5f};
+    ties[i] = around[(i / 61) % 8];
+    if (i % 256 == 0) ties[i] = 127.0f;  // every Q8_0 block and Q8_K super-block: max 127
+    if (i % 32 == 0) ties[i] = (i / 32) % 2 ? 127.0f : -127.0f;
+  }
+  x.insert(x.end(), ties.begin(), ties.end());
+  const int64_t rows = static_cast<int64_t>(x.size()) / kCols;
+  const int64_t row_bytes = internal::Q8RowBytes(kCols);
+  std::vector<uint8_t> scratch(static_cast<size_t>(rows * row_bytes));
+  PrepareActivationRows(DetectIsa(), kActivationQ8_0 | kActivationQ8K, x.data(), kCols, 0, rows,
+                        scratch.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* v = x.data() + r * kCols;
+    const uint8_t* row = scratch.data() + r * row_bytes;
+    const std::vector<uint8_t> q8 = reference::QuantizeQ8_0Naive(v, kCols);
+    for (size_t i = 0; i < q8.size(); ++i) ASSERT_EQ(row[i], q8[i]) << "row " << r << " byte " << i;
+    const auto* q8k = reinterpret_cast<const int8_t*>(row + internal::Q8KValuesOffset(kCols));
+    for (int64_t b = 0; b < kCols / 256; ++b) {
+      float amax = 0.0f;
+      for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(v[256 * b + i]));
+      const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      for (int i = 0; i < 256; ++i) {
+        const float want = std::clamp(std::round(v[256 * b + i] * id), -127.0f, 127.0f);
+        ASSERT_EQ(q8k[256 * b + i], static_cast<int8_t>(want))
+            << "row " << r << " value " << 256 * b + i << " = " << v[256 * b + i];
+      }
     }
   }
 }
