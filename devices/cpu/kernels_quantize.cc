@@ -248,9 +248,9 @@ size_t ActivationScratchBytes(TensorType w, int64_t rows, int64_t cols) {
 
 void PrepareActivationRows(Isa /*isa*/, uint32_t formats, const float* x, int64_t cols,
                            int64_t row_begin, int64_t row_end, uint8_t* scratch) {
-  // One scalar quantizer for every ISA: it costs O(rows x cols), against the
-  // matmul's O(rows x cols x out), and keeps Q8 activations bit-identical
-  // across paths.
+  // One quantizer for every ISA (SSE2 on x86-64, AbsMax / ScaleRoundToInt8):
+  // it costs O(rows x cols), against the matmul's O(rows x cols x out), and
+  // keeps Q8 activations bit-identical across paths.
   const bool q8_0 = (formats & kActivationQ8_0) != 0;
   // The Q8_K part exists for rows of whole super-blocks only.
   const bool q8k = (formats & kActivationQ8K) != 0 && cols % internal::kSuperBlock == 0;
