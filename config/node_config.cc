@@ -226,6 +226,7 @@ void ReadTenant(TableReader& r, TenantConfig& t, CrossChecks& cross, ProblemList
     return v > 0 && v <= 1 ? "" : "must be above 0 and at most 1";
   });
   r.Number("rate_limit_tokens_per_s", &t.rate_limit_tokens_per_s, NumberAtLeast(0));
+  r.Number("schema_compile_s_per_min", &t.schema_compile_s_per_min, NumberAtLeast(0));
   r.Uint32("max_concurrent", &t.max_concurrent);
   r.Uint32("max_queue", &t.max_queue);
   r.String("cache_group", &t.cache_group, [](std::string_view v) {

@@ -177,9 +177,10 @@ struct TenantConfig {
   std::vector<std::string> api_keys_sha256;  // lowercase hex, 64 chars each
   double weight = 1.0;                       // fair-share weight, > 0
   uint64_t kv_reserved_blocks = 0;
-  double kv_max_fraction = 1.0;          // (0, 1]
-  double rate_limit_tokens_per_s = 0.0;  // 0 = unlimited
-  uint32_t max_concurrent = 0;           // 0 = unlimited
+  double kv_max_fraction = 1.0;            // (0, 1]
+  double rate_limit_tokens_per_s = 0.0;    // 0 = unlimited
+  double schema_compile_s_per_min = 10.0;  // new grammars' compile time; 0 = unlimited
+  uint32_t max_concurrent = 0;             // 0 = unlimited
   uint32_t max_queue = 256;
   std::string cache_group;             // "" = private prefix cache
   std::vector<std::string> models;     // empty = all models

@@ -1,5 +1,8 @@
 #include "daemon/openai_api.h"
 
+#include <time.h>
+
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -511,6 +514,14 @@ absl::Status RetryLater(absl::StatusCode code, std::string_view message,
 }
 
 // An admission refusal in OpenAI's terms.
+// This thread's CPU time: what a grammar compile costs the encode pool,
+// whatever else runs on the machine.
+std::chrono::nanoseconds ThreadCpuTime() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
 absl::Status AdmissionError(absl::Status status) {
   if (status.code() == absl::StatusCode::kResourceExhausted) {
     status = WithErrorCode(status, "rate_limit_exceeded");
@@ -709,10 +720,25 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
   if (!max_tokens.ok()) return fail(max_tokens.status());
   out.prompt = std::move(*prompt);
   out.max_tokens = *max_tokens;
+  // Compiled here, off the loop: a new schema can take up to about a second
+  // at a 128K vocabulary; repeated ones come from the cache. A tenant with
+  // admission limits pays new ones from its compile budget (thread CPU time).
+  auto grammar = [&](const grammar::OutputConstraint& constraint)
+      -> absl::StatusOr<grammar::CompiledGrammarPtr> {
+    if (out.slot == nullptr) return instance->Grammar(constraint);
+    if (grammar::CompiledGrammarPtr cached = instance->CachedGrammar(constraint)) return cached;
+    if (absl::Status may = out.slot->MayCompileGrammar(); !may.ok()) {
+      out.rejected = true;
+      return WithErrorCode(may, "rate_limit_exceeded");
+    }
+    const std::chrono::nanoseconds start = ThreadCpuTime();
+    absl::StatusOr<grammar::CompiledGrammarPtr> compiled = instance->Grammar(constraint);
+    out.slot->ChargeGrammarCompile(ThreadCpuTime() - start);
+    return compiled;
+  };
   if (req.response_format) {
-    // Compiled here, off the loop: a new schema can take up to about a
-    // second at a 128K vocabulary; repeated ones come from the cache.
-    absl::StatusOr<grammar::CompiledGrammarPtr> compiled = instance->Grammar(*req.response_format);
+    absl::StatusOr<grammar::CompiledGrammarPtr> compiled = grammar(*req.response_format);
+    if (out.rejected) return fail(compiled.status());
     if (!compiled.ok()) {
       return fail(WithErrorParam(absl::InvalidArgumentError(absl::StrCat(
                                      "response_format: ", compiled.status().message())),
@@ -727,12 +753,13 @@ void OpenAiApi::Prepare(PendingGeneration& pending, PreparedGeneration& out) con
     absl::StatusOr<chat::ForcedToolCall> forced = chat::ForcedToolCallGrammar(
         out.tool_format, req.tools, req.tool_choice_name, req.parallel_tool_calls);
     absl::StatusOr<grammar::CompiledGrammarPtr> compiled =
-        forced.ok() ? instance->Grammar({.kind = grammar::OutputConstraint::Kind::kJsonSchema,
-                                         .schema = forced->schema,
-                                         .strict = false,
-                                         .prefix = forced->prefix,
-                                         .suffix = forced->suffix})
+        forced.ok() ? grammar({.kind = grammar::OutputConstraint::Kind::kJsonSchema,
+                               .schema = forced->schema,
+                               .strict = false,
+                               .prefix = forced->prefix,
+                               .suffix = forced->suffix})
                     : absl::StatusOr<grammar::CompiledGrammarPtr>(forced.status());
+    if (out.rejected) return fail(compiled.status());
     if (!compiled.ok()) {
       return fail(WithErrorParam(
           absl::InvalidArgumentError(absl::StrCat("tools: a forced call cannot be constrained: ",

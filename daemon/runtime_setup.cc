@@ -22,6 +22,7 @@ tenants::TenantPolicy TenantPolicyFromConfig(const config::TenantConfig& t) {
   p.kv_reserved_blocks = t.kv_reserved_blocks;
   p.kv_max_fraction = t.kv_max_fraction;
   p.rate_limit_tokens_per_s = t.rate_limit_tokens_per_s;
+  p.schema_compile_s_per_min = t.schema_compile_s_per_min;
   p.max_concurrent = t.max_concurrent;
   p.max_queue = t.max_queue;
   p.cache_group = t.cache_group;

@@ -58,6 +58,7 @@ json PolicyFields(const tenants::TenantPolicy& p) {
           {"kv_reserved_blocks", p.kv_reserved_blocks},
           {"kv_max_fraction", p.kv_max_fraction},
           {"rate_limit_tokens_per_s", p.rate_limit_tokens_per_s},
+          {"schema_compile_s_per_min", p.schema_compile_s_per_min},
           {"max_concurrent", p.max_concurrent},
           {"max_queue", p.max_queue},
           {"cache_group", p.cache_group},
@@ -100,6 +101,8 @@ absl::StatusOr<tenants::TenantPolicy> ApplyTenantBody(tenants::TenantPolicy poli
       status = ReadNumber(v, key, &policy.kv_max_fraction);
     } else if (key == "rate_limit_tokens_per_s") {
       status = ReadNumber(v, key, &policy.rate_limit_tokens_per_s);
+    } else if (key == "schema_compile_s_per_min") {
+      status = ReadNumber(v, key, &policy.schema_compile_s_per_min);
     } else if (key == "max_concurrent") {
       status = ReadUnsigned(v, key, &policy.max_concurrent);
     } else if (key == "max_queue") {

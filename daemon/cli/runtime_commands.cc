@@ -83,6 +83,10 @@ RuntimeCommands::RuntimeCommands(CLI::App& app) {
       tenants_put_->add_option("--key-sha256", p.key_hashes, "an API key's SHA-256 (repeatable)"));
   p.weight_opt = tenants_put_->add_option("--weight", p.weight, "fair-share weight");
   p.rate_opt = tenants_put_->add_option("--rate", p.rate, "tokens per second, 0 = unlimited");
+  p.compile_opt = tenants_put_->add_option(
+      "--schema-compile", p.compile,
+      "seconds per minute it may spend compiling schemas not compiled before, 0 = unlimited "
+      "(default 10)");
   p.max_concurrent_opt = tenants_put_->add_option(
       "--max-concurrent", p.max_concurrent,
       "sequences running at once (a request's n choices count n), 0 = unlimited");
@@ -262,6 +266,7 @@ int RuntimeCommands::TenantsPut(ControlClient& client, bool as_json) {
                     .api_keys_sha256 = p.key_hashes,
                     .weight = IfGiven(p.weight_opt, p.weight),
                     .rate_limit_tokens_per_s = IfGiven(p.rate_opt, p.rate),
+                    .schema_compile_s_per_min = IfGiven(p.compile_opt, p.compile),
                     .max_concurrent = IfGiven(p.max_concurrent_opt, p.max_concurrent),
                     .max_queue = IfGiven(p.max_queue_opt, p.max_queue),
                     .kv_reserved_blocks = IfGiven(p.kv_reserved_opt, p.kv_reserved),

@@ -45,13 +45,14 @@ class RuntimeCommands {
   struct TenantOptions {
     std::string name;
     std::vector<std::string> keys, key_hashes, models;
-    double weight = 0, rate = 0, kv_max_fraction = 0, price_in = 0, price_out = 0;
+    double weight = 0, rate = 0, compile = 0, kv_max_fraction = 0, price_in = 0, price_out = 0;
     int64_t max_concurrent = 0, max_queue = 0, kv_reserved = 0;
     std::string cache_group;
     bool replace = false;
-    CLI::Option *weight_opt = nullptr, *rate_opt = nullptr, *kv_max_fraction_opt = nullptr,
-                *price_in_opt = nullptr, *price_out_opt = nullptr, *max_concurrent_opt = nullptr,
-                *max_queue_opt = nullptr, *kv_reserved_opt = nullptr, *cache_group_opt = nullptr;
+    CLI::Option *weight_opt = nullptr, *rate_opt = nullptr, *compile_opt = nullptr,
+                *kv_max_fraction_opt = nullptr, *price_in_opt = nullptr, *price_out_opt = nullptr,
+                *max_concurrent_opt = nullptr, *max_queue_opt = nullptr, *kv_reserved_opt = nullptr,
+                *cache_group_opt = nullptr;
   };
   struct GenerateOptions {
     std::string model, key, prompt;

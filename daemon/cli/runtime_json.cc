@@ -73,6 +73,8 @@ json TenantPutBody(const TenantFlags& flags) {
   if (flags.weight) body["weight"] = *flags.weight;
   if (flags.rate_limit_tokens_per_s)
     body["rate_limit_tokens_per_s"] = *flags.rate_limit_tokens_per_s;
+  if (flags.schema_compile_s_per_min)
+    body["schema_compile_s_per_min"] = *flags.schema_compile_s_per_min;
   if (flags.max_concurrent) body["max_concurrent"] = *flags.max_concurrent;
   if (flags.max_queue) body["max_queue"] = *flags.max_queue;
   if (flags.kv_reserved_blocks) body["kv_reserved_blocks"] = *flags.kv_reserved_blocks;
@@ -157,6 +159,7 @@ TableRows TenantDetailRows(const json& t) {
           {"api keys", Field(t, "api_key_count")},
           {"weight", Field(t, "weight")},
           {"rate limit", Limit(t, "rate_limit_tokens_per_s") + " tokens/s"},
+          {"schema compile", Limit(t, "schema_compile_s_per_min") + " s per minute"},
           {"max concurrent", Limit(t, "max_concurrent")},
           {"max queue", Field(t, "max_queue")},
           {"in flight", Field(t, "in_flight")},

@@ -29,6 +29,7 @@ struct TenantFlags {
   std::vector<std::string> api_keys_sha256 = {};  // --key-sha256
   std::optional<double> weight = std::nullopt;
   std::optional<double> rate_limit_tokens_per_s = std::nullopt;
+  std::optional<double> schema_compile_s_per_min = std::nullopt;
   std::optional<int64_t> max_concurrent = std::nullopt;
   std::optional<int64_t> max_queue = std::nullopt;
   std::optional<int64_t> kv_reserved_blocks = std::nullopt;

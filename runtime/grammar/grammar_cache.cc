@@ -8,21 +8,31 @@ GrammarCache::GrammarCache(std::shared_ptr<const TokenVocabulary> vocabulary,
                            JsonSchemaOptions options, size_t max_bytes)
     : vocabulary_(std::move(vocabulary)), options_(options), max_bytes_(max_bytes) {}
 
-absl::StatusOr<CompiledGrammarPtr> GrammarCache::Get(const OutputConstraint& constraint) {
+std::string GrammarCache::Key(const OutputConstraint& constraint) {
   // Lengths first, so no two constraints share a key.
   std::string key = absl::StrCat(constraint.prefix.size(), ":", constraint.prefix,
                                  constraint.suffix.size(), ":", constraint.suffix);
   key += constraint.kind == OutputConstraint::Kind::kJsonObject
              ? std::string("object")
              : (constraint.strict ? "strict:" : "schema:") + constraint.schema;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = index_.find(key);
-    if (it != index_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return it->second->second;
-    }
-  }
+  return key;
+}
+
+CompiledGrammarPtr GrammarCache::FindKey(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->second;
+}
+
+CompiledGrammarPtr GrammarCache::Find(const OutputConstraint& constraint) {
+  return FindKey(Key(constraint));
+}
+
+absl::StatusOr<CompiledGrammarPtr> GrammarCache::Get(const OutputConstraint& constraint) {
+  std::string key = Key(constraint);
+  if (CompiledGrammarPtr cached = FindKey(key)) return cached;
   JsonSchemaOptions options = options_;
   options.strict = constraint.strict;
   options.prefix = constraint.prefix;

@@ -42,6 +42,9 @@ class GrammarCache {
   // replaced by the constraint's); kInvalidArgument for a schema the compiler refuses
   // (not cached).
   absl::StatusOr<CompiledGrammarPtr> Get(const OutputConstraint& constraint);
+  // The cached grammar for `constraint` (and it becomes the most recent);
+  // nullptr when Get would compile.
+  CompiledGrammarPtr Find(const OutputConstraint& constraint);
 
   const TokenVocabulary& vocabulary() const { return *vocabulary_; }
   size_t cached_bytes() const;
@@ -49,6 +52,9 @@ class GrammarCache {
 
  private:
   using Entry = std::pair<std::string, CompiledGrammarPtr>;
+
+  static std::string Key(const OutputConstraint& constraint);
+  CompiledGrammarPtr FindKey(const std::string& key);
 
   std::shared_ptr<const TokenVocabulary> vocabulary_;
   JsonSchemaOptions options_;

@@ -647,19 +647,24 @@ const tokenizer::Tokenizer& ModelInstance::tokenizer() const { return *impl_->to
 const chat::ChatTemplate& ModelInstance::chat_template() const { return *impl_->chat_template; }
 const model::LoadedModel& ModelInstance::model() const { return impl_->model; }
 
-absl::StatusOr<grammar::CompiledGrammarPtr> ModelInstance::Grammar(
-    const grammar::OutputConstraint& constraint) {
-  grammar::GrammarCache* cache = nullptr;
-  {
-    absl::MutexLock lock(&impl_->grammar_mu);
-    if (impl_->grammars == nullptr) {
-      impl_->grammars = std::make_unique<grammar::GrammarCache>(
-          grammar::TokenVocabulary::FromTokenizer(*impl_->tokenizer), grammar::JsonSchemaOptions());
-    }
-    cache = impl_->grammars.get();
+grammar::GrammarCache& ModelInstance::Grammars() {
+  absl::MutexLock lock(&impl_->grammar_mu);
+  if (impl_->grammars == nullptr) {
+    impl_->grammars = std::make_unique<grammar::GrammarCache>(
+        grammar::TokenVocabulary::FromTokenizer(*impl_->tokenizer), grammar::JsonSchemaOptions());
   }
   // The cache is thread-safe and lives as long as the instance.
-  return cache->Get(constraint);
+  return *impl_->grammars;
+}
+
+absl::StatusOr<grammar::CompiledGrammarPtr> ModelInstance::Grammar(
+    const grammar::OutputConstraint& constraint) {
+  return Grammars().Get(constraint);
+}
+
+grammar::CompiledGrammarPtr ModelInstance::CachedGrammar(
+    const grammar::OutputConstraint& constraint) {
+  return Grammars().Find(constraint);
 }
 int32_t ModelInstance::context() const { return impl_->options.scheduler.context; }
 

@@ -102,11 +102,16 @@ class ModelInstance {
   // new schema costs milliseconds to about a second at a 128K vocabulary, so
   // call it off event loops (the encode pool does).
   absl::StatusOr<grammar::CompiledGrammarPtr> Grammar(const grammar::OutputConstraint& constraint);
+  // The cached grammar for `constraint`, or nullptr when Grammar would
+  // compile it (so that a caller can budget the compile).
+  grammar::CompiledGrammarPtr CachedGrammar(const grammar::OutputConstraint& constraint);
   int32_t context() const;
 
  private:
   struct Impl;
   explicit ModelInstance(std::unique_ptr<Impl> impl);
+  // The instance's grammar cache, made on first use.
+  grammar::GrammarCache& Grammars();
   std::unique_ptr<Impl> impl_;
 };
 

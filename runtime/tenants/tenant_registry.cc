@@ -69,14 +69,46 @@ struct RemovalHub {
   }
 };
 
+// A token bucket that may go into debt: what is taken is known only after
+// the work (generated tokens, compile time), so work starts while the level
+// is >= 0 and pays by waiting afterwards.
+struct Bucket {
+  double rate = 0.0;      // units per second, 0 = unlimited
+  double capacity = 1.0;  // bucket size in units
+  double level = 1.0;     // units in the bucket; < 0 = in debt
+  TimePoint refilled_at{};
+
+  // Applies a new rate and size; a full bucket stays full.
+  void Configure(double new_rate, double new_capacity, TimePoint now) {
+    Refill(now);
+    const bool was_full = level >= capacity;
+    rate = new_rate;
+    capacity = new_capacity;
+    if (was_full || level > capacity) level = capacity;
+  }
+
+  void Refill(TimePoint now) {
+    if (now > refilled_at) {
+      double seconds = std::chrono::duration<double>(now - refilled_at).count();
+      level = std::min(capacity, level + seconds * rate);
+      refilled_at = now;
+    }
+  }
+
+  // Whole seconds (at least 1) until an in-debt bucket is back at zero.
+  std::chrono::seconds UntilZero() const {
+    const double seconds = std::ceil(-level / rate);
+    return std::chrono::seconds(std::max<int64_t>(1, static_cast<int64_t>(seconds)));
+  }
+};
+
 // One tenant's admission state. Shared by the registry entry and the tickets,
 // so that a ticket releases its slot even after the tenant was removed.
 struct AdmissionState {
   absl::Mutex mu;
-  double rate ABSL_GUARDED_BY(mu) = 0.0;      // tokens per second, 0 = unlimited
-  double capacity ABSL_GUARDED_BY(mu) = 1.0;  // bucket size in tokens
-  double level ABSL_GUARDED_BY(mu) = 1.0;     // tokens in the bucket; < 0 = in debt
-  TimePoint refilled_at ABSL_GUARDED_BY(mu){};
+  Bucket tokens ABSL_GUARDED_BY(mu);  // rate_limit_tokens_per_s, in tokens
+  // schema_compile_s_per_min, in seconds of compile time; holds one minute's.
+  Bucket compile ABSL_GUARDED_BY(mu);
   uint32_t in_flight ABSL_GUARDED_BY(mu) = 0;
   uint64_t in_flight_cap ABSL_GUARDED_BY(mu) = 0;  // 0 = unlimited
   // Set when the tenant is removed; the hub hears of it once nothing is in flight.
@@ -93,23 +125,13 @@ struct AdmissionState {
 
   // Applies a (new) policy's limits; a full bucket stays full.
   void Configure(const TenantPolicy& policy, TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    Refill(now);
-    bool was_full = level >= capacity;
-    rate = policy.rate_limit_tokens_per_s;
-    capacity = std::max(rate * kBurstSeconds, 1.0);
-    if (was_full || level > capacity) level = capacity;
+    tokens.Configure(policy.rate_limit_tokens_per_s,
+                     std::max(policy.rate_limit_tokens_per_s * kBurstSeconds, 1.0), now);
+    compile.Configure(policy.schema_compile_s_per_min / 60.0, policy.schema_compile_s_per_min, now);
     if (policy.max_concurrent > 0) {
       in_flight_cap = uint64_t{policy.max_concurrent} + policy.max_queue;
     } else {
       in_flight_cap = policy.max_queue;  // 0 and 0: no cap at all
-    }
-  }
-
-  void Refill(TimePoint now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (now > refilled_at) {
-      double seconds = std::chrono::duration<double>(now - refilled_at).count();
-      level = std::min(capacity, level + seconds * rate);
-      refilled_at = now;
     }
   }
 };
@@ -138,9 +160,31 @@ class Ticket final : public AdmissionTicket {
   void ChargeTokens(int64_t tokens) override {
     if (tokens <= 0) return;
     absl::MutexLock lock(&state_->mu);
-    if (state_->rate <= 0.0) return;
-    state_->Refill(clock_());
-    state_->level -= static_cast<double>(tokens);
+    if (state_->tokens.rate <= 0.0) return;
+    state_->tokens.Refill(clock_());
+    state_->tokens.level -= static_cast<double>(tokens);
+  }
+
+  absl::Status MayCompileGrammar() override {
+    absl::MutexLock lock(&state_->mu);
+    Bucket& compile = state_->compile;
+    if (compile.rate <= 0.0) return absl::OkStatus();
+    compile.Refill(clock_());
+    if (compile.level >= 0.0) return absl::OkStatus();
+    return RetryLaterError(
+        absl::StrCat("tenant '", tenant_, "' has spent its schema compile time (", compile.capacity,
+                     " s per minute): a schema not compiled before must wait; "
+                     "schemas compiled before are served"),
+        compile.UntilZero());
+  }
+
+  void ChargeGrammarCompile(std::chrono::nanoseconds spent) override {
+    if (spent <= std::chrono::nanoseconds::zero()) return;
+    absl::MutexLock lock(&state_->mu);
+    Bucket& compile = state_->compile;
+    if (compile.rate <= 0.0) return;
+    compile.Refill(clock_());
+    compile.level -= std::chrono::duration<double>(spent).count();
   }
 
   const std::string& tenant() const override { return tenant_; }
@@ -190,6 +234,9 @@ absl::Status ValidateTenantPolicy(const TenantPolicy& policy) {
   }
   if (!std::isfinite(policy.rate_limit_tokens_per_s) || policy.rate_limit_tokens_per_s < 0.0) {
     return bad("rate_limit_tokens_per_s", "must be >= 0 (0 = unlimited)");
+  }
+  if (!std::isfinite(policy.schema_compile_s_per_min) || policy.schema_compile_s_per_min < 0.0) {
+    return bad("schema_compile_s_per_min", "must be >= 0 (0 = unlimited)");
   }
   if (!policy.cache_group.empty() && !IsName(policy.cache_group, 64)) {
     return bad("cache_group",
@@ -286,9 +333,11 @@ struct TenantRegistry::Impl {
     if (fresh) entry.admission = std::make_shared<AdmissionState>();
     {
       absl::MutexLock lock(&entry.admission->mu);
-      if (fresh) entry.admission->refilled_at = now;
+      if (fresh) entry.admission->tokens.refilled_at = now;
+      if (fresh) entry.admission->compile.refilled_at = now;
       entry.admission->Configure(policy, now);
-      if (fresh) entry.admission->level = entry.admission->capacity;
+      if (fresh) entry.admission->tokens.level = entry.admission->tokens.capacity;
+      if (fresh) entry.admission->compile.level = entry.admission->compile.capacity;
     }
     entry.policy = std::move(policy);
   }
@@ -451,17 +500,15 @@ absl::StatusOr<AdmissionTicketPtr> TenantRegistry::Admit(std::string_view tenant
                                           state->in_flight_cap, ")"),
                              std::chrono::seconds(1));
     }
-    if (state->rate > 0.0) {
-      state->Refill(now);
-      if (state->level < 0.0) {
-        double seconds = std::ceil(-state->level / state->rate);
-        auto after = std::chrono::seconds(std::max<int64_t>(1, static_cast<int64_t>(seconds)));
+    if (Bucket& bucket = state->tokens; bucket.rate > 0.0) {
+      bucket.Refill(now);
+      if (bucket.level < 0.0) {
         return RetryLaterError(
             absl::StrCat("tenant '", std::string(tenant), "' is over its rate limit of ",
-                         state->rate, " tokens/s"),
-            after);
+                         bucket.rate, " tokens/s"),
+            bucket.UntilZero());
       }
-      state->level -= static_cast<double>(std::max<int64_t>(prompt_tokens, 0));
+      bucket.level -= static_cast<double>(std::max<int64_t>(prompt_tokens, 0));
     }
     state->in_flight += sequences;
   }

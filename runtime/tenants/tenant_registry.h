@@ -31,10 +31,14 @@ struct TenantPolicy {
   uint64_t kv_reserved_blocks = 0;
   double kv_max_fraction = 1.0;          // (0, 1]
   double rate_limit_tokens_per_s = 0.0;  // 0 = unlimited
-  uint32_t max_concurrent = 0;           // sequences running at once; 0 = unlimited
-  uint32_t max_queue = 256;              // sequences waiting beyond max_concurrent
-  std::string cache_group;               // "" = private prefix cache
-  std::vector<std::string> models;       // empty = every model
+  // Encode-pool time a tenant may spend compiling response_format schemas
+  // and forced tool calls not compiled before (cached ones are free), in
+  // seconds per minute; 0 = unlimited. See AdmissionTicket.
+  double schema_compile_s_per_min = 10.0;
+  uint32_t max_concurrent = 0;      // sequences running at once; 0 = unlimited
+  uint32_t max_queue = 256;         // sequences waiting beyond max_concurrent
+  std::string cache_group;          // "" = private prefix cache
+  std::vector<std::string> models;  // empty = every model
   double price_input_per_mtok = 0.0;
   double price_output_per_mtok = 0.0;
   TenantSource source = TenantSource::kConfig;
@@ -64,6 +68,14 @@ class AdmissionTicket {
   // Takes generated tokens out of the tenant's token bucket (it may go
   // negative; new requests then wait until it refills).
   virtual void ChargeTokens(int64_t tokens) = 0;
+  // The schema compile budget (schema_compile_s_per_min > 0), a bucket of
+  // one minute's allowance that starts full and, like the token bucket, may
+  // go into debt: OK while it is not in debt, else kResourceExhausted with
+  // RetryAfter (time to refill to zero, at least 1 s). Ask before compiling
+  // a grammar the model's cache lacks; charge the compile's thread CPU time
+  // after it.
+  virtual absl::Status MayCompileGrammar() = 0;
+  virtual void ChargeGrammarCompile(std::chrono::nanoseconds spent) = 0;
   virtual const std::string& tenant() const = 0;
 };
 using AdmissionTicketPtr = std::unique_ptr<AdmissionTicket>;

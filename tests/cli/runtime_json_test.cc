@@ -102,6 +102,7 @@ TEST(RuntimeJsonTest, RequestBodiesCarryOnlyGivenFlags) {
   flags.api_keys = {"k1", "k2"};
   flags.weight = 2;
   flags.rate_limit_tokens_per_s = 1000;
+  flags.schema_compile_s_per_min = 0.5;
   flags.max_concurrent = 0;  // given as 0 = unlimited: still sent
   flags.cache_group = "g";
   flags.models = {"m1"};
@@ -109,6 +110,7 @@ TEST(RuntimeJsonTest, RequestBodiesCarryOnlyGivenFlags) {
   EXPECT_EQ(TenantPutBody(flags), json({{"api_keys", {"k1", "k2"}},
                                         {"weight", 2.0},
                                         {"rate_limit_tokens_per_s", 1000.0},
+                                        {"schema_compile_s_per_min", 0.5},
                                         {"max_concurrent", 0},
                                         {"cache_group", "g"},
                                         {"models", {"m1"}},

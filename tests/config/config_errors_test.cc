@@ -404,6 +404,8 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{kTenant, "max_queue = -3", "[[tenant]].max_queue must be >= 0, got -3"},
         ValueCase{kTenant, "rate_limit_tokens_per_s = -1",
                   "[[tenant]].rate_limit_tokens_per_s must be >= 0, got -1"},
+        ValueCase{kTenant, "schema_compile_s_per_min = -1",
+                  "[[tenant]].schema_compile_s_per_min must be >= 0, got -1"},
         ValueCase{kTenant, "cache_group = \"a b\"",
                   "[[tenant]].cache_group " + kNotAName + ", got \"a b\""},
         ValueCase{kTenant, "models = \"m\"",

@@ -152,6 +152,7 @@ weight = 2.5
 kv_reserved_blocks = 1024
 kv_max_fraction = 0.5
 rate_limit_tokens_per_s = 20000
+schema_compile_s_per_min = 2.5
 max_concurrent = 16
 max_queue = 32
 cache_group = "shared"
@@ -268,6 +269,7 @@ TEST(ParseConfigTest, FullFileSetsEveryField) {
   EXPECT_EQ(acme.kv_reserved_blocks, 1024u);
   EXPECT_EQ(acme.kv_max_fraction, 0.5);
   EXPECT_EQ(acme.rate_limit_tokens_per_s, 20000.0);
+  EXPECT_EQ(acme.schema_compile_s_per_min, 2.5);
   EXPECT_EQ(acme.max_concurrent, 16u);
   EXPECT_EQ(acme.max_queue, 32u);
   EXPECT_EQ(acme.cache_group, "shared");

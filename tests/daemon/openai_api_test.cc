@@ -34,6 +34,7 @@ using tokenmill::testing::CurlResult;
 constexpr char kKey[] = "sk-test-alpha";
 constexpr char kSlowKey[] = "sk-test-slow";
 constexpr char kNarrowKey[] = "sk-test-narrow";
+constexpr char kFrugalKey[] = "sk-test-frugal";
 
 devices::DeviceInfo CpuInfo(std::string id, uint64_t memory) {
   devices::DeviceInfo info;
@@ -93,6 +94,11 @@ class OpenAiApiTest : public ::testing::Test {
     narrow.api_keys_sha256 = {tenants::ApiKeySha256(kNarrowKey)};
     narrow.models = {"some-other-model"};
     ASSERT_TRUE(registry_.Put(narrow).ok());
+    tenants::TenantPolicy frugal;
+    frugal.name = "frugal";
+    frugal.api_keys_sha256 = {tenants::ApiKeySha256(kFrugalKey)};
+    frugal.schema_compile_s_per_min = 1e-6;  // any compile spends it for about a minute
+    ASSERT_TRUE(registry_.Put(frugal).ok());
 
     runtime::InstanceManagerOptions options;
     options.default_max_seqs = 4;
@@ -327,6 +333,33 @@ TEST_F(OpenAiApiTest, RateLimitedWithRetryAfter) {
   EXPECT_EQ(error["code"], "rate_limit_exceeded");
   // Other tenants are not affected.
   EXPECT_EQ(Post("/v1/completions", request).status, 200);
+}
+
+// A tenant that has spent its schema compile time gets 429 for a schema the
+// model has not compiled, and is served schemas compiled before (its own or
+// another tenant's: the cache is the model's); other tenants are not
+// affected.
+TEST_F(OpenAiApiTest, SchemaCompileBudgetRefusesOnlyNewSchemas) {
+  auto request = [](int maximum) {
+    json schema = {{"type", "integer"}, {"minimum", 0}, {"maximum", maximum}};
+    json format = {{"type", "json_schema"}, {"json_schema", {{"name", "n"}, {"schema", schema}}}};
+    json messages = json::array({{{"role", "user"}, {"content", "a number"}}});
+    return json{
+        {"model", "tiny"}, {"messages", messages}, {"max_tokens", 3}, {"response_format", format}};
+  };
+  CurlResult first = Post("/v1/chat/completions", request(7), kFrugalKey);
+  ASSERT_EQ(first.status, 200) << first.body;  // a full budget compiles once
+  CurlResult refused = Post("/v1/chat/completions", request(8), kFrugalKey);
+  ASSERT_EQ(refused.status, 429) << refused.body;
+  EXPECT_GE(std::stoi(HeaderValue(refused, "Retry-After")), 1);
+  json error = json::parse(refused.body)["error"];
+  EXPECT_EQ(error["code"], "rate_limit_exceeded");
+  EXPECT_NE(error["message"].get<std::string>().find("schema compile"), std::string::npos)
+      << refused.body;
+  EXPECT_EQ(Post("/v1/chat/completions", request(7), kFrugalKey).status, 200);
+  ASSERT_EQ(Post("/v1/chat/completions", request(8)).status, 200);  // alpha: default budget
+  EXPECT_EQ(Post("/v1/chat/completions", request(8), kFrugalKey).status, 200);
+  EXPECT_EQ(Post("/v1/chat/completions", request(9), kFrugalKey).status, 429);
 }
 
 TEST_F(OpenAiApiTest, ClientDisconnectCancels) {
@@ -598,7 +631,9 @@ TEST(ModelBodyTest, ParseAndStoreForm) {
 }
 
 TEST_F(OpenAiApiTest, AnonymousWhenNoTenants) {
-  for (const char* name : {"alpha", "slow", "narrow"}) ASSERT_TRUE(registry_.Remove(name).ok());
+  for (const char* name : {"alpha", "slow", "narrow", "frugal"}) {
+    ASSERT_TRUE(registry_.Remove(name).ok());
+  }
   CurlResult r =
       Post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 1}}, "");
   EXPECT_EQ(r.status, 200) << r.body;

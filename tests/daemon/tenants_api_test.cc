@@ -48,6 +48,7 @@ TEST_F(TenantsApiTest, PutGetListDelete) {
                {"kv_reserved_blocks", 10},
                {"kv_max_fraction", 0.5},
                {"rate_limit_tokens_per_s", 100},
+               {"schema_compile_s_per_min", 3},
                {"max_concurrent", 4},
                {"max_queue", 8},
                {"cache_group", "g"},
@@ -85,6 +86,7 @@ TEST_F(TenantsApiTest, PutGetListDelete) {
   auto one = Call("GET", "/control/v1/tenants/acme");
   EXPECT_EQ(one->status, 200);
   EXPECT_EQ(one->Json()["rate_limit_tokens_per_s"], 100);
+  EXPECT_EQ(one->Json()["schema_compile_s_per_min"], 3);
   auto list = Call("GET", "/control/v1/tenants");
   ASSERT_EQ(list->Json()["tenants"].size(), 2u);
   EXPECT_EQ(list->Json()["tenants"][0]["name"], "acme");

@@ -51,6 +51,9 @@ TEST(TenantPolicyTest, ValidationNamesTheField) {
   q.rate_limit_tokens_per_s = -1;
   expect_bad(q, "rate_limit_tokens_per_s");
   q = p;
+  q.schema_compile_s_per_min = -0.1;
+  expect_bad(q, "schema_compile_s_per_min");
+  q = p;
   q.api_keys_sha256 = {"ABC"};
   expect_bad(q, "api_keys_sha256[0]");
   q = p;
@@ -182,6 +185,52 @@ TEST(TenantRegistryTest, TokenBucketRefillAndRetryAfter) {
   refused = registry.Admit("t", 1);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(RetryAfter(refused.status()), seconds(1));
+}
+
+// The schema compile budget: a minute's allowance that starts full, may go
+// into debt by what a compile cost, and refills at the allowance per minute;
+// 0 never refuses. A replaced policy keeps the debt.
+TEST(TenantRegistryTest, SchemaCompileBudget) {
+  FakeClock clock;
+  TenantRegistry registry(clock.AsClock());
+  TenantPolicy p = Policy("t");
+  p.schema_compile_s_per_min = 6;  // 0.1 s of compile per second
+  ASSERT_TRUE(registry.Put(p).ok());
+  auto ticket = registry.Admit("t", 1);
+  ASSERT_TRUE(ticket.ok());
+  EXPECT_TRUE((*ticket)->MayCompileGrammar().ok());
+  (*ticket)->ChargeGrammarCompile(std::chrono::seconds(7));  // 6 - 7 = -1 s
+  absl::Status refused = (*ticket)->MayCompileGrammar();
+  ASSERT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RetryAfter(refused), seconds(10));  // 1 s of debt at 0.1 s/s
+  EXPECT_NE(std::string(refused.message()).find("schema compile"), std::string::npos) << refused;
+  // Another request of the tenant sees the same budget; the token bucket is
+  // unlimited, so it is admitted and refused only compiling.
+  auto other = registry.Admit("t", 1);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE((*other)->MayCompileGrammar().ok());
+  clock.Advance(std::chrono::seconds(9));
+  refused = (*ticket)->MayCompileGrammar();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(RetryAfter(refused), seconds(1));  // 0.1 s left: at least 1 s
+  p.weight = 2;                                // a replace keeps the level
+  ASSERT_TRUE(registry.Put(p).ok());
+  EXPECT_FALSE((*ticket)->MayCompileGrammar().ok());
+  clock.Advance(std::chrono::seconds(1));
+  EXPECT_TRUE((*other)->MayCompileGrammar().ok());
+  // Refill stops at one minute's allowance.
+  clock.Advance(std::chrono::hours(1));
+  (*ticket)->ChargeGrammarCompile(std::chrono::milliseconds(6100));
+  EXPECT_FALSE((*ticket)->MayCompileGrammar().ok());
+
+  // 0: unlimited.
+  TenantPolicy free = Policy("free");
+  free.schema_compile_s_per_min = 0;
+  ASSERT_TRUE(registry.Put(free).ok());
+  auto unlimited = registry.Admit("free", 1);
+  ASSERT_TRUE(unlimited.ok());
+  (*unlimited)->ChargeGrammarCompile(std::chrono::hours(1));
+  EXPECT_TRUE((*unlimited)->MayCompileGrammar().ok());
 }
 
 TEST(TenantRegistryTest, UnlimitedRateNeverRefusesOnTokens) {
