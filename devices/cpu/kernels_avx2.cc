@@ -1,21 +1,15 @@
 // AVX2 + FMA + F16C kernels. Compiled for that target per function (the
 // pragma below, after every include), so the rest of the library stays
 // baseline x86-64; the dispatcher calls in only when the CPU has them.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "devices/cpu/kernels_internal.h"
+#include "devices/cpu/kernels_target.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+TOKENMILL_KERNELS_TARGET_BEGIN(TOKENMILL_ISA_AVX2)
 
 namespace tokenmill::devices::cpu::internal::avx2 {
 namespace {
@@ -362,10 +356,6 @@ void StoreF16(const float* x, uint16_t* out, int64_t n) {
 
 }  // namespace tokenmill::devices::cpu::internal::avx2
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TOKENMILL_KERNELS_TARGET_END
 
 #endif  // TOKENMILL_KERNELS_X86

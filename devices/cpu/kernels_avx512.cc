@@ -2,29 +2,15 @@
 // Quantized weights use kernels_avx512_quant.cc (AVX-512 VNNI) or, on CPUs
 // without VNNI, the AVX2 path. Compiled for that target per function (the
 // pragma below, after every include).
-// GCC 12 flags the _mm512_undefined_* inside many AVX-512 intrinsics as
-// uninitialized once inlined at -O3 (GCC bug 105593, fixed in 13); the
-// warnings point into the header, so silencing them there hides nothing of ours.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <algorithm>
 #include <cmath>
 
 #include "devices/cpu/kernels_internal.h"
+#include "devices/cpu/kernels_target.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), \
-                             apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")
-#endif
+TOKENMILL_KERNELS_TARGET_BEGIN(TOKENMILL_ISA_AVX512)
 
 namespace tokenmill::devices::cpu::internal::avx512 {
 namespace {
@@ -338,10 +324,6 @@ void StoreF16(const float* x, uint16_t* out, int64_t n) {
 
 }  // namespace tokenmill::devices::cpu::internal::avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TOKENMILL_KERNELS_TARGET_END
 
 #endif  // TOKENMILL_KERNELS_X86

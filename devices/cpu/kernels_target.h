@@ -1,0 +1,44 @@
+// What every ISA kernel file starts and ends with: the x86 intrinsics
+// header, and a region whose functions are compiled for one target ISA (the
+// dispatcher calls them only on CPUs that have it), for GCC and clang.
+//
+//   #include "devices/cpu/kernels_target.h"
+//   #if defined(TOKENMILL_KERNELS_X86)
+//   TOKENMILL_KERNELS_TARGET_BEGIN(TOKENMILL_ISA_AVX2)
+//   ... kernels ...
+//   TOKENMILL_KERNELS_TARGET_END
+//   #endif
+//
+// Begin after every include, so that no header's inline functions are
+// compiled for the target.
+#pragma once
+
+#include "devices/cpu/kernels_internal.h"
+
+#if defined(TOKENMILL_KERNELS_X86)
+// GCC 12 flags the _mm512_undefined_* inside many AVX-512 intrinsics as
+// uninitialized once inlined at -O3 (GCC bug 105593, fixed in 13); the
+// warnings point into the header, so silencing them there hides nothing of
+// ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+// The target ISAs, as target attributes spell them.
+#define TOKENMILL_ISA_AVX2 "avx2,fma,f16c"
+#define TOKENMILL_ISA_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#define TOKENMILL_ISA_AVX512_VNNI "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+
+#define TOKENMILL_KERNELS_PRAGMA(text) _Pragma(#text)
+#if defined(__clang__)
+#define TOKENMILL_KERNELS_TARGET_BEGIN(isa) \
+  TOKENMILL_KERNELS_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define TOKENMILL_KERNELS_TARGET_END TOKENMILL_KERNELS_PRAGMA(clang attribute pop)
+#else
+#define TOKENMILL_KERNELS_TARGET_BEGIN(isa) \
+  TOKENMILL_KERNELS_PRAGMA(GCC push_options) TOKENMILL_KERNELS_PRAGMA(GCC target(isa))
+#define TOKENMILL_KERNELS_TARGET_END TOKENMILL_KERNELS_PRAGMA(GCC pop_options)
+#endif
+#endif  // TOKENMILL_KERNELS_X86
