@@ -80,9 +80,29 @@ __attribute__((always_inline)) inline void Transpose8x32(const uint8_t* p, int64
   }
 }
 
-inline __m256i Spread(const ByteSpread& s) {
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(s.c));
-}
+// 8 weight rows in a ymm: the width kernels_kquant_unpack.h unpacks with.
+struct Ymm {
+  using Reg = __m256i;
+  __attribute__((always_inline)) static Reg And(Reg a, Reg b) { return _mm256_and_si256(a, b); }
+  __attribute__((always_inline)) static Reg Or(Reg a, Reg b) { return _mm256_or_si256(a, b); }
+  __attribute__((always_inline)) static Reg Slli16(Reg v, int n) { return _mm256_slli_epi16(v, n); }
+  __attribute__((always_inline)) static Reg Srli16(Reg v, int n) { return _mm256_srli_epi16(v, n); }
+  __attribute__((always_inline)) static Reg Srli32(Reg v, int n) { return _mm256_srli_epi32(v, n); }
+  __attribute__((always_inline)) static Reg Srai16(Reg v, int n) { return _mm256_srai_epi16(v, n); }
+  __attribute__((always_inline)) static Reg Set1Epi8(char c) { return _mm256_set1_epi8(c); }
+  __attribute__((always_inline)) static Reg Shuffle8(Reg v, const ByteSpread& s) {
+    return _mm256_shuffle_epi8(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(s.c)));
+  }
+  __attribute__((always_inline)) static Reg Gather(const uint8_t* p, Reg index) {
+    return _mm256_i32gather_epi32(reinterpret_cast<const int*>(p), index, 1);
+  }
+  __attribute__((always_inline)) static void Transpose(const uint8_t* p, int64_t stride,
+                                                       Reg (&out)[8]) {
+    Transpose8x32(p, stride, out);
+  }
+};
+
+#include "devices/cpu/kernels_kquant_unpack.h"
 
 // Per lane, the low 16 bits of each dword of v as f16, widened to f32.
 inline __m256 HalvesToFloat(__m256i v) {
@@ -91,10 +111,6 @@ inline __m256 HalvesToFloat(__m256i v) {
   // packus works per 128-bit half: lanes 0-3 in qword 0, lanes 4-7 in qword 2.
   return _mm256_cvtph_ps(
       _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0))));
-}
-
-inline __m256i Gather(const uint8_t* p, __m256i index) {
-  return _mm256_i32gather_epi32(reinterpret_cast<const int*>(p), index, 1);
 }
 
 // One super-block of 8 weight rows, unpacked: values[8s + i] holds, per
@@ -114,101 +130,32 @@ struct Unpacked {
 template <TensorType kType>
 __attribute__((always_inline)) inline void UnpackTile(const uint8_t* block, int64_t stride,
                                                       __m256i gather_index, Unpacked* u) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  UnpackValues<kType, Ymm>(block, stride, u->values);
   if constexpr (kType == TensorType::kQ6_K) {
-    // ql at 0 (128 bytes), qh at 128 (64), int8 scales at 192 (16), f16 d
-    // at 208: read as the high half of the dword at 206, so that the gather
-    // stays inside the 210-byte block.
-    const __m256i m30 = _mm256_set1_epi8(0x30);
-#pragma GCC unroll 2
-    for (int n = 0; n < 2; ++n) {
-      __m256i a[8], b[8], h[8];
-      Transpose8x32(block + 64 * n, stride, a);
-      Transpose8x32(block + 64 * n + 32, stride, b);
-      Transpose8x32(block + 128 + 32 * n, stride, h);
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) {
-        // Values 128n + 32c + 4i (c = 0..3): slice 4n + c.
-        __m256i* v = u->values + 8 * (4 * n) + i;
-        v[0] = _mm256_or_si256(_mm256_and_si256(a[i], low4),
-                               _mm256_and_si256(_mm256_slli_epi16(h[i], 4), m30));
-        v[8] = _mm256_or_si256(_mm256_and_si256(b[i], low4),
-                               _mm256_and_si256(_mm256_slli_epi16(h[i], 2), m30));
-        v[16] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a[i], 4), low4),
-                                _mm256_and_si256(h[i], m30));
-        v[24] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b[i], 4), low4),
-                                _mm256_and_si256(_mm256_srli_epi16(h[i], 2), m30));
-      }
-    }
     __m256i sc[4];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) sc[k] = Gather(block + 192 + 4 * k, gather_index);
+    GatherQ6Scales<Ymm>(block, gather_index, sc);
 #pragma GCC unroll 16
     for (int j = 0; j < 16; ++j) {
       // Scale byte to the high byte of both words, shifted down with sign.
-      u->scale[j] =
-          _mm256_srai_epi16(_mm256_shuffle_epi8(sc[j / 4], Spread(kToHighPair[j % 4])), 8);
+      u->scale[j] = Ymm::Srai16(Ymm::Shuffle8(sc[j / 4], kToHighPair[j % 4]), 8);
     }
-#pragma GCC unroll 8
-    for (int p = 0; p < 8; ++p) {
-      const int k = (2 * p) % 4;
-      // Byte k to the high byte of word 0, byte k + 1 to word 1's.
-      const __m256i lo = _mm256_shuffle_epi8(sc[p / 2], Spread(kToByte1[k]));
-      const __m256i hi = _mm256_shuffle_epi8(sc[p / 2], Spread(kToByte3[k + 1]));
-      u->pairs[p] = _mm256_srai_epi16(_mm256_or_si256(lo, hi), 8);
-    }
-    u->d = HalvesToFloat(_mm256_srli_epi32(Gather(block + 206, gather_index), 16));
+    Q6ScalePairs<Ymm>(sc, u->pairs);
+    // f16 d at 208: read as the high half of the dword at 206, so that the
+    // gather stays inside the 210-byte block.
+    u->d = HalvesToFloat(Ymm::Srli32(Ymm::Gather(block + 206, gather_index), 16));
     u->dmin = _mm256_setzero_ps();
     return;
   }
-  // Q4_K / Q5_K: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, then
-  // (Q5_K) 32 bytes of high bits, then 128 bytes of nibbles.
-  constexpr bool kFive = kType == TensorType::kQ5_K;
-  const uint8_t* qs = block + (kFive ? 48 : 16);
-  __m256i h[8];
-  if constexpr (kFive) Transpose8x32(block + 16, stride, h);
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    __m256i t[8];
-    Transpose8x32(qs + 32 * j, stride, t);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      // Values 64j + 4i (low nibbles, slice 2j) and 64j + 32 + 4i (high,
-      // slice 2j + 1); Q5_K's fifth bit is bit 2j (2j + 1) of qh's byte.
-      __m256i lo = _mm256_and_si256(t[i], low4);
-      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(t[i], 4), low4);
-      if constexpr (kFive) {
-        const __m256i bit = _mm256_set1_epi8(0x10);
-        const __m256i hl =
-            2 * j <= 4 ? _mm256_slli_epi16(h[i], 4 - 2 * j) : _mm256_srli_epi16(h[i], 2 * j - 4);
-        const __m256i hh = 2 * j + 1 <= 4 ? _mm256_slli_epi16(h[i], 3 - 2 * j)
-                                          : _mm256_srli_epi16(h[i], 2 * j - 3);
-        lo = _mm256_or_si256(lo, _mm256_and_si256(hl, bit));
-        hi = _mm256_or_si256(hi, _mm256_and_si256(hh, bit));
-      }
-      u->values[8 * (2 * j) + i] = lo;
-      u->values[8 * (2 * j + 1) + i] = hi;
-    }
-  }
-  const __m256i dd = Gather(block, gather_index);
+  // Q4_K / Q5_K: f16 d and dmin at 0, then the 6-bit scales and mins.
+  const __m256i dd = Ymm::Gather(block, gather_index);
   u->d = HalvesToFloat(dd);
-  u->dmin = HalvesToFloat(_mm256_srli_epi32(dd, 16));
-  const __m256i u0 = Gather(block + 4, gather_index);
-  const __m256i u1 = Gather(block + 8, gather_index);
-  const __m256i u2 = Gather(block + 12, gather_index);
-  const __m256i m3f = _mm256_set1_epi8(0x3f), m0f = _mm256_set1_epi8(0x0f),
-                m30 = _mm256_set1_epi8(0x30);
-  // Bytes k of sc[0] / mn[0]: scale / min k; of sc[1] / mn[1]: k + 4.
-  const __m256i sc[2] = {
-      _mm256_and_si256(u0, m3f),
-      _mm256_or_si256(_mm256_and_si256(u2, m0f), _mm256_and_si256(_mm256_srli_epi32(u0, 2), m30))};
-  const __m256i mn[2] = {_mm256_and_si256(u1, m3f),
-                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m0f),
-                                         _mm256_and_si256(_mm256_srli_epi32(u1, 2), m30))};
+  u->dmin = HalvesToFloat(Ymm::Srli32(dd, 16));
+  __m256i sc[2], mn[2];
+  UnpackScalesAndMins<Ymm>(block, gather_index, sc, mn);
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
-    u->scale[j] = _mm256_shuffle_epi8(sc[j / 4], Spread(kToPair[j % 4]));
-    u->pairs[j] = _mm256_shuffle_epi8(mn[j / 4], Spread(kToPair[j % 4]));
+    u->scale[j] = Ymm::Shuffle8(sc[j / 4], kToPair[j % 4]);
+    u->pairs[j] = Ymm::Shuffle8(mn[j / 4], kToPair[j % 4]);
   }
 }
 

@@ -53,7 +53,30 @@ constexpr int kTile = static_cast<int>(kKBatchTileRows);
 // is then paid twice for 16 rows).
 constexpr int kMaxKGroup = 16;
 
-inline __m512i Spread(const ByteSpread& s) { return _mm512_load_si512(s.c); }
+// 16 weight rows in a zmm (lane l: row LaneRow(l)): the width
+// kernels_kquant_unpack.h unpacks with.
+struct Zmm {
+  using Reg = __m512i;
+  __attribute__((always_inline)) static Reg And(Reg a, Reg b) { return _mm512_and_si512(a, b); }
+  __attribute__((always_inline)) static Reg Or(Reg a, Reg b) { return _mm512_or_si512(a, b); }
+  __attribute__((always_inline)) static Reg Slli16(Reg v, int n) { return _mm512_slli_epi16(v, n); }
+  __attribute__((always_inline)) static Reg Srli16(Reg v, int n) { return _mm512_srli_epi16(v, n); }
+  __attribute__((always_inline)) static Reg Srli32(Reg v, int n) { return _mm512_srli_epi32(v, n); }
+  __attribute__((always_inline)) static Reg Srai16(Reg v, int n) { return _mm512_srai_epi16(v, n); }
+  __attribute__((always_inline)) static Reg Set1Epi8(char c) { return _mm512_set1_epi8(c); }
+  __attribute__((always_inline)) static Reg Shuffle8(Reg v, const ByteSpread& s) {
+    return _mm512_shuffle_epi8(v, _mm512_load_si512(s.c));
+  }
+  __attribute__((always_inline)) static Reg Gather(const uint8_t* p, Reg index) {
+    return _mm512_i32gather_epi32(index, p, 1);
+  }
+  __attribute__((always_inline)) static void Transpose(const uint8_t* p, int64_t stride,
+                                                       Reg (&out)[8]) {
+    Transpose16x32(p, stride, out);
+  }
+};
+
+#include "devices/cpu/kernels_kquant_unpack.h"
 
 // One super-block of 16 weight rows, unpacked: values[8s + i] holds, per
 // lane, values 32s + 4i .. 32s + 4i + 3 of its row (unsigned); scale[j] the
@@ -72,101 +95,33 @@ struct Unpacked {
 template <TensorType kType>
 __attribute__((always_inline)) inline void UnpackTile(const uint8_t* block, int64_t stride,
                                                       __m512i gather_index, Unpacked* u) {
-  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  UnpackValues<kType, Zmm>(block, stride, u->values);
   if constexpr (kType == TensorType::kQ6_K) {
-    // ql at 0 (128 bytes), qh at 128 (64), int8 scales at 192 (16), f16 d
-    // at 208: read as the high half of the dword at 206, so that the gather
-    // stays inside the 210-byte block.
-    const __m512i m30 = _mm512_set1_epi8(0x30);
-#pragma GCC unroll 2
-    for (int n = 0; n < 2; ++n) {
-      __m512i a[8], b[8], h[8];
-      Transpose16x32(block + 64 * n, stride, a);
-      Transpose16x32(block + 64 * n + 32, stride, b);
-      Transpose16x32(block + 128 + 32 * n, stride, h);
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) {
-        // Values 128n + 32c + 4i (c = 0..3): slice 4n + c.
-        __m512i* v = u->values + 8 * (4 * n) + i;
-        v[0] = _mm512_or_si512(_mm512_and_si512(a[i], low4),
-                               _mm512_and_si512(_mm512_slli_epi16(h[i], 4), m30));
-        v[8] = _mm512_or_si512(_mm512_and_si512(b[i], low4),
-                               _mm512_and_si512(_mm512_slli_epi16(h[i], 2), m30));
-        v[16] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a[i], 4), low4),
-                                _mm512_and_si512(h[i], m30));
-        v[24] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(b[i], 4), low4),
-                                _mm512_and_si512(_mm512_srli_epi16(h[i], 2), m30));
-      }
-    }
     __m512i sc[4];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k)
-      sc[k] = _mm512_i32gather_epi32(gather_index, block + 192 + 4 * k, 1);
+    GatherQ6Scales<Zmm>(block, gather_index, sc);
 #pragma GCC unroll 16
     for (int j = 0; j < 16; ++j) {
-      u->scale[j] = _mm512_srai_epi32(_mm512_shuffle_epi8(sc[j / 4], Spread(kToByte3[j % 4])), 24);
+      // Scale byte to the high byte of the dword, shifted down with sign.
+      u->scale[j] = _mm512_srai_epi32(Zmm::Shuffle8(sc[j / 4], kToByte3[j % 4]), 24);
     }
-#pragma GCC unroll 8
-    for (int p = 0; p < 8; ++p) {
-      const int k = (2 * p) % 4;
-      // Byte k to the high byte of word 0, byte k + 1 to word 1's.
-      const __m512i lo = _mm512_shuffle_epi8(sc[p / 2], Spread(kToByte1[k]));
-      const __m512i hi = _mm512_shuffle_epi8(sc[p / 2], Spread(kToByte3[k + 1]));
-      u->pairs[p] = _mm512_srai_epi16(_mm512_or_si512(lo, hi), 8);
-    }
-    const __m512i dd = _mm512_i32gather_epi32(gather_index, block + 206, 1);
-    u->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+    Q6ScalePairs<Zmm>(sc, u->pairs);
+    // f16 d at 208: read as the high half of the dword at 206, so that the
+    // gather stays inside the 210-byte block.
+    u->d = _mm512_cvtph_ps(
+        _mm512_cvtepi32_epi16(Zmm::Srli32(Zmm::Gather(block + 206, gather_index), 16)));
     u->dmin = _mm512_setzero_ps();
     return;
   }
-  // Q4_K / Q5_K: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, then
-  // (Q5_K) 32 bytes of high bits, then 128 bytes of nibbles.
-  constexpr bool kFive = kType == TensorType::kQ5_K;
-  const uint8_t* qs = block + (kFive ? 48 : 16);
-  __m512i h[8];
-  if constexpr (kFive) Transpose16x32(block + 16, stride, h);
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    __m512i t[8];
-    Transpose16x32(qs + 32 * j, stride, t);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      // Values 64j + 4i (low nibbles, slice 2j) and 64j + 32 + 4i (high,
-      // slice 2j + 1); Q5_K's fifth bit is bit 2j (2j + 1) of qh's byte.
-      __m512i lo = _mm512_and_si512(t[i], low4);
-      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(t[i], 4), low4);
-      if constexpr (kFive) {
-        const __m512i bit = _mm512_set1_epi8(0x10);
-        const __m512i hl =
-            2 * j <= 4 ? _mm512_slli_epi16(h[i], 4 - 2 * j) : _mm512_srli_epi16(h[i], 2 * j - 4);
-        const __m512i hh = 2 * j + 1 <= 4 ? _mm512_slli_epi16(h[i], 3 - 2 * j)
-                                          : _mm512_srli_epi16(h[i], 2 * j - 3);
-        lo = _mm512_or_si512(lo, _mm512_and_si512(hl, bit));
-        hi = _mm512_or_si512(hi, _mm512_and_si512(hh, bit));
-      }
-      u->values[8 * (2 * j) + i] = lo;
-      u->values[8 * (2 * j + 1) + i] = hi;
-    }
-  }
-  const __m512i dd = _mm512_i32gather_epi32(gather_index, block, 1);
+  // Q4_K / Q5_K: f16 d and dmin at 0, then the 6-bit scales and mins.
+  const __m512i dd = Zmm::Gather(block, gather_index);
   u->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
-  u->dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
-  const __m512i u0 = _mm512_i32gather_epi32(gather_index, block + 4, 1);
-  const __m512i u1 = _mm512_i32gather_epi32(gather_index, block + 8, 1);
-  const __m512i u2 = _mm512_i32gather_epi32(gather_index, block + 12, 1);
-  const __m512i m3f = _mm512_set1_epi8(0x3f), m0f = _mm512_set1_epi8(0x0f),
-                m30 = _mm512_set1_epi8(0x30);
-  // Bytes k of sc[0] / mn[0]: scale / min k; of sc[1] / mn[1]: k + 4.
-  const __m512i sc[2] = {
-      _mm512_and_si512(u0, m3f),
-      _mm512_or_si512(_mm512_and_si512(u2, m0f), _mm512_and_si512(_mm512_srli_epi32(u0, 2), m30))};
-  const __m512i mn[2] = {_mm512_and_si512(u1, m3f),
-                         _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m0f),
-                                         _mm512_and_si512(_mm512_srli_epi32(u1, 2), m30))};
+  u->dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(Zmm::Srli32(dd, 16)));
+  __m512i sc[2], mn[2];
+  UnpackScalesAndMins<Zmm>(block, gather_index, sc, mn);
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
-    u->scale[j] = _mm512_shuffle_epi8(sc[j / 4], Spread(kToInt32[j % 4]));
-    u->pairs[j] = _mm512_shuffle_epi8(mn[j / 4], Spread(kToPair[j % 4]));
+    u->scale[j] = Zmm::Shuffle8(sc[j / 4], kToInt32[j % 4]);
+    u->pairs[j] = Zmm::Shuffle8(mn[j / 4], kToPair[j % 4]);
   }
 }
 
