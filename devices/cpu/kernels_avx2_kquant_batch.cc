@@ -25,19 +25,13 @@
 //
 // Everything in this file needs AVX2 + FMA + F16C; the dispatcher calls it
 // only when HostCpuFeatures().avx2.
-#include <immintrin.h>
-
 #include "devices/cpu/kernels_batch_tiles.h"
 #include "devices/cpu/kernels_internal.h"
+#include "devices/cpu/kernels_target.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-#endif
+TOKENMILL_KERNELS_TARGET_BEGIN(TOKENMILL_ISA_AVX2)
 
 namespace tokenmill::devices::cpu::internal::avx2 {
 namespace {
@@ -271,10 +265,6 @@ void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const
 
 }  // namespace tokenmill::devices::cpu::internal::avx2
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TOKENMILL_KERNELS_TARGET_END
 
 #endif  // TOKENMILL_KERNELS_X86

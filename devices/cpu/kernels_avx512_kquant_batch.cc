@@ -20,28 +20,16 @@
 //
 // Everything in this file needs AVX-512 F+BW+VL+VNNI; the dispatcher calls it
 // only when HostCpuFeatures().avx512_vnni.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-
 #include <cstring>
 
 #include "devices/cpu/kernels_avx512_transpose.h"
 #include "devices/cpu/kernels_batch_tiles.h"
 #include "devices/cpu/kernels_internal.h"
+#include "devices/cpu/kernels_target.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
 
-#if defined(__clang__)
-#pragma clang attribute push(                                                      \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
-#endif
+TOKENMILL_KERNELS_TARGET_BEGIN(TOKENMILL_ISA_AVX512_VNNI)
 
 namespace tokenmill::devices::cpu::internal::avx512 {
 namespace {
@@ -234,10 +222,6 @@ void MatMulKBatch(const TensorView& w, int64_t row_begin, int64_t row_end, const
 
 }  // namespace tokenmill::devices::cpu::internal::avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+TOKENMILL_KERNELS_TARGET_END
 
 #endif  // TOKENMILL_KERNELS_X86

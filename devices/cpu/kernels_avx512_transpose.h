@@ -12,14 +12,9 @@
 #include <cstdint>
 
 #include "devices/cpu/kernels_internal.h"
+#include "devices/cpu/kernels_target.h"
 
 #if defined(TOKENMILL_KERNELS_X86)
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 
 namespace tokenmill::devices::cpu::internal::avx512 {
 

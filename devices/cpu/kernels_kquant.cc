@@ -12,16 +12,7 @@
 #include <cmath>
 
 #include "devices/cpu/kernels_internal.h"
-
-#if defined(TOKENMILL_KERNELS_X86)
-// GCC 12 flags the _mm512_undefined_* inside AVX-512 intrinsics as
-// uninitialized once inlined (GCC bug 105593), as in kernels_avx512.cc.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "devices/cpu/kernels_target.h"
 
 namespace tokenmill::devices::cpu::internal {
 namespace {
