@@ -75,7 +75,7 @@ void FloatTile(const uint8_t* const* w, const float* const* x, int64_t cols, con
   for (int64_t k = 0; k < cols; k += 16 * U) {
     if (prefetch != nullptr) {
       const char* slice = prefetch + k / (16 * U) * prefetch_step;
-      for (int64_t o = 0; o < prefetch_step; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
+      for (int64_t o = 0; o < prefetch_step; o += 64) PrefetchWeights(slice + o);
     }
 #pragma GCC unroll 64
     for (int u = 0; u < U; ++u) {

@@ -61,7 +61,7 @@ void BatchTile(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_s
     if (next != nullptr) {
       const char* slice = next + b * kSliceBytes;
 #pragma GCC unroll 16
-      for (int64_t o = 0; o < kSliceBytes + 63; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
+      for (int64_t o = 0; o < kSliceBytes + 63; o += 64) PrefetchWeights(slice + o);
     }
     const uint8_t* wb = w + b * kQ8BlockBytes;
     // The 32 bytes after each row's f16 scale, offset to unsigned.

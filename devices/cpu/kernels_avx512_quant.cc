@@ -260,7 +260,7 @@ void QuantTile(const uint8_t* w, int64_t w_stride, const uint8_t* x, int64_t x_s
     if (prefetch) {
       const char* slice = next + b / 2 * kStepBytes;
 #pragma GCC unroll 16
-      for (int64_t o = 0; o < 2 * kStepBytes + 63; o += 64) _mm_prefetch(slice + o, _MM_HINT_T0);
+      for (int64_t o = 0; o < 2 * kStepBytes + 63; o += 64) PrefetchWeights(slice + o);
     }
     TileQuadStep<T, R, A>(w + b * kWeightBlockBytes<T>, w_stride, x + b * kQ8BlockBytes, x_stride,
                           c, acc);

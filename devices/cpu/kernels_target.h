@@ -28,6 +28,18 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
+namespace tokenmill::devices::cpu::internal {
+
+// Software prefetch of weights a kernel reads soon (the next tile): into L2,
+// not L1. Measured on the 1B shape, 2 threads, Zen 4, with L1 hints:
+// batch-1 decode Q8_0 19.1-20.4 tok/s, F16 8.7-9.1, batch 8 Q8_0 89-108;
+// with L2 hints 20.5-22.1, 11.6-14.6, 119-133 (batch 16 unchanged). L1 hints
+// fill the few L1 miss buffers and evict what the kernel is reading; L2 keeps
+// more lines in flight.
+inline void PrefetchWeights(const char* p) { _mm_prefetch(p, _MM_HINT_T1); }
+
+}  // namespace tokenmill::devices::cpu::internal
+
 // The target ISAs, as target attributes spell them.
 #define TOKENMILL_ISA_AVX2 "avx2,fma,f16c"
 #define TOKENMILL_ISA_AVX512 "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
