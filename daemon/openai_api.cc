@@ -513,7 +513,6 @@ absl::Status RetryLater(absl::StatusCode code, std::string_view message,
   return status;
 }
 
-// An admission refusal in OpenAI's terms.
 // This thread's CPU time: what a grammar compile costs the encode pool,
 // whatever else runs on the machine.
 std::chrono::nanoseconds ThreadCpuTime() {
@@ -522,6 +521,7 @@ std::chrono::nanoseconds ThreadCpuTime() {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
+// An admission refusal in OpenAI's terms.
 absl::Status AdmissionError(absl::Status status) {
   if (status.code() == absl::StatusCode::kResourceExhausted) {
     status = WithErrorCode(status, "rate_limit_exceeded");
